@@ -1,0 +1,18 @@
+"""oslo_kvs: a key-value store facade for OpenStack services.
+
+::
+
+    import oslo_kvs
+    store = oslo_kvs.get_key_value_store('tokens')
+    store.configure('openstack.kvs.Memory')
+    store.set('k', {'v': 1})
+"""
+
+from oslo_kvs.core import get_key_value_store
+from oslo_kvs.core import KeyValueStore
+from oslo_kvs.core import KeyValueStoreLock
+from oslo_kvs.core import sha1_mangle_key
+from oslo_kvs.core import sha256_mangle_key
+
+__all__ = ['get_key_value_store', 'KeyValueStore', 'KeyValueStoreLock',
+           'sha1_mangle_key', 'sha256_mangle_key']

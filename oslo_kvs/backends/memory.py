@@ -1,0 +1,128 @@
+"""``openstack.kvs.Memory``: the embedded, in-process default backend."""
+
+import collections
+import heapq
+import math
+import threading
+import time
+import typing as ty
+
+from oslo_config import types
+
+from oslo_kvs.backends import base
+
+MAX_ITEMS = base.Option(
+    'max_items', types.Integer(min=0), 0,
+    help='Most values kept; beyond it the least recently used is evicted. '
+         '0 means no bound.')
+
+
+class MemoryBackend(base.Backend):
+    """Thread-safe in-process store with expiry and optional LRU bound.
+
+    Expired values are never returned and are purged as time passes (a
+    heap of expiry times is drained on every write), so memory does not
+    grow with dead entries. Locks exclude the threads of this process.
+    """
+
+    name = 'openstack.kvs.Memory'
+    options = base.Backend.options + (MAX_ITEMS,)
+
+    def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
+        super().__init__(arguments)
+        self.max_items: int = self.args['max_items']
+        # key -> (value, expires_at); insertion order is recency order.
+        self._data: collections.OrderedDict[str, tuple[bytes, float]] = (
+            collections.OrderedDict())
+        self._expiries: list[tuple[float, str]] = []
+        self._mutex = threading.Lock()
+        self._locks = base.LocalLocks()
+
+    def __len__(self) -> int:
+        """Live entries, counting ones expired but not yet purged."""
+        return len(self._data)
+
+    # Callers hold self._mutex for every helper below.
+    def _read(self, key: str, now: float) -> ty.Any:
+        entry = self._data.get(key)
+        if entry is None:
+            return base.NO_VALUE
+        if entry[1] <= now:
+            del self._data[key]
+            return base.NO_VALUE
+        self._data.move_to_end(key)
+        return entry[0]
+
+    def _write(self, key: str, value: bytes, now: float) -> None:
+        ttl = self.ttl_for(key)
+        expires_at = now + ttl if ttl else math.inf
+        self._data[key] = (value, expires_at)
+        self._data.move_to_end(key)
+        if ttl:
+            heapq.heappush(self._expiries, (expires_at, key))
+
+    def _purge(self, now: float) -> None:
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            expires_at, key = heapq.heappop(heap)
+            entry = self._data.get(key)
+            # The key may have been rewritten since; only drop this entry.
+            if entry is not None and entry[1] == expires_at:
+                del self._data[key]
+        # Overwritten keys leave stale heap entries; rebuild before the
+        # heap outgrows the data it describes.
+        if len(heap) > 2 * len(self._data) + 64:
+            self._expiries = [(exp, key) for key, (_, exp)
+                              in self._data.items() if exp != math.inf]
+            heapq.heapify(self._expiries)
+        if self.max_items:
+            while len(self._data) > self.max_items:
+                self._data.popitem(last=False)
+
+    def get_serialized(self, key):
+        with self._mutex:
+            return self._read(key, time.monotonic())
+
+    def get_serialized_multi(self, keys):
+        now = time.monotonic()
+        with self._mutex:
+            return [self._read(key, now) for key in keys]
+
+    def set_serialized(self, key, value):
+        now = time.monotonic()
+        with self._mutex:
+            self._write(key, value, now)
+            self._purge(now)
+
+    def set_serialized_multi(self, mapping):
+        now = time.monotonic()
+        with self._mutex:
+            for key, value in mapping.items():
+                self._write(key, value, now)
+            self._purge(now)
+
+    def delete_multi(self, keys):
+        with self._mutex:
+            for key in keys:
+                self._data.pop(key, None)
+
+    def delete_existing(self, key):
+        now = time.monotonic()
+        with self._mutex:
+            entry = self._data.pop(key, None)
+            return entry is not None and entry[1] > now
+
+    def add_serialized(self, key, value):
+        now = time.monotonic()
+        with self._mutex:
+            if self._read(key, now) is not base.NO_VALUE:
+                return False
+            self._write(key, value, now)
+            self._purge(now)
+            return True
+
+    def acquire_lock(self, key, token, ttl):
+        return self._locks.acquire(key, token, ttl)
+
+    def release_lock(self, key, token):
+        return self._locks.release(key, token)

@@ -1,0 +1,101 @@
+"""Exceptions raised by oslo_kvs.
+
+Every exception derives from :class:`KVSError`. Several also derive from a
+built-in type (``ValueError``, ``RuntimeError``) so that callers written
+against Keystone's KVS layer, which raised those, keep working.
+
+Messages never contain secrets: passwords and protection keys are not passed
+to these constructors anywhere in oslo_kvs.
+"""
+
+import reprlib
+import typing as ty
+
+_short = reprlib.Repr()
+_short.maxstring = 80
+_short.maxother = 80
+_short.maxlist = 10
+
+
+def _describe(target: ty.Any) -> str:
+    """A bounded, printable rendering of a key or list of keys."""
+    return _short.repr(target)
+
+
+class KVSError(Exception):
+    """Base class of every oslo_kvs exception."""
+
+
+class NotFound(KVSError):
+    """A key (or several keys) is not in the store.
+
+    :attr:`target` holds the key, or the list of missing keys for
+    ``get_multi``.
+    """
+
+    def __init__(self, target: ty.Any, message: str | None = None) -> None:
+        self.target = target
+        if message is None:
+            if isinstance(target, list):
+                message = 'Keys not found: %s' % _describe(target)
+            else:
+                message = 'Key not found: %s' % _describe(target)
+        super().__init__(message)
+
+
+class NotConfigured(KVSError):
+    """The store was used before ``configure()`` was called."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            'Key value store %r is not configured: call configure() '
+            'before using it' % name)
+
+
+class AlreadyConfigured(KVSError, RuntimeError):
+    """``configure()`` was called on a store that is already configured."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__('Key value store %r is already configured' % name)
+
+
+class ConfigurationError(KVSError, ValueError):
+    """An option or ``configure()`` argument is wrong."""
+
+
+class LockError(KVSError, ValueError):
+    """A lock was misused: wrong key, not held, or released twice."""
+
+
+class LockTimeout(KVSError):
+    """A lock expired (``lock_timeout`` passed) while the caller held it."""
+
+    def __init__(self, target: ty.Any) -> None:
+        self.target = target
+        super().__init__('Lock for key %s timed out' % _describe(target))
+
+
+class BackendError(KVSError):
+    """The backend server is unreachable or failing.
+
+    The message names the backend and the server, never a secret.
+    """
+
+
+class ValueTooLarge(KVSError, ValueError):
+    """A value is larger than the backend can store."""
+
+
+class IntegrityError(NotFound):
+    """A stored value failed authentication (tampered, moved or wrong key).
+
+    It is a :class:`NotFound` so that code treating a missing value as
+    missing keeps working; the value is never deserialized.
+    """
+
+    def __init__(self, target: ty.Any) -> None:
+        super().__init__(
+            target, 'Stored value for %s failed integrity verification'
+            % _describe(target))

@@ -1,0 +1,71 @@
+"""The ``[kvs]`` configuration options and :func:`list_opts`.
+
+:func:`list_opts` is published on the ``oslo.config.opts`` entry point under
+the ``oslo.kvs`` namespace, so ``oslo-config-generator --namespace oslo.kvs``
+prints these options.
+"""
+
+import copy
+
+from oslo_config import cfg
+
+GROUP = 'kvs'
+
+kvs_opts = [
+    cfg.ListOpt(
+        'backends', default=[],
+        help='Extra KVS backends to register, as dotted "module.Class" '
+             'paths. Each is registered as "openstack.kvs.<Class>" and can '
+             'then be given to configure() as the backing store.'),
+    cfg.StrOpt(
+        'config_prefix', default='openstack.kvs',
+        help='Prefix of every key written by every store, so that several '
+             'services (or deployments) sharing one server never see each '
+             'other\'s keys. Changing it makes existing keys unreachable.'),
+    cfg.BoolOpt(
+        'enable_key_mangler', default=True,
+        help='Turn every key into a fixed-length hash before it reaches the '
+             'backend, so any Unicode key of any length can be stored. '
+             'Only disable it for debugging: without it, keys the backend '
+             'cannot store (for example long keys on memcached) are '
+             'refused.'),
+    cfg.IntOpt(
+        'default_lock_timeout', default=5, min=0,
+        help='Seconds after which a lock frees itself if its holder does '
+             'not release it (for example because the holder died). '
+             '0 means locks never expire, which can leave a distributed '
+             'lock held forever.'),
+]
+
+# The store the oslo-kvs command works on; services configure their stores
+# in code and do not read these.
+command_opts = [
+    cfg.StrOpt(
+        'backing_store', default='openstack.kvs.Memory',
+        help='Backend of the store the oslo-kvs command checks and '
+             'benchmarks.'),
+    cfg.MultiStrOpt(
+        'backend_argument', default=[], secret=True,
+        help='Arguments for that backend, each as "name:value"; give the '
+             'option once per argument. Secret, because arguments can '
+             'hold passwords.'),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the ``[kvs]`` options on ``conf`` (safe to call again)."""
+    conf.register_opts(kvs_opts, group=GROUP)
+
+
+def register_command_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the options only the oslo-kvs command reads."""
+    register_opts(conf)
+    conf.register_opts(command_opts, group=GROUP)
+
+
+def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
+    """Return the options of oslo_kvs for the sample config generator.
+
+    :returns: a list of ``(group_name, [opts])`` tuples.
+    """
+    return [(GROUP, copy.deepcopy(kvs_opts + command_opts))]

@@ -1,0 +1,414 @@
+"""The backend contract suite, written once and run against every backend.
+
+A backend's test module subclasses :class:`StoreContract` and provides an
+autouse fixture that sets :attr:`backing_store` and :attr:`backend_args`
+(for a server backend, from a fixture in :mod:`oslo_kvs_tests.servers`)::
+
+    class TestMemoryContract(contract.StoreContract):
+        @pytest.fixture(autouse=True)
+        def _backend(self):
+            self.backing_store = 'openstack.kvs.Memory'
+            self.backend_args = {}
+
+Every store gets a unique name, so tests sharing one server never see each
+other's keys.
+"""
+
+import datetime
+import threading
+import time
+import typing as ty
+import uuid
+
+from hypothesis import settings
+from hypothesis import stateful
+from hypothesis import strategies as st
+import pytest
+
+import oslo_kvs
+from oslo_kvs import exception
+
+ROUND_TRIP_VALUES = [
+    None, True, False, 0, -1, 2 ** 63 - 1, 2 ** 64, -(2 ** 100), 0.0, 1.5,
+    -2.25e300, '', 'text', 'üñí©ødé ☃ 𝄞', b'', b'\x00\xffbytes', [], [1, 'a'],
+    (), (1, (2, 3)), {}, {'a': 1, 'b': [None, {'c': ()}]},
+    {1: 'int key', (1, 2): 'tuple key', frozenset([3]): 'frozenset key'},
+    set(), {1, 'two', (3,)}, frozenset(['x']),
+    datetime.datetime(2020, 2, 29, 12, 30, 1, 123456),
+    datetime.datetime(2020, 2, 29, 12, 30, 1, tzinfo=datetime.timezone.utc),
+    datetime.datetime(2021, 6, 1, tzinfo=datetime.timezone(
+        datetime.timedelta(hours=-5, minutes=-30))),
+    [{'nested': ({1, 2}, frozenset(), datetime.datetime(1999, 1, 1))}],
+]
+
+SPECIAL_KEYS = ['', ' ', 'with space', 'new\nline', 'tab\tkey', 'ключ',
+                '鍵', 'emoji 🗝', 'x' * 10000, '\x00nul', 'colon:key',
+                'l:lock-like']
+
+
+def _values() -> st.SearchStrategy[ty.Any]:
+    scalars = (st.none() | st.booleans() | st.integers() |
+               st.floats(allow_nan=False) | st.text(max_size=20) |
+               st.binary(max_size=20))
+    return st.recursive(
+        scalars,
+        lambda inner: (st.lists(inner, max_size=4) |
+                       st.tuples(inner, inner) |
+                       st.dictionaries(st.text(max_size=5), inner,
+                                       max_size=4)),
+        max_leaves=10)
+
+
+class StoreContract:
+    """Rules every backend must follow. Subclasses set the backend."""
+
+    backing_store: str
+    backend_args: dict[str, ty.Any]
+    #: False for backends that take no ``expire_time`` (foreign dogpile).
+    supports_expiry = True
+    #: The backend's historical name for ``expire_time``, if any.
+    expire_time_alias: str | None = None
+    #: Longest time a value set with ``expire_time=1`` may still be read.
+    expiry_wait = 2.5
+    #: Hypothesis examples for the state-machine test.
+    hypothesis_examples = 60
+
+    def make_store(self, **extra: ty.Any) -> oslo_kvs.KeyValueStore:
+        """A freshly configured store with a unique name."""
+        store = oslo_kvs.get_key_value_store('contract-%s' % uuid.uuid4())
+        args = dict(self.backend_args)
+        args.update(extra)
+        store.configure(self.backing_store, **args)
+        return store
+
+    def needs_expiry(self) -> None:
+        if not self.supports_expiry:
+            pytest.skip('%s has no expire_time' % self.backing_store)
+
+    @pytest.fixture
+    def store(self) -> oslo_kvs.KeyValueStore:
+        return self.make_store()
+
+    # --- missing keys ----------------------------------------------------
+
+    def test_get_missing_raises_not_found(self, store):
+        with pytest.raises(exception.NotFound) as info:
+            store.get('missing')
+        assert info.value.target == 'missing'
+
+    def test_delete_missing_raises_not_found(self, store):
+        with pytest.raises(exception.NotFound):
+            store.delete('missing')
+
+    def test_delete_removes(self, store):
+        store.set('k', 'v')
+        store.delete('k')
+        with pytest.raises(exception.NotFound):
+            store.get('k')
+
+    def test_get_multi_names_every_missing_key(self, store):
+        store.set('present', 1)
+        with pytest.raises(exception.NotFound) as info:
+            store.get_multi(['gone-1', 'present', 'gone-2'])
+        assert info.value.target == ['gone-1', 'gone-2']
+
+    def test_delete_multi_ignores_missing(self, store):
+        store.set_multi({'a': 1, 'b': 2})
+        store.delete_multi(['a', 'never-there', 'b'])
+        for key in ('a', 'b'):
+            with pytest.raises(exception.NotFound):
+                store.get(key)
+
+    # --- values ----------------------------------------------------------
+
+    @pytest.mark.parametrize('value', ROUND_TRIP_VALUES, ids=repr)
+    def test_round_trip_keeps_value_and_type(self, store, value):
+        store.set('k', value)
+        got = store.get('k')
+        assert got == value
+        assert type(got) is type(value)
+        if isinstance(value, (list, tuple)):
+            assert [type(v) for v in got] == [type(v) for v in value]
+
+    def test_none_and_empty_string_are_values(self, store):
+        store.set('none', None)
+        store.set('empty', '')
+        assert store.get('none') is None
+        assert store.get('empty') == ''
+        assert store.get_multi(['none', 'empty']) == [None, '']
+
+    def test_overwrite(self, store):
+        store.set('k', 1)
+        store.set('k', 'two')
+        assert store.get('k') == 'two'
+
+    def test_stored_value_isolated_from_caller(self, store):
+        value = {'list': [1, 2]}
+        store.set('k', value)
+        value['list'].append(3)
+        got = store.get('k')
+        assert got == {'list': [1, 2]}
+        got['list'].append(4)
+        assert store.get('k') == {'list': [1, 2]}
+
+    def test_unsupported_value_type_keeps_old_value(self, store):
+        store.set('k', 'old')
+        with pytest.raises(TypeError):
+            store.set('k', object())
+        with pytest.raises(TypeError):
+            store.set_multi({'k': 'new', 'other': object()})
+        assert store.get('k') == 'old'
+
+    # --- keys ------------------------------------------------------------
+
+    @pytest.mark.parametrize('key', [b'bytes', 1, None, ('t',)], ids=repr)
+    def test_non_str_key_raises_type_error(self, store, key):
+        for call in (lambda: store.get(key), lambda: store.set(key, 1),
+                     lambda: store.delete(key), lambda: store.add(key, 1),
+                     lambda: store.get_multi([key]),
+                     lambda: store.set_multi({key: 1}),
+                     lambda: store.delete_multi([key]),
+                     lambda: store.get_lock(key)):
+            with pytest.raises(TypeError):
+                call()
+
+    def test_special_keys_are_distinct_and_stored(self, store):
+        store.set_multi({key: index for index, key in enumerate(SPECIAL_KEYS)})
+        assert store.get_multi(SPECIAL_KEYS) == list(range(len(SPECIAL_KEYS)))
+        for index, key in enumerate(SPECIAL_KEYS):
+            assert store.get(key) == index
+        store.delete(SPECIAL_KEYS[-1])
+        assert store.add(SPECIAL_KEYS[-1], 'again')
+
+    def test_stores_with_different_names_do_not_share_keys(self):
+        first, second = self.make_store(), self.make_store()
+        first.set('shared', 'first')
+        with pytest.raises(exception.NotFound):
+            second.get('shared')
+        second.set('shared', 'second')
+        assert first.get('shared') == 'first'
+
+    # --- multi operations ------------------------------------------------
+
+    def test_multi_ops_keep_order(self, store):
+        data = {'key-%03d' % i: i for i in range(50)}
+        store.set_multi(data)
+        keys = sorted(data, reverse=True)
+        assert store.get_multi(keys) == [data[k] for k in keys]
+        assert store.get_multi(['key-001', 'key-001']) == [1, 1]
+
+    def test_empty_multi_ops(self, store):
+        assert store.get_multi([]) == []
+        store.set_multi({})
+        store.delete_multi([])
+
+    # --- add -------------------------------------------------------------
+
+    def test_add(self, store):
+        assert store.add('k', 'first') is True
+        assert store.add('k', 'second') is False
+        assert store.get('k') == 'first'
+        store.delete('k')
+        assert store.add('k', 'third') is True
+        assert store.get('k') == 'third'
+
+    def test_add_is_atomic_across_threads(self, store):
+        wins = []
+        barrier = threading.Barrier(8)
+
+        def contend(n):
+            barrier.wait()
+            if store.add('contended', n):
+                wins.append(n)
+
+        threads = [threading.Thread(target=contend, args=(n,))
+                   for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(wins) == 1
+        assert store.get('contended') == wins[0]
+
+    # --- locks -----------------------------------------------------------
+
+    def test_lock_guards_writes(self, store):
+        with store.get_lock('k') as lock:
+            assert lock.active
+            store.set('k', 'v', lock=lock)
+            store.delete('k', lock=lock)
+        assert not lock.active
+
+    def test_lock_for_other_key_is_refused(self, store):
+        with store.get_lock('other') as lock:
+            with pytest.raises(exception.LockError):
+                store.set('k', 'v', lock=lock)
+        with pytest.raises(exception.NotFound):
+            store.get('k')
+
+    def test_inactive_lock_is_refused(self, store):
+        lock = store.get_lock('k')
+        with pytest.raises(exception.LockError):
+            store.set('k', 'v', lock=lock)
+        with lock:
+            pass
+        with pytest.raises(exception.LockError):
+            store.delete('k', lock=lock)
+        with pytest.raises(exception.LockError):
+            lock.release()
+
+    def test_lock_excludes_second_holder(self, store):
+        first = store.get_lock('k')
+        second = store.get_lock('k')
+        assert first.acquire()
+        try:
+            assert second.acquire(blocking=False) is False
+            assert second.acquire(timeout=0.05) is False
+        finally:
+            first.release()
+        assert second.acquire(blocking=False) is True
+        second.release()
+
+    def test_release_never_frees_another_holders_lock(self):
+        store = self.make_store(lock_timeout=1)
+        stale = store.get_lock('k')
+        stale.acquire()
+        time.sleep(self.expiry_wait)
+        fresh = store.get_lock('k')
+        assert fresh.acquire(timeout=5)
+        stale.release()  # expired: must not remove fresh's lock
+        intruder = store.get_lock('k')
+        assert intruder.acquire(blocking=False) is False
+        fresh.release()
+
+    def test_expired_lock_raises_lock_timeout(self):
+        store = self.make_store(lock_timeout=0.2)
+        with store.get_lock('k') as lock:
+            time.sleep(0.3)
+            assert lock.expired
+            with pytest.raises(exception.LockTimeout):
+                store.set('k', 'v', lock=lock)
+        with pytest.raises(exception.NotFound):
+            store.get('k')
+
+    def test_abandoned_lock_frees_itself(self):
+        store = self.make_store(lock_timeout=1)
+        abandoned = store.get_lock('k')
+        abandoned.acquire()
+        waiter = store.get_lock('k')
+        assert waiter.acquire(blocking=False) is False
+        assert waiter.acquire(timeout=self.expiry_wait + 2)
+        waiter.release()
+
+    def test_lock_on_long_unicode_key(self, store):
+        key = 'ключ-' * 2000
+        with store.get_lock(key) as lock:
+            store.set(key, 1, lock=lock)
+        assert store.get(key) == 1
+
+    def test_locking_disabled_makes_locks_no_ops(self):
+        store = self.make_store(locking='False')
+        with store.get_lock('k') as first:
+            with store.get_lock('k') as second:
+                store.set('k', 'v', lock=second)
+            assert first.active
+        assert store.get('k') == 'v'
+
+    # --- expiry ----------------------------------------------------------
+
+    def test_expiry_and_no_expiry_keys(self):
+        self.needs_expiry()
+        store = self.make_store(expire_time=1, no_expiry_keys=['keep'])
+        store.set_multi({'gone': 1, 'keep': 2})
+        store.set('gone-too', 3)
+        assert store.add('added', 4)
+        assert store.get('gone') == 1
+        time.sleep(self.expiry_wait)
+        for key in ('gone', 'gone-too', 'added'):
+            with pytest.raises(exception.NotFound):
+                store.get(key)
+        assert store.get('keep') == 2
+        assert store.add('added', 5)
+
+    def test_historical_expire_time_name(self):
+        self.needs_expiry()
+        if self.expire_time_alias is None:
+            pytest.skip('this backend has no historical expiry argument')
+        store = self.make_store(**{self.expire_time_alias: 1})
+        store.set('gone', 1)
+        time.sleep(self.expiry_wait)
+        with pytest.raises(exception.NotFound):
+            store.get('gone')
+
+    def test_expire_time_zero_means_never(self):
+        self.needs_expiry()
+        store = self.make_store(expire_time=0)
+        store.set('k', 'v')
+        time.sleep(1.1)
+        assert store.get('k') == 'v'
+
+    # --- model-based -----------------------------------------------------
+
+    def test_random_operations_match_dict_model(self):
+        make_store = self.make_store
+        keys = st.sampled_from(['a', 'b', 'c', 'ключ', 'x' * 300])
+
+        class Model(stateful.RuleBasedStateMachine):
+            def __init__(self):
+                super().__init__()
+                self.store = make_store()
+                self.model: dict[str, ty.Any] = {}
+
+            @stateful.rule(key=keys, value=_values())
+            def set(self, key, value):
+                self.store.set(key, value)
+                self.model[key] = value
+
+            @stateful.rule(key=keys)
+            def get(self, key):
+                if key in self.model:
+                    assert self.store.get(key) == self.model[key]
+                else:
+                    with pytest.raises(exception.NotFound):
+                        self.store.get(key)
+
+            @stateful.rule(key=keys)
+            def delete(self, key):
+                if key in self.model:
+                    self.store.delete(key)
+                    del self.model[key]
+                else:
+                    with pytest.raises(exception.NotFound):
+                        self.store.delete(key)
+
+            @stateful.rule(key=keys, value=_values())
+            def add(self, key, value):
+                assert self.store.add(key, value) is (key not in self.model)
+                self.model.setdefault(key, value)
+
+            @stateful.rule(mapping=st.dictionaries(keys, _values(),
+                                                   max_size=3))
+            def set_multi(self, mapping):
+                self.store.set_multi(mapping)
+                self.model.update(mapping)
+
+            @stateful.rule(chosen=st.lists(keys, max_size=4))
+            def get_multi(self, chosen):
+                missing = [k for k in chosen if k not in self.model]
+                if missing:
+                    with pytest.raises(exception.NotFound) as info:
+                        self.store.get_multi(chosen)
+                    assert info.value.target == missing
+                else:
+                    assert self.store.get_multi(chosen) == [
+                        self.model[k] for k in chosen]
+
+            @stateful.rule(chosen=st.lists(keys, max_size=4))
+            def delete_multi(self, chosen):
+                self.store.delete_multi(chosen)
+                for key in chosen:
+                    self.model.pop(key, None)
+
+        stateful.run_state_machine_as_test(Model, settings=settings(
+            max_examples=self.hypothesis_examples, stateful_step_count=15,
+            deadline=None))

@@ -1,0 +1,80 @@
+"""The backend contract on ``openstack.kvs.Memory``, plus what is its own."""
+
+import time
+
+import pytest
+
+import oslo_kvs
+from oslo_kvs import exception
+from oslo_kvs_tests import contract
+
+
+class TestMemoryContract(contract.StoreContract):
+    expiry_wait = 1.2
+    hypothesis_examples = 150
+
+    @pytest.fixture(autouse=True)
+    def _backend(self):
+        self.backing_store = 'openstack.kvs.Memory'
+        self.backend_args = {}
+
+
+class TestDogpileMemoryContract(contract.StoreContract):
+    """A foreign dogpile.cache backend behind the adapter."""
+
+    supports_expiry = False
+
+    @pytest.fixture(autouse=True)
+    def _backend(self):
+        self.backing_store = 'dogpile.cache.memory'
+        self.backend_args = {}
+
+    def test_generic_expiry_arguments_are_refused(self):
+        with pytest.raises(exception.ConfigurationError,
+                           match='expire_time'):
+            self.make_store(expire_time=5)
+
+
+def _backend_of(store):
+    return store._state.backend
+
+
+class TestMemoryBackend:
+    def make(self, **args):
+        store = oslo_kvs.get_key_value_store('memory-own-%s' % id(args))
+        store.configure('openstack.kvs.Memory', **args)
+        return store
+
+    def test_max_items_evicts_least_recently_used(self):
+        store = self.make(max_items=3)
+        store.set_multi({'a': 1, 'b': 2, 'c': 3})
+        store.get('a')  # now 'b' is the least recently used
+        store.set('d', 4)
+        with pytest.raises(exception.NotFound):
+            store.get('b')
+        assert store.get_multi(['a', 'c', 'd']) == [1, 3, 4]
+        assert len(_backend_of(store)) == 3
+
+    def test_expired_entries_are_purged_not_kept(self):
+        store = self.make(expire_time=0.05)
+        store.set_multi({'k%d' % i: i for i in range(100)})
+        time.sleep(0.1)
+        store.set('trigger', 1)
+        # Only the fresh write is left: nothing expired lingers.
+        assert len(_backend_of(store)) == 1
+
+    def test_overwrites_do_not_grow_expiry_heap_without_bound(self):
+        store = self.make(expire_time=3600)
+        for i in range(1000):
+            store.set('same', i)
+        backend = _backend_of(store)
+        assert len(backend._expiries) <= 2 * len(backend) + 64
+        assert store.get('same') == 999
+
+    def test_max_items_string_is_coerced(self):
+        store = self.make(max_items='2')
+        assert _backend_of(store).max_items == 2
+
+    def test_negative_max_items_is_refused(self):
+        with pytest.raises(exception.ConfigurationError, match='max_items'):
+            self.make(max_items=-1)
