@@ -5,6 +5,9 @@ import pytest
 
 from oslo_kvs import opts
 
+# Server fixtures (memcached, Redis) live in servers.py.
+pytest_plugins = ['oslo_kvs_tests.servers']
+
 
 @pytest.fixture(autouse=True)
 def _clean_kvs_options():
