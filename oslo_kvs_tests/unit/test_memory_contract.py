@@ -5,6 +5,7 @@ import time
 import pytest
 
 import oslo_kvs
+from oslo_kvs.backends import base
 from oslo_kvs import exception
 from oslo_kvs_tests import contract
 
@@ -33,6 +34,10 @@ class TestDogpileMemoryContract(contract.StoreContract):
         with pytest.raises(exception.ConfigurationError,
                            match='expire_time'):
             self.make_store(expire_time=5)
+
+
+class ExtraBackend(base.Backend):
+    """Shares its class name with another test module's backend."""
 
 
 def _backend_of(store):

@@ -1,0 +1,456 @@
+"""Registry, configure() errors, mangler precedence, proxies, concurrency."""
+
+import gc
+import threading
+import uuid
+
+from dogpile.cache import proxy
+from dogpile.cache import region as dogpile_region
+from oslo_config import cfg
+import pytest
+
+import oslo_kvs
+from oslo_kvs import backends
+from oslo_kvs.backends import memory
+from oslo_kvs import exception
+
+
+def new_name():
+    return 'unit-%s' % uuid.uuid4()
+
+
+def fresh_store(**kwargs):
+    return oslo_kvs.get_key_value_store(new_name(), **kwargs)
+
+
+# --- registry ----------------------------------------------------------------
+
+def test_same_name_gives_same_store_while_referenced():
+    name = new_name()
+    first = oslo_kvs.get_key_value_store(name)
+    assert oslo_kvs.get_key_value_store(name) is first
+
+
+def test_store_is_fresh_once_unreferenced():
+    name = new_name()
+    store = oslo_kvs.get_key_value_store(name)
+    store.configure('openstack.kvs.Memory')
+    first_id = id(store)
+    del store
+    gc.collect()
+    again = oslo_kvs.get_key_value_store(name)
+    assert not again.is_configured
+    assert id(again) != first_id or not again.is_configured
+
+
+def test_store_name_must_be_str():
+    with pytest.raises(TypeError):
+        oslo_kvs.get_key_value_store(b'bytes')
+
+
+def test_many_threads_get_one_store():
+    name = new_name()
+    seen = []
+    barrier = threading.Barrier(16)
+
+    def fetch():
+        barrier.wait()
+        seen.append(oslo_kvs.get_key_value_store(name))
+
+    threads = [threading.Thread(target=fetch) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({id(store) for store in seen}) == 1
+
+
+# --- configure ---------------------------------------------------------------
+
+def test_use_before_configure_names_the_store():
+    store = fresh_store()
+    for call in (lambda: store.get('k'), lambda: store.set('k', 1),
+                 lambda: store.get_multi(['k']), lambda: store.add('k', 1),
+                 lambda: store.delete('k'), lambda: store.get_lock('k')):
+        with pytest.raises(exception.NotConfigured, match=store.name):
+            call()
+    assert not store.is_configured
+
+
+def test_configure_twice_raises_already_configured():
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory')
+    assert store.is_configured
+    with pytest.raises(exception.AlreadyConfigured) as info:
+        store.configure('openstack.kvs.Memory')
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_configure_race_has_exactly_one_winner():
+    store = fresh_store()
+    outcomes = []
+    barrier = threading.Barrier(12)
+
+    def configure():
+        barrier.wait()
+        try:
+            store.configure('openstack.kvs.Memory')
+            outcomes.append('won')
+        except exception.AlreadyConfigured:
+            outcomes.append('lost')
+
+    threads = [threading.Thread(target=configure) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count('won') == 1
+    assert outcomes.count('lost') == 11
+
+
+def test_concurrent_use_from_many_threads():
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory')
+    errors = []
+
+    def work(n):
+        try:
+            for i in range(200):
+                key = 'thread-%d-%d' % (n, i % 10)
+                store.set(key, i)
+                assert store.get(key) == i
+                with store.get_lock('shared') as lock:
+                    store.set('shared', n, lock=lock)
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.get('shared') in range(8)
+
+
+@pytest.mark.parametrize('backing_store', ['openstack.kvs.Nope', 'nope', ''])
+def test_unknown_backend_is_named(backing_store):
+    store = fresh_store()
+    with pytest.raises(exception.ConfigurationError) as info:
+        store.configure(backing_store)
+    assert repr(backing_store) in str(info.value)
+    assert not store.is_configured
+
+
+def test_backing_store_must_be_a_name():
+    with pytest.raises(exception.ConfigurationError):
+        fresh_store().configure(memory.MemoryBackend)
+
+
+@pytest.mark.parametrize('args, named', [
+    ({'expire_time': 'soon'}, 'expire_time'),
+    ({'expire_time': -1}, 'expire_time'),
+    ({'expire_time': True}, 'expire_time'),
+    ({'max_items': '1.5'}, 'max_items'),
+    ({'lock_timeout': 'never'}, 'lock_timeout'),
+    ({'lock_timeout': -3}, 'lock_timeout'),
+    ({'locking': 'maybe'}, 'locking'),
+    ({'typo_argument': 1}, 'typo_argument'),
+])
+def test_bad_arguments_are_configuration_errors(args, named):
+    store = fresh_store()
+    with pytest.raises(exception.ConfigurationError, match=named):
+        store.configure('openstack.kvs.Memory', **args)
+    assert not store.is_configured
+    store.configure('openstack.kvs.Memory')  # still configurable
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('False', False), ('false', False), ('0', False), ('no', False),
+    ('True', True), ('1', True), (False, False), (True, True)])
+def test_locking_strings_are_coerced(text, expected):
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory', locking=text)
+    assert store.get_lock('k').enabled is expected
+
+
+def test_string_arguments_are_coerced():
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory', expire_time='2.5',
+                    no_expiry_keys='a, b', lock_timeout='7')
+    backend = store._state.backend
+    assert backend.expire_time == 2.5
+    assert backend._no_expiry_keys == ['a', 'b']
+    assert store.get_lock('k').lock_timeout == 7
+
+
+def test_lock_timeout_defaults_from_config():
+    conf = cfg.ConfigOpts()
+    store = fresh_store(conf=conf)
+    conf.set_override('default_lock_timeout', 11, group='kvs')
+    store.configure('openstack.kvs.Memory')
+    assert store.get_lock('k').lock_timeout == 11
+
+
+def test_non_callable_key_mangler_is_refused():
+    store = fresh_store()
+    with pytest.raises(exception.ConfigurationError, match="'sha'"):
+        store.configure('openstack.kvs.Memory', key_mangler='sha')
+
+
+def test_kvs_region_is_used_and_must_be_unconfigured():
+    region = dogpile_region.make_region()
+    store = fresh_store(kvs_region=region)
+    store.configure('openstack.kvs.Memory')
+    assert isinstance(region.actual_backend, memory.MemoryBackend)
+
+    configured = dogpile_region.make_region().configure(
+        'dogpile.cache.memory')
+    with pytest.raises(exception.AlreadyConfigured):
+        fresh_store(kvs_region=configured).configure('openstack.kvs.Memory')
+
+
+# --- key mangling ------------------------------------------------------------
+
+def _stored_keys(store):
+    return list(store._state.backend._data)
+
+
+def upper_mangler(key):
+    return 'UPPER:' + key.upper()
+
+
+class ManglingBackend(memory.MemoryBackend):
+    """A backend with a mangler of its own."""
+
+    name = 'openstack.kvs.ManglingBackend'
+
+    @staticmethod
+    def key_mangler(key):
+        return 'backend:' + key
+
+
+class InsistingBackend(ManglingBackend):
+    """A backend that wants its mangler even over an explicit one."""
+
+    name = 'openstack.kvs.InsistingBackend'
+    use_backend_key_mangler = True
+
+
+@pytest.fixture
+def mangling_backends():
+    prefix = __name__ + '.'
+    backends.register_backends([prefix + 'ManglingBackend',
+                                prefix + 'InsistingBackend'])
+
+
+def test_default_mangler_is_fixed_length_hash():
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory')
+    store.set('x' * 5000, 1)
+    store.set('ключ', 2)
+    assert all(len(key) == 64 for key in _stored_keys(store))
+
+
+def test_explicit_mangler_is_used():
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory', key_mangler=upper_mangler)
+    store.set('k', 1)
+    assert all(key.startswith('UPPER:') for key in _stored_keys(store))
+
+
+def test_backend_mangler_beats_default(mangling_backends):
+    store = fresh_store()
+    store.configure('openstack.kvs.ManglingBackend')
+    store.set('k', 1)
+    assert _stored_keys(store)[0].startswith('backend:')
+
+
+def test_explicit_mangler_beats_backend_mangler(mangling_backends):
+    store = fresh_store()
+    store.configure('openstack.kvs.ManglingBackend',
+                    key_mangler=upper_mangler)
+    store.set('k', 1)
+    assert _stored_keys(store)[0].startswith('UPPER:')
+
+
+def test_insisting_backend_beats_explicit_mangler(mangling_backends):
+    store = fresh_store()
+    store.configure('openstack.kvs.InsistingBackend',
+                    key_mangler=upper_mangler)
+    store.set('k', 1)
+    assert _stored_keys(store)[0].startswith('backend:')
+
+
+def test_disabled_mangler_stores_namespaced_keys():
+    conf = cfg.ConfigOpts()
+    store = fresh_store(conf=conf)
+    conf.set_override('enable_key_mangler', False, group='kvs')
+    store.configure('openstack.kvs.Memory', key_mangler=upper_mangler)
+    store.set('plain', 1)
+    with store.get_lock('plain'):
+        pass
+    assert _stored_keys(store) == ['openstack.kvs:%s:k:plain' % store.name]
+
+
+def test_no_expiry_keys_follow_the_mangler():
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory', key_mangler=upper_mangler,
+                    expire_time=100, no_expiry_keys=['keep'])
+    store.set_multi({'keep': 1, 'other': 2})
+    backend = store._state.backend
+    ttls = {key: backend.ttl_for(key) for key in _stored_keys(store)}
+    assert sorted(ttls.values()) == [0, 100]
+
+
+def test_config_prefix_separates_deployments():
+    conf_a, conf_b = cfg.ConfigOpts(), cfg.ConfigOpts()
+    region = dogpile_region.make_region()
+    a = oslo_kvs.core.KeyValueStore('same', kvs_region=region, conf=conf_a)
+    b = oslo_kvs.core.KeyValueStore('same', conf=conf_b)
+    conf_b.set_override('config_prefix', 'other', group='kvs')
+    a.configure('openstack.kvs.Memory')
+    b.configure('openstack.kvs.Memory')
+    assert a._state.data_key('k') != b._state.data_key('k')
+
+
+def test_sha1_mangler_stays_available():
+    assert oslo_kvs.sha1_mangle_key('k') == \
+        '13fbd79c3d390e5d6585a21e11ff5ec1970cff0c'
+
+
+# --- proxies -----------------------------------------------------------------
+
+class RecordingProxy(proxy.ProxyBackend):
+    """Records the keys it sees."""
+
+    def __init__(self, tag='inner'):
+        super().__init__()
+        self.tag = tag
+        self.calls = []
+
+    def set_serialized(self, key, value):
+        self.calls.append(self.tag)
+        return self.proxied.set_serialized(key, value)
+
+
+class OuterProxy(RecordingProxy):
+    def __init__(self):
+        super().__init__('outer')
+
+
+def test_first_proxy_is_outermost():
+    outer, inner = OuterProxy(), RecordingProxy('inner')
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory', proxy_list=[outer, inner])
+    store.set('k', 1)
+    assert store._state.io is outer
+    assert outer.proxied is inner
+    assert outer.calls == ['outer'] and inner.calls == ['inner']
+
+
+def test_proxy_by_dotted_path_and_class():
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory',
+                    proxy_list=[__name__ + '.OuterProxy', RecordingProxy])
+    store.set('k', 1)
+    assert store._state.io.calls == ['outer']
+    assert store.get('k') == 1
+
+
+@pytest.mark.parametrize('bad', ['no.such.Proxy', 'oslo_kvs.core.Nothing',
+                                 dict, 42, object()])
+def test_bad_proxy_is_named(bad):
+    store = fresh_store()
+    with pytest.raises(exception.ConfigurationError) as info:
+        store.configure('openstack.kvs.Memory', proxy_list=[bad])
+    assert repr(bad) in str(info.value)
+    assert not store.is_configured
+
+
+# --- out-of-tree backends ----------------------------------------------------
+
+class ExtraBackend(memory.MemoryBackend):
+    """An out-of-tree backend for the registration tests."""
+
+    name = 'openstack.kvs.ExtraBackend'
+
+
+def test_backend_from_config_is_registered():
+    conf = cfg.ConfigOpts()
+    store = fresh_store(conf=conf)
+    conf.set_override('backends', [__name__ + '.ExtraBackend'], group='kvs')
+    store.configure('openstack.kvs.ExtraBackend')
+    assert isinstance(store._state.backend, ExtraBackend)
+    assert 'openstack.kvs.ExtraBackend' in backends.registered()
+
+
+@pytest.mark.parametrize('path', ['no_such_module.Backend',
+                                  'oslo_kvs.core.NoSuchClass', 'NoDots',
+                                  'oslo_kvs.core.KeyValueStore'])
+def test_bad_backend_path_is_named(path):
+    conf = cfg.ConfigOpts()
+    store = fresh_store(conf=conf)
+    conf.set_override('backends', [path], group='kvs')
+    with pytest.raises(exception.ConfigurationError, match=path):
+        store.configure('openstack.kvs.Memory')
+
+
+def test_backend_name_clash_with_builtin_is_refused():
+    with pytest.raises(exception.ConfigurationError,
+                       match='openstack.kvs.Memory'):
+        backends.register_backends([__name__ + '.Memory'])
+
+
+def test_backend_name_clash_between_modules_is_refused():
+    backends.register_backends([__name__ + '.ExtraBackend'])
+    with pytest.raises(exception.ConfigurationError, match='already'):
+        backends.register_backends(['oslo_kvs_tests.unit.test_memory_contract'
+                                    '.ExtraBackend'])
+
+
+Memory = ExtraBackend  # a class whose name is the built-in backend's
+
+
+# --- locks -------------------------------------------------------------------
+
+def test_lock_from_another_store_is_refused():
+    a, b = fresh_store(), fresh_store()
+    a.configure('openstack.kvs.Memory')
+    b.configure('openstack.kvs.Memory')
+    with a.get_lock('k') as lock:
+        with pytest.raises(exception.LockError):
+            b.set('k', 1, lock=lock)
+
+
+def test_lock_must_be_a_lock():
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory')
+    with pytest.raises(exception.LockError):
+        store.set('k', 1, lock=threading.Lock())
+
+
+def test_lock_cannot_be_acquired_twice_by_one_object():
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory')
+    lock = store.get_lock('k')
+    lock.acquire()
+    with pytest.raises(exception.LockError):
+        lock.acquire()
+    lock.release()
+    assert not lock.active and not lock.expired
+
+
+def test_zero_lock_timeout_never_expires():
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory', lock_timeout=0)
+    with store.get_lock('k') as lock:
+        assert not lock.expired
+        store.set('k', 1, lock=lock)
+
+
+def test_lock_error_is_value_error():
+    assert issubclass(exception.LockError, ValueError)
+    assert issubclass(exception.ConfigurationError, ValueError)
+    assert issubclass(exception.IntegrityError, exception.NotFound)
+    assert issubclass(exception.ValueTooLarge, ValueError)

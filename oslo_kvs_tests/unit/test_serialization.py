@@ -1,0 +1,60 @@
+"""Safe, type-preserving value encoding."""
+
+import collections
+import datetime
+import enum
+import pickle
+
+from hypothesis import given
+import pytest
+
+from oslo_kvs import serialization
+from oslo_kvs_tests import contract
+
+
+@pytest.mark.parametrize('value', contract.ROUND_TRIP_VALUES, ids=repr)
+def test_round_trip(value):
+    got = serialization.loads(serialization.dumps(value))
+    assert got == value and type(got) is type(value)
+
+
+class Colour(enum.IntEnum):
+    RED = 1
+
+
+@pytest.mark.parametrize('value', [
+    object(), collections.OrderedDict(), Colour.RED, [1, object()],
+    {'k': collections.defaultdict(list)}, datetime.date(2020, 1, 1),
+    '\udc80'])
+def test_unsupported_values_raise_type_error(value):
+    with pytest.raises(TypeError):
+        serialization.dumps(value)
+
+
+def test_pickle_bytes_are_refused_not_run():
+    class Boom:
+        def __reduce__(self):
+            return (exec, ('raise SystemExit("pickle ran")',))
+
+    with pytest.raises(ValueError):
+        serialization.loads(pickle.dumps(Boom()))
+
+
+@pytest.mark.parametrize('data', [
+    b'', b'\x01', b'\x01\xc1', b'\x01\xd4\x63\x00', b'\x02anything'])
+def test_garbage_is_a_value_error(data):
+    with pytest.raises(ValueError):
+        serialization.loads(data)
+
+
+def test_aware_datetime_keeps_its_instant_and_offset():
+    value = datetime.datetime(2021, 3, 28, 1, 30, tzinfo=datetime.timezone(
+        datetime.timedelta(hours=2)))
+    got = serialization.loads(serialization.dumps(value))
+    assert got == value and got.utcoffset() == value.utcoffset()
+
+
+@given(contract._values())
+def test_any_generated_value_round_trips(value):
+    got = serialization.loads(serialization.dumps(value))
+    assert got == value and type(got) is type(value)
