@@ -1,0 +1,461 @@
+"""``openstack.kvs.Redis``: Redis standalone, Sentinel or Cluster.
+
+Everything goes through redis-py's own clients: :class:`redis.Redis` on a
+connection pool for one server, :class:`redis.sentinel.Sentinel` for a
+master watched by sentinels, :class:`redis.cluster.RedisCluster` for a
+cluster. Replies are never decoded: values are bytes in and bytes out.
+"""
+
+import dataclasses
+import math
+import os
+import re
+import socket
+import typing as ty
+
+from oslo_config import types
+from oslo_utils import netutils
+import redis
+from redis import backoff as redis_backoff
+from redis import cluster as redis_cluster
+from redis import connection as redis_connection
+from redis import exceptions as redis_exceptions
+from redis import retry as redis_retry
+from redis import sentinel as redis_sentinel
+
+from oslo_kvs.backends import base
+from oslo_kvs import exception
+
+Option = base.Option
+
+# Deletes the lock only while it still holds the caller's token, so a
+# holder whose lock expired cannot free the next holder's lock.
+_RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+# Letters, digits and a few separators: enough for a namespace, and no
+# braces, which would pin every key to one Cluster slot (a hash tag).
+_KEY_PREFIX = re.compile(r'[A-Za-z0-9._:/-]{0,128}')
+
+_OPTIONS = (
+    Option('url', types.String(), secret=True,
+           help='redis://[user:password@]host[:port][/db], rediss://... '
+                'for TLS, or unix:///path/to/socket[?db=N]. Excludes '
+                'host, port, sentinels and cluster_nodes.'),
+    Option('host', types.String(),
+           help='Server host name or address (default localhost).'),
+    Option('port', types.Port(), help='Server port (default 6379).'),
+    Option('db', types.Integer(min=0),
+           help='Database number (default 0; Cluster has only 0).'),
+    Option('username', types.String(), help='ACL user name.'),
+    Option('password', types.String(), secret=True,
+           help='Password of the ACL user, or requirepass.'),
+    Option('key_prefix', types.String(), '',
+           help='Namespace put before every stored key, for a Redis shared '
+                'with other applications: letters, digits and ._:/- only.'),
+    dataclasses.replace(base.EXPIRE_TIME,
+                        aliases=('redis_expiration_time',)),
+    base.NO_EXPIRY_KEYS,
+    Option('socket_timeout', types.Float(min=0.001), 3.0,
+           help='Seconds to wait for a reply before giving up.'),
+    Option('socket_connect_timeout', types.Float(min=0.001),
+           help='Seconds to wait for a connection (default: '
+                'socket_timeout). Also the longest wait for a free '
+                'pooled connection to a single server.'),
+    Option('socket_keepalive', types.Boolean(), True,
+           help='Enable TCP keepalive on connections.'),
+    Option('socket_keepalive_idle', types.Integer(min=1),
+           help='Idle seconds before keepalive probes start.'),
+    Option('socket_keepalive_interval', types.Integer(min=1),
+           help='Seconds between keepalive probes.'),
+    Option('socket_keepalive_count', types.Integer(min=1),
+           help='Unanswered probes before the connection is dropped.'),
+    Option('pool_maxsize', types.Integer(min=1), 50,
+           help='Most connections kept per server.'),
+    Option('tls_enabled', types.Boolean(), False,
+           help='Use TLS (implied by a rediss:// url).'),
+    Option('tls_cafile', types.String(),
+           help='CA bundle that verifies the server certificate (default: '
+                'the system CAs).'),
+    Option('tls_certfile', types.String(),
+           help='Client certificate, for servers that require one.'),
+    Option('tls_keyfile', types.String(),
+           help='Private key of tls_certfile, if not in that file.'),
+    Option('tls_allowed_ciphers', types.String(),
+           help='OpenSSL cipher list to allow.'),
+    Option('tls_check_hostname', types.Boolean(), True,
+           help='Check that the server certificate names the host.'),
+    Option('sentinels', types.List(),
+           help='Sentinels as host:port items; selects Sentinel mode.'),
+    Option('service_name', types.String(),
+           help='The master name the sentinels monitor.'),
+    Option('sentinel_username', types.String(),
+           help='ACL user name for the sentinels.'),
+    Option('sentinel_password', types.String(), secret=True,
+           help='Password for the sentinels (their requirepass).'),
+    Option('cluster_nodes', types.List(),
+           help='Startup nodes of a Redis Cluster as host:port items; '
+                'selects Cluster mode.'),
+)
+
+_NO_RETRY = redis_retry.Retry(redis_backoff.NoBackoff(), 0)
+
+
+def _milliseconds(seconds: float) -> int:
+    """Whole milliseconds, rounded up so nothing expires early."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+class RedisBackend(base.Backend):
+    """Stores bytes in Redis: one server, a Sentinel group or a Cluster.
+
+    Multi-key operations take one round trip per server: ``MGET``, one
+    ``DEL``, and a pipeline of ``SET ... PX`` for writes (each key gets its
+    own expiry). On a Cluster they are split per slot by redis-py and sent
+    as one pipeline per node, so a caller never sees a CROSSSLOT error.
+    Locks are ``SET NX PX`` with a random token, freed by a Lua
+    compare-and-delete, so they exclude other processes and hosts.
+    """
+
+    name = 'openstack.kvs.Redis'
+    options = _OPTIONS
+    distributed_lock = True
+
+    def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
+        super().__init__(arguments)
+        args = self.args
+        self._prefix: str = args['key_prefix']
+        if not _KEY_PREFIX.fullmatch(self._prefix):
+            raise exception.ConfigurationError(
+                'Invalid key_prefix %r for %s: use at most 128 letters, '
+                'digits and ._:/- characters' % (self._prefix, self.name))
+        self._secrets = [s for s in (args['password'],
+                                     args['sentinel_password']) if s]
+        self._px = (_milliseconds(self.expire_time) if self.expire_time
+                    else None)
+        modes = [n for n in ('url', 'sentinels', 'cluster_nodes') if args[n]]
+        if len(modes) > 1:
+            raise self._conflict(modes)
+        connection = self._connection_arguments(args)
+        self._cluster = bool(args['cluster_nodes'])
+        # The exceptions a call may raise; Cluster adds one that is not a
+        # RedisError.
+        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
+        if self._cluster:
+            self._errors += (redis_exceptions.RedisClusterException,)
+            self._client = self._cluster_client(args, connection)
+        elif args['sentinels']:
+            self._client = self._sentinel_client(args, connection)
+        else:
+            self._client = self._server_client(args, connection)
+        self._release = self._client.register_script(_RELEASE_SCRIPT)
+
+    def __repr__(self) -> str:
+        return '<RedisBackend %s>' % self._where
+
+    # --- configuration ---------------------------------------------------
+
+    def _conflict(self, names: ty.Sequence[str]) -> Exception:
+        return exception.ConfigurationError(
+            'Arguments %s of %s cannot be used together'
+            % (' and '.join(names), self.name))
+
+    def _connection_arguments(self, args: dict[str, ty.Any]) -> dict:
+        """redis-py connection keywords shared by every mode."""
+        timeout = args['socket_timeout']
+        connection: dict[str, ty.Any] = {
+            'socket_timeout': timeout,
+            'socket_connect_timeout': (args['socket_connect_timeout'] or
+                                       timeout),
+            'socket_keepalive': args['socket_keepalive'],
+            # Fail within the timeout; a later call reconnects by itself.
+            'retry': _NO_RETRY,
+            'username': args['username'],
+            'password': args['password'],
+        }
+        keepalive = {}
+        for name, value in (('TCP_KEEPIDLE', args['socket_keepalive_idle']),
+                            ('TCP_KEEPINTVL',
+                             args['socket_keepalive_interval']),
+                            ('TCP_KEEPCNT', args['socket_keepalive_count'])):
+            if value is not None and hasattr(socket, name):
+                keepalive[getattr(socket, name)] = value
+        if keepalive:
+            connection['socket_keepalive_options'] = keepalive
+        url = args['url']
+        if url and url.startswith('rediss://'):
+            args['tls_enabled'] = True
+        if args['tls_enabled']:
+            connection.update(self._tls_arguments(args))
+        elif any(args[n] for n in ('tls_cafile', 'tls_certfile',
+                                   'tls_keyfile', 'tls_allowed_ciphers')):
+            raise exception.ConfigurationError(
+                'TLS files or ciphers are given to %s but tls_enabled is '
+                'false' % self.name)
+        return connection
+
+    def _tls_arguments(self, args: dict[str, ty.Any]) -> dict:
+        if args['tls_keyfile'] and not args['tls_certfile']:
+            raise exception.ConfigurationError(
+                'tls_keyfile of %s needs tls_certfile' % self.name)
+        for name in ('tls_cafile', 'tls_certfile', 'tls_keyfile'):
+            path = args[name]
+            if path and not os.access(path, os.R_OK):
+                raise exception.ConfigurationError(
+                    'Argument %s of %s: cannot read %r'
+                    % (name, self.name, path))
+        return {'ssl': True, 'ssl_cert_reqs': 'required',
+                'ssl_ca_certs': args['tls_cafile'],
+                'ssl_certfile': args['tls_certfile'],
+                'ssl_keyfile': args['tls_keyfile'],
+                'ssl_ciphers': args['tls_allowed_ciphers'],
+                'ssl_check_hostname': args['tls_check_hostname']}
+
+    def _server_client(self, args: dict[str, ty.Any],
+                       connection: dict[str, ty.Any]) -> redis.Redis:
+        url = args['url']
+        if url:
+            if any(args[n] is not None for n in ('host', 'port', 'db')):
+                raise self._conflict(['url', 'host/port/db'])
+            try:
+                parsed = redis_connection.parse_url(url)
+            except ValueError as exc:
+                # Not the URL itself: it may hold a password.
+                raise exception.ConfigurationError(
+                    'Invalid url for %s: %s' % (self.name, exc)) from None
+            for name in ('username', 'password'):
+                if name in parsed and connection[name]:
+                    raise self._conflict(['url with a %s' % name, name])
+                if name in parsed:
+                    self._secrets.append(parsed[name])
+            connection.update(parsed)
+        else:
+            connection.update(host=args['host'] or 'localhost',
+                              port=args['port'] or 6379, db=args['db'] or 0)
+        ssl = connection.pop('ssl', False)
+        if 'path' in connection:
+            if ssl:
+                raise self._conflict(['a unix:// url', 'tls_enabled'])
+            # TCP keepalive does not apply to a Unix socket.
+            for name in list(connection):
+                if name.startswith('socket_keepalive'):
+                    del connection[name]
+            self._where = 'unix://%s' % connection['path']
+        else:
+            if ssl:
+                connection['connection_class'] = redis.SSLConnection
+            self._where = '%s://%s:%d/%d' % (
+                'rediss' if ssl else 'redis',
+                netutils.escape_ipv6(connection['host']),
+                connection['port'], connection.get('db', 0))
+        self._servers = [self._where]
+        pool = redis.BlockingConnectionPool(
+            max_connections=args['pool_maxsize'],
+            timeout=connection['socket_connect_timeout'], **connection)
+        return redis.Redis(connection_pool=pool)
+
+    def _addresses(self, name: str,
+                   items: list[str]) -> list[tuple[str, int]]:
+        addresses = []
+        for item in items:
+            try:
+                host, port = netutils.parse_host_port(item.strip())
+            except ValueError:
+                port = None
+            if not host or not port:
+                raise exception.ConfigurationError(
+                    'Argument %s of %s: %r is not host:port'
+                    % (name, self.name, item))
+            addresses.append((host, port))
+        return addresses
+
+    def _sentinel_client(self, args: dict[str, ty.Any],
+                         connection: dict[str, ty.Any]) -> redis.Redis:
+        if args['host'] is not None or args['port'] is not None:
+            raise self._conflict(['sentinels', 'host/port'])
+        if not args['service_name']:
+            raise exception.ConfigurationError(
+                'Argument sentinels of %s needs service_name' % self.name)
+        sentinels = self._addresses('sentinels', args['sentinels'])
+        sentinel_kwargs = {k: v for k, v in connection.items()
+                           if k.startswith(('socket_', 'ssl')) or
+                           k == 'retry'}
+        sentinel_kwargs.update(username=args['sentinel_username'],
+                               password=args['sentinel_password'])
+        connection.update(db=args['db'] or 0,
+                          max_connections=args['pool_maxsize'])
+        ssl = connection.pop('ssl', False)
+        if ssl:
+            # SentinelManagedSSLConnection speaks TLS to each master.
+            sentinel_kwargs['ssl'] = True
+            connection['connection_class'] = (
+                redis_sentinel.SentinelManagedSSLConnection)
+        self._where = 'service %s via sentinels %s' % (
+            args['service_name'], ','.join(args['sentinels']))
+        self._servers = ['%s:%d' % address for address in sentinels]
+        manager = redis_sentinel.Sentinel(
+            sentinels, sentinel_kwargs=sentinel_kwargs)
+        return manager.master_for(args['service_name'], **connection)
+
+    def _cluster_client(self, args: dict[str, ty.Any],
+                        connection: dict[str, ty.Any]) -> ty.Any:
+        if args['host'] is not None or args['port'] is not None:
+            raise self._conflict(['cluster_nodes', 'host/port'])
+        if args['db']:
+            raise exception.ConfigurationError(
+                'Argument db of %s must be 0 with cluster_nodes: Redis '
+                'Cluster has only database 0' % self.name)
+        nodes = self._addresses('cluster_nodes', args['cluster_nodes'])
+        self._where = 'cluster %s' % ','.join(args['cluster_nodes'])
+        self._servers = ['%s:%d' % address for address in nodes]
+        retry = connection.pop('retry')
+        try:
+            # Connects to learn the slot map, so a cluster that is down
+            # already fails here.
+            return redis_cluster.RedisCluster(
+                startup_nodes=[redis_cluster.ClusterNode(host, port)
+                               for host, port in nodes],
+                max_connections=args['pool_maxsize'], retry=retry,
+                **connection)
+        except self._errors as exc:
+            raise self._failure(exc) from None
+
+    # --- errors ----------------------------------------------------------
+
+    def _failure(self, exc: Exception) -> exception.BackendError:
+        """A BackendError naming the server, with every secret removed."""
+        detail = str(exc)
+        for secret in self._secrets:
+            detail = detail.replace(secret, '<secret>')
+        if isinstance(exc, redis_exceptions.AuthenticationError):
+            return exception.BackendError(
+                '%s: authentication to %s failed; check username and '
+                'password (%s)' % (self.name, self._where, detail))
+        return exception.BackendError('%s: %s failed: %s: %s' % (
+            self.name, self._where, type(exc).__name__, detail))
+
+    def _bad_reply(self, reply: ty.Any) -> exception.BackendError:
+        return exception.BackendError(
+            '%s: %s returned a %s where a value was expected'
+            % (self.name, self._where, type(reply).__name__))
+
+    # --- the backend API -------------------------------------------------
+
+    def servers(self) -> list[str]:
+        return list(self._servers)
+
+    def _pexpire(self, key: str) -> int | None:
+        """Milliseconds ``key`` should live, or None for never."""
+        if self._no_expiry_stored:
+            ttl = self.ttl_for(key)
+            return _milliseconds(ttl) if ttl else None
+        return self._px
+
+    def get_serialized(self, key):
+        try:
+            value = self._client.get(self._prefix + key)
+        except self._errors as exc:
+            raise self._failure(exc) from None
+        if value is None:
+            return base.NO_VALUE
+        if value.__class__ is not bytes:
+            raise self._bad_reply(value)
+        return value
+
+    def get_serialized_multi(self, keys):
+        prefix = self._prefix
+        stored = [prefix + key for key in keys] if prefix else list(keys)
+        try:
+            if self._cluster:
+                values = self._client.mget_nonatomic(stored)
+            else:
+                values = self._client.mget(stored)
+        except self._errors as exc:
+            raise self._failure(exc) from None
+        result = []
+        for value in values:
+            if value is None:
+                result.append(base.NO_VALUE)
+            elif value.__class__ is bytes:
+                result.append(value)
+            else:
+                raise self._bad_reply(value)
+        return result
+
+    def set_serialized(self, key, value):
+        try:
+            self._client.set(self._prefix + key, value,
+                             px=self._pexpire(key))
+        except self._errors as exc:
+            raise self._failure(exc) from None
+
+    def set_serialized_multi(self, mapping):
+        prefix = self._prefix
+        try:
+            if self._px is None and not self._no_expiry_stored:
+                # Nothing expires: one MSET (split per slot on a Cluster).
+                if self._cluster:
+                    self._client.mset_nonatomic(
+                        {prefix + k: v for k, v in mapping.items()})
+                else:
+                    self._client.execute_command(
+                        'MSET', *[x for key, value in mapping.items()
+                                  for x in (prefix + key, value)])
+                return
+            pipe = self._client.pipeline(transaction=False)
+            command = pipe.execute_command
+            for key, value in mapping.items():
+                px = self._pexpire(key)
+                if px is None:
+                    command('SET', prefix + key, value)
+                else:
+                    command('SET', prefix + key, value, 'PX', px)
+            pipe.execute()
+        except self._errors as exc:
+            raise self._failure(exc) from None
+
+    def delete_multi(self, keys):
+        prefix = self._prefix
+        try:
+            self._client.delete(*[prefix + key for key in keys])
+        except self._errors as exc:
+            raise self._failure(exc) from None
+
+    def delete_existing(self, key):
+        try:
+            return self._client.execute_command(
+                'DEL', self._prefix + key) == 1
+        except self._errors as exc:
+            raise self._failure(exc) from None
+
+    def add_serialized(self, key, value):
+        try:
+            return bool(self._client.set(self._prefix + key, value, nx=True,
+                                         px=self._pexpire(key)))
+        except self._errors as exc:
+            raise self._failure(exc) from None
+
+    def acquire_lock(self, key, token, ttl):
+        try:
+            return bool(self._client.set(
+                self._prefix + key, token, nx=True,
+                px=_milliseconds(ttl) if ttl else None))
+        except self._errors as exc:
+            raise self._failure(exc) from None
+
+    def release_lock(self, key, token):
+        try:
+            return self._release(keys=[self._prefix + key],
+                                 args=[token]) == 1
+        except self._errors as exc:
+            raise self._failure(exc) from None
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except self._errors:
+            pass  # closing a broken connection must not fail shutdown
