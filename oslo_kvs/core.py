@@ -30,6 +30,7 @@ from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 from oslo_kvs import opts
+from oslo_kvs import protection
 from oslo_kvs import serialization
 
 LOG = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ def sha256_mangle_key(key: str) -> str:
 
 _BOOL = types.Boolean()
 _LOCK_TIMEOUT = types.Float(min=0)
+_LIST = types.List()
+_SERIALIZER = types.String(choices=serialization.SERIALIZERS)
 
 
 class _Configured:
@@ -59,10 +62,10 @@ class _Configured:
     """
 
     __slots__ = ('io', 'backend', 'mangler', 'data_prefix', 'lock_prefix',
-                 'locking', 'lock_timeout')
+                 'locking', 'lock_timeout', 'serializer', 'protector')
 
     def __init__(self, io, backend, mangler, data_prefix, lock_prefix,
-                 locking, lock_timeout):
+                 locking, lock_timeout, serializer, protector):
         self.io = io
         self.backend = backend
         self.mangler = mangler
@@ -70,6 +73,8 @@ class _Configured:
         self.lock_prefix = lock_prefix
         self.locking = locking
         self.lock_timeout = lock_timeout
+        self.serializer = serializer
+        self.protector = protector
 
     def stored_key(self, prefix: str, key: ty.Any) -> str:
         if type(key) is not str:
@@ -139,8 +144,9 @@ class KeyValueStore:
             instances or dotted paths; the first listed is outermost.
         :param locking: ``False`` makes :meth:`get_lock` locks no-ops.
         :param region_config_args: ``lock_timeout`` (seconds, default
-            ``[kvs] default_lock_timeout``); everything else goes to the
-            backend.
+            ``[kvs] default_lock_timeout``), ``value_protection``,
+            ``protection_keys`` and ``serializer`` (defaults from
+            ``[kvs]``); everything else goes to the backend.
         :raises exception.ConfigurationError: for any bad argument, before
             anything is changed.
         :raises exception.AlreadyConfigured: when already configured,
@@ -170,9 +176,28 @@ class KeyValueStore:
             raise exception.ConfigurationError(
                 'key_mangler of %s must be callable, not %r'
                 % (owner, key_mangler))
+        prefix = '%s:%s:' % (
+            urllib.parse.quote(self._conf.kvs.config_prefix, safe=''),
+            urllib.parse.quote(self.name, safe=''))
+        protector = protection.make_protector(
+            args.pop('value_protection', self._conf.kvs.value_protection),
+            base.coerce(owner, 'protection_keys', _LIST,
+                        args.pop('protection_keys',
+                                 self._conf.kvs.protection_keys),
+                        secret=True),
+            prefix)
+        serializer = serialization.get_serializer(base.coerce(
+            owner, 'serializer', _SERIALIZER,
+            args.pop('serializer', self._conf.kvs.serializer)))
         proxies = [_load_proxy(item) for item in proxy_list or ()]
         backends.register_backends(self._conf.kvs.backends)
         backend_cls = _load_backend_class(backing_store)
+        if (serializer.name == 'pickle' and protector is None and
+                not getattr(backend_cls, 'local', False)):
+            raise exception.ConfigurationError(
+                'serializer=pickle on %s needs value_protection (mac or '
+                'encrypt): unpickling unauthenticated bytes from a server '
+                'runs whatever code they hold' % backing_store)
         if not issubclass(backend_cls, base.Backend):
             # Foreign dogpile backends expire values their own way.
             for generic in ('expire_time', 'no_expiry_keys'):
@@ -202,13 +227,11 @@ class KeyValueStore:
         backend = (actual if isinstance(actual, base.Backend)
                    else base.DogpileAdapter(actual, backing_store))
         mangler = self._choose_mangler(key_mangler, actual)
-        prefix = '%s:%s:' % (
-            urllib.parse.quote(self._conf.kvs.config_prefix, safe=''),
-            urllib.parse.quote(self.name, safe=''))
         state = _Configured(io=region.backend, backend=backend,
                             mangler=mangler, data_prefix=prefix + 'k:',
                             lock_prefix=prefix + 'l:', locking=locking,
-                            lock_timeout=lock_timeout)
+                            lock_timeout=lock_timeout, serializer=serializer,
+                            protector=protector)
         backend.bind_key_transform(state.data_key)
         self._region = region
         return state
@@ -230,15 +253,22 @@ class KeyValueStore:
 
     # --- data operations -----------------------------------------------
 
-    def _encode(self, key: str, value: ty.Any) -> bytes:
-        return serialization.dumps(value)
+    @staticmethod
+    def _encode(state: _Configured, key: str, value: ty.Any) -> bytes:
+        data = state.serializer.dumps(value)
+        if state.protector is not None:
+            data = state.protector.seal(key, data)
+        return data
 
-    def _decode(self, key: str, data: bytes) -> ty.Any:
+    def _decode(self, state: _Configured, key: str, data: bytes) -> ty.Any:
         try:
-            return serialization.loads(data)
-        except ValueError:
-            LOG.warning('KVS store %r: a stored value could not be decoded '
-                        'and is treated as missing', self.name)
+            if state.protector is not None:
+                data = state.protector.open(key, data)
+            return state.serializer.loads(data)
+        except (ValueError, exception.IntegrityError):
+            # Neither the value nor any secret goes to the log.
+            LOG.warning('KVS store %r: a stored value failed verification '
+                        'or decoding and is treated as missing', self.name)
             raise exception.IntegrityError(key) from None
 
     def get(self, key: str) -> ty.Any:
@@ -250,7 +280,7 @@ class KeyValueStore:
         data = state.io.get_serialized(state.data_key(key))
         if data is base.NO_VALUE:
             raise exception.NotFound(key)
-        return self._decode(key, data)
+        return self._decode(state, key, data)
 
     def get_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
         """Return the values of ``keys``, in the same order.
@@ -265,7 +295,8 @@ class KeyValueStore:
                    if data is base.NO_VALUE]
         if missing:
             raise exception.NotFound(missing)
-        return [self._decode(key, data) for key, data in zip(keys, found)]
+        return [self._decode(state, key, data)
+                for key, data in zip(keys, found)]
 
     def set(self, key: str, value: ty.Any,
             lock: 'KeyValueStoreLock | None' = None) -> None:
@@ -273,12 +304,12 @@ class KeyValueStore:
         state = self._configured()
         stored = state.data_key(key)
         self._check_lock(key, lock)
-        state.io.set_serialized(stored, self._encode(key, value))
+        state.io.set_serialized(stored, self._encode(state, key, value))
 
     def set_multi(self, mapping: ty.Mapping[str, ty.Any]) -> None:
         """Store every item of ``mapping``."""
         state = self._configured()
-        payload = {state.data_key(key): self._encode(key, value)
+        payload = {state.data_key(key): self._encode(state, key, value)
                    for key, value in mapping.items()}
         if payload:
             state.io.set_serialized_multi(payload)
@@ -309,7 +340,8 @@ class KeyValueStore:
         """
         state = self._configured()
         stored = state.data_key(key)
-        return state.backend.add_serialized(stored, self._encode(key, value))
+        return state.backend.add_serialized(stored,
+                                            self._encode(state, key, value))
 
     # --- locks ---------------------------------------------------------
 

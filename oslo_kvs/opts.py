@@ -35,6 +35,25 @@ kvs_opts = [
              'not release it (for example because the holder died). '
              '0 means locks never expire, which can leave a distributed '
              'lock held forever.'),
+    cfg.StrOpt(
+        'value_protection', default='none',
+        help='Protection of stored values, for stores that do not set '
+             'their own: "none"; "mac" (HMAC-SHA256: values readable on '
+             'the server but not forgeable); or "encrypt" (AES-256-GCM: '
+             'neither readable nor forgeable). Every value is bound to its '
+             'store and key, so it cannot be moved. Case-insensitive.'),
+    cfg.ListOpt(
+        'protection_keys', default=[], secret=True,
+        help='Secrets for value_protection, each at least 32 bytes. The '
+             'first protects new values; all are tried when reading, so '
+             'add the new secret first, keep the old ones until their '
+             'values have expired or been rewritten, then remove them.'),
+    cfg.StrOpt(
+        'serializer', default='msgpack', choices=['msgpack', 'pickle'],
+        help='How values are encoded. "msgpack" is safe and keeps the '
+             'supported types; "pickle" stores any picklable type but is '
+             'refused on network backends unless value_protection is on, '
+             'because unpickling runs code from the server.'),
 ]
 
 # The store the oslo-kvs command works on; services configure their stores

@@ -10,11 +10,14 @@ opt-in one) can be recognised without guessing.
 """
 
 import datetime
+import pickle
 import typing as ty
 
 import msgpack
 
 FORMAT_MSGPACK = b'\x01'
+FORMAT_PICKLE = b'\x02'
+SERIALIZERS = ('msgpack', 'pickle')
 
 _EXT_TUPLE = 1
 _EXT_SET = 2
@@ -103,3 +106,43 @@ def loads(data: bytes) -> ty.Any:
         return _unpack(data[1:])
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise ValueError('stored value cannot be decoded: %s' % exc) from exc
+
+
+class Serializer:
+    """The default: MessagePack for writing and reading."""
+
+    name = 'msgpack'
+
+    def dumps(self, value: ty.Any) -> bytes:
+        """Encode ``value`` (see :func:`dumps`)."""
+        return dumps(value)
+
+    def loads(self, data: bytes) -> ty.Any:
+        """Decode ``data``; pickled bytes are refused, never unpickled."""
+        return loads(data)
+
+
+class PickleSerializer(Serializer):
+    """Opt-in pickle, for values of any picklable type.
+
+    Unpickling runs code chosen by whoever wrote the bytes, so the store
+    only allows this serializer where the bytes cannot come from anyone
+    else: the in-process backend, or behind value protection, which
+    verifies every value before it gets here. MessagePack values written
+    before the switch still read.
+    """
+
+    name = 'pickle'
+
+    def dumps(self, value: ty.Any) -> bytes:
+        return FORMAT_PICKLE + pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+    def loads(self, data: bytes) -> ty.Any:
+        if data[:1] == FORMAT_PICKLE:
+            return pickle.loads(data[1:])
+        return loads(data)
+
+
+def get_serializer(name: str) -> Serializer:
+    """The serializer called ``name`` (``msgpack`` or ``pickle``)."""
+    return PickleSerializer() if name == 'pickle' else Serializer()

@@ -121,6 +121,8 @@ class Backend(api.CacheBackend):
     options: ty.ClassVar[tuple[Option, ...]] = (EXPIRE_TIME, NO_EXPIRY_KEYS)
     #: True when :meth:`acquire_lock` excludes other processes and hosts.
     distributed_lock: ty.ClassVar[bool] = False
+    #: True when values never leave this process (no server to distrust).
+    local: ty.ClassVar[bool] = False
     #: Keystone's switch: prefer the backend's own key mangler over the
     #: one given to ``configure()``.
     use_backend_key_mangler: ty.ClassVar[bool] = False
@@ -249,9 +251,8 @@ class DogpileAdapter(Backend):
     Reads and writes go to the dogpile backend. ``add`` and ``delete`` are
     built from get/set/delete under the backend's own mutex when it has one
     (else a process-local lock), so they are atomic only as far as that
-    mutex reaches. Locks are process-local unless the dogpile backend
-    offers a mutex. Expiry is whatever the dogpile backend's own arguments
-    configure.
+    mutex reaches. Locks are process-local. Expiry is whatever the dogpile
+    backend's own arguments configure.
     """
 
     def __init__(self, backend: api.CacheBackend, name: str) -> None:

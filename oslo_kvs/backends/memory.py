@@ -26,6 +26,7 @@ class MemoryBackend(base.Backend):
     """
 
     name = 'openstack.kvs.Memory'
+    local = True
     options = base.Backend.options + (MAX_ITEMS,)
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:

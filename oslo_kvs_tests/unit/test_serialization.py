@@ -12,7 +12,8 @@ from oslo_kvs import serialization
 from oslo_kvs_tests import contract
 
 
-@pytest.mark.parametrize('value', contract.ROUND_TRIP_VALUES, ids=repr)
+@pytest.mark.parametrize('value', contract.ROUND_TRIP_VALUES,
+                         ids=contract.ROUND_TRIP_IDS)
 def test_round_trip(value):
     got = serialization.loads(serialization.dumps(value))
     assert got == value and type(got) is type(value)

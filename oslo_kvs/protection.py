@@ -1,0 +1,192 @@
+"""Value protection: authenticated encryption or MAC, with key rotation.
+
+A protected value is an envelope::
+
+    magic (1) | mode (1) | key id (4) | body
+
+``encrypt`` bodies are a 12-byte nonce and the AES-256-GCM ciphertext with
+its tag; ``mac`` bodies are the serialized value followed by an
+HMAC-SHA256 tag. Both authenticate the header and *associated data* made of
+the store's namespace and the caller's original key, so a value copied to
+another key or another store fails verification.
+
+Each configured secret yields, through HKDF-SHA256, an encryption key, a
+MAC key and a public key id. New values use the first secret; every secret
+is accepted on read, so secrets rotate without losing data. Verification
+always happens before the bytes reach the deserializer.
+"""
+
+import hashlib
+import hmac
+import os
+import struct
+import typing as ty
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from oslo_kvs import exception
+
+MODES = ('none', 'mac', 'encrypt')
+#: Shortest secret accepted, in bytes of UTF-8.
+MIN_KEY_BYTES = 32
+
+# First byte of an envelope; the serialization formats use other values.
+MAGIC = b'\xf1'
+_MODE_BYTES = {'mac': b'\x01', 'encrypt': b'\x02'}
+_HEADER = 6
+_NONCE = 12
+_MAC = 32
+
+
+def _derive(secret: bytes, purpose: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None,
+                info=b'oslo_kvs v1 ' + purpose).derive(secret)
+
+
+def _length_prefixed(text: str) -> bytes:
+    data = text.encode('utf-8', 'surrogatepass')
+    return struct.pack('>I', len(data)) + data
+
+
+class _Key:
+    """The material one secret yields; never printed."""
+
+    __slots__ = ('key_id', 'aead', 'mac_key')
+
+    def __init__(self, secret: bytes) -> None:
+        self.key_id = _derive(secret, b'key id', 4)
+        self.aead = AESGCM(_derive(secret, b'encrypt', 32))
+        self.mac_key = _derive(secret, b'mac', 32)
+
+    def __repr__(self) -> str:
+        return '<protection key %s>' % self.key_id.hex()
+
+
+class Protector:
+    """Seals and opens values for one store.
+
+    :param mode: ``'mac'`` or ``'encrypt'``.
+    :param secrets: the secrets; the first protects new values.
+    :param namespace: the store's identity, bound into every value.
+    """
+
+    def __init__(self, mode: str, secrets: ty.Sequence[bytes],
+                 namespace: str) -> None:
+        self.mode = mode
+        keys = [_Key(secret) for secret in secrets]
+        self._active = keys[0]
+        self._by_id = {key.key_id: key for key in keys}
+        self._header = MAGIC + _MODE_BYTES[mode] + self._active.key_id
+        self._namespace = _length_prefixed(namespace)
+
+    def __repr__(self) -> str:
+        return '<Protector mode=%s key ids=%s>' % (
+            self.mode, ','.join(k.hex() for k in self._by_id))
+
+    @property
+    def active_key_id(self) -> bytes:
+        """The public id of the key that protects new values."""
+        return self._active.key_id
+
+    def _associated(self, header: bytes, key: str) -> bytes:
+        return header + self._namespace + _length_prefixed(key)
+
+    def seal(self, key: str, data: bytes) -> bytes:
+        """Protect serialized ``data`` stored under the caller's ``key``."""
+        header = self._header
+        associated = self._associated(header, key)
+        if self.mode == 'encrypt':
+            nonce = os.urandom(_NONCE)
+            return header + nonce + self._active.aead.encrypt(
+                nonce, data, associated)
+        tag = hmac.digest(self._active.mac_key, associated + data,
+                          hashlib.sha256)
+        return header + data + tag
+
+    def open(self, key: str, envelope: bytes) -> bytes:
+        """Verify ``envelope`` and return the serialized value inside.
+
+        :raises exception.IntegrityError: for anything not sealed by this
+            store under this key with one of its secrets, in its mode.
+        """
+        header = envelope[:_HEADER]
+        material = self._by_id.get(header[2:])
+        if (material is None or header[:2] != self._header[:2] or
+                len(envelope) < _HEADER + (_NONCE + 16 if self.mode ==
+                                           'encrypt' else _MAC)):
+            raise exception.IntegrityError(key)
+        associated = self._associated(header, key)
+        if self.mode == 'encrypt':
+            body = envelope[_HEADER:]
+            try:
+                return material.aead.decrypt(body[:_NONCE], body[_NONCE:],
+                                             associated)
+            except InvalidTag:
+                raise exception.IntegrityError(key) from None
+        data, tag = envelope[_HEADER:-_MAC], envelope[-_MAC:]
+        expected = hmac.digest(material.mac_key, associated + data,
+                               hashlib.sha256)
+        if not hmac.compare_digest(tag, expected):
+            raise exception.IntegrityError(key)
+        return data
+
+
+def normalize_mode(mode: ty.Any) -> str:
+    """``value_protection`` in canonical form.
+
+    :raises exception.ConfigurationError: for anything but none, mac or
+        encrypt (in any case).
+    """
+    normalized = mode.strip().lower() if isinstance(mode, str) else mode
+    if normalized not in MODES:
+        raise exception.ConfigurationError(
+            'value_protection must be one of %s (any case), not %r'
+            % (', '.join(MODES), mode))
+    return normalized
+
+
+def check_secrets(secrets: ty.Iterable[ty.Any]) -> list[bytes]:
+    """Validate ``protection_keys`` without ever echoing one.
+
+    :raises exception.ConfigurationError: naming the position of a secret
+        that is not a string, is too short, or repeats another.
+    """
+    checked: list[bytes] = []
+    for position, secret in enumerate(secrets, 1):
+        if isinstance(secret, str):
+            secret = secret.encode('utf-8')
+        if not isinstance(secret, bytes):
+            raise exception.ConfigurationError(
+                'protection key #%d must be a string' % position)
+        if len(secret) < MIN_KEY_BYTES:
+            raise exception.ConfigurationError(
+                'protection key #%d is too short: use at least %d bytes, '
+                'for example from secrets.token_urlsafe(32)'
+                % (position, MIN_KEY_BYTES))
+        if secret in checked:
+            raise exception.ConfigurationError(
+                'protection key #%d repeats key #%d'
+                % (position, checked.index(secret) + 1))
+        checked.append(secret)
+    return checked
+
+
+def make_protector(mode: ty.Any, secrets: ty.Iterable[ty.Any],
+                   namespace: str) -> Protector | None:
+    """Validate protection settings and build the store's protector.
+
+    :returns: ``None`` when ``mode`` is ``none``.
+    :raises exception.ConfigurationError: for a bad mode, a bad secret, or
+        ``mac``/``encrypt`` without any secret.
+    """
+    mode = normalize_mode(mode)
+    keys = check_secrets(secrets)
+    if mode == 'none':
+        return None
+    if not keys:
+        raise exception.ConfigurationError(
+            'value_protection=%s needs at least one protection key' % mode)
+    return Protector(mode, keys, namespace)
