@@ -1,0 +1,50 @@
+"""The backend contract on ``openstack.kvs.Redis``, in each of its modes."""
+
+import pytest
+
+from oslo_kvs_tests import contract
+
+
+class _RedisContract(contract.StoreContract):
+    expire_time_alias = 'redis_expiration_time'
+    # Redis expires keys to the millisecond.
+    expiry_wait = 1.3
+
+
+class TestRedisContract(_RedisContract):
+    """One standalone redis-server."""
+
+    @pytest.fixture(autouse=True)
+    def _backend(self, redis_server):
+        self.backing_store = 'openstack.kvs.Redis'
+        self.backend_args = redis_server.store_args
+
+
+class TestRedisKeyPrefixContract(_RedisContract):
+    """A shared server, every key under a namespace of the deployment's."""
+
+    hypothesis_examples = 20
+
+    @pytest.fixture(autouse=True)
+    def _backend(self, redis_server):
+        self.backing_store = 'openstack.kvs.Redis'
+        self.backend_args = dict(redis_server.store_args,
+                                 key_prefix='region-one:keystone/')
+
+
+class TestRedisSentinelContract(_RedisContract):
+    """A master and a replica behind three sentinels, all with passwords."""
+
+    @pytest.fixture(autouse=True)
+    def _backend(self, redis_sentinel_group):
+        self.backing_store = 'openstack.kvs.Redis'
+        self.backend_args = redis_sentinel_group.store_args
+
+
+class TestRedisClusterContract(_RedisContract):
+    """A three-master Redis Cluster."""
+
+    @pytest.fixture(autouse=True)
+    def _backend(self, redis_cluster):
+        self.backing_store = 'openstack.kvs.Redis'
+        self.backend_args = redis_cluster.store_args
