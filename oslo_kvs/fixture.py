@@ -1,0 +1,192 @@
+"""A fixture giving consumers' tests isolated, in-memory stores.
+
+::
+
+    from oslo_kvs import fixture as kvs_fixture
+
+    class TestTokens(testtools.TestCase):
+        def setUp(self):
+            super().setUp()
+            self.useFixture(kvs_fixture.KVSFixture())
+
+    def test_tokens():                      # pytest
+        with kvs_fixture.KVSFixture():
+            ...
+
+While it is set up, ``oslo_kvs.get_key_value_store()`` works on an empty
+registry, and every ``configure()`` call uses ``openstack.kvs.Memory``
+whatever backend the code under test asks for, so no server is needed and
+nothing leaks between tests. Cleaning up restores the previous registry
+and ``configure()``.
+
+:class:`KVSFixture` is a ``fixtures.Fixture`` when the ``fixtures`` library
+is installed; otherwise it offers the same ``setUp``/``cleanUp``/
+``addCleanup``/``getDetails`` protocol, which testtools' ``useFixture``
+needs, and works as a context manager.
+"""
+
+import typing as ty
+import weakref
+
+from oslo_config import cfg
+
+from oslo_kvs.backends import base
+from oslo_kvs import core
+from oslo_kvs import exception
+from oslo_kvs import memoize
+from oslo_kvs import opts
+
+try:
+    import fixtures
+except ImportError:  # fixtures is a test-only library, often absent
+    fixtures = None
+
+MEMORY = 'openstack.kvs.Memory'
+
+# configure() arguments handled by the store itself, whatever the backend.
+_STORE_ARGUMENTS = frozenset(['lock_timeout', 'value_protection',
+                              'protection_keys', 'serializer'])
+# Historical backend-specific names of expire_time (see the design).
+_EXPIRY_ALIASES = ('memcached_expire_time', 'redis_expiration_time',
+                   'mongo_ttl_seconds')
+
+
+class _PlainFixture:
+    """The part of ``fixtures.Fixture`` that testtools and users rely on."""
+
+    def setUp(self) -> None:
+        """Set the fixture up; on failure, undo what was done."""
+        self._cleanups: list[tuple[ty.Callable[..., ty.Any], tuple,
+                                   dict]] = []
+        try:
+            self._setUp()
+        except BaseException:
+            self.cleanUp()
+            raise
+
+    def _setUp(self) -> None:
+        """Subclasses do their work here, registering cleanups."""
+
+    def addCleanup(self, function: ty.Callable[..., ty.Any],
+                   *args: ty.Any, **kwargs: ty.Any) -> None:
+        """Run ``function(*args, **kwargs)`` at cleanup, last added first."""
+        self._cleanups.append((function, args, kwargs))
+
+    def cleanUp(self) -> None:
+        """Run every cleanup; re-raise the first error afterwards."""
+        errors = []
+        while getattr(self, '_cleanups', None):
+            function, args, kwargs = self._cleanups.pop()
+            try:
+                function(*args, **kwargs)
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+    def getDetails(self) -> dict[str, ty.Any]:
+        """No details; testtools merges these into the test's."""
+        return {}
+
+    def __enter__(self) -> ty.Any:
+        self.setUp()
+        return self
+
+    def __exit__(self, *exc_info: ty.Any) -> None:
+        self.cleanUp()
+
+
+_Base: type = fixtures.Fixture if fixtures is not None else _PlainFixture
+
+
+class KVSFixture(_Base):
+    """Isolated in-memory stores and a clean registry for one test.
+
+    :param conf: the ``ConfigOpts`` to work on (``cfg.CONF`` by default);
+        ``[kvs]`` and the memoization options are registered on it.
+    :param backing_store: the backend every ``configure()`` call is
+        redirected to.
+    :param force_backing_store: ``False`` leaves ``configure()`` alone and
+        only gives a clean registry.
+    :param memoize_enabled: when not None, ``[kvs] memoize_enabled`` is
+        overridden for the test (the override is cleared afterwards).
+
+    Redirected ``configure()`` calls keep ``key_mangler``, ``proxy_list``,
+    ``locking``, the store's own arguments (``lock_timeout``, protection,
+    ``serializer``), ``expire_time`` (also under its historical names)
+    and whatever else the target backend accepts; other backend
+    arguments (servers, passwords, TLS files) are dropped.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts | None = None,
+                 backing_store: str = MEMORY,
+                 force_backing_store: bool = True,
+                 memoize_enabled: bool | None = None) -> None:
+        super().__init__()
+        self.conf = conf if conf is not None else cfg.CONF
+        self.backing_store = backing_store
+        self.force_backing_store = force_backing_store
+        self.memoize_enabled = memoize_enabled
+        self._stores: list[core.KeyValueStore] = []
+
+    def _setUp(self) -> None:
+        opts.register_opts(self.conf)
+        memoize.register_opts(self.conf)
+        with core._registry_lock:
+            saved = core._registry
+            core._registry = weakref.WeakValueDictionary()
+        self.addCleanup(self._restore_registry, saved)
+        self.addCleanup(self._stores.clear)
+        if self.force_backing_store:
+            original = core.KeyValueStore.__dict__['configure']
+            core.KeyValueStore.configure = self._redirect(original)
+            self.addCleanup(setattr, core.KeyValueStore, 'configure',
+                            original)
+        if self.memoize_enabled is not None:
+            self.conf.set_override('memoize_enabled',
+                                   self.memoize_enabled, group=opts.GROUP)
+            self.addCleanup(self.conf.clear_override, 'memoize_enabled',
+                            group=opts.GROUP)
+        # Warm-ups queued by this test must not run into the next one.
+        self.addCleanup(memoize.warm_queue.clear)
+
+    @staticmethod
+    def _restore_registry(saved: ty.Any) -> None:
+        with core._registry_lock:
+            core._registry = saved
+
+    def _redirect(self, original: ty.Callable[..., None]
+                  ) -> ty.Callable[..., None]:
+        target = self.backing_store
+        backend_cls = core._load_backend_class(target)
+        accepted = set(_STORE_ARGUMENTS)
+        if issubclass(backend_cls, base.Backend):
+            for option in backend_cls.options:
+                accepted.update((option.name,) + option.aliases)
+
+        def configure(store: core.KeyValueStore, backing_store: str,
+                      key_mangler: ty.Any = None, proxy_list: ty.Any = None,
+                      locking: ty.Any = True, **arguments: ty.Any) -> None:
+            kept = {name: value for name, value in arguments.items()
+                    if name in accepted}
+            for alias in _EXPIRY_ALIASES:
+                if alias in arguments and 'expire_time' in accepted:
+                    kept.setdefault('expire_time', arguments[alias])
+            original(store, target, key_mangler=key_mangler,
+                     proxy_list=proxy_list, locking=locking, **kept)
+        configure.__doc__ = original.__doc__
+        return configure
+
+    def store(self, name: str, **arguments: ty.Any) -> core.KeyValueStore:
+        """The store ``name``, configured with the fixture's backend.
+
+        The fixture keeps a reference until cleanup, so the test and the
+        code under test see the same store however they get it.
+        """
+        kvs = core.get_key_value_store(name, conf=self.conf)
+        try:
+            kvs.configure(self.backing_store, **arguments)
+        except exception.AlreadyConfigured:
+            pass
+        self._stores.append(kvs)
+        return kvs
