@@ -1,0 +1,527 @@
+"""``openstack.kvs.Memcached``: memcached through pymemcache.
+
+One server is reached through a small pool of pymemcache clients; several
+servers through pymemcache's :class:`~pymemcache.client.hash.HashClient`,
+whose rendezvous hashing places keys and ejects a failing server for
+``dead_retry`` seconds while the others keep serving. Multi-key operations
+are grouped by server with the HashClient's own hashing, so each costs one
+round trip per server.
+
+The clients never deserialize: values are bytes in and bytes out whatever
+flags the server holds, so no server can make this process unpickle.
+"""
+
+import collections
+import dataclasses
+import functools
+import math
+import re
+import ssl
+import threading
+import time
+import typing as ty
+
+from oslo_config import types
+from pymemcache.client import base as pymc_base
+from pymemcache.client import hash as pymc_hash
+from pymemcache import exceptions as pymc_exc
+
+from oslo_kvs.backends import base
+from oslo_kvs import exception
+
+#: Keystone's ``memcached_backend`` names; every one is served by pymemcache.
+BACKEND_NAMES = ('bmemcached', 'memcached', 'pooled_memcached', 'pylibmc',
+                 'pymemcache')
+#: memcached reads a larger expiry as an absolute Unix time.
+MAX_RELATIVE_EXPIRY = 30 * 24 * 3600
+#: memcached's longest key, in bytes.
+MAX_KEY_LENGTH = 250
+DEFAULT_PORT = 11211
+
+_FORBIDDEN_KEY_CHARS = re.compile('[\x00-\x20\x7f]')
+_TLS_FILES = ('tls_cafile', 'tls_certfile', 'tls_keyfile',
+              'tls_allowed_ciphers')
+# Returned by HashClient instead of calling a server it currently skips.
+_SKIPPED = object()
+
+
+def _opt(name, otype, default, help, aliases=()):
+    return base.Option(name, otype, default, aliases=aliases, help=help)
+
+
+OPTIONS = (
+    _opt('url', types.List(), ['localhost:11211'],
+         'memcached servers: a list or comma-separated string of host:port, '
+         '[IPv6]:port or unix socket paths (/path or unix:/path).'),
+    _opt('memcached_backend', types.String(choices=BACKEND_NAMES),
+         'pymemcache',
+         "Keystone's client name; all are served by pymemcache."),
+    _opt('socket_timeout', types.Float(min=0.001), 1.0,
+         'Seconds to wait for a reply before the server counts as failed.'),
+    _opt('connect_timeout', types.Float(min=0.001), None,
+         'Seconds to wait for a connection (default: socket_timeout).'),
+    _opt('dead_retry', types.Float(min=0), 30.0,
+         'Seconds an ejected server stays out before it is tried again.',
+         aliases=('dead_timeout',)),
+    _opt('retry_attempts', types.Integer(min=0), 2,
+         'Failed retries before a server of several is ejected.',
+         aliases=('hashclient_retry_attempts',)),
+    _opt('retry_delay', types.Float(min=0), 1.0,
+         'Seconds between those retries.',
+         aliases=('hashclient_retry_delay',)),
+    _opt('pool_maxsize', types.Integer(min=1), 10,
+         'Most connections to each server.', aliases=('max_pool_size',)),
+    _opt('pool_unused_timeout', types.Float(min=0), 60.0,
+         'Seconds after which an idle connection is closed (0: never).',
+         aliases=('pool_idle_timeout',)),
+    _opt('pool_connection_get_timeout', types.Float(min=0), 10.0,
+         'Seconds to wait for a free connection when all are busy.',
+         aliases=('pool_wait_timeout',)),
+    _opt('enable_socket_keepalive', types.Boolean(), False,
+         'Turn on TCP keepalive on connections.'),
+    _opt('socket_keepalive_idle', types.Integer(min=1), 1,
+         'Idle seconds before the first keepalive probe.'),
+    _opt('socket_keepalive_interval', types.Integer(min=1), 1,
+         'Seconds between keepalive probes.'),
+    _opt('socket_keepalive_count', types.Integer(min=1), 1,
+         'Unanswered probes before the connection is dropped.'),
+    _opt('tls_enabled', types.Boolean(), False,
+         'Talk TLS to every server (TCP servers only).'),
+    _opt('tls_cafile', types.String(), None,
+         'CA bundle that signs the servers (default: system CAs).'),
+    _opt('tls_certfile', types.String(), None,
+         'Client certificate, for servers that check clients.'),
+    _opt('tls_keyfile', types.String(), None,
+         "Client certificate's private key, if not in tls_certfile."),
+    _opt('tls_allowed_ciphers', types.String(), None,
+         'OpenSSL cipher list to allow.'),
+)
+
+
+def exptime(seconds: float) -> int:
+    """memcached's exptime for a lifetime of ``seconds``, rounded up.
+
+    0 means never. Past 30 days memcached reads the number as an absolute
+    Unix time, so such lifetimes are sent as one.
+    """
+    if seconds <= 0:
+        return 0
+    if seconds > MAX_RELATIVE_EXPIRY:
+        return math.ceil(time.time() + seconds)
+    return math.ceil(seconds)
+
+
+def lock_exptime(ttl: float) -> int:
+    """exptime for a lock that must not vanish before ``ttl`` seconds.
+
+    memcached's clock ticks once a second and an item expires when the
+    tick reaches its deadline, so an item can die up to a second early;
+    one more second makes the server's expiry never precede the holder's.
+    """
+    return exptime(ttl + 1) if ttl else 0
+
+
+def parse_server(text: str) -> tuple[ty.Any, str]:
+    """Parse one ``url`` entry into a pymemcache server and a label.
+
+    :raises exception.ConfigurationError: naming the entry.
+    """
+    def bad(why: str) -> exception.ConfigurationError:
+        return exception.ConfigurationError(
+            'Invalid server %r in argument url of openstack.kvs.Memcached: '
+            '%s' % (text, why))
+
+    entry = text.strip()
+    if entry.startswith('unix:'):
+        entry = entry[len('unix:'):]
+        if not entry.startswith('/'):
+            raise bad('a unix socket path must be absolute')
+    if entry.startswith('/'):
+        return entry, entry
+    for prefix in ('inet6:', 'inet:'):
+        if entry.startswith(prefix):
+            entry = entry[len(prefix):]
+    if entry.startswith('['):
+        host, closed, rest = entry[1:].partition(']')
+        if not closed or (rest and not rest.startswith(':')):
+            raise bad('expected [IPv6 address]:port')
+        port_text = rest[1:] if rest else str(DEFAULT_PORT)
+        label = '[%s]' % host
+    elif entry.count(':') > 1:
+        raise bad('write an IPv6 address in brackets, as [::1]:11211')
+    else:
+        host, _, port_text = entry.partition(':')
+        port_text = port_text or str(DEFAULT_PORT)
+        label = host
+    if not host:
+        raise bad('no host')
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise bad('the port must be a number from 1 to 65535')
+    return (host, int(port_text)), '%s:%s' % (label, int(port_text))
+
+
+class _RawSerde:
+    """Bytes through unchanged; server-held flags are ignored on reads."""
+
+    def serialize(self, key: ty.Any, value: bytes) -> tuple[bytes, int]:
+        return value, 0
+
+    def deserialize(self, key: ty.Any, value: bytes, flags: int) -> bytes:
+        return value
+
+
+class PoolTimeout(Exception):
+    """No connection of a pool became free within its wait timeout."""
+
+
+class Pool:
+    """A bounded pool of pymemcache clients for one server.
+
+    The most recently returned client is handed out first, so under light
+    load few connections stay open and the rest age out after
+    ``idle_timeout``. When ``max_size`` clients are busy, callers wait up
+    to ``wait_timeout`` seconds. The common path is two atomic deque
+    operations (pymemcache's PooledClient costs several microseconds more
+    per call and fails at once when full).
+    """
+
+    def __init__(self, server: ty.Any, *, max_size: int, idle_timeout: float,
+                 wait_timeout: float, **client_kwargs: ty.Any) -> None:
+        self.server = server
+        self._make = functools.partial(pymc_base.Client, server,
+                                       **client_kwargs)
+        self.max_size = max_size
+        self.idle_timeout = idle_timeout
+        self.wait_timeout = wait_timeout
+        self._idle: collections.deque = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._size = 0
+        self._waiters = 0
+
+    def _fresh(self, entry: tuple[pymc_base.Client, float]
+               ) -> pymc_base.Client:
+        client, last_used = entry
+        if (self.idle_timeout and
+                time.monotonic() - last_used > self.idle_timeout):
+            client.close()  # reconnects on next use
+        return client
+
+    def _checkout(self) -> pymc_base.Client:
+        try:
+            return self._fresh(self._idle.pop())
+        except IndexError:
+            pass
+        deadline = time.monotonic() + self.wait_timeout
+        with self._cond:
+            # Counted before looking, so a client returned meanwhile is
+            # either seen here or announced with notify().
+            self._waiters += 1
+            try:
+                while True:
+                    try:
+                        return self._fresh(self._idle.pop())
+                    except IndexError:
+                        pass
+                    if self._size < self.max_size:
+                        self._size += 1
+                        return self._make()
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PoolTimeout()
+                    self._cond.wait(remaining)
+            finally:
+                self._waiters -= 1
+
+    def _checkin(self, client: pymc_base.Client) -> None:
+        self._idle.append((client, time.monotonic()))
+        if self._waiters:
+            with self._cond:
+                self._cond.notify()
+
+    def run(self, method: str, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
+        """Call ``method`` of a pooled client."""
+        client = self._checkout()
+        try:
+            return getattr(client, method)(*args, **kwargs)
+        except BaseException:
+            # A reply may be half read; never reuse that connection.
+            client.close()
+            raise
+        finally:
+            self._checkin(client)
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        while self._idle:
+            try:
+                client, _ = self._idle.pop()
+            except IndexError:
+                break
+            client.close()
+
+
+class MemcachedBackend(base.Backend):
+    """memcached on pymemcache: one server, or several with HashClient.
+
+    Errors name the server: :class:`~oslo_kvs.exception.BackendError` when
+    it is down, slow past ``socket_timeout`` or skipped after failing,
+    :class:`~oslo_kvs.exception.ValueTooLarge` when a value exceeds its
+    item size limit (the key is then removed, as memcached itself does,
+    so no older value stays behind).
+    """
+
+    name = 'openstack.kvs.Memcached'
+    options = (dataclasses.replace(base.EXPIRE_TIME,
+                                   aliases=('memcached_expire_time',)),
+               base.NO_EXPIRY_KEYS) + OPTIONS
+    distributed_lock = True
+
+    def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
+        super().__init__(arguments)
+        args = self.args
+        urls = [u for u in args['url'] if u.strip()]
+        if not urls:
+            raise exception.ConfigurationError(
+                'Argument url of %s names no server' % self.name)
+        parsed = [parse_server(url) for url in urls]
+        self._labels = {server: label for server, label in parsed}
+        if len(self._labels) != len(parsed):
+            raise exception.ConfigurationError(
+                'Argument url of %s names a server twice: %s'
+                % (self.name, ', '.join(label for _, label in parsed)))
+        tls_context = self._tls_context(args, parsed)
+        keepalive = None
+        if args['enable_socket_keepalive']:
+            keepalive = pymc_base.KeepaliveOpts(
+                idle=args['socket_keepalive_idle'],
+                intvl=args['socket_keepalive_interval'],
+                cnt=args['socket_keepalive_count'])
+        client_kwargs = dict(
+            serde=_RawSerde(), timeout=args['socket_timeout'],
+            connect_timeout=(args['connect_timeout'] or
+                             args['socket_timeout']),
+            no_delay=True, socket_keepalive=keepalive,
+            allow_unicode_keys=True, default_noreply=False,
+            tls_context=tls_context)
+        make_pool = functools.partial(
+            Pool, max_size=args['pool_maxsize'],
+            idle_timeout=args['pool_unused_timeout'],
+            wait_timeout=args['pool_connection_get_timeout'])
+        self._single: Pool | None = None
+        self._hash: pymc_hash.HashClient | None = None
+        if len(parsed) == 1:
+            # No HashClient for one server: it would eject the only server
+            # for dead_retry seconds instead of reconnecting next time.
+            self._single = make_pool(parsed[0][0], **client_kwargs)
+        else:
+            self._hash = pymc_hash.HashClient(
+                [], retry_attempts=args['retry_attempts'],
+                retry_timeout=args['retry_delay'],
+                dead_timeout=args['dead_retry'], ignore_exc=False,
+                use_pooling=False, **client_kwargs)
+            # HashClient builds each server's client with client_class.
+            self._hash.client_class = make_pool
+            for server, _ in parsed:
+                self._hash.add_server(server)
+
+    def _tls_context(self, args: dict[str, ty.Any],
+                     parsed: list[tuple[ty.Any, str]]
+                     ) -> ssl.SSLContext | None:
+        given = [name for name in _TLS_FILES if args[name]]
+        if not args['tls_enabled']:
+            if given:
+                # Refused rather than ignored: the user expects TLS.
+                raise exception.ConfigurationError(
+                    'Argument(s) %s of %s need tls_enabled=True'
+                    % (', '.join(given), self.name))
+            return None
+        sockets = [label for server, label in parsed
+                   if not isinstance(server, tuple)]
+        if sockets:
+            raise exception.ConfigurationError(
+                'tls_enabled of %s cannot apply to unix socket %s'
+                % (self.name, ', '.join(sockets)))
+
+        def load(name, action):
+            try:
+                action()
+            except (OSError, ssl.SSLError) as exc:
+                raise exception.ConfigurationError(
+                    'Argument %s of %s cannot be used: %s'
+                    % (name, self.name, exc)) from None
+
+        context: list[ssl.SSLContext] = []
+        load('tls_cafile', lambda: context.append(
+            ssl.create_default_context(cafile=args['tls_cafile'])))
+        if args['tls_certfile']:
+            load('tls_certfile', lambda: context[0].load_cert_chain(
+                args['tls_certfile'], args['tls_keyfile']))
+        elif args['tls_keyfile']:
+            raise exception.ConfigurationError(
+                'Argument tls_keyfile of %s needs tls_certfile' % self.name)
+        if args['tls_allowed_ciphers']:
+            load('tls_allowed_ciphers', lambda: context[0].set_ciphers(
+                args['tls_allowed_ciphers']))
+        return context[0]
+
+    # --- plumbing ------------------------------------------------------
+
+    def _label(self, server: ty.Any) -> str:
+        return self._labels.get(server) or str(server)
+
+    def _error(self, exc: Exception, server: ty.Any) -> Exception:
+        """The oslo_kvs exception for a failure talking to ``server``."""
+        where = (self._label(server) if server is not None
+                 else ', '.join(self.servers()))
+        if isinstance(exc, pymc_exc.MemcacheServerError) and \
+                'too large' in str(exc):
+            return exception.ValueTooLarge(
+                'Value too large for the item size limit of memcached '
+                'server %s' % where)
+        if isinstance(exc, pymc_exc.MemcacheIllegalInputError):
+            return exception.ConfigurationError(
+                'memcached server %s cannot store this key: %s'
+                % (where, exc))
+        if isinstance(exc, PoolTimeout):
+            return exception.BackendError(
+                '%s: no free connection to memcached server %s within '
+                '%ss (pool_maxsize %d)'
+                % (self.name, where, self.args['pool_connection_get_timeout'],
+                   self.args['pool_maxsize']))
+        return exception.BackendError(
+            '%s: memcached server %s failed: %s: %s'
+            % (self.name, where, type(exc).__name__, exc))
+
+    def _pool_for(self, key: str) -> Pool:
+        if self._single is not None:
+            return self._single
+        try:
+            return self._hash._get_client(key)
+        except Exception as exc:
+            raise self._error(exc, None) from exc
+
+    def _groups(self, keys: ty.Iterable[str]
+                ) -> ty.Iterable[tuple[Pool, list[str]]]:
+        """``keys`` grouped by the server that holds them."""
+        if self._single is not None:
+            return ((self._single, list(keys)),)
+        groups: dict[Pool, list[str]] = {}
+        for key in keys:
+            groups.setdefault(self._pool_for(key), []).append(key)
+        return groups.items()
+
+    def _run(self, pool: Pool, method: str, *args: ty.Any,
+             **kwargs: ty.Any) -> ty.Any:
+        """Run one command on ``pool``'s server, translating failures."""
+        try:
+            if self._hash is None:
+                return pool.run(method, *args, **kwargs)
+            # Through HashClient's bookkeeping: a server failing here is
+            # retried, then ejected so its keys move to the others.
+            result = self._hash._safely_run_func(
+                pool, pool.run, _SKIPPED, method, *args, **kwargs)
+        except Exception as exc:
+            raise self._error(exc, pool.server) from exc
+        if result is _SKIPPED:
+            raise exception.BackendError(
+                '%s: memcached server %s failed recently and is skipped '
+                'until it is retried or ejected'
+                % (self.name, self._label(pool.server)))
+        return result
+
+    def _set(self, pool: Pool, mapping: dict[str, bytes],
+             expire: int) -> None:
+        failed = self._run(pool, 'set_many', mapping, expire=expire)
+        if failed:
+            raise exception.BackendError(
+                '%s: memcached server %s did not store %d value(s)'
+                % (self.name, self._label(pool.server), len(failed)))
+
+    # --- the backend API -----------------------------------------------
+
+    def servers(self) -> list[str]:
+        return list(self._labels.values())
+
+    def check_key(self, key: str) -> None:
+        try:
+            size = len(key.encode('utf-8'))
+        except UnicodeEncodeError:
+            raise exception.ConfigurationError(
+                'Key %s is not valid Unicode and cannot be stored in '
+                'memcached' % exception._describe(key)) from None
+        if size > MAX_KEY_LENGTH:
+            raise exception.ConfigurationError(
+                'Key %s is %d bytes long; memcached stores keys of at most '
+                '%d bytes (enable [kvs] enable_key_mangler for longer keys)'
+                % (exception._describe(key), size, MAX_KEY_LENGTH))
+        if _FORBIDDEN_KEY_CHARS.search(key):
+            raise exception.ConfigurationError(
+                'Key %s contains whitespace or control characters, which '
+                'memcached keys cannot (enable [kvs] enable_key_mangler)'
+                % exception._describe(key))
+
+    def get_serialized(self, key):
+        value = self._run(self._pool_for(key), 'get', key)
+        return base.NO_VALUE if value is None else value
+
+    def get_serialized_multi(self, keys):
+        found: dict[str, bytes] = {}
+        for pool, group in self._groups(keys):
+            found.update(self._run(pool, 'get_many', group))
+        return [found.get(key, base.NO_VALUE) for key in keys]
+
+    def set_serialized(self, key, value):
+        self.set_serialized_multi({key: value})
+
+    def set_serialized_multi(self, mapping):
+        # One set_many per server and expiry: at most two per server when
+        # some keys are in no_expiry_keys.
+        batches: dict[tuple[Pool, int], dict[str, bytes]] = {}
+        expiries: dict[float, int] = {}
+        for pool, group in self._groups(mapping):
+            for key in group:
+                ttl = self.ttl_for(key)
+                expire = expiries.get(ttl)
+                if expire is None:
+                    expire = expiries[ttl] = exptime(ttl)
+                batches.setdefault((pool, expire), {})[key] = mapping[key]
+        try:
+            for (pool, expire), batch in batches.items():
+                self._set(pool, batch, expire)
+        except exception.ValueTooLarge:
+            # memcached drops a key whose new value it refused; drop the
+            # whole batch so no old value passes for the new one.
+            self.delete_multi(list(mapping))
+            raise
+
+    def delete_multi(self, keys):
+        for pool, group in self._groups(keys):
+            self._run(pool, 'delete_many', group)
+
+    def delete_existing(self, key):
+        return bool(self._run(self._pool_for(key), 'delete', key))
+
+    def add_serialized(self, key, value):
+        return bool(self._run(self._pool_for(key), 'add', key, value,
+                              expire=exptime(self.ttl_for(key))))
+
+    def acquire_lock(self, key, token, ttl):
+        return bool(self._run(self._pool_for(key), 'add', key,
+                              token.encode('ascii'),
+                              expire=lock_exptime(ttl)))
+
+    def release_lock(self, key, token):
+        pool = self._pool_for(key)
+        value, cas = self._run(pool, 'gets', key)
+        if value != token.encode('ascii'):
+            return False
+        # Expire it only if nobody changed it since gets: a lock taken by
+        # someone else meanwhile has another cas value and stays.
+        return bool(self._run(pool, 'cas', key, b'', cas, expire=-1))
+
+    def close(self) -> None:
+        if self._single is not None:
+            self._single.close()
+        else:
+            for pool in list(self._hash.clients.values()):
+                pool.close()
