@@ -168,7 +168,156 @@ def make_tls_files(directory: str, hostname: str = 'localhost') -> TLSFiles:
 
 
 # --- memcached -------------------------------------------------------------
-# (memcached server classes and fixtures go here)
+
+
+class MemcachedServer(ServerProcess):
+    """memcached on a loopback TCP port (or a unix socket).
+
+    :param tls: serve TLS only, with certificates made here; clients must
+        trust :attr:`tls`'s CA.
+    :param unix_socket: listen on a socket file in the temp dir, no TCP.
+    :param host: ``'::1'`` to listen on IPv6 loopback.
+    :param extra: more memcached arguments (e.g. ``['-I', '2m']``).
+    """
+
+    binary = 'memcached'
+
+    def __init__(self, port: int | None = None, tls: bool = False,
+                 unix_socket: bool = False, host: str = LOOPBACK,
+                 extra: ty.Sequence[str] = ()) -> None:
+        super().__init__(port)
+        self.host = host
+        self.extra = list(extra)
+        self.socket_path = (os.path.join(self.tmpdir, 'memcached.sock')
+                            if unix_socket else None)
+        self.tls = make_tls_files(self.tmpdir) if tls else None
+
+    @property
+    def address(self) -> str:
+        if self.socket_path:
+            return self.socket_path
+        if ':' in self.host:
+            return '[%s]:%d' % (self.host, self.port)
+        return super().address
+
+    @property
+    def store_args(self) -> dict[str, ty.Any]:
+        """``configure()`` arguments of openstack.kvs.Memcached for it."""
+        args: dict[str, ty.Any] = {'url': self.address}
+        if self.tls:
+            args.update(tls_enabled=True, tls_cafile=self.tls.ca)
+        return args
+
+    def command(self) -> list[str]:
+        cmd = [require_binary(self.binary), '-U', '0', '-m', '64',
+               '-t', '2']
+        if self.socket_path:
+            cmd += ['-s', self.socket_path]
+        else:
+            cmd += ['-l', self.host, '-p', str(self.port)]
+        if os.geteuid() == 0:
+            cmd += ['-u', 'root']  # memcached refuses root without it
+        if self.tls:
+            cmd += ['-Z', '-o', 'ssl_chain_cert=%s,ssl_key=%s'
+                    % (self.tls.cert, self.tls.key)]
+        return cmd + self.extra
+
+    def start(self) -> 'MemcachedServer':
+        require_binary(self.binary)
+        log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=self.tmpdir)
+        log.close()
+        if not self.socket_path:
+            wait_for_port(self.port, self.process, host=self.host)
+            return self
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.process.poll() is None:
+            with socket.socket(socket.AF_UNIX) as sock:
+                try:
+                    sock.connect(self.socket_path)
+                    return self
+                except OSError:
+                    time.sleep(0.02)
+        raise RuntimeError('memcached did not listen on %s: %s'
+                           % (self.socket_path, self.log()))
+
+
+class MemcachedCluster:
+    """Several memcached servers used together through one url list."""
+
+    def __init__(self, count: int = 3) -> None:
+        self.servers = [MemcachedServer() for _ in range(count)]
+
+    @property
+    def addresses(self) -> list[str]:
+        return [server.address for server in self.servers]
+
+    @property
+    def store_args(self) -> dict[str, ty.Any]:
+        """``configure()`` arguments naming every server of the cluster."""
+        return {'url': self.addresses}
+
+    def start(self) -> 'MemcachedCluster':
+        for server in self.servers:
+            server.start()
+        return self
+
+    def cleanup(self) -> None:
+        for server in self.servers:
+            server.cleanup()
+
+
+@pytest.fixture(scope='session')
+def memcached_server() -> ty.Iterator[MemcachedServer]:
+    """One memcached shared by a test session; never stop it in a test."""
+    server = MemcachedServer()
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope='session')
+def memcached_cluster() -> ty.Iterator[MemcachedCluster]:
+    """Three memcached servers shared by a test session."""
+    cluster = MemcachedCluster(3)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.cleanup()
+
+
+@pytest.fixture(scope='session')
+def memcached_tls_server() -> ty.Iterator[MemcachedServer]:
+    """A TLS-only memcached (``-Z``) with a throwaway CA in ``.tls``."""
+    server = MemcachedServer(tls=True)
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def memcached_factory() -> ty.Iterator[ty.Callable[..., MemcachedServer]]:
+    """Make private memcached servers a test may stop and restart.
+
+    Call it with :class:`MemcachedServer` arguments; the servers are
+    started and are cleaned up after the test.
+    """
+    made: list[MemcachedServer] = []
+
+    def make(**kwargs: ty.Any) -> MemcachedServer:
+        server = MemcachedServer(**kwargs)
+        made.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.cleanup()
 
 
 # --- redis -----------------------------------------------------------------
