@@ -1,0 +1,540 @@
+"""``openstack.kvs.MongoDB``: durable, replicated storage in MongoDB.
+
+Each stored key is one document in ``cache_collection``::
+
+    {_id: <stored key>, value: <binary>, expires_at: <UTC datetime>}
+
+``expires_at`` is absent for values that never expire. A TTL index on it
+(``expireAfterSeconds=0``) lets the server delete expired documents, and
+every read and conditional write also filters on it, because the server's
+TTL monitor runs only once a minute: an expired document is never returned
+and never blocks ``add``. Locks are documents in the same collection
+(``{_id: <lock key>, token: ..., expires_at: ...}``); the store gives lock
+keys and data keys different prefixes, so they never meet.
+
+Argument names are Keystone's (``keystone.common.cache.backends.mongo``),
+mapped onto pymongo 4.
+"""
+
+import contextlib
+import dataclasses
+import datetime
+import logging
+import re
+import threading
+import typing as ty
+import urllib.parse
+
+from oslo_config import types
+import pymongo
+from pymongo import errors as mongo_errors
+from pymongo import read_preferences
+from pymongo import uri_parser
+
+from oslo_kvs.backends import base
+from oslo_kvs import exception
+
+LOG = logging.getLogger(__name__)
+
+_URI_SCHEMES = ('mongodb://', 'mongodb+srv://')
+
+#: BSON's document limit; a value near it cannot be stored.
+MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
+#: Room for the field names, ``_id`` framing and ``expires_at``.
+_DOCUMENT_OVERHEAD = 128
+
+#: Server refusals of the TTL index that writes can live with:
+#: Unauthorized, IndexOptionsConflict, IndexKeySpecsConflict.
+_INDEX_REFUSALS = frozenset([13, 85, 86])
+
+
+def _hosts(value: ty.Any) -> list[str]:
+    """``db_hosts``: a list (or comma string) of host:port, or one URI."""
+    if isinstance(value, str):
+        if value.strip().startswith(_URI_SCHEMES):
+            return [value.strip()]
+        value = value.split(',')
+    if not isinstance(value, (list, tuple)):
+        raise TypeError('expected a list of host:port or a mongodb:// URI')
+    hosts = [str(item).strip() for item in value if str(item).strip()]
+    if not hosts:
+        raise ValueError('no host given')
+    uris = [h for h in hosts if h.startswith(_URI_SCHEMES)]
+    if uris and len(hosts) > 1:
+        raise ValueError('a mongodb:// URI must be the only entry')
+    if not uris:
+        for host in hosts:
+            # Raises ValueError for a bad port; host stays as given.
+            uri_parser.parse_host(host, 27017)
+    return hosts
+
+
+def _read_preference_modes() -> dict[str, str]:
+    """pymongo's read preference modes, keyed by a relaxed spelling."""
+    modes = {}
+    for attr in dir(read_preferences.ReadPreference):
+        if attr.isupper():
+            mode = getattr(read_preferences.ReadPreference, attr).mongos_mode
+            modes[mode.lower()] = mode
+    return modes
+
+
+_READ_MODES = _read_preference_modes()
+
+
+def _read_preference(value: ty.Any) -> str:
+    """``primaryPreferred``, ``PRIMARY_PREFERRED`` (any case) and so on."""
+    if not isinstance(value, str):
+        raise TypeError('expected a read preference name')
+    mode = _READ_MODES.get(value.strip().replace('_', '').lower())
+    if mode is None:
+        raise ValueError('valid read preferences are %s (any case)'
+                         % ', '.join(sorted(_READ_MODES.values())))
+    return mode
+
+
+def _write_concern(value: ty.Any) -> int | str | None:
+    """``w``: a number of members, ``majority`` or a tag set name.
+
+    Keystone's ``-1`` means "the server's default". ``0`` is refused:
+    unacknowledged writes cannot tell ``add``, ``delete`` or a lock
+    whether they succeeded.
+    """
+    if isinstance(value, str):
+        value = value.strip()
+        if re.fullmatch(r'-?\d+', value):
+            value = int(value)
+        elif not value:
+            raise ValueError('empty write concern')
+        else:
+            return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError('expected an integer, "majority" or a tag set name')
+    if value == -1:
+        return None
+    if value < 1:
+        raise ValueError('w must be at least 1 (unacknowledged writes '
+                         'cannot report whether add, delete or a lock '
+                         'succeeded) or -1 for the server default')
+    return value
+
+
+_CERT_REQS = ('NONE', 'OPTIONAL', 'REQUIRED')
+
+
+def _cert_reqs(value: ty.Any) -> str:
+    """``NONE``, ``OPTIONAL`` or ``REQUIRED`` (also ``CERT_NONE``...)."""
+    if not isinstance(value, str):
+        raise TypeError('expected one of %s' % ', '.join(_CERT_REQS))
+    name = value.strip().upper()
+    name = name[len('CERT_'):] if name.startswith('CERT_') else name
+    if name not in _CERT_REQS:
+        raise ValueError('expected one of %s' % ', '.join(_CERT_REQS))
+    return name
+
+
+def _anything(value: ty.Any) -> ty.Any:
+    return value
+
+
+def _seconds() -> types.Float:
+    return types.Float(min=0)
+
+
+OPTIONS = (
+    base.Option('db_hosts', _hosts,
+                help='Servers as host:port (a list or comma-separated), or '
+                     'one mongodb:// or mongodb+srv:// URI. Required.'),
+    base.Option('db_name', types.String(), help='Database. Required.'),
+    base.Option('cache_collection', types.String(),
+                help='Collection holding the values and locks. Required.'),
+    base.Option('username', types.String(), help='User to authenticate.'),
+    base.Option('password', types.String(), secret=True,
+                help='Password of username.'),
+    base.Option('auth_source', types.String(),
+                help='Database holding the user; by default db_name, where '
+                     'Keystone authenticated, unless the URI sets '
+                     'authSource.'),
+    base.Option('replicaset_name', types.String(),
+                help='Replica set name; the client then discovers and '
+                     'follows the members.'),
+    base.Option('use_replica', types.Boolean(),
+                help="Keystone's switch; true requires replicaset_name."),
+    base.Option('read_preference', _read_preference,
+                help='primary, primaryPreferred, secondary, '
+                     'secondaryPreferred or nearest (any case).'),
+    base.Option('w', _write_concern,
+                help='Write concern: members to acknowledge (>= 1), '
+                     '"majority" or a tag set; -1 = server default.'),
+    base.Option('max_pool_size', types.Integer(min=0),
+                help="Connections per server; pymongo's default if unset, "
+                     '0 = unbounded.'),
+    base.Option('tls_enabled', types.Boolean(), aliases=('ssl',),
+                help='Use TLS.'),
+    base.Option('tls_cafile', types.String(), aliases=('ssl_ca_certs',),
+                help='CA bundle to verify the servers with.'),
+    base.Option('tls_certfile', types.String(), aliases=('ssl_certfile',),
+                help='Client certificate, PEM, with its private key.'),
+    base.Option('tls_keyfile', types.String(), aliases=('ssl_keyfile',),
+                help='Client key: only accepted when it is the same file as '
+                     'tls_certfile (pymongo 4 reads both from one file).'),
+    base.Option('tls_cert_reqs', _cert_reqs, aliases=('ssl_cert_reqs',),
+                help='NONE disables server certificate verification; '
+                     'OPTIONAL and REQUIRED verify it.'),
+    base.Option('tls_allow_invalid_hostnames', types.Boolean(),
+                help='Accept a server certificate for another host name.'),
+    base.Option('server_selection_timeout', _seconds(),
+                help='Seconds to wait for a usable server before failing.'),
+    base.Option('connect_timeout', _seconds(),
+                help='Seconds to wait for a TCP connection; 0 = no limit.'),
+    base.Option('socket_timeout', _seconds(),
+                help='Seconds to wait for a reply; 0 = no limit.'),
+    base.Option('son_manipulator', _anything,
+                help='Refused: pymongo 4 has no SON manipulators.'),
+)
+
+REQUIRED = ('db_hosts', 'db_name', 'cache_collection')
+
+
+def _utcnow() -> datetime.datetime:
+    # Naive UTC is pymongo's own convention for BSON dates.
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def _expiry(now: datetime.datetime, ttl: float) -> datetime.datetime:
+    """``now + ttl`` rounded up to BSON's millisecond, never down."""
+    at = now + datetime.timedelta(seconds=ttl)
+    extra = at.microsecond % 1000
+    return at + datetime.timedelta(microseconds=1000 - extra) if extra else at
+
+
+def _live(now: datetime.datetime) -> dict[str, ty.Any]:
+    """Filter part matching documents that have not expired at ``now``."""
+    # Also matches a document without expires_at: it never expires.
+    return {'expires_at': {'$not': {'$lte': now}}}
+
+
+class MongoBackend(base.Backend):
+    """Values and locks in one MongoDB collection, via pymongo 4.
+
+    The client is built at configure time with ``connect=False``, so
+    configuring validates every argument but opens no connection (and a
+    service may fork after configuring). Replica sets, read preference,
+    write concern and TLS are pymongo's own features.
+    """
+
+    name = 'openstack.kvs.MongoDB'
+    options = (dataclasses.replace(base.EXPIRE_TIME,
+                                   aliases=('mongo_ttl_seconds',)),
+               base.NO_EXPIRY_KEYS) + OPTIONS
+    distributed_lock = True
+
+    #: Builds the client; tests replace it with ``mongomock.MongoClient``.
+    client_factory: ty.Callable[..., ty.Any] = pymongo.MongoClient
+
+    def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
+        super().__init__(arguments)
+        args = self.args
+        missing = [name for name in REQUIRED if args[name] is None]
+        if missing:
+            raise exception.ConfigurationError(
+                '%s requires argument(s) %s' % (self.name, ', '.join(missing)))
+        hosts, kwargs, self._secrets = self._client_arguments(args)
+        self._servers = self._describe_servers(hosts)
+        self.db_name: str = args['db_name']
+        self.collection_name: str = args['cache_collection']
+        try:
+            self._client = type(self).client_factory(hosts, **kwargs)
+            self._collection = self._client[self.db_name][
+                self.collection_name]
+        except (mongo_errors.PyMongoError, ValueError, TypeError,
+                OSError) as exc:
+            raise exception.ConfigurationError(
+                '%s cannot be configured with these arguments: %s: %s'
+                % (self.name, type(exc).__name__,
+                   self._redact(str(exc)))) from None
+        self._index_lock = threading.Lock()
+        self._index_ready = False
+
+    def __repr__(self) -> str:
+        return '<MongoBackend %s %s.%s>' % (
+            ','.join(self._servers), self.db_name, self.collection_name)
+
+    # --- configuration ---------------------------------------------------
+
+    def _client_arguments(self, args: dict[str, ty.Any]) -> tuple[
+            list[str], dict[str, ty.Any], list[str]]:
+        """pymongo's host list and keyword arguments, and the secrets.
+
+        Everything is validated here, before any connection: a wrong
+        argument fails ``configure()``, not the first request.
+        """
+        hosts: list[str] = args['db_hosts']
+        uri = hosts[0] if hosts[0].startswith(_URI_SCHEMES) else None
+        secrets = []
+        uri_options: set[str] = set()
+        if uri is not None:
+            split = urllib.parse.urlsplit(uri)
+            if split.password:
+                secrets += [split.password,
+                            urllib.parse.unquote(split.password)]
+            uri_options = {k.lower() for k in
+                           urllib.parse.parse_qs(split.query)}
+        if args['password']:
+            secrets += [args['password'],
+                        urllib.parse.quote(args['password'], safe='')]
+        self._secrets = secrets
+        if args['son_manipulator'] is not None:
+            raise exception.ConfigurationError(
+                'Argument son_manipulator of %s is not supported: pymongo 4 '
+                'removed SON manipulators and this backend stores only '
+                'bytes' % self.name)
+        if args['password'] is not None and args['username'] is None:
+            raise exception.ConfigurationError(
+                'Argument password of %s needs username' % self.name)
+        if args['use_replica'] and not args['replicaset_name']:
+            raise exception.ConfigurationError(
+                'Argument use_replica of %s is true but replicaset_name is '
+                'not set' % self.name)
+        if args['use_replica'] is False and args['replicaset_name']:
+            raise exception.ConfigurationError(
+                'Arguments use_replica (false) and replicaset_name of %s '
+                'contradict each other' % self.name)
+        if (args['tls_keyfile'] is not None and
+                args['tls_keyfile'] != args['tls_certfile']):
+            raise exception.ConfigurationError(
+                'Argument tls_keyfile (ssl_keyfile) of %s must name the same '
+                'file as tls_certfile: pymongo 4 reads the client certificate '
+                'and its key from one PEM file; put both in tls_certfile'
+                % self.name)
+
+        kwargs: dict[str, ty.Any] = {
+            'connect': False, 'document_class': dict, 'tz_aware': False}
+        if args['username'] is not None:
+            kwargs['username'] = args['username']
+            kwargs['password'] = args['password']
+            if args['auth_source'] is None and 'authsource' not in uri_options:
+                # Keystone authenticated against db_name itself.
+                kwargs['authSource'] = args['db_name']
+        if args['auth_source'] is not None:
+            kwargs['authSource'] = args['auth_source']
+        simple = {'replicaset_name': 'replicaSet',
+                  'read_preference': 'readPreference', 'w': 'w',
+                  'max_pool_size': 'maxPoolSize', 'tls_enabled': 'tls',
+                  'tls_cafile': 'tlsCAFile',
+                  'tls_certfile': 'tlsCertificateKeyFile',
+                  'tls_allow_invalid_hostnames': 'tlsAllowInvalidHostnames'}
+        for name, keyword in simple.items():
+            if args[name] is not None:
+                kwargs[keyword] = args[name]
+        if args['tls_cert_reqs'] is not None:
+            # For a client, OPTIONAL verifies like REQUIRED (as in ssl).
+            kwargs['tlsAllowInvalidCertificates'] = (
+                args['tls_cert_reqs'] == 'NONE')
+        for name, keyword in (
+                ('server_selection_timeout', 'serverSelectionTimeoutMS'),
+                ('connect_timeout', 'connectTimeoutMS'),
+                ('socket_timeout', 'socketTimeoutMS')):
+            if args[name] is not None:
+                kwargs[keyword] = args[name] * 1000
+        return hosts, kwargs, secrets
+
+    @staticmethod
+    def _describe_servers(hosts: list[str]) -> list[str]:
+        """host:port of each server (or the SRV name), never credentials."""
+        if not hosts[0].startswith(_URI_SCHEMES):
+            return list(hosts)
+        split = urllib.parse.urlsplit(hosts[0])
+        netloc = split.netloc.rpartition('@')[2]
+        return [h for h in netloc.split(',') if h]
+
+    def _redact(self, text: str) -> str:
+        """``text`` without credentials, bounded in length."""
+        text = re.sub(r'(mongodb(?:\+srv)?://)[^@/\s]*@', r'\1<redacted>@',
+                      text)
+        for secret in self._secrets:
+            if secret:
+                text = text.replace(secret, '<redacted>')
+        return text if len(text) <= 300 else text[:300] + '...'
+
+    def servers(self) -> list[str]:
+        return list(self._servers)
+
+    def check_key(self, key: str) -> None:
+        try:
+            key.encode('utf-8')
+        except UnicodeEncodeError:
+            raise exception.ConfigurationError(
+                '%s cannot store a key that is not valid Unicode (MongoDB '
+                'strings are UTF-8); enable the key mangler' % self.name
+            ) from None
+
+    def close(self) -> None:
+        self._client.close()
+
+    # --- plumbing --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _errors(self, operation: str) -> ty.Iterator[None]:
+        """Turn pymongo failures into :class:`BackendError`, redacted."""
+        try:
+            yield
+        except mongo_errors.DocumentTooLarge:
+            raise exception.ValueTooLarge(
+                '%s: a document exceeds the server\'s BSON size limit'
+                % self.name) from None
+        except mongo_errors.PyMongoError as exc:
+            code = getattr(exc, 'code', None)
+            raise exception.BackendError(
+                '%s %s on %s (database %s) failed: %s%s: %s'
+                % (self.name, operation, ','.join(self._servers),
+                   self.db_name, type(exc).__name__,
+                   '' if code is None else ' (code %s)' % code,
+                   self._redact(str(exc)))) from None
+
+    def _check_size(self, key: str, value: bytes) -> None:
+        if (len(value) + len(key.encode('utf-8')) + _DOCUMENT_OVERHEAD >
+                MAX_DOCUMENT_SIZE):
+            raise exception.ValueTooLarge(
+                '%s stores at most %d bytes per value; got %d'
+                % (self.name, MAX_DOCUMENT_SIZE - _DOCUMENT_OVERHEAD,
+                   len(value)))
+
+    def _document(self, key: str, value: bytes,
+                  now: datetime.datetime) -> dict[str, ty.Any]:
+        self._check_size(key, value)
+        doc: dict[str, ty.Any] = {'value': value}
+        ttl = self.ttl_for(key)
+        if ttl:
+            doc['expires_at'] = _expiry(now, ttl)
+        return doc
+
+    def _value(self, doc: ty.Mapping[str, ty.Any]) -> bytes:
+        value = doc.get('value')
+        if isinstance(value, bytes):
+            return bytes(value)
+        # Something else wrote this document. b'' is no value the store
+        # ever writes, so the store reports it like any corrupt value
+        # (IntegrityError naming the user's key) and decodes nothing.
+        LOG.warning('%s: document in %s.%s has no binary value; treating '
+                    'it as corrupt', self.name, self.db_name,
+                    self.collection_name)
+        return b''
+
+    def _ensure_index(self) -> None:
+        """Create the TTL index once, before this backend's first write.
+
+        Correctness never depends on it (reads filter on expires_at); it
+        only lets the server reclaim expired documents. If the server
+        refuses (no createIndex privilege, a conflicting index), say so
+        once and go on.
+        """
+        if self._index_ready:
+            return
+        with self._index_lock:
+            if self._index_ready:
+                return
+            with self._errors('create TTL index'):
+                try:
+                    self._collection.create_index(
+                        'expires_at', expireAfterSeconds=0)
+                except mongo_errors.OperationFailure as exc:
+                    if exc.code not in _INDEX_REFUSALS:
+                        raise
+                    LOG.warning(
+                        '%s: cannot create the TTL index on %s.%s (%s, code '
+                        '%s); expired documents are never returned, but '
+                        'the server will not delete them. Create it with '
+                        'createIndex({expires_at: 1}, '
+                        '{expireAfterSeconds: 0}).', self.name, self.db_name,
+                        self.collection_name, type(exc).__name__, exc.code)
+            self._index_ready = True
+
+    def _insert_unless_live(self, key: str, doc: dict[str, ty.Any],
+                            now: datetime.datetime, operation: str) -> bool:
+        """Write ``doc`` under ``key`` unless a live document is there.
+
+        One atomic server operation: it replaces a document whose
+        expires_at has passed (the TTL monitor may not have removed it
+        yet) and otherwise inserts; a live document makes the insert fail
+        on the duplicate ``_id``.
+        """
+        self._ensure_index()
+        with self._errors(operation):
+            try:
+                self._collection.replace_one(
+                    {'_id': key, 'expires_at': {'$lte': now}}, doc,
+                    upsert=True)
+            except mongo_errors.DuplicateKeyError:
+                return False
+        return True
+
+    # --- the backend API -------------------------------------------------
+
+    def get_serialized(self, key):
+        with self._errors('get'):
+            doc = self._collection.find_one(
+                {'_id': key, **_live(_utcnow())}, {'value': 1})
+        return base.NO_VALUE if doc is None else self._value(doc)
+
+    def get_serialized_multi(self, keys):
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return []
+        with self._errors('get_multi'):
+            # One batch holds every document, so there is no getMore.
+            found = {doc['_id']: self._value(doc) for doc in
+                     self._collection.find(
+                         {'_id': {'$in': unique}, **_live(_utcnow())},
+                         {'value': 1}, batch_size=len(unique))}
+        return [found.get(key, base.NO_VALUE) for key in keys]
+
+    def set_serialized(self, key, value):
+        doc = self._document(key, value, _utcnow())
+        self._ensure_index()
+        with self._errors('set'):
+            self._collection.replace_one({'_id': key}, doc, upsert=True)
+
+    def set_serialized_multi(self, mapping):
+        if not mapping:
+            return
+        now = _utcnow()
+        requests = [pymongo.ReplaceOne({'_id': key},
+                                       self._document(key, value, now),
+                                       upsert=True)
+                    for key, value in mapping.items()]
+        self._ensure_index()
+        with self._errors('set_multi'):
+            self._collection.bulk_write(requests, ordered=False)
+
+    def delete_multi(self, keys):
+        keys = list(dict.fromkeys(keys))
+        if keys:
+            with self._errors('delete_multi'):
+                self._collection.delete_many({'_id': {'$in': keys}})
+
+    def delete_existing(self, key):
+        # An expired document still waiting for the TTL monitor counts as
+        # absent; it is left for the monitor.
+        with self._errors('delete'):
+            result = self._collection.delete_one(
+                {'_id': key, **_live(_utcnow())})
+        return result.deleted_count == 1
+
+    def add_serialized(self, key, value):
+        now = _utcnow()
+        return self._insert_unless_live(
+            key, self._document(key, value, now), now, 'add')
+
+    def acquire_lock(self, key, token, ttl):
+        now = _utcnow()
+        doc: dict[str, ty.Any] = {'token': token}
+        if ttl:
+            doc['expires_at'] = _expiry(now, ttl)
+        return self._insert_unless_live(key, doc, now, 'acquire lock')
+
+    def release_lock(self, key, token):
+        with self._errors('release lock'):
+            result = self._collection.delete_one({'_id': key,
+                                                  'token': token})
+        return result.deleted_count == 1

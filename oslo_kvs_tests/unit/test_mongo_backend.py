@@ -1,0 +1,602 @@
+"""``openstack.kvs.MongoDB`` beyond the contract.
+
+Argument validation and the client arguments are checked on a real
+``pymongo.MongoClient`` built with ``connect=False`` (pymongo validates
+every option at construction, and nothing connects). The document layout,
+the TTL index, the read-side expiry check and the lock protocol are checked
+on mongomock (see test_mongo_contract.py for what that does and does not
+prove). Unreachable servers are real: a loopback port nothing listens on.
+"""
+
+import datetime
+import logging
+import os
+import uuid
+
+import mongomock
+import pymongo
+from pymongo import errors as mongo_errors
+import pytest
+
+import oslo_kvs
+from oslo_kvs.backends import mongo
+from oslo_kvs import exception
+from oslo_kvs_tests import servers
+from oslo_kvs_tests.unit.test_mongo_contract import COLLECTION
+from oslo_kvs_tests.unit.test_mongo_contract import DB_NAME
+from oslo_kvs_tests.unit.test_mongo_contract import install_mongomock
+from oslo_kvs_tests.unit.test_mongo_contract import raw_collection
+
+SECRET = 'Sw0rdfish-%s' % uuid.uuid4().hex
+REQUIRED = {'db_hosts': '127.0.0.1:27017', 'db_name': DB_NAME,
+            'cache_collection': COLLECTION}
+
+
+def make_store(**args):
+    store = oslo_kvs.get_key_value_store('mongo-%s' % uuid.uuid4())
+    store.configure('openstack.kvs.MongoDB', **args)
+    return store
+
+
+def backend_of(store):
+    return store._state.backend
+
+
+@pytest.fixture
+def mongomock_server(monkeypatch):
+    """One mongomock server behind every backend the test configures."""
+    return install_mongomock(monkeypatch)
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    """Calls to the real pymongo.MongoClient, as (hosts, kwargs)."""
+    calls = []
+
+    def factory(hosts, **kwargs):
+        calls.append((hosts, kwargs))
+        return pymongo.MongoClient(hosts, **kwargs)
+
+    monkeypatch.setattr(mongo.MongoBackend, 'client_factory', factory)
+    return calls
+
+
+@pytest.fixture
+def closing():
+    """Configure real-pymongo stores and close their clients afterwards."""
+    made = []
+
+    def make(**args):
+        store = make_store(**args)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        backend_of(store).close()
+
+
+def client_of(store):
+    return backend_of(store)._client
+
+
+# --- required arguments and coercion ----------------------------------------
+
+class TestMongoArguments:
+    def test_missing_required_arguments_are_named_together(self):
+        with pytest.raises(exception.ConfigurationError) as info:
+            make_store()
+        for name in ('db_hosts', 'db_name', 'cache_collection'):
+            assert name in str(info.value)
+
+    def test_only_the_missing_ones_are_named(self):
+        with pytest.raises(exception.ConfigurationError) as info:
+            make_store(db_hosts='h:1')
+        message = str(info.value)
+        assert 'db_name' in message and 'cache_collection' in message
+        assert 'db_hosts' not in message
+
+    def test_unknown_argument_is_refused(self):
+        with pytest.raises(exception.ConfigurationError, match='db_hots'):
+            make_store(db_hots='h:1', db_name='d', cache_collection='c')
+
+    def test_strings_from_config_files_are_coerced(self, closing, recorded):
+        store = closing(
+            **REQUIRED, tls_enabled='False', max_pool_size='7',
+            mongo_ttl_seconds='30', use_replica='true',
+            replicaset_name='rs0', w='2', socket_timeout='1.5',
+            no_expiry_keys='a,b')
+        kwargs = recorded[-1][1]
+        assert kwargs['tls'] is False
+        assert kwargs['maxPoolSize'] == 7
+        assert kwargs['w'] == 2
+        assert backend_of(store).expire_time == 30.0
+        client = client_of(store)
+        assert client.options.pool_options.max_pool_size == 7
+        assert client.options.pool_options.socket_timeout == 1.5
+        assert client.options.replica_set_name == 'rs0'
+        assert client.write_concern.document == {'w': 2}
+
+    @pytest.mark.parametrize('given, mode', [
+        ('primary', 'primary'), ('PRIMARY_PREFERRED', 'primaryPreferred'),
+        ('secondarypreferred', 'secondaryPreferred'),
+        ('Secondary', 'secondary'), ('nearest', 'nearest')])
+    def test_read_preference_names(self, closing, given, mode):
+        store = closing(**REQUIRED, read_preference=given)
+        assert client_of(store).read_preference.mongos_mode == mode
+
+    def test_bad_read_preference_lists_valid_ones(self):
+        with pytest.raises(exception.ConfigurationError) as info:
+            make_store(**REQUIRED, read_preference='fastest')
+        message = str(info.value)
+        assert 'read_preference' in message
+        for mode in ('primary', 'primaryPreferred', 'secondary',
+                     'secondaryPreferred', 'nearest'):
+            assert mode in message
+
+    @pytest.mark.parametrize('given, document', [
+        ('majority', {'w': 'majority'}), (3, {'w': 3}), ('1', {'w': 1}),
+        ('-1', {}), ('dc-east', {'w': 'dc-east'})])
+    def test_write_concern(self, closing, given, document):
+        store = closing(**REQUIRED, w=given)
+        assert client_of(store).write_concern.document == document
+
+    @pytest.mark.parametrize('given', [0, '0', -2, True, ''])
+    def test_bad_write_concern(self, given):
+        with pytest.raises(exception.ConfigurationError, match="'w'"):
+            make_store(**REQUIRED, w=given)
+
+    @pytest.mark.parametrize('args, name', [
+        ({'db_hosts': 'h:notaport'}, 'db_hosts'),
+        ({'db_hosts': ['mongodb://h:1', 'h2:2']}, 'db_hosts'),
+        ({'db_hosts': []}, 'db_hosts'),
+        ({'max_pool_size': -1}, 'max_pool_size'),
+        ({'server_selection_timeout': -1}, 'server_selection_timeout'),
+        ({'tls_enabled': 'perhaps'}, 'tls_enabled'),
+        ({'ssl': 'perhaps'}, 'ssl'),
+        ({'ssl_cert_reqs': 'SOMETIMES'}, 'ssl_cert_reqs'),
+        ({'expire_time': 1, 'mongo_ttl_seconds': 1}, 'mongo_ttl_seconds'),
+        ({'son_manipulator': 'x.Y'}, 'son_manipulator'),
+        ({'use_replica': True}, 'replicaset_name'),
+        ({'use_replica': 'false', 'replicaset_name': 'rs'}, 'use_replica'),
+        ({'password': SECRET}, 'username'),
+        ({'db_name': 'bad/name'}, 'InvalidName'),
+        ({'cache_collection': '$bad'}, 'InvalidName'),
+    ])
+    def test_bad_arguments_fail_at_configure(self, args, name):
+        with pytest.raises(exception.ConfigurationError, match=name):
+            make_store(**{**REQUIRED, **args})
+
+    def test_uri_with_several_hosts_is_one_argument(self, closing):
+        uri = 'mongodb://a.example:27017,b.example:27018/?replicaSet=rs'
+        store = closing(**{**REQUIRED, 'db_hosts': uri})
+        assert backend_of(store).servers() == ['a.example:27017',
+                                               'b.example:27018']
+        assert client_of(store).options.replica_set_name == 'rs'
+
+    def test_host_list_forms(self, closing):
+        listed = closing(**{**REQUIRED, 'db_hosts': ['a:1', 'b:2']})
+        comma = closing(**{**REQUIRED, 'db_hosts': 'a:1, b:2'})
+        assert backend_of(listed).servers() == ['a:1', 'b:2']
+        assert backend_of(comma).servers() == ['a:1', 'b:2']
+        assert client_of(comma).topology_description.server_descriptions()
+
+    def test_configure_opens_no_connection(self, closing, recorded):
+        closing(**REQUIRED)
+        assert recorded[-1][1]['connect'] is False
+
+
+# --- credentials and TLS ------------------------------------------------
+
+class TestMongoClientArguments:
+    def test_credentials_default_to_db_name_like_keystone(self, closing,
+                                                          recorded):
+        closing(**REQUIRED, username='kvs', password=SECRET)
+        kwargs = recorded[-1][1]
+        assert kwargs['username'] == 'kvs'
+        assert kwargs['password'] == SECRET
+        assert kwargs['authSource'] == DB_NAME
+
+    def test_explicit_auth_source(self, closing, recorded):
+        closing(**REQUIRED, username='kvs', password=SECRET,
+                auth_source='admin')
+        assert recorded[-1][1]['authSource'] == 'admin'
+
+    def test_uri_auth_source_is_kept(self, closing, recorded):
+        closing(**{**REQUIRED, 'db_hosts':
+                   'mongodb://h:1/?authSource=admin'},
+                username='kvs', password=SECRET)
+        assert 'authSource' not in recorded[-1][1]
+
+    def test_tls_options(self, closing, recorded, tmp_path):
+        files = servers.make_tls_files(str(tmp_path))
+        combined = os.path.join(str(tmp_path), 'client.pem')
+        with open(combined, 'w') as out:
+            for path in (files.cert, files.key):
+                with open(path) as f:
+                    out.write(f.read())
+        store = closing(**REQUIRED, ssl='True', ssl_ca_certs=files.ca,
+                        ssl_certfile=combined, ssl_keyfile=combined,
+                        ssl_cert_reqs='CERT_REQUIRED',
+                        tls_allow_invalid_hostnames='false')
+        kwargs = recorded[-1][1]
+        assert kwargs['tls'] is True
+        assert kwargs['tlsCAFile'] == files.ca
+        assert kwargs['tlsCertificateKeyFile'] == combined
+        assert kwargs['tlsAllowInvalidCertificates'] is False
+        context = client_of(store).options.pool_options._ssl_context
+        assert context is not None and context.verify_mode != 0
+
+    @pytest.mark.parametrize('reqs, invalid_ok', [
+        ('none', True), ('OPTIONAL', False), ('required', False)])
+    def test_cert_requirement(self, closing, recorded, reqs, invalid_ok):
+        closing(**REQUIRED, tls_enabled=True, tls_cert_reqs=reqs)
+        assert recorded[-1][1]['tlsAllowInvalidCertificates'] is invalid_ok
+
+    def test_separate_key_file_is_refused_clearly(self, tmp_path):
+        files = servers.make_tls_files(str(tmp_path))
+        with pytest.raises(exception.ConfigurationError,
+                           match='one PEM file'):
+            make_store(**REQUIRED, tls_certfile=files.cert,
+                       tls_keyfile=files.key)
+
+    def test_missing_ca_file_fails_at_configure(self):
+        with pytest.raises(exception.ConfigurationError,
+                           match='FileNotFoundError'):
+            make_store(**REQUIRED, tls_enabled=True,
+                       tls_cafile='/nonexistent/ca.pem')
+
+    def test_timeouts_are_seconds(self, closing, recorded):
+        store = closing(**REQUIRED, server_selection_timeout=2.5,
+                        connect_timeout='3', socket_timeout=0)
+        kwargs = recorded[-1][1]
+        assert kwargs['serverSelectionTimeoutMS'] == 2500
+        assert kwargs['connectTimeoutMS'] == 3000
+        assert client_of(store).options.server_selection_timeout == 2.5
+
+
+# --- secrets ---------------------------------------------------------------
+
+class TestMongoSecrets:
+    def test_password_not_in_repr(self, closing):
+        store = closing(**REQUIRED, username='kvs', password=SECRET)
+        for text in (repr(store), repr(backend_of(store)),
+                     repr(client_of(store))):
+            assert SECRET not in text
+
+    def test_password_not_in_configuration_errors(self):
+        with pytest.raises(exception.ConfigurationError) as info:
+            make_store(**REQUIRED, username='kvs', password=SECRET,
+                       tls_enabled=True, tls_cafile='/nonexistent')
+        assert SECRET not in str(info.value)
+        with pytest.raises(exception.ConfigurationError) as info:
+            make_store(**REQUIRED, password=[SECRET])
+        assert SECRET not in str(info.value)
+
+    @pytest.mark.parametrize('in_uri', [False, True])
+    def test_unreachable_server_names_hosts_not_password(
+            self, closing, caplog, in_uri):
+        caplog.set_level(logging.DEBUG)
+        port = servers.free_port()
+        quoted = SECRET.replace('-', '%2D')
+        if in_uri:
+            args = {'db_hosts': 'mongodb://kvs:%s@127.0.0.1:%d/?authSource'
+                                '=admin' % (quoted, port)}
+        else:
+            args = {'db_hosts': ['127.0.0.1:%d' % port], 'username': 'kvs',
+                    'password': SECRET}
+        store = closing(**{**REQUIRED, **args},
+                        server_selection_timeout=0.3)
+        assert backend_of(store).servers() == ['127.0.0.1:%d' % port]
+        for call in (lambda: store.get('k'), lambda: store.set('k', 1),
+                     lambda: store.get_lock('k').acquire()):
+            with pytest.raises(exception.BackendError) as info:
+                call()
+            message = str(info.value)
+            assert '127.0.0.1:%d' % port in message
+            assert 'openstack.kvs.MongoDB' in message
+            assert 'ServerSelectionTimeoutError' in message
+            assert SECRET not in message and quoted not in message
+            assert info.value.__cause__ is None
+        assert caplog.records, 'pymongo logged nothing; nothing was checked'
+        assert SECRET not in caplog.text and quoted not in caplog.text
+
+    def test_auth_failure_message_is_redacted(self, mongomock_server,
+                                              monkeypatch, caplog):
+        # Fault injection: pymongo's own exception, carrying the secret as
+        # a careless message might, raised where the server would fail.
+        caplog.set_level(logging.DEBUG)
+        store = make_store(**REQUIRED, username='kvs', password=SECRET)
+
+        def refuse(*args, **kwargs):
+            raise mongo_errors.OperationFailure(
+                'Authentication failed for mongodb://kvs:%s@127.0.0.1 '
+                '(password %s)' % (SECRET, SECRET), 18)
+
+        monkeypatch.setattr(mongomock.collection.Collection, 'find_one',
+                            refuse)
+        with pytest.raises(exception.BackendError) as info:
+            store.get('k')
+        message = str(info.value)
+        assert 'OperationFailure (code 18)' in message
+        assert '127.0.0.1:27017' in message
+        assert 'Authentication failed' in message
+        assert SECRET not in message
+        assert SECRET not in caplog.text
+
+
+# --- documents, TTL index, read-side expiry -----------------------------
+
+class TestMongoDocuments:
+    def test_document_layout_and_single_ttl(self, mongomock_server):
+        store = make_store(**REQUIRED, expire_time=60,
+                           no_expiry_keys=['forever'])
+        before = mongo._utcnow()
+        store.set('k', 'v')
+        store.set_multi({'forever': 1, 'm': 2})
+        after = mongo._utcnow()
+        raw = raw_collection(mongomock_server)
+        state = store._state
+        doc = raw.find_one({'_id': state.data_key('k')})
+        assert set(doc) == {'_id', 'value', 'expires_at'}
+        assert type(doc['value']) is bytes
+        # The TTL lives in expires_at alone; the index adds nothing.
+        delta = datetime.timedelta(seconds=60)
+        assert before + delta <= doc['expires_at']
+        assert doc['expires_at'] <= after + delta + datetime.timedelta(
+            milliseconds=1)
+        multi = raw.find_one({'_id': state.data_key('m')})
+        assert before + delta <= multi['expires_at']
+        assert 'expires_at' not in raw.find_one(
+            {'_id': state.data_key('forever')})
+
+    def test_no_expiry_without_expire_time(self, mongomock_server):
+        store = make_store(**REQUIRED)
+        store.set('k', 'v')
+        store.add('a', 1)
+        raw = raw_collection(mongomock_server)
+        assert all('expires_at' not in doc for doc in raw.find())
+
+    def test_expiry_rounds_up_to_milliseconds(self):
+        now = datetime.datetime(2030, 1, 1, 0, 0, 0, 999001)
+        assert mongo._expiry(now, 0.5) == datetime.datetime(
+            2030, 1, 1, 0, 0, 1, 500000)
+        assert mongo._expiry(now, 0) == datetime.datetime(
+            2030, 1, 1, 0, 0, 1)
+
+    def test_ttl_index_is_created_once_by_the_first_write(
+            self, mongomock_server):
+        store = make_store(**REQUIRED)
+        raw = raw_collection(mongomock_server)
+        with pytest.raises(exception.NotFound):
+            store.get('k')
+        assert 'expires_at_1' not in raw.index_information()
+        store.set('k', 1)
+        index = raw.index_information()['expires_at_1']
+        assert index['key'] == [('expires_at', 1)]
+        assert index['expireAfterSeconds'] == 0
+        raw.drop_index('expires_at_1')
+        store.set('k', 2)
+        store.set_multi({'a': 1})
+        store.add('b', 1)
+        with store.get_lock('k'):
+            pass
+        assert 'expires_at_1' not in raw.index_information()
+
+    def test_refused_ttl_index_warns_once_and_writes_go_on(
+            self, mongomock_server, monkeypatch, caplog):
+        calls = []
+
+        def refuse(self, *args, **kwargs):
+            calls.append(args)
+            raise mongo_errors.OperationFailure(
+                'not authorized to createIndex', 13)
+
+        monkeypatch.setattr(mongomock.collection.Collection, 'create_index',
+                            refuse)
+        store = make_store(**REQUIRED)
+        with caplog.at_level(logging.WARNING, logger=mongo.__name__):
+            store.set('k', 1)
+            store.set('k', 2)
+        assert len(calls) == 1
+        assert store.get('k') == 2
+        assert 'TTL index' in caplog.text and 'code 13' in caplog.text
+
+    def test_other_index_failure_is_a_backend_error_and_retried(
+            self, mongomock_server, monkeypatch):
+        calls = []
+
+        def fail(self, *args, **kwargs):
+            calls.append(args)
+            raise mongo_errors.OperationFailure('Authentication failed', 18)
+
+        monkeypatch.setattr(mongomock.collection.Collection, 'create_index',
+                            fail)
+        store = make_store(**REQUIRED)
+        for _ in range(2):
+            with pytest.raises(exception.BackendError, match='code 18'):
+                store.set('k', 1)
+        assert len(calls) == 2
+
+    def _expired_doc(self, server, store, key, **fields):
+        """An expired document the TTL monitor has not removed yet.
+
+        mongomock removes expired documents on every access while a TTL
+        index exists (a real server waits up to a minute), so the index is
+        dropped to keep the document in place.
+        """
+        store.set('warm-up', 0)  # creates the TTL index
+        raw = raw_collection(server)
+        raw.drop_index('expires_at_1')
+        stored = store._state.data_key(key)
+        doc = {'_id': stored,
+               'expires_at': mongo._utcnow() - datetime.timedelta(seconds=1),
+               **fields}
+        raw.insert_one(doc)
+        return raw, stored
+
+    def test_expired_document_is_never_returned(self, mongomock_server):
+        store = make_store(**REQUIRED, expire_time=60)
+        value = oslo_kvs.serialization.dumps('stale')
+        raw, stored = self._expired_doc(mongomock_server, store, 'k',
+                                        value=value)
+        with pytest.raises(exception.NotFound):
+            store.get('k')
+        with pytest.raises(exception.NotFound) as info:
+            store.get_multi(['warm-up', 'k'])
+        assert info.value.target == ['k']
+        with pytest.raises(exception.NotFound):
+            store.delete('k')
+        assert raw.find_one({'_id': stored}) is not None
+
+    def test_expired_document_does_not_block_add(self, mongomock_server):
+        store = make_store(**REQUIRED, expire_time=60)
+        raw, stored = self._expired_doc(
+            mongomock_server, store, 'k',
+            value=oslo_kvs.serialization.dumps('stale'))
+        assert store.add('k', 'fresh') is True
+        assert store.get('k') == 'fresh'
+        assert raw.count_documents({'_id': stored}) == 1
+        assert raw.find_one({'_id': stored})['expires_at'] > mongo._utcnow()
+        assert store.add('k', 'again') is False
+
+    def test_expired_lock_is_taken_over_live_one_is_not(
+            self, mongomock_server):
+        store = make_store(**REQUIRED)
+        store.set('warm-up', 0)
+        raw = raw_collection(mongomock_server)
+        raw.drop_index('expires_at_1')
+        lock_key = store._state.lock_key('k')
+        raw.insert_one({'_id': lock_key, 'token': 'dead-holder',
+                        'expires_at': mongo._utcnow() -
+                        datetime.timedelta(seconds=1)})
+        lock = store.get_lock('k')
+        assert lock.acquire(blocking=False)
+        doc = raw.find_one({'_id': lock_key})
+        assert doc['token'] not in ('dead-holder', None)
+        assert store.get_lock('k').acquire(blocking=False) is False
+        lock.release()
+        assert raw.find_one({'_id': lock_key}) is None
+
+
+# --- locks and multi-key operations ---------------------------------------
+
+class TestMongoLocksAndBatches:
+    def test_release_deletes_only_the_holders_document(
+            self, mongomock_server):
+        store = make_store(**REQUIRED, lock_timeout=30)
+        backend = backend_of(store)
+        raw = raw_collection(mongomock_server)
+        key = store._state.lock_key('k')
+        before = mongo._utcnow()
+        assert backend.acquire_lock(key, 'mine', 30)
+        assert backend.acquire_lock(key, 'other', 30) is False
+        doc = raw.find_one({'_id': key})
+        assert doc['token'] == 'mine'
+        assert doc['expires_at'] >= before + datetime.timedelta(seconds=30)
+        assert backend.release_lock(key, 'other') is False
+        assert raw.find_one({'_id': key})['token'] == 'mine'
+        assert backend.release_lock(key, 'mine') is True
+        assert raw.find_one({'_id': key}) is None
+        assert backend.release_lock(key, 'mine') is False
+
+    def test_lock_without_timeout_never_expires(self, mongomock_server):
+        store = make_store(**REQUIRED, lock_timeout=0)
+        raw = raw_collection(mongomock_server)
+        with store.get_lock('k'):
+            doc = raw.find_one({'_id': store._state.lock_key('k')})
+            assert 'expires_at' not in doc
+
+    def test_multi_key_operations_are_single_calls(self, mongomock_server,
+                                                   monkeypatch):
+        store = make_store(**REQUIRED)
+        store.set('warm-up', 0)
+        calls = []
+        depth = []
+        collection = mongomock.collection.Collection
+        for method in ('find', 'find_one', 'bulk_write', 'replace_one',
+                       'delete_many', 'delete_one', 'insert_one'):
+            original = getattr(collection, method)
+
+            def spy(self, *args, _name=method, _original=original,
+                    **kwargs):
+                # Only the backend's calls; mongomock calls find inside.
+                if not depth:
+                    calls.append(_name)
+                depth.append(_name)
+                try:
+                    return _original(self, *args, **kwargs)
+                finally:
+                    depth.pop()
+
+            monkeypatch.setattr(collection, method, spy)
+        data = {'key-%d' % i: i for i in range(150)}
+        store.set_multi(data)
+        assert calls == ['bulk_write']
+        del calls[:]
+        assert store.get_multi(list(data)) == list(data.values())
+        assert calls == ['find']
+        del calls[:]
+        store.delete_multi(list(data) + ['missing'])
+        assert calls == ['delete_many']
+
+    def test_bulk_write_is_unordered(self, mongomock_server, monkeypatch):
+        store = make_store(**REQUIRED)
+        seen = []
+        original = mongomock.collection.Collection.bulk_write
+
+        def spy(self, requests, ordered=True, **kwargs):
+            seen.append((ordered, [type(r).__name__ for r in requests]))
+            return original(self, requests, ordered=ordered, **kwargs)
+
+        monkeypatch.setattr(mongomock.collection.Collection, 'bulk_write',
+                            spy)
+        store.set_multi({'a': 1, 'b': 2})
+        assert seen == [(False, ['ReplaceOne', 'ReplaceOne'])]
+
+
+# --- values are bytes ------------------------------------------------------
+
+class TestMongoValues:
+    def test_backend_returns_plain_bytes(self, mongomock_server):
+        store = make_store(**REQUIRED)
+        store.set('k', b'payload')
+        stored = store._state.data_key('k')
+        got = backend_of(store).get_serialized(stored)
+        assert type(got) is bytes
+        assert backend_of(store).get_serialized_multi([stored]) == [got]
+
+    @pytest.mark.parametrize('foreign', [
+        'a string', 42, {'$binary': 'AAAA'}, None, ['list']])
+    def test_foreign_value_is_an_integrity_error(
+            self, mongomock_server, caplog, foreign):
+        store = make_store(**REQUIRED)
+        stored = store._state.data_key('k')
+        raw_collection(mongomock_server).insert_one(
+            {'_id': stored, 'value': foreign})
+        with caplog.at_level(logging.WARNING, logger=mongo.__name__):
+            with pytest.raises(exception.IntegrityError):
+                store.get('k')
+        assert 'no binary value' in caplog.text
+        assert store.add('k', 'blocked') is False
+
+    def test_value_too_large(self, mongomock_server):
+        store = make_store(**REQUIRED)
+        huge = b'x' * mongo.MAX_DOCUMENT_SIZE
+        with pytest.raises(exception.ValueTooLarge):
+            store.set('k', huge)
+        with pytest.raises(exception.ValueTooLarge):
+            store.set_multi({'a': 1, 'k': huge})
+        with pytest.raises(exception.ValueTooLarge):
+            store.add('k', huge)
+        assert raw_collection(mongomock_server).count_documents({}) == 0
+
+    def test_unmangled_key_must_be_valid_unicode(self, mongomock_server):
+        oslo_kvs.core.cfg.CONF.set_override('enable_key_mangler', False,
+                                            group='kvs')
+        store = make_store(**REQUIRED)
+        store.set('plain key', 1)
+        assert raw_collection(mongomock_server).find_one(
+            {'_id': store._state.data_key('plain key')}) is not None
+        with pytest.raises(exception.ConfigurationError, match='Unicode'):
+            store.set('bad \ud800 key', 1)
