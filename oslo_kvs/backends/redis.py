@@ -128,6 +128,7 @@ class RedisBackend(base.Backend):
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         super().__init__(arguments)
         args = self.args
+        self._where = '(not configured)'
         self._prefix: str = args['key_prefix']
         if not _KEY_PREFIX.fullmatch(self._prefix):
             raise exception.ConfigurationError(
@@ -142,11 +143,7 @@ class RedisBackend(base.Backend):
             raise self._conflict(modes)
         connection = self._connection_arguments(args)
         self._cluster = bool(args['cluster_nodes'])
-        # The exceptions a call may raise; Cluster adds one that is not a
-        # RedisError.
-        self._errors: tuple[type[Exception], ...] = (redis.RedisError,)
         if self._cluster:
-            self._errors += (redis_exceptions.RedisClusterException,)
             self._client = self._cluster_client(args, connection)
         elif args['sentinels']:
             self._client = self._sentinel_client(args, connection)
@@ -174,6 +171,9 @@ class RedisBackend(base.Backend):
             'socket_keepalive': args['socket_keepalive'],
             # Fail within the timeout; a later call reconnects by itself.
             'retry': _NO_RETRY,
+            # RESP2: every Redis version speaks it, and its replies are
+            # plain strings, integers and arrays.
+            'protocol': 2,
             'username': args['username'],
             'password': args['password'],
         }
@@ -265,7 +265,7 @@ class RedisBackend(base.Backend):
             try:
                 host, port = netutils.parse_host_port(item.strip())
             except ValueError:
-                port = None
+                host = port = None
             if not host or not port:
                 raise exception.ConfigurationError(
                     'Argument %s of %s: %r is not host:port'
@@ -321,13 +321,18 @@ class RedisBackend(base.Backend):
                                for host, port in nodes],
                 max_connections=args['pool_maxsize'], retry=retry,
                 **connection)
-        except self._errors as exc:
+        except Exception as exc:
             raise self._failure(exc) from None
 
     # --- errors ----------------------------------------------------------
 
     def _failure(self, exc: Exception) -> exception.BackendError:
-        """A BackendError naming the server, with every secret removed."""
+        """A BackendError naming the server, with every secret removed.
+
+        Any exception of the client is turned into one: besides its own
+        errors, redis-py can fail in other ways on replies a broken or
+        hostile server makes up.
+        """
         detail = str(exc)
         for secret in self._secrets:
             detail = detail.replace(secret, '<secret>')
@@ -358,7 +363,7 @@ class RedisBackend(base.Backend):
     def get_serialized(self, key):
         try:
             value = self._client.get(self._prefix + key)
-        except self._errors as exc:
+        except Exception as exc:
             raise self._failure(exc) from None
         if value is None:
             return base.NO_VALUE
@@ -374,7 +379,7 @@ class RedisBackend(base.Backend):
                 values = self._client.mget_nonatomic(stored)
             else:
                 values = self._client.mget(stored)
-        except self._errors as exc:
+        except Exception as exc:
             raise self._failure(exc) from None
         result = []
         for value in values:
@@ -390,7 +395,7 @@ class RedisBackend(base.Backend):
         try:
             self._client.set(self._prefix + key, value,
                              px=self._pexpire(key))
-        except self._errors as exc:
+        except Exception as exc:
             raise self._failure(exc) from None
 
     def set_serialized_multi(self, mapping):
@@ -415,28 +420,28 @@ class RedisBackend(base.Backend):
                 else:
                     command('SET', prefix + key, value, 'PX', px)
             pipe.execute()
-        except self._errors as exc:
+        except Exception as exc:
             raise self._failure(exc) from None
 
     def delete_multi(self, keys):
         prefix = self._prefix
         try:
             self._client.delete(*[prefix + key for key in keys])
-        except self._errors as exc:
+        except Exception as exc:
             raise self._failure(exc) from None
 
     def delete_existing(self, key):
         try:
             return self._client.execute_command(
                 'DEL', self._prefix + key) == 1
-        except self._errors as exc:
+        except Exception as exc:
             raise self._failure(exc) from None
 
     def add_serialized(self, key, value):
         try:
             return bool(self._client.set(self._prefix + key, value, nx=True,
                                          px=self._pexpire(key)))
-        except self._errors as exc:
+        except Exception as exc:
             raise self._failure(exc) from None
 
     def acquire_lock(self, key, token, ttl):
@@ -444,18 +449,18 @@ class RedisBackend(base.Backend):
             return bool(self._client.set(
                 self._prefix + key, token, nx=True,
                 px=_milliseconds(ttl) if ttl else None))
-        except self._errors as exc:
+        except Exception as exc:
             raise self._failure(exc) from None
 
     def release_lock(self, key, token):
         try:
             return self._release(keys=[self._prefix + key],
                                  args=[token]) == 1
-        except self._errors as exc:
+        except Exception as exc:
             raise self._failure(exc) from None
 
     def close(self) -> None:
         try:
             self._client.close()
-        except self._errors:
+        except Exception:
             pass  # closing a broken connection must not fail shutdown

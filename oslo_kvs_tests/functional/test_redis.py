@@ -1,0 +1,464 @@
+"""What ``openstack.kvs.Redis`` adds to the contract, on real redis-server.
+
+Round trips, the key prefix, TLS and ACL, failures and recovery, locks
+across processes, Cluster slots and Sentinel failover.
+"""
+
+import multiprocessing
+import re
+import socket
+import socketserver
+import threading
+import time
+import uuid
+
+import pytest
+from redis import connection as redis_connection
+from redis import crc as redis_crc
+
+import oslo_kvs
+from oslo_kvs import exception
+from oslo_kvs_tests import servers
+
+BACKEND = 'openstack.kvs.Redis'
+
+
+def make_store(name=None, **args):
+    store = oslo_kvs.get_key_value_store(name or 'redis-%s' % uuid.uuid4())
+    store.configure(BACKEND, **args)
+    return store
+
+
+def stored_key(store, key):
+    """The key as the server sees it, key_prefix included."""
+    backend = store._state.backend
+    return backend._prefix + store._state.data_key(key)
+
+
+@pytest.fixture
+def sends(monkeypatch):
+    """Counts writes to Redis sockets: one per round trip."""
+    counter = {'sends': 0}
+    original = redis_connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        counter['sends'] += 1
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis_connection.AbstractConnection,
+                        'send_packed_command', counting)
+    return counter
+
+
+def command_calls(client, name):
+    stats = client.info('commandstats')
+    return stats.get('cmdstat_%s' % name, {}).get('calls', 0)
+
+
+@pytest.fixture
+def own_server():
+    """A redis-server this test may stop and restart."""
+    server = servers.RedisServer(password='pw-%s' % uuid.uuid4().hex)
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
+# --- round trips ----------------------------------------------------------
+
+class TestRoundTrips:
+    def test_multi_operations_take_one_round_trip_each(self, redis_server,
+                                                       sends):
+        store = make_store(expire_time=60, **redis_server.store_args)
+        raw = redis_server.client()
+        data = {'key-%03d' % i: {'n': i} for i in range(100)}
+        store.set('warm-up', 1)  # connect outside the counted calls
+
+        sets = command_calls(raw, 'set')
+        sends['sends'] = 0
+        store.set_multi(data)
+        assert sends['sends'] == 1
+        assert command_calls(raw, 'set') - sets == 100
+        ttls = [raw.pttl(stored_key(store, key)) for key in data]
+        assert all(0 < ttl <= 60000 for ttl in ttls), ttls
+
+        mgets = command_calls(raw, 'mget')
+        sends['sends'] = 0
+        assert store.get_multi(list(data)) == list(data.values())
+        assert sends['sends'] == 1
+        assert command_calls(raw, 'mget') - mgets == 1
+
+        dels = command_calls(raw, 'del')
+        sends['sends'] = 0
+        store.delete_multi(list(data))
+        assert sends['sends'] == 1
+        assert command_calls(raw, 'del') - dels == 1
+        assert raw.exists(*[stored_key(store, key) for key in data]) == 0
+
+    def test_set_multi_without_expiry_is_one_mset(self, redis_server, sends):
+        store = make_store(**redis_server.store_args)
+        raw = redis_server.client()
+        store.set('warm-up', 1)
+        msets = command_calls(raw, 'mset')
+        sends['sends'] = 0
+        store.set_multi({'a': 1, 'b': 2, 'c': 3})
+        assert sends['sends'] == 1
+        assert command_calls(raw, 'mset') - msets == 1
+        assert raw.pttl(stored_key(store, 'a')) == -1
+
+    def test_no_expiry_keys_in_one_pipeline(self, redis_server):
+        store = make_store(expire_time=60, no_expiry_keys=['keep'],
+                           **redis_server.store_args)
+        raw = redis_server.client()
+        store.set_multi({'keep': 1, 'expire': 2})
+        assert store.add('added', 3)
+        assert raw.pttl(stored_key(store, 'keep')) == -1
+        assert 0 < raw.pttl(stored_key(store, 'expire')) <= 60000
+        assert 0 < raw.pttl(stored_key(store, 'added')) <= 60000
+
+    def test_lock_expiry_comes_from_lock_timeout(self, redis_server):
+        raw = redis_server.client()
+        store = make_store(lock_timeout=7, key_prefix='locks:',
+                           **redis_server.store_args)
+        key = 'locks:' + store._state.lock_key('k')
+        with store.get_lock('k') as lock:
+            assert raw.get(key) == lock._token.encode()
+            assert 6000 < raw.pttl(key) <= 7000
+        assert raw.exists(key) == 0
+
+        forever = make_store(lock_timeout=0, **redis_server.store_args)
+        with forever.get_lock('k') as lock:
+            key = forever._state.lock_key('k')
+            assert raw.get(key) == lock._token.encode()
+            assert raw.pttl(key) == -1
+
+
+# --- key prefix -------------------------------------------------------------
+
+class TestKeyPrefix:
+    def test_every_stored_key_carries_the_prefix(self, redis_server):
+        prefix = 'tenant-%s:' % uuid.uuid4().hex
+        store = make_store(key_prefix=prefix, **redis_server.store_args)
+        raw = redis_server.client()
+        store.set_multi({'a': 1, 'b': 2})
+        store.set('c', 3)
+        assert store.add('d', 4)
+        with store.get_lock('a'):
+            found = set(raw.scan_iter(match=prefix + '*', count=1000))
+            assert len(found) == 5  # four values and the lock
+        for key in 'abcd':
+            assert stored_key(store, key).encode() in found
+        store.delete_multi(['a', 'b', 'c', 'd'])
+        assert not list(raw.scan_iter(match=prefix + '*', count=1000))
+
+    def test_prefixes_separate_stores_of_the_same_name(self, redis_server):
+        name = 'same-name-%s' % uuid.uuid4()
+        first = make_store(name, key_prefix='one:',
+                           **redis_server.store_args)
+        first.set('k', 'one')
+        del first  # the registry forgets the name
+        second = make_store(name, key_prefix='two:',
+                            **redis_server.store_args)
+        with pytest.raises(exception.NotFound):
+            second.get('k')
+
+
+# --- TLS and authentication -----------------------------------------------
+
+class TestSecurity:
+    def test_tls_round_trip(self, redis_tls_server):
+        store = make_store(**redis_tls_server.store_args)
+        store.set_multi({'a': b'\x00secret', 'b': [1, 2]})
+        assert store.get_multi(['a', 'b']) == [b'\x00secret', [1, 2]]
+        with store.get_lock('a') as lock:
+            store.delete('a', lock=lock)
+
+    def test_tls_with_host_port_and_tls_enabled(self, redis_tls_server):
+        args = dict(redis_tls_server.store_args)
+        del args['url']
+        store = make_store(host=redis_tls_server.host,
+                           port=str(redis_tls_server.port),
+                           tls_enabled='true', tls_check_hostname='True',
+                           **args)
+        store.set('k', 'v')
+        assert store.get('k') == 'v'
+
+    def test_tls_refuses_an_unknown_certificate_authority(
+            self, redis_tls_server, tmp_path):
+        other_ca = servers.make_tls_files(str(tmp_path)).ca
+        args = dict(redis_tls_server.store_args, tls_cafile=other_ca)
+        store = make_store(**args)
+        with pytest.raises(exception.BackendError) as info:
+            store.get('k')
+        assert redis_tls_server.address in str(info.value)
+
+    def test_acl_user_round_trip(self, redis_acl_server):
+        store = make_store(**redis_acl_server.store_args)
+        store.set('k', 'v')
+        assert store.get('k') == 'v'
+
+    def test_credentials_in_the_url(self, redis_acl_server):
+        (user, password), = redis_acl_server.users.items()
+        store = make_store(url='redis://%s:%s@%s/0' % (
+            user, password, redis_acl_server.address))
+        store.set('k', 'v')
+        assert store.get('k') == 'v'
+        assert password not in repr(store._state.backend)
+
+    @pytest.mark.parametrize('how', ['arguments', 'url'])
+    def test_auth_failure_is_clear_and_hides_the_password(
+            self, redis_acl_server, how):
+        (user, _), = redis_acl_server.users.items()
+        wrong = 'wrong-%s' % uuid.uuid4().hex
+        if how == 'url':
+            args = {'url': 'redis://%s:%s@%s/0' % (
+                user, wrong, redis_acl_server.address)}
+        else:
+            args = dict(redis_acl_server.store_args, password=wrong)
+        store = make_store(**args)
+        with pytest.raises(exception.BackendError) as info:
+            store.set('k', 'v')
+        message = str(info.value)
+        assert 'authentication' in message
+        assert redis_acl_server.address in message
+        assert wrong not in message
+        assert info.value.__cause__ is None  # no chained redis-py error
+
+    def test_missing_credentials_are_reported(self, redis_acl_server):
+        store = make_store(url=redis_acl_server.url)
+        with pytest.raises(exception.BackendError,
+                           match=redis_acl_server.address):
+            store.get('k')
+
+
+# --- failures and recovery ------------------------------------------------
+
+class _SilentServer:
+    """Accepts connections and never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind((servers.LOOPBACK, 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
+
+
+class _HostileHandler(socketserver.BaseRequestHandler):
+    """Answers every command with integers, never with a string."""
+
+    def handle(self):
+        while True:
+            data = self.request.recv(65536)
+            if not data:
+                return
+            # One reply per command; the client may pipeline several.
+            for command in _COMMAND_START.split(data):
+                if not command:
+                    continue
+                if b'MGET' in command.upper():
+                    self.request.sendall(b'*2\r\n:7\r\n*1\r\n:8\r\n')
+                else:
+                    self.request.sendall(b':7\r\n')
+
+
+# A command is an array header ('*<count>') at the start of a line.
+_COMMAND_START = re.compile(rb'(?:^|(?<=\r\n))(?=\*\d)')
+
+
+class TestFailures:
+    def test_server_down_then_back(self, own_server):
+        store = make_store(socket_timeout=2, **own_server.store_args)
+        store.set('k', 'before')
+        own_server.stop()
+        for call in (lambda: store.get('k'), lambda: store.set('k', 1),
+                     lambda: store.get_multi(['k']),
+                     lambda: store.set_multi({'k': 1}),
+                     lambda: store.delete_multi(['k']),
+                     lambda: store.add('k', 1), lambda: store.delete('k'),
+                     lambda: store.get_lock('k').acquire()):
+            with pytest.raises(exception.BackendError) as info:
+                call()
+            message = str(info.value)
+            assert own_server.address in message
+            assert 'openstack.kvs.Redis' in message
+            assert own_server.password not in message
+        own_server.start()  # same port, empty: nothing was persisted
+        with pytest.raises(exception.NotFound):
+            store.get('k')
+        store.set('k', 'after')
+        assert store.get('k') == 'after'
+
+    def test_silent_server_fails_within_the_socket_timeout(self):
+        silent = _SilentServer()
+        try:
+            store = make_store(host=servers.LOOPBACK, port=silent.port,
+                               socket_timeout='0.3')
+            started = time.monotonic()
+            with pytest.raises(exception.BackendError) as info:
+                store.get('k')
+            elapsed = time.monotonic() - started
+        finally:
+            silent.close()
+        assert '%s:%d' % (servers.LOOPBACK, silent.port) in str(info.value)
+        # One timeout, no hidden retries (a loose bound, not a benchmark).
+        assert elapsed < 2.5
+
+    def test_non_bytes_replies_are_refused(self):
+        server = socketserver.ThreadingTCPServer(
+            (servers.LOOPBACK, 0), _HostileHandler)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            store = make_store(host=servers.LOOPBACK,
+                               port=server.server_address[1])
+            for call in (lambda: store.get('k'),
+                         lambda: store.get_multi(['a', 'b'])):
+                with pytest.raises(exception.BackendError,
+                                   match='returned a'):
+                    call()
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    def test_wrong_type_stored_by_someone_else(self, redis_server):
+        store = make_store(**redis_server.store_args)
+        redis_server.client().rpush(stored_key(store, 'k'), b'x')
+        with pytest.raises(exception.BackendError, match='WRONGTYPE'):
+            store.get('k')
+
+    def test_unix_socket(self, tmp_path):
+        path = str(tmp_path / 'redis.sock')
+        server = servers.RedisServer(extra=['unixsocket %s' % path,
+                                            'unixsocketperm 700'])
+        try:
+            server.start()
+            store = make_store(url='unix://%s?db=2' % path)
+            store.set('k', 'v')
+            assert store.get('k') == 'v'
+            assert server.client(db=2).dbsize() == 1
+        finally:
+            server.cleanup()
+
+
+# --- locks across processes -----------------------------------------------
+
+def _increment(store_name, args, times):
+    """Runs in a child process: read, add one, write, under the lock."""
+    store = make_store(store_name, **args)
+    for _ in range(times):
+        with store.get_lock('counter') as lock:
+            value = store.get('counter')
+            store.set('counter', value + 1, lock=lock)
+
+
+def test_lock_across_processes_loses_no_increment(redis_server):
+    name = 'counter-%s' % uuid.uuid4()
+    store = make_store(name, **redis_server.store_args)
+    store.set('counter', 0)
+    context = multiprocessing.get_context('spawn')
+    workers = [context.Process(target=_increment,
+                               args=(name, redis_server.store_args, 40))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [w.exitcode for w in workers] == [0] * 4
+    assert store.get('counter') == 160
+
+
+# --- Cluster -----------------------------------------------------------------
+
+def test_cluster_multi_key_operations_over_many_slots(redis_cluster, sends):
+    store = make_store(expire_time=60, **redis_cluster.store_args)
+    data = {'key-%04d' % i: i for i in range(600)}
+    stored = [stored_key(store, key) for key in data]
+    client = store._state.backend._client
+    slots = {redis_crc.key_slot(k.encode()) for k in stored}
+    nodes = {client.get_node_from_key(k).name for k in stored}
+    assert len(slots) > 500 and len(nodes) == 3
+
+    store.set_multi({key: -1 for key in data})  # connect to every node
+    sends['sends'] = 0
+    store.set_multi(data)
+    assert sends['sends'] <= 3  # one pipeline per node
+    sends['sends'] = 0
+    assert store.get_multi(list(data)) == list(data.values())
+    assert sends['sends'] <= 3
+    assert all(0 < client.pttl(k) <= 60000 for k in stored[:50])
+    reordered = list(reversed(list(data)))
+    assert store.get_multi(reordered) == [data[k] for k in reordered]
+
+    sends['sends'] = 0
+    store.delete_multi(list(data)[:300] + ['never-there'])
+    assert sends['sends'] <= 3
+    assert client.exists(*stored[:300]) == 0
+    assert store.get_multi(list(data)[300:]) == list(data.values())[300:]
+
+
+# --- Sentinel failover ----------------------------------------------------
+
+def test_sentinel_failover_keeps_acknowledged_writes(redis_failover_group):
+    group = redis_failover_group
+    store = make_store(socket_timeout=1, **group.store_args)
+    acked = []
+    errors = []
+    failed_over = threading.Event()
+    written_after = threading.Event()
+
+    def writer():
+        i = 0
+        while not written_after.is_set():
+            during = failed_over.is_set()
+            try:
+                store.set('w-%d' % i, i)
+            except exception.BackendError as exc:
+                errors.append(str(exc))
+                time.sleep(0.05)
+                continue
+            acked.append(i)
+            if during:
+                written_after.set()
+            i += 1
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(acked) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Every write acknowledged before this marker is on the replica
+        # once WAIT confirms the marker reached it.
+        replicated = len(acked)
+        master = group.master.client()
+        master.set('marker', 1)
+        assert master.execute_command('WAIT', 1, 5000) == 1
+        group.master.process.kill()
+        group.master.process.wait()
+        group.master.process = None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if group.current_master() is group.replica:
+                    break
+            except Exception:
+                pass
+            time.sleep(0.1)
+        else:
+            pytest.fail('no failover within 30s')
+        failed_over.set()
+        assert written_after.wait(30), errors[-3:]
+    finally:
+        written_after.set()
+        thread.join(10)
+
+    assert replicated >= 200
+    keys = ['w-%d' % i for i in acked[:replicated]]
+    assert store.get_multi(keys) == acked[:replicated]
+    store.set('after', 'failover')
+    assert store.get('after') == 'failover'

@@ -1,0 +1,232 @@
+"""Arguments of ``openstack.kvs.Redis``, checked without a server.
+
+Building a standalone or Sentinel client does not connect, so what the
+backend hands to redis-py can be inspected directly.
+"""
+
+import socket
+import uuid
+
+import pytest
+import redis
+
+import oslo_kvs
+from oslo_kvs.backends import redis as redis_backend
+from oslo_kvs import exception
+
+SECRET = 'pw-%s' % uuid.uuid4().hex
+
+
+def make(**args):
+    return redis_backend.RedisBackend(args)
+
+
+def pool_kwargs(backend):
+    return backend._client.connection_pool.connection_kwargs
+
+
+class TestCoercion:
+    def test_strings_from_config_files_are_coerced(self):
+        backend = make(host='127.0.0.1', port='6390', db='3',
+                       socket_timeout='1.5', socket_keepalive='false',
+                       pool_maxsize='7', expire_time='2',
+                       no_expiry_keys='a,b', tls_enabled='False')
+        kwargs = pool_kwargs(backend)
+        assert kwargs['port'] == 6390 and kwargs['db'] == 3
+        assert kwargs['socket_timeout'] == 1.5
+        # The connect timeout follows socket_timeout unless given.
+        assert kwargs['socket_connect_timeout'] == 1.5
+        assert kwargs['socket_keepalive'] is False
+        assert backend._client.connection_pool.max_connections == 7
+        assert backend.expire_time == 2.0 and backend._px == 2000
+        assert backend._no_expiry_keys == ['a', 'b']
+        assert 'ssl_ca_certs' not in kwargs
+
+    def test_historical_expiry_name(self):
+        backend = make(redis_expiration_time='0.25')
+        assert backend.expire_time == 0.25 and backend._px == 250
+
+    def test_expiry_rounds_up_to_whole_milliseconds(self):
+        assert make(expire_time=0.0001)._px == 1
+        assert make(expire_time=1.0005)._px == 1001
+        assert make()._px is None
+
+    def test_keepalive_options(self):
+        backend = make(socket_keepalive_idle='30',
+                       socket_keepalive_interval=5, socket_keepalive_count=3)
+        options = pool_kwargs(backend)['socket_keepalive_options']
+        assert options == {socket.TCP_KEEPIDLE: 30, socket.TCP_KEEPINTVL: 5,
+                           socket.TCP_KEEPCNT: 3}
+
+    def test_defaults(self):
+        backend = make()
+        kwargs = pool_kwargs(backend)
+        assert (kwargs['host'], kwargs['port'], kwargs['db']) == (
+            'localhost', 6379, 0)
+        assert kwargs['socket_timeout'] == 3.0
+        assert kwargs['retry'].get_retries() == 0
+        assert backend.servers() == ['redis://localhost:6379/0']
+        assert backend.distributed_lock is True
+
+    @pytest.mark.parametrize('name, value', [
+        ('port', 'not-a-port'), ('port', 70000), ('db', -1),
+        ('socket_timeout', 0), ('socket_timeout', True),
+        ('pool_maxsize', 0), ('tls_enabled', 'perhaps'),
+        ('socket_keepalive_idle', 0)])
+    def test_bad_values_name_the_argument(self, name, value):
+        with pytest.raises(exception.ConfigurationError, match=name):
+            make(**{name: value})
+
+    def test_unknown_argument_is_refused(self):
+        with pytest.raises(exception.ConfigurationError,
+                           match='redis_host'):
+            make(redis_host='127.0.0.1')
+
+    def test_configure_raises_configuration_error(self):
+        store = oslo_kvs.get_key_value_store('redis-args-%s' % uuid.uuid4())
+        with pytest.raises(exception.ConfigurationError, match='port'):
+            store.configure('openstack.kvs.Redis', port='x')
+        assert not store.is_configured
+
+
+class TestUrl:
+    def test_url_gives_server_credentials_and_db(self):
+        backend = make(url='redis://user:%s@127.0.0.1:6390/4' % SECRET)
+        kwargs = pool_kwargs(backend)
+        assert (kwargs['host'], kwargs['port'], kwargs['db']) == (
+            '127.0.0.1', 6390, 4)
+        assert (kwargs['username'], kwargs['password']) == ('user', SECRET)
+        assert backend.servers() == ['redis://127.0.0.1:6390/4']
+        assert SECRET not in repr(backend)
+
+    def test_rediss_url_enables_tls(self, tmp_path):
+        ca = tmp_path / 'ca.pem'
+        ca.write_text('not used before connecting')
+        backend = make(url='rediss://127.0.0.1:6390', tls_cafile=str(ca),
+                       tls_allowed_ciphers='ECDHE+AESGCM',
+                       tls_check_hostname='false')
+        pool = backend._client.connection_pool
+        assert pool.connection_class is redis.SSLConnection
+        kwargs = pool.connection_kwargs
+        assert kwargs['ssl_ca_certs'] == str(ca)
+        assert kwargs['ssl_ciphers'] == 'ECDHE+AESGCM'
+        assert kwargs['ssl_check_hostname'] is False
+        assert backend.servers() == ['rediss://127.0.0.1:6390/0']
+
+    def test_unix_url(self):
+        backend = make(url='unix:///run/redis/redis.sock?db=2')
+        kwargs = pool_kwargs(backend)
+        assert kwargs['path'] == '/run/redis/redis.sock'
+        assert kwargs['db'] == 2
+        assert 'socket_keepalive' not in kwargs
+        assert backend.servers() == ['unix:///run/redis/redis.sock']
+
+    def test_ipv6_host_is_named_in_brackets(self):
+        assert make(host='::1', port=6390).servers() == [
+            'redis://[::1]:6390/0']
+
+    @pytest.mark.parametrize('url', [
+        'http://user:%s@127.0.0.1' % SECRET,
+        'redis://user:%s@127.0.0.1/0?socket_timeout=nope' % SECRET])
+    def test_bad_url_is_refused_without_echoing_it(self, url):
+        with pytest.raises(exception.ConfigurationError) as info:
+            make(url=url)
+        assert 'url' in str(info.value)
+        assert SECRET not in str(info.value)
+
+    @pytest.mark.parametrize('extra', [
+        {'host': '127.0.0.1'}, {'port': 6390}, {'db': 1},
+        {'sentinels': ['127.0.0.1:26379'], 'service_name': 'm'},
+        {'cluster_nodes': ['127.0.0.1:7000']}, {'password': SECRET}])
+    def test_url_conflicts(self, extra):
+        with pytest.raises(exception.ConfigurationError,
+                           match='together') as info:
+            make(url='redis://u:%s@127.0.0.1:6390/0' % SECRET, **extra)
+        assert SECRET not in str(info.value)
+
+    def test_unix_socket_and_tls_conflict(self):
+        with pytest.raises(exception.ConfigurationError, match='together'):
+            make(url='unix:///tmp/redis.sock', tls_enabled=True)
+
+
+class TestKeyPrefix:
+    @pytest.mark.parametrize('prefix', ['', 'keystone:', 'a.b/c_d-1:'])
+    def test_sane_prefixes(self, prefix):
+        assert make(key_prefix=prefix)._prefix == prefix
+
+    @pytest.mark.parametrize('prefix', [
+        'with space', '{tag}', 'new\nline', 'ключ', 'x' * 129, '*'])
+    def test_other_prefixes_are_refused(self, prefix):
+        with pytest.raises(exception.ConfigurationError,
+                           match='key_prefix'):
+            make(key_prefix=prefix)
+
+
+class TestTLS:
+    def test_missing_file_is_named(self, tmp_path):
+        with pytest.raises(exception.ConfigurationError,
+                           match='tls_cafile'):
+            make(tls_enabled=True, tls_cafile=str(tmp_path / 'nope.pem'))
+
+    def test_key_without_certificate(self, tmp_path):
+        key = tmp_path / 'key.pem'
+        key.write_text('x')
+        with pytest.raises(exception.ConfigurationError,
+                           match='tls_certfile'):
+            make(tls_enabled=True, tls_keyfile=str(key))
+
+    def test_tls_files_without_tls_enabled(self, tmp_path):
+        with pytest.raises(exception.ConfigurationError,
+                           match='tls_enabled'):
+            make(tls_cafile=str(tmp_path))
+
+
+class TestSentinel:
+    def test_sentinel_arguments(self):
+        backend = make(sentinels='127.0.0.1:26379, [::1]:26380',
+                       service_name='mymaster', password=SECRET,
+                       sentinel_username='watcher',
+                       sentinel_password=SECRET + 'x', db='2',
+                       socket_timeout='0.5')
+        pool = backend._client.connection_pool
+        assert pool.service_name == 'mymaster'
+        assert pool.connection_kwargs['password'] == SECRET
+        assert pool.connection_kwargs['db'] == 2
+        sentinels = pool.sentinel_manager.sentinels
+        assert [s.connection_pool.connection_kwargs['port']
+                for s in sentinels] == [26379, 26380]
+        sentinel_kwargs = sentinels[0].connection_pool.connection_kwargs
+        assert sentinel_kwargs['username'] == 'watcher'
+        assert sentinel_kwargs['password'] == SECRET + 'x'
+        assert sentinel_kwargs['socket_timeout'] == 0.5
+        assert backend.servers() == ['127.0.0.1:26379', '::1:26380']
+        assert SECRET not in repr(backend)
+
+    def test_service_name_is_required(self):
+        with pytest.raises(exception.ConfigurationError,
+                           match='service_name'):
+            make(sentinels=['127.0.0.1:26379'])
+
+    @pytest.mark.parametrize('item', ['127.0.0.1', 'host:port', ':26379'])
+    def test_items_must_be_host_port(self, item):
+        with pytest.raises(exception.ConfigurationError, match='sentinels'):
+            make(sentinels=[item], service_name='m')
+
+    def test_sentinels_conflict_with_host_and_cluster(self):
+        with pytest.raises(exception.ConfigurationError, match='together'):
+            make(sentinels=['127.0.0.1:26379'], service_name='m',
+                 host='127.0.0.1')
+        with pytest.raises(exception.ConfigurationError, match='together'):
+            make(sentinels=['127.0.0.1:26379'], service_name='m',
+                 cluster_nodes=['127.0.0.1:7000'])
+
+
+class TestCluster:
+    def test_cluster_has_only_db_zero(self):
+        with pytest.raises(exception.ConfigurationError, match='db'):
+            make(cluster_nodes=['127.0.0.1:7000'], db=1)
+
+    def test_items_must_be_host_port(self):
+        with pytest.raises(exception.ConfigurationError,
+                           match='cluster_nodes'):
+            make(cluster_nodes=['127.0.0.1'])
