@@ -209,6 +209,8 @@ class _StoreHealth:
     """Whether a store answers; bypassed for a while after it fails.
 
     One outage is logged once, however many calls and functions meet it.
+    It ends with the next successful write: a store whose reads work but
+    whose locks or writes fail is still one outage, not one per call.
     """
 
     def __init__(self) -> None:
@@ -604,7 +606,6 @@ class MemoizedFunction:
         try:
             entry = store.get(key)
         except exception.NotFound:
-            health.succeeded(store)
             raise dogpile_lock.NeedRegenerationException() from None
         except (TypeError, ValueError) as exc:
             # e.g. a key too long for a backend with key mangling off.
@@ -615,7 +616,6 @@ class MemoizedFunction:
         except exception.KVSError as exc:
             self._store_failed(store, health, exc)
             raise _Bypass() from exc
-        health.succeeded(store)
         # Anything else under this key (another writer's format) is a miss.
         if (type(entry) is not tuple or len(entry) != 2 or
                 type(entry[0]) is not float or entry[0] <= 0):
