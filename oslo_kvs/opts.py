@@ -56,6 +56,25 @@ kvs_opts = [
              'because unpickling runs code from the server.'),
 ]
 
+# Read by oslo_kvs.memoize; the per-section caching/cache_time options are
+# registered there, in the consumer's own groups.
+memoize_opts = [
+    cfg.BoolOpt(
+        'memoize_enabled', default=True,
+        help='Global switch for functions memoized with '
+             'oslo_kvs.memoize; each section also has its own "caching" '
+             'option. When off, memoized functions always run.'),
+    cfg.IntOpt(
+        'memoize_expiration_time', default=600, min=0,
+        help='Seconds a memoized result stays valid in sections whose '
+             '"cache_time" is unset. 0 means until invalidated (or evicted '
+             'by the store).'),
+    cfg.FloatOpt(
+        'memoize_dead_retry', default=5.0, min=0,
+        help='Seconds memoized functions skip a store after it failed, '
+             'before trying it again. Meanwhile they run uncached.'),
+]
+
 # The store the oslo-kvs command works on; services configure their stores
 # in code and do not read these.
 command_opts = [
@@ -87,4 +106,4 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
 
     :returns: a list of ``(group_name, [opts])`` tuples.
     """
-    return [(GROUP, copy.deepcopy(kvs_opts + command_opts))]
+    return [(GROUP, copy.deepcopy(kvs_opts + memoize_opts + command_opts))]
