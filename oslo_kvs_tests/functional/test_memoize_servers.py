@@ -1,0 +1,255 @@
+"""oslo_kvs.memoize on real memcached and Redis servers."""
+
+import concurrent.futures
+import logging
+import threading
+import time
+import uuid
+
+from dogpile.cache import proxy
+from oslo_config import cfg
+import pytest
+
+import oslo_kvs
+from oslo_kvs import exception
+from oslo_kvs import memoize
+from oslo_kvs import opts
+from oslo_kvs_tests import servers
+
+BACKENDS = {'memcached_server': 'openstack.kvs.Memcached',
+            'redis_server': 'openstack.kvs.Redis'}
+# Short timeouts so a stopped server fails fast; memcached must not keep
+# a failed server out of use after it is back.
+FAST_FAILURE = {'memcached_server': {'socket_timeout': 1.0,
+                                     'dead_retry': 0},
+                'redis_server': {'socket_timeout': 1.0,
+                                 'socket_connect_timeout': 1.0}}
+LOGGER = 'oslo_kvs.memoize'
+
+
+class CountingProxy(proxy.ProxyBackend):
+    """Counts reads, so a test can wait until every thread has missed."""
+
+    def __init__(self):
+        super().__init__()
+        self.gets = 0
+        self.cond = threading.Condition()
+
+    def get_serialized(self, key):
+        with self.cond:
+            self.gets += 1
+            self.cond.notify_all()
+        return self.proxied.get_serialized(key)
+
+    def wait_for_gets(self, count, timeout=10):
+        with self.cond:
+            return self.cond.wait_for(lambda: self.gets >= count, timeout)
+
+
+class Env:
+    def __init__(self, fixture_name, server):
+        self.fixture_name = fixture_name
+        self.server = server
+        self.backing_store = BACKENDS[fixture_name]
+        self.conf = cfg.ConfigOpts()
+        opts.register_opts(self.conf)
+        memoize.register_opts(self.conf, 'token')
+        self.stores = []
+        self.calls = []
+
+    def store(self, server=None, args=None, **extra):
+        if args is None:
+            args = (server or self.server).store_args
+        args = dict(args, **FAST_FAILURE[self.fixture_name])
+        args.update(extra)
+        store = oslo_kvs.get_key_value_store(
+            'memoize-servers-%s' % uuid.uuid4(), conf=self.conf)
+        store.configure(self.backing_store, **args)
+        self.stores.append(store)
+        return store
+
+    def decorator(self, store=None, **kwargs):
+        return memoize.get_memoization_decorator(
+            self.conf, 'token', store=store or self.store(), **kwargs)
+
+    def doubler(self, decorator):
+        @decorator
+        def double(x):
+            self.calls.append(x)
+            return x * 2
+        return double
+
+    def override(self, name, value, group='kvs'):
+        self.conf.set_override(name, value, group=group)
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def env(request):
+    environment = Env(request.param, request.getfixturevalue(request.param))
+    yield environment
+    for store in environment.stores:
+        store._state.backend.close()
+
+
+def warnings_of(caplog):
+    return [r for r in caplog.records
+            if r.name == LOGGER and r.levelno == logging.WARNING]
+
+
+def test_hits_and_misses(env):
+    double = env.doubler(env.decorator())
+    assert double(21) == 42
+    assert double(21) == 42
+    assert double((1, 'a')) == (1, 'a', 1, 'a')
+    assert double((1, 'a')) == (1, 'a', 1, 'a')
+    assert env.calls == [21, (1, 'a')]
+
+
+def test_keyword_arguments_and_defaults_share_an_entry(env):
+    @env.decorator()
+    def add(a, b=2):
+        env.calls.append((a, b))
+        return a + b
+
+    assert add(1, 2) == add(1, b=2) == add(b=2, a=1) == add(1) == 3
+    assert env.calls == [(1, 2)]
+
+
+def test_methods_of_two_classes_do_not_collide(env):
+    decorator = env.decorator()
+
+    class Users:
+        @decorator
+        def get(self, x):
+            return 'user-%s' % x
+
+    class Groups:
+        @decorator
+        def get(self, x):
+            return 'group-%s' % x
+
+    for _ in range(2):
+        assert Users().get(1) == 'user-1'
+        assert Groups().get(1) == 'group-1'
+
+
+def test_cache_time(env):
+    env.override('cache_time', 1, group='token')
+    double = env.doubler(env.decorator())
+    double(1)
+    double(1)
+    assert env.calls == [1]
+    time.sleep(1.1)
+    double(1)
+    assert env.calls == [1, 1]
+
+
+def test_toggles(env):
+    double = env.doubler(env.decorator())
+    env.override('caching', False, group='token')
+    double(1)
+    double(1)
+    env.override('caching', True, group='token')
+    env.override('memoize_enabled', False)
+    double(1)
+    assert env.calls == [1, 1, 1]
+    env.override('memoize_enabled', True)
+    double(1)
+    double(1)
+    assert env.calls == [1, 1, 1, 1]
+
+
+def test_invalidate_refresh_get_set(env):
+    double = env.doubler(env.decorator())
+    double(1)
+    assert double.get(1) == 2
+    double.invalidate(1)
+    with pytest.raises(exception.NotFound):
+        double.get(1)
+    double(1)
+    assert env.calls == [1, 1]
+    assert double.refresh(1) == 2
+    assert env.calls == [1, 1, 1]
+    double.set(7, 1)
+    assert double(1) == 7
+    assert env.calls == [1, 1, 1]
+
+
+def _stampede(env, separate, threads=6):
+    counting = CountingProxy()
+    decorator = env.decorator(env.store(proxy_list=[counting]))
+    calls = []
+
+    def slow(x):
+        calls.append(x)
+        # Every caller has missed (the winner twice) before it computes.
+        assert counting.wait_for_gets(threads + 1)
+        return x * 2
+
+    if separate:
+        # No shared local mutex: only the server's lock stands between
+        # them, as between processes.
+        functions = [decorator(slow) for _ in range(threads)]
+    else:
+        functions = [decorator(slow)] * threads
+    barrier = threading.Barrier(threads)
+
+    def caller(function):
+        barrier.wait()
+        return function(21)
+
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(caller, functions))
+    assert results == [42] * threads
+    assert calls == [21]
+
+
+def test_stampede_runs_the_function_once(env):
+    _stampede(env, separate=False)
+
+
+def test_stampede_is_stopped_by_the_server_lock(env):
+    _stampede(env, separate=True)
+
+
+def test_unreachable_server_function_still_answers(env, caplog):
+    dead = '%s:%d' % (servers.LOOPBACK, servers.free_port())
+    args = {name: (value.replace(env.server.address, dead)
+                   if isinstance(value, str) else value)
+            for name, value in env.server.store_args.items()}
+    assert dead in str(args)
+    env.override('memoize_dead_retry', 0)
+    double = env.doubler(env.decorator(env.store(args=args)))
+    assert [double(3) for _ in range(3)] == [6, 6, 6]
+    assert env.calls == [3, 3, 3]
+    double.invalidate(3)
+    assert len(warnings_of(caplog)) == 1
+
+
+def test_server_stopped_and_restarted(env, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    server = type(env.server)()
+    try:
+        server.start()
+        env.override('memoize_dead_retry', 0)
+        double = env.doubler(env.decorator(env.store(server)))
+        double(1)
+        double(1)
+        assert env.calls == [1]
+        server.stop()
+        assert double(1) == 2 and double(2) == 4
+        assert env.calls == [1, 1, 2]
+        assert len(warnings_of(caplog)) == 1
+        server.start()
+        # A client may need one failed call to reconnect.
+        deadline = time.monotonic() + 10
+        while not any('answers again' in r.getMessage()
+                      for r in caplog.records):
+            assert time.monotonic() < deadline, 'the store never recovered'
+            double(len(env.calls) + 100)
+        calls = len(env.calls)
+        double(5)
+        double(5)
+        assert len(env.calls) == calls + 1
+    finally:
+        server.cleanup()
