@@ -198,19 +198,7 @@ class Pool:
         self._size = 0
         self._waiters = 0
 
-    def _fresh(self, entry: tuple[pymc_base.Client, float]
-               ) -> pymc_base.Client:
-        client, last_used = entry
-        if (self.idle_timeout and
-                time.monotonic() - last_used > self.idle_timeout):
-            client.close()  # reconnects on next use
-        return client
-
     def _checkout(self) -> pymc_base.Client:
-        try:
-            return self._fresh(self._idle.pop())
-        except IndexError:
-            pass
         deadline = time.monotonic() + self.wait_timeout
         with self._cond:
             # Counted before looking, so a client returned meanwhile is
@@ -218,10 +206,8 @@ class Pool:
             self._waiters += 1
             try:
                 while True:
-                    try:
-                        return self._fresh(self._idle.pop())
-                    except IndexError:
-                        pass
+                    if self._idle:
+                        return self._idle.pop()[0]
                     if self._size < self.max_size:
                         self._size += 1
                         return self._make()
@@ -232,15 +218,17 @@ class Pool:
             finally:
                 self._waiters -= 1
 
-    def _checkin(self, client: pymc_base.Client) -> None:
-        self._idle.append((client, time.monotonic()))
-        if self._waiters:
-            with self._cond:
-                self._cond.notify()
-
     def run(self, method: str, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
         """Call ``method`` of a pooled client."""
-        client = self._checkout()
+        # The common case, inlined: it runs on every operation.
+        try:
+            client, last_used = self._idle.pop()
+        except IndexError:
+            client = self._checkout()
+        else:
+            if (self.idle_timeout and
+                    time.monotonic() - last_used > self.idle_timeout):
+                client.close()  # it reconnects on this use
         try:
             return getattr(client, method)(*args, **kwargs)
         except BaseException:
@@ -248,7 +236,10 @@ class Pool:
             client.close()
             raise
         finally:
-            self._checkin(client)
+            self._idle.append((client, time.monotonic()))
+            if self._waiters:
+                with self._cond:
+                    self._cond.notify()
 
     def close(self) -> None:
         """Close the idle connections."""
@@ -461,14 +452,30 @@ class MemcachedBackend(base.Backend):
                 % exception._describe(key))
 
     def get_serialized(self, key):
-        value = self._run(self._pool_for(key), 'get', key)
+        pool = self._single
+        if pool is None:
+            value = self._run(self._pool_for(key), 'get', key)
+        else:
+            # The hot path, spared two calls.
+            try:
+                value = pool.run('get', key)
+            except Exception as exc:
+                raise self._error(exc, pool.server) from exc
         return base.NO_VALUE if value is None else value
 
     def get_serialized_multi(self, keys):
-        found: dict[str, bytes] = {}
-        for pool, group in self._groups(keys):
-            found.update(self._run(pool, 'get_many', group))
-        return [found.get(key, base.NO_VALUE) for key in keys]
+        pool = self._single
+        if pool is None:
+            found: dict[str, bytes] = {}
+            for pool, group in self._groups(keys):
+                found.update(self._run(pool, 'get_many', group))
+        else:
+            try:
+                found = pool.run('get_many', keys)
+            except Exception as exc:
+                raise self._error(exc, pool.server) from exc
+        missing = base.NO_VALUE
+        return [found.get(key, missing) for key in keys]
 
     def set_serialized(self, key, value):
         self.set_serialized_multi({key: value})
