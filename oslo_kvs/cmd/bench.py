@@ -1,0 +1,288 @@
+"""``oslo-kvs bench``: a mixed workload against the configured store.
+
+One client runs ``set``, ``get``, ``get_multi``, ``add`` and a lock cycle
+(acquire then release) in a fixed random mix, until ``--operations`` are
+done or ``--duration`` has passed, whichever comes first. For each
+operation it reports the count, the rate one client achieves (operations
+per second of time spent in it) and latency percentiles. The keys live in a
+store of their own and are deleted afterwards.
+"""
+
+import dataclasses
+import json
+import math
+import random
+import string
+import sys
+import time
+import typing as ty
+
+from oslo_config import cfg
+
+from oslo_kvs.cmd import common
+from oslo_kvs import core
+
+#: Relative frequency of each operation: mostly reads, as token caches see.
+MIX = {'set': 2, 'get': 5, 'get_multi': 1, 'add': 1, 'lock': 1}
+#: Latency percentiles reported in JSON and drawn by ``--plot``.
+PERCENTILES = (50, 75, 90, 95, 99, 99.9)
+# Keys deleted per request while cleaning up.
+_CLEANUP_BATCH = 500
+
+
+def percentile(ordered: ty.Sequence[float], pct: float) -> float:
+    """The nearest-rank percentile of an already sorted, non-empty list."""
+    rank = max(math.ceil(pct / 100 * len(ordered)), 1)
+    return ordered[rank - 1]
+
+
+@dataclasses.dataclass
+class Stats:
+    """What one operation measured."""
+
+    name: str
+    latencies: list[float] = dataclasses.field(default_factory=list)
+
+    def summary(self) -> dict[str, ty.Any]:
+        """Count, single-client rate and percentiles (milliseconds)."""
+        ordered = sorted(self.latencies)
+        total = sum(ordered)
+        summary: dict[str, ty.Any] = {
+            'count': len(ordered),
+            'ops_per_second': len(ordered) / total if total else 0.0,
+        }
+        for pct in PERCENTILES:
+            summary['p%g_ms' % pct] = (
+                percentile(ordered, pct) * 1e3 if ordered else None)
+        summary['max_ms'] = ordered[-1] * 1e3 if ordered else None
+        return summary
+
+
+class Progress:
+    """A one-line progress bar on a terminal; silent anywhere else."""
+
+    width = 30
+    #: Short runs finish before this many seconds and show nothing.
+    delay = 0.5
+
+    def __init__(self, stream: ty.TextIO, operations: int,
+                 duration: float) -> None:
+        self._stream = stream
+        self._enabled = stream.isatty()
+        self._operations = operations
+        self._duration = duration
+        self._next = self.delay
+        self._shown = False
+
+    def update(self, done: int, elapsed: float) -> None:
+        """Redraw, at most ten times a second."""
+        if not self._enabled or elapsed < self._next:
+            return
+        self._next = elapsed + 0.1
+        fraction = min(max(done / self._operations,
+                           elapsed / self._duration), 1.0)
+        filled = int(fraction * self.width)
+        self._stream.write('\r[%s%s] %3d%%  %d ops  %.1fs' % (
+            '#' * filled, '.' * (self.width - filled), fraction * 100,
+            done, elapsed))
+        self._stream.flush()
+        self._shown = True
+
+    def finish(self) -> None:
+        """Erase the bar."""
+        if self._shown:
+            self._stream.write('\r%s\r' % (' ' * (self.width + 40)))
+            self._stream.flush()
+
+
+class Workload:
+    """The keys, values and operations of one run."""
+
+    def __init__(self, store: core.KeyValueStore, keys: int,
+                 value_size: int, batch: int, seed: int) -> None:
+        self.store = store
+        self.random = random.Random(seed)
+        self.keys = ['bench-%d' % i for i in range(keys)]
+        self.batch = min(batch, keys)
+        self.added: list[str] = []
+        letters = string.ascii_letters
+        self.value = {
+            'id': ''.join(self.random.choice(letters) for _ in range(32)),
+            'roles': ['member', 'reader'],
+            'data': ''.join(self.random.choice(letters)
+                            for _ in range(value_size)),
+        }
+        self.operations = {'set': self.set, 'get': self.get,
+                           'get_multi': self.get_multi, 'add': self.add,
+                           'lock': self.lock}
+
+    def prepare(self) -> None:
+        """Write every key once, so reads find values."""
+        for start in range(0, len(self.keys), _CLEANUP_BATCH):
+            self.store.set_multi({key: self.value for key in
+                                  self.keys[start:start + _CLEANUP_BATCH]})
+
+    def _key(self) -> str:
+        return self.random.choice(self.keys)
+
+    def set(self) -> None:
+        self.store.set(self._key(), self.value)
+
+    def get(self) -> None:
+        self.store.get(self._key())
+
+    def get_multi(self) -> None:
+        self.store.get_multi(self.random.sample(self.keys, self.batch))
+
+    def add(self) -> None:
+        key = 'added-%d' % len(self.added)
+        self.added.append(key)
+        if not self.store.add(key, self.value):
+            raise RuntimeError('add refused a key that was absent')
+
+    def lock(self) -> None:
+        lock = self.store.get_lock(self._key())
+        lock.acquire()
+        lock.release()
+
+    def cleanup(self) -> None:
+        """Delete every key the run wrote."""
+        written = self.keys + self.added
+        for start in range(0, len(written), _CLEANUP_BATCH):
+            self.store.delete_multi(written[start:start + _CLEANUP_BATCH])
+
+
+def run_workload(workload: Workload, operations: int, duration: float,
+                 progress: Progress) -> tuple[dict[str, Stats], float]:
+    """Run the mix; return each operation's stats and the wall time."""
+    names = list(MIX)
+    weights = [MIX[name] for name in names]
+    stats = {name: Stats(name) for name in names}
+    calls = workload.operations
+    clock = time.perf_counter
+    started = clock()
+    done = 0
+    elapsed = 0.0
+    while done < operations and elapsed < duration:
+        name = workload.random.choices(names, weights)[0]
+        before = clock()
+        calls[name]()
+        after = clock()
+        stats[name].latencies.append(after - before)
+        done += 1
+        elapsed = after - started
+        progress.update(done, elapsed)
+    progress.finish()
+    return stats, elapsed
+
+
+def report(conf: cfg.ConfigOpts, stats: dict[str, Stats],
+           wall: float) -> dict[str, ty.Any]:
+    """The run as a JSON-ready dict."""
+    total = sum(len(s.latencies) for s in stats.values())
+    return {
+        'backend': conf.kvs.backing_store,
+        'operations': total,
+        'seconds': wall,
+        'ops_per_second': total / wall if wall else 0.0,
+        'results': {name: s.summary() for name, s in stats.items()},
+    }
+
+
+def _ms(value: float | None) -> str:
+    return '%10.3f' % value if value is not None else '%10s' % '-'
+
+
+def write_table(result: dict[str, ty.Any], out: ty.TextIO) -> None:
+    """The human-readable report."""
+    out.write('%s: %d operations in %.2fs, %.0f ops/s overall\n'
+              % (result['backend'], result['operations'], result['seconds'],
+                 result['ops_per_second']))
+    out.write('%-10s %8s %10s %10s %10s\n'
+              % ('operation', 'count', 'ops/s', 'p50 ms', 'p99 ms'))
+    for name, row in result['results'].items():
+        out.write('%-10s %8d %10.0f %s %s\n' % (
+            name, row['count'], row['ops_per_second'], _ms(row['p50_ms']),
+            _ms(row['p99_ms'])))
+
+
+def load_pyplot() -> ty.Any:
+    """matplotlib's pyplot on a file-only backend.
+
+    :raises common.CommandError: when matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        from matplotlib import pyplot
+    except ImportError:
+        raise common.CommandError(
+            '--plot needs matplotlib, which is not installed; install it '
+            'with: python3 -m pip install "oslo.kvs[plot]"') from None
+    return pyplot
+
+
+def plot(pyplot: ty.Any, result: dict[str, ty.Any], path: str) -> None:
+    """Draw latency against percentile, one line per operation."""
+    figure, axes = pyplot.subplots(figsize=(8, 5))
+    positions = range(len(PERCENTILES))
+    for name, row in result['results'].items():
+        values = [row['p%g_ms' % pct] for pct in PERCENTILES]
+        if None not in values:
+            axes.plot(positions, values, marker='o', label=name)
+    axes.set_xticks(list(positions))
+    axes.set_xticklabels(['p%g' % pct for pct in PERCENTILES])
+    axes.set_yscale('log')
+    axes.set_xlabel('percentile')
+    axes.set_ylabel('latency (ms)')
+    axes.set_title('oslo-kvs bench: %s, %d operations'
+                   % (result['backend'], result['operations']))
+    axes.grid(True, which='both', alpha=0.3)
+    axes.legend()
+    try:
+        figure.savefig(path, dpi=100)
+    except OSError as exc:
+        raise common.CommandError('cannot write the plot to %s: %s'
+                                  % (path, exc.strerror)) from None
+    finally:
+        pyplot.close(figure)
+
+
+def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
+        duration: float = 60.0, keys: int = 1000, value_size: int = 256,
+        batch: int = 10, output_format: str = 'table',
+        plot_path: str | None = None, seed: int = 0,
+        progress_stream: ty.TextIO | None = None) -> int:
+    """Benchmark the configured store and print the report."""
+    for name, value in (('--operations', operations), ('--keys', keys),
+                        ('--batch', batch)):
+        if value < 1:
+            raise common.CommandError('%s must be at least 1' % name)
+    if duration <= 0 or value_size < 0:
+        raise common.CommandError(
+            '--duration must be positive and --value-size not negative')
+    # Fail before the run, not after minutes of it.
+    pyplot = load_pyplot() if plot_path else None
+    store = common.open_store(conf)
+    workload = Workload(store, keys, value_size, batch, seed)
+    try:
+        workload.prepare()
+        progress = Progress(progress_stream or sys.stderr, operations,
+                            duration)
+        stats, wall = run_workload(workload, operations, duration, progress)
+        # After a failure the keys are left to expire: the server is
+        # failing, and the store's random name keeps them apart anyway.
+        workload.cleanup()
+    finally:
+        store._state.backend.close()
+    result = report(conf, stats, wall)
+    if output_format == 'json':
+        json.dump(result, out, indent=2)
+        out.write('\n')
+    else:
+        write_table(result, out)
+    if pyplot is not None:
+        plot(pyplot, result, plot_path)
+        if output_format != 'json':
+            out.write('latency plot written to %s\n' % plot_path)
+    return 0

@@ -1,0 +1,454 @@
+"""``oslo-kvs doctor``: symptom checks on the configured store.
+
+Each ``symptom_*`` function looks at one thing and returns ``True`` when the
+symptom is present; its docstring is the advice printed with it, as in
+``keystone-manage doctor``. Checks may add detail lines (which server,
+which key position) through :meth:`Checkup.note`; nothing printed ever
+contains a password or protection key.
+
+Only :func:`symptom_unreachable_servers` and
+:func:`symptom_requests_fail` talk to the servers; every other check reads
+the configuration alone.
+"""
+
+import inspect
+import typing as ty
+import urllib.parse
+
+from oslo_config import cfg
+from oslo_config import types
+
+from oslo_kvs.backends import base
+from oslo_kvs.cmd import common
+from oslo_kvs.cmd import ping
+from oslo_kvs import exception
+from oslo_kvs import protection
+from oslo_kvs import serialization
+
+#: The token lifetime doctor compares expiry with. Keystone's option, so a
+#: keystone.conf given with --config-file is read as it is; registered only
+#: on the command's own ConfigOpts, never on a service's.
+token_opts = [
+    cfg.IntOpt(
+        'expiration', min=0,
+        help='Token lifetime in seconds, as Keystone reads it. Only '
+             '"oslo-kvs doctor" reads it here, to warn when the store\'s '
+             'expire_time would drop tokens before they expire.'),
+]
+
+# Arguments in which backends name their servers.
+_SERVER_ARGUMENTS = ('url', 'host', 'db_hosts', 'sentinels', 'cluster_nodes')
+_TLS_QUERY = ('tls', 'ssl')
+
+
+class Checkup:
+    """The configuration under examination, and what checks found.
+
+    Expensive or failing steps (loading the backend class, building the
+    backend) run once and are cached; their errors are kept for
+    :func:`symptom_invalid_configuration` and
+    :func:`symptom_unreachable_servers` to report.
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts,
+                 token_lifetime: int | None = None,
+                 timeout: float = 1.0) -> None:
+        self.conf = conf
+        self.token_lifetime = token_lifetime
+        self.timeout = timeout
+        self.notes: list[str] = []
+        self.errors: list[str] = []
+        self.connect_error: str | None = None
+        self.unreachable = False
+        self.backing_store: str = conf.kvs.backing_store
+        self.store_args: dict[str, str] = {}
+        self.backend_args: dict[str, str] | None = None
+        self.backend_cls: type | None = None
+        self.parsed: dict[str, ty.Any] | None = None
+        self._backend: base.Backend | None = None
+        self._built = False
+        self._load()
+
+    def note(self, text: str) -> None:
+        """Add a detail line to the symptom being checked."""
+        self.notes.append(text)
+
+    def _load(self) -> None:
+        try:
+            arguments = common.backend_arguments(self.conf)
+        except exception.ConfigurationError as exc:
+            self.errors.append(str(exc))
+            return
+        self.store_args = {name: arguments.pop(name)
+                           for name in common.STORE_ARGUMENTS
+                           if name in arguments}
+        self.backend_args = arguments
+        try:
+            self.backend_cls = common.load_backend_class(self.conf)
+        except exception.ConfigurationError as exc:
+            self.errors.append(str(exc))
+            return
+        if issubclass(self.backend_cls, base.Backend):
+            try:
+                self.parsed = base.parse_arguments(
+                    self.backing_store, self.backend_cls.options, arguments)
+            except exception.ConfigurationError as exc:
+                self.errors.append(str(exc))
+
+    def setting(self, name: str, default_option: str | None = None) -> ty.Any:
+        """A store setting: the backend argument if given, else ``[kvs]``.
+
+        :raises ValueError: when the ``[kvs]`` value is not valid.
+        """
+        if name in self.store_args:
+            return self.store_args[name]
+        return getattr(self.conf.kvs, default_option or name)
+
+    def valid_setting(self, name: str,
+                      default_option: str | None = None) -> ty.Any:
+        """:meth:`setting`, or ``None`` when it is not valid.
+
+        :func:`symptom_invalid_configuration` reports invalid settings;
+        other checks skip them.
+        """
+        try:
+            return self.setting(name, default_option)
+        except ValueError:
+            return None
+
+    @property
+    def local(self) -> bool:
+        """Whether values stay in this process (no server involved)."""
+        return bool(getattr(self.backend_cls, 'local', False))
+
+    @property
+    def protected(self) -> bool:
+        """Whether value protection is on (mac or encrypt)."""
+        try:
+            return protection.normalize_mode(
+                self.valid_setting('value_protection')) != 'none'
+        except exception.ConfigurationError:
+            return False
+
+    def protection_keys(self) -> list[str]:
+        """The configured protection keys, which must never be printed."""
+        keys = self.valid_setting('protection_keys') or []
+        return types.List()(keys) if isinstance(keys, str) else list(keys)
+
+    def backend(self) -> base.Backend | None:
+        """The backend built from the configuration, or ``None``.
+
+        Configuration errors go to :attr:`errors`; a backend that connects
+        while being built (Redis Cluster) may fail to reach its servers,
+        which goes to :attr:`connect_error`.
+        """
+        if not self._built and self.parsed is not None:
+            self._built = True
+            try:
+                self._backend = self.backend_cls(self.backend_args)
+            except exception.ConfigurationError as exc:
+                self.errors.append(str(exc))
+            except exception.BackendError as exc:
+                self.connect_error = str(exc)
+        return self._backend
+
+    def close(self) -> None:
+        """Release the backend's connections, if one was built."""
+        if self._backend is not None:
+            self._backend.close()
+
+
+def symptom_invalid_configuration(check: Checkup) -> bool:
+    """The store cannot be configured as written.
+
+    Services using these settings fail when they start. Fix the setting
+    named above: ``[kvs] backing_store`` must name a known backend, and
+    every ``[kvs] backend_argument`` must be ``name:value`` with a name the
+    backend accepts (see the backend's page in the user guide).
+    """
+    if not check.errors:
+        check.backend()
+    for name, option, validate in (
+            ('value_protection', None, protection.normalize_mode),
+            ('serializer', None,
+             types.String(choices=serialization.SERIALIZERS)),
+            ('lock_timeout', 'default_lock_timeout', types.Float(min=0))):
+        try:
+            validate(check.setting(name, option))
+        except ValueError as exc:
+            # ConfigurationError is a ValueError, and so are oslo.config's
+            # errors for invalid values in the files.
+            check.errors.append('%s: %s' % (name, exc))
+    if check.protected and not check.protection_keys():
+        check.errors.append('value_protection is on but no protection key '
+                            'is set')
+    for error in check.errors:
+        check.note(error)
+    return bool(check.errors)
+
+
+def _is_memcached(backend_cls: type | None) -> bool:
+    names = {cls.__module__ for cls in getattr(backend_cls, '__mro__', ())}
+    return bool(names & {'oslo_kvs.backends.memcached',
+                         'dogpile.cache.backends.memcached'})
+
+
+def symptom_key_mangler_disabled_with_memcached(check: Checkup) -> bool:
+    """Key mangling is disabled on a memcached backend.
+
+    memcached refuses keys longer than 250 bytes or holding spaces or
+    control characters, so such keys fail. Set ``[kvs] enable_key_mangler
+    = true`` (the default): keys then become fixed-length SHA-256 digests.
+    """
+    return (not check.conf.kvs.enable_key_mangler and
+            _is_memcached(check.backend_cls))
+
+
+def symptom_unprotected_values_on_network_backend(check: Checkup) -> bool:
+    """Values go to a server without value protection.
+
+    Anyone who can reach the server can read them and, worse, replace them
+    (a forged token record is accepted as genuine). Set ``[kvs]
+    value_protection = encrypt`` (or ``mac`` when values may be read but
+    must not be forged) and at least one ``[kvs] protection_keys`` secret,
+    for example from
+    ``python3 -c "import secrets; print(secrets.token_urlsafe(32))"``.
+    """
+    return (check.backend_cls is not None and not check.local and
+            not check.protected)
+
+
+def symptom_pickle_without_protection(check: Checkup) -> bool:
+    """Pickle is the serializer on a network backend, without protection.
+
+    Unpickling bytes from a server runs whatever code they hold, so the
+    store refuses to start. Use ``serializer = msgpack`` (the default), or
+    turn on ``value_protection`` with a protection key, so that only values
+    this deployment wrote are ever unpickled.
+    """
+    serializer = check.valid_setting('serializer')
+    return (isinstance(serializer, str) and
+            serializer.strip().lower() == 'pickle' and
+            check.backend_cls is not None and not check.local and
+            not check.protected)
+
+
+def _hosts_and_tls(arguments: ty.Mapping[str, ty.Any]) -> tuple[
+        list[str], bool]:
+    """Hosts named by backend ``arguments`` and whether TLS is asked for.
+
+    Reads the arguments only: nothing is resolved or connected to.
+    """
+    tls = False
+    # ssl: the historical name in dogpile.cache and Keystone's MongoDB.
+    for flag in ('tls_enabled', 'ssl'):
+        try:
+            tls = tls or bool(types.Boolean()(arguments.get(flag) or False))
+        except ValueError:
+            pass
+    hosts = []
+    for name in _SERVER_ARGUMENTS:
+        value = arguments.get(name)
+        items = [value] if isinstance(value, str) else list(value or ())
+        for item in items:
+            item = item.strip()
+            if item.startswith(('/', 'unix:')):
+                continue
+            if '://' not in item:
+                endpoint = common.parse_endpoint(item, 1)
+                hosts.append(endpoint.host if endpoint else item)
+                continue
+            split = urllib.parse.urlsplit(item)
+            query = urllib.parse.parse_qs(split.query.lower())
+            if (split.scheme in ('rediss', 'mongodb+srv') or any(
+                    query.get(flag) == ['true'] for flag in _TLS_QUERY)):
+                tls = True
+            if split.scheme == 'unix':
+                continue
+            netloc = split.netloc.rpartition('@')[2]
+            for part in netloc.split(','):
+                endpoint = common.parse_endpoint(part, 1) if part else None
+                if endpoint is not None:
+                    hosts.append(endpoint.host)
+    return hosts, tls
+
+
+def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
+    """TLS is off toward a server on another host.
+
+    Values, passwords and lock tokens cross the network in clear. Turn on
+    TLS for the backend (``tls_enabled:true`` with ``tls_cafile``, or a
+    ``rediss://`` URL for Redis), or keep the server on this host.
+    """
+    if check.backend_cls is None or check.local:
+        return False
+    arguments = (check.parsed if check.parsed is not None
+                 else check.backend_args or {})
+    hosts, tls = _hosts_and_tls(arguments)
+    if tls:
+        return False
+    remote = [host for host in hosts if not common.is_loopback(host)]
+    for host in remote:
+        check.note('no TLS toward %s' % host)
+    return bool(remote)
+
+
+def symptom_protection_keys_weak(check: Checkup) -> bool:
+    """A protection key is too short or repeated.
+
+    Short secrets can be guessed; a repeated one is a copy-paste mistake
+    that usually means the key meant for rotation is missing. Generate
+    each key with ``secrets.token_urlsafe(32)`` (at least 32 bytes), keep
+    the newest first and remove duplicates.
+    """
+    try:
+        keys = check.protection_keys()
+    except ValueError:
+        return False
+    seen: dict[str, int] = {}
+    for position, key in enumerate(keys, 1):
+        if len(key.encode('utf-8')) < protection.MIN_KEY_BYTES:
+            check.note('key #%d is shorter than %d bytes'
+                       % (position, protection.MIN_KEY_BYTES))
+        if key in seen:
+            check.note('key #%d repeats key #%d' % (position, seen[key]))
+        seen.setdefault(key, position)
+    return bool(check.notes)
+
+
+def symptom_lock_timeout_zero_with_distributed_lock(check: Checkup) -> bool:
+    """Locks never expire, and they are shared across hosts.
+
+    ``lock_timeout`` is 0 on a backend whose locks exclude every process
+    and host: a process that dies holding a lock leaves it held forever,
+    and every later writer of that key waits in vain. Set ``[kvs]
+    default_lock_timeout`` (or the ``lock_timeout`` argument) to a few
+    seconds, longer than any locked section lasts.
+    """
+    try:
+        timeout = types.Float(min=0)(check.setting('lock_timeout',
+                                                   'default_lock_timeout'))
+    except ValueError:
+        return False  # reported as an invalid configuration
+    return (timeout == 0 and
+            bool(getattr(check.backend_cls, 'distributed_lock', False)))
+
+
+def symptom_expiry_shorter_than_token_lifetime(check: Checkup) -> bool:
+    """Values expire before the tokens they hold.
+
+    The backend's ``expire_time`` is shorter than the token lifetime
+    (``[token] expiration`` or ``--token-lifetime``): tokens vanish from
+    the store while still valid, and users must authenticate again. Raise
+    ``expire_time`` to at least the token lifetime, or list the keys that
+    must outlive it in ``no_expiry_keys``.
+    """
+    lifetime = check.token_lifetime
+    if lifetime is None:
+        try:
+            lifetime = check.conf.token.expiration
+        except ValueError as exc:
+            check.note('[token] expiration is not valid: %s' % exc)
+            return True
+    expire_time = (check.parsed or {}).get('expire_time') or 0
+    if not lifetime or not expire_time or expire_time >= lifetime:
+        return False
+    check.note('expire_time is %gs, the token lifetime %ds'
+               % (expire_time, lifetime))
+    return True
+
+
+def symptom_unreachable_servers(check: Checkup) -> bool:
+    """A server cannot be reached.
+
+    Requests to it fail (or, for memcached with several servers, its keys
+    move to the others until it returns). Check that the server runs and
+    listens on the configured address, and that no firewall is in the way;
+    ``oslo-kvs ping`` measures each server.
+    """
+    backend = check.backend()
+    if check.connect_error is not None:
+        check.note(check.connect_error)
+        return True
+    if backend is None:
+        return False
+    port = common.DEFAULT_PORTS.get(check.backing_store)
+    for label in backend.servers():
+        endpoint = common.parse_endpoint(label, port)
+        if endpoint is None:
+            continue
+        try:
+            ping.connect_time(endpoint, check.timeout)
+        except OSError as exc:
+            check.note('%s: %s' % (label, type(exc).__name__))
+    check.unreachable = bool(check.notes)
+    return check.unreachable
+
+
+def symptom_requests_fail(check: Checkup) -> bool:
+    """The servers accept connections, but requests fail.
+
+    Usually a wrong user or password, TLS on one side only, or a
+    certificate the client does not trust. The error above names the
+    server; fix the backend's credentials or TLS arguments.
+    """
+    backend = check.backend()
+    if (backend is None or backend.local or check.connect_error or
+            check.unreachable):
+        # Nothing to ask, or already reported as unreachable.
+        return False
+    try:
+        store = common.open_store(check.conf, value_protection='none',
+                                  protection_keys=[], serializer='msgpack')
+    except exception.KVSError:
+        return False
+    try:
+        ping.store_round_trips(store, 1)
+    except exception.BackendError as exc:
+        check.note(str(exc))
+    finally:
+        store._state.backend.close()
+    return bool(check.notes)
+
+
+def symptoms() -> list[ty.Callable[[Checkup], bool]]:
+    """Every check, in the order they are run."""
+    return [value for name, value in globals().items()
+            if name.startswith('symptom_') and callable(value)]
+
+
+def describe(symptom: ty.Callable[..., ty.Any]) -> tuple[str, str]:
+    """A symptom's headline and advice, from its docstring."""
+    doc = inspect.cleandoc(symptom.__doc__ or symptom.__name__)
+    headline, _, advice = doc.partition('\n')
+    return headline, advice.strip()
+
+
+def run(conf: cfg.ConfigOpts, out: ty.TextIO,
+        token_lifetime: int | None = None, timeout: float = 1.0) -> int:
+    """Run every check, print the symptoms found; 1 if any, else 0."""
+    conf.register_opts(token_opts, group='token')
+    check = Checkup(conf, token_lifetime=token_lifetime, timeout=timeout)
+    found = 0
+    checks = symptoms()
+    try:
+        for symptom in checks:
+            check.notes = []
+            if not symptom(check):
+                continue
+            found += 1
+            headline, advice = describe(symptom)
+            out.write('\n%s: %s\n' % (symptom.__name__, headline))
+            for line in check.notes:
+                out.write('  - %s\n' % line)
+            out.write(''.join('    %s\n' % line
+                              for line in advice.splitlines()))
+    finally:
+        check.close()
+    if found:
+        out.write('\n%d of %d checks found a symptom in the %s store.\n'
+                  % (found, len(checks), check.backing_store))
+        return 1
+    out.write('%d checks found no symptom in the %s store.\n'
+              % (len(checks), check.backing_store))
+    return 0
