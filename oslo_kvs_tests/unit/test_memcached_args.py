@@ -1,0 +1,352 @@
+"""openstack.kvs.Memcached arguments, key checks and pool, without a server.
+
+Stores here point at a loopback port nothing listens on: a request that
+reaches the network fails with ``BackendError``, so a ``ConfigurationError``
+proves the store refused before sending anything.
+"""
+
+import ssl
+import threading
+import time
+import uuid
+
+from oslo_config import cfg
+import pytest
+
+import oslo_kvs
+from oslo_kvs.backends import memcached
+from oslo_kvs import exception
+from oslo_kvs_tests import servers
+
+STORE = 'openstack.kvs.Memcached'
+
+
+@pytest.fixture
+def dead_url():
+    return '127.0.0.1:%d' % servers.free_port()
+
+
+def configure(**args):
+    store = oslo_kvs.get_key_value_store('mc-args-%s' % uuid.uuid4())
+    store.configure(STORE, **args)
+    return store
+
+
+def backend(**args):
+    return configure(**args)._state.backend
+
+
+def client_kwargs(be):
+    pool = be._single or next(iter(be._hash.clients.values()))
+    return pool._make.keywords
+
+
+class TestUrl:
+    @pytest.mark.parametrize('url, servers', [
+        ('10.0.0.1:11212', ['10.0.0.1:11212']),
+        ('localhost', ['localhost:11211']),
+        (' a:1 , b:2 ', ['a:1', 'b:2']),
+        (['a:1', 'b:2', 'c:3'], ['a:1', 'b:2', 'c:3']),
+        ('[::1]:11300', ['[::1]:11300']),
+        ('inet6:[::1]:11300', ['[::1]:11300']),
+        ('[fe80::1]', ['[fe80::1]:11211']),
+        ('/run/memcached.sock', ['/run/memcached.sock']),
+        ('unix:/run/memcached.sock,a:1', ['/run/memcached.sock', 'a:1']),
+    ])
+    def test_forms(self, url, servers):
+        assert backend(url=url).servers() == servers
+
+    def test_ipv6_server_is_a_host_port_pair(self):
+        assert backend(url='[::1]:11300')._single.server == ('::1', 11300)
+
+    @pytest.mark.parametrize('url', [
+        '::1:11211', 'host:port', 'host:0', 'host:70000', '[::1', '[::1]x',
+        'unix:relative.sock', ':11211', ',', []])
+    def test_bad_entries_are_refused_naming_url(self, url):
+        with pytest.raises(exception.ConfigurationError, match='url'):
+            configure(url=url)
+
+    def test_same_server_twice_is_refused(self):
+        with pytest.raises(exception.ConfigurationError, match='twice'):
+            configure(url='a:1,a:1')
+
+    def test_one_server_is_pooled_without_hash_client(self, dead_url):
+        be = backend(url=dead_url)
+        assert be._hash is None and be._single is not None
+
+    def test_several_servers_use_hash_client_with_retry_settings(self):
+        be = backend(url='a:1,b:2', retry_attempts='3', retry_delay='0.5',
+                     dead_retry='7')
+        assert be._single is None
+        assert sorted(be._hash.clients) == ['a:1', 'b:2']
+        assert (be._hash.retry_attempts, be._hash.retry_timeout,
+                be._hash.dead_timeout) == (3, 0.5, 7)
+        assert all(isinstance(pool, memcached.Pool)
+                   for pool in be._hash.clients.values())
+
+
+class TestArguments:
+    @pytest.mark.parametrize('name', memcached.BACKEND_NAMES)
+    def test_keystone_backend_names_are_accepted(self, name, dead_url):
+        assert backend(url=dead_url, memcached_backend=name)
+
+    def test_unknown_backend_name_lists_valid_ones(self, dead_url):
+        with pytest.raises(exception.ConfigurationError) as info:
+            configure(url=dead_url, memcached_backend='python-memcached')
+        message = str(info.value)
+        assert 'memcached_backend' in message
+        for name in memcached.BACKEND_NAMES:
+            assert name in message
+
+    def test_historical_expire_time_name(self, dead_url):
+        assert backend(url=dead_url,
+                       memcached_expire_time='5').expire_time == 5
+
+    def test_expire_time_and_its_alias_together_are_refused(self, dead_url):
+        with pytest.raises(exception.ConfigurationError, match='alias'):
+            configure(url=dead_url, expire_time=1, memcached_expire_time=2)
+
+    def test_unknown_argument_is_refused(self, dead_url):
+        with pytest.raises(exception.ConfigurationError,
+                           match='sockettimeout'):
+            configure(url=dead_url, sockettimeout=1)
+
+    def test_strings_are_coerced(self, dead_url):
+        be = backend(url=dead_url, socket_timeout='0.5', pool_maxsize='3',
+                     pool_unused_timeout='7', enable_socket_keepalive='true',
+                     socket_keepalive_idle='4',
+                     socket_keepalive_interval='5',
+                     socket_keepalive_count='6')
+        kwargs = client_kwargs(be)
+        assert kwargs['timeout'] == 0.5
+        assert kwargs['connect_timeout'] == 0.5
+        keepalive = kwargs['socket_keepalive']
+        assert (keepalive.idle, keepalive.intvl, keepalive.cnt) == (4, 5, 6)
+        assert be._single.max_size == 3
+        assert be._single.idle_timeout == 7
+
+    def test_false_string_is_false(self, dead_url):
+        be = backend(url=dead_url, enable_socket_keepalive='False',
+                     tls_enabled='false')
+        assert client_kwargs(be)['socket_keepalive'] is None
+        assert client_kwargs(be)['tls_context'] is None
+
+    def test_connect_timeout_is_its_own(self, dead_url):
+        kwargs = client_kwargs(backend(url=dead_url, socket_timeout=2,
+                                       connect_timeout=0.25))
+        assert (kwargs['timeout'], kwargs['connect_timeout']) == (2, 0.25)
+
+    def test_keystone_pool_names(self, dead_url):
+        be = backend(url=dead_url, max_pool_size=4, pool_idle_timeout=9,
+                     pool_wait_timeout=0.5)
+        pool = be._single
+        assert (pool.max_size, pool.idle_timeout, pool.wait_timeout) == (
+            4, 9, 0.5)
+
+    @pytest.mark.parametrize('name, value', [
+        ('socket_timeout', 0), ('socket_timeout', 'soon'),
+        ('pool_maxsize', 0), ('retry_attempts', -1), ('dead_retry', True),
+        ('enable_socket_keepalive', 'perhaps'),
+        ('socket_keepalive_count', 0)])
+    def test_bad_values_name_the_argument(self, name, value, dead_url):
+        with pytest.raises(exception.ConfigurationError, match=name):
+            configure(url=dead_url, **{name: value})
+
+    def test_raw_bytes_whatever_the_flags(self):
+        serde = memcached._RawSerde()
+        assert serde.serialize('k', b'v') == (b'v', 0)
+        for flags in (0, 1, 2, 4, 0xffff):
+            assert serde.deserialize('k', b'\x80\x04K\x01.', flags) == (
+                b'\x80\x04K\x01.')
+
+
+class TestTLS:
+    @pytest.fixture
+    def tls(self, tmp_path):
+        return servers.make_tls_files(str(tmp_path))
+
+    def test_context_verifies_the_server(self, tls, dead_url):
+        context = client_kwargs(backend(
+            url=dead_url, tls_enabled=True, tls_cafile=tls.ca,
+            tls_certfile=tls.cert, tls_keyfile=tls.key,
+            tls_allowed_ciphers='ECDHE+AESGCM'))['tls_context']
+        assert context.verify_mode == ssl.CERT_REQUIRED
+        assert context.check_hostname
+
+    def test_tls_files_without_tls_enabled_are_refused(self, tls, dead_url):
+        with pytest.raises(exception.ConfigurationError,
+                           match='tls_cafile.*tls_enabled'):
+            configure(url=dead_url, tls_cafile=tls.ca)
+
+    @pytest.mark.parametrize('name', ['tls_cafile', 'tls_certfile'])
+    def test_missing_file_names_the_argument(self, name, tls, dead_url):
+        with pytest.raises(exception.ConfigurationError, match=name):
+            configure(url=dead_url, tls_enabled=True,
+                      **{name: tls.ca + '.missing'})
+
+    def test_bad_ciphers_name_the_argument(self, dead_url):
+        with pytest.raises(exception.ConfigurationError,
+                           match='tls_allowed_ciphers'):
+            configure(url=dead_url, tls_enabled=True,
+                      tls_allowed_ciphers='NO-SUCH-CIPHER')
+
+    def test_keyfile_needs_certfile(self, tls, dead_url):
+        with pytest.raises(exception.ConfigurationError,
+                           match='tls_certfile'):
+            configure(url=dead_url, tls_enabled=True, tls_keyfile=tls.key)
+
+    def test_tls_over_unix_socket_is_refused(self):
+        with pytest.raises(exception.ConfigurationError, match='unix'):
+            configure(url='/tmp/mc.sock', tls_enabled=True)
+
+
+class TestKeysWithoutMangler:
+    @pytest.fixture
+    def store(self, dead_url):
+        cfg.CONF.set_override('enable_key_mangler', False, group='kvs')
+        return configure(url=dead_url, socket_timeout=0.5)
+
+    def prefix_length(self, store):
+        return len(store._state.data_prefix.encode())
+
+    @pytest.mark.parametrize('key', [
+        'with space', 'new\nline', 'tab\t', 'nul\x00', 'del\x7f',
+        'carriage\rreturn', '\udcff lone surrogate'])
+    def test_unstorable_keys_are_refused_before_sending(self, store, key):
+        for call in (lambda: store.get(key), lambda: store.set(key, 1),
+                     lambda: store.add(key, 1), lambda: store.delete(key),
+                     lambda: store.get_multi(['ok', key]),
+                     lambda: store.set_multi({key: 1}),
+                     lambda: store.get_lock(key)):
+            with pytest.raises(exception.ConfigurationError):
+                call()
+
+    def test_key_length_counts_utf8_bytes(self, store):
+        room = memcached.MAX_KEY_LENGTH - self.prefix_length(store)
+        with pytest.raises(exception.ConfigurationError, match='250'):
+            store.get('x' * (room + 1))
+        with pytest.raises(exception.ConfigurationError, match='250'):
+            store.get('é' * (room // 2 + 1))
+        # A key that fits is sent, and this server is down.
+        for fits in ('x' * room, 'é' * (room // 2), 'ключ'):
+            with pytest.raises(exception.BackendError):
+                store.get(fits)
+
+
+class TestExpiry:
+    @pytest.mark.parametrize('seconds, sent', [
+        (0, 0), (0.2, 1), (1, 1), (1.5, 2), (30 * 86400, 30 * 86400)])
+    def test_relative(self, seconds, sent):
+        assert memcached.exptime(seconds) == sent
+
+    def test_beyond_30_days_is_absolute(self):
+        seconds = 30 * 86400 + 0.5
+        before = time.time()
+        sent = memcached.exptime(seconds)
+        assert before + seconds <= sent <= time.time() + seconds + 1
+
+    @pytest.mark.parametrize('ttl, sent', [
+        (0, 0), (0.2, 2), (1, 2), (1.01, 3), (5, 6)])
+    def test_lock_expiry_rounds_up_past_the_clock_tick(self, ttl, sent):
+        assert memcached.lock_exptime(ttl) == sent
+
+
+class FakeClient:
+    """Stands in for a pymemcache Client in pool tests."""
+
+    def __init__(self):
+        self.closed = 0
+        self.release = threading.Event()
+        self.release.set()
+
+    def hold(self):
+        self.release.wait(5)
+        return self
+
+    def close(self):
+        self.closed += 1
+
+
+class TestPool:
+    def make(self, **options):
+        options.setdefault('idle_timeout', 0)
+        options.setdefault('wait_timeout', 5)
+        pool = memcached.Pool(('127.0.0.1', 1), **options)
+        made = []
+
+        def make_client():
+            made.append(FakeClient())
+            return made[-1]
+
+        pool._make = make_client
+        return pool, made
+
+    def test_reuses_one_client_when_calls_do_not_overlap(self):
+        pool, made = self.make(max_size=5)
+        assert pool.run('hold') is pool.run('hold')
+        assert len(made) == 1
+
+    def test_waits_for_a_busy_client_then_gets_it(self):
+        pool, made = self.make(max_size=1)
+        pool.run('hold')
+        made[0].release.clear()
+        holder = threading.Thread(target=pool.run, args=('hold',))
+        holder.start()
+        while not pool._size or pool._idle:
+            time.sleep(0.001)
+        threading.Timer(0.1, made[0].release.set).start()
+        assert pool.run('hold') is made[0]
+        holder.join()
+        assert len(made) == 1
+
+    def test_gives_up_after_wait_timeout(self):
+        pool, made = self.make(max_size=1, wait_timeout=0.05)
+        pool.run('hold')
+        made[0].release.clear()
+        holder = threading.Thread(target=pool.run, args=('hold',))
+        holder.start()
+        try:
+            while pool._idle:
+                time.sleep(0.001)
+            with pytest.raises(memcached.PoolTimeout):
+                pool.run('hold')
+        finally:
+            made[0].release.set()
+            holder.join()
+
+    def test_idle_connection_is_closed_before_reuse(self):
+        pool, made = self.make(max_size=1, idle_timeout=0.02)
+        pool.run('hold')
+        pool.run('hold')
+        assert made[0].closed == 0
+        time.sleep(0.05)
+        pool.run('hold')
+        assert made[0].closed == 1
+
+    def test_failed_call_closes_its_connection_and_keeps_the_slot(self):
+        pool, made = self.make(max_size=1)
+        with pytest.raises(AttributeError):
+            pool.run('no_such_command')
+        assert made[0].closed == 1
+        assert pool.run('hold') is made[0]
+
+    def test_pool_timeout_becomes_backend_error(self, dead_url):
+        be = backend(url=dead_url, pool_maxsize=1,
+                     pool_connection_get_timeout=0)
+        error = be._error(memcached.PoolTimeout(), be._single.server)
+        assert isinstance(error, exception.BackendError)
+        assert dead_url in str(error) and 'pool_maxsize 1' in str(error)
+
+
+class TestServerDown:
+    def test_backend_error_names_backend_and_server(self, dead_url):
+        store = configure(url=dead_url)
+        for call in (lambda: store.get('k'), lambda: store.set('k', 1),
+                     lambda: store.get_multi(['a', 'b']),
+                     lambda: store.delete_multi(['a']),
+                     lambda: store.add('k', 1), lambda: store.delete('k'),
+                     lambda: store.get_lock('k').acquire()):
+            with pytest.raises(exception.BackendError) as info:
+                call()
+            assert STORE in str(info.value)
+            assert dead_url in str(info.value)
