@@ -49,7 +49,10 @@ _INDEX_REFUSALS = frozenset([13, 85, 86])
 
 
 def _hosts(value: ty.Any) -> list[str]:
-    """``db_hosts``: a list (or comma string) of host:port, or one URI."""
+    """``db_hosts``: a list (or comma string) of host:port, or one URI.
+
+    Messages never quote a URI: it may carry a password.
+    """
     if isinstance(value, str):
         if value.strip().startswith(_URI_SCHEMES):
             return [value.strip()]
@@ -59,13 +62,15 @@ def _hosts(value: ty.Any) -> list[str]:
     hosts = [str(item).strip() for item in value if str(item).strip()]
     if not hosts:
         raise ValueError('no host given')
-    uris = [h for h in hosts if h.startswith(_URI_SCHEMES)]
-    if uris and len(hosts) > 1:
-        raise ValueError('a mongodb:// URI must be the only entry')
-    if not uris:
-        for host in hosts:
-            # Raises ValueError for a bad port; host stays as given.
+    if any(h.startswith(_URI_SCHEMES) for h in hosts):
+        if len(hosts) > 1:
+            raise ValueError('a mongodb:// URI must be the only entry')
+        return hosts
+    for host in hosts:
+        try:
             uri_parser.parse_host(host, 27017)
+        except ValueError as exc:
+            raise ValueError('bad entry %r: %s' % (host, exc)) from None
     return hosts
 
 
@@ -142,7 +147,8 @@ def _seconds() -> types.Float:
 
 
 OPTIONS = (
-    base.Option('db_hosts', _hosts,
+    # Secret: a URI may carry a password, so a rejected value is not echoed.
+    base.Option('db_hosts', _hosts, secret=True,
                 help='Servers as host:port (a list or comma-separated), or '
                      'one mongodb:// or mongodb+srv:// URI. Required.'),
     base.Option('db_name', types.String(), help='Database. Required.'),
@@ -239,7 +245,7 @@ class MongoBackend(base.Backend):
         if missing:
             raise exception.ConfigurationError(
                 '%s requires argument(s) %s' % (self.name, ', '.join(missing)))
-        hosts, kwargs, self._secrets = self._client_arguments(args)
+        hosts, kwargs = self._client_arguments(args)
         self._servers = self._describe_servers(hosts)
         self.db_name: str = args['db_name']
         self.collection_name: str = args['cache_collection']
@@ -263,27 +269,32 @@ class MongoBackend(base.Backend):
     # --- configuration ---------------------------------------------------
 
     def _client_arguments(self, args: dict[str, ty.Any]) -> tuple[
-            list[str], dict[str, ty.Any], list[str]]:
-        """pymongo's host list and keyword arguments, and the secrets.
+            list[str], dict[str, ty.Any]]:
+        """pymongo's host list and keyword arguments.
 
         Everything is validated here, before any connection: a wrong
         argument fails ``configure()``, not the first request.
         """
         hosts: list[str] = args['db_hosts']
         uri = hosts[0] if hosts[0].startswith(_URI_SCHEMES) else None
-        secrets = []
-        uri_options: set[str] = set()
-        if uri is not None:
-            split = urllib.parse.urlsplit(uri)
-            if split.password:
-                secrets += [split.password,
-                            urllib.parse.unquote(split.password)]
-            uri_options = {k.lower() for k in
-                           urllib.parse.parse_qs(split.query)}
+        split = urllib.parse.urlsplit(uri) if uri is not None else None
+        self._secrets = []
+        if split is not None and split.password:
+            self._secrets += [split.password,
+                              urllib.parse.unquote(split.password)]
         if args['password']:
-            secrets += [args['password'],
-                        urllib.parse.quote(args['password'], safe='')]
-        self._secrets = secrets
+            self._secrets += [args['password'],
+                              urllib.parse.quote(args['password'], safe='')]
+        uri_options: set[str] = set()
+        if split is not None and split.query:
+            # pymongo only warns about a bad URI option and ignores it.
+            try:
+                uri_options = set(uri_parser.split_options(split.query,
+                                                           warn=False))
+            except (mongo_errors.PyMongoError, ValueError) as exc:
+                raise exception.ConfigurationError(
+                    'Argument db_hosts of %s has a bad URI option: %s'
+                    % (self.name, self._redact(str(exc)))) from None
         if args['son_manipulator'] is not None:
             raise exception.ConfigurationError(
                 'Argument son_manipulator of %s is not supported: pymongo 4 '
@@ -337,7 +348,7 @@ class MongoBackend(base.Backend):
                 ('socket_timeout', 'socketTimeoutMS')):
             if args[name] is not None:
                 kwargs[keyword] = args[name] * 1000
-        return hosts, kwargs, secrets
+        return hosts, kwargs
 
     @staticmethod
     def _describe_servers(hosts: list[str]) -> list[str]:

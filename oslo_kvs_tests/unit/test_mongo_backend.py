@@ -27,7 +27,7 @@ from oslo_kvs_tests.unit.test_mongo_contract import DB_NAME
 from oslo_kvs_tests.unit.test_mongo_contract import install_mongomock
 from oslo_kvs_tests.unit.test_mongo_contract import raw_collection
 
-SECRET = 'Sw0rdfish-%s' % uuid.uuid4().hex
+SECRET = 'Sw0rdfish-7d3c0e9b5a1f'
 REQUIRED = {'db_hosts': '127.0.0.1:27017', 'db_name': DB_NAME,
             'cache_collection': COLLECTION}
 
@@ -271,6 +271,18 @@ class TestMongoSecrets:
         assert SECRET not in str(info.value)
         with pytest.raises(exception.ConfigurationError) as info:
             make_store(**REQUIRED, password=[SECRET])
+        assert SECRET not in str(info.value)
+
+    @pytest.mark.parametrize('hosts', [
+        'mongodb://kvs:%s@127.0.0.1:notaport/' % SECRET,
+        ['mongodb://kvs:%s@127.0.0.1/' % SECRET, 'other:27017'],
+        'mongodb://kvs:%s@127.0.0.1/?readPreference=fastest' % SECRET,
+        'mongodb://kvs:%s@127.0.0.1/?replicaSett=rs' % SECRET,
+        'mongodb://kvs:%s@127.0.0.1/?tls=maybe' % SECRET])
+    def test_password_in_bad_uri_not_in_errors(self, hosts):
+        with pytest.raises(exception.ConfigurationError) as info:
+            make_store(**{**REQUIRED, 'db_hosts': hosts})
+        assert 'db_hosts' in str(info.value) or 'MongoDB' in str(info.value)
         assert SECRET not in str(info.value)
 
     @pytest.mark.parametrize('in_uri', [False, True])
