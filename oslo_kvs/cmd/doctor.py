@@ -438,10 +438,10 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO,
                 continue
             found += 1
             headline, advice = describe(symptom)
-            out.write('\n%s: %s\n' % (symptom.__name__, headline))
+            out.write('\n[%s] %s\n' % (symptom.__name__, headline))
             for line in check.notes:
                 out.write('  - %s\n' % line)
-            out.write(''.join('    %s\n' % line
+            out.write(''.join('  %s\n' % line
                               for line in advice.splitlines()))
     finally:
         check.close()
