@@ -457,6 +457,8 @@ class MemoizedFunction:
 
         :raises TypeError: when the arguments cannot form a key or the
             store cannot hold ``value``'s type.
+        :raises ValueError: when the store refuses the value (for example
+            ``exception.ValueTooLarge``).
         """
         key = self._public_key(args, kwargs)
         current = self._store()
