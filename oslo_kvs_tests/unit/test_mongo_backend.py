@@ -179,7 +179,15 @@ class TestMongoArguments:
         comma = closing(**{**REQUIRED, 'db_hosts': 'a:1, b:2'})
         assert backend_of(listed).servers() == ['a:1', 'b:2']
         assert backend_of(comma).servers() == ['a:1', 'b:2']
-        assert client_of(comma).topology_description.server_descriptions()
+        for store in (listed, comma):
+            seeds = client_of(store).topology_description.server_descriptions()
+            assert set(seeds) == {('a', 1), ('b', 2)}
+
+    def test_ipv6_host(self, closing):
+        store = closing(**{**REQUIRED, 'db_hosts': '[::1]:27018'})
+        assert backend_of(store).servers() == ['[::1]:27018']
+        seeds = client_of(store).topology_description.server_descriptions()
+        assert set(seeds) == {('::1', 27018)}
 
     def test_configure_opens_no_connection(self, closing, recorded):
         closing(**REQUIRED)
