@@ -1,0 +1,358 @@
+"""openstack.kvs.Memcached on a real server: what the contract cannot see.
+
+Raw bytes whatever the flags, item size limit, expiry as memcached sees
+it, lock expiry rounding, keys without the mangler, TLS, unix sockets,
+IPv6, keepalive and round trips per server.
+"""
+
+import pickle
+import socket
+import threading
+import time
+import unittest.mock
+import uuid
+
+from oslo_config import cfg
+from pymemcache.client import base as pymc_base
+import pytest
+
+import oslo_kvs
+from oslo_kvs.backends import memcached
+from oslo_kvs import exception
+
+STORE = 'openstack.kvs.Memcached'
+DAY = 86400
+
+sprung = []
+
+
+def _spring(note):
+    sprung.append(note)
+
+
+class _Trap:
+    """Unpickling this calls _spring: proof that someone unpickled."""
+
+    def __reduce__(self):
+        return _spring, ('unpickled',)
+
+
+def make_store(args, **extra):
+    store = oslo_kvs.get_key_value_store('mc-%s' % uuid.uuid4())
+    store.configure(STORE, **dict(args, **extra))
+    return store
+
+
+def stored_key(store, key):
+    return store._state.data_key(key)
+
+
+def raw_client(server):
+    return pymc_base.Client((server.host, server.port), default_noreply=False,
+                            allow_unicode_keys=True)
+
+
+def meta_ttl(server, key):
+    """Seconds memcached says ``key`` has left (-1: never expires)."""
+    with socket.create_connection((server.host, server.port), 2) as sock:
+        sock.sendall(b'mg %s t\r\n' % key.encode())
+        reply = sock.recv(256).split()
+    assert reply[0] == b'HD', reply
+    return int(reply[1][1:])
+
+
+def after_tick(server):
+    """Return just after memcached's one-second clock ticks."""
+    client = raw_client(server)
+    probe = 'tick-%s' % uuid.uuid4()
+    client.set(probe, b'1', expire=1)
+    deadline = time.monotonic() + 3
+    while client.get(probe) is not None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return time.monotonic()
+
+
+@pytest.fixture
+def store(memcached_server):
+    return make_store(memcached_server.store_args)
+
+
+class TestRawBytes:
+    def test_pickle_flags_from_the_server_are_never_honoured(
+            self, store, memcached_server):
+        payload = pickle.dumps(_Trap())
+        key = stored_key(store, 'k')
+        # pymemcache's pickle serde marks pickles with flag 1.
+        raw_client(memcached_server).set(key, payload, flags=1)
+        backend = store._state.backend
+        assert backend.get_serialized(key) == payload
+        assert backend.get_serialized_multi([key]) == [payload]
+        with pytest.raises(exception.IntegrityError):
+            store.get('k')
+        with pytest.raises(exception.IntegrityError):
+            store.get_multi(['k'])
+        assert sprung == []
+
+    @pytest.mark.parametrize('flags', [0, 2, 4, 16, 0xffff])
+    def test_value_comes_back_as_bytes_whatever_the_flags(
+            self, store, memcached_server, flags):
+        key = stored_key(store, 'k')
+        raw_client(memcached_server).set(key, b'12', flags=flags)
+        value = store._state.backend.get_serialized(key)
+        assert value == b'12' and type(value) is bytes
+
+
+class TestItemSizeLimit:
+    big = b'x' * (2 * 1024 * 1024)  # memcached's default limit is 1 MB
+
+    def test_too_large_set_leaves_no_old_value(self, store):
+        store.set('k', 'old')
+        with pytest.raises(exception.ValueTooLarge):
+            store.set('k', self.big)
+        with pytest.raises(exception.NotFound):
+            store.get('k')
+        store.set('k', 'new')  # the connection is still usable
+        assert store.get('k') == 'new'
+
+    def test_too_large_set_multi_leaves_none_of_its_keys(self, store):
+        store.set_multi({'a': 'old', 'b': 'old'})
+        with pytest.raises(exception.ValueTooLarge):
+            store.set_multi({'a': 'new', 'b': self.big})
+        for key in ('a', 'b'):
+            with pytest.raises(exception.NotFound):
+                store.get(key)
+
+    def test_too_large_add_keeps_the_existing_value(self, store):
+        store.set('k', 'old')
+        with pytest.raises(exception.ValueTooLarge):
+            store.add('k', self.big)
+        assert store.get('k') == 'old'
+
+    def test_error_names_the_server(self, store, memcached_server):
+        with pytest.raises(exception.ValueTooLarge,
+                           match=memcached_server.address):
+            store.set('k', self.big)
+
+
+class TestExpiryOnServer:
+    def test_beyond_30_days_is_kept_for_that_long(self, memcached_server):
+        store = make_store(memcached_server.store_args,
+                           expire_time=31 * DAY, no_expiry_keys=['keep'])
+        store.set_multi({'k': 1, 'keep': 2})
+        assert store.get('k') == 1
+        # memcached's own clock is a few seconds off the Unix time.
+        left = meta_ttl(memcached_server, stored_key(store, 'k'))
+        assert 31 * DAY - 5 <= left <= 31 * DAY + 5
+        assert meta_ttl(memcached_server, stored_key(store, 'keep')) == -1
+
+    def test_fractional_expiry_is_rounded_up(self, memcached_server):
+        store = make_store(memcached_server.store_args, expire_time=0.2)
+        store.set('k', 1)
+        assert meta_ttl(memcached_server, stored_key(store, 'k')) >= 0
+        assert store.get('k') == 1
+
+    def test_no_expiry_keys_follow_a_custom_mangler(self, memcached_server):
+        store = oslo_kvs.get_key_value_store('mc-%s' % uuid.uuid4())
+        store.configure(STORE, key_mangler=lambda key: 'custom-' + key[-40:],
+                        expire_time=60, no_expiry_keys=['keep'],
+                        **memcached_server.store_args)
+        store.set_multi({'keep': 1, 'gone': 2})
+        assert meta_ttl(memcached_server, stored_key(store, 'keep')) == -1
+        assert 0 < meta_ttl(memcached_server, stored_key(store, 'gone')) <= 60
+
+
+class TestLocksOnServer:
+    def test_lock_outlives_its_ttl_on_the_coarse_clock(
+            self, store, memcached_server):
+        backend = store._state.backend
+        key = store._state.lock_key('k')
+        # Taken just before memcached's clock ticks, the worst moment: an
+        # item sent with exptime 1 would die at that tick, 0.1s later.
+        time.sleep(max(after_tick(memcached_server) + 0.9 -
+                       time.monotonic(), 0))
+        assert backend.acquire_lock(key, 'a' * 32, 0.3)
+        time.sleep(0.35)
+        assert not backend.acquire_lock(key, 'b' * 32, 0.3)
+
+    def test_release_removes_only_the_holders_lock(self, store):
+        backend = store._state.backend
+        key = store._state.lock_key('k')
+        assert backend.acquire_lock(key, 'holder', 5)
+        assert backend.release_lock(key, 'intruder') is False
+        assert not backend.acquire_lock(key, 'other', 5)
+        assert backend.release_lock(key, 'holder') is True
+        assert backend.release_lock(key, 'holder') is False
+        assert backend.acquire_lock(key, 'other', 5)
+
+    def test_release_loses_to_a_concurrent_change(self, store,
+                                                  memcached_server):
+        backend = store._state.backend
+        key = store._state.lock_key('k')
+        assert backend.acquire_lock(key, 'holder', 5)
+        real_run = backend._run
+
+        def interleave(pool, method, *args, **kwargs):
+            result = real_run(pool, method, *args, **kwargs)
+            if method == 'gets':
+                # Between gets and cas, the lock expires and is retaken.
+                raw_client(memcached_server).set(key, b'newcomer')
+            return result
+
+        with unittest.mock.patch.object(backend, '_run', interleave):
+            assert backend.release_lock(key, 'holder') is False
+        assert raw_client(memcached_server).get(key) == b'newcomer'
+
+    def test_abandoned_lock_expires_on_the_server(self, memcached_server):
+        store = make_store(memcached_server.store_args, lock_timeout=2)
+        lock = store.get_lock('k')
+        after_tick(memcached_server)
+        lock.acquire()
+        # Right after a tick memcached counts whole seconds: lock_timeout
+        # plus the second that covers its clock's granularity.
+        assert meta_ttl(memcached_server, store._state.lock_key('k')) == 3
+
+
+class TestKeysWithoutMangler:
+    @pytest.fixture
+    def store(self, memcached_server):
+        cfg.CONF.set_override('enable_key_mangler', False, group='kvs')
+        return make_store(memcached_server.store_args)
+
+    def test_longest_key_and_unicode_keys_are_stored(self, store,
+                                                     memcached_server):
+        room = memcached.MAX_KEY_LENGTH - len(
+            store._state.data_prefix.encode())
+        keys = ['x' * room, 'é' * (room // 2), 'ключ', 'a:b/c']
+        store.set_multi({key: i for i, key in enumerate(keys)})
+        assert store.get_multi(keys) == list(range(len(keys)))
+        raw = raw_client(memcached_server)
+        assert raw.get(store._state.data_prefix + 'ключ') is not None
+        with pytest.raises(exception.ConfigurationError):
+            store.set('x' * (room + 1), 1)
+        with pytest.raises(exception.ConfigurationError):
+            store.set('two words', 1)
+        with store.get_lock('ключ') as lock:
+            store.set('ключ', 'locked', lock=lock)
+        assert store.get('ключ') == 'locked'
+
+
+class TestConnections:
+    def test_tls(self, memcached_tls_server):
+        store = make_store(memcached_tls_server.store_args)
+        store.set('k', {'over': 'tls'})
+        assert store.get('k') == {'over': 'tls'}
+        with store.get_lock('k') as lock:
+            store.delete('k', lock=lock)
+
+    def test_tls_server_refuses_an_unknown_ca(self, memcached_tls_server):
+        store = make_store({'url': memcached_tls_server.address,
+                            'tls_enabled': True})
+        with pytest.raises(exception.BackendError,
+                           match='CERTIFICATE_VERIFY_FAILED'):
+            store.get('k')
+
+    def test_plain_client_fails_on_a_tls_server(self, memcached_tls_server):
+        store = make_store({'url': memcached_tls_server.address,
+                            'socket_timeout': 0.5})
+        with pytest.raises(exception.BackendError,
+                           match=memcached_tls_server.address):
+            store.set('k', 1)
+
+    def test_tls_with_client_certificate_and_ciphers(self,
+                                                     memcached_tls_server):
+        tls = memcached_tls_server.tls
+        store = make_store(memcached_tls_server.store_args,
+                           tls_certfile=tls.cert, tls_keyfile=tls.key,
+                           tls_allowed_ciphers='ECDHE+AESGCM')
+        store.set('k', 1)
+        assert store.get('k') == 1
+
+    def test_unix_socket(self, memcached_factory):
+        server = memcached_factory(unix_socket=True)
+        store = make_store(server.store_args)
+        store.set('k', 'unix')
+        assert store.get('k') == 'unix'
+        assert store._state.backend.servers() == [server.socket_path]
+
+    def test_ipv6_loopback(self, memcached_factory):
+        try:
+            socket.socket(socket.AF_INET6).bind(('::1', 0))
+        except OSError:
+            pytest.skip('no IPv6 loopback here')
+        server = memcached_factory(host='::1')
+        store = make_store(server.store_args)
+        store.set('k', 'v6')
+        assert store.get('k') == 'v6'
+        assert server.address.startswith('[::1]:')
+
+    def test_keepalive_is_set_on_connections(self, memcached_server):
+        store = make_store(memcached_server.store_args,
+                           enable_socket_keepalive=True,
+                           socket_keepalive_idle=30)
+        store.set('k', 1)
+        client, _ = store._state.backend._single._idle[-1]
+        sock = client.sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
+
+    def test_pool_never_opens_more_than_maxsize(self, memcached_server):
+        store = make_store(memcached_server.store_args, pool_maxsize=2)
+        errors = []
+
+        def work(n):
+            try:
+                for i in range(20):
+                    store.set('k%d' % n, i)
+                    assert store.get('k%d' % n) == i
+            except Exception as exc:  # collected for the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,))
+                   for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert store._state.backend._single._size <= 2
+
+
+class CountingRoundTrips:
+    """Counts pymemcache request/reply exchanges, per server."""
+
+    def __init__(self):
+        self.calls = []
+
+    def patch(self, name):
+        real = getattr(pymc_base.Client, name)
+        calls = self.calls
+
+        def counted(client, *args, **kwargs):
+            calls.append((name, client.server))
+            return real(client, *args, **kwargs)
+
+        return unittest.mock.patch.object(pymc_base.Client, name, counted)
+
+
+@pytest.mark.parametrize('topology', ['memcached_server',
+                                      'memcached_cluster'])
+def test_multi_key_operations_cost_one_round_trip_per_server(
+        topology, request):
+    servers = request.getfixturevalue(topology)
+    store = make_store(servers.store_args)
+    count = len(getattr(servers, 'servers', [servers]))
+    keys = ['key-%d' % i for i in range(60)]
+    counter = CountingRoundTrips()
+    with counter.patch('_store_cmd'), counter.patch('_fetch_cmd'), \
+            counter.patch('_misc_cmd'):
+        store.set_multi({key: key for key in keys})
+        sets = list(counter.calls)
+        del counter.calls[:]
+        assert store.get_multi(keys) == keys
+        gets = list(counter.calls)
+        del counter.calls[:]
+        store.delete_multi(keys)
+        deletes = list(counter.calls)
+    for calls in (sets, gets, deletes):
+        # One exchange per server, and the keys spread over all of them.
+        assert len(calls) == len(set(calls)) == count
