@@ -1,0 +1,197 @@
+"""openstack.kvs.Memcached when servers stop, hang and come back.
+
+Every test starts its own servers (``memcached_factory``): stopping the
+shared session servers would break other tests.
+"""
+
+import os
+import signal
+import threading
+import time
+import uuid
+
+from pymemcache.client import base as pymc_base
+import pytest
+
+import oslo_kvs
+from oslo_kvs import exception
+
+STORE = 'openstack.kvs.Memcached'
+# Generous: these bounds catch a hang, they do not measure speed.
+SLACK = 3.0
+
+
+def make_store(**args):
+    store = oslo_kvs.get_key_value_store('mc-fault-%s' % uuid.uuid4())
+    store.configure(STORE, **args)
+    return store
+
+
+def operations(store):
+    return {
+        'get': lambda: store.get('k'),
+        'set': lambda: store.set('k', 1),
+        'get_multi': lambda: store.get_multi(['k', 'j']),
+        'set_multi': lambda: store.set_multi({'k': 1, 'j': 2}),
+        'delete_multi': lambda: store.delete_multi(['k', 'j']),
+        'add': lambda: store.add('k', 1),
+        'delete': lambda: store.delete('k'),
+        'lock': lambda: store.get_lock('k').acquire(blocking=False),
+    }
+
+
+def test_only_server_stops_then_comes_back(memcached_factory):
+    server = memcached_factory()
+    store = make_store(url=server.address, socket_timeout=1)
+    store.set('k', 'before')
+    server.stop()
+    for name, call in operations(store).items():
+        with pytest.raises(exception.BackendError) as info:
+            call()
+        assert server.address in str(info.value), name
+        assert STORE in str(info.value)
+    server.start()
+    # No reconfiguration: the next operations reconnect by themselves.
+    with pytest.raises(exception.NotFound):
+        store.get('k')  # a restarted memcached is empty
+    store.set('k', 'after')
+    assert store.get('k') == 'after'
+    store.set_multi({'k': 1, 'j': 2})
+    assert store.get_multi(['k', 'j']) == [1, 2]
+    store.delete_multi(['j'])
+    assert store.add('j', 3)
+    store.delete('j')
+    with store.get_lock('k') as lock:
+        store.set('k', 'locked', lock=lock)
+    assert store.get('k') == 'locked'
+
+
+def test_server_stopping_mid_run_fails_fast_and_recovers(memcached_factory):
+    server = memcached_factory()
+    store = make_store(url=server.address, socket_timeout=1)
+    outcomes = []
+    stop = threading.Event()
+
+    def workload():
+        n = 0
+        while not stop.is_set():
+            n += 1
+            started = time.monotonic()
+            try:
+                store.set('k', n)
+                assert store.get('k') == n
+                outcome = 'ok'
+            except exception.BackendError as exc:
+                outcome = str(exc)
+            except Exception as exc:  # recorded, and fails the test below
+                outcome = repr(exc)
+            outcomes.append((outcome, time.monotonic() - started))
+            time.sleep(0.005)
+
+    worker = threading.Thread(target=workload)
+    worker.start()
+    try:
+        time.sleep(0.2)
+        server.stop()
+        time.sleep(0.5)
+        server.start()
+        deadline = time.monotonic() + 10
+        while outcomes[-1][0] != 'ok' and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join()
+    failures = [outcome for outcome, _ in outcomes if outcome != 'ok']
+    assert failures, 'the stop went unnoticed'
+    assert all(server.address in outcome for outcome in failures), failures
+    assert outcomes[-1][0] == 'ok', 'no recovery after the restart'
+    assert max(took for _, took in outcomes) < 1 + SLACK
+
+
+def test_hung_server_gives_backend_error_within_socket_timeout(
+        memcached_factory):
+    server = memcached_factory()
+    store = make_store(url=server.address, socket_timeout=0.5,
+                       pool_maxsize=1, pool_connection_get_timeout=0.1)
+    store.set('k', 1)
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(exception.BackendError,
+                           match=server.address) as info:
+            store.get('k')
+        assert time.monotonic() - started < 0.5 + SLACK
+        assert 'timed out' in str(info.value)
+
+        # While the only connection waits on the hung server, another
+        # caller gets a clear error from the pool instead of waiting.
+        blocked = threading.Thread(target=_swallow_backend_error,
+                                   args=(store.get, 'k'))
+        blocked.start()
+        while store._state.backend._single._idle:
+            time.sleep(0.001)
+        with pytest.raises(exception.BackendError,
+                           match='no free connection'):
+            store.get('k')
+        blocked.join()
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    assert store.get('k') == 1
+
+
+def _swallow_backend_error(call, *args):
+    try:
+        call(*args)
+    except exception.BackendError:
+        pass
+
+
+def test_one_of_three_stops_mid_workload(memcached_factory):
+    cluster = [memcached_factory() for _ in range(3)]
+    victim = cluster[1]
+    store = make_store(url=[server.address for server in cluster],
+                       socket_timeout=0.5, retry_attempts=1,
+                       retry_delay=0.1, dead_retry=1)
+    backend = store._state.backend
+    keys = ['key-%d' % i for i in range(60)]
+    store.set_multi({key: key for key in keys})
+    owners = {key: backend._pool_for(store._state.data_key(key)).server
+              for key in keys}
+    victim_keys = {key for key, owner in owners.items()
+                   if owner == (victim.host, victim.port)}
+    assert 0 < len(victim_keys) < len(keys)
+
+    victim.stop()
+    with pytest.raises(exception.BackendError, match=victim.address):
+        store.get_multi(keys)
+    errors = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        failed = False
+        for key in keys:
+            try:
+                store.set(key, key)
+                assert store.get(key) == key
+            except exception.BackendError as exc:
+                errors.append((key, str(exc)))
+                failed = True
+        if not failed:
+            break
+    # The others kept serving; the victim's keys failed until it was
+    # ejected, then moved to the survivors.
+    assert not failed, 'the stopped server was never ejected'
+    assert errors
+    assert {key for key, _ in errors} <= victim_keys
+    assert all(victim.address in message for _, message in errors)
+    assert store.get_multi(keys) == keys
+
+    # Back after dead_retry, it is tried again and takes keys again.
+    victim.start()
+    raw = pymc_base.Client((victim.host, victim.port))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        store.set_multi({key: key for key in keys})
+        if raw.stats()[b'curr_items']:
+            break
+        time.sleep(0.2)
+    assert raw.stats()[b'curr_items'] > 0
