@@ -1,7 +1,10 @@
 """oslo_kvs.memoize on real memcached and Redis servers."""
 
 import concurrent.futures
+import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -184,6 +187,11 @@ def _stampede(env, separate, threads=6):
         calls.append(x)
         # Every caller has missed (the winner twice) before it computes.
         assert counting.wait_for_gets(threads + 1)
+        # Without a working lock the others would now run too; give them
+        # the chance to show it (correct code passes however long this
+        # takes).
+        with counting.cond:
+            counting.cond.wait_for(lambda: len(calls) > 1, timeout=0.3)
         return x * 2
 
     if separate:
@@ -253,3 +261,100 @@ def test_server_stopped_and_restarted(env, caplog):
         assert len(env.calls) == calls + 1
     finally:
         server.cleanup()
+
+
+# Run by each process of the cross-process stampede test. Files in the
+# marks directory tell the processes apart from the outside: "ready-*"
+# once started, "get-*" per store read, "call-*" per function run.
+_PROCESS_SCRIPT = '''
+import json, os, sys, time, uuid
+from dogpile.cache import proxy
+from oslo_config import cfg
+import oslo_kvs
+from oslo_kvs import memoize
+
+spec = json.loads(sys.argv[1])
+marks = spec['marks']
+
+
+def mark(kind):
+    open(os.path.join(marks, '%s-%s' % (kind, uuid.uuid4())), 'w').close()
+
+
+def count(kind):
+    return sum(name.startswith(kind + '-') for name in os.listdir(marks))
+
+
+def wait_for(check, timeout=20, required=True):
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            if required:
+                sys.exit('timed out')
+            return
+        time.sleep(0.005)
+
+
+class Marking(proxy.ProxyBackend):
+    def get_serialized(self, key):
+        mark('get')
+        return self.proxied.get_serialized(key)
+
+
+conf = cfg.ConfigOpts()
+store = oslo_kvs.get_key_value_store(spec['store'], conf=conf)
+store.configure(spec['backing_store'], proxy_list=[Marking()],
+                **spec['args'])
+
+
+@memoize.get_memoization_decorator(conf, 'token', store=store)
+def compute(x):
+    mark('call')
+    # Every process has missed (the winner twice) before it computes.
+    wait_for(lambda: count('get') >= spec['processes'] + 1)
+    # Without a working lock the others would now run too; give them the
+    # chance to show it (correct code passes however long this takes).
+    wait_for(lambda: count('call') > 1, timeout=0.5, required=False)
+    return x * 2
+
+
+mark('ready')
+wait_for(lambda: os.path.exists(spec['go']))
+print(json.dumps(compute(21)))
+'''
+
+
+def test_stampede_across_processes_runs_the_function_once(env, tmp_path):
+    processes = 4
+    marks = tmp_path / 'marks'
+    marks.mkdir()
+    spec = json.dumps({
+        'marks': str(marks), 'go': str(tmp_path / 'go'),
+        'processes': processes, 'store': 'memoize-mp-%s' % uuid.uuid4(),
+        'backing_store': env.backing_store,
+        'args': env.server.store_args})
+    script = tmp_path / 'stampede.py'
+    script.write_text(_PROCESS_SCRIPT)
+    children = [subprocess.Popen([sys.executable, str(script), spec],
+                                 stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+                for _ in range(processes)]
+    try:
+        deadline = time.monotonic() + 60
+        while sum(p.name.startswith('ready-')
+                  for p in marks.iterdir()) < processes:
+            assert time.monotonic() < deadline, 'children did not start'
+            assert all(c.poll() is None for c in children), [
+                c.communicate() for c in children]
+            time.sleep(0.01)
+        (tmp_path / 'go').touch()
+        outputs = [child.communicate(timeout=60) for child in children]
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+    assert [child.returncode for child in children] == [0] * processes, (
+        outputs)
+    assert [out.strip() for out, _ in outputs] == ['42'] * processes
+    assert sum(p.name.startswith('call-') for p in marks.iterdir()) == 1

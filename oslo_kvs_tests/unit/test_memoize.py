@@ -4,6 +4,9 @@ import concurrent.futures
 import datetime
 import enum
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -558,6 +561,11 @@ def _stampede(env, make_functions, threads=8):
         # Every caller has looked for the value and missed (the winner
         # looked twice) before the winner computes it.
         assert counting.wait_for_gets(threads + 1)
+        # Without a working lock the others would now run too; give them
+        # the chance to show it (correct code passes however long this
+        # takes).
+        with counting.cond:
+            counting.cond.wait_for(lambda: len(calls) > 1, timeout=0.3)
         return x * 2
 
     functions = make_functions(decorator, slow, threads)
@@ -834,3 +842,24 @@ def test_list_opts_and_section_opts():
             'memoize_dead_retry'} <= names
     assert [opt.name for opt in memoize.section_opts()] == [
         'caching', 'cache_time']
+
+
+def test_keys_are_the_same_in_every_process():
+    script = (
+        'from oslo_config import cfg\n'
+        'from oslo_kvs import memoize\n'
+        'memo = memoize.get_memoization_decorator(cfg.ConfigOpts(), "t")\n'
+        '@memo\n'
+        'def f(a, b=None, **kw):\n'
+        '    pass\n'
+        'print(f.key({"x", "y", "z", "w"}, {"k": frozenset("abcdef"),'
+        ' 3: (1.5, b"b")}, q=[None, True]))\n')
+    keys = set()
+    for seed in ('1', '2', '3'):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        result = subprocess.run([sys.executable, '-c', script], env=env,
+                                capture_output=True, text=True, timeout=60,
+                                check=True)
+        keys.add(result.stdout)
+    assert len(keys) == 1
+    assert "w','x','y','z'" in keys.pop()
