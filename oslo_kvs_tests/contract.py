@@ -78,12 +78,21 @@ class StoreContract:
     #: Hypothesis examples for the state-machine test.
     hypothesis_examples = 60
 
+    @pytest.fixture(autouse=True)
+    def _close_stores(self):
+        """Close every backend a test opened, so no connection leaks."""
+        self._opened: list[oslo_kvs.KeyValueStore] = []
+        yield
+        for store in self._opened:
+            store._state.backend.close()
+
     def make_store(self, **extra: ty.Any) -> oslo_kvs.KeyValueStore:
         """A freshly configured store with a unique name."""
         store = oslo_kvs.get_key_value_store('contract-%s' % uuid.uuid4())
         args = dict(self.backend_args)
         args.update(extra)
         store.configure(self.backing_store, **args)
+        self._opened.append(store)
         return store
 
     def needs_expiry(self) -> None:
