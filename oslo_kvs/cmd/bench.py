@@ -163,16 +163,21 @@ def run_workload(workload: Workload, operations: int, duration: float,
     started = clock()
     done = 0
     elapsed = 0.0
-    while done < operations and elapsed < duration:
-        name = workload.random.choices(names, weights)[0]
-        before = clock()
-        calls[name]()
-        after = clock()
-        stats[name].latencies.append(after - before)
-        done += 1
-        elapsed = after - started
-        progress.update(done, elapsed)
-    progress.finish()
+    try:
+        while done < operations and elapsed < duration:
+            name = workload.random.choices(names, weights)[0]
+            before = clock()
+            calls[name]()
+            after = clock()
+            stats[name].latencies.append(after - before)
+            done += 1
+            elapsed = after - started
+            progress.update(done, elapsed)
+    except KeyboardInterrupt:
+        # Ctrl-C ends a long run early; what was measured is reported.
+        elapsed = clock() - started
+    finally:
+        progress.finish()
     return stats, elapsed
 
 

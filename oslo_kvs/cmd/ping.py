@@ -116,6 +116,11 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
             out.write('  %s  reachable  connect median %s, best %s '
                       '(%d tries)\n' % (label, _ms(statistics.median(times)),
                                         _ms(min(times)), count))
+        if labels and failures == len(labels):
+            # Nothing answers; a request would only wait for its timeout
+            # (30 s on MongoDB) to say so again.
+            out.write('store round trip skipped: no server is reachable\n')
+            return 1
         try:
             times = store_round_trips(store, count)
         except exception.BackendError as exc:
