@@ -365,31 +365,30 @@ class RedisBackend(base.Backend):
             value = self._client.get(self._prefix + key)
         except Exception as exc:
             raise self._failure(exc) from None
-        if value is None:
-            return base.NO_VALUE
-        if value.__class__ is not bytes:
-            raise self._bad_reply(value)
-        return value
+        if value.__class__ is bytes:
+            return value
+        return self._missing(value)
 
     def get_serialized_multi(self, keys):
         prefix = self._prefix
-        stored = [prefix + key for key in keys] if prefix else list(keys)
+        if prefix:
+            keys = [prefix + key for key in keys]
         try:
             if self._cluster:
-                values = self._client.mget_nonatomic(stored)
+                values = self._client.mget_nonatomic(keys)
             else:
-                values = self._client.mget(stored)
+                values = self._client.mget(keys)
         except Exception as exc:
             raise self._failure(exc) from None
-        result = []
-        for value in values:
-            if value is None:
-                result.append(base.NO_VALUE)
-            elif value.__class__ is bytes:
-                result.append(value)
-            else:
-                raise self._bad_reply(value)
-        return result
+        # bytes pass straight through; anything else is looked at once.
+        return [value if value.__class__ is bytes else self._missing(value)
+                for value in values]
+
+    def _missing(self, reply: ty.Any) -> ty.Any:
+        """NO_VALUE for a nil reply; any other non-bytes reply is refused."""
+        if reply is None:
+            return base.NO_VALUE
+        raise self._bad_reply(reply)
 
     def set_serialized(self, key, value):
         try:
