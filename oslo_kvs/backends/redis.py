@@ -105,6 +105,10 @@ _OPTIONS = (
 _NO_RETRY = redis_retry.Retry(redis_backoff.NoBackoff(), 0)
 
 
+def _address(host: str, port: int) -> str:
+    return '%s:%d' % (netutils.escape_ipv6(host), port)
+
+
 def _milliseconds(seconds: float) -> int:
     """Whole milliseconds, rounded up so nothing expires early."""
     return max(1, math.ceil(seconds * 1000))
@@ -283,7 +287,7 @@ class RedisBackend(base.Backend):
         sentinels = self._addresses('sentinels', args['sentinels'])
         sentinel_kwargs = {k: v for k, v in connection.items()
                            if k.startswith(('socket_', 'ssl')) or
-                           k == 'retry'}
+                           k in ('retry', 'protocol')}
         sentinel_kwargs.update(username=args['sentinel_username'],
                                password=args['sentinel_password'])
         connection.update(db=args['db'] or 0,
@@ -296,7 +300,7 @@ class RedisBackend(base.Backend):
                 redis_sentinel.SentinelManagedSSLConnection)
         self._where = 'service %s via sentinels %s' % (
             args['service_name'], ','.join(args['sentinels']))
-        self._servers = ['%s:%d' % address for address in sentinels]
+        self._servers = [_address(*address) for address in sentinels]
         manager = redis_sentinel.Sentinel(
             sentinels, sentinel_kwargs=sentinel_kwargs)
         return manager.master_for(args['service_name'], **connection)
@@ -311,7 +315,7 @@ class RedisBackend(base.Backend):
                 'Cluster has only database 0' % self.name)
         nodes = self._addresses('cluster_nodes', args['cluster_nodes'])
         self._where = 'cluster %s' % ','.join(args['cluster_nodes'])
-        self._servers = ['%s:%d' % address for address in nodes]
+        self._servers = [_address(*address) for address in nodes]
         retry = connection.pop('retry')
         try:
             # Connects to learn the slot map, so a cluster that is down
@@ -461,5 +465,8 @@ class RedisBackend(base.Backend):
     def close(self) -> None:
         try:
             self._client.close()
+            if not self._cluster:
+                # A client given its pool leaves the pool open on close().
+                self._client.connection_pool.disconnect()
         except Exception:
             pass  # closing a broken connection must not fail shutdown

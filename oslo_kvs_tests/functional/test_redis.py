@@ -331,6 +331,23 @@ class TestFailures:
         with pytest.raises(exception.BackendError, match='WRONGTYPE'):
             store.get('k')
 
+    def test_close_drops_the_connections(self, redis_server):
+        raw = redis_server.client()
+        store = make_store(**redis_server.store_args)
+        threads = [threading.Thread(target=store.set, args=('k%d' % i, i))
+                   for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        clients = raw.info('clients')['connected_clients']
+        store._state.backend.close()
+        deadline = time.monotonic() + 5
+        while (raw.info('clients')['connected_clients'] >= clients and
+               time.monotonic() < deadline):
+            time.sleep(0.02)
+        assert raw.info('clients')['connected_clients'] < clients
+
     def test_unix_socket(self, tmp_path):
         path = str(tmp_path / 'redis.sock')
         server = servers.RedisServer(extra=['unixsocket %s' % path,
@@ -347,29 +364,34 @@ class TestFailures:
 
 # --- locks across processes -----------------------------------------------
 
-def _increment(store_name, args, times):
-    """Runs in a child process: read, add one, write, under the lock."""
+def _append(store_name, args, worker, times, barrier):
+    """Runs in a child process: read, append, write, under the lock."""
     store = make_store(store_name, **args)
+    barrier.wait(60)
     for _ in range(times):
-        with store.get_lock('counter') as lock:
-            value = store.get('counter')
-            store.set('counter', value + 1, lock=lock)
+        with store.get_lock('log') as lock:
+            log = store.get('log')
+            store.set('log', log + [worker], lock=lock)
 
 
-def test_lock_across_processes_loses_no_increment(redis_server):
-    name = 'counter-%s' % uuid.uuid4()
+def test_lock_across_processes_loses_no_update(redis_server):
+    name = 'log-%s' % uuid.uuid4()
     store = make_store(name, **redis_server.store_args)
-    store.set('counter', 0)
+    store.set('log', [])
     context = multiprocessing.get_context('spawn')
-    workers = [context.Process(target=_increment,
-                               args=(name, redis_server.store_args, 40))
-               for _ in range(4)]
+    barrier = context.Barrier(4)
+    workers = [context.Process(target=_append, args=(
+        name, redis_server.store_args, worker, 40, barrier))
+        for worker in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(120)
     assert [w.exitcode for w in workers] == [0] * 4
-    assert store.get('counter') == 160
+    log = store.get('log')
+    assert sorted(log) == sorted(list(range(4)) * 40)
+    # The workers really took turns, so the lock was contended.
+    assert sum(1 for a, b in zip(log, log[1:]) if a != b) > 3
 
 
 # --- Cluster -----------------------------------------------------------------
@@ -462,3 +484,5 @@ def test_sentinel_failover_keeps_acknowledged_writes(redis_failover_group):
     assert store.get_multi(keys) == acked[:replicated]
     store.set('after', 'failover')
     assert store.get('after') == 'failover'
+    # It went to the promoted replica, through the same store object.
+    assert group.replica.client().get(stored_key(store, 'after'))

@@ -199,7 +199,8 @@ class TestSentinel:
         assert sentinel_kwargs['username'] == 'watcher'
         assert sentinel_kwargs['password'] == SECRET + 'x'
         assert sentinel_kwargs['socket_timeout'] == 0.5
-        assert backend.servers() == ['127.0.0.1:26379', '::1:26380']
+        assert sentinel_kwargs['protocol'] == 2
+        assert backend.servers() == ['127.0.0.1:26379', '[::1]:26380']
         assert SECRET not in repr(backend)
 
     def test_service_name_is_required(self):
