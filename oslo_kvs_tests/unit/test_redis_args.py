@@ -13,6 +13,7 @@ import redis
 import oslo_kvs
 from oslo_kvs.backends import redis as redis_backend
 from oslo_kvs import exception
+from oslo_kvs_tests import servers
 
 SECRET = 'test-password-7c1e0b'  # fixed: test ids must match across workers
 
@@ -231,3 +232,11 @@ class TestCluster:
         with pytest.raises(exception.ConfigurationError,
                            match='cluster_nodes'):
             make(cluster_nodes=['127.0.0.1'])
+
+    def test_unreachable_cluster_fails_configure_naming_it(self):
+        address = '127.0.0.1:%d' % servers.free_port()
+        store = oslo_kvs.get_key_value_store('redis-args-%s' % uuid.uuid4())
+        with pytest.raises(exception.BackendError, match=address):
+            store.configure('openstack.kvs.Redis', cluster_nodes=[address],
+                            password=SECRET)
+        assert not store.is_configured
