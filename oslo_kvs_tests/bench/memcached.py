@@ -42,7 +42,7 @@ def _oslo_cache_region(address):
     conf.set_override('enabled', True, group='cache')
     conf.set_override('backend', 'dogpile.cache.pymemcache', group='cache')
     conf.set_override('memcache_servers', [address], group='cache')
-    conf.set_override('memcache_socket_timeout', TIMEOUT, group='cache')
+    conf.set_override('socket_timeout', TIMEOUT, group='cache')
     region = oslo_cache.create_region()
     oslo_cache.configure_cache_region(conf, region)
     return region
