@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 import redis
+from redis import sentinel as redis_sentinel
 
 import oslo_kvs
 from oslo_kvs.backends import redis as redis_backend
@@ -203,6 +204,19 @@ class TestSentinel:
         assert sentinel_kwargs['protocol'] == 2
         assert backend.servers() == ['127.0.0.1:26379', '[::1]:26380']
         assert SECRET not in repr(backend)
+
+    def test_tls_reaches_masters_and_sentinels(self, tmp_path):
+        ca = tmp_path / 'ca.pem'
+        ca.write_text('not used before connecting')
+        backend = make(sentinels=['127.0.0.1:26379'], service_name='m',
+                       tls_enabled='true', tls_cafile=str(ca))
+        pool = backend._client.connection_pool
+        assert pool.connection_class is (
+            redis_sentinel.SentinelManagedSSLConnection)
+        assert pool.connection_kwargs['ssl_ca_certs'] == str(ca)
+        sentinel = pool.sentinel_manager.sentinels[0].connection_pool
+        assert sentinel.connection_class is redis.SSLConnection
+        assert sentinel.connection_kwargs['ssl_ca_certs'] == str(ca)
 
     def test_service_name_is_required(self):
         with pytest.raises(exception.ConfigurationError,
