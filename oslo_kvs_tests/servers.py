@@ -190,7 +190,18 @@ class MemcachedServer(ServerProcess):
         self.extra = list(extra)
         self.socket_path = (os.path.join(self.tmpdir, 'memcached.sock')
                             if unix_socket else None)
+        if tls:
+            self._require_tls()
         self.tls = make_tls_files(self.tmpdir) if tls else None
+
+    def _require_tls(self) -> None:
+        usage = subprocess.run([require_binary(self.binary), '-h'],
+                               capture_output=True, text=True).stdout
+        if '--enable-ssl' not in usage:
+            message = 'memcached is built without TLS (-Z)'
+            if os.environ.get('CI', '').lower() == 'true':
+                pytest.fail(message + ' (CI must install one with TLS)')
+            pytest.skip(message)
 
     @property
     def address(self) -> str:
