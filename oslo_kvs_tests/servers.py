@@ -185,13 +185,13 @@ class MemcachedServer(ServerProcess):
     def __init__(self, port: int | None = None, tls: bool = False,
                  unix_socket: bool = False, host: str = LOOPBACK,
                  extra: ty.Sequence[str] = ()) -> None:
+        if tls:
+            self._require_tls()
         super().__init__(port)
         self.host = host
         self.extra = list(extra)
         self.socket_path = (os.path.join(self.tmpdir, 'memcached.sock')
                             if unix_socket else None)
-        if tls:
-            self._require_tls()
         self.tls = make_tls_files(self.tmpdir) if tls else None
 
     def _require_tls(self) -> None:
