@@ -3,7 +3,9 @@
 One memcached, started here on a free loopback port, serves all three:
 
 - raw pymemcache: a plain ``pymemcache.Client`` with oslo_kvs's own
-  serializer (``oslo_kvs.serialization``) applied by hand, the floor;
+  serializer (``oslo_kvs.serialization``) applied by hand, the floor. It
+  has the store's socket timeout and reads keys of the store's key length;
+  an untimed client is shown for information;
 - oslo_kvs: a store on ``openstack.kvs.Memcached``;
 - oslo.cache: a ``dogpile.cache.pymemcache`` region configured by
   ``oslo_cache.core.configure_cache_region`` from a ``ConfigOpts``.
