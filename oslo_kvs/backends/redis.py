@@ -104,6 +104,10 @@ _OPTIONS = (
 
 _NO_RETRY = redis_retry.Retry(redis_backoff.NoBackoff(), 0)
 
+# What redis-py's parse_url may return that a url is allowed to set.
+_URL_PARTS = frozenset(['host', 'port', 'db', 'username', 'password', 'path',
+                        'connection_class'])
+
 
 def _address(host: str, port: int) -> str:
     return '%s:%d' % (netutils.escape_ipv6(host), port)
@@ -231,6 +235,13 @@ class RedisBackend(base.Backend):
                 # Not the URL itself: it may hold a password.
                 raise exception.ConfigurationError(
                     'Invalid url for %s: %s' % (self.name, exc)) from None
+            # Only what the backend's own arguments cannot say; settings
+            # such as decode_responses must not come in through the query.
+            unsupported = sorted(set(parsed) - _URL_PARTS)
+            if unsupported:
+                raise exception.ConfigurationError(
+                    'url of %s may not set %s; use the backend arguments'
+                    % (self.name, ', '.join(unsupported)))
             for name in ('username', 'password'):
                 if name in parsed and connection[name]:
                     raise self._conflict(['url with a %s' % name, name])

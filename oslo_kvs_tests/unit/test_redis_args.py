@@ -146,6 +146,14 @@ class TestUrl:
             make(url='redis://u:%s@127.0.0.1:6390/0' % SECRET, **extra)
         assert SECRET not in str(info.value)
 
+    @pytest.mark.parametrize('query', [
+        'decode_responses=true', 'max_connections=5', 'protocol=3',
+        'socket_timeout=9'])
+    def test_url_query_cannot_override_the_backend(self, query):
+        name = query.split('=')[0]
+        with pytest.raises(exception.ConfigurationError, match=name):
+            make(url='redis://127.0.0.1:6390/0?' + query)
+
     def test_unix_socket_and_tls_conflict(self):
         with pytest.raises(exception.ConfigurationError, match='together'):
             make(url='unix:///tmp/redis.sock', tls_enabled=True)
