@@ -104,6 +104,11 @@ _OPTIONS = (
 
 _NO_RETRY = redis_retry.Retry(redis_backoff.NoBackoff(), 0)
 
+# redis-py quotes the start of a failed pipelined command, values and
+# all, in the error; values can be tokens, so only the position stays.
+_PIPELINE_ERROR = re.compile(
+    r'Command # (\d+) \(.*\) of pipeline caused error: ', re.S)
+
 # What redis-py's parse_url may return that a url is allowed to set.
 _URL_PARTS = frozenset(['host', 'port', 'db', 'username', 'password', 'path',
                         'connection_class'])
@@ -348,7 +353,7 @@ class RedisBackend(base.Backend):
         errors, redis-py can fail in other ways on replies a broken or
         hostile server makes up.
         """
-        detail = str(exc)
+        detail = _PIPELINE_ERROR.sub(r'pipelined command #\1: ', str(exc))
         for secret in self._secrets:
             detail = detail.replace(secret, '<secret>')
         if isinstance(exc, redis_exceptions.AuthenticationError):

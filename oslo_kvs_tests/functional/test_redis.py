@@ -225,6 +225,24 @@ class TestSecurity:
         assert wrong not in message
         assert info.value.__cause__ is None  # no chained redis-py error
 
+    def test_failed_pipeline_does_not_quote_values(self, redis_acl_server):
+        raw = redis_acl_server.client()
+        user, password = 'limited-%s' % uuid.uuid4().hex, uuid.uuid4().hex
+        # May run commands, but only on keys nobody uses.
+        raw.acl_setuser(user, enabled=True, passwords=['+' + password],
+                        keys=['nothing-here:*'], commands=['+@all'])
+        try:
+            store = make_store(url=redis_acl_server.url, username=user,
+                               password=password, expire_time=60)
+            with pytest.raises(exception.BackendError) as info:
+                store.set_multi({'k': 'zzzz-token-zzzz', 'j': 1})
+        finally:
+            raw.acl_deluser(user)
+        message = str(info.value)
+        assert 'NoPermissionError' in message
+        assert 'pipelined command #1' in message
+        assert 'zz' not in message  # hex keys never contain a z
+
     def test_missing_credentials_are_reported(self, redis_acl_server):
         store = make_store(url=redis_acl_server.url)
         with pytest.raises(exception.BackendError,
