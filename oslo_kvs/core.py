@@ -6,6 +6,7 @@ deserialize. The store owns the API rules (missing keys, locks, types);
 backends only move bytes.
 """
 
+import functools
 import hashlib
 import logging
 import random
@@ -47,6 +48,10 @@ def sha256_mangle_key(key: str) -> str:
     """
     return hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()
 
+
+# Hot keys (a token checked on every request) are hashed once; manglers
+# are pure functions of the key, and the key includes the namespace.
+_cached_sha256 = functools.lru_cache(maxsize=8192)(sha256_mangle_key)
 
 _BOOL = types.Boolean()
 _LOCK_TIMEOUT = types.Float(min=0)
@@ -249,7 +254,7 @@ class KeyValueStore:
         if own is not None and (explicit is None or getattr(
                 backend, 'use_backend_key_mangler', False)):
             return own
-        return explicit if explicit is not None else sha256_mangle_key
+        return explicit if explicit is not None else _cached_sha256
 
     # --- data operations -----------------------------------------------
 
