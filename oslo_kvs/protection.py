@@ -16,7 +16,6 @@ is accepted on read, so secrets rotate without losing data. Verification
 always happens before the bytes reach the deserializer.
 """
 
-import hashlib
 import hmac
 import os
 import struct
@@ -103,7 +102,7 @@ class Protector:
             return header + nonce + self._active.aead.encrypt(
                 nonce, data, associated)
         tag = hmac.digest(self._active.mac_key, associated + data,
-                          hashlib.sha256)
+                          'sha256')
         return header + data + tag
 
     def open(self, key: str, envelope: bytes) -> bytes:
@@ -128,7 +127,7 @@ class Protector:
                 raise exception.IntegrityError(key) from None
         data, tag = envelope[_HEADER:-_MAC], envelope[-_MAC:]
         expected = hmac.digest(material.mac_key, associated + data,
-                               hashlib.sha256)
+                               'sha256')
         if not hmac.compare_digest(tag, expected):
             raise exception.IntegrityError(key)
         return data
