@@ -77,6 +77,8 @@ class StoreContract:
     expiry_wait = 2.5
     #: Hypothesis examples for the state-machine test.
     hypothesis_examples = 60
+    #: Value protection arguments added to every store (see test_protection).
+    protection_args: dict[str, ty.Any] = {}
 
     @pytest.fixture(autouse=True)
     def _close_stores(self):
@@ -90,6 +92,7 @@ class StoreContract:
         """A freshly configured store with a unique name."""
         store = oslo_kvs.get_key_value_store('contract-%s' % uuid.uuid4())
         args = dict(self.backend_args)
+        args.update(self.protection_args)
         args.update(extra)
         store.configure(self.backing_store, **args)
         self._opened.append(store)
