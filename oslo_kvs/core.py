@@ -520,6 +520,8 @@ def get_key_value_store(name: str,
 
     The same name gives the same object while anyone holds a reference to
     it; once every reference is gone, the next call makes a fresh store.
+    ``kvs_region`` and ``conf`` only shape a store when this call creates
+    it; for an existing store they are ignored.
 
     :param kvs_region: an unconfigured dogpile.cache region for the store to
         configure and use (Keystone's parameter); by default the store makes

@@ -117,6 +117,14 @@ class ServerProcess:
             return f.read().decode('utf-8', 'replace')
 
 
+def running(server: ty.Any) -> ty.Iterator[ty.Any]:
+    """Start ``server`` for a fixture to yield, and clean it up after."""
+    try:
+        yield server.start()
+    finally:
+        server.cleanup()
+
+
 class TLSFiles(ty.NamedTuple):
     """Paths of a throwaway CA and a server/client certificate it signed."""
 
@@ -283,31 +291,19 @@ class MemcachedCluster:
 @pytest.fixture(scope='session')
 def memcached_server() -> ty.Iterator[MemcachedServer]:
     """One memcached shared by a test session; never stop it in a test."""
-    server = MemcachedServer()
-    try:
-        yield server.start()
-    finally:
-        server.cleanup()
+    yield from running(MemcachedServer())
 
 
 @pytest.fixture(scope='session')
 def memcached_cluster() -> ty.Iterator[MemcachedCluster]:
     """Three memcached servers shared by a test session."""
-    cluster = MemcachedCluster(3)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.cleanup()
+    yield from running(MemcachedCluster(3))
 
 
 @pytest.fixture(scope='session')
 def memcached_tls_server() -> ty.Iterator[MemcachedServer]:
     """A TLS-only memcached (``-Z``) with a throwaway CA in ``.tls``."""
-    server = MemcachedServer(tls=True)
-    try:
-        yield server.start()
-    finally:
-        server.cleanup()
+    yield from running(MemcachedServer(tls=True))
 
 
 @pytest.fixture
@@ -592,11 +588,7 @@ class RedisClusterGroup:
 @pytest.fixture(scope='session')
 def redis_server() -> ty.Iterator[RedisServer]:
     """A standalone redis-server shared by the session."""
-    server = RedisServer()
-    try:
-        yield server.start()
-    finally:
-        server.cleanup()
+    yield from running(RedisServer())
 
 
 @pytest.fixture(scope='session')
@@ -623,40 +615,26 @@ def redis_tls_server() -> ty.Iterator[RedisServer]:
 def redis_acl_server() -> ty.Iterator[RedisServer]:
     """A redis-server whose only user is an ACL user with a password."""
     import secrets
-    server = RedisServer(users={'kvs-user': secrets.token_hex(12)})
-    try:
-        yield server.start()
-    finally:
-        server.cleanup()
+    yield from running(
+        RedisServer(users={'kvs-user': secrets.token_hex(12)}))
 
 
 @pytest.fixture(scope='session')
 def redis_sentinel_group() -> ty.Iterator[RedisSentinelGroup]:
     """Master, replica and three sentinels, all password protected."""
     import secrets
-    group = RedisSentinelGroup(password=secrets.token_hex(12),
-                               sentinel_password=secrets.token_hex(12))
-    try:
-        yield group.start()
-    finally:
-        group.cleanup()
+    yield from running(RedisSentinelGroup(
+        password=secrets.token_hex(12),
+        sentinel_password=secrets.token_hex(12)))
 
 
 @pytest.fixture
 def redis_failover_group() -> ty.Iterator[RedisSentinelGroup]:
     """A Sentinel group of its own, for a test that kills its master."""
-    group = RedisSentinelGroup(down_after_ms=500)
-    try:
-        yield group.start()
-    finally:
-        group.cleanup()
+    yield from running(RedisSentinelGroup(down_after_ms=500))
 
 
 @pytest.fixture(scope='session')
 def redis_cluster() -> ty.Iterator[RedisClusterGroup]:
     """A three-master Redis Cluster shared by the session."""
-    cluster = RedisClusterGroup()
-    try:
-        yield cluster.start()
-    finally:
-        cluster.cleanup()
+    yield from running(RedisClusterGroup())

@@ -9,7 +9,6 @@ import threading
 import time
 import uuid
 
-from dogpile.cache import proxy
 from oslo_config import cfg
 import pytest
 
@@ -18,6 +17,7 @@ from oslo_kvs import exception
 from oslo_kvs import memoize
 from oslo_kvs import opts
 from oslo_kvs_tests import servers
+from oslo_kvs_tests.unit.test_memoize import CountingProxy
 
 BACKENDS = {'memcached_server': 'openstack.kvs.Memcached',
             'redis_server': 'openstack.kvs.Redis'}
@@ -28,25 +28,6 @@ FAST_FAILURE = {'memcached_server': {'socket_timeout': 1.0,
                 'redis_server': {'socket_timeout': 1.0,
                                  'socket_connect_timeout': 1.0}}
 LOGGER = 'oslo_kvs.memoize'
-
-
-class CountingProxy(proxy.ProxyBackend):
-    """Counts reads, so a test can wait until every thread has missed."""
-
-    def __init__(self):
-        super().__init__()
-        self.gets = 0
-        self.cond = threading.Condition()
-
-    def get_serialized(self, key):
-        with self.cond:
-            self.gets += 1
-            self.cond.notify_all()
-        return self.proxied.get_serialized(key)
-
-    def wait_for_gets(self, count, timeout=10):
-        with self.cond:
-            return self.cond.wait_for(lambda: self.gets >= count, timeout)
 
 
 class Env:
