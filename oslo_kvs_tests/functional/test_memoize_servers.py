@@ -1,11 +1,9 @@
 """oslo_kvs.memoize on real memcached and Redis servers."""
 
-import concurrent.futures
 import json
 import logging
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
@@ -17,7 +15,7 @@ from oslo_kvs import exception
 from oslo_kvs import memoize
 from oslo_kvs import opts
 from oslo_kvs_tests import servers
-from oslo_kvs_tests.unit.test_memoize import CountingProxy
+from oslo_kvs_tests.unit import test_memoize as unit_memoize
 
 BACKENDS = {'memcached_server': 'openstack.kvs.Memcached',
             'redis_server': 'openstack.kvs.Redis'}
@@ -160,37 +158,16 @@ def test_invalidate_refresh_get_set(env):
 
 
 def _stampede(env, separate, threads=6):
-    counting = CountingProxy()
-    decorator = env.decorator(env.store(proxy_list=[counting]))
-    calls = []
-
-    def slow(x):
-        calls.append(x)
-        # Every caller has missed (the winner twice) before it computes.
-        assert counting.wait_for_gets(threads + 1)
-        # Without a working lock the others would now run too; give them
-        # the chance to show it (correct code passes however long this
-        # takes).
-        with counting.cond:
-            counting.cond.wait_for(lambda: len(calls) > 1, timeout=0.3)
-        return x * 2
-
+    """The unit suite's stampede check, on a real server's store."""
     if separate:
         # No shared local mutex: only the server's lock stands between
         # them, as between processes.
-        functions = [decorator(slow) for _ in range(threads)]
+        def make(decorator, fn, count):
+            return [decorator(fn) for _ in range(count)]
     else:
-        functions = [decorator(slow)] * threads
-    barrier = threading.Barrier(threads)
-
-    def caller(function):
-        barrier.wait()
-        return function(21)
-
-    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(caller, functions))
-    assert results == [42] * threads
-    assert calls == [21]
+        def make(decorator, fn, count):
+            return [decorator(fn)] * count
+    unit_memoize._stampede(env, make, threads)
 
 
 def test_stampede_runs_the_function_once(env):
