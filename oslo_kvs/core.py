@@ -6,6 +6,7 @@ deserialize. The store owns the API rules (missing keys, locks, types);
 backends only move bytes.
 """
 
+import contextvars
 import functools
 import hashlib
 import logging
@@ -54,9 +55,61 @@ def sha256_mangle_key(key: str) -> str:
 _cached_sha256 = functools.lru_cache(maxsize=8192)(sha256_mangle_key)
 
 _BOOL = types.Boolean()
-_LOCK_TIMEOUT = types.Float(min=0)
+_SECONDS = base.seconds()
 _LIST = types.List()
 _SERIALIZER = types.String(choices=serialization.SERIALIZERS)
+
+#: ``configure()`` arguments the store keeps whatever the backend; every
+#: other argument goes to the backend. A backend's historical name for
+#: ``expire_time`` (:func:`store_arguments`) is the store's too.
+STORE_ARGUMENTS = frozenset(['lock_timeout', 'value_protection',
+                             'protection_keys', 'serializer', 'expire_time',
+                             'no_expiry_keys'])
+
+
+def store_arguments(backend_cls: type | None = None) -> frozenset[str]:
+    """The ``configure()`` argument names the store keeps for a backend."""
+    alias = getattr(backend_cls, 'expire_time_alias', None)
+    return STORE_ARGUMENTS | {alias} if alias else STORE_ARGUMENTS
+
+
+def _no_expiry_keys(owner: str, value: ty.Any) -> list[str]:
+    """``no_expiry_keys``: any iterable of str, or a comma-separated str."""
+    if base.is_unset(value):
+        return []
+    if isinstance(value, str):
+        return [key.strip() for key in value.split(',') if key.strip()]
+    if isinstance(value, (list, tuple, set, frozenset)) and all(
+            isinstance(key, str) for key in value):
+        return list(value)
+    raise exception.ConfigurationError(
+        'Invalid value for argument %r of %s: expected a list, tuple or set '
+        'of str, or a comma-separated string' % ('no_expiry_keys', owner))
+
+
+def _per_call_expiry(expire_time: ty.Any) -> float | None:
+    """Seconds from a call's ``expire_time``; None for 0 (never)."""
+    try:
+        seconds = _SECONDS(expire_time)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)('expire_time: %s' % exc) from None
+    return seconds or None
+
+
+# The ttl of the write in progress, for the bottom of a proxy chain:
+# dogpile's ProxyBackend passes (key, value) only.
+_WRITE_TTL: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    'oslo_kvs_write_ttl', default=None)
+
+
+class _TTLBottom(dogpile_proxy.ProxyBackend):
+    """Innermost proxy: hands the store's ttl to the backend."""
+
+    def set_serialized(self, key, value):
+        self.proxied.set_serialized(key, value, _WRITE_TTL.get())
+
+    def set_serialized_multi(self, mapping):
+        self.proxied.set_serialized_multi(mapping, _WRITE_TTL.get())
 
 
 class _Configured:
@@ -67,11 +120,18 @@ class _Configured:
     """
 
     __slots__ = ('io', 'backend', 'mangler', 'data_prefix', 'lock_prefix',
-                 'locking', 'lock_timeout', 'serializer', 'protector')
+                 'locking', 'lock_timeout', 'serializer', 'protector',
+                 'proxied', 'ttl', 'no_expiry')
 
     def __init__(self, io, backend, mangler, data_prefix, lock_prefix,
-                 locking, lock_timeout, serializer, protector):
+                 locking, lock_timeout, serializer, protector, proxied=False,
+                 ttl=None, no_expiry=()):
         self.io = io
+        #: Whether ``io`` is a proxy chain (ttl travels in _WRITE_TTL).
+        self.proxied = proxied
+        #: The store's ttl for writes: seconds, or None for never.
+        self.ttl = ttl
+        self.no_expiry: frozenset[str] = frozenset()
         self.backend = backend
         self.mangler = mangler
         self.data_prefix = data_prefix
@@ -80,6 +140,8 @@ class _Configured:
         self.lock_timeout = lock_timeout
         self.serializer = serializer
         self.protector = protector
+        # Users name no_expiry_keys by their keys; writes see stored keys.
+        self.no_expiry = frozenset(self.data_key(key) for key in no_expiry)
 
     def stored_key(self, prefix: str, key: ty.Any) -> str:
         if type(key) is not str:
@@ -103,6 +165,34 @@ class _Configured:
 
     def lock_key(self, key: ty.Any) -> str:
         return self.stored_key(self.lock_prefix, key)
+
+    def call_ttl(self, expire_time: ty.Any) -> float | None:
+        """The ttl a call asks for: its ``expire_time``, else the store's."""
+        return self.ttl if expire_time is None else _per_call_expiry(
+            expire_time)
+
+    def ttl_for(self, stored: str, ttl: float | None) -> float | None:
+        """``ttl`` for ``stored``, unless it is one of no_expiry_keys."""
+        return None if stored in self.no_expiry else ttl
+
+    def write(self, mapping: dict[str, bytes], ttl: float | None) -> None:
+        """One backend write of ``mapping``, through the proxies if any."""
+        if not self.proxied:
+            if len(mapping) == 1:
+                (key, value), = mapping.items()
+                self.io.set_serialized(key, value, ttl)
+            else:
+                self.io.set_serialized_multi(mapping, ttl)
+            return
+        token = _WRITE_TTL.set(ttl)
+        try:
+            if len(mapping) == 1:
+                (key, value), = mapping.items()
+                self.io.set_serialized(key, value)
+            else:
+                self.io.set_serialized_multi(mapping)
+        finally:
+            _WRITE_TTL.reset(token)
 
 
 class KeyValueStore:
@@ -181,9 +271,11 @@ class KeyValueStore:
                 'backing_store of %s must be a backend name, not %r'
                 % (owner, backing_store))
         locking = base.coerce(owner, 'locking', _BOOL, locking)
+        lock_timeout = args.pop('lock_timeout', None)
         lock_timeout = base.coerce(
-            owner, 'lock_timeout', _LOCK_TIMEOUT,
-            args.pop('lock_timeout', self._conf.kvs.default_lock_timeout))
+            owner, 'lock_timeout', _SECONDS,
+            self._conf.kvs.default_lock_timeout
+            if base.is_unset(lock_timeout) else lock_timeout)
         if key_mangler is not None and not callable(key_mangler):
             raise exception.ConfigurationError(
                 'key_mangler of %s must be callable, not %r'
@@ -204,27 +296,25 @@ class KeyValueStore:
         proxies = [_load_proxy(item) for item in proxy_list or ()]
         backends.register_backends(self._conf.kvs.backends)
         backend_cls = _load_backend_class(backing_store)
+        ttl, no_expiry = self._expiry(owner, backend_cls, args)
         if (serializer.name == 'pickle' and protector is None and
                 not getattr(backend_cls, 'local', False)):
             raise exception.ConfigurationError(
                 'serializer=pickle on %s needs value_protection (mac or '
                 'encrypt): unpickling unauthenticated bytes from a server '
                 'runs whatever code they hold' % backing_store)
-        if not issubclass(backend_cls, base.Backend):
-            # Foreign dogpile backends expire values their own way.
-            for generic in ('expire_time', 'no_expiry_keys'):
-                if generic in args:
-                    raise exception.ConfigurationError(
-                        'Argument %r is not supported by dogpile backend %s;'
-                        ' use that backend\'s own expiry arguments'
-                        % (generic, backing_store))
 
         region = self._region or dogpile_region.make_region(
             name='oslo_kvs:%s' % self.name)
         if region.is_configured:
             raise exception.AlreadyConfigured(self.name)
         try:
-            region.configure(backing_store, arguments=args, wrap=proxies)
+            # Foreign backends take no ttl; ours get it under the proxies.
+            native = backend_cls is not None and issubclass(backend_cls,
+                                                            base.Backend)
+            region.configure(backing_store, arguments=args,
+                             wrap=proxies + [_TTLBottom] if proxies and native
+                             else proxies)
         except exception.KVSError:
             raise
         except Exception as exc:
@@ -239,14 +329,43 @@ class KeyValueStore:
         backend = (actual if isinstance(actual, base.Backend)
                    else base.DogpileAdapter(actual, backing_store))
         mangler = self._choose_mangler(key_mangler, actual)
-        state = _Configured(io=region.backend, backend=backend,
+        state = _Configured(io=region.backend if proxies else backend,
+                            backend=backend,
                             mangler=mangler, data_prefix=prefix + 'k:',
                             lock_prefix=prefix + 'l:', locking=locking,
                             lock_timeout=lock_timeout, serializer=serializer,
-                            protector=protector)
-        backend.bind_key_transform(state.data_key)
+                            protector=protector,
+                            proxied=bool(proxies),
+                            ttl=ttl, no_expiry=no_expiry)
         self._region = region
         return state
+
+    @staticmethod
+    def _expiry(owner: str, backend_cls: type,
+                args: dict[str, ty.Any]) -> tuple[float | None, list[str]]:
+        """Take ``expire_time`` (or its alias) and ``no_expiry_keys``.
+
+        :returns: the store's ttl (None: never) and the no-expiry keys.
+        """
+        alias = getattr(backend_cls, 'expire_time_alias', None)
+        given = [n for n in ('expire_time', alias) if n and n in args]
+        if len(given) > 1:
+            raise exception.ConfigurationError(
+                'Arguments %s of %s are aliases of each other; give only '
+                'one' % (' and '.join(given), owner))
+        expire_time = args.pop(given[0]) if given else None
+        no_expiry = _no_expiry_keys(owner, args.pop('no_expiry_keys', None))
+        if not issubclass(backend_cls, base.Backend) and (
+                given or no_expiry):
+            # Foreign dogpile backends expire values their own way.
+            raise exception.ConfigurationError(
+                'Argument %r is not supported by dogpile backend %s; use '
+                "that backend's own expiry arguments"
+                % (given[0] if given else 'no_expiry_keys', owner))
+        if base.is_unset(expire_time):
+            return None, no_expiry
+        seconds = base.coerce(owner, given[0], _SECONDS, expire_time)
+        return seconds or None, no_expiry
 
     def _choose_mangler(self, explicit, backend):
         """Pick the key mangler with Keystone's precedence.
@@ -311,20 +430,35 @@ class KeyValueStore:
                 for key, data in zip(keys, found)]
 
     def set(self, key: str, value: ty.Any,
-            lock: 'KeyValueStoreLock | None' = None) -> None:
-        """Store ``value`` under ``key``; with ``lock``, check it first."""
+            lock: 'KeyValueStoreLock | None' = None,
+            expire_time: float | None = None) -> None:
+        """Store ``value`` under ``key``; with ``lock``, check it first.
+
+        :param expire_time: seconds this value lives (0: never), instead
+            of the store's ``expire_time``; ``no_expiry_keys`` still win.
+        """
         state = self._configured()
         stored = state.data_key(key)
+        ttl = state.ttl_for(stored, state.call_ttl(expire_time))
         self._check_lock(key, lock)
-        state.io.set_serialized(stored, self._encode(state, key, value))
+        state.write({stored: self._encode(state, key, value)}, ttl)
 
-    def set_multi(self, mapping: ty.Mapping[str, ty.Any]) -> None:
-        """Store every item of ``mapping``."""
+    def set_multi(self, mapping: ty.Mapping[str, ty.Any],
+                  expire_time: float | None = None) -> None:
+        """Store every item of ``mapping``.
+
+        :param expire_time: as for :meth:`set`, for every item.
+        """
         state = self._configured()
-        payload = {state.data_key(key): self._encode(state, key, value)
-                   for key, value in mapping.items()}
-        if payload:
-            state.io.set_serialized_multi(payload)
+        ttl = state.call_ttl(expire_time)
+        # One backend call per ttl: no_expiry_keys may split the batch.
+        batches: dict[float | None, dict[str, bytes]] = {}
+        for key, value in mapping.items():
+            stored = state.data_key(key)
+            batches.setdefault(state.ttl_for(stored, ttl), {})[
+                stored] = self._encode(state, key, value)
+        for ttl, batch in batches.items():
+            state.write(batch, ttl)
 
     def delete(self, key: str,
                lock: 'KeyValueStoreLock | None' = None) -> None:
@@ -345,15 +479,18 @@ class KeyValueStore:
         if stored:
             state.io.delete_multi(stored)
 
-    def add(self, key: str, value: ty.Any) -> bool:
+    def add(self, key: str, value: ty.Any,
+            expire_time: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent, atomically.
 
+        :param expire_time: as for :meth:`set`.
         :returns: whether the value was stored.
         """
         state = self._configured()
         stored = state.data_key(key)
-        return state.backend.add_serialized(stored,
-                                            self._encode(state, key, value))
+        return state.backend.add_serialized(
+            stored, self._encode(state, key, value),
+            state.ttl_for(stored, state.call_ttl(expire_time)))
 
     # --- locks ---------------------------------------------------------
 

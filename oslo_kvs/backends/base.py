@@ -1,18 +1,19 @@
-"""The small API every oslo_kvs backend implements.
+"""The small API every oslo_kvs backend implements, and its shared rules.
 
 A backend is a dogpile.cache :class:`~dogpile.cache.api.CacheBackend` that
-stores bytes under already-mangled string keys. It knows its server and
-nothing of the store's rules: the store checks keys, serializes, protects
-and mangles before a backend sees anything.
+moves bytes under already namespaced and mangled "stored keys". It knows its
+server and nothing of the store's rules: the store checks keys, serializes,
+protects, mangles and decides each write's ``ttl`` before a backend sees
+anything.
 
-On top of dogpile's get/set/delete (and their ``*_multi`` forms) a backend
-provides what dogpile lacks: atomic ``add``, a ``delete`` that says whether
-the key existed, a token lock, and per-key expiry (``expire_time`` with
-``no_expiry_keys``), which lives here so that every backend applies the
-same rule.
+This module holds what every backend shares, written once: argument
+declarations (:class:`Option`, the shared option groups, bounded numbers)
+and the translation of server faults into
+:class:`~oslo_kvs.exception.BackendError` (:func:`backend_error`).
 """
 
 import dataclasses
+import functools
 import math
 import threading
 import time
@@ -21,18 +22,25 @@ import typing as ty
 from dogpile.cache import api
 from oslo_config import types
 
+from oslo_kvs.backends import address
 from oslo_kvs import exception
 
 NO_VALUE = api.NO_VALUE
+
+#: Longest duration any option or ttl may give (about 31 years); anything
+#: longer is a typo or an overflow waiting to happen in a client.
+MAX_SECONDS = 1e9
+#: Largest count (connections, probes, items) any option may give.
+MAX_COUNT = 2 ** 31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
 class Option:
     """A backend argument: its type, default and historical aliases.
 
-    ``type`` is an oslo.config type, so strings from config files are
-    coerced the way oslo.config coerces them (``"False"`` is false).
-    ``secret`` arguments are never echoed in error messages.
+    ``type`` is an oslo.config type or a :class:`Number`, so strings from
+    config files are coerced the way oslo.config coerces them (``"False"``
+    is false). ``secret`` arguments are never echoed in error messages.
     """
 
     name: str
@@ -43,9 +51,54 @@ class Option:
     help: str = ''
 
 
+class Number:
+    """A finite number within bounds, as an oslo.config-style type.
+
+    oslo.config's Integer and Float accept NaN, infinities, 1e308 and
+    integers past 2**63, all of which break clients later with raw errors;
+    this type refuses them (and booleans) up front.
+    """
+
+    def __init__(self, kind: type = float, min: float = 0,
+                 max: float = MAX_SECONDS) -> None:
+        self.kind, self.min, self.max = kind, min, max
+
+    def __call__(self, value: ty.Any) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, (str, int,
+                                                             float)):
+            raise TypeError('expected a number, not %s'
+                            % type(value).__name__)
+        number = float(value) if isinstance(value, str) else value
+        if not math.isfinite(number):
+            raise ValueError('must be a finite number')
+        if self.kind is int:
+            if number != int(number):
+                raise ValueError('must be a whole number')
+            number = int(number)
+        else:
+            number = float(number)
+        if not self.min <= number <= self.max:
+            raise ValueError('must be between %s and %s'
+                             % (self.min, self.max))
+        return number
+
+    def __repr__(self) -> str:
+        return '%s(%s..%s)' % (self.kind.__name__, self.min, self.max)
+
+
+def seconds(min: float = 0) -> Number:
+    """A duration in seconds, at least ``min``."""
+    return Number(float, min, MAX_SECONDS)
+
+
+def count(min: int = 0, max: int = MAX_COUNT) -> Number:
+    """A whole number of things between ``min`` and ``max``."""
+    return Number(int, min, max)
+
+
 def coerce(owner: str, name: str, otype: ty.Callable[[ty.Any], ty.Any],
            value: ty.Any, secret: bool = False) -> ty.Any:
-    """Coerce ``value`` with an oslo.config type or raise a clear error.
+    """Coerce ``value`` with an option type or raise a clear error.
 
     :raises exception.ConfigurationError: naming ``owner`` and ``name`` and,
         unless ``secret``, the rejected value.
@@ -57,12 +110,19 @@ def coerce(owner: str, name: str, otype: ty.Callable[[ty.Any], ty.Any],
     else:
         try:
             return otype(value)
-        except (ValueError, TypeError, AttributeError) as exc:
+        except (ValueError, TypeError, AttributeError,
+                OverflowError) as exc:
             error = exc
     shown = '<secret>' if secret else repr(value)
+    detail = 'not valid' if secret else str(error)
     raise exception.ConfigurationError(
         'Invalid value %s for argument %r of %s: %s'
-        % (shown, name, owner, error)) from None
+        % (shown, name, owner, detail)) from None
+
+
+def is_unset(value: ty.Any) -> bool:
+    """``None`` or a blank string: what ``name =`` in a config file gives."""
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def parse_arguments(owner: str, options: ty.Iterable[Option],
@@ -70,14 +130,15 @@ def parse_arguments(owner: str, options: ty.Iterable[Option],
     """Validate backend ``arguments`` against ``options``.
 
     Unknown names are refused (a typo must not be ignored), aliases are
-    folded into the option's name, and ``None`` means "the default".
+    folded into the option's name, and ``None`` or ``''`` means "the
+    default".
     """
     options = list(options)
     known = {}
     for opt in options:
         for alias in (opt.name,) + opt.aliases:
             known[alias] = opt
-    unknown = sorted(set(arguments) - set(known))
+    unknown = sorted(str(name) for name in set(arguments) - set(known))
     if unknown:
         raise exception.ConfigurationError(
             'Unknown argument(s) %s for %s; valid arguments are: %s'
@@ -90,7 +151,7 @@ def parse_arguments(owner: str, options: ty.Iterable[Option],
                 'Arguments %s of %s are aliases of each other; give only '
                 'one' % (' and '.join(given), owner))
         value = arguments[given[0]] if given else None
-        if value is None:
+        if is_unset(value):
             parsed[opt.name] = opt.default
         else:
             parsed[opt.name] = coerce(owner, given[0], opt.type, value,
@@ -98,27 +159,127 @@ def parse_arguments(owner: str, options: ty.Iterable[Option],
     return parsed
 
 
-EXPIRE_TIME = Option(
-    'expire_time', types.Float(min=0), 0,
-    help='Seconds after which a value expires; 0 means never.')
-NO_EXPIRY_KEYS = Option(
-    'no_expiry_keys', types.List(), [],
-    help='Keys that never expire, whatever expire_time says.')
+# --- option groups shared by the network backends ------------------------
+# Declared once so a name means the same on every backend; a backend picks
+# its own defaults with dataclasses.replace().
+
+SOCKET_TIMEOUT = Option(
+    'socket_timeout', seconds(min=0.001), 1.0,
+    help='Seconds to wait for a reply before the server counts as failed.')
+CONNECT_TIMEOUT = Option(
+    'connect_timeout', seconds(min=0.001), None,
+    aliases=('socket_connect_timeout',),
+    help='Seconds to wait for a connection (default: socket_timeout).')
+TIMEOUTS = (SOCKET_TIMEOUT, CONNECT_TIMEOUT)
+
+POOL_MAXSIZE = Option(
+    'pool_maxsize', count(min=1, max=10000), 10,
+    aliases=('max_pool_size',), help='Most connections to each server.')
+
+KEEPALIVE = (
+    Option('socket_keepalive', types.Boolean(), False,
+           aliases=('enable_socket_keepalive',),
+           help='Turn on TCP keepalive on connections.'),
+    Option('socket_keepalive_idle', count(min=1, max=86400), None,
+           help='Idle seconds before the first keepalive probe (default: '
+                'the system\'s).'),
+    Option('socket_keepalive_interval', count(min=1, max=86400), None,
+           help='Seconds between keepalive probes (default: the '
+                'system\'s).'),
+    Option('socket_keepalive_count', count(min=1, max=1000), None,
+           help='Unanswered probes before the connection is dropped '
+                '(default: the system\'s).'),
+)
+
+TLS = (
+    Option('tls_enabled', types.Boolean(), False, help='Use TLS.'),
+    Option('tls_cafile', types.String(),
+           help='CA bundle that verifies the servers (default: the system '
+                'CAs).'),
+    Option('tls_certfile', types.String(),
+           help='Client certificate, for servers that check clients.'),
+    Option('tls_keyfile', types.String(),
+           help="Client certificate's private key, if not in "
+                'tls_certfile.'),
+    Option('tls_allowed_ciphers', types.String(),
+           help='OpenSSL cipher list to allow.'),
+)
+
+
+# --- error translation -----------------------------------------------------
+
+#: The backend methods whose server faults become BackendError.
+API_METHODS = ('get_serialized', 'get_serialized_multi', 'set_serialized',
+               'set_serialized_multi', 'add_serialized', 'delete_existing',
+               'delete_multi', 'acquire_lock', 'release_lock')
+
+
+def backend_error(backend: 'Backend', exc: BaseException,
+                  operation: str) -> exception.BackendError:
+    """The one wording of a server fault: backend, operation, server, cause.
+
+    The client's text goes through :func:`address.redact` with the
+    backend's secrets. The cause is chained unless the backend holds
+    secrets, since a client exception's own text or arguments may carry
+    them into a logged traceback.
+    """
+    detail = address.redact(backend.describe_failure(exc), backend.secrets)
+    if len(detail) > 500:
+        detail = detail[:500] + '...'
+    error = exception.BackendError('%s: %s on %s failed: %s' % (
+        backend.name, operation, backend.where, detail))
+    error.__cause__ = None if backend.secrets else exc
+    error.__suppress_context__ = True
+    return error
+
+
+def _translating(method: ty.Callable[..., ty.Any]) -> ty.Callable[..., ty.Any]:
+    operation = method.__name__.replace('_serialized', '')
+
+    @functools.wraps(method)
+    def call(self: 'Backend', *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
+        try:
+            return method(self, *args, **kwargs)
+        except exception.KVSError:
+            raise
+        except self.too_large_errors:
+            raise exception.ValueTooLarge(
+                '%s: the value exceeds what %s stores'
+                % (self.name, self.where)) from None
+        except self.server_errors as exc:
+            raise backend_error(self, exc, operation)  # cause: see there
+
+    call.translating = True  # type: ignore[attr-defined]
+    return call
 
 
 class Backend(api.CacheBackend):
     """Base class of oslo_kvs backends: bytes in, bytes out.
 
-    Subclasses set :attr:`name` and extend :attr:`options`, then implement
-    the ``*_serialized`` methods, :meth:`delete_multi`,
-    :meth:`delete_existing`, :meth:`add_serialized`, :meth:`acquire_lock`
-    and :meth:`release_lock`.
+    Subclasses set :attr:`name`, :attr:`options` and
+    :attr:`server_errors`, then implement the ``*_serialized`` methods,
+    :meth:`delete_multi`, :meth:`delete_existing`, :meth:`acquire_lock`
+    and :meth:`release_lock`. ``ttl`` arguments are seconds (> 0) or
+    ``None`` for never; a backend rounds a ttl up to its server's
+    granularity, never down.
+
+    Every API method a subclass defines is wrapped once, here, so that an
+    exception of a type listed in :attr:`server_errors` leaves it as a
+    :class:`~oslo_kvs.exception.BackendError` (see :func:`backend_error`);
+    oslo_kvs exceptions pass through and any other exception (a
+    programming error) stays what it is.
     """
 
     #: The name users give to ``configure()``.
     name: ty.ClassVar[str] = 'openstack.kvs.Backend'
     #: Arguments this backend accepts.
-    options: ty.ClassVar[tuple[Option, ...]] = (EXPIRE_TIME, NO_EXPIRY_KEYS)
+    options: ty.ClassVar[tuple[Option, ...]] = ()
+    #: The backend's historical name for the store's ``expire_time``.
+    expire_time_alias: ty.ClassVar[str | None] = None
+    #: Exception types that mean "the server failed", not "a bug".
+    server_errors: ty.ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Exception types that mean "the server refused a value this big".
+    too_large_errors: ty.ClassVar[tuple[type[BaseException], ...]] = ()
     #: True when :meth:`acquire_lock` excludes other processes and hosts.
     distributed_lock: ty.ClassVar[bool] = False
     #: True when values never leave this process (no server to distrust).
@@ -129,27 +290,41 @@ class Backend(api.CacheBackend):
     #: dogpile's attribute; a backend may set a mangler of its own.
     key_mangler: ty.Callable[[str], str] | None = None
 
+    def __init_subclass__(cls, **kwargs: ty.Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for method_name in API_METHODS:
+            method = cls.__dict__.get(method_name)
+            if method is not None and not getattr(method, 'translating',
+                                                  False):
+                setattr(cls, method_name, _translating(method))
+
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         self.args = parse_arguments(self.name, self.options, arguments)
-        self.expire_time: float = self.args['expire_time']
-        self._no_expiry_keys: list[str] = list(self.args['no_expiry_keys'])
-        self._no_expiry_stored: frozenset[str] = frozenset()
+        #: Secrets to keep out of messages: secret arguments, and the
+        #: passwords of URLs given as arguments.
+        self.secrets: list[str] = []
+        for opt in self.options:
+            self.add_secrets(self.args[opt.name], opt.secret)
 
-    def bind_key_transform(self, transform: ty.Callable[[str], str]) -> None:
-        """Learn how the store turns user keys into stored keys.
+    def add_secrets(self, value: ty.Any, secret: bool = True) -> None:
+        """Remember ``value`` (or the URL passwords in it) as secret.
 
-        The store calls this once at configure time so ``no_expiry_keys``
-        (given as user keys) match the stored keys the backend receives,
-        whatever key mangler is in use.
+        Of a list (of servers, say) only URL passwords are secret.
         """
-        self._no_expiry_stored = frozenset(
-            transform(key) for key in self._no_expiry_keys)
+        if isinstance(value, str):
+            self.secrets.extend(address.secrets_in(value, secret))
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                self.add_secrets(item, secret=False)
 
-    def ttl_for(self, key: str) -> float:
-        """Seconds ``key`` should live; 0 means it never expires."""
-        if key in self._no_expiry_stored:
-            return 0
-        return self.expire_time
+    @property
+    def where(self) -> str:
+        """The server(s), for messages; never a secret."""
+        return ', '.join(self.servers()) or self.name
+
+    def describe_failure(self, exc: BaseException) -> str:
+        """``exc`` in words, before redaction; a backend may say more."""
+        return '%s: %s' % (type(exc).__name__, exc)
 
     def check_key(self, key: str) -> None:
         """Refuse a key the server cannot store, before anything is sent.
@@ -158,7 +333,7 @@ class Backend(api.CacheBackend):
         """
 
     def servers(self) -> list[str]:
-        """The servers this backend talks to, for messages and ``ping``."""
+        """The servers this backend talks to, as labels without secrets."""
         return []
 
     # dogpile's object API maps onto the bytes API.
@@ -181,8 +356,14 @@ class Backend(api.CacheBackend):
         """Values for ``keys`` in order; :data:`NO_VALUE` where missing."""
         raise NotImplementedError
 
-    def set_serialized_multi(self, mapping: ty.Mapping[str, bytes]) -> None:
-        """Store every item, each with its own expiry."""
+    def set_serialized(self, key: str, value: bytes,
+                       ttl: float | None = None) -> None:
+        """Store ``value``; it expires after ``ttl`` seconds (None: never)."""
+        raise NotImplementedError
+
+    def set_serialized_multi(self, mapping: ty.Mapping[str, bytes],
+                             ttl: float | None = None) -> None:
+        """Store every item, all with the same ``ttl``."""
         raise NotImplementedError
 
     def delete_multi(self, keys: ty.Sequence[str]) -> None:
@@ -193,7 +374,8 @@ class Backend(api.CacheBackend):
         """Remove ``key``; return whether it was there."""
         raise NotImplementedError
 
-    def add_serialized(self, key: str, value: bytes) -> bool:
+    def add_serialized(self, key: str, value: bytes,
+                       ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent, atomically.
 
         Return whether it was stored.
@@ -213,7 +395,7 @@ class Backend(api.CacheBackend):
         raise NotImplementedError
 
     def close(self) -> None:
-        """Release connections; the backend is not used afterwards."""
+        """Release connections; idempotent."""
 
 
 class LocalLocks:
@@ -272,10 +454,10 @@ class DogpileAdapter(Backend):
     def get_serialized_multi(self, keys):
         return self.backend.get_serialized_multi(keys)
 
-    def set_serialized(self, key, value):
+    def set_serialized(self, key, value, ttl=None):
         self.backend.set_serialized(key, value)
 
-    def set_serialized_multi(self, mapping):
+    def set_serialized_multi(self, mapping, ttl=None):
         self.backend.set_serialized_multi(mapping)
 
     def delete_multi(self, keys):
@@ -288,7 +470,7 @@ class DogpileAdapter(Backend):
             self.backend.delete(key)
             return True
 
-    def add_serialized(self, key, value):
+    def add_serialized(self, key, value, ttl=None):
         with self._atomically(key):
             if self.backend.get_serialized(key) is not NO_VALUE:
                 return False

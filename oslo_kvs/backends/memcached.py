@@ -12,7 +12,6 @@ flags the server holds, so no server can make this process unpickle.
 """
 
 import collections
-import dataclasses
 import functools
 import math
 import re
@@ -70,45 +69,25 @@ OPTIONS = (
     _opt('memcached_backend', types.String(choices=BACKEND_NAMES),
          'pymemcache',
          "Keystone's client name; all are served by pymemcache."),
-    _opt('socket_timeout', types.Float(min=0.001), 1.0,
-         'Seconds to wait for a reply before the server counts as failed.'),
-    _opt('connect_timeout', types.Float(min=0.001), None,
-         'Seconds to wait for a connection (default: socket_timeout).'),
-    _opt('dead_retry', types.Float(min=0), 30.0,
+    *base.TIMEOUTS,
+    _opt('dead_retry', base.seconds(), 30.0,
          'Seconds an ejected server stays out before it is tried again.',
          aliases=('dead_timeout',)),
-    _opt('retry_attempts', types.Integer(min=0), 2,
+    _opt('retry_attempts', base.count(max=1000), 2,
          'Failed retries before a server of several is ejected.',
          aliases=('hashclient_retry_attempts',)),
-    _opt('retry_delay', types.Float(min=0), 1.0,
+    _opt('retry_delay', base.seconds(), 1.0,
          'Seconds between those retries.',
          aliases=('hashclient_retry_delay',)),
-    _opt('pool_maxsize', types.Integer(min=1), 10,
-         'Most connections to each server.', aliases=('max_pool_size',)),
-    _opt('pool_unused_timeout', types.Float(min=0), 60.0,
+    base.POOL_MAXSIZE,
+    _opt('pool_unused_timeout', base.seconds(), 60.0,
          'Seconds after which an idle connection is closed (0: never).',
          aliases=('pool_idle_timeout',)),
-    _opt('pool_connection_get_timeout', types.Float(min=0), 10.0,
+    _opt('pool_connection_get_timeout', base.seconds(), 10.0,
          'Seconds to wait for a free connection when all are busy.',
          aliases=('pool_wait_timeout',)),
-    _opt('enable_socket_keepalive', types.Boolean(), False,
-         'Turn on TCP keepalive on connections.'),
-    _opt('socket_keepalive_idle', types.Integer(min=1), 1,
-         'Idle seconds before the first keepalive probe.'),
-    _opt('socket_keepalive_interval', types.Integer(min=1), 1,
-         'Seconds between keepalive probes.'),
-    _opt('socket_keepalive_count', types.Integer(min=1), 1,
-         'Unanswered probes before the connection is dropped.'),
-    _opt('tls_enabled', types.Boolean(), False,
-         'Talk TLS to every server (TCP servers only).'),
-    _opt('tls_cafile', types.String(), None,
-         'CA bundle that signs the servers (default: system CAs).'),
-    _opt('tls_certfile', types.String(), None,
-         'Client certificate, for servers that check clients.'),
-    _opt('tls_keyfile', types.String(), None,
-         "Client certificate's private key, if not in tls_certfile."),
-    _opt('tls_allowed_ciphers', types.String(), None,
-         'OpenSSL cipher list to allow.'),
+    *base.KEEPALIVE,
+    *base.TLS,
 )
 
 
@@ -276,9 +255,9 @@ class MemcachedBackend(base.Backend):
     """
 
     name = 'openstack.kvs.Memcached'
-    options = (dataclasses.replace(base.EXPIRE_TIME,
-                                   aliases=('memcached_expire_time',)),
-               base.NO_EXPIRY_KEYS) + OPTIONS
+    options = OPTIONS
+    expire_time_alias = 'memcached_expire_time'
+    server_errors = (pymc_exc.MemcacheError, OSError, PoolTimeout)
     distributed_lock = True
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
@@ -296,11 +275,13 @@ class MemcachedBackend(base.Backend):
                 % (self.name, ', '.join(label for _, label in parsed)))
         tls_context = self._tls_context(args, parsed)
         keepalive = None
-        if args['enable_socket_keepalive']:
-            keepalive = pymc_base.KeepaliveOpts(
-                idle=args['socket_keepalive_idle'],
-                intvl=args['socket_keepalive_interval'],
-                cnt=args['socket_keepalive_count'])
+        if args['socket_keepalive']:
+            keepalive = pymc_base.KeepaliveOpts(**{
+                name: args[option] for name, option in (
+                    ('idle', 'socket_keepalive_idle'),
+                    ('intvl', 'socket_keepalive_interval'),
+                    ('cnt', 'socket_keepalive_count'))
+                if args[option] is not None})
         client_kwargs = dict(
             serde=_RawSerde(), timeout=args['socket_timeout'],
             connect_timeout=(args['connect_timeout'] or
@@ -493,24 +474,15 @@ class MemcachedBackend(base.Backend):
         missing = base.NO_VALUE
         return [found.get(key, missing) for key in keys]
 
-    def set_serialized(self, key, value):
-        self.set_serialized_multi({key: value})
+    def set_serialized(self, key, value, ttl=None):
+        self.set_serialized_multi({key: value}, ttl)
 
-    def set_serialized_multi(self, mapping):
-        # One set_many per server and expiry: at most two per server when
-        # some keys are in no_expiry_keys.
-        batches: dict[tuple[Pool, int], dict[str, bytes]] = {}
-        expiries: dict[float, int] = {}
-        for pool, group in self._groups(mapping):
-            for key in group:
-                ttl = self.ttl_for(key)
-                expire = expiries.get(ttl)
-                if expire is None:
-                    expire = expiries[ttl] = exptime(ttl)
-                batches.setdefault((pool, expire), {})[key] = mapping[key]
+    def set_serialized_multi(self, mapping, ttl=None):
+        # One set_many per server.
+        expire = exptime(ttl or 0)
         try:
-            for (pool, expire), batch in batches.items():
-                self._set(pool, batch, expire)
+            for pool, group in self._groups(mapping):
+                self._set(pool, {key: mapping[key] for key in group}, expire)
         except exception.ValueTooLarge:
             # memcached drops a key whose new value it refused; drop the
             # whole batch so no old value passes for the new one.
@@ -524,9 +496,9 @@ class MemcachedBackend(base.Backend):
     def delete_existing(self, key):
         return bool(self._run(self._pool_for(key), 'delete', key))
 
-    def add_serialized(self, key, value):
+    def add_serialized(self, key, value, ttl=None):
         return bool(self._run(self._pool_for(key), 'add', key, value,
-                              expire=exptime(self.ttl_for(key))))
+                              expire=exptime(ttl or 0)))
 
     def acquire_lock(self, key, token, ttl):
         return bool(self._run(self._pool_for(key), 'add', key,

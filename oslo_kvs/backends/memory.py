@@ -7,12 +7,10 @@ import threading
 import time
 import typing as ty
 
-from oslo_config import types
-
 from oslo_kvs.backends import base
 
 MAX_ITEMS = base.Option(
-    'max_items', types.Integer(min=0), 0,
+    'max_items', base.count(), 0,
     help='Most values kept; beyond it the least recently used is evicted. '
          '0 means no bound.')
 
@@ -27,7 +25,7 @@ class MemoryBackend(base.Backend):
 
     name = 'openstack.kvs.Memory'
     local = True
-    options = base.Backend.options + (MAX_ITEMS,)
+    options = (MAX_ITEMS,)
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         super().__init__(arguments)
@@ -54,8 +52,8 @@ class MemoryBackend(base.Backend):
         self._data.move_to_end(key)
         return entry[0]
 
-    def _write(self, key: str, value: bytes, now: float) -> None:
-        ttl = self.ttl_for(key)
+    def _write(self, key: str, value: bytes, now: float,
+               ttl: float | None) -> None:
         expires_at = now + ttl if ttl else math.inf
         self._data[key] = (value, expires_at)
         self._data.move_to_end(key)
@@ -89,17 +87,14 @@ class MemoryBackend(base.Backend):
         with self._mutex:
             return [self._read(key, now) for key in keys]
 
-    def set_serialized(self, key, value):
-        now = time.monotonic()
-        with self._mutex:
-            self._write(key, value, now)
-            self._purge(now)
+    def set_serialized(self, key, value, ttl=None):
+        self.set_serialized_multi({key: value}, ttl)
 
-    def set_serialized_multi(self, mapping):
+    def set_serialized_multi(self, mapping, ttl=None):
         now = time.monotonic()
         with self._mutex:
             for key, value in mapping.items():
-                self._write(key, value, now)
+                self._write(key, value, now, ttl)
             self._purge(now)
 
     def delete_multi(self, keys):
@@ -113,12 +108,12 @@ class MemoryBackend(base.Backend):
             entry = self._data.pop(key, None)
             return entry is not None and entry[1] > now
 
-    def add_serialized(self, key, value):
+    def add_serialized(self, key, value, ttl=None):
         now = time.monotonic()
         with self._mutex:
             if self._read(key, now) is not base.NO_VALUE:
                 return False
-            self._write(key, value, now)
+            self._write(key, value, now, ttl)
             self._purge(now)
             return True
 

@@ -16,7 +16,6 @@ Argument names are Keystone's (``keystone.common.cache.backends.mongo``),
 mapped onto pymongo 4.
 """
 
-import contextlib
 import dataclasses
 import datetime
 import logging
@@ -31,6 +30,7 @@ from pymongo import errors as mongo_errors
 from pymongo import read_preferences
 from pymongo import uri_parser
 
+from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 
@@ -142,10 +142,6 @@ def _anything(value: ty.Any) -> ty.Any:
     return value
 
 
-def _seconds() -> types.Float:
-    return types.Float(min=0)
-
-
 OPTIONS = (
     # Secret: a URI may carry a password, so a rejected value is not echoed.
     base.Option('db_hosts', _hosts, secret=True,
@@ -172,29 +168,27 @@ OPTIONS = (
     base.Option('w', _write_concern,
                 help='Write concern: members to acknowledge (>= 1), '
                      '"majority" or a tag set; -1 = server default.'),
-    base.Option('max_pool_size', types.Integer(min=0),
-                help="Connections per server; pymongo's default if unset, "
-                     '0 = unbounded.'),
-    base.Option('tls_enabled', types.Boolean(), aliases=('ssl',),
-                help='Use TLS.'),
-    base.Option('tls_cafile', types.String(), aliases=('ssl_ca_certs',),
-                help='CA bundle to verify the servers with.'),
-    base.Option('tls_certfile', types.String(), aliases=('ssl_certfile',),
-                help='Client certificate, PEM, with its private key.'),
-    base.Option('tls_keyfile', types.String(), aliases=('ssl_keyfile',),
-                help='Client key: only accepted when it is the same file as '
-                     'tls_certfile (pymongo 4 reads both from one file).'),
+    dataclasses.replace(base.POOL_MAXSIZE, default=None,
+                        help="Connections per server; pymongo's default if "
+                             'unset.'),
+    *[dataclasses.replace(opt, default=None, aliases=(alias,))
+      for opt, alias in zip(base.TLS[:4], ('ssl', 'ssl_ca_certs',
+                                           'ssl_certfile', 'ssl_keyfile'))],
+
     base.Option('tls_cert_reqs', _cert_reqs, aliases=('ssl_cert_reqs',),
                 help='NONE disables server certificate verification; '
                      'OPTIONAL and REQUIRED verify it.'),
     base.Option('tls_allow_invalid_hostnames', types.Boolean(),
                 help='Accept a server certificate for another host name.'),
-    base.Option('server_selection_timeout', _seconds(),
+    base.Option('server_selection_timeout', base.seconds(),
                 help='Seconds to wait for a usable server before failing.'),
-    base.Option('connect_timeout', _seconds(),
-                help='Seconds to wait for a TCP connection; 0 = no limit.'),
-    base.Option('socket_timeout', _seconds(),
-                help='Seconds to wait for a reply; 0 = no limit.'),
+    dataclasses.replace(base.CONNECT_TIMEOUT, type=base.seconds(),
+                        help="Seconds to wait for a TCP connection "
+                             "(default: pymongo's); 0 = no limit."),
+    dataclasses.replace(base.SOCKET_TIMEOUT, type=base.seconds(),
+                        default=None,
+                        help="Seconds to wait for a reply (default: "
+                             "pymongo's); 0 = no limit."),
     base.Option('son_manipulator', _anything,
                 help='Refused: pymongo 4 has no SON manipulators.'),
 )
@@ -230,9 +224,10 @@ class MongoBackend(base.Backend):
     """
 
     name = 'openstack.kvs.MongoDB'
-    options = (dataclasses.replace(base.EXPIRE_TIME,
-                                   aliases=('mongo_ttl_seconds',)),
-               base.NO_EXPIRY_KEYS) + OPTIONS
+    options = OPTIONS
+    expire_time_alias = 'mongo_ttl_seconds'
+    server_errors = (mongo_errors.PyMongoError,)
+    too_large_errors = (mongo_errors.DocumentTooLarge,)
     distributed_lock = True
 
     #: Builds the client; tests replace it with ``mongomock.MongoClient``.
@@ -278,13 +273,6 @@ class MongoBackend(base.Backend):
         hosts: list[str] = args['db_hosts']
         uri = hosts[0] if hosts[0].startswith(_URI_SCHEMES) else None
         split = urllib.parse.urlsplit(uri) if uri is not None else None
-        self._secrets = []
-        if split is not None and split.password:
-            self._secrets += [split.password,
-                              urllib.parse.unquote(split.password)]
-        if args['password']:
-            self._secrets += [args['password'],
-                              urllib.parse.quote(args['password'], safe='')]
         uri_options: set[str] = set()
         if split is not None and split.query:
             # pymongo only warns about a bad URI option and ignores it.
@@ -331,7 +319,7 @@ class MongoBackend(base.Backend):
             kwargs['authSource'] = args['auth_source']
         simple = {'replicaset_name': 'replicaSet',
                   'read_preference': 'readPreference', 'w': 'w',
-                  'max_pool_size': 'maxPoolSize', 'tls_enabled': 'tls',
+                  'pool_maxsize': 'maxPoolSize', 'tls_enabled': 'tls',
                   'tls_cafile': 'tlsCAFile',
                   'tls_certfile': 'tlsCertificateKeyFile',
                   'tls_allow_invalid_hostnames': 'tlsAllowInvalidHostnames'}
@@ -353,20 +341,21 @@ class MongoBackend(base.Backend):
     @staticmethod
     def _describe_servers(hosts: list[str]) -> list[str]:
         """host:port of each server (or the SRV name), never credentials."""
-        if not hosts[0].startswith(_URI_SCHEMES):
-            return list(hosts)
-        split = urllib.parse.urlsplit(hosts[0])
-        netloc = split.netloc.rpartition('@')[2]
-        return [h for h in netloc.split(',') if h]
+        if hosts[0].startswith(_URI_SCHEMES):
+            netloc = urllib.parse.urlsplit(hosts[0]).netloc
+            hosts = [h for h in netloc.rpartition('@')[2].split(',') if h]
+        return [address.label(host, 27017) for host in hosts]
 
     def _redact(self, text: str) -> str:
         """``text`` without credentials, bounded in length."""
-        text = re.sub(r'(mongodb(?:\+srv)?://)[^@/\s]*@', r'\1<redacted>@',
-                      text)
-        for secret in self._secrets:
-            if secret:
-                text = text.replace(secret, '<redacted>')
+        text = address.redact(text, self.secrets)
         return text if len(text) <= 300 else text[:300] + '...'
+
+    def describe_failure(self, exc: BaseException) -> str:
+        code = getattr(exc, 'code', None)
+        return '%s%s: %s (database %s)' % (
+            type(exc).__name__, '' if code is None else ' (code %s)' % code,
+            exc, self.db_name)
 
     def servers(self) -> list[str]:
         return list(self._servers)
@@ -385,24 +374,6 @@ class MongoBackend(base.Backend):
 
     # --- plumbing --------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _errors(self, operation: str) -> ty.Iterator[None]:
-        """Turn pymongo failures into :class:`BackendError`, redacted."""
-        try:
-            yield
-        except mongo_errors.DocumentTooLarge:
-            raise exception.ValueTooLarge(
-                '%s: a document exceeds the server\'s BSON size limit'
-                % self.name) from None
-        except mongo_errors.PyMongoError as exc:
-            code = getattr(exc, 'code', None)
-            raise exception.BackendError(
-                '%s %s on %s (database %s) failed: %s%s: %s'
-                % (self.name, operation, ','.join(self._servers),
-                   self.db_name, type(exc).__name__,
-                   '' if code is None else ' (code %s)' % code,
-                   self._redact(str(exc)))) from None
-
     def _check_size(self, key: str, value: bytes) -> None:
         if (len(value) + len(key.encode('utf-8')) + _DOCUMENT_OVERHEAD >
                 MAX_DOCUMENT_SIZE):
@@ -411,11 +382,10 @@ class MongoBackend(base.Backend):
                 % (self.name, MAX_DOCUMENT_SIZE - _DOCUMENT_OVERHEAD,
                    len(value)))
 
-    def _document(self, key: str, value: bytes,
-                  now: datetime.datetime) -> dict[str, ty.Any]:
+    def _document(self, key: str, value: bytes, now: datetime.datetime,
+                  ttl: float | None) -> dict[str, ty.Any]:
         self._check_size(key, value)
         doc: dict[str, ty.Any] = {'value': value}
-        ttl = self.ttl_for(key)
         if ttl:
             doc['expires_at'] = _expiry(now, ttl)
         return doc
@@ -445,24 +415,23 @@ class MongoBackend(base.Backend):
         with self._index_lock:
             if self._index_ready:
                 return
-            with self._errors('create TTL index'):
-                try:
-                    self._collection.create_index(
-                        'expires_at', expireAfterSeconds=0)
-                except mongo_errors.OperationFailure as exc:
-                    if exc.code not in _INDEX_REFUSALS:
-                        raise
-                    LOG.warning(
-                        '%s: cannot create the TTL index on %s.%s (%s, code '
-                        '%s); expired documents are never returned, but '
-                        'the server will not delete them. Create it with '
-                        'createIndex({expires_at: 1}, '
-                        '{expireAfterSeconds: 0}).', self.name, self.db_name,
-                        self.collection_name, type(exc).__name__, exc.code)
+            try:
+                self._collection.create_index(
+                    'expires_at', expireAfterSeconds=0)
+            except mongo_errors.OperationFailure as exc:
+                if exc.code not in _INDEX_REFUSALS:
+                    raise
+                LOG.warning(
+                    '%s: cannot create the TTL index on %s.%s (%s, code '
+                    '%s); expired documents are never returned, but the '
+                    'server will not delete them. Create it with '
+                    'createIndex({expires_at: 1}, {expireAfterSeconds: 0}).',
+                    self.name, self.db_name, self.collection_name,
+                    type(exc).__name__, exc.code)
             self._index_ready = True
 
     def _insert_unless_live(self, key: str, doc: dict[str, ty.Any],
-                            now: datetime.datetime, operation: str) -> bool:
+                            now: datetime.datetime) -> bool:
         """Write ``doc`` under ``key`` unless a live document is there.
 
         One atomic server operation: it replaces a document whose
@@ -471,81 +440,69 @@ class MongoBackend(base.Backend):
         on the duplicate ``_id``.
         """
         self._ensure_index()
-        with self._errors(operation):
-            try:
-                self._collection.replace_one(
-                    {'_id': key, 'expires_at': {'$lte': now}}, doc,
-                    upsert=True)
-            except mongo_errors.DuplicateKeyError:
-                return False
+        try:
+            self._collection.replace_one(
+                {'_id': key, 'expires_at': {'$lte': now}}, doc, upsert=True)
+        except mongo_errors.DuplicateKeyError:
+            return False
         return True
 
     # --- the backend API -------------------------------------------------
 
     def get_serialized(self, key):
-        with self._errors('get'):
-            doc = self._collection.find_one(
-                {'_id': key, **_live(_utcnow())}, {'value': 1})
+        doc = self._collection.find_one(
+            {'_id': key, **_live(_utcnow())}, {'value': 1})
         return base.NO_VALUE if doc is None else self._value(doc)
 
     def get_serialized_multi(self, keys):
         unique = list(dict.fromkeys(keys))
         if not unique:
             return []
-        with self._errors('get_multi'):
-            # One batch holds every document, so there is no getMore.
-            found = {doc['_id']: self._value(doc) for doc in
-                     self._collection.find(
-                         {'_id': {'$in': unique}, **_live(_utcnow())},
-                         {'value': 1}, batch_size=len(unique))}
+        # One batch holds every document, so there is no getMore.
+        found = {doc['_id']: self._value(doc) for doc in
+                 self._collection.find(
+                     {'_id': {'$in': unique}, **_live(_utcnow())},
+                     {'value': 1}, batch_size=len(unique))}
         return [found.get(key, base.NO_VALUE) for key in keys]
 
-    def set_serialized(self, key, value):
-        doc = self._document(key, value, _utcnow())
-        self._ensure_index()
-        with self._errors('set'):
-            self._collection.replace_one({'_id': key}, doc, upsert=True)
+    def set_serialized(self, key, value, ttl=None):
+        self.set_serialized_multi({key: value}, ttl)
 
-    def set_serialized_multi(self, mapping):
+    def set_serialized_multi(self, mapping, ttl=None):
         if not mapping:
             return
         now = _utcnow()
         requests = [pymongo.ReplaceOne({'_id': key},
-                                       self._document(key, value, now),
+                                       self._document(key, value, now, ttl),
                                        upsert=True)
                     for key, value in mapping.items()]
         self._ensure_index()
-        with self._errors('set_multi'):
-            self._collection.bulk_write(requests, ordered=False)
+        self._collection.bulk_write(requests, ordered=False)
 
     def delete_multi(self, keys):
         keys = list(dict.fromkeys(keys))
         if keys:
-            with self._errors('delete_multi'):
-                self._collection.delete_many({'_id': {'$in': keys}})
+            self._collection.delete_many({'_id': {'$in': keys}})
 
     def delete_existing(self, key):
         # An expired document still waiting for the TTL monitor counts as
         # absent; it is left for the monitor.
-        with self._errors('delete'):
-            result = self._collection.delete_one(
-                {'_id': key, **_live(_utcnow())})
+        result = self._collection.delete_one(
+            {'_id': key, **_live(_utcnow())})
         return result.deleted_count == 1
 
-    def add_serialized(self, key, value):
+    def add_serialized(self, key, value, ttl=None):
         now = _utcnow()
         return self._insert_unless_live(
-            key, self._document(key, value, now), now, 'add')
+            key, self._document(key, value, now, ttl), now)
 
     def acquire_lock(self, key, token, ttl):
         now = _utcnow()
         doc: dict[str, ty.Any] = {'token': token}
         if ttl:
             doc['expires_at'] = _expiry(now, ttl)
-        return self._insert_unless_live(key, doc, now, 'acquire lock')
+        return self._insert_unless_live(key, doc, now)
 
     def release_lock(self, key, token):
-        with self._errors('release lock'):
-            result = self._collection.delete_one({'_id': key,
-                                                  'token': token})
+        result = self._collection.delete_one({'_id': key, 'token': token})
         return result.deleted_count == 1

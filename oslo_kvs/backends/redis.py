@@ -14,7 +14,6 @@ import socket
 import typing as ty
 
 from oslo_config import types
-from oslo_utils import netutils
 import redis
 from redis import backoff as redis_backoff
 from redis import cluster as redis_cluster
@@ -23,6 +22,7 @@ from redis import exceptions as redis_exceptions
 from redis import retry as redis_retry
 from redis import sentinel as redis_sentinel
 
+from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 
@@ -49,7 +49,7 @@ _OPTIONS = (
     Option('host', types.String(),
            help='Server host name or address (default localhost).'),
     Option('port', types.Port(), help='Server port (default 6379).'),
-    Option('db', types.Integer(min=0),
+    Option('db', base.count(),
            help='Database number (default 0; Cluster has only 0).'),
     Option('username', types.String(), help='ACL user name.'),
     Option('password', types.String(), secret=True,
@@ -57,36 +57,15 @@ _OPTIONS = (
     Option('key_prefix', types.String(), '',
            help='Namespace put before every stored key, for a Redis shared '
                 'with other applications: letters, digits and ._:/- only.'),
-    dataclasses.replace(base.EXPIRE_TIME,
-                        aliases=('redis_expiration_time',)),
-    base.NO_EXPIRY_KEYS,
-    Option('socket_timeout', types.Float(min=0.001), 3.0,
-           help='Seconds to wait for a reply before giving up.'),
-    Option('socket_connect_timeout', types.Float(min=0.001),
-           help='Seconds to wait for a connection (default: '
-                'socket_timeout). Also the longest wait for a free '
-                'pooled connection to a single server.'),
-    Option('socket_keepalive', types.Boolean(), True,
-           help='Enable TCP keepalive on connections.'),
-    Option('socket_keepalive_idle', types.Integer(min=1),
-           help='Idle seconds before keepalive probes start.'),
-    Option('socket_keepalive_interval', types.Integer(min=1),
-           help='Seconds between keepalive probes.'),
-    Option('socket_keepalive_count', types.Integer(min=1),
-           help='Unanswered probes before the connection is dropped.'),
-    Option('pool_maxsize', types.Integer(min=1), 50,
-           help='Most connections kept per server.'),
-    Option('tls_enabled', types.Boolean(), False,
-           help='Use TLS (implied by a rediss:// url).'),
-    Option('tls_cafile', types.String(),
-           help='CA bundle that verifies the server certificate (default: '
-                'the system CAs).'),
-    Option('tls_certfile', types.String(),
-           help='Client certificate, for servers that require one.'),
-    Option('tls_keyfile', types.String(),
-           help='Private key of tls_certfile, if not in that file.'),
-    Option('tls_allowed_ciphers', types.String(),
-           help='OpenSSL cipher list to allow.'),
+    dataclasses.replace(base.SOCKET_TIMEOUT, default=3.0),
+    dataclasses.replace(
+        base.CONNECT_TIMEOUT,
+        help='Seconds to wait for a connection (default: socket_timeout). '
+             'Also the longest wait for a free pooled connection to a '
+             'single server.'),
+    *base.KEEPALIVE,
+    dataclasses.replace(base.POOL_MAXSIZE, default=50),
+    *base.TLS,
     Option('tls_check_hostname', types.Boolean(), True,
            help='Check that the server certificate names the host.'),
     Option('sentinels', types.List(),
@@ -114,13 +93,9 @@ _URL_PARTS = frozenset(['host', 'port', 'db', 'username', 'password', 'path',
                         'connection_class'])
 
 
-def _address(host: str, port: int) -> str:
-    return '%s:%d' % (netutils.escape_ipv6(host), port)
-
-
-def _milliseconds(seconds: float) -> int:
-    """Whole milliseconds, rounded up so nothing expires early."""
-    return max(1, math.ceil(seconds * 1000))
+def _px(seconds: float | None) -> int | None:
+    """Whole milliseconds, rounded up so nothing expires early; None: never."""
+    return max(1, math.ceil(seconds * 1000)) if seconds else None
 
 
 class RedisBackend(base.Backend):
@@ -136,6 +111,10 @@ class RedisBackend(base.Backend):
 
     name = 'openstack.kvs.Redis'
     options = _OPTIONS
+    expire_time_alias = 'redis_expiration_time'
+    # RedisClusterException is no RedisError; OSError covers raw sockets.
+    server_errors = (redis_exceptions.RedisError,
+                     redis_exceptions.RedisClusterException, OSError)
     distributed_lock = True
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
@@ -147,10 +126,6 @@ class RedisBackend(base.Backend):
             raise exception.ConfigurationError(
                 'Invalid key_prefix %r for %s: use at most 128 letters, '
                 'digits and ._:/- characters' % (self._prefix, self.name))
-        self._secrets = [s for s in (args['password'],
-                                     args['sentinel_password']) if s]
-        self._px = (_milliseconds(self.expire_time) if self.expire_time
-                    else None)
         modes = [n for n in ('url', 'sentinels', 'cluster_nodes') if args[n]]
         if len(modes) > 1:
             raise self._conflict(modes)
@@ -179,8 +154,7 @@ class RedisBackend(base.Backend):
         timeout = args['socket_timeout']
         connection: dict[str, ty.Any] = {
             'socket_timeout': timeout,
-            'socket_connect_timeout': (args['socket_connect_timeout'] or
-                                       timeout),
+            'socket_connect_timeout': args['connect_timeout'] or timeout,
             'socket_keepalive': args['socket_keepalive'],
             # Fail within the timeout; a later call reconnects by itself.
             'retry': _NO_RETRY,
@@ -250,8 +224,7 @@ class RedisBackend(base.Backend):
             for name in ('username', 'password'):
                 if name in parsed and connection[name]:
                     raise self._conflict(['url with a %s' % name, name])
-                if name in parsed:
-                    self._secrets.append(parsed[name])
+            self.add_secrets(parsed.get('password'))
             connection.update(parsed)
         else:
             connection.update(host=args['host'] or 'localhost',
@@ -268,10 +241,10 @@ class RedisBackend(base.Backend):
         else:
             if ssl:
                 connection['connection_class'] = redis.SSLConnection
-            self._where = '%s://%s:%d/%d' % (
+            self._where = '%s://%s/%d' % (
                 'rediss' if ssl else 'redis',
-                netutils.escape_ipv6(connection['host']),
-                connection['port'], connection.get('db', 0))
+                address.Address(connection['host'], connection['port']),
+                connection.get('db', 0))
         self._servers = [self._where]
         pool = redis.BlockingConnectionPool(
             max_connections=args['pool_maxsize'],
@@ -279,18 +252,19 @@ class RedisBackend(base.Backend):
         return redis.Redis(connection_pool=pool)
 
     def _addresses(self, name: str,
-                   items: list[str]) -> list[tuple[str, int]]:
+                   items: list[str]) -> list[address.Address]:
         addresses = []
         for item in items:
             try:
-                host, port = netutils.parse_host_port(item.strip())
-            except ValueError:
-                host = port = None
-            if not host or not port:
+                found = address.Address.parse(item)
+            except address.AddressError as exc:
+                found, why = None, exc
+            if found is None or found.is_unix:
                 raise exception.ConfigurationError(
-                    'Argument %s of %s: %r is not host:port'
-                    % (name, self.name, item))
-            addresses.append((host, port))
+                    'Argument %s of %s: %r is not host:port (%s)'
+                    % (name, self.name, item,
+                       why if found is None else 'a socket path'))
+            addresses.append(found)
         return addresses
 
     def _sentinel_client(self, args: dict[str, ty.Any],
@@ -316,9 +290,10 @@ class RedisBackend(base.Backend):
                 redis_sentinel.SentinelManagedSSLConnection)
         self._where = 'service %s via sentinels %s' % (
             args['service_name'], ','.join(args['sentinels']))
-        self._servers = [_address(*address) for address in sentinels]
+        self._servers = [found.label for found in sentinels]
         manager = redis_sentinel.Sentinel(
-            sentinels, sentinel_kwargs=sentinel_kwargs)
+            [(found.host, found.port) for found in sentinels],
+            sentinel_kwargs=sentinel_kwargs)
         return manager.master_for(args['service_name'], **connection)
 
     def _cluster_client(self, args: dict[str, ty.Any],
@@ -331,40 +306,38 @@ class RedisBackend(base.Backend):
                 'Cluster has only database 0' % self.name)
         nodes = self._addresses('cluster_nodes', args['cluster_nodes'])
         self._where = 'cluster %s' % ','.join(args['cluster_nodes'])
-        self._servers = [_address(*address) for address in nodes]
+        self._servers = [found.label for found in nodes]
         retry = connection.pop('retry')
         try:
             # Connects to learn the slot map, so a cluster that is down
             # already fails here.
             return redis_cluster.RedisCluster(
-                startup_nodes=[redis_cluster.ClusterNode(host, port)
-                               for host, port in nodes],
+                startup_nodes=[redis_cluster.ClusterNode(found.host,
+                                                         found.port)
+                               for found in nodes],
                 max_connections=args['pool_maxsize'], retry=retry,
                 **connection)
-        except Exception as exc:
-            raise self._failure(exc) from None
+        except self.server_errors as exc:
+            raise base.backend_error(self, exc, 'connect')
 
     # --- errors ----------------------------------------------------------
 
-    def _failure(self, exc: Exception) -> exception.BackendError:
-        """A BackendError naming the server, with every secret removed.
+    @property
+    def where(self) -> str:
+        return self._where
 
-        Any exception of the client is turned into one: besides its own
-        errors, redis-py can fail in other ways on replies a broken or
-        hostile server makes up.
-        """
+    def describe_failure(self, exc: BaseException) -> str:
         detail = _PIPELINE_ERROR.sub(r'pipelined command #\1: ', str(exc))
-        for secret in self._secrets:
-            detail = detail.replace(secret, '<secret>')
         if isinstance(exc, redis_exceptions.AuthenticationError):
-            return exception.BackendError(
-                '%s: authentication to %s failed; check username and '
-                'password (%s)' % (self.name, self._where, detail))
-        return exception.BackendError('%s: %s failed: %s: %s' % (
-            self.name, self._where, type(exc).__name__, detail))
+            return ('authentication failed; check username and password '
+                    '(%s)' % detail)
+        return '%s: %s' % (type(exc).__name__, detail)
 
-    def _bad_reply(self, reply: ty.Any) -> exception.BackendError:
-        return exception.BackendError(
+    def _missing(self, reply: ty.Any) -> ty.Any:
+        """NO_VALUE for a nil reply; any other non-bytes reply is refused."""
+        if reply is None:
+            return base.NO_VALUE
+        raise exception.BackendError(
             '%s: %s returned a %s where a value was expected'
             % (self.name, self._where, type(reply).__name__))
 
@@ -373,18 +346,8 @@ class RedisBackend(base.Backend):
     def servers(self) -> list[str]:
         return list(self._servers)
 
-    def _pexpire(self, key: str) -> int | None:
-        """Milliseconds ``key`` should live, or None for never."""
-        if self._no_expiry_stored:
-            ttl = self.ttl_for(key)
-            return _milliseconds(ttl) if ttl else None
-        return self._px
-
     def get_serialized(self, key):
-        try:
-            value = self._client.get(self._prefix + key)
-        except Exception as exc:
-            raise self._failure(exc) from None
+        value = self._client.get(self._prefix + key)
         if value.__class__ is bytes:
             return value
         return self._missing(value)
@@ -393,90 +356,52 @@ class RedisBackend(base.Backend):
         prefix = self._prefix
         if prefix:
             keys = [prefix + key for key in keys]
-        try:
-            if self._cluster:
-                values = self._client.mget_nonatomic(keys)
-            else:
-                values = self._client.mget(keys)
-        except Exception as exc:
-            raise self._failure(exc) from None
+        if self._cluster:
+            values = self._client.mget_nonatomic(keys)
+        else:
+            values = self._client.mget(keys)
         # bytes pass straight through; anything else is looked at once.
         return [value if value.__class__ is bytes else self._missing(value)
                 for value in values]
 
-    def _missing(self, reply: ty.Any) -> ty.Any:
-        """NO_VALUE for a nil reply; any other non-bytes reply is refused."""
-        if reply is None:
-            return base.NO_VALUE
-        raise self._bad_reply(reply)
+    def set_serialized(self, key, value, ttl=None):
+        self._client.set(self._prefix + key, value, px=_px(ttl))
 
-    def set_serialized(self, key, value):
-        try:
-            self._client.set(self._prefix + key, value,
-                             px=self._pexpire(key))
-        except Exception as exc:
-            raise self._failure(exc) from None
-
-    def set_serialized_multi(self, mapping):
+    def set_serialized_multi(self, mapping, ttl=None):
         prefix = self._prefix
-        try:
-            if self._px is None and not self._no_expiry_stored:
-                # Nothing expires: one MSET (split per slot on a Cluster).
-                if self._cluster:
-                    self._client.mset_nonatomic(
-                        {prefix + k: v for k, v in mapping.items()})
-                else:
-                    self._client.execute_command(
-                        'MSET', *[x for key, value in mapping.items()
-                                  for x in (prefix + key, value)])
-                return
-            pipe = self._client.pipeline(transaction=False)
-            command = pipe.execute_command
-            for key, value in mapping.items():
-                px = self._pexpire(key)
-                if px is None:
-                    command('SET', prefix + key, value)
-                else:
-                    command('SET', prefix + key, value, 'PX', px)
-            pipe.execute()
-        except Exception as exc:
-            raise self._failure(exc) from None
+        if ttl is None:
+            # Nothing expires: one MSET (split per slot on a Cluster).
+            if self._cluster:
+                self._client.mset_nonatomic(
+                    {prefix + k: v for k, v in mapping.items()})
+            else:
+                self._client.execute_command(
+                    'MSET', *[x for key, value in mapping.items()
+                              for x in (prefix + key, value)])
+            return
+        px = _px(ttl)
+        pipe = self._client.pipeline(transaction=False)
+        for key, value in mapping.items():
+            pipe.execute_command('SET', prefix + key, value, 'PX', px)
+        pipe.execute()
 
     def delete_multi(self, keys):
         prefix = self._prefix
-        try:
-            self._client.delete(*[prefix + key for key in keys])
-        except Exception as exc:
-            raise self._failure(exc) from None
+        self._client.delete(*[prefix + key for key in keys])
 
     def delete_existing(self, key):
-        try:
-            return self._client.execute_command(
-                'DEL', self._prefix + key) == 1
-        except Exception as exc:
-            raise self._failure(exc) from None
+        return self._client.execute_command('DEL', self._prefix + key) == 1
 
-    def add_serialized(self, key, value):
-        try:
-            return bool(self._client.set(self._prefix + key, value, nx=True,
-                                         px=self._pexpire(key)))
-        except Exception as exc:
-            raise self._failure(exc) from None
+    def add_serialized(self, key, value, ttl=None):
+        return bool(self._client.set(self._prefix + key, value, nx=True,
+                                     px=_px(ttl)))
 
     def acquire_lock(self, key, token, ttl):
-        try:
-            return bool(self._client.set(
-                self._prefix + key, token, nx=True,
-                px=_milliseconds(ttl) if ttl else None))
-        except Exception as exc:
-            raise self._failure(exc) from None
+        return bool(self._client.set(self._prefix + key, token, nx=True,
+                                     px=_px(ttl)))
 
     def release_lock(self, key, token):
-        try:
-            return self._release(keys=[self._prefix + key],
-                                 args=[token]) == 1
-        except Exception as exc:
-            raise self._failure(exc) from None
+        return self._release(keys=[self._prefix + key], args=[token]) == 1
 
     def close(self) -> None:
         try:

@@ -99,8 +99,8 @@ class TestArguments:
             assert name in message
 
     def test_historical_expire_time_name(self, dead_url):
-        assert backend(url=dead_url,
-                       memcached_expire_time='5').expire_time == 5
+        assert configure(url=dead_url,
+                         memcached_expire_time='5')._state.ttl == 5
 
     def test_expire_time_and_its_alias_together_are_refused(self, dead_url):
         with pytest.raises(exception.ConfigurationError, match='alias'):

@@ -31,8 +31,7 @@ class TestCoercion:
     def test_strings_from_config_files_are_coerced(self):
         backend = make(host='127.0.0.1', port='6390', db='3',
                        socket_timeout='1.5', socket_keepalive='false',
-                       pool_maxsize='7', expire_time='2',
-                       no_expiry_keys='a,b', tls_enabled='False')
+                       pool_maxsize='7', tls_enabled='False')
         kwargs = pool_kwargs(backend)
         assert kwargs['port'] == 6390 and kwargs['db'] == 3
         assert kwargs['socket_timeout'] == 1.5
@@ -40,18 +39,21 @@ class TestCoercion:
         assert kwargs['socket_connect_timeout'] == 1.5
         assert kwargs['socket_keepalive'] is False
         assert backend._client.connection_pool.max_connections == 7
-        assert backend.expire_time == 2.0 and backend._px == 2000
-        assert backend._no_expiry_keys == ['a', 'b']
         assert 'ssl_ca_certs' not in kwargs
 
     def test_historical_expiry_name(self):
-        backend = make(redis_expiration_time='0.25')
-        assert backend.expire_time == 0.25 and backend._px == 250
+        store = oslo_kvs.get_key_value_store(uuid.uuid4().hex)
+        store.configure('openstack.kvs.Redis', redis_expiration_time='0.25',
+                        no_expiry_keys='a,b')
+        assert store._state.ttl == 0.25
+        assert len(store._state.no_expiry) == 2
+        store._state.backend.close()
 
     def test_expiry_rounds_up_to_whole_milliseconds(self):
-        assert make(expire_time=0.0001)._px == 1
-        assert make(expire_time=1.0005)._px == 1001
-        assert make()._px is None
+        assert redis_backend._px(0.0001) == 1
+        assert redis_backend._px(1.0005) == 1001
+        assert redis_backend._px(2) == 2000
+        assert redis_backend._px(None) is None
 
     def test_keepalive_options(self):
         backend = make(socket_keepalive_idle='30',
