@@ -173,6 +173,35 @@ class KeyValueStore:
         LOG.info('KVS store %r configured with backend %s', self.name,
                  backing_store)
 
+    def close(self) -> None:
+        """Free the backend's connections and threads; unconfigure the store.
+
+        Afterwards the store is not configured (operations raise
+        ``NotConfigured``) and :meth:`configure` may be called again, with
+        the same or another backend; it then makes a new dogpile region, so
+        a ``kvs_region`` given at creation serves the first configuration
+        only. Locks taken before are not released on the server; they
+        expire after their ``lock_timeout``. Closing a store that is not
+        configured does nothing, so ``close()`` may be called any number of
+        times.
+        """
+        with self._configure_lock:
+            state, self._state = self._state, None
+            self._region = None
+        if state is not None:
+            state.backend.close()
+            LOG.info('KVS store %r closed', self.name)
+
+    def servers(self) -> list[str]:
+        """The servers the store talks to, as ``"host:port"`` labels.
+
+        Labels never hold a secret (no password, no URL credentials). A
+        backend without a server (the memory backend) gives ``[]``.
+
+        :raises exception.NotConfigured: when the store is not configured.
+        """
+        return list(self._configured().backend.servers())
+
     def _build(self, backing_store, key_mangler, proxy_list, locking,
                args) -> _Configured:
         owner = 'KVS store %r' % self.name
