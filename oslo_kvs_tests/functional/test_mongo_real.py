@@ -26,7 +26,7 @@ import oslo_kvs
 from oslo_kvs.backends import mongo
 from oslo_kvs import exception
 from oslo_kvs import serialization
-from oslo_kvs_tests import contract
+from oslo_kvs import testing
 
 URL = os.environ.get('OSLO_KVS_MONGO_URL', '')
 
@@ -59,7 +59,7 @@ def real_args(collection, **extra):
     return args
 
 
-class TestRealMongoContract(contract.StoreContract):
+class TestRealMongoContract(testing.StoreContract):
     expire_time_alias = 'mongo_ttl_seconds'
     expiry_wait = 1.5
     hypothesis_examples = 40
