@@ -29,6 +29,7 @@ from oslo_utils import importutils
 
 from oslo_kvs import backends
 from oslo_kvs.backends import base
+from oslo_kvs.backends import foreign
 from oslo_kvs import exception
 from oslo_kvs import opts
 from oslo_kvs import protection
@@ -240,13 +241,7 @@ class KeyValueStore:
                 'encrypt): unpickling unauthenticated bytes from a server '
                 'runs whatever code they hold' % backing_store)
         if not issubclass(backend_cls, base.Backend):
-            # Foreign dogpile backends expire values their own way.
-            for generic in ('expire_time', 'no_expiry_keys'):
-                if generic in args:
-                    raise exception.ConfigurationError(
-                        'Argument %r is not supported by dogpile backend %s;'
-                        ' use that backend\'s own expiry arguments'
-                        % (generic, backing_store))
+            args = foreign.arguments(backing_store, backend_cls, args)
 
         region = self._region or dogpile_region.make_region(
             name='oslo_kvs:%s' % self.name)
@@ -265,10 +260,16 @@ class KeyValueStore:
                    type(exc).__name__)) from exc
 
         actual = region.actual_backend
-        backend = (actual if isinstance(actual, base.Backend)
-                   else base.DogpileAdapter(actual, backing_store))
+        if isinstance(actual, base.Backend):
+            backend, io = actual, region.backend
+        else:
+            # Every call goes through the adapter, which translates the
+            # foreign client's errors; the adapter calls the region's
+            # proxies.
+            backend = io = foreign.DogpileAdapter(region.backend,
+                                                  backing_store, args)
         mangler = self._choose_mangler(key_mangler, actual)
-        state = _Configured(io=region.backend, backend=backend,
+        state = _Configured(io=io, backend=backend,
                             mangler=mangler, data_prefix=prefix + 'k:',
                             lock_prefix=prefix + 'l:', locking=locking,
                             lock_timeout=lock_timeout, serializer=serializer,
