@@ -14,6 +14,7 @@ same rule.
 
 import dataclasses
 import math
+import secrets
 import threading
 import time
 import typing as ty
@@ -22,6 +23,7 @@ from dogpile.cache import api
 from oslo_config import types
 
 from oslo_kvs import exception
+from oslo_kvs import serialization
 
 NO_VALUE = api.NO_VALUE
 
@@ -106,6 +108,65 @@ NO_EXPIRY_KEYS = Option(
     help='Keys that never expire, whatever expire_time says.')
 
 
+def _region_loads(data: bytes) -> ty.Any:
+    """:func:`serialization.loads` for a dogpile region: bad bytes miss."""
+    try:
+        return serialization.loads(data)
+    except ValueError:
+        raise api.CantDeserializeException() from None
+
+
+def _only_bytes(value: ty.Any) -> bytes:
+    """Refuse what only a region without a serializer would hand over."""
+    if not isinstance(value, bytes):
+        raise TypeError('oslo_kvs backends store bytes, not %s; use them '
+                        'from a dogpile region with a serializer (the '
+                        'backend\'s own is the default)'
+                        % type(value).__name__)
+    return value
+
+
+class _RegionMutex(api.CacheMutex):
+    """A region's dogpile lock on :meth:`Backend.acquire_lock`.
+
+    As far-reaching as the backend's lock (across hosts on a server). Lock
+    keys get their own ``_lock:`` namespace, apart from the region's data
+    keys; a holder that dies frees the lock after :attr:`ttl` seconds.
+    """
+
+    ttl = 30.0
+
+    def __init__(self, backend: 'Backend', key: str) -> None:
+        self._backend = backend
+        self._key = '_lock:' + key
+        self._token: str | None = None
+
+    def acquire(self, wait: bool = True) -> bool:
+        token = secrets.token_hex(16)
+        delay = 0.001
+        while not self._backend.acquire_lock(self._key, token, self.ttl):
+            if not wait:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        self._token = token
+        return True
+
+    def release(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            self._backend.release_lock(self._key, token)
+
+    def locked(self) -> bool:
+        if self._token is not None:
+            return True
+        probe = secrets.token_hex(16)
+        if self._backend.acquire_lock(self._key, probe, self.ttl):
+            self._backend.release_lock(self._key, probe)
+            return False
+        return True
+
+
 class Backend(api.CacheBackend):
     """Base class of oslo_kvs backends: bytes in, bytes out.
 
@@ -128,6 +189,17 @@ class Backend(api.CacheBackend):
     use_backend_key_mangler: ty.ClassVar[bool] = False
     #: dogpile's attribute; a backend may set a mangler of its own.
     key_mangler: ty.Callable[[str], str] | None = None
+
+    # --- a plain dogpile region (object API) ---------------------------
+    # A region serializes with these unless given its own: values oslo_kvs
+    # can store round-trip, anything else is a TypeError before anything is
+    # written, and bytes read back are never unpickled.
+    serializer = staticmethod(serialization.dumps)
+    deserializer = staticmethod(_region_loads)
+
+    def get_mutex(self, key: str) -> api.CacheMutex:
+        """dogpile's per-key mutex, on this backend's token lock."""
+        return _RegionMutex(self, key)
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         self.args = parse_arguments(self.name, self.options, arguments)
@@ -169,9 +241,11 @@ class Backend(api.CacheBackend):
         return self.get_serialized_multi(keys)
 
     def set(self, key: str, value: ty.Any) -> None:
-        self.set_serialized(key, value)
+        self.set_serialized(key, _only_bytes(value))
 
     def set_multi(self, mapping: ty.Mapping[str, ty.Any]) -> None:
+        for value in mapping.values():
+            _only_bytes(value)
         self.set_serialized_multi(mapping)
 
     def delete(self, key: str) -> None:
