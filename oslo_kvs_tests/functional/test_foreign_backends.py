@@ -101,6 +101,29 @@ def test_hostile_memcached_cannot_run_code(memcached_factory, closing,
     assert store.get('k') == 'fresh'
 
 
+@pytest.mark.parametrize('backing', ['openstack.kvs.Redis',
+                                     'dogpile.cache.redis'])
+def test_hostile_redis_cannot_run_code(closing, tmp_path, backing):
+    server = servers.RedisServer()
+    try:
+        raw = protection.RawRedis(server.start())
+        store = closing(backing, url=server.url)
+        store.set('k', 'v')
+        key = protection.only_key(raw)
+        marker = tmp_path / 'gadget-ran'
+        gadget = pickle.dumps(protection.Gadget(str(marker)))
+        for poison in (gadget, zlib.compress(gadget), b'\x02' + gadget,
+                       b'\x01' + gadget):
+            raw.put(key, poison)
+            with pytest.raises(exception.NotFound):
+                store.get('k')
+            with pytest.raises(exception.NotFound):
+                store.get_multi(['k'])
+        assert not marker.exists()
+    finally:
+        server.cleanup()
+
+
 @pytest.mark.parametrize('backing', ['dogpile.cache.memcached',
                                      'dogpile.cache.bmemcached',
                                      'dogpile.cache.pylibmc'])
