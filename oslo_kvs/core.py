@@ -30,6 +30,7 @@ from oslo_utils import importutils
 
 from oslo_kvs import backends
 from oslo_kvs.backends import base
+from oslo_kvs.backends import foreign
 from oslo_kvs import exception
 from oslo_kvs import opts
 from oslo_kvs import protection
@@ -263,6 +264,35 @@ class KeyValueStore:
         LOG.info('KVS store %r configured with backend %s', self.name,
                  backing_store)
 
+    def close(self) -> None:
+        """Free the backend's connections and threads; unconfigure the store.
+
+        Afterwards the store is not configured (operations raise
+        ``NotConfigured``) and :meth:`configure` may be called again, with
+        the same or another backend; it then makes a new dogpile region, so
+        a ``kvs_region`` given at creation serves the first configuration
+        only. Locks taken before are not released on the server; they
+        expire after their ``lock_timeout``. Closing a store that is not
+        configured does nothing, so ``close()`` may be called any number of
+        times.
+        """
+        with self._configure_lock:
+            state, self._state = self._state, None
+            self._region = None
+        if state is not None:
+            state.backend.close()
+            LOG.info('KVS store %r closed', self.name)
+
+    def servers(self) -> list[str]:
+        """The servers the store talks to, as ``"host:port"`` labels.
+
+        Labels never hold a secret (no password, no URL credentials). A
+        backend without a server (the memory backend) gives ``[]``.
+
+        :raises exception.NotConfigured: when the store is not configured.
+        """
+        return list(self._configured().backend.servers())
+
     def _build(self, backing_store, key_mangler, proxy_list, locking,
                args) -> _Configured:
         owner = 'KVS store %r' % self.name
@@ -303,6 +333,8 @@ class KeyValueStore:
                 'serializer=pickle on %s needs value_protection (mac or '
                 'encrypt): unpickling unauthenticated bytes from a server '
                 'runs whatever code they hold' % backing_store)
+        if not issubclass(backend_cls, base.Backend):
+            args = foreign.arguments(backing_store, backend_cls, args)
 
         region = self._region or dogpile_region.make_region(
             name='oslo_kvs:%s' % self.name)
@@ -326,11 +358,19 @@ class KeyValueStore:
                    type(exc).__name__)) from exc
 
         actual = region.actual_backend
-        backend = (actual if isinstance(actual, base.Backend)
-                   else base.DogpileAdapter(actual, backing_store))
+        if isinstance(actual, base.Backend):
+            # Proxies sit above the backend; without any, calls go
+            # straight to it.
+            backend = actual
+            io = region.backend if proxies else backend
+        else:
+            # Every call goes through the adapter, which translates the
+            # foreign client's errors; the adapter calls the region's
+            # proxies.
+            backend = io = foreign.DogpileAdapter(region.backend,
+                                                  backing_store, args)
         mangler = self._choose_mangler(key_mangler, actual)
-        state = _Configured(io=region.backend if proxies else backend,
-                            backend=backend,
+        state = _Configured(io=io, backend=backend,
                             mangler=mangler, data_prefix=prefix + 'k:',
                             lock_prefix=prefix + 'l:', locking=locking,
                             lock_timeout=lock_timeout, serializer=serializer,

@@ -15,6 +15,7 @@ and the translation of server faults into
 import dataclasses
 import functools
 import math
+import secrets
 import threading
 import time
 import typing as ty
@@ -24,6 +25,7 @@ from oslo_config import types
 
 from oslo_kvs.backends import address
 from oslo_kvs import exception
+from oslo_kvs import serialization
 
 NO_VALUE = api.NO_VALUE
 
@@ -253,6 +255,65 @@ def _translating(method: ty.Callable[..., ty.Any]) -> ty.Callable[..., ty.Any]:
     return call
 
 
+def _region_loads(data: bytes) -> ty.Any:
+    """:func:`serialization.loads` for a dogpile region: bad bytes miss."""
+    try:
+        return serialization.loads(data)
+    except ValueError:
+        raise api.CantDeserializeException() from None
+
+
+def _only_bytes(value: ty.Any) -> bytes:
+    """Refuse what only a region without a serializer would hand over."""
+    if not isinstance(value, bytes):
+        raise TypeError('oslo_kvs backends store bytes, not %s; use them '
+                        'from a dogpile region with a serializer (the '
+                        'backend\'s own is the default)'
+                        % type(value).__name__)
+    return value
+
+
+class _RegionMutex(api.CacheMutex):
+    """A region's dogpile lock on :meth:`Backend.acquire_lock`.
+
+    As far-reaching as the backend's lock (across hosts on a server). Lock
+    keys get their own ``_lock:`` namespace, apart from the region's data
+    keys; a holder that dies frees the lock after :attr:`ttl` seconds.
+    """
+
+    ttl = 30.0
+
+    def __init__(self, backend: 'Backend', key: str) -> None:
+        self._backend = backend
+        self._key = '_lock:' + key
+        self._token: str | None = None
+
+    def acquire(self, wait: bool = True) -> bool:
+        token = secrets.token_hex(16)
+        delay = 0.001
+        while not self._backend.acquire_lock(self._key, token, self.ttl):
+            if not wait:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        self._token = token
+        return True
+
+    def release(self) -> None:
+        token, self._token = self._token, None
+        if token is not None:
+            self._backend.release_lock(self._key, token)
+
+    def locked(self) -> bool:
+        if self._token is not None:
+            return True
+        probe = secrets.token_hex(16)
+        if self._backend.acquire_lock(self._key, probe, self.ttl):
+            self._backend.release_lock(self._key, probe)
+            return False
+        return True
+
+
 class Backend(api.CacheBackend):
     """Base class of oslo_kvs backends: bytes in, bytes out.
 
@@ -297,6 +358,17 @@ class Backend(api.CacheBackend):
             if method is not None and not getattr(method, 'translating',
                                                   False):
                 setattr(cls, method_name, _translating(method))
+
+    # --- a plain dogpile region (object API) ---------------------------
+    # A region serializes with these unless given its own: values oslo_kvs
+    # can store round-trip, anything else is a TypeError before anything is
+    # written, and bytes read back are never unpickled.
+    serializer = staticmethod(serialization.dumps)
+    deserializer = staticmethod(_region_loads)
+
+    def get_mutex(self, key: str) -> api.CacheMutex:
+        """dogpile's per-key mutex, on this backend's token lock."""
+        return _RegionMutex(self, key)
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         self.args = parse_arguments(self.name, self.options, arguments)
@@ -344,9 +416,11 @@ class Backend(api.CacheBackend):
         return self.get_serialized_multi(keys)
 
     def set(self, key: str, value: ty.Any) -> None:
-        self.set_serialized(key, value)
+        self.set_serialized(key, _only_bytes(value))
 
     def set_multi(self, mapping: ty.Mapping[str, ty.Any]) -> None:
+        for value in mapping.values():
+            _only_bytes(value)
         self.set_serialized_multi(mapping)
 
     def delete(self, key: str) -> None:
@@ -425,73 +499,3 @@ class LocalLocks:
                 return False
             del self._held[key]
             return True
-
-
-class DogpileAdapter(Backend):
-    """Gives any registered dogpile.cache backend the oslo_kvs backend API.
-
-    Reads and writes go to the dogpile backend. ``add`` and ``delete`` are
-    built from get/set/delete under the backend's own mutex when it has one
-    (else a process-local lock), so they are atomic only as far as that
-    mutex reaches. Locks are process-local. Expiry is whatever the dogpile
-    backend's own arguments configure.
-    """
-
-    def __init__(self, backend: api.CacheBackend, name: str) -> None:
-        self.name = name
-        super().__init__({})
-        self.backend = backend
-        self._local = LocalLocks()
-        self._mutex = threading.Lock()
-
-    def _atomically(self, key: str) -> ty.ContextManager[ty.Any]:
-        mutex = self.backend.get_mutex(key)
-        return _MutexContext(mutex) if mutex is not None else self._mutex
-
-    def get_serialized(self, key):
-        return self.backend.get_serialized(key)
-
-    def get_serialized_multi(self, keys):
-        return self.backend.get_serialized_multi(keys)
-
-    def set_serialized(self, key, value, ttl=None):
-        self.backend.set_serialized(key, value)
-
-    def set_serialized_multi(self, mapping, ttl=None):
-        self.backend.set_serialized_multi(mapping)
-
-    def delete_multi(self, keys):
-        self.backend.delete_multi(keys)
-
-    def delete_existing(self, key):
-        with self._atomically(key):
-            if self.backend.get_serialized(key) is NO_VALUE:
-                return False
-            self.backend.delete(key)
-            return True
-
-    def add_serialized(self, key, value, ttl=None):
-        with self._atomically(key):
-            if self.backend.get_serialized(key) is not NO_VALUE:
-                return False
-            self.backend.set_serialized(key, value)
-            return True
-
-    def acquire_lock(self, key, token, ttl):
-        return self._local.acquire(key, token, ttl)
-
-    def release_lock(self, key, token):
-        return self._local.release(key, token)
-
-
-class _MutexContext:
-    """A dogpile CacheMutex as a context manager."""
-
-    def __init__(self, mutex: api.CacheMutex) -> None:
-        self._mutex = mutex
-
-    def __enter__(self) -> None:
-        self._mutex.acquire()
-
-    def __exit__(self, *exc_info: ty.Any) -> None:
-        self._mutex.release()

@@ -279,7 +279,7 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
         # failing, and the store's random name keeps them apart anyway.
         workload.cleanup()
     finally:
-        store._state.backend.close()
+        store.close()
     result = report(conf, stats, wall)
     if output_format == 'json':
         json.dump(result, out, indent=2)

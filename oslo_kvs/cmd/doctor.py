@@ -407,7 +407,7 @@ def symptom_requests_fail(check: Checkup) -> bool:
     except exception.BackendError as exc:
         check.note(str(exc))
     finally:
-        store._state.backend.close()
+        store.close()
     return bool(check.notes)
 
 

@@ -75,7 +75,8 @@ def exercise(store: oslo_kvs.KeyValueStore, rounds: int,
         ('lock + set', lock_cycle),
     ]
     out.write('store %r on %s, %d rounds each\n'
-              % (store.name, store._state.backend.name, rounds))
+              % (store.name, ', '.join(store.servers()) or 'this process',
+                 rounds))
     for label, operation in steps:
         median = _timed(operation, rounds)
         out.write('  %-22s ok  median %9.1f us\n' % (label, median * 1e6))

@@ -46,7 +46,7 @@ def endpoints(conf: cfg.ConfigOpts,
               store: core.KeyValueStore) -> tuple[list[str],
                                                   list[common.Endpoint]]:
     """The backend's servers: all labels, and those that can be probed."""
-    labels = store._state.backend.servers() if store._state else []
+    labels = store.servers() if store.is_configured else []
     port = common.DEFAULT_PORTS.get(conf.kvs.backing_store)
     parsed = [common.parse_endpoint(label, port) for label in labels]
     return labels, [e for e in parsed if e is not None]
@@ -87,11 +87,10 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
         out.write('%s: UNREACHABLE while configuring: %s\n'
                   % (backing_store, exc))
         return 1
-    backend = store._state.backend
     failures = 0
     try:
         labels, reachable = endpoints(conf, store)
-        if getattr(backend, 'local', False):
+        if getattr(common.load_backend_class(conf), 'local', False):
             out.write('%s keeps values in this process: there is no server '
                       'to reach.\n' % backing_store)
         elif not labels:
@@ -132,5 +131,5 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
                       % (_ms(statistics.median(times)), _ms(min(times)),
                          count))
     finally:
-        backend.close()
+        store.close()
     return 1 if failures else 0

@@ -2,10 +2,10 @@
 
 import pytest
 
-from oslo_kvs_tests import contract
+from oslo_kvs import testing
 
 
-class TestMemcachedContract(contract.StoreContract):
+class TestMemcachedContract(testing.StoreContract):
     """openstack.kvs.Memcached on one memcached server."""
 
     expire_time_alias = 'memcached_expire_time'

@@ -26,7 +26,7 @@ import oslo_kvs
 from oslo_kvs.backends import mongo
 from oslo_kvs import exception
 from oslo_kvs import serialization
-from oslo_kvs_tests import contract
+from oslo_kvs import testing
 
 URL = os.environ.get('OSLO_KVS_MONGO_URL', '')
 
@@ -59,7 +59,7 @@ def real_args(collection, **extra):
     return args
 
 
-class TestRealMongoContract(contract.StoreContract):
+class TestRealMongoContract(testing.StoreContract):
     expire_time_alias = 'mongo_ttl_seconds'
     expiry_wait = 1.5
     hypothesis_examples = 40
@@ -68,17 +68,6 @@ class TestRealMongoContract(contract.StoreContract):
     def _backend(self, real_collection):
         self.backing_store = 'openstack.kvs.MongoDB'
         self.backend_args = real_args(real_collection)
-        self._made = []
-        yield
-        # Each store has its own pymongo client, with monitor threads and
-        # connections; the contract does not close them.
-        for store in self._made:
-            store._state.backend.close()
-
-    def make_store(self, **extra):
-        store = super().make_store(**extra)
-        self._made.append(store)
-        return store
 
 
 class _Commands(monitoring.CommandListener):
@@ -108,7 +97,7 @@ class TestRealMongo:
         self.made = []
         yield
         for store in self.made:
-            store._state.backend.close()
+            store.close()
 
     def make_store(self, **args):
         store = oslo_kvs.get_key_value_store('mongo-real-%s' % uuid.uuid4())
@@ -148,8 +137,9 @@ class TestRealMongo:
         # second ago is almost always still there. Retry the rare case that
         # the monitor removed it mid-check, so the check really ran.
         store = self.make_store(**real_args(real_collection))
-        store.set('warm-up', 0)
-        stored = store._state.data_key('k')
+        store.set('k', 0)
+        # The collection is fresh: its one document is the stored 'k'.
+        stored, = [doc['_id'] for doc in real_collection.find()]
         checked = False
         for _ in range(3):
             real_collection.replace_one({'_id': stored}, {
@@ -180,7 +170,7 @@ class TestRealMongo:
             store.get('k')
         message = str(info.value)
         assert secret not in message
-        assert store._state.backend.servers()[0] in message
+        assert store.servers()[0] in message
 
     def test_lock_expires_on_server_time_scale(self, real_collection):
         store = self.make_store(**real_args(real_collection), lock_timeout=0.5)

@@ -2,10 +2,10 @@
 
 import pytest
 
-from oslo_kvs_tests import contract
+from oslo_kvs import testing
 
 
-class _RedisContract(contract.StoreContract):
+class _RedisContract(testing.StoreContract):
     expire_time_alias = 'redis_expiration_time'
     # Redis expires keys to the millisecond.
     expiry_wait = 1.3

@@ -12,6 +12,8 @@ import pytest
 from oslo_kvs.cmd import bench
 from oslo_kvs.cmd import common
 from oslo_kvs.cmd import main
+from oslo_kvs import core
+from oslo_kvs import exception
 from oslo_kvs_tests import servers
 
 PASSWORD = 'pa55-word-that-must-stay-hidden'
@@ -96,9 +98,17 @@ class TestBench:
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(common, 'open_store', keep)
+            # Keep the store open after the run to look at what is left.
+            patch.setattr(core.KeyValueStore, 'close', lambda store: None)
             assert bench.run(conf, io.StringIO(), operations=300,
                              keys=20) == 0
-        assert len(stores[0]._state.backend) == 0
+        store, = stores
+        written = (['bench-%d' % i for i in range(20)] +
+                   ['added-%d' % i for i in range(300)])
+        with pytest.raises(exception.NotFound) as info:
+            store.get_multi(written)
+        assert info.value.target == written
+        store.close()
 
     def test_interrupt_reports_what_was_measured(self, tmp_path, capsys,
                                                  monkeypatch):

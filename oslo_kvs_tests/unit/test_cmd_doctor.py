@@ -17,8 +17,8 @@ from oslo_kvs.cmd import main
 from oslo_kvs import opts
 from oslo_kvs_tests import servers
 
-GOOD_KEY = 'k' * 43
-OTHER_KEY = 'o' * 43
+GOOD_KEY = '8NAdnSMgML5veDMiRauynkVzfVmGk6jfFgMpnFn97Ew'
+OTHER_KEY = 'PBsZYcv83feowLD3qhCbFZMlX-3jyaVxN_JHkKmXVn4'
 PASSWORD = 'pa55-word-that-must-stay-hidden'
 REMOTE = '192.0.2.10'
 

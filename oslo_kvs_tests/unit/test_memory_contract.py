@@ -7,10 +7,10 @@ import pytest
 import oslo_kvs
 from oslo_kvs.backends import base
 from oslo_kvs import exception
-from oslo_kvs_tests import contract
+from oslo_kvs import testing
 
 
-class TestMemoryContract(contract.StoreContract):
+class TestMemoryContract(testing.StoreContract):
     expiry_wait = 1.2
     hypothesis_examples = 150
 
@@ -20,7 +20,7 @@ class TestMemoryContract(contract.StoreContract):
         self.backend_args = {}
 
 
-class TestDogpileMemoryContract(contract.StoreContract):
+class TestDogpileMemoryContract(testing.StoreContract):
     """A foreign dogpile.cache backend behind the adapter."""
 
     supports_expiry = False

@@ -17,7 +17,7 @@ import mongomock.collection
 import pytest
 
 from oslo_kvs.backends import mongo
-from oslo_kvs_tests import contract
+from oslo_kvs import testing
 
 DB_NAME = 'oslo_kvs'
 COLLECTION = 'kvs'
@@ -71,7 +71,7 @@ def raw_collection(server, collection=COLLECTION):
     return mongomock.MongoClient(_store=server)[DB_NAME][collection]
 
 
-class TestMongoMockContract(contract.StoreContract):
+class TestMongoMockContract(testing.StoreContract):
     expire_time_alias = 'mongo_ttl_seconds'
     expiry_wait = 1.2
     hypothesis_examples = 100

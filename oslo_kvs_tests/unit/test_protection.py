@@ -10,7 +10,7 @@ import oslo_kvs
 from oslo_kvs import backends
 from oslo_kvs.backends import memory
 from oslo_kvs import exception
-from oslo_kvs_tests import contract
+from oslo_kvs import testing
 from oslo_kvs_tests.unit import test_mongo_contract as mongo
 from oslo_kvs_tests.unit.test_mongo_contract import mongomock_server  # noqa
 
@@ -34,7 +34,7 @@ def raw_items(store):
     return store._state.backend._data
 
 
-class TestMemoryEncryptedContract(contract.StoreContract):
+class TestMemoryEncryptedContract(testing.StoreContract):
     expiry_wait = 1.2
     hypothesis_examples = 30
 

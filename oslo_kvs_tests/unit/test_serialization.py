@@ -9,11 +9,11 @@ from hypothesis import given
 import pytest
 
 from oslo_kvs import serialization
-from oslo_kvs_tests import contract
+from oslo_kvs import testing
 
 
-@pytest.mark.parametrize('value', contract.ROUND_TRIP_VALUES,
-                         ids=contract.ROUND_TRIP_IDS)
+@pytest.mark.parametrize('value', testing.ROUND_TRIP_VALUES,
+                         ids=testing.ROUND_TRIP_IDS)
 def test_round_trip(value):
     got = serialization.loads(serialization.dumps(value))
     assert got == value and type(got) is type(value)
@@ -55,7 +55,7 @@ def test_aware_datetime_keeps_its_instant_and_offset():
     assert got == value and got.utcoffset() == value.utcoffset()
 
 
-@given(contract._values())
+@given(testing.value_strategy())
 def test_any_generated_value_round_trips(value):
     got = serialization.loads(serialization.dumps(value))
     assert got == value and type(got) is type(value)

@@ -1,17 +1,35 @@
-"""The backend contract suite, written once and run against every backend.
+"""The store contract suite, public, for oslo_kvs and out-of-tree backends.
 
-A backend's test module subclasses :class:`StoreContract` and provides an
-autouse fixture that sets :attr:`backing_store` and :attr:`backend_args`
-(for a server backend, from a fixture in :mod:`oslo_kvs_tests.servers`)::
+:class:`StoreContract` holds the rules every backend must follow, checked
+through the public store API (``get``/``set``/``add``/``delete``, their
+``*_multi`` forms, locks, expiry, value types). oslo_kvs runs it against
+each of its own backends; the author of a backend listed in
+``[kvs] backends`` runs it against that backend with a few lines, the way
+dogpile.cache ships ``dogpile.testing.fixtures`` for its backends.
 
-    class TestMemoryContract(contract.StoreContract):
+A test module subclasses :class:`StoreContract` (the class name must start
+with ``Test`` for pytest to collect it) and provides an autouse fixture
+setting :attr:`~StoreContract.backing_store` and
+:attr:`~StoreContract.backend_args`. The subclass supplies the server::
+
+    import pytest
+    from oslo_kvs import testing
+
+    class TestMyBackendContract(testing.StoreContract):
+        backend_paths = ('mypackage.kvs.MyBackend',)
+
         @pytest.fixture(autouse=True)
-        def _backend(self):
-            self.backing_store = 'openstack.kvs.Memory'
-            self.backend_args = {}
+        def _backend(self, my_server):     # your fixture starting a server
+            self.backing_store = 'openstack.kvs.MyBackend'
+            self.backend_args = {'url': my_server.url}
 
 Every store gets a unique name, so tests sharing one server never see each
-other's keys.
+other's keys, and every store a test opened is closed after it.
+
+Requirements: the suite is a set of pytest tests, so importing this module
+needs ``pytest``, which oslo_kvs itself does not need (``pip install
+oslo.kvs[testing]``). ``hypothesis`` is optional: without it the
+model-based test is skipped, every other test runs.
 """
 
 import datetime
@@ -20,12 +38,20 @@ import time
 import typing as ty
 import uuid
 
-from hypothesis import settings
-from hypothesis import stateful
-from hypothesis import strategies as st
-import pytest
+try:
+    import pytest
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError('oslo_kvs.testing is a pytest suite; install pytest '
+                      '(pip install "oslo.kvs[testing]")') from exc
+try:
+    from hypothesis import settings
+    from hypothesis import stateful
+    from hypothesis import strategies as st
+except ImportError:  # pragma: no cover - depends on the environment
+    st = None
 
 import oslo_kvs
+from oslo_kvs import backends
 from oslo_kvs import exception
 
 ROUND_TRIP_VALUES = [
@@ -51,7 +77,8 @@ SPECIAL_KEYS = ['', ' ', 'with space', 'new\nline', 'tab\tkey', 'ключ',
                 'l:lock-like']
 
 
-def _values() -> st.SearchStrategy[ty.Any]:
+def value_strategy() -> 'st.SearchStrategy[ty.Any]':
+    """A hypothesis strategy for nested values every backend must keep."""
     scalars = (st.none() | st.booleans() | st.integers() |
                st.floats(allow_nan=False) | st.text(max_size=20) |
                st.binary(max_size=20))
@@ -65,10 +92,20 @@ def _values() -> st.SearchStrategy[ty.Any]:
 
 
 class StoreContract:
-    """Rules every backend must follow. Subclasses set the backend."""
+    """Rules every backend must follow. Subclasses set the backend.
 
+    Set :attr:`backing_store` and :attr:`backend_args` in an autouse
+    fixture (or as class attributes when no server is needed); override the
+    other attributes where the backend differs.
+    """
+
+    #: The name given to ``configure()``, e.g. ``'openstack.kvs.Redis'``.
     backing_store: str
+    #: Backend arguments for ``configure()``, e.g. the server's address.
     backend_args: dict[str, ty.Any]
+    #: Dotted ``module.Class`` paths registered as ``[kvs] backends`` would
+    #: (each becomes ``openstack.kvs.<Class>``) before a store is configured.
+    backend_paths: tuple[str, ...] = ()
     #: False for backends that take no ``expire_time`` (foreign dogpile).
     supports_expiry = True
     #: The backend's historical name for ``expire_time``, if any.
@@ -86,10 +123,15 @@ class StoreContract:
         self._opened: list[oslo_kvs.KeyValueStore] = []
         yield
         for store in self._opened:
-            store._state.backend.close()
+            store.close()
 
     def make_store(self, **extra: ty.Any) -> oslo_kvs.KeyValueStore:
-        """A freshly configured store with a unique name."""
+        """A freshly configured store with a unique name.
+
+        ``extra`` arguments are added to :attr:`backend_args` and
+        :attr:`protection_args`; the store is closed after the test.
+        """
+        backends.register_backends(self.backend_paths)
         store = oslo_kvs.get_key_value_store('contract-%s' % uuid.uuid4())
         args = dict(self.backend_args)
         args.update(self.protection_args)
@@ -367,6 +409,8 @@ class StoreContract:
     # --- model-based -----------------------------------------------------
 
     def test_random_operations_match_dict_model(self):
+        if st is None:
+            pytest.skip('the model-based test needs hypothesis')
         make_store = self.make_store
         keys = st.sampled_from(['a', 'b', 'c', 'ключ', 'x' * 300])
 
@@ -376,7 +420,7 @@ class StoreContract:
                 self.store = make_store()
                 self.model: dict[str, ty.Any] = {}
 
-            @stateful.rule(key=keys, value=_values())
+            @stateful.rule(key=keys, value=value_strategy())
             def set(self, key, value):
                 self.store.set(key, value)
                 self.model[key] = value
@@ -398,12 +442,12 @@ class StoreContract:
                     with pytest.raises(exception.NotFound):
                         self.store.delete(key)
 
-            @stateful.rule(key=keys, value=_values())
+            @stateful.rule(key=keys, value=value_strategy())
             def add(self, key, value):
                 assert self.store.add(key, value) is (key not in self.model)
                 self.model.setdefault(key, value)
 
-            @stateful.rule(mapping=st.dictionaries(keys, _values(),
+            @stateful.rule(mapping=st.dictionaries(keys, value_strategy(),
                                                    max_size=3))
             def set_multi(self, mapping):
                 self.store.set_multi(mapping)

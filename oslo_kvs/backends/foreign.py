@@ -1,0 +1,265 @@
+"""Foreign dogpile.cache backends behind the oslo_kvs backend API.
+
+A store may be configured with any registered dogpile.cache backend
+(``dogpile.cache.redis``, ``dogpile.cache.pymemcache``, a third-party one).
+Such a backend was written for dogpile's object API, so two rules are
+enforced here, once, before it is used:
+
+- **No unpickling of server data.** memcached clients decide how to decode
+  a value from the flags the *server* returns, and their default decoders
+  unpickle: a hostile memcached could run code in the service. A
+  ``dogpile.cache.pymemcache`` backend is therefore given
+  :data:`RAW_BYTES_SERDE` (through its public ``serde`` argument), which
+  returns the stored bytes whatever the flags; the store then verifies and
+  decodes them like any other value. The other memcached backends
+  (``dogpile.cache.memcached``, ``.bmemcached``, ``.pylibmc``) offer no such
+  argument and are refused.
+- **Errors read like ours.** A server fault of the client library
+  (``OSError``, pymemcache's and redis-py's errors) becomes
+  :class:`~oslo_kvs.exception.BackendError` naming the backend and servers,
+  an oversize value :class:`~oslo_kvs.exception.ValueTooLarge`, a key the
+  server cannot take :class:`~oslo_kvs.exception.ConfigurationError`.
+
+Expiry: a foreign backend expires values its own way (its own arguments,
+e.g. ``memcached_expire_time`` or ``redis_expiration_time``), so the
+store-level ``expire_time``/``no_expiry_keys`` and per-call expiry are
+refused for it with a ``ConfigurationError`` rather than silently ignored.
+"""
+
+import contextlib
+import threading
+import typing as ty
+import urllib.parse
+
+from dogpile.cache import api
+from dogpile.cache.backends import memcached as dogpile_memcached
+
+from oslo_kvs.backends import base
+from oslo_kvs import exception
+
+try:
+    from pymemcache import exceptions as pymemcache_exceptions
+except ImportError:  # pragma: no cover - pymemcache is a requirement
+    pymemcache_exceptions = None
+try:
+    from redis import exceptions as redis_exceptions
+except ImportError:  # pragma: no cover - redis is a requirement
+    redis_exceptions = None
+
+#: Store arguments that only oslo_kvs's own backends understand.
+_STORE_EXPIRY = ('expire_time', 'no_expiry_keys')
+
+
+class RawBytesSerde:
+    """A pymemcache serde that never decodes: bytes in, bytes out.
+
+    pymemcache calls ``deserialize(key, value, flags)`` with the flags the
+    server returned; ignoring them is the point, since a hostile server
+    chooses them. The store hands only bytes to ``serialize``.
+    """
+
+    def serialize(self, key: ty.Any, value: ty.Any) -> tuple[bytes, int]:
+        if not isinstance(value, bytes):
+            raise TypeError('oslo_kvs stores only bytes in memcached, not %s'
+                            % type(value).__name__)
+        return value, 0
+
+    def deserialize(self, key: ty.Any, value: bytes, flags: int) -> bytes:
+        return value
+
+
+#: The serde every foreign pymemcache backend gets.
+RAW_BYTES_SERDE = RawBytesSerde()
+
+
+def arguments(name: str, backend_cls: type,
+              args: dict[str, ty.Any]) -> dict[str, ty.Any]:
+    """The arguments to create foreign backend ``backend_cls`` with.
+
+    :raises exception.ConfigurationError: for store-level expiry
+        arguments, for a memcached backend that would decode values by the
+        server's flags, and for a ``serde`` other than
+        :data:`RAW_BYTES_SERDE`.
+    """
+    for generic in _STORE_EXPIRY:
+        if generic in args:
+            raise exception.ConfigurationError(
+                'Argument %r is not supported by dogpile backend %s; use '
+                'that backend\'s own expiry arguments' % (generic, name))
+    if not issubclass(backend_cls, dogpile_memcached.GenericMemcachedBackend):
+        return args
+    if not issubclass(backend_cls, dogpile_memcached.PyMemcacheBackend):
+        raise exception.ConfigurationError(
+            'dogpile backend %s is refused: its memcached client decodes '
+            'values by the flags the server returns, unpickling them, so a '
+            'hostile server could run code here; use openstack.kvs.Memcached'
+            ' or dogpile.cache.pymemcache' % name)
+    serde = args.get('serde', RAW_BYTES_SERDE)
+    if serde is not RAW_BYTES_SERDE:
+        raise exception.ConfigurationError(
+            'Argument \'serde\' of dogpile backend %s cannot be set: oslo_kvs'
+            ' gives it a serde returning raw bytes whatever the server\'s '
+            'flags, so no server can make it unpickle' % name)
+    if args.get('hashclient_retry_attempts', 0) not in (0, '0'):
+        raise exception.ConfigurationError(
+            'Argument \'hashclient_retry_attempts\' of dogpile backend %s '
+            'must be 0: while pymemcache retries a failed server it drops '
+            'writes and deletes silently, which leaves stale values'
+            % name)
+    return dict(args, serde=RAW_BYTES_SERDE, hashclient_retry_attempts=0)
+
+
+def server_labels(args: ty.Mapping[str, ty.Any]) -> list[str]:
+    """``host:port`` labels from a foreign backend's usual arguments.
+
+    dogpile's backends take ``url`` (one or a list; memcached ``host:port``
+    or a ``redis://`` URL), ``host``/``port`` or ``sentinels``. Credentials
+    in URLs are left out.
+    """
+    urls = args.get('url')
+    if urls is None and 'sentinels' in args:
+        urls = ['%s:%s' % tuple(pair) for pair in args['sentinels']]
+    elif urls is None and 'host' in args:
+        urls = '%s:%s' % (args['host'], args.get('port', 6379))
+    if urls is None:
+        return []
+    labels = []
+    for url in [urls] if isinstance(urls, str) else list(urls):
+        url = str(url)
+        # "host:port" has no scheme; give it one so both forms parse alike.
+        split = urllib.parse.urlsplit(url if '//' in url else '//' + url)
+        labels.append(split.netloc.rpartition('@')[2] or split.path)
+    return labels
+
+
+def _server_faults() -> tuple[type[BaseException], ...]:
+    faults: list[type[BaseException]] = [OSError]
+    if pymemcache_exceptions is not None:
+        faults.append(pymemcache_exceptions.MemcacheError)
+    if redis_exceptions is not None:
+        faults.append(redis_exceptions.RedisError)
+    return tuple(faults)
+
+
+class DogpileAdapter(base.Backend):
+    """Gives any registered dogpile.cache backend the oslo_kvs backend API.
+
+    ``backend`` is what the store's dogpile region calls (the foreign
+    backend, wrapped in the region's proxies if any); every read and write
+    goes through it. ``add`` and ``delete`` are built from get/set/delete
+    under the backend's own mutex when it has one (else a process-local
+    lock), so they are atomic only as far as that mutex reaches. Locks are
+    process-local.
+    """
+
+    #: Exceptions of the client libraries that mean "the server failed".
+    server_faults: ty.ClassVar[tuple[type[BaseException], ...]] = (
+        _server_faults())
+
+    def __init__(self, backend: api.CacheBackend, name: str,
+                 arguments: ty.Mapping[str, ty.Any] | None = None) -> None:
+        self.name = name
+        super().__init__({})
+        self.backend = backend
+        self._servers = server_labels(arguments or {})
+        self._local = base.LocalLocks()
+        self._mutex = threading.Lock()
+
+    def servers(self) -> list[str]:
+        return list(self._servers)
+
+    def translate(self, exc: BaseException) -> BaseException:
+        """The oslo_kvs exception for ``exc``; ``exc`` if not a fault."""
+        if isinstance(exc, exception.KVSError) or \
+                not isinstance(exc, self.server_faults):
+            return exc
+        where = ', '.join(self._servers) or 'its server'
+        if pymemcache_exceptions is not None:
+            if isinstance(exc, pymemcache_exceptions.MemcacheServerError) \
+                    and 'too large' in str(exc):
+                return exception.ValueTooLarge(
+                    '%s: value too large for the item size limit of %s'
+                    % (self.name, where))
+            if isinstance(exc,
+                          pymemcache_exceptions.MemcacheIllegalInputError):
+                return exception.ConfigurationError(
+                    '%s: %s cannot store this key; enable the key mangler'
+                    % (self.name, where))
+        # The class name only: a client's message may quote a URL with
+        # its password.
+        return exception.BackendError(
+            '%s: server %s failed: %s' % (self.name, where,
+                                          type(exc).__name__))
+
+    @contextlib.contextmanager
+    def _errors(self) -> ty.Iterator[None]:
+        try:
+            yield
+        except self.server_faults as exc:
+            raise self.translate(exc) from exc
+
+    def _no_ttl(self, ttl: float | None) -> None:
+        if ttl is not None:
+            raise exception.ConfigurationError(
+                'dogpile backend %s expires values by its own arguments; '
+                'expire_time is not supported for it' % self.name)
+
+    def _atomically(self, key: str) -> ty.ContextManager[ty.Any]:
+        mutex = self.backend.get_mutex(key)
+        return _MutexContext(mutex) if mutex is not None else self._mutex
+
+    def get_serialized(self, key):
+        with self._errors():
+            return self.backend.get_serialized(key)
+
+    def get_serialized_multi(self, keys):
+        with self._errors():
+            return self.backend.get_serialized_multi(keys)
+
+    def set_serialized(self, key, value, ttl=None):
+        self._no_ttl(ttl)
+        with self._errors():
+            self.backend.set_serialized(key, value)
+
+    def set_serialized_multi(self, mapping, ttl=None):
+        self._no_ttl(ttl)
+        with self._errors():
+            self.backend.set_serialized_multi(mapping)
+
+    def delete_multi(self, keys):
+        with self._errors():
+            self.backend.delete_multi(keys)
+
+    def delete_existing(self, key):
+        with self._errors(), self._atomically(key):
+            if self.backend.get_serialized(key) is base.NO_VALUE:
+                return False
+            self.backend.delete(key)
+            return True
+
+    def add_serialized(self, key, value, ttl=None):
+        self._no_ttl(ttl)
+        with self._errors(), self._atomically(key):
+            if self.backend.get_serialized(key) is not base.NO_VALUE:
+                return False
+            self.backend.set_serialized(key, value)
+            return True
+
+    def acquire_lock(self, key, token, ttl):
+        return self._local.acquire(key, token, ttl)
+
+    def release_lock(self, key, token):
+        return self._local.release(key, token)
+
+
+class _MutexContext:
+    """A dogpile CacheMutex as a context manager."""
+
+    def __init__(self, mutex: api.CacheMutex) -> None:
+        self._mutex = mutex
+
+    def __enter__(self) -> None:
+        self._mutex.acquire()
+
+    def __exit__(self, *exc_info: ty.Any) -> None:
+        self._mutex.release()
