@@ -142,11 +142,13 @@ def test_late_write_never_lands_over_next_holder(make_store, operation):
     other.start()
     lock = store.get_lock('counter')
     lock.acquire()
+    expires = time.monotonic() + LEASE    # no earlier than the lock's
     started.set()
     value = store.get('counter')
-    # Checked 50 ms before expiry, then stuck until the next holder, who
-    # can only get the lock once it expired, has written.
-    time.sleep(LEASE - 0.05)
+    # Checked about 0.2 s before expiry (well inside the window), then
+    # stuck until the next holder, who can only get the lock once it
+    # expired, has written.
+    time.sleep(expires - 0.2 - time.monotonic())
     _HOLD_UPS[threading.get_ident()] = lambda: _wait_for(wrote, 'holder 2')
     del _REACHED[:]
     with pytest.raises(exception.LockTimeout):
@@ -181,9 +183,10 @@ def test_write_accepted_before_window_lands_before_next_holder(make_store):
                              args=(store, started, wrote, log))
     other.start()
     with store.get_lock('counter') as lock:
+        expires = time.monotonic() + LEASE
         started.set()
         value = store.get('counter')
-        time.sleep(LEASE - window - 0.15)
+        time.sleep(expires - window - 0.3 - time.monotonic())
         # Accepted just before the window, and slow, but not by a window.
         _HOLD_UPS[threading.get_ident()] = lambda: time.sleep(window / 2)
         store.set('counter', value + 1, lock=lock)
