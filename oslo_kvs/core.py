@@ -186,8 +186,8 @@ class KeyValueStore:
         lock_timeout = base.coerce(
             owner, 'lock_timeout', _LOCK_TIMEOUT,
             args.pop('lock_timeout', self._conf.kvs.default_lock_timeout))
-        lock_window = _locking.lock_window(owner, args.pop('lock_window', None),
-                                           lock_timeout)
+        lock_window = _locking.lock_window(
+            owner, args.pop('lock_window', None), lock_timeout)
         if key_mangler is not None and not callable(key_mangler):
             raise exception.ConfigurationError(
                 'key_mangler of %s must be callable, not %r'
@@ -321,7 +321,8 @@ class KeyValueStore:
         stored = state.data_key(key)
         data = self._encode(state, key, value)
         if self._check_lock(key, lock):
-            lock.set_fenced(stored, data, state.backend.ttl_for(stored) or None)
+            lock.set_fenced(stored, data,
+                            state.backend.ttl_for(stored) or None)
         else:
             state.io.set_serialized(stored, data)
 

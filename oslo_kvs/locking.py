@@ -67,8 +67,8 @@ def lock_window(owner: str, value: ty.Any, lock_timeout: float) -> float:
     if lock_timeout and window > limit:
         raise exception.ConfigurationError(
             'Invalid value %r for argument %r of %s: at most half of '
-            'lock_timeout (%ss)' % (value, 'lock_window', owner,
-                                     lock_timeout))
+            'lock_timeout (%ss)'
+            % (value, 'lock_window', owner, lock_timeout))
     return window if lock_timeout else 0.0
 
 
@@ -153,8 +153,10 @@ class _Turns:
                 queue.lease_end = lease_end
 
     def give_up(self, key: tuple[int, str], owner: object) -> None:
-        """Pass the turn of ``owner`` to the next waiter, if it still has
-        it (a turn taken over after its lease ran out stays where it is).
+        """Pass the turn of ``owner`` to the next waiter.
+
+        Only if ``owner`` still has it: a turn taken over after the
+        owner's lease ran out stays where it is.
         """
         with self._mutex:
             queue = self._queues.get(key)
@@ -178,9 +180,11 @@ _turns: _Turns | None = None
 
 
 def _process_turns() -> _Turns:
-    """This process's turns, made at first use (nothing threading-related
-    is created at import, for eventlet) and afresh in a forked child,
-    which must not wait for threads of its parent.
+    """This process's turns, made at first use and afresh after a fork.
+
+    Nothing threading-related is created at import (a service may import
+    oslo_kvs before eventlet's monkey patching), and a forked child must
+    not wait for threads of its parent.
     """
     global _turns
     turns = _turns
@@ -224,8 +228,10 @@ class KeyValueStoreLock:
 
     def acquire(self, blocking: bool = True,
                 timeout: float | None = None) -> bool:
-        """Take the lock: first in turn among this process's threads,
-        then with short jittered retries while another process holds it.
+        """Take the lock, in turn among this process's threads.
+
+        Then, while another process holds it, retry with short jittered
+        pauses.
 
         :param blocking: ``False`` tries once.
         :param timeout: the longest wait in seconds (None: no limit); the

@@ -224,10 +224,10 @@ class Backend(api.CacheBackend):
 
     def set_fenced(self, key: str, value: bytes, ttl: float | None,
                    lock_key: str, token: str) -> bool:
-        """Store ``value`` under ``key`` only while ``lock_key`` holds
-        ``token``, checked and written in one atomic server step.
+        """Store ``value`` under ``key`` only while the lock holds.
 
-        ``ttl`` is as for ``set_serialized``. Only called when
+        ``lock_key`` must hold ``token``; the server checks it and writes
+        in one atomic step. ``ttl`` is as for ``set_serialized``. Only called when
         :attr:`fenced_writes` is true.
 
         :returns: False, having written nothing, when the lock has expired
@@ -237,10 +237,10 @@ class Backend(api.CacheBackend):
 
     def delete_fenced(self, key: str, lock_key: str,
                       token: str) -> bool | None:
-        """Delete ``key`` only while ``lock_key`` holds ``token``, checked
-        and deleted in one atomic server step.
+        """Delete ``key`` only while the lock holds.
 
-        Only called when :attr:`fenced_writes` is true.
+        ``lock_key`` must hold ``token``; the server checks it and deletes
+        in one atomic step. Only called when :attr:`fenced_writes` is true.
 
         :returns: whether ``key`` existed, or None, having deleted nothing,
             when the lock has expired or passed to another holder.

@@ -204,8 +204,10 @@ LOCK_TIMEOUT = 5.0
 
 
 def contend(store, threads=THREADS, total=THREADS * INCREMENTS):
-    """``threads`` threads increment one counter under the lock until it
-    reaches ``total``; return per-thread counts, waits and hold intervals.
+    """Increment one counter under the lock from ``threads`` threads.
+
+    They go on until it reaches ``total``; return per-thread counts, the
+    waits for the lock and the intervals it was held.
     """
     store.set('counter', 0)
     counts = [0] * threads
@@ -281,8 +283,9 @@ TOKENS = 25
 
 
 def issue_tokens(store, user, count, issued):
-    """Keystone's KVS token driver: store the token, then append it to the
-    user's index under the store lock.
+    """Issue tokens as Keystone's KVS token driver did.
+
+    Store each token, then append it to the user's index under the lock.
     """
     for _ in range(count):
         token_id = uuid.uuid4().hex

@@ -91,7 +91,8 @@ def test_threads_get_the_lock_in_arrival_order():
         thread = threading.Thread(target=take, args=(index,))
         thread.start()
         threads.append(thread)
-        wait_until(lambda: waiters(holder) == index + 1, 'waiter %d' % index)
+        wait_until(lambda: waiters(holder) == index + 1,
+                   'waiter %d' % index)
     holder.release()
     # The releasing thread asks again at once and queues behind them all.
     with store.get_lock('k'):
