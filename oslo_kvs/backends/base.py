@@ -227,8 +227,8 @@ class Backend(api.CacheBackend):
         """Store ``value`` under ``key`` only while the lock holds.
 
         ``lock_key`` must hold ``token``; the server checks it and writes
-        in one atomic step. ``ttl`` is as for ``set_serialized``. Only called when
-        :attr:`fenced_writes` is true.
+        in one atomic step. ``ttl`` is as for ``set_serialized``. Only
+        called when :attr:`fenced_writes` is true.
 
         :returns: False, having written nothing, when the lock has expired
             or passed to another holder.

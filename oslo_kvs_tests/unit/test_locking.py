@@ -74,7 +74,7 @@ def test_window_does_not_apply_without_locking():
     assert store.get('k') == 1
 
 
-# --- turns and waits ----------------------------------------------------------
+# --- turns and waits -------------------------------------------------------
 
 def test_threads_get_the_lock_in_arrival_order():
     store = make_store(lock_timeout=30)
