@@ -176,7 +176,9 @@ class _Turns:
             del self._queues[key]
 
 
-_turns: _Turns | None = None
+# pid -> that process's turns. A plain dict: setdefault picks one winner
+# when threads race to make the first, without a lock made at import.
+_turns: dict[int, _Turns] = {}
 
 
 def _process_turns() -> _Turns:
@@ -186,10 +188,11 @@ def _process_turns() -> _Turns:
     oslo_kvs before eventlet's monkey patching), and a forked child must
     not wait for threads of its parent.
     """
-    global _turns
-    turns = _turns
-    if turns is None or turns.pid != os.getpid():
-        turns = _turns = _Turns()
+    pid = os.getpid()
+    turns = _turns.get(pid)
+    if turns is None:
+        _turns.pop(next(iter(_turns), None), None)     # the parent's
+        turns = _turns.setdefault(pid, _Turns())
     return turns
 
 
@@ -221,6 +224,7 @@ class KeyValueStoreLock:
         self.active = False
         self._token: str | None = None
         self._acquired_at = 0.0
+        self._turns: _Turns | None = None
 
     def __repr__(self) -> str:
         return '<KeyValueStoreLock %s active=%s>' % (
@@ -250,6 +254,7 @@ class KeyValueStoreLock:
         turns = _process_turns()
         if not turns.take(self._turn_key, self, deadline, blocking):
             return False
+        self._turns = turns
         try:
             started = self._acquire_on_server(deadline, blocking)
         except BaseException:
@@ -302,7 +307,9 @@ class KeyValueStoreLock:
             try:
                 self._backend.release_lock(self._lock_key, token)
             finally:
-                _process_turns().give_up(self._turn_key, self)
+                if self._turns is _process_turns():    # not after a fork
+                    self._turns.give_up(self._turn_key, self)
+                self._turns = None
         if expired:
             LOG.warning('KVS store %r: a lock was held longer than its '
                         'lock_timeout (%ss) and may have been taken by '

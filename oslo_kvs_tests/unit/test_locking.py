@@ -140,5 +140,10 @@ def test_a_lock_never_released_frees_itself_for_waiting_threads():
 def test_turns_are_made_afresh_after_fork(monkeypatch):
     turns = locking._process_turns()
     assert locking._process_turns() is turns
-    monkeypatch.setattr(turns, 'pid', -1)      # as seen from a child
-    assert locking._process_turns() is not turns
+    monkeypatch.setattr(locking.os, 'getpid', lambda: -1)  # as in a child
+    child = locking._process_turns()
+    assert child is not turns
+    assert list(locking._turns) == [-1]        # the parent's are gone
+    monkeypatch.undo()
+    locking._turns.clear()
+
