@@ -146,4 +146,3 @@ def test_turns_are_made_afresh_after_fork(monkeypatch):
     assert list(locking._turns) == [-1]        # the parent's are gone
     monkeypatch.undo()
     locking._turns.clear()
-
