@@ -10,10 +10,7 @@ import contextvars
 import functools
 import hashlib
 import logging
-import random
-import secrets
 import threading
-import time
 import typing as ty
 import urllib.parse
 import weakref
@@ -32,6 +29,8 @@ from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs.backends import foreign
 from oslo_kvs import exception
+from oslo_kvs import locking as _locking
+from oslo_kvs.locking import KeyValueStoreLock  # noqa: F401 (public name)
 from oslo_kvs import opts
 from oslo_kvs import protection
 from oslo_kvs import serialization
@@ -122,11 +121,11 @@ class _Configured:
 
     __slots__ = ('io', 'backend', 'mangler', 'data_prefix', 'lock_prefix',
                  'locking', 'lock_timeout', 'serializer', 'protector',
-                 'proxied', 'ttl', 'no_expiry')
+                 'proxied', 'ttl', 'no_expiry', 'lock_window')
 
     def __init__(self, io, backend, mangler, data_prefix, lock_prefix,
                  locking, lock_timeout, serializer, protector, proxied=False,
-                 ttl=None, no_expiry=()):
+                 ttl=None, no_expiry=(), lock_window=0.0):
         self.io = io
         #: Whether ``io`` is a proxy chain (ttl travels in _WRITE_TTL).
         self.proxied = proxied
@@ -143,6 +142,7 @@ class _Configured:
         self.protector = protector
         # Users name no_expiry_keys by their keys; writes see stored keys.
         self.no_expiry = frozenset(self.data_key(key) for key in no_expiry)
+        self.lock_window = lock_window
 
     def stored_key(self, prefix: str, key: ty.Any) -> str:
         if type(key) is not str:
@@ -306,6 +306,8 @@ class KeyValueStore:
             owner, 'lock_timeout', _SECONDS,
             self._conf.kvs.default_lock_timeout
             if base.is_unset(lock_timeout) else lock_timeout)
+        lock_window = _locking.lock_window(
+            owner, args.pop('lock_window', None), lock_timeout)
         if key_mangler is not None and not callable(key_mangler):
             raise exception.ConfigurationError(
                 'key_mangler of %s must be callable, not %r'
@@ -376,7 +378,8 @@ class KeyValueStore:
                             lock_timeout=lock_timeout, serializer=serializer,
                             protector=protector,
                             proxied=bool(proxies),
-                            ttl=ttl, no_expiry=no_expiry)
+                            ttl=ttl, no_expiry=no_expiry,
+                            lock_window=lock_window)
         self._region = region
         return state
 
@@ -480,8 +483,11 @@ class KeyValueStore:
         state = self._configured()
         stored = state.data_key(key)
         ttl = state.ttl_for(stored, state.call_ttl(expire_time))
-        self._check_lock(key, lock)
-        state.write({stored: self._encode(state, key, value)}, ttl)
+        data = self._encode(state, key, value)
+        if self._check_lock(key, lock):
+            lock.set_fenced(stored, data, ttl)
+        else:
+            state.write({stored: data}, ttl)
 
     def set_multi(self, mapping: ty.Mapping[str, ty.Any],
                   expire_time: float | None = None) -> None:
@@ -508,8 +514,11 @@ class KeyValueStore:
         """
         state = self._configured()
         stored = state.data_key(key)
-        self._check_lock(key, lock)
-        if not state.backend.delete_existing(stored):
+        if self._check_lock(key, lock):
+            existed = lock.delete_fenced(stored)
+        else:
+            existed = state.backend.delete_existing(stored)
+        if not existed:
             raise exception.NotFound(key)
 
     def delete_multi(self, keys: ty.Iterable[str]) -> None:
@@ -539,9 +548,15 @@ class KeyValueStore:
         state = self._configured()
         return KeyValueStoreLock(self, key, state.lock_key(key), state)
 
-    def _check_lock(self, key: str, lock: 'KeyValueStoreLock | None') -> None:
+    def _check_lock(self, key: str,
+                    lock: 'KeyValueStoreLock | None') -> bool:
+        """Check a write's lock; return whether the server must fence it.
+
+        Last step before the write, so the window is measured as late as
+        possible.
+        """
         if lock is None:
-            return
+            return False
         if not isinstance(lock, KeyValueStoreLock) or lock.store is not self:
             raise exception.LockError(
                 'lock must be a KeyValueStoreLock from store %r' % self.name)
@@ -552,107 +567,8 @@ class KeyValueStore:
         if not lock.active:
             raise exception.LockError(
                 'lock for %s is not held' % exception._describe(key))
-        if lock.expired:
-            raise exception.LockTimeout(key)
-
-
-class KeyValueStoreLock:
-    """A lock on one key of a store.
-
-    Distributed across processes and hosts on backends that can do it,
-    in-process on the memory backend. A lock whose holder never releases it
-    frees itself after the store's ``lock_timeout``; the holder sees
-    :attr:`expired` then and writes made with it raise ``LockTimeout``.
-    """
-
-    #: Longest pause between two attempts to take a busy lock.
-    max_backoff = 0.05
-
-    def __init__(self, store: KeyValueStore, key: str, lock_key: str,
-                 state: _Configured) -> None:
-        self.store = store
-        self.key = key
-        self._lock_key = lock_key
-        self._backend = state.backend
-        self.enabled = state.locking
-        self.lock_timeout = state.lock_timeout
-        self.active = False
-        self._token: str | None = None
-        self._acquired_at = 0.0
-
-    def __repr__(self) -> str:
-        return '<KeyValueStoreLock %s active=%s>' % (
-            exception._describe(self.key), self.active)
-
-    def acquire(self, blocking: bool = True,
-                timeout: float | None = None) -> bool:
-        """Take the lock, waiting with short backoff while it is busy.
-
-        :param blocking: ``False`` tries once.
-        :param timeout: the longest wait in seconds (None: no limit).
-        :returns: whether the lock is now held.
-        :raises exception.LockError: when this object already holds it.
-        """
-        if self.active:
-            raise exception.LockError(
-                'lock for %s is already held' % exception._describe(self.key))
-        if not self.enabled:
-            self._acquired_at = time.monotonic()
-            self.active = True
-            return True
-        token = secrets.token_hex(16)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        delay = 0.001
-        while True:
-            # Stamped before the request, so local expiry comes no later
-            # than the server's.
-            started = time.monotonic()
-            if self._backend.acquire_lock(self._lock_key, token,
-                                          self.lock_timeout):
-                break
-            if not blocking or (deadline is not None and started >= deadline):
-                return False
-            pause = delay * random.uniform(0.5, 1.0)
-            if deadline is not None:
-                pause = min(pause, max(deadline - time.monotonic(), 0))
-            time.sleep(pause)
-            delay = min(delay * 2, self.max_backoff)
-        self._token = token
-        self._acquired_at = started
-        self.active = True
-        return True
-
-    def release(self) -> None:
-        """Free the lock; only this holder's own lock is ever removed.
-
-        :raises exception.LockError: when the lock is not held.
-        """
-        if not self.active:
-            raise exception.LockError(
-                'lock for %s is not held' % exception._describe(self.key))
-        expired = self.expired
-        self.active = False
-        if self.enabled:
-            token, self._token = self._token, None
-            self._backend.release_lock(self._lock_key, token)
-        if expired:
-            LOG.warning('KVS store %r: a lock was held longer than its '
-                        'lock_timeout (%ss) and may have been taken by '
-                        'another holder meanwhile', self.store.name,
-                        self.lock_timeout)
-
-    @property
-    def expired(self) -> bool:
-        """Whether the held lock outlived ``lock_timeout``."""
-        return bool(self.active and self.lock_timeout and
-                    time.monotonic() >= self._acquired_at + self.lock_timeout)
-
-    def __enter__(self) -> 'KeyValueStoreLock':
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info: ty.Any) -> None:
-        self.release()
+        lock.check_window()
+        return lock.fenced
 
 
 def _load_proxy(item: ty.Any) -> ty.Any:

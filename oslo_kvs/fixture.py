@@ -44,8 +44,9 @@ except ImportError:  # fixtures is a test-only library, often absent
 MEMORY = 'openstack.kvs.Memory'
 
 # configure() arguments handled by the store itself, whatever the backend.
-_STORE_ARGUMENTS = frozenset(['lock_timeout', 'value_protection',
-                              'protection_keys', 'serializer'])
+_STORE_ARGUMENTS = frozenset(['lock_timeout', 'lock_window',
+                              'value_protection', 'protection_keys',
+                              'serializer'])
 # Historical backend-specific names of expire_time (see the design).
 _EXPIRY_ALIASES = ('memcached_expire_time', 'redis_expiration_time',
                    'mongo_ttl_seconds')

@@ -213,7 +213,8 @@ TLS = (
 #: The backend methods whose server faults become BackendError.
 API_METHODS = ('get_serialized', 'get_serialized_multi', 'set_serialized',
                'set_serialized_multi', 'add_serialized', 'delete_existing',
-               'delete_multi', 'acquire_lock', 'release_lock')
+               'delete_multi', 'acquire_lock', 'release_lock',
+               'set_fenced', 'delete_fenced')
 
 
 def backend_error(backend: 'Backend', exc: BaseException,
@@ -470,6 +471,46 @@ class Backend(api.CacheBackend):
 
     def close(self) -> None:
         """Release connections; idempotent."""
+
+    # --- fenced writes (optional) ---------------------------------------
+
+    #: True when :meth:`set_fenced` and :meth:`delete_fenced` work: the
+    #: server checks the lock token and writes in one atomic step. Else the
+    #: store refuses writes in the last ``lock_window`` seconds of a lease.
+    fenced_writes: bool = False
+
+    def set_fenced(self, key: str, value: bytes, ttl: float | None,
+                   lock_key: str, token: str) -> bool:
+        """Store ``value`` under ``key`` only while the lock holds.
+
+        ``lock_key`` must hold ``token``; the server checks it and writes
+        in one atomic step. ``ttl`` is as for ``set_serialized``. Only
+        called when :attr:`fenced_writes` is true.
+
+        :returns: False, having written nothing, when the lock has expired
+            or passed to another holder.
+        """
+        raise NotImplementedError
+
+    def delete_fenced(self, key: str, lock_key: str,
+                      token: str) -> bool | None:
+        """Delete ``key`` only while the lock holds.
+
+        ``lock_key`` must hold ``token``; the server checks it and deletes
+        in one atomic step. Only called when :attr:`fenced_writes` is true.
+
+        :returns: whether ``key`` existed, or None, having deleted nothing,
+            when the lock has expired or passed to another holder.
+        """
+        raise NotImplementedError
+
+
+#: Seconds a server keeps a lock beyond the holder's ``lock_timeout``. The
+#: holder's clock starts before its request and the server's after it, so
+#: the server already expires later; this covers clock-rate drift and,
+#: where expiry is judged by clients' wall clocks (MongoDB), small skew.
+#: Only a holder that died waits for it, and only once.
+LOCK_EXPIRY_MARGIN = 0.1
 
 
 class LocalLocks:

@@ -500,7 +500,7 @@ class MongoBackend(base.Backend):
         now = _utcnow()
         doc: dict[str, ty.Any] = {'token': token}
         if ttl:
-            doc['expires_at'] = _expiry(now, ttl)
+            doc['expires_at'] = _expiry(now, ttl + base.LOCK_EXPIRY_MARGIN)
         return self._insert_unless_live(key, doc, now)
 
     def release_lock(self, key, token):

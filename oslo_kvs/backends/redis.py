@@ -37,6 +37,26 @@ end
 return 0
 """
 
+# Fenced writes: the data key (KEYS[1]) is written or deleted only while
+# the lock key (KEYS[2]) holds the caller's token, in one atomic step.
+_SET_FENCED_SCRIPT = """
+if redis.call('get', KEYS[2]) ~= ARGV[2] then
+    return 0
+end
+if ARGV[3] == '' then
+    redis.call('set', KEYS[1], ARGV[1])
+else
+    redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
+end
+return 1
+"""
+_DELETE_FENCED_SCRIPT = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then
+    return -1
+end
+return redis.call('del', KEYS[1])
+"""
+
 # Letters, digits and a few separators: enough for a namespace, and no
 # braces, which would pin every key to one Cluster slot (a hash tag).
 _KEY_PREFIX = re.compile(r'[A-Za-z0-9._:/-]{0,128}')
@@ -138,6 +158,13 @@ class RedisBackend(base.Backend):
         else:
             self._client = self._server_client(args, connection)
         self._release = self._client.register_script(_RELEASE_SCRIPT)
+        # A Cluster keeps a data key and its lock key in different slots
+        # (both are hashes), and one script can only touch one slot, so
+        # there the store falls back to its lock_window.
+        self.fenced_writes = not self._cluster
+        self._set_fenced = self._client.register_script(_SET_FENCED_SCRIPT)
+        self._delete_fenced = self._client.register_script(
+            _DELETE_FENCED_SCRIPT)
 
     def __repr__(self) -> str:
         return '<RedisBackend %s>' % self._where
@@ -397,8 +424,9 @@ class RedisBackend(base.Backend):
                                      px=_px(ttl)))
 
     def acquire_lock(self, key, token, ttl):
-        return bool(self._client.set(self._prefix + key, token, nx=True,
-                                     px=_px(ttl)))
+        return bool(self._client.set(
+            self._prefix + key, token, nx=True,
+            px=_px(ttl + base.LOCK_EXPIRY_MARGIN) if ttl else None))
 
     def release_lock(self, key, token):
         return self._release(keys=[self._prefix + key], args=[token]) == 1
@@ -411,3 +439,17 @@ class RedisBackend(base.Backend):
                 self._client.connection_pool.disconnect()
         except Exception:
             pass  # closing a broken connection must not fail shutdown
+
+    # --- fenced writes ---------------------------------------------------
+
+    def set_fenced(self, key, value, ttl, lock_key, token):
+        prefix = self._prefix
+        return self._set_fenced(
+            keys=[prefix + key, prefix + lock_key],
+            args=[value, token, _px(ttl) or '']) == 1
+
+    def delete_fenced(self, key, lock_key, token):
+        prefix = self._prefix
+        deleted = self._delete_fenced(keys=[prefix + key, prefix + lock_key],
+                                      args=[token])
+        return None if deleted == -1 else deleted == 1

@@ -124,7 +124,7 @@ class TestRoundTrips:
         key = 'locks:' + store._state.lock_key('k')
         with store.get_lock('k') as lock:
             assert raw.get(key) == lock._token.encode()
-            assert 6000 < raw.pttl(key) <= 7000
+            assert 6000 < raw.pttl(key) <= 7100     # plus the margin
         assert raw.exists(key) == 0
 
         forever = make_store(lock_timeout=0, **redis_server.store_args)

@@ -1,0 +1,374 @@
+"""Store locks: fenced writes, a safety window, fair hand-off in a process.
+
+A :class:`KeyValueStoreLock` is a lease on one key: a random token the
+backend keeps under the key's lock key for ``lock_timeout`` seconds. Three
+rules make a write made with it safe to bet a token on:
+
+- **Fencing.** A backend with ``fenced_writes`` (Redis, one server or
+  Sentinel) checks the token and writes in one server-side step, so a write
+  delayed past the lease never lands once another holder has the lock.
+- **Window.** Elsewhere a write is refused with
+  :class:`~oslo_kvs.exception.LockTimeout` when less than ``lock_window``
+  seconds of the lease remain, so a write slower than that in transit is
+  the only one that can land late.
+- **Fair hand-off.** The threads of one process that want the same lock
+  queue here, first come first served, and only the head of the queue asks
+  the server; a release hands the turn to the next thread at once. Other
+  processes are met with short jittered retries, bounded by the caller's
+  ``timeout``.
+"""
+
+import collections
+import logging
+import math
+import os
+import random
+import secrets
+import threading
+import time
+import typing as ty
+
+from oslo_config import types
+
+from oslo_kvs import exception
+
+LOG = logging.getLogger(__name__)
+
+#: Keystone's ``LOCK_WINDOW``: the default safety margin in seconds.
+DEFAULT_LOCK_WINDOW = 1.0
+#: The largest share of ``lock_timeout`` the window may take, so a holder
+#: always keeps at least half of its lease for its own work.
+MAX_WINDOW_SHARE = 0.5
+
+_WINDOW = types.Float(min=0)
+
+
+def lock_window(owner: str, value: ty.Any, lock_timeout: float) -> float:
+    """The safety window for a store, from its ``lock_window`` argument.
+
+    The default is :data:`DEFAULT_LOCK_WINDOW`, shrunk to half of a short
+    ``lock_timeout``; an explicit value above half of ``lock_timeout`` is
+    refused, since a lease would then be mostly unusable. Locks that never
+    expire (``lock_timeout`` 0) need no window.
+
+    :raises exception.ConfigurationError: naming ``owner``.
+    """
+    limit = lock_timeout * MAX_WINDOW_SHARE
+    if value is None or value == '':
+        return min(DEFAULT_LOCK_WINDOW, limit)
+    try:
+        window = _WINDOW(value)
+        if isinstance(value, bool) or not math.isfinite(window):
+            raise ValueError('must be a finite number of seconds')
+    except (ValueError, TypeError) as exc:
+        raise exception.ConfigurationError(
+            'Invalid value %r for argument %r of %s: %s'
+            % (value, 'lock_window', owner, exc)) from None
+    if lock_timeout and window > limit:
+        raise exception.ConfigurationError(
+            'Invalid value %r for argument %r of %s: at most half of '
+            'lock_timeout (%ss)'
+            % (value, 'lock_window', owner, lock_timeout))
+    return window if lock_timeout else 0.0
+
+
+class _Queue:
+    """The threads of this process that want one lock, in arrival order."""
+
+    __slots__ = ('owner', 'lease_end', 'waiters', 'users')
+
+    def __init__(self) -> None:
+        self.owner: object | None = None    # the lock object with the turn
+        self.lease_end = math.inf           # when the owner's lease ends
+        self.waiters: collections.deque = collections.deque()
+        self.users = 0
+
+
+class _Turns:
+    """Per-process FIFO turns for locks, keyed by (backend, lock key).
+
+    Only the thread holding the turn talks to the server, so threads of
+    one process never race each other there and a release passes the lock
+    to the longest waiting thread instead of back to the releasing one.
+    A turn whose owner's lease ran out (an owner that never released) is
+    taken by the head of the queue, as the server would free the lock.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._mutex = threading.Lock()
+        self._queues: dict[tuple[int, str], _Queue] = {}
+
+    def take(self, key: tuple[int, str], owner: object,
+             deadline: float | None, blocking: bool) -> bool:
+        """Wait for the turn until ``deadline``; return whether it came."""
+        with self._mutex:
+            queue = self._queues.get(key)
+            if queue is None:
+                queue = self._queues[key] = _Queue()
+            if queue.owner is None and not queue.waiters:
+                queue.owner, queue.lease_end = owner, math.inf
+                queue.users += 1
+                return True
+            if not blocking:
+                return False
+            queue.users += 1
+            called = threading.Event()
+            queue.waiters.append(called)
+        while True:
+            now = time.monotonic()
+            lease_end = queue.lease_end
+            if lease_end <= now:
+                # Let the head of the queue take the turn over first.
+                lease_end = now + 0.01
+            wait_until = min(lease_end,
+                             math.inf if deadline is None else deadline)
+            called.wait(None if wait_until == math.inf
+                        else max(wait_until - now, 0))
+            with self._mutex:
+                if called.is_set():
+                    # A release handed the turn over (maybe just as the
+                    # wait timed out).
+                    queue.owner, queue.lease_end = owner, math.inf
+                    return True
+                now = time.monotonic()
+                if queue.waiters[0] is called and queue.lease_end <= now:
+                    # The owner's lease ran out without a release: the
+                    # server frees such a lock, and so does its turn.
+                    queue.waiters.popleft()
+                    queue.owner, queue.lease_end = owner, math.inf
+                    queue.users -= 1    # the old owner no longer counts
+                    return True
+                if deadline is not None and now >= deadline:
+                    queue.waiters.remove(called)
+                    self._leave(key, queue)
+                    return False
+
+    def hold(self, key: tuple[int, str], owner: object,
+             lease_end: float) -> None:
+        """Record when the owner's lease ends (it now holds the lock)."""
+        with self._mutex:
+            queue = self._queues.get(key)
+            if queue is not None and queue.owner is owner:
+                queue.lease_end = lease_end
+
+    def give_up(self, key: tuple[int, str], owner: object) -> None:
+        """Pass the turn of ``owner`` to the next waiter.
+
+        Only if ``owner`` still has it: a turn taken over after the
+        owner's lease ran out stays where it is.
+        """
+        with self._mutex:
+            queue = self._queues.get(key)
+            if queue is None or queue.owner is not owner:
+                return
+            queue.owner, queue.lease_end = None, math.inf
+            if queue.waiters:
+                # The turn belongs to the called waiter from now on, so a
+                # thread arriving before it wakes queues behind it.
+                queue.owner = queue.waiters.popleft()
+                queue.owner.set()
+            self._leave(key, queue)
+
+    def _leave(self, key: tuple[int, str], queue: _Queue) -> None:
+        queue.users -= 1
+        if not queue.users:
+            del self._queues[key]
+
+
+# pid -> that process's turns. A plain dict: setdefault picks one winner
+# when threads race to make the first, without a lock made at import.
+_turns: dict[int, _Turns] = {}
+
+
+def _process_turns() -> _Turns:
+    """This process's turns, made at first use and afresh after a fork.
+
+    Nothing threading-related is created at import (a service may import
+    oslo_kvs before eventlet's monkey patching), and a forked child must
+    not wait for threads of its parent.
+    """
+    pid = os.getpid()
+    turns = _turns.get(pid)
+    if turns is None:
+        _turns.pop(next(iter(_turns), None), None)     # the parent's
+        turns = _turns.setdefault(pid, _Turns())
+    return turns
+
+
+class KeyValueStoreLock:
+    """A lock on one key of a store.
+
+    Distributed across processes and hosts on backends that can do it,
+    in-process on the memory backend. A lock whose holder never releases it
+    frees itself after the store's ``lock_timeout``; the holder sees
+    :attr:`expired` then and writes made with it raise ``LockTimeout``, as
+    do writes made in the last ``lock_window`` seconds of the lease on a
+    backend that cannot check the lock and write in one step.
+    """
+
+    #: Longest pause between two attempts to take a lock held by another
+    #: process.
+    max_backoff = 0.05
+
+    def __init__(self, store: ty.Any, key: str, lock_key: str,
+                 state: ty.Any) -> None:
+        self.store = store
+        self.key = key
+        self._lock_key = lock_key
+        self._backend = state.backend
+        self._turn_key = (id(state.backend), lock_key)
+        self.enabled = state.locking
+        self.lock_timeout = state.lock_timeout
+        self.lock_window = state.lock_window
+        self.active = False
+        self._token: str | None = None
+        self._acquired_at = 0.0
+        self._turns: _Turns | None = None
+
+    def __repr__(self) -> str:
+        return '<KeyValueStoreLock %s active=%s>' % (
+            exception._describe(self.key), self.active)
+
+    def acquire(self, blocking: bool = True,
+                timeout: float | None = None) -> bool:
+        """Take the lock, in turn among this process's threads.
+
+        Then, while another process holds it, retry with short jittered
+        pauses.
+
+        :param blocking: ``False`` tries once.
+        :param timeout: the longest wait in seconds (None: no limit); the
+            call never waits longer.
+        :returns: whether the lock is now held.
+        :raises exception.LockError: when this object already holds it.
+        """
+        if self.active:
+            raise exception.LockError(
+                'lock for %s is already held' % exception._describe(self.key))
+        if not self.enabled:
+            self._acquired_at = time.monotonic()
+            self.active = True
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        turns = _process_turns()
+        if not turns.take(self._turn_key, self, deadline, blocking):
+            return False
+        self._turns = turns
+        try:
+            started = self._acquire_on_server(deadline, blocking)
+        except BaseException:
+            turns.give_up(self._turn_key, self)
+            raise
+        if started is None:
+            turns.give_up(self._turn_key, self)
+            return False
+        self._acquired_at = started
+        if self.lock_timeout:
+            turns.hold(self._turn_key, self, started + self.lock_timeout)
+        self.active = True
+        return True
+
+    def _acquire_on_server(self, deadline: float | None,
+                           blocking: bool) -> float | None:
+        """Take the server's lock; return when the winning try started."""
+        token = secrets.token_hex(16)
+        delay = 0.001
+        while True:
+            # Stamped before the request, so local expiry comes no later
+            # than the server's.
+            started = time.monotonic()
+            if self._backend.acquire_lock(self._lock_key, token,
+                                          self.lock_timeout):
+                self._token = token
+                return started
+            if not blocking or (deadline is not None and started >= deadline):
+                return None
+            pause = delay * random.uniform(0.5, 1.0)
+            if deadline is not None:
+                pause = min(pause, max(deadline - time.monotonic(), 0))
+            time.sleep(pause)
+            delay = min(delay * 2, self.max_backoff)
+
+    def release(self) -> None:
+        """Free the lock; only this holder's own lock is ever removed.
+
+        The next thread of this process waiting for it goes at once.
+
+        :raises exception.LockError: when the lock is not held.
+        """
+        if not self.active:
+            raise exception.LockError(
+                'lock for %s is not held' % exception._describe(self.key))
+        expired = self.expired
+        self.active = False
+        if self.enabled:
+            token, self._token = self._token, None
+            try:
+                self._backend.release_lock(self._lock_key, token)
+            finally:
+                if self._turns is _process_turns():    # not after a fork
+                    self._turns.give_up(self._turn_key, self)
+                self._turns = None
+        if expired:
+            LOG.warning('KVS store %r: a lock was held longer than its '
+                        'lock_timeout (%ss) and may have been taken by '
+                        'another holder meanwhile', self.store.name,
+                        self.lock_timeout)
+
+    @property
+    def expired(self) -> bool:
+        """Whether the held lock outlived ``lock_timeout``."""
+        return bool(self.active and self.lock_timeout and
+                    time.monotonic() >= self._acquired_at + self.lock_timeout)
+
+    @property
+    def fenced(self) -> bool:
+        """Whether writes with this lock are checked by the server."""
+        return self.enabled and self._backend.fenced_writes
+
+    def check_window(self) -> None:
+        """Refuse a write made too late in the lease to land safely.
+
+        :raises exception.LockTimeout: when the lease has expired, or
+            (unless the backend fences writes) ends within ``lock_window``.
+        """
+        if not (self.enabled and self.lock_timeout):
+            if self.expired:
+                raise exception.LockTimeout(self.key)
+            return
+        margin = 0.0 if self._backend.fenced_writes else self.lock_window
+        if time.monotonic() >= (self._acquired_at + self.lock_timeout -
+                                margin):
+            raise exception.LockTimeout(self.key)
+
+    def set_fenced(self, stored_key: str, value: bytes,
+                   ttl: float | None) -> None:
+        """Write through the backend only while this lock holds.
+
+        :raises exception.LockTimeout: when the server says the lock has
+            passed on; nothing was written.
+        """
+        if not self._backend.set_fenced(stored_key, value, ttl,
+                                        self._lock_key, self._token):
+            raise exception.LockTimeout(self.key)
+
+    def delete_fenced(self, stored_key: str) -> bool:
+        """Delete through the backend only while this lock holds.
+
+        :returns: whether the key existed.
+        :raises exception.LockTimeout: when the server says the lock has
+            passed on; nothing was deleted.
+        """
+        existed = self._backend.delete_fenced(stored_key, self._lock_key,
+                                              self._token)
+        if existed is None:
+            raise exception.LockTimeout(self.key)
+        return existed
+
+    def __enter__(self) -> 'KeyValueStoreLock':
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: ty.Any) -> None:
+        self.release()

@@ -1,0 +1,148 @@
+"""Lock rules on the memory backend: window, turns, bounded waits."""
+
+import threading
+import time
+import uuid
+
+import pytest
+
+from oslo_kvs import core
+from oslo_kvs import exception
+from oslo_kvs import locking
+
+
+def make_store(**args):
+    store = core.KeyValueStore('locking-%s' % uuid.uuid4().hex)
+    store.configure('openstack.kvs.Memory', **args)
+    return store
+
+
+def waiters(lock):
+    """Threads of this process queued behind ``lock``'s key."""
+    queue = locking._process_turns()._queues.get(lock._turn_key)
+    return 0 if queue is None else len(queue.waiters)
+
+
+def wait_until(check, what, limit=10.0):
+    end = time.monotonic() + limit
+    while not check():
+        assert time.monotonic() < end, 'timed out waiting for %s' % what
+        time.sleep(0.005)
+
+
+# --- lock_window ------------------------------------------------------------
+
+@pytest.mark.parametrize('args, window', [
+    ({}, 1.0),                                   # Keystone's LOCK_WINDOW
+    ({'lock_timeout': 1}, 0.5),                  # at most half a lease
+    ({'lock_timeout': 10, 'lock_window': 3}, 3.0),
+    ({'lock_timeout': 10, 'lock_window': '0'}, 0.0),
+    ({'lock_timeout': 4, 'lock_window': ''}, 1.0),
+    ({'lock_timeout': 0}, 0.0),                  # locks never expire
+])
+def test_lock_window_values(args, window):
+    assert make_store(**args)._state.lock_window == window
+
+
+@pytest.mark.parametrize('value', [-1, 'soon', True, float('inf'), 2.6])
+def test_bad_lock_window_is_refused_at_configure(value):
+    store = core.KeyValueStore('locking-%s' % uuid.uuid4().hex)
+    with pytest.raises(exception.ConfigurationError, match='lock_window'):
+        store.configure('openstack.kvs.Memory', lock_timeout=5,
+                        lock_window=value)
+    assert not store.is_configured
+
+
+def test_write_inside_the_window_is_refused():
+    store = make_store(lock_timeout=1, lock_window=0.5)
+    with store.get_lock('k') as lock:
+        store.set('k', 1, lock=lock)             # early in the lease: fine
+        time.sleep(0.6)
+        assert not lock.expired
+        with pytest.raises(exception.LockTimeout):
+            store.set('k', 2, lock=lock)
+        with pytest.raises(exception.LockTimeout):
+            store.delete('k', lock=lock)
+    assert store.get('k') == 1
+
+
+def test_window_does_not_apply_without_locking():
+    store = make_store(lock_timeout=1, locking=False)
+    with store.get_lock('k') as lock:
+        time.sleep(0.6)
+        store.set('k', 1, lock=lock)
+    assert store.get('k') == 1
+
+
+# --- turns and waits -------------------------------------------------------
+
+def test_threads_get_the_lock_in_arrival_order():
+    store = make_store(lock_timeout=30)
+    holder = store.get_lock('k')
+    holder.acquire()
+    order = []
+
+    def take(index):
+        with store.get_lock('k'):
+            order.append(index)
+
+    threads = []
+    for index in range(5):
+        thread = threading.Thread(target=take, args=(index,))
+        thread.start()
+        threads.append(thread)
+        wait_until(lambda: waiters(holder) == index + 1,
+                   'waiter %d' % index)
+    holder.release()
+    # The releasing thread asks again at once and queues behind them all.
+    with store.get_lock('k'):
+        order.append('again')
+    for thread in threads:
+        thread.join(10)
+    assert order == [0, 1, 2, 3, 4, 'again']
+    assert waiters(holder) == 0
+    assert holder._turn_key not in locking._process_turns()._queues
+
+
+def test_acquire_never_waits_longer_than_its_timeout():
+    store = make_store(lock_timeout=30)
+    holder = store.get_lock('k')
+    holder.acquire()
+    other = store.get_lock('k')
+    result = []
+    started = time.monotonic()
+    thread = threading.Thread(
+        target=lambda: result.append(other.acquire(timeout=0.2)))
+    thread.start()
+    thread.join(10)
+    assert result == [False]
+    assert time.monotonic() - started < 5      # generous: 0.2 asked
+    assert not other.active
+    assert other.acquire(blocking=False) is False
+    assert waiters(holder) == 0                # the timed-out waiter left
+    holder.release()
+    assert other.acquire(timeout=5)
+    other.release()
+
+
+def test_a_lock_never_released_frees_itself_for_waiting_threads():
+    store = make_store(lock_timeout=0.5, lock_window=0.1)
+    store.get_lock('k').acquire()              # leaked: never released
+    lock = store.get_lock('k')
+    started = time.monotonic()
+    assert lock.acquire(timeout=10)
+    assert 0.4 < time.monotonic() - started < 10
+    store.set('k', 'mine', lock=lock)
+    lock.release()
+    assert store.get('k') == 'mine'
+
+
+def test_turns_are_made_afresh_after_fork(monkeypatch):
+    turns = locking._process_turns()
+    assert locking._process_turns() is turns
+    monkeypatch.setattr(locking.os, 'getpid', lambda: -1)  # as in a child
+    child = locking._process_turns()
+    assert child is not turns
+    assert list(locking._turns) == [-1]        # the parent's are gone
+    monkeypatch.undo()
+    locking._turns.clear()
