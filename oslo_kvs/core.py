@@ -18,9 +18,7 @@ import typing as ty
 import urllib.parse
 import weakref
 
-# dogpile resolves backend names with this loader; oslo_kvs needs the class
-# before configuring the region so bad arguments fail without side effects.
-from dogpile.cache.backends import _backend_loader
+from dogpile.cache import exception as dogpile_exception
 from dogpile.cache import proxy as dogpile_proxy
 from dogpile.cache import region as dogpile_region
 from dogpile.cache import util as dogpile_util
@@ -62,9 +60,10 @@ _SERIALIZER = types.String(choices=serialization.SERIALIZERS)
 #: ``configure()`` arguments the store keeps whatever the backend; every
 #: other argument goes to the backend. A backend's historical name for
 #: ``expire_time`` (:func:`store_arguments`) is the store's too.
+EXPIRY_ARGUMENTS = frozenset(['expire_time', 'no_expiry_keys'])
 STORE_ARGUMENTS = frozenset(['lock_timeout', 'value_protection',
-                             'protection_keys', 'serializer', 'expire_time',
-                             'no_expiry_keys'])
+                             'protection_keys', 'serializer']
+                            ) | EXPIRY_ARGUMENTS
 
 
 def store_arguments(backend_cls: type | None = None) -> frozenset[str]:
@@ -85,6 +84,36 @@ def _no_expiry_keys(owner: str, value: ty.Any) -> list[str]:
     raise exception.ConfigurationError(
         'Invalid value for argument %r of %s: expected a list, tuple or set '
         'of str, or a comma-separated string' % ('no_expiry_keys', owner))
+
+
+def expiry_arguments(owner: str, backend_cls: type | None,
+                     args: dict[str, ty.Any]
+                     ) -> tuple[float | None, list[str]]:
+    """The store's ``expire_time`` (or its alias) and ``no_expiry_keys``.
+
+    Taken out of ``args``; ``oslo-kvs doctor`` reads them the same way.
+
+    :returns: the store's ttl (None: never) and the no-expiry keys.
+    """
+    alias = getattr(backend_cls, 'expire_time_alias', None)
+    given = [n for n in ('expire_time', alias) if n and n in args]
+    if len(given) > 1:
+        raise exception.ConfigurationError(
+            'Arguments %s of %s are aliases of each other; give only '
+            'one' % (' and '.join(given), owner))
+    expire_time = args.pop(given[0]) if given else None
+    no_expiry = _no_expiry_keys(owner, args.pop('no_expiry_keys', None))
+    if not (backend_cls and issubclass(backend_cls, base.Backend)) and (
+            given or no_expiry):
+        # Foreign dogpile backends expire values their own way.
+        raise exception.ConfigurationError(
+            'Argument %r is not supported by dogpile backend %s; use '
+            "that backend's own expiry arguments"
+            % (given[0] if given else 'no_expiry_keys', owner))
+    if base.is_unset(expire_time):
+        return None, no_expiry
+    seconds = base.coerce(owner, given[0], _SECONDS, expire_time)
+    return seconds or None, no_expiry
 
 
 def _per_call_expiry(expire_time: ty.Any) -> float | None:
@@ -296,7 +325,7 @@ class KeyValueStore:
         proxies = [_load_proxy(item) for item in proxy_list or ()]
         backends.register_backends(self._conf.kvs.backends)
         backend_cls = _load_backend_class(backing_store)
-        ttl, no_expiry = self._expiry(owner, backend_cls, args)
+        ttl, no_expiry = expiry_arguments(owner, backend_cls, args)
         if (serializer.name == 'pickle' and protector is None and
                 not getattr(backend_cls, 'local', False)):
             raise exception.ConfigurationError(
@@ -317,6 +346,8 @@ class KeyValueStore:
                              else proxies)
         except exception.KVSError:
             raise
+        except dogpile_exception.PluginNotFound:
+            raise backends.unknown(backing_store) from None
         except Exception as exc:
             # Only argument names: a foreign backend may echo values, and
             # values can be passwords.
@@ -339,33 +370,6 @@ class KeyValueStore:
                             ttl=ttl, no_expiry=no_expiry)
         self._region = region
         return state
-
-    @staticmethod
-    def _expiry(owner: str, backend_cls: type,
-                args: dict[str, ty.Any]) -> tuple[float | None, list[str]]:
-        """Take ``expire_time`` (or its alias) and ``no_expiry_keys``.
-
-        :returns: the store's ttl (None: never) and the no-expiry keys.
-        """
-        alias = getattr(backend_cls, 'expire_time_alias', None)
-        given = [n for n in ('expire_time', alias) if n and n in args]
-        if len(given) > 1:
-            raise exception.ConfigurationError(
-                'Arguments %s of %s are aliases of each other; give only '
-                'one' % (' and '.join(given), owner))
-        expire_time = args.pop(given[0]) if given else None
-        no_expiry = _no_expiry_keys(owner, args.pop('no_expiry_keys', None))
-        if not issubclass(backend_cls, base.Backend) and (
-                given or no_expiry):
-            # Foreign dogpile backends expire values their own way.
-            raise exception.ConfigurationError(
-                'Argument %r is not supported by dogpile backend %s; use '
-                "that backend's own expiry arguments"
-                % (given[0] if given else 'no_expiry_keys', owner))
-        if base.is_unset(expire_time):
-            return None, no_expiry
-        seconds = base.coerce(owner, given[0], _SECONDS, expire_time)
-        return seconds or None, no_expiry
 
     def _choose_mangler(self, explicit, backend):
         """Pick the key mangler with Keystone's precedence.
@@ -632,17 +636,40 @@ def _load_proxy(item: ty.Any) -> ty.Any:
         'Proxy %r is not a dogpile.cache.proxy.ProxyBackend' % (original,))
 
 
-def _load_backend_class(name: str) -> type:
+def _load_backend_class(name: str) -> type | None:
+    """The class of backend ``name``; see :func:`backends.load_class`."""
+    if not isinstance(name, str):
+        raise exception.ConfigurationError(
+            'backing_store must be a backend name, not %r' % (name,))
+    return backends.load_class(name)
+
+
+def backend_class(name: str,
+                  arguments: ty.Mapping[str, ty.Any] | None = None
+                  ) -> type | None:
+    """The class of backend ``name``, also one only dogpile.cache knows.
+
+    Such a backend is instantiated once with ``arguments``, through
+    dogpile's public region API, to learn its class; ``None`` when that
+    fails.
+
+    :raises exception.ConfigurationError: for an unknown name.
+    """
+    found = _load_backend_class(name)
+    if found is not None:
+        return found
     try:
-        return _backend_loader.load(name)
-    except _backend_loader.NotFound:
-        raise exception.ConfigurationError(
-            'Unknown KVS backend %r; known oslo_kvs backends: %s (or any '
-            'registered dogpile.cache backend)'
-            % (name, ', '.join(backends.registered()))) from None
-    except ImportError as exc:
-        raise exception.ConfigurationError(
-            'KVS backend %r cannot be imported: %s' % (name, exc)) from exc
+        region = dogpile_region.make_region().configure(
+            name, arguments=dict(arguments or {}))
+    except dogpile_exception.PluginNotFound:
+        raise backends.unknown(name) from None
+    except Exception:
+        return None
+    backend = region.actual_backend
+    close = getattr(backend, 'close', None)
+    if callable(close):
+        close()
+    return type(backend)
 
 
 _registry: 'weakref.WeakValueDictionary[str, KeyValueStore]' = (
