@@ -54,7 +54,6 @@ _cached_sha256 = functools.lru_cache(maxsize=8192)(sha256_mangle_key)
 
 _BOOL = types.Boolean()
 _SECONDS = base.seconds()
-_LIST = types.List()
 _SERIALIZER = types.String(choices=serialization.SERIALIZERS)
 
 #: ``configure()`` arguments the store keeps whatever the backend; every
@@ -72,18 +71,21 @@ def store_arguments(backend_cls: type | None = None) -> frozenset[str]:
     return STORE_ARGUMENTS | {alias} if alias else STORE_ARGUMENTS
 
 
-def _no_expiry_keys(owner: str, value: ty.Any) -> list[str]:
-    """``no_expiry_keys``: any iterable of str, or a comma-separated str."""
+def _str_list(owner: str, name: str, value: ty.Any) -> list[str]:
+    """A list of str given as any iterable of str or a comma-separated str.
+
+    The value is never quoted: ``protection_keys`` are secrets.
+    """
     if base.is_unset(value):
         return []
     if isinstance(value, str):
-        return [key.strip() for key in value.split(',') if key.strip()]
+        return [item.strip() for item in value.split(',') if item.strip()]
     if isinstance(value, (list, tuple, set, frozenset)) and all(
-            isinstance(key, str) for key in value):
+            isinstance(item, str) for item in value):
         return list(value)
     raise exception.ConfigurationError(
         'Invalid value for argument %r of %s: expected a list, tuple or set '
-        'of str, or a comma-separated string' % ('no_expiry_keys', owner))
+        'of str, or a comma-separated string' % (name, owner))
 
 
 def expiry_arguments(owner: str, backend_cls: type | None,
@@ -102,7 +104,8 @@ def expiry_arguments(owner: str, backend_cls: type | None,
             'Arguments %s of %s are aliases of each other; give only '
             'one' % (' and '.join(given), owner))
     expire_time = args.pop(given[0]) if given else None
-    no_expiry = _no_expiry_keys(owner, args.pop('no_expiry_keys', None))
+    no_expiry = _str_list(owner, 'no_expiry_keys',
+                          args.pop('no_expiry_keys', None))
     if not (backend_cls and issubclass(backend_cls, base.Backend)) and (
             given or no_expiry):
         # Foreign dogpile backends expire values their own way.
@@ -314,10 +317,9 @@ class KeyValueStore:
             urllib.parse.quote(self.name, safe=''))
         protector = protection.make_protector(
             args.pop('value_protection', self._conf.kvs.value_protection),
-            base.coerce(owner, 'protection_keys', _LIST,
-                        args.pop('protection_keys',
-                                 self._conf.kvs.protection_keys),
-                        secret=True),
+            _str_list(owner, 'protection_keys',
+                      args.pop('protection_keys',
+                               self._conf.kvs.protection_keys)),
             prefix)
         serializer = serialization.get_serializer(base.coerce(
             owner, 'serializer', _SERIALIZER,
