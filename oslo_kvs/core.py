@@ -15,9 +15,7 @@ import typing as ty
 import urllib.parse
 import weakref
 
-# dogpile resolves backend names with this loader; oslo_kvs needs the class
-# before configuring the region so bad arguments fail without side effects.
-from dogpile.cache.backends import _backend_loader
+from dogpile.cache import exception as dogpile_exception
 from dogpile.cache import proxy as dogpile_proxy
 from dogpile.cache import region as dogpile_region
 from dogpile.cache import util as dogpile_util
@@ -56,15 +54,15 @@ _cached_sha256 = functools.lru_cache(maxsize=8192)(sha256_mangle_key)
 
 _BOOL = types.Boolean()
 _SECONDS = base.seconds()
-_LIST = types.List()
 _SERIALIZER = types.String(choices=serialization.SERIALIZERS)
 
 #: ``configure()`` arguments the store keeps whatever the backend; every
 #: other argument goes to the backend. A backend's historical name for
 #: ``expire_time`` (:func:`store_arguments`) is the store's too.
-STORE_ARGUMENTS = frozenset(['lock_timeout', 'value_protection',
-                             'protection_keys', 'serializer', 'expire_time',
-                             'no_expiry_keys'])
+EXPIRY_ARGUMENTS = frozenset(['expire_time', 'no_expiry_keys'])
+STORE_ARGUMENTS = frozenset(['lock_timeout', 'lock_window',
+                             'value_protection', 'protection_keys',
+                             'serializer']) | EXPIRY_ARGUMENTS
 
 
 def store_arguments(backend_cls: type | None = None) -> frozenset[str]:
@@ -73,18 +71,52 @@ def store_arguments(backend_cls: type | None = None) -> frozenset[str]:
     return STORE_ARGUMENTS | {alias} if alias else STORE_ARGUMENTS
 
 
-def _no_expiry_keys(owner: str, value: ty.Any) -> list[str]:
-    """``no_expiry_keys``: any iterable of str, or a comma-separated str."""
+def _str_list(owner: str, name: str, value: ty.Any) -> list[str]:
+    """A list of str given as any iterable of str or a comma-separated str.
+
+    The value is never quoted: ``protection_keys`` are secrets.
+    """
     if base.is_unset(value):
         return []
     if isinstance(value, str):
-        return [key.strip() for key in value.split(',') if key.strip()]
+        return [item.strip() for item in value.split(',') if item.strip()]
     if isinstance(value, (list, tuple, set, frozenset)) and all(
-            isinstance(key, str) for key in value):
+            isinstance(item, str) for item in value):
         return list(value)
     raise exception.ConfigurationError(
         'Invalid value for argument %r of %s: expected a list, tuple or set '
-        'of str, or a comma-separated string' % ('no_expiry_keys', owner))
+        'of str, or a comma-separated string' % (name, owner))
+
+
+def expiry_arguments(owner: str, backend_cls: type | None,
+                     args: dict[str, ty.Any]
+                     ) -> tuple[float | None, list[str]]:
+    """The store's ``expire_time`` (or its alias) and ``no_expiry_keys``.
+
+    Taken out of ``args``; ``oslo-kvs doctor`` reads them the same way.
+
+    :returns: the store's ttl (None: never) and the no-expiry keys.
+    """
+    alias = getattr(backend_cls, 'expire_time_alias', None)
+    given = [n for n in ('expire_time', alias) if n and n in args]
+    if len(given) > 1:
+        raise exception.ConfigurationError(
+            'Arguments %s of %s are aliases of each other; give only '
+            'one' % (' and '.join(given), owner))
+    expire_time = args.pop(given[0]) if given else None
+    no_expiry = _str_list(owner, 'no_expiry_keys',
+                          args.pop('no_expiry_keys', None))
+    if not (backend_cls and issubclass(backend_cls, base.Backend)) and (
+            given or no_expiry):
+        # Foreign dogpile backends expire values their own way.
+        raise exception.ConfigurationError(
+            'Argument %r is not supported by dogpile backend %s; use '
+            "that backend's own expiry arguments"
+            % (given[0] if given else 'no_expiry_keys', owner))
+    if base.is_unset(expire_time):
+        return None, no_expiry
+    seconds = base.coerce(owner, given[0], _SECONDS, expire_time)
+    return seconds or None, no_expiry
 
 
 def _per_call_expiry(expire_time: ty.Any) -> float | None:
@@ -317,10 +349,9 @@ class KeyValueStore:
             urllib.parse.quote(self.name, safe=''))
         protector = protection.make_protector(
             args.pop('value_protection', self._conf.kvs.value_protection),
-            base.coerce(owner, 'protection_keys', _LIST,
-                        args.pop('protection_keys',
-                                 self._conf.kvs.protection_keys),
-                        secret=True),
+            _str_list(owner, 'protection_keys',
+                      args.pop('protection_keys',
+                               self._conf.kvs.protection_keys)),
             prefix)
         serializer = serialization.get_serializer(base.coerce(
             owner, 'serializer', _SERIALIZER,
@@ -328,7 +359,7 @@ class KeyValueStore:
         proxies = [_load_proxy(item) for item in proxy_list or ()]
         backends.register_backends(self._conf.kvs.backends)
         backend_cls = _load_backend_class(backing_store)
-        ttl, no_expiry = self._expiry(owner, backend_cls, args)
+        ttl, no_expiry = expiry_arguments(owner, backend_cls, args)
         if (serializer.name == 'pickle' and protector is None and
                 not getattr(backend_cls, 'local', False)):
             raise exception.ConfigurationError(
@@ -351,6 +382,8 @@ class KeyValueStore:
                              else proxies)
         except exception.KVSError:
             raise
+        except dogpile_exception.PluginNotFound:
+            raise backends.unknown(backing_store) from None
         except Exception as exc:
             # Only argument names: a foreign backend may echo values, and
             # values can be passwords.
@@ -382,33 +415,6 @@ class KeyValueStore:
                             lock_window=lock_window)
         self._region = region
         return state
-
-    @staticmethod
-    def _expiry(owner: str, backend_cls: type,
-                args: dict[str, ty.Any]) -> tuple[float | None, list[str]]:
-        """Take ``expire_time`` (or its alias) and ``no_expiry_keys``.
-
-        :returns: the store's ttl (None: never) and the no-expiry keys.
-        """
-        alias = getattr(backend_cls, 'expire_time_alias', None)
-        given = [n for n in ('expire_time', alias) if n and n in args]
-        if len(given) > 1:
-            raise exception.ConfigurationError(
-                'Arguments %s of %s are aliases of each other; give only '
-                'one' % (' and '.join(given), owner))
-        expire_time = args.pop(given[0]) if given else None
-        no_expiry = _no_expiry_keys(owner, args.pop('no_expiry_keys', None))
-        if not issubclass(backend_cls, base.Backend) and (
-                given or no_expiry):
-            # Foreign dogpile backends expire values their own way.
-            raise exception.ConfigurationError(
-                'Argument %r is not supported by dogpile backend %s; use '
-                "that backend's own expiry arguments"
-                % (given[0] if given else 'no_expiry_keys', owner))
-        if base.is_unset(expire_time):
-            return None, no_expiry
-        seconds = base.coerce(owner, given[0], _SECONDS, expire_time)
-        return seconds or None, no_expiry
 
     def _choose_mangler(self, explicit, backend):
         """Pick the key mangler with Keystone's precedence.
@@ -588,17 +594,40 @@ def _load_proxy(item: ty.Any) -> ty.Any:
         'Proxy %r is not a dogpile.cache.proxy.ProxyBackend' % (original,))
 
 
-def _load_backend_class(name: str) -> type:
+def _load_backend_class(name: str) -> type | None:
+    """The class of backend ``name``; see :func:`backends.load_class`."""
+    if not isinstance(name, str):
+        raise exception.ConfigurationError(
+            'backing_store must be a backend name, not %r' % (name,))
+    return backends.load_class(name)
+
+
+def backend_class(name: str,
+                  arguments: ty.Mapping[str, ty.Any] | None = None
+                  ) -> type | None:
+    """The class of backend ``name``, also one only dogpile.cache knows.
+
+    Such a backend is instantiated once with ``arguments``, through
+    dogpile's public region API, to learn its class; ``None`` when that
+    fails.
+
+    :raises exception.ConfigurationError: for an unknown name.
+    """
+    found = _load_backend_class(name)
+    if found is not None:
+        return found
     try:
-        return _backend_loader.load(name)
-    except _backend_loader.NotFound:
-        raise exception.ConfigurationError(
-            'Unknown KVS backend %r; known oslo_kvs backends: %s (or any '
-            'registered dogpile.cache backend)'
-            % (name, ', '.join(backends.registered()))) from None
-    except ImportError as exc:
-        raise exception.ConfigurationError(
-            'KVS backend %r cannot be imported: %s' % (name, exc)) from exc
+        region = dogpile_region.make_region().configure(
+            name, arguments=dict(arguments or {}))
+    except dogpile_exception.PluginNotFound:
+        raise backends.unknown(name) from None
+    except Exception:
+        return None
+    backend = region.actual_backend
+    close = getattr(backend, 'close', None)
+    if callable(close):
+        close()
+    return type(backend)
 
 
 _registry: 'weakref.WeakValueDictionary[str, KeyValueStore]' = (

@@ -43,10 +43,6 @@ except ImportError:  # fixtures is a test-only library, often absent
 
 MEMORY = 'openstack.kvs.Memory'
 
-# configure() arguments handled by the store itself, whatever the backend.
-_STORE_ARGUMENTS = frozenset(['lock_timeout', 'lock_window',
-                              'value_protection', 'protection_keys',
-                              'serializer'])
 # Historical backend-specific names of expire_time (see the design).
 _EXPIRY_ALIASES = ('memcached_expire_time', 'redis_expiration_time',
                    'mongo_ttl_seconds')
@@ -159,11 +155,14 @@ class KVSFixture(_Base):
     def _redirect(self, original: ty.Callable[..., None]
                   ) -> ty.Callable[..., None]:
         target = self.backing_store
-        backend_cls = core._load_backend_class(target)
-        accepted = set(_STORE_ARGUMENTS)
-        if issubclass(backend_cls, base.Backend):
+        backend_cls = core.backend_class(target)
+        accepted = set(core.STORE_ARGUMENTS)
+        if backend_cls is not None and issubclass(backend_cls,
+                                                  base.Backend):
             for option in backend_cls.options:
                 accepted.update((option.name,) + option.aliases)
+        else:
+            accepted -= core.EXPIRY_ARGUMENTS
 
         def configure(store: core.KeyValueStore, backing_store: str,
                       key_mangler: ty.Any = None, proxy_list: ty.Any = None,

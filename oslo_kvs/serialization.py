@@ -83,6 +83,27 @@ def _unpack(data: bytes) -> ty.Any:
                            ext_hook=_decode_ext)
 
 
+# MessagePack's bin headers. msgpack packs bytearray and memoryview as bin
+# itself, without asking _encode_ext, and they would come back as bytes.
+_BIN_HEADERS = (b'\xc4', b'\xc5', b'\xc6')
+_CONTAINERS = (list, tuple, set, frozenset)
+
+
+def _refuse_buffers(value: ty.Any) -> None:
+    """Raise TypeError if ``value`` holds a bytearray or memoryview."""
+    kind = type(value)
+    if kind is dict:
+        for item in value.items():
+            _refuse_buffers(item)
+    elif kind in _CONTAINERS:
+        for item in value:
+            _refuse_buffers(item)
+    elif isinstance(value, (bytearray, memoryview)):
+        raise TypeError(
+            'oslo_kvs cannot store a %s: it would come back as bytes; '
+            'store bytes(value) instead' % kind.__name__)
+
+
 def dumps(value: ty.Any) -> bytes:
     """Encode ``value`` to bytes.
 
@@ -90,9 +111,13 @@ def dumps(value: ty.Any) -> bytes:
         that cannot be stored without changing type.
     """
     try:
-        return FORMAT_MSGPACK + _pack(value)
+        packed = _pack(value)
     except (OverflowError, UnicodeEncodeError, ValueError) as exc:
         raise TypeError('oslo_kvs cannot store this value: %s' % exc) from exc
+    # Only values holding binary data need the walk; a byte scan is cheap.
+    if any(header in packed for header in _BIN_HEADERS):
+        _refuse_buffers(value)
+    return FORMAT_MSGPACK + packed
 
 
 def loads(data: bytes) -> ty.Any:

@@ -33,6 +33,7 @@ model-based test is skipped, every other test runs.
 """
 
 import datetime
+import math
 import threading
 import time
 import typing as ty
@@ -405,6 +406,42 @@ class StoreContract:
         store.set('k', 'v')
         time.sleep(1.1)
         assert store.get('k') == 'v'
+
+    def test_per_call_expire_time(self):
+        self.needs_expiry()
+        # Per-call expiry overrides the store's either way; no_expiry_keys
+        # still win over the call.
+        short = self.make_store(expire_time=1, no_expiry_keys=['keep'])
+        short.set('never', 1, expire_time=0)
+        short.set_multi({'never-a': 1, 'never-b': 2}, expire_time=0)
+        assert short.add('never-added', 3, expire_time=0)
+        short.set('keep', 4, expire_time=1)
+        short.set('default', 5)
+        long = self.make_store(expire_time=0, no_expiry_keys=['keep'])
+        long.set('gone', 1, expire_time=1)
+        long.set_multi({'gone-a': 1, 'keep': 2}, expire_time=1)
+        assert long.add('gone-added', 3, expire_time=1)
+        long.set('default', 4)
+        time.sleep(self.expiry_wait)
+        assert short.get_multi(['never', 'never-a', 'never-b', 'never-added',
+                                'keep']) == [1, 1, 2, 3, 4]
+        assert long.get_multi(['keep', 'default']) == [2, 4]
+        for store, key in ((short, 'default'), (long, 'gone'),
+                           (long, 'gone-a'), (long, 'gone-added')):
+            with pytest.raises(exception.NotFound):
+                store.get(key)
+
+    @pytest.mark.parametrize('bad', [-1, math.nan, math.inf, 1e308, True,
+                                     'soon', [1]])
+    def test_bad_per_call_expire_time_writes_nothing(self, store, bad):
+        self.needs_expiry()
+        for write in (lambda: store.set('k', 1, expire_time=bad),
+                      lambda: store.set_multi({'k': 1}, expire_time=bad),
+                      lambda: store.add('k', 1, expire_time=bad)):
+            with pytest.raises((TypeError, ValueError), match='expire_time'):
+                write()
+        with pytest.raises(exception.NotFound):
+            store.get('k')
 
     # --- model-based -----------------------------------------------------
 

@@ -1,11 +1,16 @@
-"""Backend registration.
+"""Backend registration and lookup.
 
-oslo_kvs backends are registered with dogpile.cache under
-``openstack.kvs.<Class>`` names, as Keystone registered its own, and are
-imported only when a store is configured with them. Out-of-tree backends
-listed in ``[kvs] backends`` are registered the same way.
+oslo_kvs backends are registered under ``openstack.kvs.<Class>`` names, as
+Keystone registered its own, in oslo_kvs's own registry and with
+dogpile.cache (``register_backend``), and are imported only when a store is
+configured with them. Out-of-tree backends listed in ``[kvs] backends`` are
+registered the same way. Other names are looked up among the
+``dogpile.cache`` entry points; what remains (dogpile's built-in backends)
+is left to dogpile's public ``CacheRegion.configure()``.
 """
 
+import importlib
+import importlib.metadata
 import threading
 import typing as ty
 
@@ -70,6 +75,41 @@ def register_backends(paths: ty.Iterable[str]) -> None:
                     'KVS backend %r cannot be registered as %s: that name '
                     'is already %s.%s' % ((path, name) + taken))
             _register(name, module, cls_name)
+
+
+def load_class(name: str) -> type | None:
+    """The backend class registered as ``name``, imported now.
+
+    :returns: ``None`` for a name only dogpile.cache itself knows (its
+        built-in backends); ``CacheRegion.configure()`` resolves those.
+    :raises exception.ConfigurationError: for an unknown ``openstack.kvs.*``
+        name or a backend that cannot be imported.
+    """
+    with _lock:
+        found = _registered.get(name)
+    if found is not None:
+        module, cls_name = found
+    elif name.startswith(PREFIX):
+        raise unknown(name)
+    else:
+        points = importlib.metadata.entry_points(group='dogpile.cache',
+                                                 name=name)
+        if not points:
+            return None
+        module, _, cls_name = next(iter(points)).value.partition(':')
+    try:
+        return getattr(importlib.import_module(module.strip()),
+                       cls_name.strip())
+    except (ImportError, AttributeError) as exc:
+        raise exception.ConfigurationError(
+            'KVS backend %r cannot be imported: %s' % (name, exc)) from exc
+
+
+def unknown(name: str) -> exception.ConfigurationError:
+    """The error for a backend name nobody registered."""
+    return exception.ConfigurationError(
+        'Unknown KVS backend %r; known oslo_kvs backends: %s (or any '
+        'registered dogpile.cache backend)' % (name, ', '.join(registered())))
 
 
 def registered() -> list[str]:

@@ -7,6 +7,7 @@ A label is what messages show; it never holds a credential.
 """
 
 import dataclasses
+import ipaddress
 import re
 import typing as ty
 import urllib.parse
@@ -17,8 +18,8 @@ REDACTED = '<secret>'
 # Shorter "secrets" cannot be hidden without mangling ordinary text.
 _MIN_SECRET = 4
 
-# user:password@ (or just user@) in any URL-like text.
-_URL_CREDENTIALS = re.compile(r'(://)[^/@\s]*@')
+# The password of user:password@ in any URL-like text.
+_URL_PASSWORD = re.compile(r'(://[^/@:\s]*:)[^/@\s]+@')
 
 
 class AddressError(ValueError):
@@ -78,8 +79,12 @@ class Address:
                 raise AddressError('expected [IPv6 address]:port')
             port = _port(rest[1:]) if rest else None
         elif entry.count(':') > 1:
-            raise AddressError('write an IPv6 address in brackets, as '
-                               '[::1]:port')
+            # Only a bare IPv6 address, without port, is unambiguous.
+            try:
+                host, port = str(ipaddress.IPv6Address(entry)), None
+            except ValueError:
+                raise AddressError('write an IPv6 address in brackets, as '
+                                   '[::1]:port') from None
         else:
             host, sep, port_text = entry.partition(':')
             port = _port(port_text) if sep else None
@@ -126,7 +131,7 @@ def redact(text: str, secrets: ty.Iterable[str] = ()) -> str:
 
     Longer secrets go first, so one that contains another is hidden whole.
     """
-    text = _URL_CREDENTIALS.sub(r'\1%s@' % REDACTED, text)
+    text = _URL_PASSWORD.sub(r'\1%s@' % REDACTED, text)
     for secret in sorted(set(secrets), key=len, reverse=True):
         if len(secret) >= _MIN_SECRET:
             text = text.replace(secret, REDACTED)

@@ -8,31 +8,22 @@ they would in a service.
 """
 
 import ipaddress
-import re
 import typing as ty
-import urllib.parse
 import uuid
 
 from oslo_config import cfg
 
 from oslo_kvs import backends
+from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs import core
 from oslo_kvs import exception
 
 #: ``configure()`` arguments the store keeps; the rest go to the backend.
-STORE_ARGUMENTS = ('lock_timeout', 'value_protection', 'protection_keys',
-                   'serializer')
+STORE_ARGUMENTS = core.STORE_ARGUMENTS
 
 #: Redaction marker written where a secret would have been.
-REDACTED = '<secret>'
-
-# Shorter "secrets" cannot be hidden without mangling ordinary text, and
-# the store refuses protection keys that short anyway.
-_MIN_REDACTED = 4
-
-# user:password@ in any URL-like text.
-_URL_PASSWORD = re.compile(r'://[^/@:\s]*:([^/@\s]+)@')
+REDACTED = address.REDACTED
 
 
 class CommandError(Exception):
@@ -78,7 +69,9 @@ def load_backend_class(conf: cfg.ConfigOpts) -> type:
     :raises exception.ConfigurationError: when it cannot be loaded.
     """
     backends.register_backends(conf.kvs.backends)
-    return core._load_backend_class(conf.kvs.backing_store)
+    arguments = {name: value for name, value in backend_arguments(conf).items()
+                 if name not in core.STORE_ARGUMENTS}
+    return core.backend_class(conf.kvs.backing_store, arguments)
 
 
 def secret_option_names(backend_cls: type | None) -> set[str]:
@@ -110,24 +103,16 @@ def secrets_of(conf: cfg.ConfigOpts) -> list[str]:
             found.append(entry.strip())
             continue
         name, value = name.strip(), value.strip()
-        passwords = _URL_PASSWORD.findall(value)
-        for password in passwords:
-            found += [password, urllib.parse.unquote(password)]
         if name == 'protection_keys':
-            found += [key.strip() for key in value.split(',')]
-        elif name in secret_names and '://' not in value:
-            found.append(value)
-    return sorted({s for s in found if len(s) >= _MIN_REDACTED},
-                  key=len, reverse=True)
+            for key in value.split(','):
+                found += address.secrets_in(key.strip())
+        else:
+            found += address.secrets_in(value, name in secret_names)
+    return sorted(set(found), key=len, reverse=True)
 
 
-def redact(text: str, secrets: ty.Iterable[str]) -> str:
-    """``text`` with every secret (longest first) replaced by a marker."""
-    text = _URL_PASSWORD.sub(
-        lambda m: m.group(0).replace(m.group(1), REDACTED), text)
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
-    return text
+#: ``text`` with URL credentials and every secret replaced by a marker.
+redact = address.redact
 
 
 class RedactingWriter:
@@ -181,34 +166,14 @@ DEFAULT_PORTS = {
 def parse_endpoint(label: str, default_port: int | None) -> Endpoint | None:
     """Understand one server as a backend describes it.
 
-    Accepts ``host:port``, ``[v6]:port``, ``host``, ``/socket/path``,
-    ``unix:/path``, ``unix:///path`` and ``scheme://host:port/...``.
-    Returns ``None`` when no address can be made of it (for example a DNS
-    SRV name, or a host without a port on an unknown backend).
+    Accepts what :meth:`address.Address.parse` accepts. Returns ``None``
+    when no address can be made of it (for example a DNS SRV name, or a
+    host without a port on an unknown backend).
     """
-    text = label.strip()
-    if text.startswith('unix:'):
-        text = '/' + text[len('unix:'):].lstrip('/')
-    if text.startswith('/'):
-        return Endpoint(label, path=text)
-    if '://' in text:
-        split = urllib.parse.urlsplit(text)
-        if split.scheme.endswith('+srv'):
-            return None
-        try:
-            host, port = split.hostname, split.port
-        except ValueError:
-            return None
-    elif text.startswith('['):
-        host, _, rest = text[1:].partition(']')
-        port = int(rest[1:]) if rest[1:].isdigit() else None
-    elif text.count(':') == 1:
-        host, _, port_text = text.partition(':')
-        port = int(port_text) if port_text.isdigit() else None
-    else:
-        # A bare name, or a bare IPv6 address, carries no port.
-        host, port = text, None
-    port = port or default_port
-    if not host or not port:
+    if '+srv://' in label:
         return None
-    return Endpoint(label, host=host, port=port)
+    try:
+        found = address.Address.parse(label, default_port)
+    except address.AddressError:
+        return None
+    return Endpoint(label, host=found.host, port=found.port, path=found.path)

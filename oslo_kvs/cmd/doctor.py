@@ -21,6 +21,7 @@ from oslo_config import types
 from oslo_kvs.backends import base
 from oslo_kvs.cmd import common
 from oslo_kvs.cmd import ping
+from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import protection
 from oslo_kvs import serialization
@@ -65,6 +66,7 @@ class Checkup:
         self.backend_args: dict[str, str] | None = None
         self.backend_cls: type | None = None
         self.parsed: dict[str, ty.Any] | None = None
+        self.expire_time: float | None = None
         self._backend: base.Backend | None = None
         self._built = False
         self._load()
@@ -88,7 +90,15 @@ class Checkup:
         except exception.ConfigurationError as exc:
             self.errors.append(str(exc))
             return
-        if issubclass(self.backend_cls, base.Backend):
+        for name in core.EXPIRY_ARGUMENTS & set(self.store_args):
+            arguments[name] = self.store_args[name]
+        try:
+            self.expire_time = core.expiry_arguments(
+                self.backing_store, self.backend_cls, arguments)[0]
+        except exception.ConfigurationError as exc:
+            self.errors.append(str(exc))
+        if self.backend_cls is not None and issubclass(self.backend_cls,
+                                                       base.Backend):
             try:
                 self.parsed = base.parse_arguments(
                     self.backing_store, self.backend_cls.options, arguments)
@@ -172,7 +182,7 @@ def symptom_invalid_configuration(check: Checkup) -> bool:
             ('value_protection', None, protection.normalize_mode),
             ('serializer', None,
              types.String(choices=serialization.SERIALIZERS)),
-            ('lock_timeout', 'default_lock_timeout', types.Float(min=0))):
+            ('lock_timeout', 'default_lock_timeout', base.seconds())):
         try:
             validate(check.setting(name, option))
         except ValueError as exc:
@@ -187,10 +197,16 @@ def symptom_invalid_configuration(check: Checkup) -> bool:
     return bool(check.errors)
 
 
-def _is_memcached(backend_cls: type | None) -> bool:
+# dogpile.cache's memcached backends, for when their class is unknown.
+_DOGPILE_MEMCACHED = frozenset('dogpile.cache.%s' % name for name in (
+    'memcached', 'pylibmc', 'bmemcached', 'pymemcache'))
+
+
+def _is_memcached(backend_cls: type | None, name: str = '') -> bool:
     names = {cls.__module__ for cls in getattr(backend_cls, '__mro__', ())}
-    return bool(names & {'oslo_kvs.backends.memcached',
-                         'dogpile.cache.backends.memcached'})
+    return name in _DOGPILE_MEMCACHED or bool(
+        names & {'oslo_kvs.backends.memcached',
+                 'dogpile.cache.backends.memcached'})
 
 
 def symptom_key_mangler_disabled_with_memcached(check: Checkup) -> bool:
@@ -201,7 +217,7 @@ def symptom_key_mangler_disabled_with_memcached(check: Checkup) -> bool:
     = true`` (the default): keys then become fixed-length SHA-256 digests.
     """
     return (not check.conf.kvs.enable_key_mangler and
-            _is_memcached(check.backend_cls))
+            _is_memcached(check.backend_cls, check.backing_store))
 
 
 def symptom_unprotected_values_on_network_backend(check: Checkup) -> bool:
@@ -350,7 +366,7 @@ def symptom_expiry_shorter_than_token_lifetime(check: Checkup) -> bool:
         except ValueError as exc:
             check.note('[token] expiration is not valid: %s' % exc)
             return True
-    expire_time = (check.parsed or {}).get('expire_time') or 0
+    expire_time = check.expire_time or 0
     if not lifetime or not expire_time or expire_time >= lifetime:
         return False
     check.note('expire_time is %gs, the token lifetime %ds'

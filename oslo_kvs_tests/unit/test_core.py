@@ -458,3 +458,46 @@ def test_lock_error_is_value_error():
     assert issubclass(exception.ConfigurationError, ValueError)
     assert issubclass(exception.IntegrityError, exception.NotFound)
     assert issubclass(exception.ValueTooLarge, ValueError)
+
+
+class CountingProxy(proxy.ProxyBackend):
+    """Counts the writes that reach the backend through it."""
+
+    def __init__(self):
+        super().__init__()
+        self.batches = []
+
+    def set_serialized_multi(self, mapping):
+        self.batches.append(sorted(mapping))
+        return self.proxied.set_serialized_multi(mapping)
+
+
+def test_mixed_batch_is_one_backend_call_per_ttl_through_proxies():
+    counting = CountingProxy()
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory', proxy_list=[counting],
+                    key_mangler=upper_mangler, expire_time=100,
+                    no_expiry_keys=('keep', 'also'))
+    store.set_multi({'keep': 1, 'also': 2, 'a': 3, 'b': 4})
+    assert sorted(len(batch) for batch in counting.batches) == [2, 2]
+    store.set('c', 5, expire_time=7)
+    entries = store._state.backend._data
+    left = {key.rpartition(':')[2]: entries[key][1] - time.monotonic()
+            for key in _stored_keys(store)}
+    assert left['KEEP'] == left['ALSO'] == math.inf
+    assert 99 < left['A'] <= 100 and 99 < left['B'] <= 100
+    assert 6 < left['C'] <= 7
+
+
+@pytest.mark.parametrize('keys', [{'keep'}, ('keep',), ['keep'], 'keep, x'])
+def test_no_expiry_keys_forms(keys):
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory', expire_time=100,
+                    no_expiry_keys=keys)
+    assert store._state.data_key('keep') in store._state.no_expiry
+
+
+@pytest.mark.parametrize('keys', [5, [b'keep'], {'keep': 1}, ['k', None]])
+def test_bad_no_expiry_keys_are_refused(keys):
+    with pytest.raises(exception.ConfigurationError, match='no_expiry_keys'):
+        fresh_store().configure('openstack.kvs.Memory', no_expiry_keys=keys)

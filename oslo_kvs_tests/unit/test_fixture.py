@@ -31,7 +31,7 @@ def test_configure_is_redirected_to_memory(conf):
                         lock_timeout=2, no_expiry_keys=['keep'])
         backend = _backend(store)
         assert isinstance(backend, memory.MemoryBackend)
-        assert backend.expire_time == 30     # the alias is kept
+        assert store._state.ttl == 30     # the alias is kept
         assert store.get_lock('k').lock_timeout == 2
         store.set('k', {'v': 1})
         assert store.get('k') == {'v': 1}
@@ -44,7 +44,7 @@ def test_memory_arguments_and_store_options_pass_through(conf):
                         max_items=2, expire_time=5, locking=False)
         backend = _backend(store)
         assert backend.max_items == 2
-        assert backend.expire_time == 5
+        assert store._state.ttl == 5
         assert store.get_lock('k').enabled is False
 
 
@@ -89,7 +89,7 @@ def test_setup_and_cleanup_protocol(conf):
         assert kvs_fixture.getDetails() == {}
         store = kvs_fixture.store('helper', expire_time=60)
         assert store.is_configured
-        assert _backend(store).expire_time == 60
+        assert store._state.ttl == 60
         # The fixture keeps it: code under test gets the same store.
         assert oslo_kvs.get_key_value_store('helper', conf=conf) is store
         assert kvs_fixture.store('helper') is store

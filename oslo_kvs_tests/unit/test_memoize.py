@@ -51,13 +51,13 @@ class FlakyMemory(memory.MemoryBackend):
         self._op()
         return super().get_serialized_multi(keys)
 
-    def set_serialized(self, key, value):
+    def set_serialized(self, key, value, ttl=None):
         self._op()
-        super().set_serialized(key, value)
+        super().set_serialized(key, value, ttl)
 
-    def set_serialized_multi(self, mapping):
+    def set_serialized_multi(self, mapping, ttl=None):
         self._op()
-        super().set_serialized_multi(mapping)
+        super().set_serialized_multi(mapping, ttl)
 
     def delete_multi(self, keys):
         self._op()
@@ -67,9 +67,9 @@ class FlakyMemory(memory.MemoryBackend):
         self._op()
         return super().delete_existing(key)
 
-    def add_serialized(self, key, value):
+    def add_serialized(self, key, value, ttl=None):
         self._op()
-        return super().add_serialized(key, value)
+        return super().add_serialized(key, value, ttl)
 
     def acquire_lock(self, key, token, ttl):
         self._op(locking=True)

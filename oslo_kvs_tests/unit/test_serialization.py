@@ -59,3 +59,16 @@ def test_aware_datetime_keeps_its_instant_and_offset():
 def test_any_generated_value_round_trips(value):
     got = serialization.loads(serialization.dumps(value))
     assert got == value and type(got) is type(value)
+
+
+@pytest.mark.parametrize('value', [
+    bytearray(b'ab'), memoryview(b'ab'), [1, bytearray(b'x')],
+    {'k': (b'ok', memoryview(b'x'))}, (frozenset([1]), (bytearray(),))])
+def test_buffers_are_refused_not_turned_into_bytes(value):
+    with pytest.raises(TypeError, match='bytearray|memoryview'):
+        serialization.dumps(value)
+
+
+def test_bytes_beside_other_values_still_pass():
+    value = {'a': b'\xc4\xc5', 'b': ['\u0100', (b'', 1)]}
+    assert serialization.loads(serialization.dumps(value)) == value
