@@ -235,7 +235,8 @@ class MongoBackend(base.Backend):
                base.NO_EXPIRY_KEYS) + OPTIONS
     distributed_lock = True
 
-    #: Builds the client; tests replace it with ``mongomock.MongoClient``.
+    #: Builds the client from (hosts, **kwargs); tests wrap it, e.g. to
+    #: pass pymongo ``event_listeners`` that count commands on the wire.
     client_factory: ty.Callable[..., ty.Any] = pymongo.MongoClient
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
@@ -493,11 +494,15 @@ class MongoBackend(base.Backend):
         if not unique:
             return []
         with self._errors('get_multi'):
-            # One batch holds every document, so there is no getMore.
+            # One round trip: at most len(unique) documents match, and
+            # reaching the limit makes the server close the cursor with
+            # the first batch. A batch_size alone leaves a full first
+            # batch's cursor open, and pymongo then sends a getMore.
             found = {doc['_id']: self._value(doc) for doc in
                      self._collection.find(
                          {'_id': {'$in': unique}, **_live(_utcnow())},
-                         {'value': 1}, batch_size=len(unique))}
+                         {'value': 1}, limit=len(unique),
+                         batch_size=len(unique))}
         return [found.get(key, base.NO_VALUE) for key in keys]
 
     def set_serialized(self, key, value):
