@@ -21,7 +21,6 @@ import dataclasses
 import datetime
 import logging
 import re
-import threading
 import typing as ty
 import urllib.parse
 
@@ -260,7 +259,6 @@ class MongoBackend(base.Backend):
                 '%s cannot be configured with these arguments: %s: %s'
                 % (self.name, type(exc).__name__,
                    self._redact(str(exc)))) from None
-        self._index_lock = threading.Lock()
         self._index_ready = False
 
     def __repr__(self) -> str:
@@ -443,24 +441,24 @@ class MongoBackend(base.Backend):
         """
         if self._index_ready:
             return
-        with self._index_lock:
-            if self._index_ready:
-                return
-            with self._errors('create TTL index'):
-                try:
-                    self._collection.create_index(
-                        'expires_at', expireAfterSeconds=0)
-                except mongo_errors.OperationFailure as exc:
-                    if exc.code not in _INDEX_REFUSALS:
-                        raise
-                    LOG.warning(
-                        '%s: cannot create the TTL index on %s.%s (%s, code '
-                        '%s); expired documents are never returned, but '
-                        'the server will not delete them. Create it with '
-                        'createIndex({expires_at: 1}, '
-                        '{expireAfterSeconds: 0}).', self.name, self.db_name,
-                        self.collection_name, type(exc).__name__, exc.code)
-            self._index_ready = True
+        # No lock: createIndex is idempotent, so threads racing here only
+        # repeat it, and a lock held across this round trip would stay
+        # held forever in a child forked meanwhile.
+        with self._errors('create TTL index'):
+            try:
+                self._collection.create_index(
+                    'expires_at', expireAfterSeconds=0)
+            except mongo_errors.OperationFailure as exc:
+                if exc.code not in _INDEX_REFUSALS:
+                    raise
+                LOG.warning(
+                    '%s: cannot create the TTL index on %s.%s (%s, code '
+                    '%s); expired documents are never returned, but '
+                    'the server will not delete them. Create it with '
+                    'createIndex({expires_at: 1}, '
+                    '{expireAfterSeconds: 0}).', self.name, self.db_name,
+                    self.collection_name, type(exc).__name__, exc.code)
+        self._index_ready = True
 
     def _insert_unless_live(self, key: str, doc: dict[str, ty.Any],
                             now: datetime.datetime, operation: str) -> bool:
