@@ -357,8 +357,7 @@ class TestMongoSecrets:
 
 class TestMongoDocuments:
     def test_document_layout_and_single_ttl(self, served, mongo_collection):
-        store = served(expire_time=60,
-                           no_expiry_keys=['forever'])
+        store = served(expire_time=60, no_expiry_keys=['forever'])
         before = mongo._utcnow()
         store.set('k', 'v')
         store.set_multi({'forever': 1, 'm': 2})
@@ -462,7 +461,8 @@ class TestMongoDocuments:
         raw.insert_one(doc)
         return stored
 
-    def test_expired_document_is_never_returned(self, served, mongo_collection):
+    def test_expired_document_is_never_returned(self, served,
+                                                mongo_collection):
         store = served(expire_time=60)
         value = oslo_kvs.serialization.dumps('stale')
         raw = mongo_collection
@@ -476,7 +476,8 @@ class TestMongoDocuments:
             store.delete('k')
         assert raw.find_one({'_id': stored}) is not None
 
-    def test_expired_document_does_not_block_add(self, served, mongo_collection):
+    def test_expired_document_does_not_block_add(self, served,
+                                                 mongo_collection):
         store = served(expire_time=60)
         raw = mongo_collection
         stored = self._expired_doc(
@@ -528,7 +529,8 @@ class TestMongoLocksAndBatches:
         assert raw.find_one({'_id': key}) is None
         assert backend.release_lock(key, 'mine') is False
 
-    def test_lock_without_timeout_never_expires(self, served, mongo_collection):
+    def test_lock_without_timeout_never_expires(self, served,
+                                                mongo_collection):
         store = served(lock_timeout=0)
         raw = mongo_collection
         with store.get_lock('k'):
@@ -583,7 +585,8 @@ class TestMongoValues:
             store.add('k', huge)
         assert mongo_collection.count_documents({}) == 0
 
-    def test_unmangled_key_must_be_valid_unicode(self, served, mongo_collection):
+    def test_unmangled_key_must_be_valid_unicode(self, served,
+                                                 mongo_collection):
         oslo_kvs.core.cfg.CONF.set_override('enable_key_mangler', False,
                                             group='kvs')
         store = served()
