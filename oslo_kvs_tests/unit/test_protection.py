@@ -11,8 +11,6 @@ from oslo_kvs import backends
 from oslo_kvs.backends import memory
 from oslo_kvs import exception
 from oslo_kvs import testing
-from oslo_kvs_tests.unit import test_mongo_contract as mongo
-from oslo_kvs_tests.unit.test_mongo_contract import mongomock_server  # noqa
 
 OLD_SECRET = 'old-secret-' + 'o' * 32
 NEW_SECRET = 'new-secret-' + 'n' * 32
@@ -51,12 +49,6 @@ class TestMemoryMacContract(TestMemoryEncryptedContract):
         self.backing_store = 'openstack.kvs.Memory'
         self.backend_args = {'value_protection': 'MAC',
                              'protection_keys': NEW_SECRET}
-
-
-class TestMongoMockEncryptedContract(mongo.TestMongoMockContract):
-    hypothesis_examples = 20
-    protection_args = {'value_protection': 'encrypt',
-                       'protection_keys': [NEW_SECRET]}
 
 
 @pytest.mark.parametrize('mode', ['encrypt', 'ENCRYPT', 'Encrypt',
