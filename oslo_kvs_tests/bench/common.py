@@ -145,7 +145,7 @@ def _timed(call: ty.Callable[[], ty.Any], calls: int) -> float:
 
 
 def compare(contenders: ty.Mapping[str, ty.Callable[[], ty.Any]],
-            rounds: int = 2000, batches: int = 15) -> Timings:
+            rounds: int = 2000, batches: int = 30) -> Timings:
     """Median seconds per call of each contender, measured interleaved.
 
     ``batches`` rounds each run every contender ``rounds // batches``
