@@ -7,7 +7,6 @@ backends only move bytes.
 """
 
 import contextvars
-import functools
 import hashlib
 import logging
 import threading
@@ -48,9 +47,11 @@ def sha256_mangle_key(key: str) -> str:
     return hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()
 
 
-# Hot keys (a token checked on every request) are hashed once; manglers
-# are pure functions of the key, and the key includes the namespace.
-_cached_sha256 = functools.lru_cache(maxsize=8192)(sha256_mangle_key)
+#: Most user keys a store remembers the stored key of. Hot keys (a token
+#: checked on every request) are namespaced and mangled once; keys that
+#: are seen once (random ones) empty the memory when it is full rather
+#: than grow it.
+KEY_CACHE_SIZE = 4096
 
 _BOOL = types.Boolean()
 _SECONDS = base.seconds()
@@ -153,7 +154,8 @@ class _Configured:
 
     __slots__ = ('io', 'backend', 'mangler', 'data_prefix', 'lock_prefix',
                  'locking', 'lock_timeout', 'serializer', 'protector',
-                 'proxied', 'ttl', 'no_expiry', 'lock_window')
+                 'proxied', 'ttl', 'no_expiry', 'lock_window', 'keys',
+                 'keep_plain')
 
     def __init__(self, io, backend, mangler, data_prefix, lock_prefix,
                  locking, lock_timeout, serializer, protector, proxied=False,
@@ -172,6 +174,16 @@ class _Configured:
         self.lock_timeout = lock_timeout
         self.serializer = serializer
         self.protector = protector
+        #: User key -> stored key, at most KEY_CACHE_SIZE of them. The
+        #: mangler is a pure function of the key; a key is only cached
+        #: after it passed every check.
+        self.keys: dict[str, str] = {}
+        #: Whether immutable values skip the serializer: only when the
+        #: values stay in this process, nothing is to be protected and no
+        #: proxy expects bytes. See serialization.plain().
+        self.keep_plain = (not proxied and protector is None and
+                           isinstance(backend, base.Backend) and
+                           backend.local)
         # Users name no_expiry_keys by their keys; writes see stored keys.
         self.no_expiry = frozenset(self.data_key(key) for key in no_expiry)
         self.lock_window = lock_window
@@ -187,14 +199,29 @@ class _Configured:
         return self.mangler(full)
 
     def data_key(self, key: ty.Any) -> str:
-        return self.stored_key(self.data_prefix, key)
+        """The stored key of ``key``; TypeError unless it is a str."""
+        # The exact type first: a str subclass could hash and compare
+        # equal to a cached key without being a str.
+        if type(key) is str:
+            stored = self.keys.get(key)
+            if stored is not None:
+                return stored
+        return self._new_data_key(key)
+
+    def _new_data_key(self, key: ty.Any) -> str:
+        stored = self.stored_key(self.data_prefix, key)
+        keys = self.keys
+        if len(keys) >= KEY_CACHE_SIZE:
+            keys.clear()
+        keys[key] = stored
+        return stored
 
     def data_keys(self, keys: list[ty.Any]) -> list[str]:
         """:meth:`data_key` of each key, in one pass for multi operations."""
-        mangle, prefix = self.mangler, self.data_prefix
-        if mangle is None or any(type(key) is not str for key in keys):
-            return [self.data_key(key) for key in keys]
-        return [mangle(prefix + key) for key in keys]
+        cached, new = self.keys.get, self._new_data_key
+        return [stored if type(key) is str and (
+            stored := cached(key)) is not None else new(key)
+            for key in keys]
 
     def lock_key(self, key: ty.Any) -> str:
         return self.stored_key(self.lock_prefix, key)
@@ -207,6 +234,13 @@ class _Configured:
     def ttl_for(self, stored: str, ttl: float | None) -> float | None:
         """``ttl`` for ``stored``, unless it is one of no_expiry_keys."""
         return None if stored in self.no_expiry else ttl
+
+    def write_one(self, key: str, value: bytes, ttl: float | None) -> None:
+        """One backend write of one value, through the proxies if any."""
+        if not self.proxied:
+            self.io.set_serialized(key, value, ttl)
+        else:
+            self.write({key: value}, ttl)
 
     def write(self, mapping: dict[str, bytes], ttl: float | None) -> None:
         """One backend write of ``mapping``, through the proxies if any."""
@@ -429,19 +463,28 @@ class KeyValueStore:
         if own is not None and (explicit is None or getattr(
                 backend, 'use_backend_key_mangler', False)):
             return own
-        return explicit if explicit is not None else _cached_sha256
+        return explicit if explicit is not None else sha256_mangle_key
 
     # --- data operations -----------------------------------------------
 
     @staticmethod
-    def _encode(state: _Configured, key: str, value: ty.Any) -> bytes:
+    def _encode(state: _Configured, key: str, value: ty.Any) -> ty.Any:
+        if state.keep_plain:
+            kept = serialization.plain(value)
+            if kept is not None:
+                return kept
         data = state.serializer.dumps(value)
         if state.protector is not None:
             data = state.protector.seal(key, data)
         return data
 
-    def _decode(self, state: _Configured, key: str, data: bytes) -> ty.Any:
+    def _decode(self, state: _Configured, key: str, data: ty.Any) -> ty.Any:
         try:
+            if data.__class__ is serialization.Plain:
+                if state.keep_plain:
+                    return data.value
+                # Not written by this store's rules: it must verify.
+                raise ValueError('unprotected value')
             if state.protector is not None:
                 data = state.protector.open(key, data)
             return state.serializer.loads(data)
@@ -456,7 +499,9 @@ class KeyValueStore:
 
         :raises exception.NotFound: when the key is missing or expired.
         """
-        state = self._configured()
+        state = self._state
+        if state is None:
+            raise exception.NotConfigured(self.name)
         data = state.io.get_serialized(state.data_key(key))
         if data is base.NO_VALUE:
             raise exception.NotFound(key)
@@ -467,10 +512,32 @@ class KeyValueStore:
 
         :raises exception.NotFound: naming every missing key in ``target``.
         """
-        state = self._configured()
+        state = self._state
+        if state is None:
+            raise exception.NotConfigured(self.name)
         keys = list(keys)
         stored = state.data_keys(keys)
         found = state.io.get_serialized_multi(stored) if stored else []
+        if state.protector is None:
+            # Optimistic: every value present and decodable. At the first
+            # anything else, the exact path below finds what to raise and
+            # names the key.
+            loads = state.serializer.loads
+            plain = serialization.Plain if state.keep_plain else None
+            values: list[ty.Any] = []
+            append = values.append
+            try:
+                for data in found:
+                    if data.__class__ is bytes:
+                        append(loads(data))
+                    elif data.__class__ is plain:
+                        append(data.value)
+                    else:
+                        break
+                else:
+                    return values
+            except Exception:
+                pass  # redone below, where it is raised with the key
         missing = [key for key, data in zip(keys, found)
                    if data is base.NO_VALUE]
         if missing:
@@ -486,14 +553,16 @@ class KeyValueStore:
         :param expire_time: seconds this value lives (0: never), instead
             of the store's ``expire_time``; ``no_expiry_keys`` still win.
         """
-        state = self._configured()
+        state = self._state
+        if state is None:
+            raise exception.NotConfigured(self.name)
         stored = state.data_key(key)
         ttl = state.ttl_for(stored, state.call_ttl(expire_time))
         data = self._encode(state, key, value)
-        if self._check_lock(key, lock):
+        if lock is not None and self._check_lock(key, lock):
             lock.set_fenced(stored, data, ttl)
         else:
-            state.write({stored: data}, ttl)
+            state.write_one(stored, data, ttl)
 
     def set_multi(self, mapping: ty.Mapping[str, ty.Any],
                   expire_time: float | None = None) -> None:
@@ -501,14 +570,23 @@ class KeyValueStore:
 
         :param expire_time: as for :meth:`set`, for every item.
         """
-        state = self._configured()
+        state = self._state
+        if state is None:
+            raise exception.NotConfigured(self.name)
         ttl = state.call_ttl(expire_time)
+        data_key, encode = state.data_key, self._encode
+        if not state.no_expiry:
+            batch = {data_key(key): encode(state, key, value)
+                     for key, value in mapping.items()}
+            if batch:
+                state.write(batch, ttl)
+            return
         # One backend call per ttl: no_expiry_keys may split the batch.
         batches: dict[float | None, dict[str, bytes]] = {}
         for key, value in mapping.items():
-            stored = state.data_key(key)
+            stored = data_key(key)
             batches.setdefault(state.ttl_for(stored, ttl), {})[
-                stored] = self._encode(state, key, value)
+                stored] = encode(state, key, value)
         for ttl, batch in batches.items():
             state.write(batch, ttl)
 

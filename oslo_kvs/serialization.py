@@ -11,6 +11,7 @@ opt-in one) can be recognised without guessing.
 
 import datetime
 import pickle
+import threading
 import typing as ty
 
 import msgpack
@@ -83,9 +84,22 @@ def _unpack(data: bytes) -> ty.Any:
                            ext_hook=_decode_ext)
 
 
-# MessagePack's bin headers. msgpack packs bytearray and memoryview as bin
-# itself, without asking _encode_ext, and they would come back as bytes.
-_BIN_HEADERS = (b'\xc4', b'\xc5', b'\xc6')
+# A Packer costs more to make than a small value costs to pack, so each
+# thread keeps one for top-level values (a Packer is not thread-safe).
+# Extension payloads nested inside a value use _pack: the thread's Packer
+# is busy with the outer value then. A failed pack empties the Packer.
+_packers = threading.local()
+
+
+def _thread_packer() -> ty.Callable[[ty.Any], bytes]:
+    pack = _packers.pack = msgpack.Packer(
+        use_bin_type=True, strict_types=True, default=_encode_ext).pack
+    return pack
+
+
+# dumps() looks for MessagePack's bin headers (0xc4-0xc6): msgpack packs
+# bytearray and memoryview as bin itself, without asking _encode_ext, and
+# they would come back as bytes.
 _CONTAINERS = (list, tuple, set, frozenset)
 
 
@@ -111,11 +125,15 @@ def dumps(value: ty.Any) -> bytes:
         that cannot be stored without changing type.
     """
     try:
-        packed = _pack(value)
+        pack = _packers.pack
+    except AttributeError:
+        pack = _thread_packer()
+    try:
+        packed = pack(value)
     except (OverflowError, UnicodeEncodeError, ValueError) as exc:
         raise TypeError('oslo_kvs cannot store this value: %s' % exc) from exc
     # Only values holding binary data need the walk; a byte scan is cheap.
-    if any(header in packed for header in _BIN_HEADERS):
+    if b'\xc4' in packed or b'\xc5' in packed or b'\xc6' in packed:
         _refuse_buffers(value)
     return FORMAT_MSGPACK + packed
 
@@ -128,9 +146,46 @@ def loads(data: bytes) -> ty.Any:
     if data[:1] != FORMAT_MSGPACK:
         raise ValueError('stored value has an unknown format')
     try:
-        return _unpack(data[1:])
+        return msgpack.unpackb(data[1:], raw=False, strict_map_key=False,
+                               ext_hook=_decode_ext)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise ValueError('stored value cannot be decoded: %s' % exc) from exc
+
+
+# Values of these exact types cannot change after they are made.
+_IMMUTABLE_TYPES = frozenset([type(None), bool, int, float, str, bytes])
+
+
+class Plain:
+    """An immutable value kept as itself, not encoded.
+
+    Only for a backend whose values never leave this process: no caller
+    can change the object, so sharing it isolates as well as a copy does.
+    """
+
+    __slots__ = ('value',)
+
+    def __init__(self, value: ty.Any) -> None:
+        self.value = value
+
+
+def plain(value: ty.Any) -> Plain | None:
+    """``value`` as a :class:`Plain` if it is immutable and storable.
+
+    Exact types only (a subclass may be mutable), and only what
+    :func:`dumps` would accept, so that a value refused elsewhere is not
+    accepted here: a str with a lone surrogate goes to :func:`dumps` to be
+    refused there. None for everything else.
+    """
+    kind = type(value)  # not __class__, which an object may fake
+    if kind not in _IMMUTABLE_TYPES:
+        return None
+    if kind is str and not value.isascii():
+        try:
+            value.encode('utf-8')
+        except UnicodeEncodeError:
+            return None
+    return Plain(value)
 
 
 class Serializer:
@@ -138,13 +193,11 @@ class Serializer:
 
     name = 'msgpack'
 
-    def dumps(self, value: ty.Any) -> bytes:
-        """Encode ``value`` (see :func:`dumps`)."""
-        return dumps(value)
-
-    def loads(self, data: bytes) -> ty.Any:
-        """Decode ``data``; pickled bytes are refused, never unpickled."""
-        return loads(data)
+    # The module functions themselves: no extra call on the hot path.
+    #: Encode a value (see :func:`dumps`).
+    dumps = staticmethod(dumps)
+    #: Decode bytes; pickled bytes are refused, never unpickled.
+    loads = staticmethod(loads)
 
 
 class PickleSerializer(Serializer):

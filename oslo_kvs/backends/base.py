@@ -325,7 +325,8 @@ class Backend(api.CacheBackend):
     ``None`` for never; a backend rounds a ttl up to its server's
     granularity, never down.
 
-    Every API method a subclass defines is wrapped once, here, so that an
+    Every API method of a subclass that lists :attr:`server_errors` or
+    :attr:`too_large_errors` is wrapped once, here, so that an
     exception of a type listed in :attr:`server_errors` leaves it as a
     :class:`~oslo_kvs.exception.BackendError` (see :func:`backend_error`);
     oslo_kvs exceptions pass through and any other exception (a
@@ -354,8 +355,14 @@ class Backend(api.CacheBackend):
 
     def __init_subclass__(cls, **kwargs: ty.Any) -> None:
         super().__init_subclass__(**kwargs)
+        if not (cls.server_errors or cls.too_large_errors):
+            # Nothing to translate (the memory backend): a wrapper would
+            # only add a call to every operation.
+            return
         for method_name in API_METHODS:
-            method = cls.__dict__.get(method_name)
+            # Inherited methods too: a parent may have had nothing to
+            # translate.
+            method = getattr(cls, method_name, None)
             if method is not None and not getattr(method, 'translating',
                                                   False):
                 setattr(cls, method_name, _translating(method))

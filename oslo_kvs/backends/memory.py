@@ -15,12 +15,22 @@ MAX_ITEMS = base.Option(
          '0 means no bound.')
 
 
+_NEVER = math.inf
+
+
 class MemoryBackend(base.Backend):
     """Thread-safe in-process store with expiry and optional LRU bound.
 
     Expired values are never returned and are purged as time passes (a
     heap of expiry times is drained on every write), so memory does not
     grow with dead entries. Locks exclude the threads of this process.
+
+    Without ``max_items`` reads take no lock: an entry is a tuple that is
+    replaced whole, never changed in place, and a dict lookup is atomic
+    under the GIL. With it, every read moves the key to the recent end,
+    under the lock. The store may hand over a
+    :class:`~oslo_kvs.serialization.Plain` immutable value instead of
+    bytes; it is kept and returned as it is.
     """
 
     name = 'openstack.kvs.Memory'
@@ -49,14 +59,16 @@ class MemoryBackend(base.Backend):
         if entry[1] <= now:
             del self._data[key]
             return base.NO_VALUE
-        self._data.move_to_end(key)
+        if self.max_items:
+            self._data.move_to_end(key)
         return entry[0]
 
     def _write(self, key: str, value: bytes, now: float,
                ttl: float | None) -> None:
-        expires_at = now + ttl if ttl else math.inf
+        expires_at = now + ttl if ttl else _NEVER
         self._data[key] = (value, expires_at)
-        self._data.move_to_end(key)
+        if self.max_items:
+            self._data.move_to_end(key)
         if ttl:
             heapq.heappush(self._expiries, (expires_at, key))
 
@@ -72,23 +84,39 @@ class MemoryBackend(base.Backend):
         # heap outgrows the data it describes.
         if len(heap) > 2 * len(self._data) + 64:
             self._expiries = [(exp, key) for key, (_, exp)
-                              in self._data.items() if exp != math.inf]
+                              in self._data.items() if exp != _NEVER]
             heapq.heapify(self._expiries)
         if self.max_items:
             while len(self._data) > self.max_items:
                 self._data.popitem(last=False)
 
     def get_serialized(self, key):
+        if not self.max_items:
+            entry = self._data.get(key)
+            if entry is None:
+                return base.NO_VALUE
+            # Expired entries are left to the purge of the next write.
+            expires_at = entry[1]
+            if expires_at is _NEVER or expires_at > time.monotonic():
+                return entry[0]
+            return base.NO_VALUE
         with self._mutex:
             return self._read(key, time.monotonic())
 
     def get_serialized_multi(self, keys):
         now = time.monotonic()
+        if not self.max_items:
+            get, missing = self._data.get, (base.NO_VALUE, 0.0)
+            return [entry[0] if entry[1] > now else base.NO_VALUE
+                    for entry in [get(key, missing) for key in keys]]
         with self._mutex:
             return [self._read(key, now) for key in keys]
 
     def set_serialized(self, key, value, ttl=None):
-        self.set_serialized_multi({key: value}, ttl)
+        now = time.monotonic()
+        with self._mutex:
+            self._write(key, value, now, ttl)
+            self._purge(now)
 
     def set_serialized_multi(self, mapping, ttl=None):
         now = time.monotonic()

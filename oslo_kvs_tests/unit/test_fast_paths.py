@@ -1,0 +1,305 @@
+"""The hot paths' shortcuts keep every rule of the slow paths.
+
+Immutable values on the memory backend skip the serializer, stored keys
+are remembered per store, multi-key reads decode optimistically and the
+memory backend reads without its lock. Each shortcut must give the same
+results and the same errors as the path it replaces.
+"""
+
+import enum
+import threading
+import time
+import uuid
+
+from dogpile.cache import proxy
+import pytest
+
+import oslo_kvs
+from oslo_kvs.backends import memory
+from oslo_kvs import core
+from oslo_kvs import exception
+from oslo_kvs import serialization
+
+SECRET = 's3cret-protection-key-0123456789'
+
+
+def make_store(backend='openstack.kvs.Memory', **args):
+    store = oslo_kvs.get_key_value_store('fast-%s' % uuid.uuid4())
+    store.configure(backend, **args)
+    return store
+
+
+def held(store, key):
+    """What the memory backend holds for ``key``, exactly."""
+    return store._state.backend._data[store._state.data_key(key)][0]
+
+
+IMMUTABLES = [None, True, False, 0, -1, 2 ** 70, 1.5, float('inf'), '',
+              'text', 'ünï©ødé', b'', b'\x00\xc4bytes']
+
+
+@pytest.mark.parametrize('value', IMMUTABLES, ids=repr)
+def test_immutable_values_kept_as_themselves_round_trip(value):
+    store = make_store()
+    store.set('k', value)
+    assert isinstance(held(store, 'k'), serialization.Plain)
+    got = store.get('k')
+    assert type(got) is type(value) and got == value
+    assert store.get_multi(['k', 'k']) == [value, value]
+
+
+def test_none_and_empty_string_are_values_not_missing():
+    store = make_store()
+    store.set_multi({'none': None, 'empty': ''})
+    assert store.get('none') is None
+    assert store.get('empty') == ''
+    assert store.get_multi(['none', 'empty']) == [None, '']
+    with pytest.raises(exception.NotFound) as caught:
+        store.get_multi(['none', 'missing', 'empty'])
+    assert caught.value.target == ['missing']
+
+
+@pytest.mark.parametrize('value', [
+    {'a': [1]}, [1, [2]], {1, 2}, (1, [2]), ('a', 'b'), frozenset([1])],
+    ids=repr)
+def test_containers_are_encoded_and_isolated(value):
+    store = make_store()
+    store.set('k', value)
+    assert type(held(store, 'k')) is bytes
+    first = store.get('k')
+    assert type(first) is type(value) and first == value
+    if isinstance(first, (dict, list, set)):
+        first.clear()
+        assert store.get('k') == value
+
+
+def test_mutating_after_set_or_get_changes_nothing_stored():
+    store = make_store()
+    value = {'roles': ['admin']}
+    store.set('k', value)
+    value['roles'].append('member')
+    got = store.get('k')
+    got['roles'].append('other')
+    assert store.get('k') == {'roles': ['admin']}
+    assert store.get_multi(['k']) == [{'roles': ['admin']}]
+
+
+class Text(str):
+    pass
+
+
+class Level(enum.IntEnum):
+    HIGH = 1
+
+
+class Impostor:
+    """Claims to be a str through ``__class__``."""
+
+    __class__ = str
+
+
+@pytest.mark.parametrize('value', [Text('x'), Level.HIGH, Impostor(),
+                                   'lone \ud800 surrogate', bytearray(b'x')],
+                         ids=['str subclass', 'IntEnum', 'fake __class__',
+                              'surrogate', 'bytearray'])
+def test_values_refused_elsewhere_are_refused_on_memory(value):
+    store = make_store()
+    store.set('k', 'old')
+    with pytest.raises(TypeError):
+        store.set('k', value)
+    with pytest.raises(TypeError):
+        store.set_multi({'k': value})
+    assert store.get('k') == 'old'
+
+
+def test_protected_store_encodes_and_seals_immutables():
+    store = make_store(value_protection='encrypt',
+                       protection_keys=[SECRET])
+    store.set('k', 'secret text')
+    data = held(store, 'k')
+    assert type(data) is bytes and b'secret text' not in data
+    assert store.get('k') == 'secret text'
+    assert store.get_multi(['k']) == ['secret text']
+
+
+def test_plain_value_is_refused_by_a_store_that_verifies():
+    plain = make_store()
+    plain.set('k', 'v')
+    protected = make_store(value_protection='mac', protection_keys=[SECRET])
+    protected.set('k', 'x')
+    stored = protected._state.data_key('k')
+    protected._state.backend._data[stored] = (held(plain, 'k'), float('inf'))
+    with pytest.raises(exception.IntegrityError):
+        protected.get('k')
+    with pytest.raises(exception.IntegrityError):
+        protected.get_multi(['k'])
+
+
+class Passing(proxy.ProxyBackend):
+    """Records what passes through, as a consumer's proxy might."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def set_serialized(self, key, value):
+        self.seen.append(value)
+        self.proxied.set_serialized(key, value)
+
+
+def test_proxies_see_bytes_only():
+    passing = Passing()
+    store = make_store(proxy_list=[passing])
+    store.set('k', 'text')
+    assert [type(value) for value in passing.seen] == [bytes]
+    assert store.get('k') == 'text'
+
+
+class Custom:
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, Custom) and other.value == self.value
+
+
+def test_pickle_serializer_keeps_working_with_plain_values():
+    store = make_store(serializer='pickle')
+    store.set_multi({'obj': Custom([1]), 'text': 'x', 'num': 3})
+    assert store.get_multi(['obj', 'text', 'num']) == [Custom([1]), 'x', 3]
+    got = store.get('obj')
+    got.value.append(2)
+    assert store.get('obj') == Custom([1])
+
+
+# --- the store's memory of stored keys ----------------------------------------
+
+def test_key_cache_stays_within_its_bound():
+    store = make_store()
+    for i in range(core.KEY_CACHE_SIZE + 50):
+        store.set('key-%d' % i, i)
+        assert len(store._state.keys) <= core.KEY_CACHE_SIZE
+    store.get_multi(['key-%d' % i for i in range(core.KEY_CACHE_SIZE + 50)])
+    assert len(store._state.keys) <= core.KEY_CACHE_SIZE
+    assert store.get('key-1') == 1
+
+
+@pytest.mark.parametrize('key', [Text('k'), b'k', 1, None])
+def test_cached_key_does_not_admit_other_types(key):
+    store = make_store()
+    store.set('k', 'v')
+    assert 'k' in store._state.keys
+    for call in (store.get, store.delete, lambda k: store.get_multi([k]),
+                 lambda k: store.set(k, 1), lambda k: store.set_multi({k: 1})):
+        with pytest.raises(TypeError):
+            call(key)
+
+
+def test_cached_keys_match_the_mangler():
+    store = make_store()
+    store.set('k', 1)
+    state = store._state
+    assert state.keys['k'] == core.sha256_mangle_key(state.data_prefix + 'k')
+
+
+# --- optimistic multi-key decoding ------------------------------------------
+
+def test_get_multi_names_the_corrupt_key():
+    store = make_store()
+    store.set_multi({'a': {'x': 1}, 'b': {'y': 2}, 'c': 'plain'})
+    state = store._state
+    stored = state.data_key('b')
+    state.backend._data[stored] = (b'\x01\xc1', float('inf'))
+    with pytest.raises(exception.IntegrityError) as caught:
+        store.get_multi(['a', 'b', 'c'])
+    assert caught.value.target == 'b'
+
+
+def test_get_multi_missing_wins_over_corrupt():
+    store = make_store()
+    store.set_multi({'a': {'x': 1}, 'b': {'y': 2}})
+    stored = store._state.data_key('a')
+    store._state.backend._data[stored] = (b'junk', float('inf'))
+    with pytest.raises(exception.NotFound) as caught:
+        store.get_multi(['a', 'b', 'gone'])
+    assert not isinstance(caught.value, exception.IntegrityError)
+    assert caught.value.target == ['gone']
+
+
+# --- memory backend reads ---------------------------------------------------
+
+def test_lock_free_read_never_returns_an_expired_value():
+    store = make_store(expire_time=0.05)
+    store.set_multi({'a': 'x', 'b': {'y': 1}})
+    assert store.get_multi(['a', 'b']) == ['x', {'y': 1}]
+    time.sleep(0.1)
+    for key in ('a', 'b'):
+        with pytest.raises(exception.NotFound):
+            store.get(key)
+    with pytest.raises(exception.NotFound) as caught:
+        store.get_multi(['a', 'b'])
+    assert caught.value.target == ['a', 'b']
+    store.set('c', 1)  # a write purges what expired
+    assert len(store._state.backend) == 1
+
+
+def test_reads_keep_lru_order_with_max_items():
+    store = make_store(max_items=2)
+    store.set('a', 1)
+    store.set('b', 2)
+    assert store.get('a') == 1  # a is now the most recent
+    store.set('c', 3)
+    assert store.get_multi(['a', 'c']) == [1, 3]
+    with pytest.raises(exception.NotFound):
+        store.get('b')
+
+
+def test_lock_free_reads_during_writes_see_whole_values():
+    store = make_store()
+    store.set('k', [0] * 10)
+    stop = threading.Event()
+    seen = []
+
+    def read():
+        while not stop.is_set():
+            value = store.get('k')
+            seen.append(len(set(value)) == 1 and len(value) == 10)
+
+    readers = [threading.Thread(target=read) for _ in range(3)]
+    for thread in readers:
+        thread.start()
+    for i in range(2000):
+        store.set('k', [i] * 10)
+    stop.set()
+    for thread in readers:
+        thread.join(timeout=30)
+    assert seen and all(seen)
+
+
+class FlakyMemory(memory.MemoryBackend):
+    """A memory backend whose server can fail, for the translation layer."""
+
+    name = 'openstack.kvs.FlakyMemoryForTests'
+    server_errors = (OSError,)
+    failing = False
+
+    def get_serialized(self, key):
+        if self.failing:
+            raise OSError('connection reset')
+        return super().get_serialized(key)
+
+
+def test_translation_wraps_inherited_methods_of_a_subclass_with_errors():
+    assert not hasattr(memory.MemoryBackend.get_serialized, 'translating')
+    for name in ('get_serialized', 'set_serialized_multi', 'delete_multi'):
+        assert getattr(FlakyMemory, name).translating
+    backend = FlakyMemory({})
+    backend.set_serialized('k', b'v')
+    FlakyMemory.failing = True
+    try:
+        with pytest.raises(exception.BackendError) as caught:
+            backend.get_serialized('k')
+    finally:
+        FlakyMemory.failing = False
+    assert 'openstack.kvs.FlakyMemoryForTests: get' in str(caught.value)
+    assert isinstance(caught.value.__cause__, OSError)
