@@ -172,7 +172,7 @@ def test_pickle_serializer_keeps_working_with_plain_values():
     assert store.get('obj') == Custom([1])
 
 
-# --- the store's memory of stored keys ----------------------------------------
+# --- the store's memory of stored keys ---------------------------------------
 
 def test_key_cache_stays_within_its_bound():
     store = make_store()
