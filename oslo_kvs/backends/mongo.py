@@ -67,8 +67,8 @@ def _hosts(value: ty.Any) -> list[str]:
         return hosts
     for host in hosts:
         try:
-            uri_parser.parse_host(host, 27017)
-        except ValueError as exc:
+            address.Address.parse(host, 27017)
+        except address.AddressError as exc:
             raise ValueError('bad entry %r: %s' % (host, exc)) from None
     return hosts
 

@@ -9,10 +9,12 @@ import uuid
 from dogpile.cache import proxy
 from dogpile.cache import region as dogpile_region
 from oslo_config import cfg
+from oslo_config import types as cfg_types
 import pytest
 
 import oslo_kvs
 from oslo_kvs import backends
+from oslo_kvs.backends import base
 from oslo_kvs.backends import memory
 from oslo_kvs import exception
 
@@ -501,3 +503,48 @@ def test_no_expiry_keys_forms(keys):
 def test_bad_no_expiry_keys_are_refused(keys):
     with pytest.raises(exception.ConfigurationError, match='no_expiry_keys'):
         fresh_store().configure('openstack.kvs.Memory', no_expiry_keys=keys)
+
+
+# --- error translation -------------------------------------------------------
+
+class FailingBackend(memory.MemoryBackend):
+    """Fails the way a client does: OSError, TypeError or a KVSError."""
+
+    name = 'openstack.kvs.FailingBackend'
+    server_errors = (OSError,)
+    options = memory.MemoryBackend.options + (
+        base.Option('password', cfg_types.String(), secret=True),)
+    failure: BaseException | None = None
+
+    def servers(self):
+        return ['127.0.0.1:1']
+
+    def get_serialized(self, key):
+        raise self.failure
+
+
+@pytest.mark.parametrize('password', [None, 'hunter2-secret'])
+def test_server_errors_become_backend_errors(password):
+    backends.register_backends([__name__ + '.FailingBackend'])
+    store = fresh_store()
+    store.configure('openstack.kvs.FailingBackend', password=password)
+    backend = store._state.backend
+    cause = OSError('connection to 127.0.0.1:1 refused (password %s)'
+                    % password)
+    backend.failure = cause
+    with pytest.raises(exception.BackendError) as info:
+        store.get('k')
+    message = str(info.value)
+    assert 'openstack.kvs.FailingBackend' in message
+    assert '127.0.0.1:1' in message and 'OSError' in message
+    # The cause is chained unless it may carry a secret.
+    if password:
+        assert password not in message and info.value.__cause__ is None
+    else:
+        assert info.value.__cause__ is cause
+    backend.failure = TypeError('a bug')
+    with pytest.raises(TypeError, match='a bug'):
+        store.get('k')
+    backend.failure = exception.ValueTooLarge('exact words')
+    with pytest.raises(exception.ValueTooLarge, match='^exact words$'):
+        store.get('k')
