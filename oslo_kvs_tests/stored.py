@@ -17,13 +17,18 @@ from oslo_kvs import exception
 
 
 class KeyRecorder:
-    """``sha256_mangle_key`` that remembers the last key it produced."""
+    """A key mangler that remembers the last key it produced.
 
-    def __init__(self) -> None:
+    :param mangle: the mangling function, the store's default unless given.
+    """
+
+    def __init__(self, mangle: ty.Callable[[str], str] = (
+            core.sha256_mangle_key)) -> None:
+        self.mangle = mangle
         self.last: str | None = None
 
     def __call__(self, key: str) -> str:
-        self.last = core.sha256_mangle_key(key)
+        self.last = self.mangle(key)
         return self.last
 
 
@@ -32,9 +37,10 @@ _recorders = weakref.WeakKeyDictionary()
 
 
 def configure(store: oslo_kvs.KeyValueStore, backing_store: str,
+              mangle: ty.Callable[[str], str] = core.sha256_mangle_key,
               **args: ty.Any) -> oslo_kvs.KeyValueStore:
     """``store.configure`` with a :class:`KeyRecorder`; returns ``store``."""
-    recorder = KeyRecorder()
+    recorder = KeyRecorder(mangle)
     store.configure(backing_store, key_mangler=recorder, **args)
     _recorders[store] = recorder
     return store
