@@ -12,6 +12,7 @@ import datetime
 import logging
 import os
 import uuid
+import weakref
 
 import mongomock
 import pymongo
@@ -22,6 +23,7 @@ import oslo_kvs
 from oslo_kvs.backends import mongo
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored
 from oslo_kvs_tests.unit.test_mongo_contract import COLLECTION
 from oslo_kvs_tests.unit.test_mongo_contract import DB_NAME
 from oslo_kvs_tests.unit.test_mongo_contract import install_mongomock
@@ -33,13 +35,16 @@ REQUIRED = {'db_hosts': '127.0.0.1:27017', 'db_name': DB_NAME,
 
 
 def make_store(**args):
-    store = oslo_kvs.get_key_value_store('mongo-%s' % uuid.uuid4())
-    store.configure('openstack.kvs.MongoDB', **args)
-    return store
+    return stored.make_store('openstack.kvs.MongoDB',
+                             'mongo-%s' % uuid.uuid4(), **args)
 
 
-def backend_of(store):
-    return store._state.backend
+@pytest.fixture
+def backend(mongomock_server):
+    """The backend itself, on the test's mongomock, for its bytes API."""
+    made = mongo.MongoBackend(dict(REQUIRED))
+    yield made
+    made.close()
 
 
 @pytest.fixture
@@ -50,34 +55,40 @@ def mongomock_server(monkeypatch):
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """Calls to the real pymongo.MongoClient, as (hosts, kwargs)."""
+    """Calls to the real pymongo.MongoClient, as (hosts, kwargs, client)."""
     calls = []
 
     def factory(hosts, **kwargs):
-        calls.append((hosts, kwargs))
-        return pymongo.MongoClient(hosts, **kwargs)
+        client = pymongo.MongoClient(hosts, **kwargs)
+        calls.append((hosts, kwargs, client))
+        return client
 
     monkeypatch.setattr(mongo.MongoBackend, 'client_factory', factory)
     return calls
 
 
+_clients = weakref.WeakKeyDictionary()
+
+
 @pytest.fixture
-def closing():
-    """Configure real-pymongo stores and close their clients afterwards."""
+def closing(recorded):
+    """Configure real-pymongo stores and close them afterwards."""
     made = []
 
     def make(**args):
         store = make_store(**args)
+        # The client the backend's client_factory built for this store.
+        _clients[store] = recorded[-1][2]
         made.append(store)
         return store
 
     yield make
     for store in made:
-        backend_of(store).close()
+        store.close()
 
 
 def client_of(store):
-    return backend_of(store)._client
+    return _clients[store]
 
 
 # --- required arguments and coercion ----------------------------------------
@@ -110,7 +121,9 @@ class TestMongoArguments:
         assert kwargs['tls'] is False
         assert kwargs['maxPoolSize'] == 7
         assert kwargs['w'] == 2
-        assert backend_of(store).expire_time == 30.0
+        made = mongo.MongoBackend(dict(REQUIRED, mongo_ttl_seconds='30'))
+        assert made.expire_time == 30.0
+        made.close()
         client = client_of(store)
         assert client.options.pool_options.max_pool_size == 7
         assert client.options.pool_options.socket_timeout == 1.5
@@ -170,22 +183,21 @@ class TestMongoArguments:
     def test_uri_with_several_hosts_is_one_argument(self, closing):
         uri = 'mongodb://a.example:27017,b.example:27018/?replicaSet=rs'
         store = closing(**{**REQUIRED, 'db_hosts': uri})
-        assert backend_of(store).servers() == ['a.example:27017',
-                                               'b.example:27018']
+        assert store.servers() == ['a.example:27017', 'b.example:27018']
         assert client_of(store).options.replica_set_name == 'rs'
 
     def test_host_list_forms(self, closing):
         listed = closing(**{**REQUIRED, 'db_hosts': ['a:1', 'b:2']})
         comma = closing(**{**REQUIRED, 'db_hosts': 'a:1, b:2'})
-        assert backend_of(listed).servers() == ['a:1', 'b:2']
-        assert backend_of(comma).servers() == ['a:1', 'b:2']
+        assert listed.servers() == ['a:1', 'b:2']
+        assert comma.servers() == ['a:1', 'b:2']
         for store in (listed, comma):
             seeds = client_of(store).topology_description.server_descriptions()
             assert set(seeds) == {('a', 1), ('b', 2)}
 
     def test_ipv6_host(self, closing):
         store = closing(**{**REQUIRED, 'db_hosts': '[::1]:27018'})
-        assert backend_of(store).servers() == ['[::1]:27018']
+        assert store.servers() == ['[::1]:27018']
         seeds = client_of(store).topology_description.server_descriptions()
         assert set(seeds) == {('::1', 27018)}
 
@@ -268,7 +280,7 @@ class TestMongoClientArguments:
 class TestMongoSecrets:
     def test_password_not_in_repr(self, closing):
         store = closing(**REQUIRED, username='kvs', password=SECRET)
-        for text in (repr(store), repr(backend_of(store)),
+        for text in (repr(store), ' '.join(store.servers()),
                      repr(client_of(store))):
             assert SECRET not in text
 
@@ -307,7 +319,7 @@ class TestMongoSecrets:
                     'password': SECRET}
         store = closing(**{**REQUIRED, **args},
                         server_selection_timeout=0.3)
-        assert backend_of(store).servers() == ['127.0.0.1:%d' % port]
+        assert store.servers() == ['127.0.0.1:%d' % port]
         for call in (lambda: store.get('k'), lambda: store.set('k', 1),
                      lambda: store.get_lock('k').acquire()):
             with pytest.raises(exception.BackendError) as info:
@@ -356,8 +368,7 @@ class TestMongoDocuments:
         store.set_multi({'forever': 1, 'm': 2})
         after = mongo._utcnow()
         raw = raw_collection(mongomock_server)
-        state = store._state
-        doc = raw.find_one({'_id': state.data_key('k')})
+        doc = raw.find_one({'_id': stored.data_key(store, 'k')})
         assert set(doc) == {'_id', 'value', 'expires_at'}
         assert type(doc['value']) is bytes
         # The TTL lives in expires_at alone; the index adds nothing.
@@ -365,10 +376,10 @@ class TestMongoDocuments:
         assert before + delta <= doc['expires_at']
         assert doc['expires_at'] <= after + delta + datetime.timedelta(
             milliseconds=1)
-        multi = raw.find_one({'_id': state.data_key('m')})
+        multi = raw.find_one({'_id': stored.data_key(store, 'm')})
         assert before + delta <= multi['expires_at']
         assert 'expires_at' not in raw.find_one(
-            {'_id': state.data_key('forever')})
+            {'_id': stored.data_key(store, 'forever')})
 
     def test_no_expiry_without_expire_time(self, mongomock_server):
         store = make_store(**REQUIRED)
@@ -448,18 +459,18 @@ class TestMongoDocuments:
         store.set('warm-up', 0)  # creates the TTL index
         raw = raw_collection(server)
         raw.drop_index('expires_at_1')
-        stored = store._state.data_key(key)
-        doc = {'_id': stored,
+        stored_id = stored.data_key(store, key)
+        doc = {'_id': stored_id,
                'expires_at': mongo._utcnow() - datetime.timedelta(seconds=1),
                **fields}
         raw.insert_one(doc)
-        return raw, stored
+        return raw, stored_id
 
     def test_expired_document_is_never_returned(self, mongomock_server):
         store = make_store(**REQUIRED, expire_time=60)
         value = oslo_kvs.serialization.dumps('stale')
-        raw, stored = self._expired_doc(mongomock_server, store, 'k',
-                                        value=value)
+        raw, stored_id = self._expired_doc(mongomock_server, store, 'k',
+                                           value=value)
         with pytest.raises(exception.NotFound):
             store.get('k')
         with pytest.raises(exception.NotFound) as info:
@@ -467,17 +478,17 @@ class TestMongoDocuments:
         assert info.value.target == ['k']
         with pytest.raises(exception.NotFound):
             store.delete('k')
-        assert raw.find_one({'_id': stored}) is not None
+        assert raw.find_one({'_id': stored_id}) is not None
 
     def test_expired_document_does_not_block_add(self, mongomock_server):
         store = make_store(**REQUIRED, expire_time=60)
-        raw, stored = self._expired_doc(
+        raw, stored_id = self._expired_doc(
             mongomock_server, store, 'k',
             value=oslo_kvs.serialization.dumps('stale'))
         assert store.add('k', 'fresh') is True
         assert store.get('k') == 'fresh'
-        assert raw.count_documents({'_id': stored}) == 1
-        assert raw.find_one({'_id': stored})['expires_at'] > mongo._utcnow()
+        assert raw.count_documents({'_id': stored_id}) == 1
+        assert raw.find_one({'_id': stored_id})['expires_at'] > mongo._utcnow()
         assert store.add('k', 'again') is False
 
     def test_expired_lock_is_taken_over_live_one_is_not(
@@ -486,7 +497,7 @@ class TestMongoDocuments:
         store.set('warm-up', 0)
         raw = raw_collection(mongomock_server)
         raw.drop_index('expires_at_1')
-        lock_key = store._state.lock_key('k')
+        lock_key = stored.lock_key(store, 'k')
         raw.insert_one({'_id': lock_key, 'token': 'dead-holder',
                         'expires_at': mongo._utcnow() -
                         datetime.timedelta(seconds=1)})
@@ -503,11 +514,9 @@ class TestMongoDocuments:
 
 class TestMongoLocksAndBatches:
     def test_release_deletes_only_the_holders_document(
-            self, mongomock_server):
-        store = make_store(**REQUIRED, lock_timeout=30)
-        backend = backend_of(store)
+            self, mongomock_server, backend):
         raw = raw_collection(mongomock_server)
-        key = store._state.lock_key('k')
+        key = 'lock-%s' % uuid.uuid4()
         before = mongo._utcnow()
         assert backend.acquire_lock(key, 'mine', 30)
         assert backend.acquire_lock(key, 'other', 30) is False
@@ -524,7 +533,7 @@ class TestMongoLocksAndBatches:
         store = make_store(**REQUIRED, lock_timeout=0)
         raw = raw_collection(mongomock_server)
         with store.get_lock('k'):
-            doc = raw.find_one({'_id': store._state.lock_key('k')})
+            doc = raw.find_one({'_id': stored.lock_key(store, 'k')})
             assert 'expires_at' not in doc
 
     def test_multi_key_operations_are_single_calls(self, mongomock_server,
@@ -578,22 +587,21 @@ class TestMongoLocksAndBatches:
 # --- values are bytes ------------------------------------------------------
 
 class TestMongoValues:
-    def test_backend_returns_plain_bytes(self, mongomock_server):
+    def test_backend_returns_plain_bytes(self, mongomock_server, backend):
         store = make_store(**REQUIRED)
         store.set('k', b'payload')
-        stored = store._state.data_key('k')
-        got = backend_of(store).get_serialized(stored)
+        key = stored.data_key(store, 'k')
+        got = backend.get_serialized(key)
         assert type(got) is bytes
-        assert backend_of(store).get_serialized_multi([stored]) == [got]
+        assert backend.get_serialized_multi([key]) == [got]
 
     @pytest.mark.parametrize('foreign', [
         'a string', 42, {'$binary': 'AAAA'}, None, ['list']])
     def test_foreign_value_is_an_integrity_error(
             self, mongomock_server, caplog, foreign):
         store = make_store(**REQUIRED)
-        stored = store._state.data_key('k')
         raw_collection(mongomock_server).insert_one(
-            {'_id': stored, 'value': foreign})
+            {'_id': stored.data_key(store, 'k'), 'value': foreign})
         with caplog.at_level(logging.WARNING, logger=mongo.__name__):
             with pytest.raises(exception.IntegrityError):
                 store.get('k')
@@ -616,7 +624,8 @@ class TestMongoValues:
                                             group='kvs')
         store = make_store(**REQUIRED)
         store.set('plain key', 1)
-        assert raw_collection(mongomock_server).find_one(
-            {'_id': store._state.data_key('plain key')}) is not None
+        # Unmangled: the collection's one document is under the key itself.
+        (doc,) = raw_collection(mongomock_server).find()
+        assert doc['_id'].endswith(':plain key')
         with pytest.raises(exception.ConfigurationError, match='Unicode'):
             store.set('bad \ud800 key', 1)
