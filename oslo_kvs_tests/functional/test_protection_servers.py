@@ -16,6 +16,7 @@ import redis
 
 import oslo_kvs
 from oslo_kvs import exception
+from oslo_kvs import protection
 from oslo_kvs_tests.functional import test_memcached
 from oslo_kvs_tests.functional import test_redis_contract
 from oslo_kvs_tests import servers
@@ -108,11 +109,14 @@ def raw(request, memcached_factory):
         server.cleanup()
 
 
+def backing_store(raw):
+    return ('openstack.kvs.Memcached' if isinstance(raw, RawMemcached)
+            else 'openstack.kvs.Redis')
+
+
 def make_store(raw, **args):
     store = oslo_kvs.get_key_value_store('protected-%s' % uuid.uuid4())
-    backing = ('openstack.kvs.Memcached' if isinstance(raw, RawMemcached)
-               else 'openstack.kvs.Redis')
-    store.configure(backing, **dict(raw.store_args, **args))
+    store.configure(backing_store(raw), **dict(raw.store_args, **args))
     return store
 
 
@@ -184,19 +188,20 @@ def test_wrong_key_and_rotation_on_server(raw):
     writer.set('k', 'v')
     # Same name, so same stored keys: another process of the deployment.
     stranger = oslo_kvs.KeyValueStore(writer.name)
-    stranger.configure(writer._state.backend.name, **dict(
+    stranger.configure(backing_store(raw), **dict(
         raw.store_args, **ENCRYPT))
     with pytest.raises(exception.IntegrityError):
         stranger.get('k')
     rotated = oslo_kvs.KeyValueStore(writer.name)
-    rotated.configure(writer._state.backend.name, **dict(
+    rotated.configure(backing_store(raw), **dict(
         raw.store_args, value_protection='encrypt',
         protection_keys=[SECRET, old_secret]))
     assert rotated.get('k') == 'v'
     old_id = raw.get(only_key(raw))[2:6]
     rotated.set('k', 'v2')
     new_id = raw.get(only_key(raw))[2:6]
-    assert new_id == rotated._state.protector.active_key_id != old_id
+    active = protection.make_protector('encrypt', [SECRET], writer.name)
+    assert new_id == active.active_key_id != old_id
     assert rotated.get('k') == 'v2'
 
 
