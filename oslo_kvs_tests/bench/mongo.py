@@ -92,5 +92,5 @@ def run(rounds):
         ]
     finally:
         raw.drop()
-        store._state.backend.close()
+        store.close()
         raw_client.close()
