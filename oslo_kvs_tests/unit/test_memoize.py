@@ -596,6 +596,39 @@ def test_stampede_is_stopped_by_the_store_lock_too(env):
     _stampede(env, separate_functions)
 
 
+@pytest.mark.parametrize('shared', [True, False],
+                         ids=['local-mutex', 'store-lock'])
+def test_wait_for_another_computation_is_bounded(env, shared):
+    # lock_timeout 1: the docs promise a caller waits at most 2 s for
+    # another computation of the same call, then computes itself.
+    decorator = env.decorator(env.store(lock_timeout=1))
+    started, release = threading.Event(), threading.Event()
+
+    def slow(x):
+        env.calls.append(x)
+        if len(env.calls) == 1:
+            started.set()
+            assert release.wait(120)
+        return x * 2
+
+    first_fn = decorator(slow)
+    # One decorated object shares the per-key local mutex; two share only
+    # the store's lock, as two processes do.
+    second_fn = first_fn if shared else decorator(slow)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(first_fn, 21)
+        try:
+            assert started.wait(10)
+            second = pool.submit(second_fn, 21)
+            # Far beyond the 2 s bound, far below the first call's wait.
+            assert second.result(timeout=60) == 42
+            assert not first.done()     # still computing
+        finally:
+            release.set()
+        assert first.result(timeout=10) == 42
+    assert env.calls == [21, 21]
+
+
 # --- best effort -------------------------------------------------------------
 
 def test_backend_down_function_still_answers_and_logs_once(env, caplog):
