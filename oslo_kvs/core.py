@@ -27,6 +27,7 @@ from oslo_config import cfg
 from oslo_config import types
 from oslo_utils import importutils
 
+from oslo_kvs import _lazy
 from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs import exception
@@ -510,7 +511,7 @@ def _load_backend_class(name: str) -> type:
 
 _registry: 'weakref.WeakValueDictionary[str, KeyValueStore]' = (
     weakref.WeakValueDictionary())
-_registry_lock = threading.Lock()
+_registry_lock = _lazy.Primitive('Lock')
 
 
 def get_key_value_store(name: str,

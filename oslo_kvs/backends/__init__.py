@@ -6,13 +6,13 @@ imported only when a store is configured with them. Out-of-tree backends
 listed in ``[kvs] backends`` are registered the same way.
 """
 
-import threading
 import typing as ty
 
 import dogpile.cache
 from dogpile.cache import api
 from oslo_utils import importutils
 
+from oslo_kvs import _lazy
 from oslo_kvs import exception
 
 PREFIX = 'openstack.kvs.'
@@ -25,7 +25,7 @@ BUILTIN: dict[str, tuple[str, str]] = {
 }
 
 _registered: dict[str, tuple[str, str]] = {}
-_lock = threading.Lock()
+_lock = _lazy.Primitive('Lock')
 
 
 def _register(name: str, module: str, cls: str) -> None:
