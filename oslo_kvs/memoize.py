@@ -266,8 +266,12 @@ _health: 'weakref.WeakKeyDictionary[core.KeyValueStore, _StoreHealth]' = (
     weakref.WeakKeyDictionary())
 _health_lock = _lazy.Primitive('Lock')
 
-# A configured store and its health, as memoized calls use them.
-_Current = tuple[core.KeyValueStore, _StoreHealth]
+
+class _Current(ty.NamedTuple):
+    """A configured store and its health, as memoized calls use them."""
+
+    store: core.KeyValueStore
+    health: _StoreHealth
 
 
 def _health_of(store: core.KeyValueStore) -> _StoreHealth:
@@ -296,10 +300,10 @@ class _StoreRef:
         if store is None:
             store = core.get_key_value_store(self.name, conf=self._conf)
         current = self._current
-        if current is None or current[0] is not store:
-            current = self._current = (store, _health_of(store))
+        if current is None or current.store is not store:
+            current = self._current = _Current(store, _health_of(store))
         if not store.is_configured:
-            current[1].unconfigured()
+            current.health.unconfigured()
             return None
         return current
 
@@ -332,7 +336,7 @@ class _KeyMutex:
         self._held: core.KeyValueStoreLock | None = None
 
     def acquire(self, wait: bool = True) -> bool:
-        lock = self._memo._use(self._current, self._current[0].get_lock,
+        lock = self._memo._use(self._current, self._current.store.get_lock,
                                self._key, refused='key')
         limit = lock.lock_timeout * 2 if lock.lock_timeout else MAX_LOCK_WAIT
         deadline = time.monotonic() + limit
@@ -450,7 +454,7 @@ class MemoizedFunction:
         if current is not None:
             with contextlib.suppress(_Bypass):
                 # delete_multi ignores a missing key.
-                self._use(current, current[0].delete_multi, [key],
+                self._use(current, current.store.delete_multi, [key],
                           write=True)
 
     def refresh(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
@@ -596,7 +600,6 @@ class MemoizedFunction:
         unless ``refused`` is None: then that error is raised.
         ``NotFound`` is raised. A successful ``write`` ends an outage.
         """
-        store, health = current
         try:
             result = call(*args)
         except exception.NotFound:
@@ -607,14 +610,14 @@ class MemoizedFunction:
             # e.g. a value of an unsupported type or too large, or a key
             # too long for a backend with key mangling off.
             self._warn_once(refused, 'Results of %s cannot be memoized in '
-                            'store %r: %s', self.__qualname__, store.name,
-                            exc)
+                            'store %r: %s', self.__qualname__,
+                            current.store.name, exc)
             raise _Bypass() from exc
         except exception.KVSError as exc:
-            health.failed(exc, self._conf.kvs.memoize_dead_retry)
+            current.health.failed(exc, self._conf.kvs.memoize_dead_retry)
             raise _Bypass() from exc
         if write:
-            health.succeeded()
+            current.health.succeeded()
         return result
 
     def _call(self, args: tuple, kwargs: dict) -> ty.Any:
@@ -627,7 +630,7 @@ class MemoizedFunction:
             self._warn_unsupported(exc)
             return self._fn(*args, **kwargs)
         current = self._store.current()
-        if current is None or not current[1].usable():
+        if current is None or not current.health.usable():
             return self._fn(*args, **kwargs)
 
         def create() -> tuple[ty.Any, float]:
@@ -650,7 +653,7 @@ class MemoizedFunction:
         :raises _Bypass: when the store fails or cannot take the key.
         """
         try:
-            entry = self._use(current, current[0].get, key, refused='key')
+            entry = self._use(current, current.store.get, key, refused='key')
         except exception.NotFound:
             raise dogpile_lock.NeedRegenerationException() from None
         # Anything else under this key (another writer's format) is a miss.
@@ -667,6 +670,6 @@ class MemoizedFunction:
         """
         stored_at = time.time()
         with contextlib.suppress(_Bypass):
-            self._use(current, current[0].set, key, (stored_at, value),
+            self._use(current, current.store.set, key, (stored_at, value),
                       refused=refused, write=True)
         return stored_at
