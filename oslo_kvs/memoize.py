@@ -223,8 +223,7 @@ class _StoreHealth:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        # Made on the store's first memoized call, not at import.
-        self._mutex = threading.Lock()
+        self._mutex = _lazy.Primitive('Lock')
         self._retry_at: float | None = None
         self._unconfigured_logged = False
 
@@ -332,7 +331,9 @@ class _KeyMutex:
         self._memo = memo
         self._current = current
         self._key = key
-        self._local = memo._local_mutex(key).lock
+        # Held for the call: the mutex lives while someone uses it.
+        self._mutex = memo._local_mutex(key)
+        self._local = self._mutex.lock
         self._held: core.KeyValueStoreLock | None = None
 
     def acquire(self, wait: bool = True) -> bool:
@@ -416,8 +417,9 @@ class MemoizedFunction:
                                 and params[0].kind in _POSITIONAL)
         self._prefix = 'memoize:%s.%s' % (fn.__module__, fn.__qualname__)
         # The state below is shared with the bound copies __get__ makes.
-        self._mutexes: 'weakref.WeakValueDictionary[str, _LocalMutex]' = (
-            weakref.WeakValueDictionary())
+        # Per-key mutexes are per process: a forked child must not wait
+        # for a computation of its parent's.
+        self._mutexes = _lazy.PerProcess(weakref.WeakValueDictionary)
         self._mutexes_guard = _lazy.Primitive('Lock')
         self._warned: dict[str, object] = {}
 
@@ -583,10 +585,11 @@ class MemoizedFunction:
                             '%s are not memoized', self.__qualname__, error)
 
     def _local_mutex(self, key: str) -> _LocalMutex:
+        mutexes = self._mutexes.get()
         with self._mutexes_guard:
-            mutex = self._mutexes.get(key)
+            mutex = mutexes.get(key)
             if mutex is None:
-                mutex = self._mutexes[key] = _LocalMutex()
+                mutex = mutexes[key] = _LocalMutex()
             return mutex
 
     def _use(self, current: _Current, call: ty.Callable[..., ty.Any],
