@@ -23,6 +23,7 @@ from oslo_config import cfg
 from oslo_config import types
 from oslo_utils import importutils
 
+from oslo_kvs import _lazy
 from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs.backends import foreign
@@ -640,7 +641,7 @@ def backend_class(name: str,
 
 _registry: 'weakref.WeakValueDictionary[str, KeyValueStore]' = (
     weakref.WeakValueDictionary())
-_registry_lock = threading.Lock()
+_registry_lock = _lazy.Primitive('Lock')
 
 
 def get_key_value_store(name: str,
