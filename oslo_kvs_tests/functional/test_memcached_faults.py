@@ -155,7 +155,7 @@ def test_one_of_three_stops_mid_workload(memcached_factory):
     backend = store._state.backend
     keys = ['key-%d' % i for i in range(60)]
     store.set_multi({key: key for key in keys})
-    owners = {key: backend._pool_for(store._state.data_key(key)).server
+    owners = {key: backend._node_for(store._state.data_key(key)).pool.server
               for key in keys}
     victim_keys = {key for key, owner in owners.items()
                    if owner == (victim.host, victim.port)}
