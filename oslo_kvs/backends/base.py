@@ -244,6 +244,13 @@ class LocalLocks:
             del self._held[key]
             return True
 
+    def after_fork(self) -> None:
+        """In a forked child: a fresh mutex, as a thread may hold the old.
+
+        Held locks stay held until released or expired.
+        """
+        self._mutex = threading.Lock()
+
 
 class DogpileAdapter(Backend):
     """Gives any registered dogpile.cache backend the oslo_kvs backend API.

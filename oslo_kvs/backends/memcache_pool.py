@@ -7,7 +7,8 @@ places keys exactly where pymemcache's own ``HashClient`` puts them.
 Everything here survives ``os.fork()``: a child drops the connections,
 pool accounting and locks it inherited (a hook run in every forked child,
 and a pid check on each checkout for forks that skip Python's hooks), so
-it never reads a reply meant for its parent.
+it never reads a reply meant for its parent (see
+:mod:`oslo_kvs.backends.forksafe`).
 """
 
 import collections
@@ -17,13 +18,14 @@ import select
 import threading
 import time
 import typing as ty
-import weakref
 
 import mmh3
 from pymemcache.client import base as pymc_base
 from pymemcache.client import murmur3
 from pymemcache.client import rendezvous
 from pymemcache import exceptions as pymc_exc
+
+from oslo_kvs.backends import forksafe
 
 #: Failures that say a server is down, hung or talking nonsense; any other
 #: error (a refused value, a bad key) is about the call, not the server.
@@ -47,19 +49,6 @@ def node_name(server: ty.Any) -> str:
     if isinstance(server, tuple):
         return '%s:%s' % server
     return server
-
-
-# Objects whose inherited state a forked child must drop. Weak, so a closed
-# store is not kept alive by having once been used.
-_FORK_AWARE: 'weakref.WeakSet[ty.Any]' = weakref.WeakSet()
-
-
-def _reset_in_child() -> None:
-    for obj in list(_FORK_AWARE):
-        obj.after_fork()
-
-
-os.register_at_fork(after_in_child=_reset_in_child)
 
 
 class PoolTimeout(Exception):
@@ -95,7 +84,7 @@ class Pool:
         self.idle_timeout = idle_timeout
         self.wait_timeout = wait_timeout
         self.after_fork()
-        _FORK_AWARE.add(self)
+        forksafe.register(self)
 
     def after_fork(self) -> None:
         """Forget all connections and counters (new pool, forked child)."""
@@ -234,7 +223,7 @@ class Cluster:
         self._next_rejoin = 0.0
         self._set_ring()
         self.after_fork()
-        _FORK_AWARE.add(self)
+        forksafe.register(self)
 
     def after_fork(self) -> None:
         """A fresh lock; a rejoin the parent had under way starts over."""
