@@ -335,14 +335,20 @@ class RedisBackend(base.Backend):
         retry = connection.pop('retry')
         try:
             # Connects to learn the slot map, so a cluster that is down
-            # already fails here.
-            return redis_cluster.RedisCluster(
+            # already fails here. Built with redis-py's default retry: the
+            # first command goes to the master of slot 0, and when that
+            # master is down the retry moves it to another one, so the
+            # cluster starts with any one master down.
+            client = redis_cluster.RedisCluster(
                 startup_nodes=[redis_cluster.ClusterNode(host, port)
                                for host, port in nodes],
-                max_connections=args['pool_maxsize'], retry=retry,
-                **connection)
+                max_connections=args['pool_maxsize'], **connection)
         except Exception as exc:
             raise self._failure(exc) from None
+        # Then no retry, so a call on a down or hung node fails within
+        # the documented time.
+        client.set_retry(retry)
+        return client
 
     # --- errors ----------------------------------------------------------
 
