@@ -50,3 +50,28 @@ def test_cluster_starts_with_the_slot_zero_master_down(own_cluster):
                 failed += 1
             assert time.monotonic() - started < 2 * 0.5 + SLACK
         assert served and failed, (served, failed)
+
+
+def test_calls_on_a_hung_master_end_within_the_socket_timeout(own_cluster):
+    store = oslo_kvs.get_key_value_store('cl-%s' % uuid.uuid4())
+    store.configure('openstack.kvs.Redis', socket_timeout=0.5,
+                    **own_cluster.store_args)
+    keys = ['key-%d' % n for n in range(40)]
+    store.set_multi({key: 1 for key in keys})
+    hung = slot_zero_master(own_cluster)
+    hung.hang()
+    try:
+        for name, call in [
+                ('get_multi', lambda: store.get_multi(keys)),
+                ('set_multi', lambda: store.set_multi({k: 2 for k in keys})),
+                ('delete_multi', lambda: store.delete_multi(keys))]:
+            started = time.monotonic()
+            with pytest.raises(exception.BackendError) as info:
+                call()
+            # One socket_timeout, however many keys the hung node holds.
+            assert time.monotonic() - started < 0.5 + SLACK, name
+            assert 'node %s' % hung.address in str(info.value), name
+    finally:
+        hung.resume()
+    store.set_multi({key: 3 for key in keys})
+    assert store.get_multi(keys) == [3] * len(keys)
