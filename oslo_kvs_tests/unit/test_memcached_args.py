@@ -15,6 +15,7 @@ from oslo_config import cfg
 import pytest
 
 import oslo_kvs
+from oslo_kvs.backends import memcache_pool
 from oslo_kvs.backends import memcached
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
@@ -339,9 +340,11 @@ class TestPool:
     def test_connection_closed_by_the_server_is_replaced_before_use(self):
         pool, made = self.make(max_size=1)
         pool.run('hold')
-        made[0].peer.close()  # the server restarted
+        made[0].peer.close()  # the server restarted, which takes a while
+        time.sleep(2 * memcache_pool.TRUSTED_IDLE)
         assert pool.run('hold') is made[0]
         assert made[0].closed == 1
+        time.sleep(2 * memcache_pool.TRUSTED_IDLE)
         pool.run('hold')
         assert made[0].closed == 1  # a live connection is kept
 
@@ -370,7 +373,7 @@ class TestPool:
         while pool._idle:
             time.sleep(0.001)
         try:
-            pool._pid = -1  # as if this process were a fork's child
+            pool.after_fork()  # what every forked child runs
             assert pool.run('hold') is made[1]
             made[1].release.set()
         finally:
