@@ -78,11 +78,11 @@ def lock_rounds(store: ty.Any, tag: str, rounds: int) -> dict[str, int]:
 
 
 def _child_main(body: ty.Callable[[int], dict], index: int,
-                write_fd: int) -> None:
+                write_fd: int, deadline: int) -> None:
     """Run ``body`` in a forked child and send its result; never returns."""
     code = 1
     try:
-        signal.alarm(CHILD_DEADLINE)
+        signal.alarm(deadline)
         result = body(index)
         code = 0
     except BaseException:
@@ -96,14 +96,14 @@ def _child_main(body: ty.Callable[[int], dict], index: int,
 
 def in_forked_children(count: int, body: ty.Callable[[int], dict],
                        method: str = 'os',
-                       meanwhile: ty.Callable[[], ty.Any] = lambda: None
-                       ) -> list[dict]:
+                       meanwhile: ty.Callable[[], ty.Any] = lambda: None,
+                       deadline: int = CHILD_DEADLINE) -> list[dict]:
     """Run ``body(index)`` in ``count`` forked children; their results.
 
     ``method`` is ``'os'`` (``os.fork()``) or ``'multiprocessing'`` (a
     ``multiprocessing`` 'fork' context). Every child runs at the same time,
     and the parent runs ``meanwhile()`` while they do; a child that crashes
-    or hangs gives a result with ``crash``.
+    or hangs (past ``deadline`` seconds) gives a result with ``crash``.
     """
     read_fd, write_fd = os.pipe()
     try:
@@ -113,13 +113,14 @@ def in_forked_children(count: int, body: ty.Callable[[int], dict],
                 pid = os.fork()
                 if pid == 0:
                     os.close(read_fd)
-                    _child_main(body, index, write_fd)
+                    _child_main(body, index, write_fd, deadline)
                 pids.append(pid)
             waits = [lambda pid=pid: os.waitpid(pid, 0) for pid in pids]
         else:
             context = multiprocessing.get_context('fork')
             procs = [context.Process(target=_child_main,
-                                     args=(body, index, write_fd))
+                                     args=(body, index, write_fd,
+                                           deadline))
                      for index in range(count)]
             for proc in procs:
                 proc.start()

@@ -16,6 +16,8 @@ from oslo_kvs_tests import faults
 BACKENDS = ['memory', 'memcached', 'memcached-3', 'redis', 'sentinel']
 DISTRIBUTED = [name for name in BACKENDS if name != 'memory']
 OPS = 300
+# Seconds before a child counts as hung; the runs take about one.
+DEADLINE = 30
 
 
 @pytest.fixture
@@ -62,7 +64,7 @@ def test_children_and_parent_get_only_their_own_replies(
 
     results = faults.in_forked_children(
         4, lambda n: faults.workload(store, 'child%d' % n, OPS),
-        method=method, meanwhile=meanwhile)
+        method=method, meanwhile=meanwhile, deadline=DEADLINE)
     assert_clean(results, parent)
     assert store.get('warm') == 'parent'
 
@@ -76,7 +78,8 @@ def test_child_forked_during_busy_threads_works_at_once(make_store, backend):
     store = make_store(backend, **extra)
     with faults.BusyThreads(store, 8) as busy:
         results = faults.in_forked_children(
-            2, lambda n: faults.workload(store, 'child%d' % n, OPS))
+            2, lambda n: faults.workload(store, 'child%d' % n, OPS),
+            deadline=DEADLINE)
         assert busy.calls
     assert_clean(results)
     # And the parent is unharmed.
@@ -87,7 +90,8 @@ def test_child_forked_during_busy_threads_works_at_once(make_store, backend):
 def test_lock_is_never_held_by_two_processes(make_store, backend):
     store = make_store(backend)
     results = faults.in_forked_children(
-        3, lambda n: faults.lock_rounds(store, 'child%d' % n, 30))
+        3, lambda n: faults.lock_rounds(store, 'child%d' % n, 30),
+        deadline=DEADLINE)
     for result in results:
         assert 'crash' not in result, result.get('crash')
         assert result == {'rounds': 30, 'doubles': 0}
