@@ -11,7 +11,9 @@ Only :func:`symptom_unreachable_servers` and
 the configuration alone.
 """
 
+import collections
 import inspect
+import math
 import typing as ty
 import urllib.parse
 
@@ -293,13 +295,31 @@ def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
     return bool(remote)
 
 
-def symptom_protection_keys_weak(check: Checkup) -> bool:
-    """A protection key is too short or repeated.
+def estimated_bits(secret: str) -> float:
+    """A rough upper bound of the entropy of ``secret``, in bits.
 
-    Short secrets can be guessed; a repeated one is a copy-paste mistake
-    that usually means the key meant for rotation is missing. Generate
-    each key with ``secrets.token_urlsafe(32)`` (at least 32 bytes), keep
-    the newest first and remove duplicates.
+    Its length times the Shannon entropy of its characters: ``'a' * 40``
+    and ``'password' * 4`` score low, ``secrets.token_urlsafe(32)`` about
+    200.
+    """
+    counts = collections.Counter(secret)
+    total = len(secret)
+    return total * -sum(n / total * math.log2(n / total)
+                        for n in counts.values())
+
+
+#: Keys estimated below this many bits are reported as guessable.
+MIN_KEY_BITS = 96
+
+
+def symptom_protection_keys_weak(check: Checkup) -> bool:
+    """A protection key is short, guessable, a placeholder, or repeated.
+
+    Short or low-entropy secrets can be guessed, and a placeholder copied
+    from the documentation is public; a repeated key is a copy-paste
+    mistake that usually means the key meant for rotation is missing.
+    Generate each key with ``secrets.token_urlsafe(32)`` (at least 32
+    bytes), keep the newest first and remove duplicates.
     """
     try:
         keys = check.protection_keys()
@@ -310,6 +330,13 @@ def symptom_protection_keys_weak(check: Checkup) -> bool:
         if len(key.encode('utf-8')) < protection.MIN_KEY_BYTES:
             check.note('key #%d is shorter than %d bytes'
                        % (position, protection.MIN_KEY_BYTES))
+        elif protection.is_placeholder(key.encode('utf-8')):
+            check.note('key #%d is a placeholder from the documentation'
+                       % position)
+        elif estimated_bits(key) < MIN_KEY_BITS:
+            check.note('key #%d looks guessable: about %d bits of entropy, '
+                       'want at least %d'
+                       % (position, estimated_bits(key), MIN_KEY_BITS))
         if key in seen:
             check.note('key #%d repeats key #%d' % (position, seen[key]))
         seen.setdefault(key, position)
@@ -425,12 +452,25 @@ def describe(symptom: ty.Callable[..., ty.Any]) -> tuple[str, str]:
 
 
 def run(conf: cfg.ConfigOpts, out: ty.TextIO,
-        token_lifetime: int | None = None, timeout: float = 1.0) -> int:
-    """Run every check, print the symptoms found; 1 if any, else 0."""
+        token_lifetime: int | None = None, timeout: float = 1.0,
+        output_format: str = 'table') -> int:
+    """Run every check and print the symptoms found.
+
+    :returns: 1 when a check found a symptom, else 0; 130 when
+        interrupted (the checks run so far are reported).
+    """
+    common.require(token_lifetime is None or token_lifetime >= 0,
+                   '--token-lifetime must not be negative')
+    common.require(timeout > 0 and math.isfinite(timeout),
+                   '--timeout must be a positive number of seconds')
     conf.register_opts(token_opts, group='token')
+    result_out, out = out, common.text_stream(out, output_format)
     check = Checkup(conf, token_lifetime=token_lifetime, timeout=timeout)
     found = 0
     checks = symptoms()
+    result: dict[str, ty.Any] = {
+        'command': 'doctor', 'backend': check.backing_store,
+        'checks': len(checks), 'symptoms': [], 'interrupted': False}
     try:
         for symptom in checks:
             check.notes = []
@@ -438,13 +478,24 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO,
                 continue
             found += 1
             headline, advice = describe(symptom)
+            result['symptoms'].append({
+                'name': symptom.__name__, 'headline': headline,
+                'details': list(check.notes), 'advice': advice})
             out.write('\n[%s] %s\n' % (symptom.__name__, headline))
             for line in check.notes:
                 out.write('  - %s\n' % line)
             out.write(''.join('  %s\n' % line
                               for line in advice.splitlines()))
+    except KeyboardInterrupt:
+        result['interrupted'] = True
     finally:
         check.close()
+    if result['interrupted']:
+        out.write('\n%d symptom(s) found before the checks were '
+                  'interrupted.\n' % found)
+        common.write_result(result, result_out, output_format)
+        return common.EXIT_INTERRUPTED
+    common.write_result(result, result_out, output_format)
     if found:
         out.write('\n%d of %d checks found a symptom in the %s store.\n'
                   % (found, len(checks), check.backing_store))
