@@ -298,12 +298,18 @@ def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
 def estimated_bits(secret: str) -> float:
     """A rough upper bound of the entropy of ``secret``, in bits.
 
-    Its length times the Shannon entropy of its characters: ``'a' * 40``
-    and ``'password' * 4`` score low, ``secrets.token_urlsafe(32)`` about
-    200.
+    Its length times the Shannon entropy of its characters, counting a
+    repeated pattern once: ``'a' * 40`` and ``'password' * 5`` score low,
+    ``secrets.token_urlsafe(32)`` about 200.
     """
+    for period in range(1, len(secret) // 2 + 1):
+        if (secret[:period] * len(secret))[:len(secret)] == secret:
+            secret = secret[:period]
+            break
     counts = collections.Counter(secret)
     total = len(secret)
+    if not total:
+        return 0.0
     return total * -sum(n / total * math.log2(n / total)
                         for n in counts.values())
 
