@@ -67,7 +67,7 @@ def open_store(conf: cfg.ConfigOpts,
     """
     store = core.get_key_value_store('oslo-kvs-%s' % uuid.uuid4(),
                                      conf=conf)
-    arguments = backend_arguments(conf)
+    arguments: dict[str, ty.Any] = dict(backend_arguments(conf))
     arguments.update(overrides)
     store.configure(conf.kvs.backing_store, **arguments)
     return store
@@ -257,8 +257,9 @@ class _Discard:
 
 def text_stream(out: ty.TextIO, output_format: str) -> ty.TextIO:
     """Where a subcommand writes its table: ``out``, or nowhere for JSON."""
-    return out if output_format == 'table' else ty.cast(ty.TextIO,
-                                                         _Discard())
+    if output_format == 'table':
+        return out
+    return ty.cast(ty.TextIO, _Discard())
 
 
 def write_result(result: dict[str, ty.Any], out: ty.TextIO,

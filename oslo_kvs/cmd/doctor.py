@@ -144,7 +144,8 @@ class Checkup:
         while being built (Redis Cluster) may fail to reach its servers,
         which goes to :attr:`connect_error`.
         """
-        if not self._built and self.parsed is not None:
+        if (not self._built and self.parsed is not None and
+                self.backend_cls is not None):
             self._built = True
             try:
                 self._backend = self.backend_cls(self.backend_args)
@@ -248,7 +249,7 @@ def _hosts_and_tls(arguments: ty.Mapping[str, ty.Any]) -> tuple[
             tls = tls or bool(types.Boolean()(arguments.get(flag) or False))
         except ValueError:
             pass
-    hosts = []
+    hosts: list[str] = []
     for name in _SERVER_ARGUMENTS:
         value = arguments.get(name)
         items = [value] if isinstance(value, str) else list(value or ())
@@ -258,7 +259,7 @@ def _hosts_and_tls(arguments: ty.Mapping[str, ty.Any]) -> tuple[
                 continue
             if '://' not in item:
                 endpoint = common.parse_endpoint(item, 1)
-                hosts.append(endpoint.host if endpoint else item)
+                hosts.append(endpoint.host or item if endpoint else item)
                 continue
             split = urllib.parse.urlsplit(item)
             query = urllib.parse.parse_qs(split.query.lower())
@@ -270,7 +271,7 @@ def _hosts_and_tls(arguments: ty.Mapping[str, ty.Any]) -> tuple[
             netloc = split.netloc.rpartition('@')[2]
             for part in netloc.split(','):
                 endpoint = common.parse_endpoint(part, 1) if part else None
-                if endpoint is not None:
+                if endpoint is not None and endpoint.host:
                     hosts.append(endpoint.host)
     return hosts, tls
 

@@ -243,13 +243,13 @@ def main(argv: ty.Sequence[str] | None = None) -> int:
         return common.EXIT_INTERRUPTED
     except _USAGE_ERRORS as exc:
         status = common.EXIT_ERROR
-        message = str(exc)
+        message = str(exc) or type(exc).__name__
     except exception.KVSError as exc:
         # A server failed or answered wrongly: a symptom of the deployment.
         status = common.EXIT_SYMPTOM
-        message = str(exc)
+        message = str(exc) or type(exc).__name__
     # One line, whatever the exception held, and no secret in it.
-    line = ' '.join(message.split()) or type(exc).__name__
+    line = ' '.join(message.split())
     sys.stderr.write(common.redact('oslo-kvs: %s\n' % line, secrets))
     return status
 

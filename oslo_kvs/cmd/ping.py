@@ -31,8 +31,9 @@ def connect_time(endpoint: common.Endpoint, timeout: float) -> float:
             sock.settimeout(timeout)
             sock.connect(endpoint.path)
     else:
-        with socket.create_connection((endpoint.host, endpoint.port),
-                                      timeout=timeout):
+        # parse_endpoint gives a host and a port whenever there is no path.
+        address = (endpoint.host, ty.cast(int, endpoint.port))
+        with socket.create_connection(address, timeout=timeout):
             pass
     return time.perf_counter() - started
 

@@ -76,8 +76,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, message):
      'PASTE-THE-OUTPUT-OF-secrets.token_urlsafe-32-HERE\n', 'placeholder'),
 ])
 @pytest.mark.parametrize('command', ['exercise', 'bench'])
-def test_bad_configuration_is_one_line_and_exit_2(tmp_path, command, text,
-                                                   message):
+def test_bad_configuration_is_one_line_and_exit_2(tmp_path, command,
+                                                  text, message):
     status, out, err = oslo_kvs('--config-file', conf_file(tmp_path, text),
                                 command, *QUICK[command])
     assert status == 2, err

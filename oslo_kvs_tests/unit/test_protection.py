@@ -308,8 +308,8 @@ def test_documentation_placeholders_are_refused(placeholder, position):
     keys = [NEW_SECRET, OLD_SECRET]
     keys[position] = placeholder
     store = oslo_kvs.get_key_value_store('placeholder-%s' % uuid.uuid4())
-    with pytest.raises(exception.ConfigurationError,
-                       match='#%d is the placeholder' % (position + 1)) as info:
+    expected = '#%d is the placeholder' % (position + 1)
+    with pytest.raises(exception.ConfigurationError, match=expected) as info:
         store.configure('openstack.kvs.Memory', value_protection='encrypt',
                         protection_keys=keys)
     assert placeholder not in str(info.value)
