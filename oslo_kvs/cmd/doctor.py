@@ -140,9 +140,9 @@ class Checkup:
     def backend(self) -> base.Backend | None:
         """The backend built from the configuration, or ``None``.
 
-        Configuration errors go to :attr:`errors`; a backend that connects
+        Configuration errors go to ``errors``; a backend that connects
         while being built (Redis Cluster) may fail to reach its servers,
-        which goes to :attr:`connect_error`.
+        which goes to ``connect_error``.
         """
         if (not self._built and self.parsed is not None and
                 self.backend_cls is not None):
