@@ -44,6 +44,8 @@ def conf_file(tmp_path, text=''):
 @pytest.mark.parametrize('argv,message', [
     (['--config-file', '/nonexistent/oslo_kvs.conf', 'exercise'],
      'config files'),
+    (['--config-file', '.', 'exercise'], 'Is a directory'),
+    (['--config-dir', '/nonexistent', 'exercise'], 'directory'),
     (['exercise', '--rounds', '0'], '--rounds must be at least 1'),
     (['exercise', '--rounds', '-3'], '--rounds must be at least 1'),
     (['bench', '--plot', 'x.txt'], 'must end with one of'),
@@ -169,3 +171,15 @@ def test_interrupt_outside_a_run_exits_130(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(common, 'open_store', interrupted)
     assert main.main(['--config-file', conf_file(tmp_path), 'bench']) == 130
     assert capsys.readouterr().err == 'oslo-kvs: interrupted\n'
+
+
+@pytest.mark.parametrize('command', ['exercise', 'bench'])
+def test_unreachable_server_is_a_symptom(tmp_path, command):
+    from oslo_kvs_tests import servers
+    text = ('[kvs]\nbacking_store = openstack.kvs.Memcached\n'
+            'backend_argument = url:127.0.0.1:%d\n'
+            'backend_argument = socket_timeout:0.5\n' % servers.free_port())
+    status, _, err = oslo_kvs('--config-file', conf_file(tmp_path, text),
+                              command, *QUICK[command])
+    assert status == 1, err
+    assert 'Traceback' not in err
