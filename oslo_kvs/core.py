@@ -240,6 +240,13 @@ class KeyValueStore:
     def __init__(self, name: str,
                  kvs_region: dogpile_region.CacheRegion | None = None,
                  conf: cfg.ConfigOpts | None = None) -> None:
+        if not isinstance(name, str):
+            # Keystone's KeyValueStore(kvs_region) took no name.
+            raise TypeError(
+                'KeyValueStore() takes the store name (a str) first, not '
+                '%s; Keystone-style KeyValueStore(region) is now '
+                'oslo_kvs.get_key_value_store(name, kvs_region=region)'
+                % type(name).__name__)
         self.name = name
         self._conf = conf if conf is not None else cfg.CONF
         opts.register_opts(self._conf)
