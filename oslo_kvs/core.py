@@ -22,6 +22,7 @@ from oslo_config import cfg
 from oslo_config import types
 from oslo_utils import importutils
 
+from oslo_kvs import _lazy
 from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs.backends import foreign
@@ -273,6 +274,13 @@ class KeyValueStore:
     def __init__(self, name: str,
                  kvs_region: dogpile_region.CacheRegion | None = None,
                  conf: cfg.ConfigOpts | None = None) -> None:
+        if not isinstance(name, str):
+            # Keystone's KeyValueStore(kvs_region) took no name.
+            raise TypeError(
+                'KeyValueStore() takes the store name (a str) first, not '
+                '%s; Keystone-style KeyValueStore(region) is now '
+                'oslo_kvs.get_key_value_store(name, kvs_region=region)'
+                % type(name).__name__)
         self.name = name
         self._conf = conf if conf is not None else cfg.CONF
         opts.register_opts(self._conf)
@@ -400,6 +408,14 @@ class KeyValueStore:
                 'serializer=pickle on %s needs value_protection (mac or '
                 'encrypt): unpickling unauthenticated bytes from a server '
                 'runs whatever code they hold' % backing_store)
+        if backend_cls is None:
+            # A backend only dogpile.cache knows: learn its class from an
+            # instance, so the foreign backend rules below always apply.
+            backend_cls = backend_class(backing_store, args)
+            if backend_cls is None:
+                raise exception.ConfigurationError(
+                    'Backend %s could not be created with arguments (%s)'
+                    % (backing_store, ', '.join(sorted(args))))
         if not issubclass(backend_cls, base.Backend):
             args = foreign.arguments(backing_store, backend_cls, args)
 
@@ -710,7 +726,7 @@ def backend_class(name: str,
 
 _registry: 'weakref.WeakValueDictionary[str, KeyValueStore]' = (
     weakref.WeakValueDictionary())
-_registry_lock = threading.Lock()
+_registry_lock = _lazy.Primitive('Lock')
 
 
 def get_key_value_store(name: str,

@@ -4,20 +4,21 @@ oslo_kvs backends are registered under ``openstack.kvs.<Class>`` names, as
 Keystone registered its own, in oslo_kvs's own registry and with
 dogpile.cache (``register_backend``), and are imported only when a store is
 configured with them. Out-of-tree backends listed in ``[kvs] backends`` are
-registered the same way. Other names are looked up among the
-``dogpile.cache`` entry points; what remains (dogpile's built-in backends)
-is left to dogpile's public ``CacheRegion.configure()``.
+registered the same way. dogpile.cache's own backends are known by their
+documented classes; other names are looked up among the ``dogpile.cache``
+entry points, and what remains is left to dogpile's public
+``CacheRegion.configure()``.
 """
 
 import importlib
 import importlib.metadata
-import threading
 import typing as ty
 
 import dogpile.cache
 from dogpile.cache import api
 from oslo_utils import importutils
 
+from oslo_kvs import _lazy
 from oslo_kvs import exception
 
 PREFIX = 'openstack.kvs.'
@@ -29,8 +30,28 @@ BUILTIN: dict[str, tuple[str, str]] = {
     PREFIX + 'MongoDB': ('oslo_kvs.backends.mongo', 'MongoBackend'),
 }
 
+#: dogpile.cache's own backends, by their documented names and public
+#: classes. dogpile registers them through a private loader, so they are
+#: listed here to know a backend's class before anything is created.
+DOGPILE_OWN: dict[str, tuple[str, str]] = {
+    'dogpile.cache.%s' % short: ('dogpile.cache.backends.%s' % module, cls)
+    for short, module, cls in [
+        ('null', 'null', 'NullBackend'),
+        ('dbm', 'file', 'DBMBackend'),
+        ('pylibmc', 'memcached', 'PylibmcBackend'),
+        ('bmemcached', 'memcached', 'BMemcachedBackend'),
+        ('memcached', 'memcached', 'MemcachedBackend'),
+        ('pymemcache', 'memcached', 'PyMemcacheBackend'),
+        ('memory', 'memory', 'MemoryBackend'),
+        ('memory_pickle', 'memory', 'MemoryPickleBackend'),
+        ('redis', 'redis', 'RedisBackend'),
+        ('redis_sentinel', 'redis', 'RedisSentinelBackend'),
+        ('redis_cluster', 'redis', 'RedisClusterBackend'),
+    ]
+}
+
 _registered: dict[str, tuple[str, str]] = {}
-_lock = threading.Lock()
+_lock = _lazy.Primitive('Lock')
 
 
 def _register(name: str, module: str, cls: str) -> None:
@@ -91,6 +112,8 @@ def load_class(name: str) -> type | None:
         module, cls_name = found
     elif name.startswith(PREFIX):
         raise unknown(name)
+    elif name in DOGPILE_OWN:
+        module, cls_name = DOGPILE_OWN[name]
     else:
         points = importlib.metadata.entry_points(group='dogpile.cache',
                                                  name=name)

@@ -56,7 +56,7 @@ def _measure(server, suite, rounds):
         return _compare(store, raw, suite, rounds)
     finally:
         raw.drop()
-        store._state.backend.close()  # store.close() once core has it
+        store.close()
         raw_client.close()
 
 

@@ -17,6 +17,7 @@ import redis
 
 import oslo_kvs
 from oslo_kvs import exception
+from oslo_kvs import protection
 from oslo_kvs_tests.functional import test_memcached
 from oslo_kvs_tests.functional import test_mongo_contract
 from oslo_kvs_tests.functional import test_redis_contract
@@ -136,12 +137,15 @@ def raw(request, memcached_factory):
         server.cleanup()
 
 
+def backing_store(raw):
+    return {RawMemcached: 'openstack.kvs.Memcached',
+            RawRedis: 'openstack.kvs.Redis',
+            RawMongo: 'openstack.kvs.MongoDB'}[type(raw)]
+
+
 def make_store(raw, **args):
     store = oslo_kvs.get_key_value_store('protected-%s' % uuid.uuid4())
-    backing = {RawMemcached: 'openstack.kvs.Memcached',
-               RawRedis: 'openstack.kvs.Redis',
-               RawMongo: 'openstack.kvs.MongoDB'}[type(raw)]
-    store.configure(backing, **dict(raw.store_args, **args))
+    store.configure(backing_store(raw), **dict(raw.store_args, **args))
     return store
 
 
@@ -213,19 +217,20 @@ def test_wrong_key_and_rotation_on_server(raw):
     writer.set('k', 'v')
     # Same name, so same stored keys: another process of the deployment.
     stranger = oslo_kvs.KeyValueStore(writer.name)
-    stranger.configure(writer._state.backend.name, **dict(
+    stranger.configure(backing_store(raw), **dict(
         raw.store_args, **ENCRYPT))
     with pytest.raises(exception.IntegrityError):
         stranger.get('k')
     rotated = oslo_kvs.KeyValueStore(writer.name)
-    rotated.configure(writer._state.backend.name, **dict(
+    rotated.configure(backing_store(raw), **dict(
         raw.store_args, value_protection='encrypt',
         protection_keys=[SECRET, old_secret]))
     assert rotated.get('k') == 'v'
     old_id = raw.get(only_key(raw))[2:6]
     rotated.set('k', 'v2')
     new_id = raw.get(only_key(raw))[2:6]
-    assert new_id == rotated._state.protector.active_key_id != old_id
+    active = protection.make_protector('encrypt', [SECRET], writer.name)
+    assert new_id == active.active_key_id != old_id
     assert rotated.get('k') == 'v2'
 
 

@@ -3,13 +3,17 @@
 import logging
 import pickle
 import uuid
+import weakref
 
+from dogpile.cache import api
+from dogpile.cache import proxy
 import pytest
 
 import oslo_kvs
 from oslo_kvs import backends
 from oslo_kvs.backends import memory
 from oslo_kvs import exception
+from oslo_kvs import protection
 from oslo_kvs import testing
 
 OLD_SECRET = 'old-secret-' + 'o' * 32
@@ -17,19 +21,64 @@ NEW_SECRET = 'new-secret-' + 'n' * 32
 PLAINTEXT = 'PLAINTEXT-MARKER-4242'
 
 
-def make_store(**args):
-    store = oslo_kvs.get_key_value_store('protect-%s' % uuid.uuid4())
-    store.configure('openstack.kvs.Memory', **args)
+class RawView(proxy.ProxyBackend):
+    """The bytes a store's backend holds, through dogpile's proxy API.
+
+    It notes the stored keys the store writes, reads them back from the
+    backend and writes raw bytes under them, as a hostile server would.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.keys = []
+
+    def _note(self, keys):
+        self.keys.extend(key for key in keys if key not in self.keys)
+
+    def set_serialized(self, key, value):
+        self._note([key])
+        return self.proxied.set_serialized(key, value)
+
+    def set_serialized_multi(self, mapping):
+        self._note(mapping)
+        return self.proxied.set_serialized_multi(mapping)
+
+    def items(self):
+        found = zip(self.keys, self.proxied.get_serialized_multi(self.keys))
+        return {key: value for key, value in found
+                if value is not api.NO_VALUE}
+
+    def put(self, key, value):
+        self.proxied.set_serialized(key, value)
+
+
+_views = weakref.WeakKeyDictionary()
+
+
+def configure(store, **args):
+    """Configure ``store`` on the memory backend with a :class:`RawView`."""
+    view = RawView()
+    store.configure('openstack.kvs.Memory', proxy_list=[view], **args)
+    _views[store] = view
     return store
+
+
+def make_store(**args):
+    return configure(
+        oslo_kvs.get_key_value_store('protect-%s' % uuid.uuid4()), **args)
 
 
 def raw_values(store):
     """What the backend holds, exactly as it holds it."""
-    return [value for value, _ in store._state.backend._data.values()]
+    return list(_views[store].items().values())
 
 
 def raw_items(store):
-    return store._state.backend._data
+    return _views[store].items()
+
+
+def put(store, key, value):
+    _views[store].put(key, value)
 
 
 class TestMemoryEncryptedContract(testing.StoreContract):
@@ -56,7 +105,7 @@ class TestMemoryMacContract(TestMemoryEncryptedContract):
 def test_any_case_really_encrypts(mode):
     store = make_store(value_protection=mode, protection_keys=[NEW_SECRET])
     store.set('k', PLAINTEXT)
-    assert store._state.protector.mode == 'encrypt'
+    assert protection.normalize_mode(mode) == 'encrypt'
     (stored,) = raw_values(store)
     assert PLAINTEXT.encode() not in stored
     assert store.get('k') == PLAINTEXT
@@ -74,18 +123,17 @@ def test_mac_mode_is_readable_but_authenticated():
 def test_flipping_any_byte_fails_verification(mode):
     store = make_store(value_protection=mode, protection_keys=[NEW_SECRET])
     store.set('k', 'v')
-    data = raw_items(store)
-    (stored_key, (envelope, expires)), = data.items()
+    (stored_key, envelope), = raw_items(store).items()
     for position in range(len(envelope)):
         tampered = bytearray(envelope)
         tampered[position] ^= 0x01
-        data[stored_key] = (bytes(tampered), expires)
+        put(store, stored_key, bytes(tampered))
         with pytest.raises(exception.IntegrityError):
             store.get('k')
-    data[stored_key] = (envelope[:-1], expires)
+    put(store, stored_key, envelope[:-1])
     with pytest.raises(exception.IntegrityError):
         store.get('k')
-    data[stored_key] = (envelope, expires)
+    put(store, stored_key, envelope)
     assert store.get('k') == 'v'
 
 
@@ -95,7 +143,8 @@ def test_swapped_values_fail_verification(mode):
     store.set_multi({'alice': 'alice-token', 'bob': 'bob-token'})
     data = raw_items(store)
     first, second = list(data)
-    data[first], data[second] = data[second], data[first]
+    put(store, first, data[second])
+    put(store, second, data[first])
     for key in ('alice', 'bob'):
         with pytest.raises(exception.IntegrityError):
             store.get(key)
@@ -109,9 +158,9 @@ def test_value_moved_to_another_store_fails_verification():
     source, target = make_store(**backend_args), make_store(**backend_args)
     source.set('k', 'v')
     target.set('k', 'other')
-    (envelope, expires), = raw_items(source).values()
+    (envelope,) = raw_items(source).values()
     (target_key,) = raw_items(target)
-    raw_items(target)[target_key] = (envelope, expires)
+    put(target, target_key, envelope)
     with pytest.raises(exception.IntegrityError):
         target.get('k')
 
@@ -122,9 +171,10 @@ def twin(store, **args):
     Same name means same stored keys and namespace, over its own memory
     backend: what another process would see on a shared server.
     """
-    other = oslo_kvs.KeyValueStore(store.name)
-    other.configure('openstack.kvs.Memory', **args)
-    raw_items(other).update(raw_items(store))
+    other = configure(oslo_kvs.KeyValueStore(store.name), **args)
+    for key, value in raw_items(store).items():
+        put(other, key, value)
+        _views[other].keys.append(key)
     return other
 
 
@@ -144,13 +194,14 @@ def test_wrong_key_fails_verification():
 def test_rotation_reads_old_values_and_writes_with_new_key():
     old = make_store(value_protection='encrypt', protection_keys=[OLD_SECRET])
     old.set('k', 'written-with-old')
-    (old_envelope, _), = raw_items(old).values()
+    (old_envelope,) = raw_items(old).values()
     rotated = twin(old, value_protection='encrypt',
                    protection_keys=[NEW_SECRET, OLD_SECRET])
     assert rotated.get('k') == 'written-with-old'
     rotated.set('k', 'rewritten')
-    (new_envelope, _), = raw_items(rotated).values()
-    assert new_envelope[2:6] == rotated._state.protector.active_key_id
+    (new_envelope,) = raw_items(rotated).values()
+    active = protection.make_protector('encrypt', [NEW_SECRET], rotated.name)
+    assert new_envelope[2:6] == active.active_key_id
     assert new_envelope[2:6] != old_envelope[2:6]
     assert rotated.get('k') == 'rewritten'
     # Once the old secret is retired, its values no longer read.
@@ -167,7 +218,7 @@ def test_unprotected_value_is_refused_when_protection_is_on():
                            protection_keys=[NEW_SECRET])
     protected.set('k', 'x')
     (key,) = raw_items(protected)
-    raw_items(protected)[key] = next(iter(raw_items(plain).values()))
+    put(protected, key, next(iter(raw_items(plain).values())))
     with pytest.raises(exception.IntegrityError):
         protected.get('k')
 
@@ -196,9 +247,9 @@ class Gadget:
 def test_poisoned_pickle_is_never_run(args):
     store = make_store(**args)
     store.set('k', 'v')
-    (key, (_, expires)), = raw_items(store).items()
+    (key,) = raw_items(store)
     for poison in (pickle.dumps(Gadget()), b'\x02' + pickle.dumps(Gadget())):
-        raw_items(store)[key] = (poison, expires)
+        put(store, key, poison)
         with pytest.raises(exception.IntegrityError):
             store.get('k')
     assert Gadget.ran is False
@@ -251,7 +302,7 @@ def test_protection_defaults_from_config():
     store = oslo_kvs.get_key_value_store('conf-%s' % uuid.uuid4(), conf=conf)
     conf.set_override('value_protection', 'Encrypt', group='kvs')
     conf.set_override('protection_keys', [NEW_SECRET], group='kvs')
-    store.configure('openstack.kvs.Memory')
+    configure(store)
     store.set('k', PLAINTEXT)
     assert PLAINTEXT.encode() not in raw_values(store)[0]
 
@@ -262,12 +313,14 @@ def test_secrets_never_in_logs_messages_or_repr(caplog):
     store = make_store(value_protection='encrypt',
                        protection_keys=[NEW_SECRET, OLD_SECRET])
     store.set('k', 'v')
-    (key, (envelope, expires)), = raw_items(store).items()
-    raw_items(store)[key] = (envelope[:-1] + b'\x00', expires)
+    (key, envelope), = raw_items(store).items()
+    put(store, key, envelope[:-1] + b'\x00')
     with pytest.raises(exception.IntegrityError) as info:
         store.get('k')
-    texts += [str(info.value), repr(store), repr(store._state.protector),
-              repr(store._state.protector._active)]
+    protector = protection.make_protector(
+        'encrypt', [NEW_SECRET, OLD_SECRET], store.name)
+    texts += [str(info.value), repr(store), repr(protector),
+              repr(protector._active)]
     short = 'tiny-' + NEW_SECRET[:8]
     with pytest.raises(exception.ConfigurationError) as info:
         make_store(value_protection='mac', protection_keys=[short])
@@ -280,3 +333,52 @@ def test_secrets_never_in_logs_messages_or_repr(caplog):
     for text in texts:
         for secret in (NEW_SECRET, OLD_SECRET, short, 'o' * 32, 'n' * 32):
             assert secret not in text
+
+
+# Every placeholder the documentation shows, and variants a reader might
+# make of them while editing.
+DOC_PLACEHOLDERS = [
+    'PASTE-THE-OUTPUT-OF-secrets.token_urlsafe-32-HERE',
+    'ReplaceWithTheOutputOfSecretsTokenUrlsafe32',
+    'paste the output of secrets.token_urlsafe(32) here',
+    'CHANGE_ME_CHANGE_ME_CHANGE_ME_CHANGE_ME',
+    '<your-secret-key-from-token_urlsafe-goes-here>',
+]
+
+
+@pytest.mark.parametrize('placeholder', DOC_PLACEHOLDERS)
+@pytest.mark.parametrize('position', [0, 1])
+def test_documentation_placeholders_are_refused(placeholder, position):
+    keys = [NEW_SECRET, OLD_SECRET]
+    keys[position] = placeholder
+    store = oslo_kvs.get_key_value_store('placeholder-%s' % uuid.uuid4())
+    expected = '#%d is the placeholder' % (position + 1)
+    with pytest.raises(exception.ConfigurationError, match=expected) as info:
+        store.configure('openstack.kvs.Memory', value_protection='encrypt',
+                        protection_keys=keys)
+    assert placeholder not in str(info.value)
+    assert 'token_urlsafe(32)' in str(info.value)
+    assert not store.is_configured
+
+
+def test_placeholders_in_the_docs_are_recognized():
+    """Each key the docs show in a configuration example is refused."""
+    import pathlib
+    import re
+    docs = pathlib.Path(__file__).parents[2] / 'doc' / 'source'
+    shown = set()
+    for page in docs.rglob('*.rst'):
+        shown.update(re.findall(r'protection_keys\s*=\s*([A-Za-z][\w.-]+)',
+                                page.read_text()))
+    # OLD and NEW name keys in the rotation walkthrough, not values.
+    shown -= {'OLD', 'NEW'}
+    assert shown, 'no example key found in the docs'
+    for key in shown:
+        assert protection.is_placeholder(key.encode()), key
+
+
+def test_random_keys_are_never_placeholders():
+    import secrets
+    for _ in range(2000):
+        assert not protection.is_placeholder(
+            secrets.token_urlsafe(32).encode())
