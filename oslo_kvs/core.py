@@ -156,7 +156,7 @@ class _Configured:
     __slots__ = ('io', 'backend', 'mangler', 'data_prefix', 'lock_prefix',
                  'locking', 'lock_timeout', 'serializer', 'protector',
                  'proxied', 'ttl', 'no_expiry', 'lock_window', 'keys',
-                 'keep_plain')
+                 'cache_keys', 'keep_plain')
 
     def __init__(self, io, backend, mangler, data_prefix, lock_prefix,
                  locking, lock_timeout, serializer, protector, proxied=False,
@@ -175,10 +175,12 @@ class _Configured:
         self.lock_timeout = lock_timeout
         self.serializer = serializer
         self.protector = protector
-        #: User key -> stored key, at most KEY_CACHE_SIZE of them. The
-        #: mangler is a pure function of the key; a key is only cached
-        #: after it passed every check.
+        #: User key -> stored key, at most KEY_CACHE_SIZE of them; a key
+        #: is only cached after it passed every check. Only for the
+        #: default mangler (or none), a pure function of the key: a
+        #: caller's own mangler is called on every operation, as before.
         self.keys: dict[str, str] = {}
+        self.cache_keys = mangler is None or mangler is sha256_mangle_key
         #: Whether immutable values skip the serializer: only when the
         #: values stay in this process, nothing is to be protected and no
         #: proxy expects bytes. See serialization.plain().
@@ -211,10 +213,11 @@ class _Configured:
 
     def _new_data_key(self, key: ty.Any) -> str:
         stored = self.stored_key(self.data_prefix, key)
-        keys = self.keys
-        if len(keys) >= KEY_CACHE_SIZE:
-            keys.clear()
-        keys[key] = stored
+        if self.cache_keys:
+            keys = self.keys
+            if len(keys) >= KEY_CACHE_SIZE:
+                keys.clear()
+            keys[key] = stored
         return stored
 
     def data_keys(self, keys: list[ty.Any]) -> list[str]:

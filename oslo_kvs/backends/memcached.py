@@ -292,9 +292,12 @@ class MemcachedBackend(base.Backend):
              expire: int) -> None:
         failed = self._run(node, 'set_many', mapping, expire=expire)
         if failed:
-            raise exception.BackendError(
-                '%s: memcached server %s did not store %d value(s)'
-                % (self.name, node.label, len(failed)))
+            raise self._not_stored(node.label, len(failed))
+
+    def _not_stored(self, label: str, count: int) -> Exception:
+        return exception.BackendError(
+            '%s: memcached server %s did not store %d value(s)'
+            % (self.name, label, count))
 
     # --- the backend API -----------------------------------------------
 
@@ -346,7 +349,21 @@ class MemcachedBackend(base.Backend):
         return [found.get(key, missing) for key in keys]
 
     def set_serialized(self, key, value, ttl=None):
-        self.set_serialized_multi({key: value}, ttl)
+        pool = self._single
+        if pool is None:
+            self.set_serialized_multi({key: value}, ttl)
+            return
+        # The hot path: one server, one command, as set_serialized_multi
+        # would send it.
+        try:
+            stored = pool.run('set', key, value, exptime(ttl or 0))
+        except Exception as exc:
+            error = self._error(exc, pool.server)
+            if isinstance(error, exception.ValueTooLarge):
+                self.delete_multi([key])  # see set_serialized_multi
+            raise error from exc
+        if not stored:
+            raise self._not_stored(self._label(pool.server), 1)
 
     def set_serialized_multi(self, mapping, ttl=None):
         # One set_many per server.

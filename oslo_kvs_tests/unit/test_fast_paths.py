@@ -303,3 +303,19 @@ def test_translation_wraps_inherited_methods_of_a_subclass_with_errors():
         FlakyMemory.failing = False
     assert 'openstack.kvs.FlakyMemoryForTests: get' in str(caught.value)
     assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_a_callers_mangler_is_called_on_every_operation():
+    calls = []
+
+    def mangler(key):
+        calls.append(key)
+        return 'm-' + key[-40:]
+
+    store = make_store(key_mangler=mangler)
+    store.set('k', 1)
+    store.get('k')
+    store.get_multi(['k'])
+    store.set_multi({'k': 2})
+    assert len(calls) == 4 and len(set(calls)) == 1
+    assert not store._state.keys
