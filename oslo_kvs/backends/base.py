@@ -236,22 +236,64 @@ def backend_error(backend: 'Backend', exc: BaseException,
     return error
 
 
+def _raise_translated(backend: 'Backend', exc: BaseException,
+                      operation: str) -> ty.NoReturn:
+    """Raise what ``exc`` leaves a backend method as.
+
+    A server fault becomes BackendError (:func:`backend_error`), a refused
+    size ValueTooLarge; oslo_kvs exceptions and programming errors stay
+    what they are.
+    """
+    if isinstance(exc, exception.KVSError):
+        raise exc
+    if isinstance(exc, backend.too_large_errors):
+        raise exception.ValueTooLarge(
+            '%s: the value exceeds what %s stores'
+            % (backend.name, backend.where)) from None
+    if isinstance(exc, backend.server_errors):
+        raise backend_error(backend, exc, operation)  # cause: see there
+    raise exc
+
+
 def _translating(method: ty.Callable[..., ty.Any]) -> ty.Callable[..., ty.Any]:
-    operation = method.__name__.replace('_serialized', '')
+    name = method.__name__
+    operation = name.replace('_serialized', '')
 
-    @functools.wraps(method)
-    def call(self: 'Backend', *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
-        try:
-            return method(self, *args, **kwargs)
-        except exception.KVSError:
-            raise
-        except self.too_large_errors:
-            raise exception.ValueTooLarge(
-                '%s: the value exceeds what %s stores'
-                % (self.name, self.where)) from None
-        except self.server_errors as exc:
-            raise backend_error(self, exc, operation)  # cause: see there
+    # The data methods get wrappers of their exact signature, which
+    # CPython calls inline; *args and **kwargs would cost a tuple, a dict
+    # and a slower call on every operation.
+    if name == 'get_serialized':
+        def call(self, key):
+            try:
+                return method(self, key)
+            except BaseException as exc:
+                _raise_translated(self, exc, operation)
+    elif name == 'get_serialized_multi':
+        def call(self, keys):
+            try:
+                return method(self, keys)
+            except BaseException as exc:
+                _raise_translated(self, exc, operation)
+    elif name == 'set_serialized':
+        def call(self, key, value, ttl=None):
+            try:
+                return method(self, key, value, ttl)
+            except BaseException as exc:
+                _raise_translated(self, exc, operation)
+    elif name == 'set_serialized_multi':
+        def call(self, mapping, ttl=None):
+            try:
+                return method(self, mapping, ttl)
+            except BaseException as exc:
+                _raise_translated(self, exc, operation)
+    else:
+        def call(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except BaseException as exc:
+                _raise_translated(self, exc, operation)
 
+    functools.update_wrapper(call, method)
     call.translating = True  # type: ignore[attr-defined]
     return call
 
