@@ -143,22 +143,24 @@ class Pool:
             raise
         finally:
             now = time.monotonic()
-            self._idle.append((client, now))
+            idle = self._idle
+            idle.append((client, now))
             if self._waiters:
                 with self._cond:
                     self._cond.notify()
+            # Checked here, on every call, without the call to _reap.
             if self.idle_timeout:
-                self._reap(now)
+                try:
+                    oldest = idle[0][1]
+                except IndexError:  # taken meanwhile by other threads
+                    oldest = now
+                if oldest < now - self.idle_timeout:
+                    self._reap(now)
 
     def _reap(self, now: float) -> None:
         """Close and drop the clients idle for longer than idle_timeout."""
         idle = self._idle
         limit = now - self.idle_timeout
-        try:
-            if idle[0][1] >= limit:
-                return
-        except IndexError:
-            return
         with self._cond:
             while idle and idle[0][1] < limit:
                 client, _ = idle.popleft()

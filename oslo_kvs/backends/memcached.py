@@ -369,8 +369,13 @@ class MemcachedBackend(base.Backend):
         # One set_many per server.
         expire = exptime(ttl or 0)
         try:
-            for node, group in self._groups(mapping):
-                self._set(node, {key: mapping[key] for key in group}, expire)
+            if self._single is not None:
+                # One server: the batch as it is, not copied per server.
+                self._set(self._cluster.nodes[0], mapping, expire)
+            else:
+                for node, group in self._groups(mapping):
+                    self._set(node, {key: mapping[key] for key in group},
+                              expire)
         except exception.ValueTooLarge:
             # memcached drops a key whose new value it refused; drop the
             # whole batch so no old value passes for the new one.
