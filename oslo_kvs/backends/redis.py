@@ -414,20 +414,24 @@ class RedisBackend(base.Backend):
     def servers(self) -> list[str]:
         return list(self._servers)
 
+    # Reads call execute_command itself: redis-py's get() and mget() only
+    # add a copy of the keys, for client-side caching, which is off.
     def get_serialized(self, key):
-        value = self._client.get(self._prefix + key)
+        value = self._client.execute_command('GET', self._prefix + key)
         if value.__class__ is bytes:
             return value
         return self._missing(value)
 
     def get_serialized_multi(self, keys):
+        if not keys:
+            return []
         prefix = self._prefix
         if prefix:
             keys = [prefix + key for key in keys]
         if self._cluster:
             values = self._on_cluster_nodes([('GET', key) for key in keys])
         else:
-            values = self._client.mget(keys)
+            values = self._client.execute_command('MGET', *keys)
         # bytes pass straight through; anything else is looked at once.
         return [value if value.__class__ is bytes else self._missing(value)
                 for value in values]
