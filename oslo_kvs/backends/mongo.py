@@ -270,11 +270,9 @@ class MongoBackend(base.Backend):
         one opened before the fork is not entirely fork-safe; a new client
         (``connect=False``, so no I/O here) sidesteps that, and the
         parent's is dropped unclosed, as closing would end the parent's
-        server sessions. The index lock may have been held by another
-        thread of the parent.
+        server sessions.
         """
         self._use_client(self._new_client())
-        self._index_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return '<MongoBackend %s %s.%s>' % (
