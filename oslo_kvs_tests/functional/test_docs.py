@@ -26,8 +26,8 @@ import unittest
 import pytest
 
 import oslo_kvs
-from oslo_kvs_tests import servers
 from oslo_kvs_tests import mongomock_server
+from oslo_kvs_tests import servers
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _BLOCK = re.compile(r'^( *)\.\. code-block:: python\n((?:\1 +.*\n|\s*\n)+)',
