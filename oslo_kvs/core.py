@@ -296,6 +296,38 @@ class KeyValueStore:
         LOG.info('KVS store %r configured with backend %s', self.name,
                  backing_store)
 
+    def configure_from_conf(self, group: str, **overrides: ty.Any) -> None:
+        """Configure from the store options in ``[group]`` of the store's conf.
+
+        The options are those of :func:`oslo_kvs.register_store_opts`
+        (registered here if the service has not done so): ``backend`` is
+        the ``backing_store``, each ``backend_argument`` ``name:value`` and
+        every other option that is set is an argument. Then the store is
+        configured exactly as :meth:`configure` would be, with the same
+        checks.
+
+        :param overrides: :meth:`configure` arguments that win over the
+            options (``backing_store``, ``key_mangler``, ``proxy_list``,
+            ``locking`` or any argument), for what only code can give.
+        :raises exception.ConfigurationError: as :meth:`configure` does,
+            the message naming the group and the option; never a secret.
+        :raises exception.AlreadyConfigured: as :meth:`configure` does.
+        """
+        backing_store, arguments, sources = opts.store_configuration(
+            self._conf, group)
+        arguments.update(overrides)
+        backing_store = arguments.pop('backing_store', backing_store)
+        try:
+            self.configure(backing_store, **arguments)
+        except exception.ConfigurationError as exc:
+            # configure()'s messages quote the argument's name; say which
+            # option of which group it came from.
+            culprits = sorted({source for name, source in sources.items()
+                               if name not in overrides and
+                               repr(name) in str(exc)})
+            raise exception.ConfigurationError('[%s] %s: %s' % (
+                group, ', '.join(culprits) or 'options', exc)) from None
+
     def close(self) -> None:
         """Free the backend's connections and threads; unconfigure the store.
 
