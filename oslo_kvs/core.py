@@ -10,6 +10,7 @@ import contextvars
 import functools
 import hashlib
 import logging
+import re
 import threading
 import typing as ty
 import urllib.parse
@@ -320,11 +321,12 @@ class KeyValueStore:
         try:
             self.configure(backing_store, **arguments)
         except exception.ConfigurationError as exc:
-            # configure()'s messages quote the argument's name; say which
-            # option of which group it came from.
+            # configure()'s messages name the argument; say which option of
+            # which group it came from.
             culprits = sorted({source for name, source in sources.items()
-                               if name not in overrides and
-                               repr(name) in str(exc)})
+                               if name not in overrides and re.search(
+                                   r'(?<!\w)%s(?!\w)' % re.escape(name),
+                                   str(exc))})
             raise exception.ConfigurationError('[%s] %s: %s' % (
                 group, ', '.join(culprits) or 'options', exc)) from None
 
