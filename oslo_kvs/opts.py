@@ -81,6 +81,7 @@ memoize_opts = [
              'before trying it again. Meanwhile they run uncached.'),
 ]
 
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register the ``[kvs]`` options on ``conf`` (safe to call again)."""
     conf.register_opts(kvs_opts, group=GROUP)

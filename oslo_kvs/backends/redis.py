@@ -151,6 +151,7 @@ def _repeatable(method: ty.Callable[..., ty.Any]) -> ty.Callable[..., ty.Any]:
 
     return call
 
+
 # redis-py quotes the start of a failed pipelined command, values and
 # all, in the error; values can be tokens, so only the position stays.
 _PIPELINE_ERROR = re.compile(
