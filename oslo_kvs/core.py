@@ -246,6 +246,9 @@ class KeyValueStore:
         self._region = kvs_region
         self._configure_lock = threading.Lock()
         self._state: _Configured | None = None
+        # [configured?], shared with the finalizer, which cannot hold self.
+        self._in_use = [False]
+        weakref.finalize(self, _collected, name, self._in_use).atexit = False
 
     def __repr__(self) -> str:
         backend = self._state.backend.name if self._state else None
@@ -259,7 +262,8 @@ class KeyValueStore:
     def _configured(self) -> _Configured:
         state = self._state
         if state is None:
-            raise exception.NotConfigured(self.name)
+            raise exception.NotConfigured(self.name, _LOST_HINT % self.name
+                                          if self.name in _lost else '')
         return state
 
     # --- configuration -------------------------------------------------
@@ -294,6 +298,7 @@ class KeyValueStore:
             self._state = self._build(backing_store, key_mangler,
                                       proxy_list, locking,
                                       dict(region_config_args))
+            self._in_use[0] = True
         LOG.info('KVS store %r configured with backend %s', self.name,
                  backing_store)
 
@@ -345,6 +350,7 @@ class KeyValueStore:
         with self._configure_lock:
             state, self._state = self._state, None
             self._region = None
+            self._in_use[0] = False
         if state is not None:
             state.backend.close()
             LOG.info('KVS store %r closed', self.name)
@@ -662,6 +668,22 @@ def backend_class(name: str,
     if callable(close):
         close()
     return type(backend)
+
+
+#: Names of stores garbage-collected while configured (a few per process).
+_lost: set[str] = set()
+_LOST_HINT = (
+    '; a store named %r was configured before but garbage-collected, since '
+    'nothing kept a reference to it: keep the store in a module-level name')
+
+
+def _collected(name: str, in_use: list[bool]) -> None:
+    """Finalizer of a store: remember the name if it was configured."""
+    if in_use[0]:
+        _lost.add(name)
+        LOG.info('KVS store %r was garbage-collected while configured; '
+                 'the next get_key_value_store(%r) makes a new store',
+                 name, name)
 
 
 _registry: 'weakref.WeakValueDictionary[str, KeyValueStore]' = (
