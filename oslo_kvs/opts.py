@@ -152,6 +152,22 @@ BACKEND = 'backend'
 ARGUMENTS = 'backend_argument'
 
 
+def _group_store_opts(group: str) -> list[cfg.Opt]:
+    """:func:`store_opts` as registered in ``group``.
+
+    ``[kvs]`` already has value_protection, protection_keys and serializer
+    (every store's defaults); there ``backend`` also reads the command's
+    former ``backing_store``.
+    """
+    options = store_opts()
+    if group == GROUP:
+        own = {opt.name for opt in kvs_opts}
+        options = [opt for opt in options if opt.name not in own]
+        options[0].deprecated_opts = [
+            cfg.DeprecatedOpt('backing_store', group=GROUP)]
+    return options
+
+
 def register_store_opts(conf: cfg.ConfigOpts, group: str) -> None:
     """Register a store's options (:func:`store_opts`) in ``group``.
 
@@ -168,14 +184,9 @@ def register_store_opts(conf: cfg.ConfigOpts, group: str) -> None:
         raise exception.ConfigurationError(
             'A store\'s option group must be a non-empty str, not %r'
             % (group,))
-    options = store_opts()
     if group == GROUP:
         register_opts(conf)
-        own = {opt.name for opt in kvs_opts}
-        options = [opt for opt in options if opt.name not in own]
-        options[0].deprecated_opts = [
-            cfg.DeprecatedOpt('backing_store', group=GROUP)]
-    for opt in options:
+    for opt in _group_store_opts(group):
         try:
             conf.register_opt(opt, group=group)
         except cfg.DuplicateOptError:
@@ -233,7 +244,7 @@ def store_configuration(conf: cfg.ConfigOpts, group: str
         option and in ``backend_argument``.
     """
     register_store_opts(conf, group)
-    by_name = {opt.name: opt for opt in store_opts()}
+    by_name = {opt.name: opt for opt in _group_store_opts(group)}
     backend = _read(conf, group, by_name.pop(BACKEND))
     arguments: dict[str, ty.Any] = parse_backend_arguments(
         group, _read(conf, group, by_name.pop(ARGUMENTS)))

@@ -186,7 +186,7 @@ def report(conf: cfg.ConfigOpts, stats: dict[str, Stats],
     """The run as a JSON-ready dict."""
     total = sum(len(s.latencies) for s in stats.values())
     return {
-        'backend': conf.kvs.backing_store,
+        'backend': common.backing_store(conf),
         'operations': total,
         'seconds': wall,
         'ops_per_second': total / wall if wall else 0.0,

@@ -61,7 +61,7 @@ class Checkup:
         self.errors: list[str] = []
         self.connect_error: str | None = None
         self.unreachable = False
-        self.backing_store: str = conf.kvs.backing_store
+        self.backing_store: str = common.backing_store(conf)
         self.store_args: dict[str, str] = {}
         self.backend_args: dict[str, str] | None = None
         self.backend_cls: type | None = None

@@ -47,7 +47,7 @@ def endpoints(conf: cfg.ConfigOpts,
                                                   list[common.Endpoint]]:
     """The backend's servers: all labels, and those that can be probed."""
     labels = store.servers() if store.is_configured else []
-    port = common.DEFAULT_PORTS.get(conf.kvs.backing_store)
+    port = common.DEFAULT_PORTS.get(common.backing_store(conf))
     parsed = [common.parse_endpoint(label, port) for label in labels]
     return labels, [e for e in parsed if e is not None]
 
@@ -76,7 +76,7 @@ def _ms(seconds: float) -> str:
 def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
         timeout: float = 2.0) -> int:
     """Ping every server of the configured store; 1 if any fails."""
-    backing_store = conf.kvs.backing_store
+    backing_store = common.backing_store(conf)
     try:
         # Protection plays no part in reaching a server; its mistakes are
         # for doctor to report.
