@@ -406,6 +406,14 @@ class KeyValueStore:
                 'serializer=pickle on %s needs value_protection (mac or '
                 'encrypt): unpickling unauthenticated bytes from a server '
                 'runs whatever code they hold' % backing_store)
+        if backend_cls is None:
+            # A backend only dogpile.cache knows: learn its class from an
+            # instance, so the foreign backend rules below always apply.
+            backend_cls = backend_class(backing_store, args)
+            if backend_cls is None:
+                raise exception.ConfigurationError(
+                    'Backend %s could not be created with arguments (%s)'
+                    % (backing_store, ', '.join(sorted(args))))
         if not issubclass(backend_cls, base.Backend):
             args = foreign.arguments(backing_store, backend_cls, args)
 

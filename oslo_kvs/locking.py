@@ -106,9 +106,13 @@ class _Turns:
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = _Queue()
-            if queue.owner is None and not queue.waiters:
+            if not queue.waiters and (queue.owner is None or
+                                      queue.lease_end <= time.monotonic()):
+                if queue.owner is None:
+                    queue.users += 1
+                # else the owner's lease ran out without a release: as on
+                # the server, its place is free, and it no longer counts.
                 queue.owner, queue.lease_end = owner, math.inf
-                queue.users += 1
                 return True
             if not blocking:
                 return False

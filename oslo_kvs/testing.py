@@ -248,6 +248,32 @@ class StoreContract:
         second.set('shared', 'second')
         assert first.get('shared') == 'first'
 
+    # --- close and servers ----------------------------------------------
+
+    def test_close_unconfigures_and_configure_works_again(self):
+        store = self.make_store()
+        store.set('k', 'before')
+        store.close()
+        store.close()  # idempotent
+        assert not store.is_configured
+        for call in (lambda: store.get('k'), lambda: store.set('k', 1),
+                     store.servers):
+            with pytest.raises(exception.NotConfigured):
+                call()
+        args = dict(self.backend_args, **self.protection_args)
+        store.configure(self.backing_store, **args)
+        store.set('k', 'after')
+        assert store.get('k') == 'after'
+
+    def test_servers_are_labels_without_secrets(self, store):
+        labels = store.servers()
+        assert all(isinstance(label, str) and label for label in labels)
+        secrets = [str(value) for name, value in self.backend_args.items()
+                   if 'password' in name and value]
+        for label in labels:
+            assert '@' not in label
+            assert not any(secret in label for secret in secrets)
+
     # --- multi operations ------------------------------------------------
 
     def test_multi_ops_keep_order(self, store):

@@ -1,5 +1,10 @@
 """Start and stop real servers for the tests.
 
+memcached and Redis are their own binaries; MongoDB is SecantusDB's Python
+server (the ``SecantusDB`` test requirement), a MongoDB-wire server on
+WiredTiger that pymongo talks to as to a one-member mongod 8 replica set.
+``OSLO_KVS_MONGO_URL`` points the MongoDB fixtures at a real server instead.
+
 Every server runs as a child process on a free loopback port, with its own
 temporary directory, and is stopped afterwards. Nothing here touches a
 server already running on the machine (a Redis may listen on 6379).
@@ -14,28 +19,36 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import typing as ty
+import urllib.parse
+import uuid
 
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+from pymongo import monitoring
 import pytest
 
 LOOPBACK = '127.0.0.1'
+
+
+def _missing(message: str) -> ty.NoReturn:
+    """Skip for want of a server, except in CI, which must fail."""
+    if os.environ.get('CI', '').lower() == 'true':
+        pytest.fail(message + ' (CI must install it; see .ci/run)')
+    pytest.skip(message)
 
 
 def require_binary(name: str) -> str:
     """The path of server binary ``name``; skip (fail in CI) if missing."""
     path = shutil.which(name)
     if path is None:
-        message = '%s is not installed' % name
-        if os.environ.get('CI', '').lower() == 'true':
-            pytest.fail(message + ' (CI must install it; see .ci/run)')
-        pytest.skip(message)
+        _missing('%s is not installed' % name)
     return path
 
 
@@ -63,16 +76,31 @@ def wait_for_port(port: int, process: subprocess.Popen,
                        % (port, timeout))
 
 
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    """``command`` confined to CPU ``cpu`` with ``taskset``; None: as is.
+
+    Benchmarks pin a server to their own CPU: on a VM, a reply from a
+    server thread woken on another vCPU costs a random tens of
+    microseconds, more than the client library being measured.
+    """
+    if cpu is None:
+        return command
+    return [require_binary('taskset'), '-c', str(cpu)] + command
+
+
 class ServerProcess:
     """One server child process on a loopback port, with a temp dir.
 
     :meth:`start` may be called again after :meth:`stop` to restart the
-    server on the same port, as fault tests need.
+    server on the same port, as fault tests need. ``cpu`` pins the server
+    to that CPU (for benchmarks; tests leave it None).
     """
 
     binary = ''
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None,
+                 cpu: int | None = None) -> None:
+        self.cpu = cpu
         self.host = LOOPBACK
         self.port = port or free_port()
         self.tmpdir = tempfile.mkdtemp(prefix='oslo-kvs-%s-' % self.binary)
@@ -90,7 +118,8 @@ class ServerProcess:
         require_binary(self.binary)
         log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT,
+            pinned(self.command(), self.cpu), stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=self.tmpdir)
         log.close()
         wait_for_port(self.port, self.process)
@@ -186,16 +215,18 @@ class MemcachedServer(ServerProcess):
     :param unix_socket: listen on a socket file in the temp dir, no TCP.
     :param host: ``'::1'`` to listen on IPv6 loopback.
     :param extra: more memcached arguments (e.g. ``['-I', '2m']``).
+    :param cpu: run it on that CPU only (benchmarks).
     """
 
     binary = 'memcached'
 
     def __init__(self, port: int | None = None, tls: bool = False,
                  unix_socket: bool = False, host: str = LOOPBACK,
-                 extra: ty.Sequence[str] = ()) -> None:
+                 extra: ty.Sequence[str] = (),
+                 cpu: int | None = None) -> None:
         if tls:
             self._require_tls()
-        super().__init__(port)
+        super().__init__(port, cpu)
         self.host = host
         self.extra = list(extra)
         self.socket_path = (os.path.join(self.tmpdir, 'memcached.sock')
@@ -245,7 +276,8 @@ class MemcachedServer(ServerProcess):
         require_binary(self.binary)
         log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT,
+            pinned(self.command(), self.cpu), stdout=log,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=self.tmpdir)
         log.close()
         if not self.socket_path:
@@ -359,6 +391,7 @@ class RedisServer(ServerProcess):
         disabled, so every client must authenticate.
     :param password: ``requirepass`` (and ``masterauth``, for replication).
     :param extra: more configuration lines.
+    :param cpu: run it on that CPU only (benchmarks).
     """
 
     binary = 'redis-server'
@@ -366,8 +399,9 @@ class RedisServer(ServerProcess):
     def __init__(self, port: int | None = None, tls: bool = False,
                  users: ty.Mapping[str, str] | None = None,
                  password: str | None = None,
-                 extra: ty.Iterable[str] = ()) -> None:
-        super().__init__(port)
+                 extra: ty.Iterable[str] = (),
+                 cpu: int | None = None) -> None:
+        super().__init__(port, cpu)
         self.tls = make_tls_files(self.tmpdir) if tls else None
         self.users = dict(users or {})
         self.password = password
@@ -638,3 +672,209 @@ def redis_failover_group() -> ty.Iterator[RedisSentinelGroup]:
 def redis_cluster() -> ty.Iterator[RedisClusterGroup]:
     """A three-master Redis Cluster shared by the session."""
     yield from running(RedisClusterGroup())
+
+
+# --- MongoDB (SecantusDB) --------------------------------------------------
+
+#: Set to a ``mongodb://`` URI to run the MongoDB tests on a real mongod.
+MONGO_URL_VARIABLE = 'OSLO_KVS_MONGO_URL'
+
+
+class MongoServer(ServerProcess):
+    """SecantusDB's MongoDB server on a loopback port.
+
+    Its WiredTiger files live in the temp dir, so a restart (:meth:`stop`
+    then :meth:`start`) reopens the same data, as a restarted mongod
+    would. It advertises itself as the primary of a one-member replica set
+    and sweeps TTL indexes every 60 s, like mongod's TTL monitor.
+    """
+
+    binary = 'secantusdb'
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__(port)
+        self.db_name = 'oslo_kvs_tests'
+        # An explicit (empty) configuration file stops SecantusDB from
+        # reading one from the user's home or /etc.
+        self.config = os.path.join(self.tmpdir, 'secantusd.toml')
+        open(self.config, 'w').close()
+
+    @property
+    def url(self) -> str:
+        return 'mongodb://%s/' % self.address
+
+    def command(self) -> list[str]:
+        return [sys.executable, '-m', 'secantus', '--config', self.config,
+                '--host', self.host, '--port', str(self.port),
+                '--storage-path', os.path.join(self.tmpdir, 'data'),
+                '--log-level', 'WARNING']
+
+    def start(self) -> 'MongoServer':
+        try:
+            import secantus  # noqa: F401
+        except ImportError:
+            _missing('SecantusDB is not installed (pip install -r '
+                     'test-requirements.txt)')
+        log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=self.tmpdir)
+        log.close()
+        try:
+            # Importing the server and opening WiredTiger take a moment on
+            # a busy machine; then it must answer the handshake.
+            wait_for_port(self.port, self.process, timeout=60)
+            with self.client() as client:
+                client.admin.command('ping')
+        except Exception as exc:
+            self.stop()
+            raise RuntimeError('SecantusDB did not start: %s\n%s'
+                               % (exc, self.log())) from None
+        return self
+
+    def client(self, **kwargs: ty.Any) -> ty.Any:
+        """A raw pymongo client for this server, for test assertions."""
+        import pymongo
+        args: dict[str, ty.Any] = {'serverSelectionTimeoutMS': 30000}
+        args.update(kwargs)
+        return pymongo.MongoClient(self.url, **args)
+
+    def collection_args(self, collection: str) -> dict[str, ty.Any]:
+        """``configure()`` arguments of openstack.kvs.MongoDB for it."""
+        return {'db_hosts': self.url, 'db_name': self.db_name,
+                'cache_collection': collection,
+                'server_selection_timeout': 10}
+
+
+class ExternalMongo:
+    """A real MongoDB server named by ``OSLO_KVS_MONGO_URL``.
+
+    It is never started, stopped or cleaned: the tests create collections
+    with unique names in one database and drop only those.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        path = urllib.parse.urlsplit(url).path.strip('/')
+        self.db_name = path or 'oslo_kvs_tests'
+        netloc = urllib.parse.urlsplit(url).netloc.rpartition('@')[2]
+        self.address = netloc
+
+    def client(self, **kwargs: ty.Any) -> ty.Any:
+        """A raw pymongo client for this server, for test assertions."""
+        import pymongo
+        args: dict[str, ty.Any] = {'serverSelectionTimeoutMS': 10000}
+        args.update(kwargs)
+        return pymongo.MongoClient(self.url, **args)
+
+    collection_args = MongoServer.collection_args
+
+    def cleanup(self) -> None:
+        pass
+
+
+@pytest.fixture(scope='session')
+def mongo_server() -> ty.Iterator[ty.Any]:
+    """The MongoDB server of the session: SecantusDB, or a real mongod.
+
+    With ``OSLO_KVS_MONGO_URL`` set, that server (never stopped or
+    cleaned); otherwise a SecantusDB this session starts and stops. Never
+    stop it in a test; use :func:`mongo_factory` for that.
+    """
+    url = os.environ.get(MONGO_URL_VARIABLE, '')
+    if url:
+        yield ExternalMongo(url)
+        return
+    yield from running(MongoServer())
+
+
+@pytest.fixture
+def mongo_collection(mongo_server: ty.Any) -> ty.Iterator[ty.Any]:
+    """A collection of its own for one test, dropped afterwards.
+
+    The name is unique per test, so nothing this run did not create is
+    ever touched, also on a shared real server.
+    """
+    with mongo_server.client() as client:
+        collection = client[mongo_server.db_name][
+            'kvs_%s' % uuid.uuid4().hex]
+        try:
+            yield collection
+        finally:
+            collection.drop()
+
+
+@pytest.fixture
+def mongo_factory() -> ty.Iterator[ty.Callable[..., MongoServer]]:
+    """Make private SecantusDB servers a test may stop and restart.
+
+    Always SecantusDB, also with ``OSLO_KVS_MONGO_URL`` set: a fault test
+    stops its server, which it must never do to a shared one.
+    """
+    made: list[MongoServer] = []
+
+    def make(**kwargs: ty.Any) -> MongoServer:
+        server = MongoServer(**kwargs)
+        made.append(server)
+        return server.start()
+
+    try:
+        yield make
+    finally:
+        for server in made:
+            server.cleanup()
+
+
+class MongoCommands(monitoring.CommandListener):
+    """The commands pymongo sent, in order: what went over the wire.
+
+    A pymongo command listener; :func:`mongo_commands` hands it to every
+    client the backends build.
+    """
+
+    #: Not requests of the backend: handshakes, authentication, the
+    #: session clean-up of a closing client.
+    NOISE = frozenset(['hello', 'isMaster', 'ismaster', 'saslStart',
+                       'saslContinue', 'endSessions', 'ping'])
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, ty.Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.sent.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def requests(self) -> list[dict[str, ty.Any]]:
+        """The commands sent since :meth:`clear`, without the noise."""
+        return [command for name, command in self.sent
+                if name not in self.NOISE]
+
+    def names(self) -> list[str]:
+        """The names of :meth:`requests`, e.g. ``['find']``."""
+        return [name for name, _ in self.sent if name not in self.NOISE]
+
+    def clear(self) -> None:
+        del self.sent[:]
+
+
+@pytest.fixture
+def mongo_commands(monkeypatch: pytest.MonkeyPatch) -> MongoCommands:
+    """Record every command of the MongoDB backends a test configures.
+
+    It wraps ``MongoBackend.client_factory``, the backend's public hook
+    for building its client, to pass pymongo ``event_listeners``.
+    """
+    from oslo_kvs.backends import mongo
+    listener = MongoCommands()
+    build = mongo.MongoBackend.client_factory
+
+    def counting(hosts: ty.Any, **kwargs: ty.Any) -> ty.Any:
+        return build(hosts, event_listeners=[listener], **kwargs)
+
+    monkeypatch.setattr(mongo.MongoBackend, 'client_factory', counting)
+    return listener

@@ -29,6 +29,26 @@ BUILTIN: dict[str, tuple[str, str]] = {
     PREFIX + 'MongoDB': ('oslo_kvs.backends.mongo', 'MongoBackend'),
 }
 
+#: dogpile.cache's own backends, by their documented names and public
+#: classes. dogpile registers them through a private loader, so they are
+#: listed here to know a backend's class before anything is created.
+DOGPILE_OWN: dict[str, tuple[str, str]] = {
+    'dogpile.cache.%s' % short: ('dogpile.cache.backends.%s' % module, cls)
+    for short, module, cls in [
+        ('null', 'null', 'NullBackend'),
+        ('dbm', 'file', 'DBMBackend'),
+        ('pylibmc', 'memcached', 'PylibmcBackend'),
+        ('bmemcached', 'memcached', 'BMemcachedBackend'),
+        ('memcached', 'memcached', 'MemcachedBackend'),
+        ('pymemcache', 'memcached', 'PyMemcacheBackend'),
+        ('memory', 'memory', 'MemoryBackend'),
+        ('memory_pickle', 'memory', 'MemoryPickleBackend'),
+        ('redis', 'redis', 'RedisBackend'),
+        ('redis_sentinel', 'redis', 'RedisSentinelBackend'),
+        ('redis_cluster', 'redis', 'RedisClusterBackend'),
+    ]
+}
+
 _registered: dict[str, tuple[str, str]] = {}
 _lock = threading.Lock()
 
@@ -91,6 +111,8 @@ def load_class(name: str) -> type | None:
         module, cls_name = found
     elif name.startswith(PREFIX):
         raise unknown(name)
+    elif name in DOGPILE_OWN:
+        module, cls_name = DOGPILE_OWN[name]
     else:
         points = importlib.metadata.entry_points(group='dogpile.cache',
                                                  name=name)

@@ -60,7 +60,10 @@ class Address:
             raise AddressError('a server address must be a string')
         entry = text.strip()
         if entry.startswith('unix:'):
-            entry = '/' + entry[len('unix:'):].lstrip('/')
+            entry = entry[len('unix:'):]
+            entry = entry[2:] if entry.startswith('///') else entry
+            if not entry.startswith('/'):
+                raise AddressError('a unix socket path must be absolute')
         if entry.startswith('/'):
             return cls(path=entry)
         for prefix in ('inet6:', 'inet:'):

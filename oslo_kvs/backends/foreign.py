@@ -152,8 +152,9 @@ class DogpileAdapter(base.Backend):
     process-local.
     """
 
-    #: Exceptions of the client libraries that mean "the server failed".
-    server_faults: ty.ClassVar[tuple[type[BaseException], ...]] = (
+    #: Client-library exceptions meaning "the server failed" (the name
+    #: base.Backend uses for them in backend API v2).
+    server_errors: ty.ClassVar[tuple[type[BaseException], ...]] = (
         _server_faults())
 
     def __init__(self, backend: api.CacheBackend, name: str,
@@ -171,7 +172,7 @@ class DogpileAdapter(base.Backend):
     def translate(self, exc: BaseException) -> BaseException:
         """The oslo_kvs exception for ``exc``; ``exc`` if not a fault."""
         if isinstance(exc, exception.KVSError) or \
-                not isinstance(exc, self.server_faults):
+                not isinstance(exc, self.server_errors):
             return exc
         where = ', '.join(self._servers) or 'its server'
         if pymemcache_exceptions is not None:
@@ -195,7 +196,7 @@ class DogpileAdapter(base.Backend):
     def _errors(self) -> ty.Iterator[None]:
         try:
             yield
-        except self.server_faults as exc:
+        except self.server_errors as exc:
             raise self.translate(exc) from exc
 
     def _no_ttl(self, ttl: float | None) -> None:

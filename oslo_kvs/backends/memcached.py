@@ -28,6 +28,7 @@ from pymemcache.client import murmur3
 from pymemcache.client import rendezvous
 from pymemcache import exceptions as pymc_exc
 
+from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 
@@ -119,38 +120,15 @@ def parse_server(text: str) -> tuple[ty.Any, str]:
 
     :raises exception.ConfigurationError: naming the entry.
     """
-    def bad(why: str) -> exception.ConfigurationError:
-        return exception.ConfigurationError(
+    try:
+        found = address.Address.parse(text, DEFAULT_PORT)
+    except address.AddressError as exc:
+        raise exception.ConfigurationError(
             'Invalid server %r in argument url of openstack.kvs.Memcached: '
-            '%s' % (text, why))
-
-    entry = text.strip()
-    if entry.startswith('unix:'):
-        entry = entry[len('unix:'):]
-        if not entry.startswith('/'):
-            raise bad('a unix socket path must be absolute')
-    if entry.startswith('/'):
-        return entry, entry
-    for prefix in ('inet6:', 'inet:'):
-        if entry.startswith(prefix):
-            entry = entry[len(prefix):]
-    if entry.startswith('['):
-        host, closed, rest = entry[1:].partition(']')
-        if not closed or (rest and not rest.startswith(':')):
-            raise bad('expected [IPv6 address]:port')
-        port_text = rest[1:] if rest else str(DEFAULT_PORT)
-        label = '[%s]' % host
-    elif entry.count(':') > 1:
-        raise bad('write an IPv6 address in brackets, as [::1]:11211')
-    else:
-        host, _, port_text = entry.partition(':')
-        port_text = port_text or str(DEFAULT_PORT)
-        label = host
-    if not host:
-        raise bad('no host')
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise bad('the port must be a number from 1 to 65535')
-    return (host, int(port_text)), '%s:%s' % (label, int(port_text))
+            '%s' % (text, exc)) from None
+    if found.is_unix:
+        return found.path, found.label
+    return (found.host, found.port), found.label
 
 
 class _RawSerde:

@@ -20,7 +20,6 @@ import dataclasses
 import datetime
 import logging
 import re
-import threading
 import typing as ty
 import urllib.parse
 
@@ -68,8 +67,8 @@ def _hosts(value: ty.Any) -> list[str]:
         return hosts
     for host in hosts:
         try:
-            uri_parser.parse_host(host, 27017)
-        except ValueError as exc:
+            address.Address.parse(host, 27017)
+        except address.AddressError as exc:
             raise ValueError('bad entry %r: %s' % (host, exc)) from None
     return hosts
 
@@ -236,7 +235,8 @@ class MongoBackend(base.Backend):
     too_large_errors = (mongo_errors.DocumentTooLarge,)
     distributed_lock = True
 
-    #: Builds the client; tests replace it with ``mongomock.MongoClient``.
+    #: Builds the client from (hosts, **kwargs); tests wrap it, e.g. to
+    #: pass pymongo ``event_listeners`` that count commands on the wire.
     client_factory: ty.Callable[..., ty.Any] = pymongo.MongoClient
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
@@ -260,7 +260,6 @@ class MongoBackend(base.Backend):
                 '%s cannot be configured with these arguments: %s: %s'
                 % (self.name, type(exc).__name__,
                    self._redact(str(exc)))) from None
-        self._index_lock = threading.Lock()
         self._index_ready = False
 
     def __repr__(self) -> str:
@@ -421,23 +420,22 @@ class MongoBackend(base.Backend):
         """
         if self._index_ready:
             return
-        with self._index_lock:
-            if self._index_ready:
-                return
-            try:
-                self._collection.create_index(
-                    'expires_at', expireAfterSeconds=0)
-            except mongo_errors.OperationFailure as exc:
-                if exc.code not in _INDEX_REFUSALS:
-                    raise
-                LOG.warning(
-                    '%s: cannot create the TTL index on %s.%s (%s, code '
-                    '%s); expired documents are never returned, but the '
-                    'server will not delete them. Create it with '
-                    'createIndex({expires_at: 1}, {expireAfterSeconds: 0}).',
-                    self.name, self.db_name, self.collection_name,
-                    type(exc).__name__, exc.code)
-            self._index_ready = True
+        # No lock: createIndex is idempotent, so threads racing here only
+        # repeat it, and a lock held across this round trip would stay
+        # held forever in a child forked meanwhile.
+        try:
+            self._collection.create_index('expires_at', expireAfterSeconds=0)
+        except mongo_errors.OperationFailure as exc:
+            if exc.code not in _INDEX_REFUSALS:
+                raise
+            LOG.warning(
+                '%s: cannot create the TTL index on %s.%s (%s, code '
+                '%s); expired documents are never returned, but the '
+                'server will not delete them. Create it with '
+                'createIndex({expires_at: 1}, {expireAfterSeconds: 0}).',
+                self.name, self.db_name, self.collection_name,
+                type(exc).__name__, exc.code)
+        self._index_ready = True
 
     def _insert_unless_live(self, key: str, doc: dict[str, ty.Any],
                             now: datetime.datetime) -> bool:
@@ -467,11 +465,15 @@ class MongoBackend(base.Backend):
         unique = list(dict.fromkeys(keys))
         if not unique:
             return []
-        # One batch holds every document, so there is no getMore.
+        # One round trip: at most len(unique) documents match, and
+        # reaching the limit makes the server close the cursor with the
+        # first batch. A batch_size alone leaves a full first batch's
+        # cursor open, and pymongo then sends a getMore.
         found = {doc['_id']: self._value(doc) for doc in
                  self._collection.find(
                      {'_id': {'$in': unique}, **_live(_utcnow())},
-                     {'value': 1}, batch_size=len(unique))}
+                     {'value': 1}, limit=len(unique),
+                     batch_size=len(unique))}
         return [found.get(key, base.NO_VALUE) for key in keys]
 
     def set_serialized(self, key, value, ttl=None):

@@ -1,10 +1,60 @@
-"""Measurement helpers shared by the benchmark suites."""
+"""The harness shared by the benchmark suites.
+
+- :func:`pin` confines the benchmark to one CPU, and :func:`cpu` tells the
+  suites which CPU to start their servers on (``servers.*(cpu=...)``).
+- :func:`compare` times contenders interleaved: round after round, each
+  contender runs one batch, so a burst of noise from the shared machine
+  hits all of them alike.
+- :func:`report` prints each contender's median time per call and its
+  ratio to the baseline, with the spread of that ratio over the rounds.
+- :class:`Remote` is a contender timed in a child process, for what one
+  interpreter cannot hold twice (redis-py with and without hiredis).
+"""
 
 import dataclasses
 import gc
+import importlib
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 import typing as ty
+
+_cpu: int | None = None
+
+
+def pin(cpu: int | None) -> None:
+    """Run this process, and the servers the suites start, on ``cpu`` only.
+
+    On a VM, a server thread woken on another vCPU answers a random tens of
+    microseconds late, which swamps what a client library costs; on one
+    CPU the client and the server hand over without that wake-up. None
+    leaves scheduling to the kernel.
+    """
+    global _cpu
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    _cpu = cpu
+
+
+def cpu() -> int | None:
+    """The CPU given to :func:`pin`, for the servers a suite starts."""
+    return _cpu
+
+
+class Timings(dict):
+    """Median seconds per call by contender, from :func:`compare`.
+
+    ``samples`` keeps every round's time per call, in round order, so that
+    :func:`report` can compare contenders round by round.
+    """
+
+    def __init__(self, samples: dict[str, list[float]]) -> None:
+        super().__init__((name, statistics.median(times))
+                         for name, times in samples.items())
+        self.samples = samples
 
 
 @dataclasses.dataclass
@@ -17,42 +67,136 @@ class Result:
     baseline: str
 
     def ratio(self, contender: str, against: str | None = None) -> float:
+        """Ratio of the medians of ``contender`` and the baseline."""
         return self.medians[contender] / self.medians[against or
                                                       self.baseline]
 
+    def round_ratios(self, contender: str) -> list[float]:
+        """Per-round ratios to the baseline (empty without samples).
+
+        The two ran back to back in each round, under the same noise, so
+        these ratios vary much less than the times themselves.
+        """
+        samples = getattr(self.medians, 'samples', None)
+        if not samples:
+            return []
+        return [mine / base for mine, base in zip(samples[contender],
+                                                  samples[self.baseline])]
+
+
+class Remote:
+    """A contender timed in a child process.
+
+    The child hides the modules named in ``hide`` (importing them fails, as
+    on a platform without them), imports ``factory`` ("module:function"),
+    calls it with ``args`` (JSON values) to get the operation, then times
+    batches on request. It inherits this process's CPU pinning.
+    """
+
+    def __init__(self, factory: str, *args: ty.Any,
+                 hide: ty.Sequence[str] = ()) -> None:
+        self._child = subprocess.Popen(
+            [sys.executable, '-c',
+             'from oslo_kvs_tests.bench import common; common.serve()'],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._ask(json.dumps({'factory': factory, 'args': args,
+                              'hide': list(hide)}))
+
+    def _ask(self, line: str) -> str:
+        self._child.stdin.write(line + '\n')
+        self._child.stdin.flush()
+        answer = self._child.stdout.readline()
+        if not answer:
+            raise RuntimeError('benchmark child exited with %s'
+                               % self._child.wait())
+        return answer.strip()
+
+    def __call__(self) -> None:
+        self.time(1)
+
+    def time(self, calls: int) -> float:
+        """Seconds the child took for ``calls`` calls."""
+        return float(self._ask(str(calls)))
+
+    def close(self) -> None:
+        self._child.stdin.close()
+        self._child.wait()
+
+
+def serve() -> None:
+    """The child side of :class:`Remote` (reads stdin, answers on stdout)."""
+    config = json.loads(sys.stdin.readline())
+    for name in config['hide']:
+        sys.modules[name] = None  # type: ignore[assignment]
+    module, _, function = config['factory'].partition(':')
+    call = getattr(importlib.import_module(module), function)(
+        *config['args'])
+    print('ready', flush=True)
+    gc.disable()
+    for line in sys.stdin:
+        print(repr(_timed(call, int(line))), flush=True)
+
+
+def _timed(call: ty.Callable[[], ty.Any], calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return time.perf_counter() - started
+
 
 def compare(contenders: ty.Mapping[str, ty.Callable[[], ty.Any]],
-            rounds: int = 2000, batches: int = 15) -> dict[str, float]:
+            rounds: int = 2000, batches: int = 30) -> Timings:
     """Median seconds per call of each contender, measured interleaved.
 
-    Each batch runs every contender ``rounds // batches`` times, in turn, so
-    machine noise hits all of them alike; the result is the median over
-    batches of the mean time per call.
+    ``batches`` rounds each run every contender ``rounds // batches``
+    times, one after the other (ABCABC..., the first contender rotating so
+    none always follows another). The result is the median over rounds
+    of the mean time per call; it keeps every round's sample.
     """
     per_batch = max(rounds // batches, 1)
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    timers = {name: (call.time if isinstance(call, Remote) else
+                     lambda n, call=call: _timed(call, n))
+              for name, call in contenders.items()}
+    samples: dict[str, list[float]] = {name: [] for name in names}
     for call in contenders.values():
         call()  # warm connections and caches
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for _ in range(batches):
-            for name, call in contenders.items():
-                started = time.perf_counter()
-                for _ in range(per_batch):
-                    call()
-                samples[name].append(
-                    (time.perf_counter() - started) / per_batch)
+        for turn in range(batches):
+            start = turn % len(names)
+            for name in names[start:] + names[:start]:
+                samples[name].append(timers[name](per_batch) / per_batch)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return {name: statistics.median(times) for name, times in samples.items()}
+    return Timings(samples)
+
+
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    low, _, high = statistics.quantiles(values, n=4)
+    return low, high
 
 
 def report(results: ty.Iterable[Result], out: ty.TextIO) -> None:
-    """Print each operation's medians and ratios against its baseline."""
+    """Print each operation's medians and ratios against its baseline.
+
+    With per-round samples the ratio is the median of the per-round ratios
+    and ``[p25-p75]`` their interquartile range: how far the contenders'
+    comparison moved from round to round.
+    """
     for result in results:
         out.write('%s / %s\n' % (result.suite, result.operation))
         for name, median in result.medians.items():
-            out.write('  %-34s %10.1f us  %6.2fx %s\n' % (
-                name, median * 1e6, result.ratio(name), result.baseline))
+            ratios = result.round_ratios(name)
+            if ratios and name != result.baseline:
+                low, high = _quartiles(ratios)
+                ratio = '%6.2fx  [%.2f-%.2f]' % (
+                    statistics.median(ratios), low, high)
+            else:
+                ratio = '%6.2fx' % result.ratio(name)
+            out.write('  %-38s %10.1f us  %s\n' % (name, median * 1e6, ratio))
+        out.flush()

@@ -1,64 +1,72 @@
 """oslo_kvs on MongoDB against raw pymongo with the same serializer.
 
-Both contenders store the same bytes (oslo_kvs's MessagePack encoding) in
-the same document shape, so the ratio is what the facade adds: key checks,
-namespacing and mangling, the expiry filter, NotFound handling.
+The suite starts its own SecantusDB (see oslo_kvs_tests/servers.py) on a
+free loopback port, or uses the real server ``OSLO_KVS_MONGO_URL`` names
+(a fresh collection, dropped afterwards), and measures, interleaved on that
+one server:
 
-With ``OSLO_KVS_MONGO_URL`` set, both talk to that server (a fresh
-collection, dropped afterwards). Without it they run on mongomock, an
-in-process imitation: those figures compare Python overheads only and say
-nothing about a real server (no network, no storage engine, no BSON
-round trip), and the suite name says so on every line.
+* ``raw pymongo``: the same client and serializer (oslo_kvs's
+  ``serialization.dumps``/``loads``), the same document shape, short keys,
+  one command per call (``find`` with ``limit`` for many keys, an
+  unordered bulk of upserts, one ``delete_many``);
+* ``oslo_kvs MongoDB``: ``openstack.kvs.MongoDB``, which adds key checks,
+  namespacing and mangling, the expiry filter and NotFound handling.
+
+SecantusDB is a Python server: its absolute times say nothing about
+mongod, so only the ratios mean something (the suite name says so).
 """
 
-import functools
 import os
 import uuid
 
-import mongomock
 import pymongo
 
 import oslo_kvs
-from oslo_kvs.backends import mongo
 from oslo_kvs import serialization
 from oslo_kvs_tests.bench import common
+from oslo_kvs_tests import servers
 
 VALUE = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
-DB_NAME = 'oslo_kvs_bench'
-
-
-def _clients(url):
-    """The raw client, the backend's client factory and a description."""
-    if url:
-        return (pymongo.MongoClient(url), pymongo.MongoClient,
-                'mongo (real server)')
-    server = mongomock.store.ServerStore()
-    factory = functools.partial(mongomock.MongoClient, _store=server)
-    return (factory(), factory,
-            'mongo on MONGOMOCK (in-process fake; says nothing about a '
-            'real server)')
+RAW = 'raw pymongo + same serializer'
+KVS = 'oslo_kvs MongoDB'
+MANY = 100
 
 
 def run(rounds):
-    url = os.environ.get('OSLO_KVS_MONGO_URL', '')
-    raw_client, factory, suite = _clients(url)
-    collection_name = 'bench_%s' % uuid.uuid4().hex
-    raw = raw_client[DB_NAME][collection_name]
-    saved = mongo.MongoBackend.client_factory
-    mongo.MongoBackend.client_factory = factory
+    url = os.environ.get(servers.MONGO_URL_VARIABLE, '')
+    if url:
+        return _measure(servers.ExternalMongo(url), 'mongo (real server)',
+                        rounds)
+    server = servers.MongoServer().start()
     try:
-        store = oslo_kvs.get_key_value_store('bench-%s' % uuid.uuid4())
-        store.configure('openstack.kvs.MongoDB',
-                        db_hosts=url or '127.0.0.1:27017', db_name=DB_NAME,
-                        cache_collection=collection_name)
+        return _measure(server, 'mongo on SecantusDB (Python server: ratios '
+                                'only)', rounds)
     finally:
-        mongo.MongoBackend.client_factory = saved
-    keys = ['key-%03d' % i for i in range(100)]
-    for key in keys:
-        store.set(key, VALUE)
-        raw.replace_one({'_id': 'raw-' + key},
-                        {'value': serialization.dumps(VALUE)}, upsert=True)
+        server.cleanup()
+
+
+def _measure(server, suite, rounds):
+    collection_name = 'bench_%s' % uuid.uuid4().hex
+    raw_client = pymongo.MongoClient(server.url)
+    raw = raw_client[server.db_name][collection_name]
+    store = oslo_kvs.get_key_value_store('bench-%s' % uuid.uuid4())
+    store.configure('openstack.kvs.MongoDB',
+                    **server.collection_args(collection_name))
+    try:
+        return _compare(store, raw, suite, rounds)
+    finally:
+        raw.drop()
+        store.close()
+        raw_client.close()
+
+
+def _compare(store, raw, suite, rounds):
+    keys = ['key-%03d' % i for i in range(MANY)]
     raw_keys = ['raw-' + key for key in keys]
+    data = dict.fromkeys(keys, VALUE)
+    store.set_multi(data)
+    raw.insert_many([{'_id': key, 'value': serialization.dumps(VALUE)}
+                     for key in raw_keys])
 
     def raw_get():
         return serialization.loads(raw.find_one({'_id': 'raw-key-001'},
@@ -69,28 +77,26 @@ def run(rounds):
                         {'value': serialization.dumps(VALUE)}, upsert=True)
 
     def raw_get_multi():
+        # The limit lets the server close the cursor with the first batch.
         found = {doc['_id']: doc['value'] for doc in raw.find(
             {'_id': {'$in': raw_keys}}, {'value': 1},
-            batch_size=len(raw_keys))}
+            limit=len(raw_keys), batch_size=len(raw_keys))}
         return [serialization.loads(found[key]) for key in raw_keys]
 
-    baseline = 'raw pymongo + same serializer'
-    try:
-        return [
-            common.Result(suite, 'get', common.compare({
-                baseline: raw_get,
-                'oslo_kvs MongoDB': lambda: store.get('key-001'),
-            }, rounds), baseline),
-            common.Result(suite, 'set', common.compare({
-                baseline: raw_set,
-                'oslo_kvs MongoDB': lambda: store.set('key-002', VALUE),
-            }, rounds), baseline),
-            common.Result(suite, 'get_multi 100', common.compare({
-                baseline: raw_get_multi,
-                'oslo_kvs MongoDB': lambda: store.get_multi(keys),
-            }, max(rounds // 20, 15)), baseline),
-        ]
-    finally:
-        raw.drop()
-        store._state.backend.close()
-        raw_client.close()
+    def raw_set_multi():
+        raw.bulk_write([pymongo.ReplaceOne(
+            {'_id': key}, {'value': serialization.dumps(VALUE)}, upsert=True)
+            for key in raw_keys], ordered=False)
+
+    few = max(rounds // 20, 15)
+    cases = [
+        ('get', raw_get, lambda: store.get('key-001'), rounds),
+        ('set', raw_set, lambda: store.set('key-002', VALUE), rounds),
+        ('get_multi %d' % MANY, raw_get_multi,
+         lambda: store.get_multi(keys), few),
+        ('set_multi %d' % MANY, raw_set_multi,
+         lambda: store.set_multi(data), few),
+    ]
+    return [common.Result(suite, operation, common.compare(
+        {RAW: raw_call, KVS: kvs_call}, count), RAW)
+        for operation, raw_call, kvs_call, count in cases]

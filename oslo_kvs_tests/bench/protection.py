@@ -29,7 +29,8 @@ def _store(address, **args):
 
 
 def run(rounds):
-    server = servers.MemcachedServer(extra=['-t', '1']).start()
+    server = servers.MemcachedServer(extra=['-t', '1'],
+                                     cpu=common.cpu()).start()
     try:
         plain = _store(server.address)
         encrypted = _store(server.address, value_protection='encrypt',

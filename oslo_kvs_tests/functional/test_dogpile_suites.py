@@ -85,7 +85,10 @@ class _Memcached:
 
     @pytest.fixture(autouse=True)
     def _arguments(self, memcached_server):
-        self.config_args = {'arguments': dict(memcached_server.store_args)}
+        # The suite's threaded tests on a loaded machine: bound waits
+        # generously (the default socket_timeout is one second).
+        self.config_args = {'arguments': dict(memcached_server.store_args,
+                                              socket_timeout=30)}
 
 
 class _Redis:
@@ -93,7 +96,8 @@ class _Redis:
 
     @pytest.fixture(autouse=True)
     def _arguments(self, redis_server):
-        self.config_args = {'arguments': dict(redis_server.store_args)}
+        self.config_args = {'arguments': dict(redis_server.store_args,
+                                              socket_timeout=30)}
 
 
 class TestMemoryBackendSuite(_Memory, _OwnCodec, _OsloKvsSuite):

@@ -16,9 +16,10 @@ from oslo_config import cfg
 from pymemcache.client import base as pymc_base
 import pytest
 
-import oslo_kvs
 from oslo_kvs.backends import memcached
 from oslo_kvs import exception
+from oslo_kvs_tests.functional import test_protection_servers as protection
+from oslo_kvs_tests import stored
 
 STORE = 'openstack.kvs.Memcached'
 DAY = 86400
@@ -38,13 +39,11 @@ class _Trap:
 
 
 def make_store(args, **extra):
-    store = oslo_kvs.get_key_value_store('mc-%s' % uuid.uuid4())
-    store.configure(STORE, **dict(args, **extra))
-    return store
+    return stored.make_store(STORE, 'mc-%s' % uuid.uuid4(),
+                             **dict(args, **extra))
 
 
-def stored_key(store, key):
-    return store._state.data_key(key)
+stored_key = stored.data_key
 
 
 def raw_client(server):
@@ -77,14 +76,21 @@ def store(memcached_server):
     return make_store(memcached_server.store_args)
 
 
+@pytest.fixture
+def backend(memcached_server):
+    """The backend itself, on the shared server, for its bytes API."""
+    made = memcached.MemcachedBackend(dict(memcached_server.store_args))
+    yield made
+    made.close()
+
+
 class TestRawBytes:
     def test_pickle_flags_from_the_server_are_never_honoured(
-            self, store, memcached_server):
+            self, store, backend, memcached_server):
         payload = pickle.dumps(_Trap())
         key = stored_key(store, 'k')
         # pymemcache's pickle serde marks pickles with flag 1.
         raw_client(memcached_server).set(key, payload, flags=1)
-        backend = store._state.backend
         assert backend.get_serialized(key) == payload
         assert backend.get_serialized_multi([key]) == [payload]
         with pytest.raises(exception.IntegrityError):
@@ -95,10 +101,10 @@ class TestRawBytes:
 
     @pytest.mark.parametrize('flags', [0, 2, 4, 16, 0xffff])
     def test_value_comes_back_as_bytes_whatever_the_flags(
-            self, store, memcached_server, flags):
-        key = stored_key(store, 'k')
+            self, backend, memcached_server, flags):
+        key = 'raw-%s' % uuid.uuid4()
         raw_client(memcached_server).set(key, b'12', flags=flags)
-        value = store._state.backend.get_serialized(key)
+        value = backend.get_serialized(key)
         assert value == b'12' and type(value) is bytes
 
 
@@ -152,10 +158,9 @@ class TestExpiryOnServer:
         assert store.get('k') == 1
 
     def test_no_expiry_keys_follow_a_custom_mangler(self, memcached_server):
-        store = oslo_kvs.get_key_value_store('mc-%s' % uuid.uuid4())
-        store.configure(STORE, key_mangler=lambda key: 'custom-' + key[-40:],
-                        expire_time=60, no_expiry_keys=['keep'],
-                        **memcached_server.store_args)
+        store = stored.make_store(
+            STORE, mangle=lambda key: 'custom-' + key[-40:], expire_time=60,
+            no_expiry_keys=['keep'], **memcached_server.store_args)
         store.set_multi({'keep': 1, 'gone': 2})
         assert meta_ttl(memcached_server, stored_key(store, 'keep')) == -1
         assert 0 < meta_ttl(memcached_server, stored_key(store, 'gone')) <= 60
@@ -163,9 +168,8 @@ class TestExpiryOnServer:
 
 class TestLocksOnServer:
     def test_lock_outlives_its_ttl_on_the_coarse_clock(
-            self, store, memcached_server):
-        backend = store._state.backend
-        key = store._state.lock_key('k')
+            self, backend, memcached_server):
+        key = 'lock-%s' % uuid.uuid4()
         # Taken just before memcached's clock ticks, the worst moment: an
         # item sent with exptime 1 would die at that tick, 0.1s later.
         time.sleep(max(after_tick(memcached_server) + 0.9 -
@@ -174,9 +178,8 @@ class TestLocksOnServer:
         time.sleep(0.35)
         assert not backend.acquire_lock(key, 'b' * 32, 0.3)
 
-    def test_release_removes_only_the_holders_lock(self, store):
-        backend = store._state.backend
-        key = store._state.lock_key('k')
+    def test_release_removes_only_the_holders_lock(self, backend):
+        key = 'lock-%s' % uuid.uuid4()
         assert backend.acquire_lock(key, 'holder', 5)
         assert backend.release_lock(key, 'intruder') is False
         assert not backend.acquire_lock(key, 'other', 5)
@@ -184,21 +187,20 @@ class TestLocksOnServer:
         assert backend.release_lock(key, 'holder') is False
         assert backend.acquire_lock(key, 'other', 5)
 
-    def test_release_loses_to_a_concurrent_change(self, store,
+    def test_release_loses_to_a_concurrent_change(self, backend,
                                                   memcached_server):
-        backend = store._state.backend
-        key = store._state.lock_key('k')
+        key = 'lock-%s' % uuid.uuid4()
         assert backend.acquire_lock(key, 'holder', 5)
-        real_run = backend._run
+        real_gets = pymc_base.Client.gets
 
-        def interleave(pool, method, *args, **kwargs):
-            result = real_run(pool, method, *args, **kwargs)
-            if method == 'gets':
-                # Between gets and cas, the lock expires and is retaken.
-                raw_client(memcached_server).set(key, b'newcomer')
+        def interleave(client, *args, **kwargs):
+            result = real_gets(client, *args, **kwargs)
+            # Between gets and cas, the lock expires and is retaken.
+            raw_client(memcached_server).set(key, b'newcomer')
             return result
 
-        with unittest.mock.patch.object(backend, '_run', interleave):
+        with unittest.mock.patch.object(pymc_base.Client, 'gets',
+                                        interleave):
             assert backend.release_lock(key, 'holder') is False
         assert raw_client(memcached_server).get(key) == b'newcomer'
 
@@ -209,24 +211,24 @@ class TestLocksOnServer:
         lock.acquire()
         # Right after a tick memcached counts whole seconds: lock_timeout
         # plus the second that covers its clock's granularity.
-        assert meta_ttl(memcached_server, store._state.lock_key('k')) == 3
+        assert meta_ttl(memcached_server, stored.lock_key(store, 'k')) == 3
 
 
 class TestKeysWithoutMangler:
-    @pytest.fixture
-    def store(self, memcached_server):
+    def test_longest_key_and_unicode_keys_are_stored(self, memcached_factory):
         cfg.CONF.set_override('enable_key_mangler', False, group='kvs')
-        return make_store(memcached_server.store_args)
-
-    def test_longest_key_and_unicode_keys_are_stored(self, store,
-                                                     memcached_server):
-        room = memcached.MAX_KEY_LENGTH - len(
-            store._state.data_prefix.encode())
+        server = memcached_factory()
+        store = make_store(server.store_args)
+        # The server is private: its one key is the store's prefix + 'k'.
+        store.set('k', 0)
+        (only,) = protection.RawMemcached(server).keys()
+        prefix = only[:-1]
+        room = memcached.MAX_KEY_LENGTH - len(prefix.encode())
         keys = ['x' * room, 'é' * (room // 2), 'ключ', 'a:b/c']
         store.set_multi({key: i for i, key in enumerate(keys)})
         assert store.get_multi(keys) == list(range(len(keys)))
-        raw = raw_client(memcached_server)
-        assert raw.get(store._state.data_prefix + 'ключ') is not None
+        raw = raw_client(server)
+        assert raw.get(prefix + 'ключ') is not None
         with pytest.raises(exception.ConfigurationError):
             store.set('x' * (room + 1), 1)
         with pytest.raises(exception.ConfigurationError):
@@ -272,7 +274,7 @@ class TestConnections:
         store = make_store(server.store_args)
         store.set('k', 'unix')
         assert store.get('k') == 'unix'
-        assert store._state.backend.servers() == [server.socket_path]
+        assert store.servers() == [server.socket_path]
 
     def test_ipv6_loopback(self, memcached_factory):
         try:
@@ -295,8 +297,11 @@ class TestConnections:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30
 
-    def test_pool_never_opens_more_than_maxsize(self, memcached_server):
-        store = make_store(memcached_server.store_args, pool_maxsize=2)
+    def test_pool_never_opens_more_than_maxsize(self, memcached_factory):
+        server = memcached_factory()
+        raw = raw_client(server)
+        before = int(raw.stats()[b'curr_connections'])
+        store = make_store(server.store_args, pool_maxsize=2)
         errors = []
 
         def work(n):
@@ -314,7 +319,8 @@ class TestConnections:
         for thread in threads:
             thread.join()
         assert errors == []
-        assert store._state.backend._single._size <= 2
+        # What the server sees: at most two more connections than before.
+        assert int(raw.stats()[b'curr_connections']) - before <= 2
 
 
 class CountingRoundTrips:

@@ -70,7 +70,7 @@ def env(request):
     environment = Env(request.param, request.getfixturevalue(request.param))
     yield environment
     for store in environment.stores:
-        store._state.backend.close()
+        store.close()
 
 
 def warnings_of(caplog):

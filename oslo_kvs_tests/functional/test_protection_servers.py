@@ -1,7 +1,8 @@
-"""Value protection on real memcached and Redis, seen with the raw clients.
+"""Value protection on real servers, seen with the raw clients.
 
-Each test gets private servers, so the raw views (``lru_crawler metadump``
-on memcached, ``KEYS`` on Redis) list only the keys the test wrote.
+Each test gets private servers (memcached, Redis) or a collection of its
+own (MongoDB), so the raw views (``lru_crawler metadump`` on memcached,
+``KEYS`` on Redis, ``find`` on MongoDB) list only the keys the test wrote.
 """
 
 import pickle
@@ -16,7 +17,9 @@ import redis
 
 import oslo_kvs
 from oslo_kvs import exception
+from oslo_kvs import protection
 from oslo_kvs_tests.functional import test_memcached
+from oslo_kvs_tests.functional import test_mongo_contract
 from oslo_kvs_tests.functional import test_redis_contract
 from oslo_kvs_tests import servers
 
@@ -32,6 +35,11 @@ class TestMemcachedEncryptedContract(test_memcached.TestMemcachedContract):
 
 
 class TestRedisEncryptedContract(test_redis_contract.TestRedisContract):
+    hypothesis_examples = 20
+    protection_args = ENCRYPT
+
+
+class TestMongoEncryptedContract(test_mongo_contract.TestMongoContract):
     hypothesis_examples = 20
     protection_args = ENCRYPT
 
@@ -96,10 +104,31 @@ class RawRedis:
         self.client.set(key, value)
 
 
-@pytest.fixture(params=['memcached', 'redis'])
+class RawMongo:
+    """A collection of the session's MongoDB server and a raw view of it."""
+
+    def __init__(self, server, collection):
+        self.collection = collection
+        self.store_args = server.collection_args(collection.name)
+
+    def keys(self):
+        return [doc['_id'] for doc in self.collection.find({}, {'_id': 1})]
+
+    def get(self, key):
+        return self.collection.find_one({'_id': key})['value']
+
+    def put(self, key, value, flags=0):
+        self.collection.update_one({'_id': key}, {'$set': {'value': value}})
+
+
+@pytest.fixture(params=['memcached', 'redis', 'mongo'])
 def raw(request, memcached_factory):
     if request.param == 'memcached':
         yield RawMemcached(memcached_factory())
+        return
+    if request.param == 'mongo':
+        yield RawMongo(request.getfixturevalue('mongo_server'),
+                       request.getfixturevalue('mongo_collection'))
         return
     server = servers.RedisServer()
     try:
@@ -108,11 +137,15 @@ def raw(request, memcached_factory):
         server.cleanup()
 
 
+def backing_store(raw):
+    return {RawMemcached: 'openstack.kvs.Memcached',
+            RawRedis: 'openstack.kvs.Redis',
+            RawMongo: 'openstack.kvs.MongoDB'}[type(raw)]
+
+
 def make_store(raw, **args):
     store = oslo_kvs.get_key_value_store('protected-%s' % uuid.uuid4())
-    backing = ('openstack.kvs.Memcached' if isinstance(raw, RawMemcached)
-               else 'openstack.kvs.Redis')
-    store.configure(backing, **dict(raw.store_args, **args))
+    store.configure(backing_store(raw), **dict(raw.store_args, **args))
     return store
 
 
@@ -184,19 +217,20 @@ def test_wrong_key_and_rotation_on_server(raw):
     writer.set('k', 'v')
     # Same name, so same stored keys: another process of the deployment.
     stranger = oslo_kvs.KeyValueStore(writer.name)
-    stranger.configure(writer._state.backend.name, **dict(
+    stranger.configure(backing_store(raw), **dict(
         raw.store_args, **ENCRYPT))
     with pytest.raises(exception.IntegrityError):
         stranger.get('k')
     rotated = oslo_kvs.KeyValueStore(writer.name)
-    rotated.configure(writer._state.backend.name, **dict(
+    rotated.configure(backing_store(raw), **dict(
         raw.store_args, value_protection='encrypt',
         protection_keys=[SECRET, old_secret]))
     assert rotated.get('k') == 'v'
     old_id = raw.get(only_key(raw))[2:6]
     rotated.set('k', 'v2')
     new_id = raw.get(only_key(raw))[2:6]
-    assert new_id == rotated._state.protector.active_key_id != old_id
+    active = protection.make_protector('encrypt', [SECRET], writer.name)
+    assert new_id == active.active_key_id != old_id
     assert rotated.get('k') == 'v2'
 
 

@@ -13,26 +13,25 @@ import time
 import uuid
 
 import pytest
+import redis
 from redis import connection as redis_connection
 from redis import crc as redis_crc
 
-import oslo_kvs
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored
 
 BACKEND = 'openstack.kvs.Redis'
 
 
 def make_store(name=None, **args):
-    store = oslo_kvs.get_key_value_store(name or 'redis-%s' % uuid.uuid4())
-    store.configure(BACKEND, **args)
-    return store
+    return stored.make_store(BACKEND, name or 'redis-%s' % uuid.uuid4(),
+                             **args)
 
 
-def stored_key(store, key):
+def stored_key(store, key, key_prefix=''):
     """The key as the server sees it, key_prefix included."""
-    backend = store._state.backend
-    return backend._prefix + store._state.data_key(key)
+    return key_prefix + stored.data_key(store, key)
 
 
 @pytest.fixture
@@ -121,7 +120,7 @@ class TestRoundTrips:
         raw = redis_server.client()
         store = make_store(lock_timeout=7, key_prefix='locks:',
                            **redis_server.store_args)
-        key = 'locks:' + store._state.lock_key('k')
+        key = 'locks:' + stored.lock_key(store, 'k')
         with store.get_lock('k') as lock:
             assert raw.get(key) == lock._token.encode()
             assert 6000 < raw.pttl(key) <= 7100     # plus the margin
@@ -129,7 +128,7 @@ class TestRoundTrips:
 
         forever = make_store(lock_timeout=0, **redis_server.store_args)
         with forever.get_lock('k') as lock:
-            key = forever._state.lock_key('k')
+            key = stored.lock_key(forever, 'k')
             assert raw.get(key) == lock._token.encode()
             assert raw.pttl(key) == -1
 
@@ -148,7 +147,7 @@ class TestKeyPrefix:
             found = set(raw.scan_iter(match=prefix + '*', count=1000))
             assert len(found) == 5  # four values and the lock
         for key in 'abcd':
-            assert stored_key(store, key).encode() in found
+            assert stored_key(store, key, prefix).encode() in found
         store.delete_multi(['a', 'b', 'c', 'd'])
         assert not list(raw.scan_iter(match=prefix + '*', count=1000))
 
@@ -204,7 +203,8 @@ class TestSecurity:
             user, password, redis_acl_server.address))
         store.set('k', 'v')
         assert store.get('k') == 'v'
-        assert password not in repr(store._state.backend)
+        assert password not in repr(store)
+        assert password not in ' '.join(store.servers())
 
     @pytest.mark.parametrize('how', ['arguments', 'url'])
     def test_auth_failure_is_clear_and_hides_the_password(
@@ -359,7 +359,7 @@ class TestFailures:
         for thread in threads:
             thread.join()
         clients = raw.info('clients')['connected_clients']
-        store._state.backend.close()
+        store.close()
         deadline = time.monotonic() + 5
         while (raw.info('clients')['connected_clients'] >= clients and
                time.monotonic() < deadline):
@@ -414,11 +414,14 @@ def test_lock_across_processes_loses_no_update(redis_server):
 
 # --- Cluster -----------------------------------------------------------------
 
-def test_cluster_multi_key_operations_over_many_slots(redis_cluster, sends):
+def test_cluster_multi_key_operations_over_many_slots(redis_cluster, sends,
+                                                      request):
     store = make_store(expire_time=60, **redis_cluster.store_args)
     data = {'key-%04d' % i: i for i in range(600)}
     stored = [stored_key(store, key) for key in data]
-    client = store._state.backend._client
+    node = redis_cluster.nodes[0]
+    client = redis.RedisCluster(host=node.host, port=node.port)
+    request.addfinalizer(client.close)
     slots = {redis_crc.key_slot(k.encode()) for k in stored}
     nodes = {client.get_node_from_key(k).name for k in stored}
     assert len(slots) > 500 and len(nodes) == 3

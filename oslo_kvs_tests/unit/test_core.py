@@ -9,12 +9,15 @@ import uuid
 from dogpile.cache import proxy
 from dogpile.cache import region as dogpile_region
 from oslo_config import cfg
+from oslo_config import types as cfg_types
 import pytest
 
 import oslo_kvs
 from oslo_kvs import backends
+from oslo_kvs.backends import base
 from oslo_kvs.backends import memory
 from oslo_kvs import exception
+from oslo_kvs_tests import stored
 
 
 def new_name():
@@ -313,9 +316,9 @@ def test_config_prefix_separates_deployments():
     a = oslo_kvs.core.KeyValueStore('same', kvs_region=region, conf=conf_a)
     b = oslo_kvs.core.KeyValueStore('same', conf=conf_b)
     conf_b.set_override('config_prefix', 'other', group='kvs')
-    a.configure('openstack.kvs.Memory')
-    b.configure('openstack.kvs.Memory')
-    assert a._state.data_key('k') != b._state.data_key('k')
+    stored.configure(a, 'openstack.kvs.Memory')
+    stored.configure(b, 'openstack.kvs.Memory')
+    assert stored.data_key(a, 'k') != stored.data_key(b, 'k')
 
 
 def test_sha1_mangler_stays_available():
@@ -326,7 +329,10 @@ def test_sha1_mangler_stays_available():
 # --- proxies -----------------------------------------------------------------
 
 class RecordingProxy(proxy.ProxyBackend):
-    """Records the keys it sees."""
+    """Records its tag, in :attr:`calls` and :attr:`seen`, on each set."""
+
+    #: Tags of every proxy's sets, in call order (cleared by tests).
+    seen: list[str] = []
 
     def __init__(self, tag='inner'):
         super().__init__()
@@ -335,6 +341,7 @@ class RecordingProxy(proxy.ProxyBackend):
 
     def set_serialized(self, key, value):
         self.calls.append(self.tag)
+        RecordingProxy.seen.append(self.tag)
         return self.proxied.set_serialized(key, value)
 
 
@@ -347,8 +354,9 @@ def test_first_proxy_is_outermost():
     outer, inner = OuterProxy(), RecordingProxy('inner')
     store = fresh_store()
     store.configure('openstack.kvs.Memory', proxy_list=[outer, inner])
+    RecordingProxy.seen.clear()
     store.set('k', 1)
-    assert store._state.io is outer
+    assert RecordingProxy.seen == ['outer', 'inner']
     assert outer.proxied is inner
     assert outer.calls == ['outer'] and inner.calls == ['inner']
 
@@ -357,8 +365,9 @@ def test_proxy_by_dotted_path_and_class():
     store = fresh_store()
     store.configure('openstack.kvs.Memory',
                     proxy_list=[__name__ + '.OuterProxy', RecordingProxy])
+    RecordingProxy.seen.clear()
     store.set('k', 1)
-    assert store._state.io.calls == ['outer']
+    assert RecordingProxy.seen == ['outer', 'inner']
     assert store.get('k') == 1
 
 
@@ -378,14 +387,23 @@ class ExtraBackend(memory.MemoryBackend):
     """An out-of-tree backend for the registration tests."""
 
     name = 'openstack.kvs.ExtraBackend'
+    #: Every instance made, so tests see which backend a store got.
+    made: list['ExtraBackend'] = []
+
+    def __init__(self, arguments):
+        super().__init__(arguments)
+        ExtraBackend.made.append(self)
 
 
 def test_backend_from_config_is_registered():
     conf = cfg.ConfigOpts()
     store = fresh_store(conf=conf)
     conf.set_override('backends', [__name__ + '.ExtraBackend'], group='kvs')
+    ExtraBackend.made.clear()
     store.configure('openstack.kvs.ExtraBackend')
-    assert isinstance(store._state.backend, ExtraBackend)
+    assert len(ExtraBackend.made) == 1
+    store.set('k', 'v')
+    assert len(ExtraBackend.made[0]) == 1  # the store's value went there
     assert 'openstack.kvs.ExtraBackend' in backends.registered()
 
 
@@ -501,3 +519,48 @@ def test_no_expiry_keys_forms(keys):
 def test_bad_no_expiry_keys_are_refused(keys):
     with pytest.raises(exception.ConfigurationError, match='no_expiry_keys'):
         fresh_store().configure('openstack.kvs.Memory', no_expiry_keys=keys)
+
+
+# --- error translation -------------------------------------------------------
+
+class FailingBackend(memory.MemoryBackend):
+    """Fails the way a client does: OSError, TypeError or a KVSError."""
+
+    name = 'openstack.kvs.FailingBackend'
+    server_errors = (OSError,)
+    options = memory.MemoryBackend.options + (
+        base.Option('password', cfg_types.String(), secret=True),)
+    failure: BaseException | None = None
+
+    def servers(self):
+        return ['127.0.0.1:1']
+
+    def get_serialized(self, key):
+        raise self.failure
+
+
+@pytest.mark.parametrize('password', [None, 'hunter2-secret'])
+def test_server_errors_become_backend_errors(password):
+    backends.register_backends([__name__ + '.FailingBackend'])
+    store = fresh_store()
+    store.configure('openstack.kvs.FailingBackend', password=password)
+    backend = store._state.backend
+    cause = OSError('connection to 127.0.0.1:1 refused (password %s)'
+                    % password)
+    backend.failure = cause
+    with pytest.raises(exception.BackendError) as info:
+        store.get('k')
+    message = str(info.value)
+    assert 'openstack.kvs.FailingBackend' in message
+    assert '127.0.0.1:1' in message and 'OSError' in message
+    # The cause is chained unless it may carry a secret.
+    if password:
+        assert password not in message and info.value.__cause__ is None
+    else:
+        assert info.value.__cause__ is cause
+    backend.failure = TypeError('a bug')
+    with pytest.raises(TypeError, match='a bug'):
+        store.get('k')
+    backend.failure = exception.ValueTooLarge('exact words')
+    with pytest.raises(exception.ValueTooLarge, match='^exact words$'):
+        store.get('k')

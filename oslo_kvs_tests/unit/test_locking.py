@@ -137,6 +137,20 @@ def test_a_lock_never_released_frees_itself_for_waiting_threads():
     assert store.get('k') == 'mine'
 
 
+def test_a_lock_never_released_frees_itself_for_a_non_blocking_try():
+    store = make_store(lock_timeout=0.3)
+    leaked = store.get_lock('k')
+    assert leaked.acquire()
+    assert store.get_lock('k').acquire(blocking=False) is False
+    time.sleep(0.5)
+    later = store.get_lock('k')
+    assert later.acquire(blocking=False) is True
+    later.release()
+    # The leaked holder's release neither frees nor breaks the new turn.
+    leaked.release()
+    assert store.get_lock('k').acquire(blocking=False) is True
+
+
 def test_turns_are_made_afresh_after_fork(monkeypatch):
     turns = locking._process_turns()
     assert locking._process_turns() is turns

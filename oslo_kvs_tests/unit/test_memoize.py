@@ -30,12 +30,15 @@ class FlakyMemory(memory.MemoryBackend):
     """The memory backend, with switches that make it fail like a server."""
 
     name = 'openstack.kvs.FlakyMemory'
+    #: The instance made last: the backend of the store a test configured.
+    latest: 'FlakyMemory | None' = None
 
     def __init__(self, arguments):
         super().__init__(arguments)
         self.down = False
         self.locks_down = False
         self.calls = 0
+        FlakyMemory.latest = self
 
     def _op(self, locking=False):
         self.calls += 1
@@ -600,7 +603,7 @@ def test_stampede_is_stopped_by_the_store_lock_too(env):
 
 def test_backend_down_function_still_answers_and_logs_once(env, caplog):
     store = env.store('openstack.kvs.FlakyMemory')
-    store._state.backend.down = True
+    FlakyMemory.latest.down = True
     env.override('memoize_dead_retry', 0)
     double = env.doubler(env.decorator(store))
     assert [double(3) for _ in range(5)] == [6] * 5
@@ -620,7 +623,7 @@ def test_backend_down_function_still_answers_and_logs_once(env, caplog):
 def test_backend_recovers(env, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     store = env.store('openstack.kvs.FlakyMemory')
-    backend = store._state.backend
+    backend = FlakyMemory.latest
     env.override('memoize_dead_retry', 0)
     double = env.doubler(env.decorator(store))
     double(3)
@@ -637,7 +640,7 @@ def test_backend_recovers(env, caplog):
 
 def test_failed_store_is_skipped_for_dead_retry(env):
     store = env.store('openstack.kvs.FlakyMemory')
-    backend = store._state.backend
+    backend = FlakyMemory.latest
     backend.down = True
     env.override('memoize_dead_retry', 3600)
     double = env.doubler(env.decorator(store))
@@ -652,7 +655,7 @@ def test_failed_store_is_skipped_for_dead_retry(env):
 
 def test_lock_failure_still_answers(env, caplog):
     store = env.store('openstack.kvs.FlakyMemory')
-    store._state.backend.locks_down = True
+    FlakyMemory.latest.locks_down = True
     env.override('memoize_dead_retry', 0)
     double = env.doubler(env.decorator(store))
     assert double(4) == double(4) == 8

@@ -4,8 +4,12 @@ Argument validation and the client arguments are checked on a real
 ``pymongo.MongoClient`` built with ``connect=False`` (pymongo validates
 every option at construction, and nothing connects). The document layout,
 the TTL index, the read-side expiry check and the lock protocol are checked
-on mongomock (see test_mongo_contract.py for what that does and does not
-prove). Unreachable servers are real: a loopback port nothing listens on.
+on the session's MongoDB server (``mongo_server``: SecantusDB, or the
+mongod ``OSLO_KVS_MONGO_URL`` names), each test in a collection of its own.
+Server refusals no healthy server gives on demand (a refused createIndex,
+an authentication error carrying a secret) are injected by replacing the
+pymongo ``Collection`` method the backend calls. Unreachable servers are
+real: a loopback port nothing listens on.
 """
 
 import datetime
@@ -13,8 +17,8 @@ import logging
 import os
 import uuid
 
-import mongomock
 import pymongo
+from pymongo import collection as mongo_collection_module
 from pymongo import errors as mongo_errors
 import pytest
 
@@ -22,12 +26,10 @@ import oslo_kvs
 from oslo_kvs.backends import mongo
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
-from oslo_kvs_tests.unit.test_mongo_contract import COLLECTION
-from oslo_kvs_tests.unit.test_mongo_contract import DB_NAME
-from oslo_kvs_tests.unit.test_mongo_contract import install_mongomock
-from oslo_kvs_tests.unit.test_mongo_contract import raw_collection
-
 SECRET = 'Sw0rdfish-7d3c0e9b5a1f'
+DB_NAME = 'oslo_kvs'
+COLLECTION = 'kvs'
+#: Arguments of a store that never connects (nothing listens there).
 REQUIRED = {'db_hosts': '127.0.0.1:27017', 'db_name': DB_NAME,
             'cache_collection': COLLECTION}
 
@@ -40,12 +42,6 @@ def make_store(**args):
 
 def backend_of(store):
     return store._state.backend
-
-
-@pytest.fixture
-def mongomock_server(monkeypatch):
-    """One mongomock server behind every backend the test configures."""
-    return install_mongomock(monkeypatch)
 
 
 @pytest.fixture
@@ -74,6 +70,18 @@ def closing():
     yield make
     for store in made:
         backend_of(store).close()
+
+
+@pytest.fixture
+def served(mongo_server, mongo_collection, closing):
+    """Make stores on the session's MongoDB server, in the test's collection.
+
+    ``mongo_collection`` is the test's raw view of that collection.
+    """
+    def make(**args):
+        return closing(**{**mongo_server.collection_args(
+            mongo_collection.name), **args})
+    return make
 
 
 def client_of(store):
@@ -321,25 +329,25 @@ class TestMongoSecrets:
         assert caplog.records, 'pymongo logged nothing; nothing was checked'
         assert SECRET not in caplog.text and quoted not in caplog.text
 
-    def test_auth_failure_message_is_redacted(self, mongomock_server,
-                                              monkeypatch, caplog):
+    def test_auth_failure_message_is_redacted(self, served, monkeypatch,
+                                              caplog):
         # Fault injection: pymongo's own exception, carrying the secret as
         # a careless message might, raised where the server would fail.
         caplog.set_level(logging.DEBUG)
-        store = make_store(**REQUIRED, username='kvs', password=SECRET)
+        store = served(username='kvs', password=SECRET)
 
         def refuse(*args, **kwargs):
             raise mongo_errors.OperationFailure(
                 'Authentication failed for mongodb://kvs:%s@127.0.0.1 '
                 '(password %s)' % (SECRET, SECRET), 18)
 
-        monkeypatch.setattr(mongomock.collection.Collection, 'find_one',
+        monkeypatch.setattr(mongo_collection_module.Collection, 'find_one',
                             refuse)
         with pytest.raises(exception.BackendError) as info:
             store.get('k')
         message = str(info.value)
         assert 'OperationFailure (code 18)' in message
-        assert '127.0.0.1:27017' in message
+        assert backend_of(store).servers()[0] in message
         assert 'Authentication failed' in message
         assert SECRET not in message
         assert SECRET not in caplog.text
@@ -348,14 +356,13 @@ class TestMongoSecrets:
 # --- documents, TTL index, read-side expiry -----------------------------
 
 class TestMongoDocuments:
-    def test_document_layout_and_single_ttl(self, mongomock_server):
-        store = make_store(**REQUIRED, expire_time=60,
-                           no_expiry_keys=['forever'])
+    def test_document_layout_and_single_ttl(self, served, mongo_collection):
+        store = served(expire_time=60, no_expiry_keys=['forever'])
         before = mongo._utcnow()
         store.set('k', 'v')
         store.set_multi({'forever': 1, 'm': 2})
         after = mongo._utcnow()
-        raw = raw_collection(mongomock_server)
+        raw = mongo_collection
         state = store._state
         doc = raw.find_one({'_id': state.data_key('k')})
         assert set(doc) == {'_id', 'value', 'expires_at'}
@@ -370,11 +377,11 @@ class TestMongoDocuments:
         assert 'expires_at' not in raw.find_one(
             {'_id': state.data_key('forever')})
 
-    def test_no_expiry_without_expire_time(self, mongomock_server):
-        store = make_store(**REQUIRED)
+    def test_no_expiry_without_expire_time(self, served, mongo_collection):
+        store = served()
         store.set('k', 'v')
         store.add('a', 1)
-        raw = raw_collection(mongomock_server)
+        raw = mongo_collection
         assert all('expires_at' not in doc for doc in raw.find())
 
     def test_expiry_rounds_up_to_milliseconds(self):
@@ -385,9 +392,9 @@ class TestMongoDocuments:
             2030, 1, 1, 0, 0, 1)
 
     def test_ttl_index_is_created_once_by_the_first_write(
-            self, mongomock_server):
-        store = make_store(**REQUIRED)
-        raw = raw_collection(mongomock_server)
+            self, served, mongo_collection):
+        store = served()
+        raw = mongo_collection
         with pytest.raises(exception.NotFound):
             store.get('k')
         assert 'expires_at_1' not in raw.index_information()
@@ -404,7 +411,7 @@ class TestMongoDocuments:
         assert 'expires_at_1' not in raw.index_information()
 
     def test_refused_ttl_index_warns_once_and_writes_go_on(
-            self, mongomock_server, monkeypatch, caplog):
+            self, served, mongo_collection, monkeypatch, caplog):
         calls = []
 
         def refuse(self, *args, **kwargs):
@@ -412,9 +419,9 @@ class TestMongoDocuments:
             raise mongo_errors.OperationFailure(
                 'not authorized to createIndex', 13)
 
-        monkeypatch.setattr(mongomock.collection.Collection, 'create_index',
+        monkeypatch.setattr(mongo_collection_module.Collection, 'create_index',
                             refuse)
-        store = make_store(**REQUIRED)
+        store = served()
         with caplog.at_level(logging.WARNING, logger=mongo.__name__):
             store.set('k', 1)
             store.set('k', 2)
@@ -423,43 +430,43 @@ class TestMongoDocuments:
         assert 'TTL index' in caplog.text and 'code 13' in caplog.text
 
     def test_other_index_failure_is_a_backend_error_and_retried(
-            self, mongomock_server, monkeypatch):
+            self, served, mongo_collection, monkeypatch):
         calls = []
 
         def fail(self, *args, **kwargs):
             calls.append(args)
             raise mongo_errors.OperationFailure('Authentication failed', 18)
 
-        monkeypatch.setattr(mongomock.collection.Collection, 'create_index',
+        monkeypatch.setattr(mongo_collection_module.Collection, 'create_index',
                             fail)
-        store = make_store(**REQUIRED)
+        store = served()
         for _ in range(2):
             with pytest.raises(exception.BackendError, match='code 18'):
                 store.set('k', 1)
         assert len(calls) == 2
 
-    def _expired_doc(self, server, store, key, **fields):
+    def _expired_doc(self, raw, store, key, **fields):
         """An expired document the TTL monitor has not removed yet.
 
-        mongomock removes expired documents on every access while a TTL
-        index exists (a real server waits up to a minute), so the index is
-        dropped to keep the document in place.
+        The server's TTL monitor may run any second; the test's own
+        collection loses its TTL index so the document stays in place
+        (the backend creates the index once and does not look again).
         """
         store.set('warm-up', 0)  # creates the TTL index
-        raw = raw_collection(server)
         raw.drop_index('expires_at_1')
         stored = store._state.data_key(key)
         doc = {'_id': stored,
                'expires_at': mongo._utcnow() - datetime.timedelta(seconds=1),
                **fields}
         raw.insert_one(doc)
-        return raw, stored
+        return stored
 
-    def test_expired_document_is_never_returned(self, mongomock_server):
-        store = make_store(**REQUIRED, expire_time=60)
+    def test_expired_document_is_never_returned(self, served,
+                                                mongo_collection):
+        store = served(expire_time=60)
         value = oslo_kvs.serialization.dumps('stale')
-        raw, stored = self._expired_doc(mongomock_server, store, 'k',
-                                        value=value)
+        raw = mongo_collection
+        stored = self._expired_doc(raw, store, 'k', value=value)
         with pytest.raises(exception.NotFound):
             store.get('k')
         with pytest.raises(exception.NotFound) as info:
@@ -469,10 +476,12 @@ class TestMongoDocuments:
             store.delete('k')
         assert raw.find_one({'_id': stored}) is not None
 
-    def test_expired_document_does_not_block_add(self, mongomock_server):
-        store = make_store(**REQUIRED, expire_time=60)
-        raw, stored = self._expired_doc(
-            mongomock_server, store, 'k',
+    def test_expired_document_does_not_block_add(self, served,
+                                                 mongo_collection):
+        store = served(expire_time=60)
+        raw = mongo_collection
+        stored = self._expired_doc(
+            raw, store, 'k',
             value=oslo_kvs.serialization.dumps('stale'))
         assert store.add('k', 'fresh') is True
         assert store.get('k') == 'fresh'
@@ -481,10 +490,10 @@ class TestMongoDocuments:
         assert store.add('k', 'again') is False
 
     def test_expired_lock_is_taken_over_live_one_is_not(
-            self, mongomock_server):
-        store = make_store(**REQUIRED)
+            self, served, mongo_collection):
+        store = served()
         store.set('warm-up', 0)
-        raw = raw_collection(mongomock_server)
+        raw = mongo_collection
         raw.drop_index('expires_at_1')
         lock_key = store._state.lock_key('k')
         raw.insert_one({'_id': lock_key, 'token': 'dead-holder',
@@ -503,10 +512,10 @@ class TestMongoDocuments:
 
 class TestMongoLocksAndBatches:
     def test_release_deletes_only_the_holders_document(
-            self, mongomock_server):
-        store = make_store(**REQUIRED, lock_timeout=30)
+            self, served, mongo_collection):
+        store = served(lock_timeout=30)
         backend = backend_of(store)
-        raw = raw_collection(mongomock_server)
+        raw = mongo_collection
         key = store._state.lock_key('k')
         before = mongo._utcnow()
         assert backend.acquire_lock(key, 'mine', 30)
@@ -520,66 +529,31 @@ class TestMongoLocksAndBatches:
         assert raw.find_one({'_id': key}) is None
         assert backend.release_lock(key, 'mine') is False
 
-    def test_lock_without_timeout_never_expires(self, mongomock_server):
-        store = make_store(**REQUIRED, lock_timeout=0)
-        raw = raw_collection(mongomock_server)
+    def test_lock_without_timeout_never_expires(self, served,
+                                                mongo_collection):
+        store = served(lock_timeout=0)
+        raw = mongo_collection
         with store.get_lock('k'):
             doc = raw.find_one({'_id': store._state.lock_key('k')})
             assert 'expires_at' not in doc
 
-    def test_multi_key_operations_are_single_calls(self, mongomock_server,
-                                                   monkeypatch):
-        store = make_store(**REQUIRED)
-        store.set('warm-up', 0)
-        calls = []
-        depth = []
-        collection = mongomock.collection.Collection
-        for method in ('find', 'find_one', 'bulk_write', 'replace_one',
-                       'delete_many', 'delete_one', 'insert_one'):
-            original = getattr(collection, method)
-
-            def spy(self, *args, _name=method, _original=original,
-                    **kwargs):
-                # Only the backend's calls; mongomock calls find inside.
-                if not depth:
-                    calls.append(_name)
-                depth.append(_name)
-                try:
-                    return _original(self, *args, **kwargs)
-                finally:
-                    depth.pop()
-
-            monkeypatch.setattr(collection, method, spy)
-        data = {'key-%d' % i: i for i in range(150)}
-        store.set_multi(data)
-        assert calls == ['bulk_write']
-        del calls[:]
-        assert store.get_multi(list(data)) == list(data.values())
-        assert calls == ['find']
-        del calls[:]
-        store.delete_multi(list(data) + ['missing'])
-        assert calls == ['delete_many']
-
-    def test_bulk_write_is_unordered(self, mongomock_server, monkeypatch):
-        store = make_store(**REQUIRED)
-        seen = []
-        original = mongomock.collection.Collection.bulk_write
-
-        def spy(self, requests, ordered=True, **kwargs):
-            seen.append((ordered, [type(r).__name__ for r in requests]))
-            return original(self, requests, ordered=ordered, **kwargs)
-
-        monkeypatch.setattr(mongomock.collection.Collection, 'bulk_write',
-                            spy)
+    def test_set_multi_is_one_unordered_bulk_command(self, served,
+                                                     mongo_commands):
+        store = served()
+        store.set('warm-up', 0)  # the TTL index, created once
+        mongo_commands.clear()
         store.set_multi({'a': 1, 'b': 2})
-        assert seen == [(False, ['ReplaceOne', 'ReplaceOne'])]
+        (update,) = mongo_commands.requests()
+        assert update['ordered'] is False
+        assert len(update['updates']) == 2
+        assert all(op['upsert'] for op in update['updates'])
 
 
 # --- values are bytes ------------------------------------------------------
 
 class TestMongoValues:
-    def test_backend_returns_plain_bytes(self, mongomock_server):
-        store = make_store(**REQUIRED)
+    def test_backend_returns_plain_bytes(self, served, mongo_collection):
+        store = served()
         store.set('k', b'payload')
         stored = store._state.data_key('k')
         got = backend_of(store).get_serialized(stored)
@@ -589,10 +563,10 @@ class TestMongoValues:
     @pytest.mark.parametrize('foreign', [
         'a string', 42, {'$binary': 'AAAA'}, None, ['list']])
     def test_foreign_value_is_an_integrity_error(
-            self, mongomock_server, caplog, foreign):
-        store = make_store(**REQUIRED)
+            self, served, mongo_collection, caplog, foreign):
+        store = served()
         stored = store._state.data_key('k')
-        raw_collection(mongomock_server).insert_one(
+        mongo_collection.insert_one(
             {'_id': stored, 'value': foreign})
         with caplog.at_level(logging.WARNING, logger=mongo.__name__):
             with pytest.raises(exception.IntegrityError):
@@ -600,8 +574,8 @@ class TestMongoValues:
         assert 'no binary value' in caplog.text
         assert store.add('k', 'blocked') is False
 
-    def test_value_too_large(self, mongomock_server):
-        store = make_store(**REQUIRED)
+    def test_value_too_large(self, served, mongo_collection):
+        store = served()
         huge = b'x' * mongo.MAX_DOCUMENT_SIZE
         with pytest.raises(exception.ValueTooLarge):
             store.set('k', huge)
@@ -609,14 +583,15 @@ class TestMongoValues:
             store.set_multi({'a': 1, 'k': huge})
         with pytest.raises(exception.ValueTooLarge):
             store.add('k', huge)
-        assert raw_collection(mongomock_server).count_documents({}) == 0
+        assert mongo_collection.count_documents({}) == 0
 
-    def test_unmangled_key_must_be_valid_unicode(self, mongomock_server):
+    def test_unmangled_key_must_be_valid_unicode(self, served,
+                                                 mongo_collection):
         oslo_kvs.core.cfg.CONF.set_override('enable_key_mangler', False,
                                             group='kvs')
-        store = make_store(**REQUIRED)
+        store = served()
         store.set('plain key', 1)
-        assert raw_collection(mongomock_server).find_one(
+        assert mongo_collection.find_one(
             {'_id': store._state.data_key('plain key')}) is not None
         with pytest.raises(exception.ConfigurationError, match='Unicode'):
             store.set('bad \ud800 key', 1)

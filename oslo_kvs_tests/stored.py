@@ -1,0 +1,72 @@
+"""The keys a store gives its backend, found through the public API.
+
+Tests that look at a server's raw contents need the stored key of a user
+key. Rather than reading the store's internals, the store is configured
+with :class:`KeyRecorder` as its ``key_mangler`` (the default mangling
+function, so stored keys are what a default store writes); a store
+operation on the key then shows the stored key the mangler produced.
+"""
+
+import typing as ty
+import uuid
+import weakref
+
+import oslo_kvs
+from oslo_kvs import core
+from oslo_kvs import exception
+
+
+class KeyRecorder:
+    """A key mangler that remembers the last key it produced.
+
+    :param mangle: the mangling function, the store's default unless given.
+    """
+
+    def __init__(self, mangle: ty.Callable[[str], str] = (
+            core.sha256_mangle_key)) -> None:
+        self.mangle = mangle
+        self.last: str | None = None
+
+    def __call__(self, key: str) -> str:
+        self.last = self.mangle(key)
+        return self.last
+
+
+_recorders: 'weakref.WeakKeyDictionary[oslo_kvs.KeyValueStore, KeyRecorder]'
+_recorders = weakref.WeakKeyDictionary()
+
+
+def configure(store: oslo_kvs.KeyValueStore, backing_store: str,
+              mangle: ty.Callable[[str], str] = core.sha256_mangle_key,
+              **args: ty.Any) -> oslo_kvs.KeyValueStore:
+    """``store.configure`` with a :class:`KeyRecorder`; returns ``store``."""
+    recorder = KeyRecorder(mangle)
+    store.configure(backing_store, key_mangler=recorder, **args)
+    _recorders[store] = recorder
+    return store
+
+
+def make_store(backing_store: str, name: str | None = None,
+               **args: ty.Any) -> oslo_kvs.KeyValueStore:
+    """A new store (unique name unless given) set up by :func:`configure`."""
+    store = oslo_kvs.get_key_value_store(name or 'stored-%s' % uuid.uuid4())
+    return configure(store, backing_store, **args)
+
+
+def data_key(store: oslo_kvs.KeyValueStore, key: str) -> str:
+    """The stored key of ``key``.
+
+    Found by reading ``key``: not for tests where a read matters (the
+    memory backend's LRU order).
+    """
+    try:
+        store.get(key)
+    except exception.NotFound:
+        pass
+    return _recorders[store].last
+
+
+def lock_key(store: oslo_kvs.KeyValueStore, key: str) -> str:
+    """The stored key of the lock on ``key`` (no lock is taken)."""
+    store.get_lock(key)
+    return _recorders[store].last

@@ -1,0 +1,75 @@
+"""The benchmark harness: interleaving, per-round ratios, remote contenders.
+
+Behaviour only; no timing is asserted.
+"""
+
+import io
+import os
+import sys
+
+from oslo_kvs_tests.bench import common
+
+
+def test_compare_interleaves_and_rotates():
+    order = []
+    timings = common.compare({'a': lambda: order.append('a'),
+                              'b': lambda: order.append('b')},
+                             rounds=4, batches=4)
+    # One warm-up call each, then one call per contender per round, the
+    # first contender rotating: ab, ba, ab, ba.
+    assert order == ['a', 'b'] + ['a', 'b', 'b', 'a'] * 2
+    assert set(timings) == {'a', 'b'}
+    assert all(len(samples) == 4 for samples in timings.samples.values())
+
+
+def test_report_gives_per_round_ratio_spread():
+    timings = common.Timings({'base': [1.0, 2.0, 1.0, 2.0],
+                              'other': [2.0, 4.0, 3.0, 2.0]})
+    result = common.Result('suite', 'op', timings, 'base')
+    assert result.round_ratios('other') == [2.0, 2.0, 3.0, 1.0]
+    out = io.StringIO()
+    common.report([result], out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == 'suite / op'
+    assert '1.00x' in lines[1] and '[' not in lines[1]
+    # Median of the per-round ratios, then their quartiles.
+    assert '2.00x' in lines[2] and '[1.25-2.75]' in lines[2]
+
+
+def test_plain_medians_still_report():
+    # Suites may build a Result from a plain dict of medians.
+    out = io.StringIO()
+    common.report([common.Result('s', 'op', {'a': 1e-6, 'b': 3e-6}, 'a')],
+                  out)
+    assert '3.00x' in out.getvalue()
+
+
+def test_remote_contender_hides_modules(monkeypatch):
+    monkeypatch.setenv('PYTHONPATH', os.pathsep.join(sys.path))
+    remote = common.Remote(__name__ + ':hidden_json', hide=['json'])
+    try:
+        assert remote.time(3) >= 0
+    finally:
+        remote.close()
+
+
+def hidden_json():
+    """A Remote factory that fails unless ``json`` is hidden."""
+    try:
+        import json  # noqa: F401
+    except ImportError:
+        return lambda: None
+    raise AssertionError('json was importable')
+
+
+def test_pin_confines_this_process():
+    before = os.sched_getaffinity(0)
+    cpu = max(before)
+    try:
+        common.pin(cpu)
+        assert os.sched_getaffinity(0) == {cpu}
+        assert common.cpu() == cpu
+    finally:
+        os.sched_setaffinity(0, before)
+        common.pin(None)
+    assert common.cpu() is None
