@@ -24,6 +24,7 @@ from oslo_config import cfg
 from oslo_config import types
 from oslo_utils import importutils
 
+from oslo_kvs import _lazy
 from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs.backends import foreign
@@ -240,6 +241,13 @@ class KeyValueStore:
     def __init__(self, name: str,
                  kvs_region: dogpile_region.CacheRegion | None = None,
                  conf: cfg.ConfigOpts | None = None) -> None:
+        if not isinstance(name, str):
+            # Keystone's KeyValueStore(kvs_region) took no name.
+            raise TypeError(
+                'KeyValueStore() takes the store name (a str) first, not '
+                '%s; Keystone-style KeyValueStore(region) is now '
+                'oslo_kvs.get_key_value_store(name, kvs_region=region)'
+                % type(name).__name__)
         self.name = name
         self._conf = conf if conf is not None else cfg.CONF
         opts.register_opts(self._conf)
@@ -328,12 +336,16 @@ class KeyValueStore:
         except exception.ConfigurationError as exc:
             # configure()'s messages name the argument; say which option of
             # which group it came from.
-            culprits = sorted({source for name, source in sources.items()
-                               if name not in overrides and re.search(
-                                   r'(?<!\w)%s(?!\w)' % re.escape(name),
-                                   str(exc))})
+            text = str(exc)
+            culprits = {source for name, source in sources.items()
+                        if name not in overrides and re.search(
+                            r'(?<!\w)%s(?!\w)' % re.escape(name), text)}
+            if ('backing_store' not in overrides and backing_store and
+                    repr(backing_store) in text):
+                culprits.add(opts.BACKEND)
             raise exception.ConfigurationError('[%s] %s: %s' % (
-                group, ', '.join(culprits) or 'options', exc)) from None
+                group, ', '.join(sorted(culprits)) or 'options',
+                text)) from None
 
     def close(self) -> None:
         """Free the backend's connections and threads; unconfigure the store.
@@ -696,7 +708,7 @@ def _collected(name: str, in_use: list[bool]) -> None:
 
 _registry: 'weakref.WeakValueDictionary[str, KeyValueStore]' = (
     weakref.WeakValueDictionary())
-_registry_lock = threading.Lock()
+_registry_lock = _lazy.Primitive('Lock')
 
 
 def get_key_value_store(name: str,

@@ -29,7 +29,7 @@ class KVSError(Exception):
 class NotFound(KVSError):
     """A key (or several keys) is not in the store.
 
-    :attr:`target` holds the key, or the list of missing keys for
+    ``target`` holds the key, or the list of missing keys for
     ``get_multi``.
     """
 

@@ -1,6 +1,8 @@
 """A fixture giving consumers' tests isolated, in-memory stores.
 
-::
+.. code-block:: python
+
+    import testtools
 
     from oslo_kvs import fixture as kvs_fixture
 

@@ -22,16 +22,18 @@ Each cached result is stored as ``(stored_at, value)`` so that its age is
 checked against the section's ``cache_time`` on every read, whatever the
 store's own ``expire_time``. A miss is filled under a dogpile lock: the
 threads of one process queue on a local mutex and processes share the
-store's lock, so a stampede on one key runs the function once.
+store's lock, so a stampede on one key runs the function once; no caller
+waits longer than twice the store's ``lock_timeout``. The background
+warm-up queue is in :mod:`oslo_kvs.memoize_warmup`.
 """
 
-import collections
+import contextlib
+import copy
 import datetime
 import enum
 import functools
 import inspect
 import logging
-import os
 import threading
 import time
 import typing as ty
@@ -41,8 +43,10 @@ import weakref
 from dogpile import lock as dogpile_lock
 from oslo_config import cfg
 
+from oslo_kvs import _lazy
 from oslo_kvs import core
 from oslo_kvs import exception
+from oslo_kvs import memoize_warmup
 from oslo_kvs import opts
 
 LOG = logging.getLogger(__name__)
@@ -50,9 +54,13 @@ LOG = logging.getLogger(__name__)
 #: Name of the store used when ``get_memoization_decorator`` is given none.
 DEFAULT_STORE = 'oslo_kvs.memoize'
 
-#: Longest wait for another process's computation of the same key when the
-#: store's ``lock_timeout`` is 0 (locks that never expire).
+#: Longest wait for another computation of the same call (in this process
+#: or another) when the store's ``lock_timeout`` is 0 (locks never expire).
 MAX_LOCK_WAIT = 60.0
+
+# The warm-up queue lives in its own module; these names stay here too.
+WarmQueue = memoize_warmup.WarmQueue
+warm_queue = memoize_warmup.warm_queue
 
 # Parameter names that mark a method's instance or class, kept out of keys.
 _SELF_NAMES = ('self', 'cls')
@@ -213,8 +221,9 @@ class _StoreHealth:
     whose locks or writes fail is still one outage, not one per call.
     """
 
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._mutex = _lazy.Primitive('Lock')
         self._retry_at: float | None = None
         self._unconfigured_logged = False
 
@@ -222,8 +231,7 @@ class _StoreHealth:
         retry_at = self._retry_at
         return retry_at is None or time.monotonic() >= retry_at
 
-    def failed(self, store: core.KeyValueStore, error: Exception,
-               retry_after: float) -> None:
+    def failed(self, error: Exception, retry_after: float) -> None:
         with self._mutex:
             first = self._retry_at is None
             self._retry_at = time.monotonic() + retry_after
@@ -232,38 +240,71 @@ class _StoreHealth:
             # secret.
             LOG.warning('Memoization store %r failed (%s: %s); memoized '
                         'functions run uncached, retrying the store every '
-                        '%ss', store.name, type(error).__name__, error,
+                        '%ss', self.name, type(error).__name__, error,
                         retry_after)
 
-    def succeeded(self, store: core.KeyValueStore) -> None:
+    def succeeded(self) -> None:
         if self._retry_at is None:
             return
         with self._mutex:
             recovered = self._retry_at is not None
             self._retry_at = None
         if recovered:
-            LOG.info('Memoization store %r answers again', store.name)
+            LOG.info('Memoization store %r answers again', self.name)
 
-    def unconfigured(self, store: core.KeyValueStore) -> None:
+    def unconfigured(self) -> None:
         with self._mutex:
             if self._unconfigured_logged:
                 return
             self._unconfigured_logged = True
         LOG.warning('Memoization store %r is not configured; memoized '
-                    'functions run uncached until it is', store.name)
+                    'functions run uncached until it is', self.name)
 
 
 _health: 'weakref.WeakKeyDictionary[core.KeyValueStore, _StoreHealth]' = (
     weakref.WeakKeyDictionary())
-_health_lock = threading.Lock()
+_health_lock = _lazy.Primitive('Lock')
+
+
+class _Current(ty.NamedTuple):
+    """A configured store and its health, as memoized calls use them."""
+
+    store: core.KeyValueStore
+    health: _StoreHealth
 
 
 def _health_of(store: core.KeyValueStore) -> _StoreHealth:
     with _health_lock:
         health = _health.get(store)
         if health is None:
-            health = _health[store] = _StoreHealth()
+            health = _health[store] = _StoreHealth(store.name)
         return health
+
+
+class _StoreRef:
+    """The store of one memoized function: fixed, or looked up by name."""
+
+    def __init__(self, conf: cfg.ConfigOpts,
+                 store: 'core.KeyValueStore | str | None') -> None:
+        self._conf = conf
+        self._fixed = store if isinstance(store, core.KeyValueStore) else None
+        self.name = (store.name if self._fixed is not None
+                     else store or DEFAULT_STORE)
+        # The registry holds stores weakly; this keeps the one in use.
+        self._current: _Current | None = None
+
+    def current(self) -> _Current | None:
+        """The store and its health; None (logged once) if unconfigured."""
+        store = self._fixed
+        if store is None:
+            store = core.get_key_value_store(self.name, conf=self._conf)
+        current = self._current
+        if current is None or current.store is not store:
+            current = self._current = _Current(store, _health_of(store))
+        if not store.is_configured:
+            current.health.unconfigured()
+            return None
+        return current
 
 
 class _LocalMutex:
@@ -276,58 +317,62 @@ class _LocalMutex:
 
 
 class _KeyMutex:
-    """The dogpile mutex of one key.
+    """The dogpile mutex of one key, for one call.
 
     The threads of this process queue on a local lock, so they do not poll
-    the server; across processes the store's lock decides. A store that
-    fails while locking turns the call into an uncached one.
+    the server; across processes the store's lock decides. The whole wait
+    is bounded by twice the store's ``lock_timeout`` (:data:`MAX_LOCK_WAIT`
+    when locks never expire): a caller that waited that long, or whose
+    store failed while locking, runs the function uncached.
     """
 
-    def __init__(self, memo: 'MemoizedFunction', store: core.KeyValueStore,
-                 health: _StoreHealth, key: str) -> None:
+    def __init__(self, memo: 'MemoizedFunction', current: _Current,
+                 key: str) -> None:
         self._memo = memo
-        self._store = store
-        self._health = health
+        self._current = current
         self._key = key
-        self._local = memo._local_mutex(key)
+        # Held for the call: the mutex lives while someone uses it.
+        self._mutex = memo._local_mutex(key)
+        self._local = self._mutex.lock
         self._held: core.KeyValueStoreLock | None = None
 
     def acquire(self, wait: bool = True) -> bool:
-        if not self._local.lock.acquire(wait):
-            return False
+        lock = self._memo._use(self._current, self._current.store.get_lock,
+                               self._key, refused='key')
+        limit = lock.lock_timeout * 2 if lock.lock_timeout else MAX_LOCK_WAIT
+        deadline = time.monotonic() + limit
+        if not (self._local.acquire(timeout=limit) if wait
+                else self._local.acquire(False)):
+            return self._not_acquired(wait)
         try:
-            lock = self._store.get_lock(self._key)
-            limit = (lock.lock_timeout * 2 if lock.lock_timeout
-                     else MAX_LOCK_WAIT)
-            acquired = lock.acquire(blocking=wait,
-                                    timeout=limit if wait else None)
-        except exception.KVSError as exc:
-            self._local.lock.release()
-            self._memo._store_failed(self._store, self._health, exc)
-            raise _Bypass() from exc
+            acquired = self._memo._use(
+                self._current, lock.acquire, wait,
+                max(deadline - time.monotonic(), 0.0))
         except BaseException:
-            self._local.lock.release()
+            self._local.release()
             raise
         if not acquired:
-            self._local.lock.release()
-            if wait:
-                # dogpile expects a blocking acquire to succeed.
-                LOG.debug('Gave up waiting for another computation of a '
-                          'memoized result of %s', self._memo.__qualname__)
-                raise _Bypass()
-            return False
+            self._local.release()
+            return self._not_acquired(wait)
         self._held = lock
         return True
+
+    def _not_acquired(self, wait: bool) -> bool:
+        if wait:
+            # dogpile expects a blocking acquire to succeed.
+            LOG.debug('Gave up waiting for another computation of a '
+                      'memoized result of %s', self._memo.__qualname__)
+            raise _Bypass()
+        return False
 
     def release(self) -> None:
         lock, self._held = self._held, None
         try:
             if lock is not None:
-                lock.release()
-        except exception.KVSError as exc:
-            self._memo._store_failed(self._store, self._health, exc)
+                with contextlib.suppress(_Bypass):
+                    self._memo._use(self._current, lock.release)
         finally:
-            self._local.lock.release()
+            self._local.release()
 
 
 class MemoizedFunction:
@@ -351,6 +396,9 @@ class MemoizedFunction:
     first (``obj.method.invalidate(obj, x)``), works too.
     """
 
+    #: On a method looked up on an instance, ``(instance,)`` (see __get__).
+    _bound: tuple = ()
+
     def __init__(self, fn: ty.Callable[..., ty.Any], conf: cfg.ConfigOpts,
                  group: str, expiration_group: str,
                  store: 'core.KeyValueStore | str | None') -> None:
@@ -362,37 +410,38 @@ class MemoizedFunction:
         self._conf = conf
         self._group = group
         self._expiration_group = expiration_group
-        if isinstance(store, core.KeyValueStore):
-            self._fixed_store: core.KeyValueStore | None = store
-            self._store_name = store.name
-        else:
-            self._fixed_store = None
-            self._store_name = store or DEFAULT_STORE
-        # The registry holds stores weakly; this keeps the one in use.
-        self._current: tuple[core.KeyValueStore, _StoreHealth] | None = None
+        self._store = _StoreRef(conf, store)
         self._signature = inspect.signature(fn)
         params = list(self._signature.parameters.values())
         self._skip_first = bool(params and params[0].name in _SELF_NAMES
                                 and params[0].kind in _POSITIONAL)
         self._prefix = 'memoize:%s.%s' % (fn.__module__, fn.__qualname__)
-        self._mutexes: 'weakref.WeakValueDictionary[str, _LocalMutex]' = (
-            weakref.WeakValueDictionary())
-        self._mutexes_guard = threading.Lock()
-        self._warned: set[str] = set()
-        self._warned_guard = threading.Lock()
+        # The state below is shared with the bound copies __get__ makes.
+        # Per-key mutexes are per process: a forked child must not wait
+        # for a computation of its parent's.
+        self._mutexes = _lazy.PerProcess(weakref.WeakValueDictionary)
+        self._mutexes_guard = _lazy.Primitive('Lock')
+        self._warned: dict[str, object] = {}
 
     def __repr__(self) -> str:
-        return '<MemoizedFunction %s>' % self._prefix[len('memoize:'):]
+        name = self._prefix[len('memoize:'):]
+        if self._bound:
+            return '<bound MemoizedFunction %s of %r>' % (name, self._bound[0])
+        return '<MemoizedFunction %s>' % name
 
     def __get__(self, instance: ty.Any, owner: ty.Any = None) -> ty.Any:
         if instance is None:
             return self
-        return _BoundMemoized(self, instance)
+        # A shallow copy shares the store, mutexes and warnings; calls and
+        # helpers get the instance first, as a bound method's would.
+        bound = copy.copy(self)
+        bound._bound = (instance,)
+        return bound
 
     # --- public API ------------------------------------------------------
 
     def __call__(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
-        return self._call(args, kwargs)
+        return self._call(self._bound + args, kwargs)
 
     def invalidate(self, *args: ty.Any, **kwargs: ty.Any) -> None:
         """Forget the cached result of this call, if any.
@@ -402,31 +451,25 @@ class MemoizedFunction:
 
         :raises TypeError: when the arguments cannot form a key.
         """
-        key = self._public_key(args, kwargs)
-        current = self._store()
-        if current is None:
-            return
-        store, health = current
-        try:
-            store.delete(key)
-        except exception.NotFound:
-            pass
-        except exception.KVSError as exc:
-            self._store_failed(store, health, exc)
-            return
-        health.succeeded(store)
+        _, key = self._public(args, kwargs)
+        current = self._store.current()
+        if current is not None:
+            with contextlib.suppress(_Bypass):
+                # delete_multi ignores a missing key.
+                self._use(current, current.store.delete_multi, [key],
+                          write=True)
 
     def refresh(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
         """Compute the result again, store it and return it.
 
         The result is not stored while memoization is off for this section.
         """
-        key = self._public_key(args, kwargs)
+        args, key = self._public(args, kwargs)
         value = self._fn(*args, **kwargs)
         if self._enabled():
-            current = self._store()
+            current = self._store.current()
             if current is not None:
-                self._write(current[0], current[1], key, value, time.time())
+                self._write(current, key, value)
         return value
 
     def get(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
@@ -436,13 +479,12 @@ class MemoizedFunction:
             store is unconfigured or failing (logged).
         :raises TypeError: when the arguments cannot form a key.
         """
-        key = self._public_key(args, kwargs)
-        current = self._store()
+        _, key = self._public(args, kwargs)
+        current = self._store.current()
         if current is None:
             raise exception.NotFound(key)
-        store, health = current
         try:
-            value, stored_at = self._read(store, health, key)
+            value, stored_at = self._read(current, key)
         except (dogpile_lock.NeedRegenerationException, _Bypass):
             raise exception.NotFound(key) from None
         ttl = _cache_time(self._conf, self._expiration_group)
@@ -460,19 +502,10 @@ class MemoizedFunction:
         :raises ValueError: when the store refuses the value (for example
             ``exception.ValueTooLarge``).
         """
-        key = self._public_key(args, kwargs)
-        current = self._store()
-        if current is None:
-            return
-        store, health = current
-        try:
-            store.set(key, (time.time(), value))
-        except (TypeError, ValueError):
-            raise
-        except exception.KVSError as exc:
-            self._store_failed(store, health, exc)
-            return
-        health.succeeded(store)
+        _, key = self._public(args, kwargs)
+        current = self._store.current()
+        if current is not None:
+            self._write(current, key, value, refused=None)
 
     def warm(self, *args: ty.Any, **kwargs: ty.Any) -> bool:
         """Queue this call on :data:`warm_queue`'s background thread.
@@ -487,7 +520,7 @@ class MemoizedFunction:
         if not self._enabled():
             return False
         try:
-            key = self._key(args, kwargs)
+            args, key = self._bind(args, kwargs)
         except (_Unsupported, TypeError) as exc:
             self._warn_unsupported(exc)
             return False
@@ -495,7 +528,7 @@ class MemoizedFunction:
             key, functools.partial(self._call, args, kwargs))
 
     @property
-    def warm_queue(self) -> 'WarmQueue':
+    def warm_queue(self) -> memoize_warmup.WarmQueue:
         """The queue :meth:`warm` uses (shared by all functions)."""
         return warm_queue
 
@@ -504,7 +537,7 @@ class MemoizedFunction:
 
         :raises TypeError: when the arguments cannot form a key.
         """
-        return self._public_key(args, kwargs)
+        return self._public(args, kwargs)[1]
 
     # --- internals -------------------------------------------------------
 
@@ -523,36 +556,28 @@ class MemoizedFunction:
         except RecursionError:
             raise _Unsupported('a self-referencing container') from None
 
-    def _public_key(self, args: tuple, kwargs: dict) -> str:
+    def _bind(self, args: tuple, kwargs: dict) -> tuple[tuple, str]:
+        """A helper call's full arguments and key.
+
+        On a method the helpers take the arguments without the instance,
+        or with it first, as Keystone passed them.
+        """
+        if self._bound and not (args and args[0] is self._bound[0]):
+            args = self._bound + args
+        return args, self._key(args, kwargs)
+
+    def _public(self, args: tuple, kwargs: dict) -> tuple[tuple, str]:
         try:
-            return self._key(args, kwargs)
+            return self._bind(args, kwargs)
         except _Unsupported as exc:
             raise TypeError('%s cannot key a call with an argument of type '
                             '%s' % (self.__qualname__, exc)) from None
 
-    def _store(self) -> tuple[core.KeyValueStore, _StoreHealth] | None:
-        store = self._fixed_store
-        if store is None:
-            store = core.get_key_value_store(self._store_name,
-                                             conf=self._conf)
-        current = self._current
-        if current is None or current[0] is not store:
-            current = self._current = (store, _health_of(store))
-        if not store.is_configured:
-            current[1].unconfigured(store)
-            return None
-        return current
-
-    def _store_failed(self, store: core.KeyValueStore,
-                      health: _StoreHealth, error: Exception) -> None:
-        health.failed(store, error, self._conf.kvs.memoize_dead_retry)
-
     def _warn_once(self, what: str, message: str, *args: ty.Any) -> None:
-        with self._warned_guard:
-            if what in self._warned:
-                return
-            self._warned.add(what)
-        LOG.warning(message, *args)
+        marker = object()
+        # dict.setdefault is atomic: of threads racing here, one warns.
+        if self._warned.setdefault(what, marker) is marker:
+            LOG.warning(message, *args)
 
     def _warn_unsupported(self, error: Exception) -> None:
         if isinstance(error, _Unsupported):
@@ -560,11 +585,43 @@ class MemoizedFunction:
                             '%s are not memoized', self.__qualname__, error)
 
     def _local_mutex(self, key: str) -> _LocalMutex:
+        mutexes = self._mutexes.get()
         with self._mutexes_guard:
-            mutex = self._mutexes.get(key)
+            mutex = mutexes.get(key)
             if mutex is None:
-                mutex = self._mutexes[key] = _LocalMutex()
+                mutex = mutexes[key] = _LocalMutex()
             return mutex
+
+    def _use(self, current: _Current, call: ty.Callable[..., ty.Any],
+             *args: ty.Any, refused: str | None = None,
+             write: bool = False) -> ty.Any:
+        """``call(*args)`` on the store, best effort; the one place for it.
+
+        A store fault starts (or continues) an outage, logged once, and
+        raises :class:`_Bypass`; so does a key or value the store refuses
+        (``TypeError``/``ValueError``, warned once per ``refused`` kind),
+        unless ``refused`` is None: then that error is raised.
+        ``NotFound`` is raised. A successful ``write`` ends an outage.
+        """
+        try:
+            result = call(*args)
+        except exception.NotFound:
+            raise
+        except (TypeError, ValueError) as exc:
+            if refused is None:
+                raise
+            # e.g. a value of an unsupported type or too large, or a key
+            # too long for a backend with key mangling off.
+            self._warn_once(refused, 'Results of %s cannot be memoized in '
+                            'store %r: %s', self.__qualname__,
+                            current.store.name, exc)
+            raise _Bypass() from exc
+        except exception.KVSError as exc:
+            current.health.failed(exc, self._conf.kvs.memoize_dead_retry)
+            raise _Bypass() from exc
+        if write:
+            current.health.succeeded()
+        return result
 
     def _call(self, args: tuple, kwargs: dict) -> ty.Any:
         if not self._enabled():
@@ -575,218 +632,47 @@ class MemoizedFunction:
             # A bad call gets the function's own TypeError.
             self._warn_unsupported(exc)
             return self._fn(*args, **kwargs)
-        current = self._store()
-        if current is None or not current[1].usable():
+        current = self._store.current()
+        if current is None or not current.health.usable():
             return self._fn(*args, **kwargs)
-        store, health = current
-
-        def value_and_created() -> tuple[ty.Any, float]:
-            return self._read(store, health, key)
 
         def create() -> tuple[ty.Any, float]:
             value = self._fn(*args, **kwargs)
-            stored_at = time.time()
-            self._write(store, health, key, value, stored_at)
-            return value, stored_at
+            return value, self._write(current, key, value)
 
-        ttl = _cache_time(self._conf, self._expiration_group)
-        mutex = _KeyMutex(self, store, health, key)
         try:
-            with dogpile_lock.Lock(mutex, create, value_and_created,
-                                   ttl) as value:
+            with dogpile_lock.Lock(
+                    _KeyMutex(self, current, key), create,
+                    functools.partial(self._read, current, key),
+                    _cache_time(self._conf, self._expiration_group)) as value:
                 return value
         except _Bypass:
             # Raised only before the function ran.
             return self._fn(*args, **kwargs)
 
-    def _read(self, store: core.KeyValueStore, health: _StoreHealth,
-              key: str) -> tuple[ty.Any, float]:
+    def _read(self, current: _Current, key: str) -> tuple[ty.Any, float]:
         """``(value, stored_at)`` for dogpile, or NeedRegenerationException.
 
         :raises _Bypass: when the store fails or cannot take the key.
         """
         try:
-            entry = store.get(key)
+            entry = self._use(current, current.store.get, key, refused='key')
         except exception.NotFound:
             raise dogpile_lock.NeedRegenerationException() from None
-        except (TypeError, ValueError) as exc:
-            # e.g. a key too long for a backend with key mangling off.
-            self._warn_once('key', 'Results of %s cannot be memoized in '
-                            'store %r: %s', self.__qualname__, store.name,
-                            exc)
-            raise _Bypass() from exc
-        except exception.KVSError as exc:
-            self._store_failed(store, health, exc)
-            raise _Bypass() from exc
         # Anything else under this key (another writer's format) is a miss.
         if (type(entry) is not tuple or len(entry) != 2 or
                 type(entry[0]) is not float or entry[0] <= 0):
             raise dogpile_lock.NeedRegenerationException()
         return entry[1], entry[0]
 
-    def _write(self, store: core.KeyValueStore, health: _StoreHealth,
-               key: str, value: ty.Any, stored_at: float) -> None:
-        """Store a result; every failure is logged, never raised."""
-        try:
-            store.set(key, (stored_at, value))
-        except (TypeError, ValueError) as exc:
-            # An unsupported type, a value too large, or a key the
-            # backend refuses: the result is still returned.
-            self._warn_once('value', 'Results of %s cannot be memoized in '
-                            'store %r: %s', self.__qualname__, store.name,
-                            exc)
-            return
-        except exception.KVSError as exc:
-            self._store_failed(store, health, exc)
-            return
-        health.succeeded(store)
+    def _write(self, current: _Current, key: str, value: ty.Any,
+               refused: str | None = 'value') -> float:
+        """Store a result and return its time; see :meth:`_use` for errors.
 
-
-class _BoundMemoized:
-    """A memoized method bound to an instance (or class)."""
-
-    __slots__ = ('_memo', '_instance')
-
-    def __init__(self, memo: MemoizedFunction, instance: ty.Any) -> None:
-        self._memo = memo
-        self._instance = instance
-
-    def __repr__(self) -> str:
-        return '<bound %r of %r>' % (self._memo, self._instance)
-
-    def __getattr__(self, name: str) -> ty.Any:
-        return getattr(self._memo, name)
-
-    def _args(self, args: tuple) -> tuple:
-        # Keystone passed the instance explicitly to invalidate().
-        if args and args[0] is self._instance:
-            return args
-        return (self._instance,) + args
-
-    def __call__(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
-        return self._memo._call((self._instance,) + args, kwargs)
-
-    def invalidate(self, *args: ty.Any, **kwargs: ty.Any) -> None:
-        """See :meth:`MemoizedFunction.invalidate`."""
-        self._memo.invalidate(*self._args(args), **kwargs)
-
-    def refresh(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
-        """See :meth:`MemoizedFunction.refresh`."""
-        return self._memo.refresh(*self._args(args), **kwargs)
-
-    def get(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
-        """See :meth:`MemoizedFunction.get`."""
-        return self._memo.get(*self._args(args), **kwargs)
-
-    def set(self, value: ty.Any, *args: ty.Any, **kwargs: ty.Any) -> None:
-        """See :meth:`MemoizedFunction.set`."""
-        self._memo.set(value, *self._args(args), **kwargs)
-
-    def warm(self, *args: ty.Any, **kwargs: ty.Any) -> bool:
-        """See :meth:`MemoizedFunction.warm`."""
-        return self._memo.warm(*self._args(args), **kwargs)
-
-    def key(self, *args: ty.Any, **kwargs: ty.Any) -> str:
-        """See :meth:`MemoizedFunction.key`."""
-        return self._memo.key(*self._args(args), **kwargs)
-
-
-class WarmQueue:
-    """A bounded queue of calls computed by one background daemon thread.
-
-    :meth:`MemoizedFunction.warm` adds to the module's :data:`warm_queue`.
-    A call already waiting is not queued twice. Tests can wait for the
-    queue with :meth:`join`.
-    """
-
-    def __init__(self, maxsize: int = 1000) -> None:
-        #: Most calls waiting; further :meth:`put` calls are refused.
-        self.maxsize = maxsize
-        self._reset()
-
-    def _reset(self) -> None:
-        self._cond = threading.Condition()
-        self._items: collections.deque[tuple[str, ty.Callable[[], ty.Any]]]
-        self._items = collections.deque()
-        self._pending: set[str] = set()
-        self._unfinished = 0
-        self._thread: threading.Thread | None = None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def size(self) -> int:
-        """Calls waiting, not counting the one being computed."""
-        return len(self._items)
-
-    @property
-    def unfinished(self) -> int:
-        """Calls waiting or being computed."""
-        return self._unfinished
-
-    def put(self, key: str, task: ty.Callable[[], ty.Any]) -> bool:
-        """Queue ``task`` under ``key``.
-
-        :returns: ``True`` when queued or already waiting, ``False`` when
-            the queue is full.
+        Store faults and, unless ``refused`` is None, refusals are logged.
         """
-        with self._cond:
-            if key in self._pending:
-                return True
-            if len(self._items) >= self.maxsize:
-                return False
-            self._items.append((key, task))
-            self._pending.add(key)
-            self._unfinished += 1
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._work, name='oslo-kvs-memoize-warm',
-                    daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
-        return True
-
-    def _work(self) -> None:
-        while True:
-            with self._cond:
-                self._cond.wait_for(lambda: self._items)
-                key, task = self._items.popleft()
-            try:
-                task()
-            except Exception:
-                LOG.warning('Warming a memoized result failed',
-                            exc_info=True)
-            finally:
-                with self._cond:
-                    self._pending.discard(key)
-                    self._unfinished -= 1
-                    self._cond.notify_all()
-
-    def join(self, timeout: float | None = None) -> bool:
-        """Wait until every queued call is computed.
-
-        Do not call it from a function being warmed.
-
-        :returns: ``False`` if ``timeout`` seconds passed first.
-        """
-        with self._cond:
-            return self._cond.wait_for(lambda: self._unfinished == 0,
-                                       timeout)
-
-    def clear(self) -> int:
-        """Drop the waiting calls; return how many were dropped."""
-        with self._cond:
-            dropped = len(self._items)
-            for key, _ in self._items:
-                self._pending.discard(key)
-            self._items.clear()
-            self._unfinished -= dropped
-            self._cond.notify_all()
-            return dropped
-
-
-#: The queue behind :meth:`MemoizedFunction.warm`.
-warm_queue = WarmQueue()
-# A forked child has no worker thread and must not inherit queued calls.
-os.register_at_fork(after_in_child=warm_queue._reset)
+        stored_at = time.time()
+        with contextlib.suppress(_Bypass):
+            self._use(current, current.store.set, key, (stored_at, value),
+                      refused=refused, write=True)
+        return stored_at

@@ -39,6 +39,14 @@ _HEADER = 6
 _NONCE = 12
 _MAC = 32
 
+#: Words found in the documentation's placeholder keys (compared in lower
+#: case with everything but letters and digits removed). Each is long
+#: enough that a random secret holds it with negligible probability, so a
+#: real key is never refused for it.
+PLACEHOLDER_MARKERS = ('tokenurlsafe', 'outputof', 'replacewith',
+                       'pastethe', 'changeme', 'placeholder', 'yoursecret',
+                       'yourkey')
+
 
 def _derive(secret: bytes, purpose: bytes, length: int) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None,
@@ -147,11 +155,25 @@ def normalize_mode(mode: ty.Any) -> str:
     return normalized
 
 
+def is_placeholder(secret: bytes) -> bool:
+    """Whether ``secret`` is a documentation placeholder, not a real key.
+
+    Examples show keys such as ``PASTE-THE-OUTPUT-OF-...``; a copied
+    example must fail loudly rather than protect values with a key anyone
+    can read in the documentation.
+    """
+    letters = bytes(c for c in secret.lower()
+                    if c < 128 and chr(c).isalnum())
+    return any(marker.encode('ascii') in letters
+               for marker in PLACEHOLDER_MARKERS)
+
+
 def check_secrets(secrets: ty.Iterable[ty.Any]) -> list[bytes]:
     """Validate ``protection_keys`` without ever echoing one.
 
     :raises exception.ConfigurationError: naming the position of a secret
-        that is not a string, is too short, or repeats another.
+        that is not a string, is too short, is a documentation placeholder,
+        or repeats another.
     """
     checked: list[bytes] = []
     for position, secret in enumerate(secrets, 1):
@@ -165,6 +187,12 @@ def check_secrets(secrets: ty.Iterable[ty.Any]) -> list[bytes]:
                 'protection key #%d is too short: use at least %d bytes, '
                 'for example from secrets.token_urlsafe(32)'
                 % (position, MIN_KEY_BYTES))
+        if is_placeholder(secret):
+            raise exception.ConfigurationError(
+                'protection key #%d is the placeholder of a documentation '
+                'example, not a secret: generate a key with python3 -c '
+                '"import secrets; print(secrets.token_urlsafe(32))"'
+                % position)
         if secret in checked:
             raise exception.ConfigurationError(
                 'protection key #%d repeats key #%d'

@@ -17,6 +17,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -136,7 +137,24 @@ class ServerProcess:
             self.process.wait()
         self.process = None
 
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def hang(self) -> None:
+        """Freeze the server (SIGSTOP): connected, but it answers nothing."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a hung server run again (SIGCONT)."""
+        self.process.send_signal(signal.SIGCONT)
+
     def cleanup(self) -> None:
+        if self.process is not None:
+            self.resume()  # a stopped process ignores SIGTERM until then
         self.stop()
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 

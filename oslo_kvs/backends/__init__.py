@@ -4,20 +4,21 @@ oslo_kvs backends are registered under ``openstack.kvs.<Class>`` names, as
 Keystone registered its own, in oslo_kvs's own registry and with
 dogpile.cache (``register_backend``), and are imported only when a store is
 configured with them. Out-of-tree backends listed in ``[kvs] backends`` are
-registered the same way. Other names are looked up among the
-``dogpile.cache`` entry points; what remains (dogpile's built-in backends)
-is left to dogpile's public ``CacheRegion.configure()``.
+registered the same way. dogpile.cache's own backends are known by their
+documented classes; other names are looked up among the ``dogpile.cache``
+entry points, and what remains is left to dogpile's public
+``CacheRegion.configure()``.
 """
 
 import importlib
 import importlib.metadata
-import threading
 import typing as ty
 
 import dogpile.cache
 from dogpile.cache import api
 from oslo_utils import importutils
 
+from oslo_kvs import _lazy
 from oslo_kvs import exception
 
 PREFIX = 'openstack.kvs.'
@@ -50,7 +51,7 @@ DOGPILE_OWN: dict[str, tuple[str, str]] = {
 }
 
 _registered: dict[str, tuple[str, str]] = {}
-_lock = threading.Lock()
+_lock = _lazy.Primitive('Lock')
 
 
 def _register(name: str, module: str, cls: str) -> None:

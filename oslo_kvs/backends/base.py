@@ -540,3 +540,10 @@ class LocalLocks:
                 return False
             del self._held[key]
             return True
+
+    def after_fork(self) -> None:
+        """In a forked child: a fresh mutex, as a thread may hold the old.
+
+        Held locks stay held until released or expired.
+        """
+        self._mutex = threading.Lock()

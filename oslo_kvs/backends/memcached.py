@@ -1,36 +1,35 @@
 """``openstack.kvs.Memcached``: memcached through pymemcache.
 
-One server is reached through a small pool of pymemcache clients; several
-servers through pymemcache's :class:`~pymemcache.client.hash.HashClient`,
-whose rendezvous hashing places keys and ejects a failing server for
-``dead_retry`` seconds while the others keep serving. Multi-key operations
-are grouped by server with the HashClient's own hashing, so each costs one
+Each server is reached through a small pool of pymemcache clients
+(:mod:`oslo_kvs.backends.memcache_pool`); several servers share the keys by
+pymemcache's rendezvous hashing, and a failing one is ejected for
+``dead_retry`` seconds while the others keep serving, then flushed before it
+serves again. Multi-key operations are grouped by server, so each costs one
 round trip per server.
 
 The clients never deserialize: values are bytes in and bytes out whatever
 flags the server holds, so no server can make this process unpickle.
 """
 
-import collections
 import functools
 import math
 import re
 import ssl
-import threading
 import time
 import typing as ty
 
-import mmh3
 from oslo_config import types
 from pymemcache.client import base as pymc_base
-from pymemcache.client import hash as pymc_hash
-from pymemcache.client import murmur3
-from pymemcache.client import rendezvous
 from pymemcache import exceptions as pymc_exc
 
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
+from oslo_kvs.backends import memcache_pool
 from oslo_kvs import exception
+
+# The transport's names, as this module offered them before.
+Pool = memcache_pool.Pool
+PoolTimeout = memcache_pool.PoolTimeout
 
 #: Keystone's ``memcached_backend`` names; every one is served by pymemcache.
 BACKEND_NAMES = ('bmemcached', 'memcached', 'pooled_memcached', 'pylibmc',
@@ -44,19 +43,6 @@ DEFAULT_PORT = 11211
 _FORBIDDEN_KEY_CHARS = re.compile('[\x00-\x20\x7f]')
 _TLS_FILES = ('tls_cafile', 'tls_certfile', 'tls_keyfile',
               'tls_allowed_ciphers')
-# Returned by HashClient instead of calling a server it currently skips.
-_SKIPPED = object()
-
-
-def _murmur3_32(text: str, seed: int = 0) -> int:
-    """pymemcache's murmur3_32, in C for the ASCII text it always sees.
-
-    Same placement as every other pymemcache HashClient (so servers are
-    shared consistently), at a hundredth of the pure-Python cost.
-    """
-    if text.isascii():
-        return mmh3.hash(text, seed, signed=False)
-    return murmur3.murmur3_32(text, seed)
 
 
 def _opt(name, otype, default, help, aliases=()):
@@ -80,6 +66,9 @@ OPTIONS = (
     _opt('retry_delay', base.seconds(), 1.0,
          'Seconds between those retries.',
          aliases=('hashclient_retry_delay',)),
+    _opt('flush_on_rejoin', types.Boolean(), True,
+         'Flush a server that was ejected before it serves again, so no '
+         'value overwritten or deleted while it was out comes back.'),
     base.POOL_MAXSIZE,
     _opt('pool_unused_timeout', base.seconds(), 60.0,
          'Seconds after which an idle connection is closed (0: never).',
@@ -141,89 +130,8 @@ class _RawSerde:
         return value
 
 
-class PoolTimeout(Exception):
-    """No connection of a pool became free within its wait timeout."""
-
-
-class Pool:
-    """A bounded pool of pymemcache clients for one server.
-
-    The most recently returned client is handed out first, so under light
-    load few connections stay open and the rest age out after
-    ``idle_timeout``. When ``max_size`` clients are busy, callers wait up
-    to ``wait_timeout`` seconds. The common path is two atomic deque
-    operations (pymemcache's PooledClient costs several microseconds more
-    per call and fails at once when full).
-    """
-
-    def __init__(self, server: ty.Any, *, max_size: int, idle_timeout: float,
-                 wait_timeout: float, **client_kwargs: ty.Any) -> None:
-        self.server = server
-        self._make = functools.partial(pymc_base.Client, server,
-                                       **client_kwargs)
-        self.max_size = max_size
-        self.idle_timeout = idle_timeout
-        self.wait_timeout = wait_timeout
-        self._idle: collections.deque = collections.deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._size = 0
-        self._waiters = 0
-
-    def _checkout(self) -> pymc_base.Client:
-        deadline = time.monotonic() + self.wait_timeout
-        with self._cond:
-            # Counted before looking, so a client returned meanwhile is
-            # either seen here or announced with notify().
-            self._waiters += 1
-            try:
-                while True:
-                    if self._idle:
-                        return self._idle.pop()[0]
-                    if self._size < self.max_size:
-                        self._size += 1
-                        return self._make()
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise PoolTimeout()
-                    self._cond.wait(remaining)
-            finally:
-                self._waiters -= 1
-
-    def run(self, method: str, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
-        """Call ``method`` of a pooled client."""
-        # The common case, inlined: it runs on every operation.
-        try:
-            client, last_used = self._idle.pop()
-        except IndexError:
-            client = self._checkout()
-        else:
-            if (self.idle_timeout and
-                    time.monotonic() - last_used > self.idle_timeout):
-                client.close()  # it reconnects on this use
-        try:
-            return getattr(client, method)(*args, **kwargs)
-        except BaseException:
-            # A reply may be half read; never reuse that connection.
-            client.close()
-            raise
-        finally:
-            self._idle.append((client, time.monotonic()))
-            if self._waiters:
-                with self._cond:
-                    self._cond.notify()
-
-    def close(self) -> None:
-        """Close the idle connections."""
-        while self._idle:
-            try:
-                client, _ = self._idle.pop()
-            except IndexError:
-                break
-            client.close()
-
-
 class MemcachedBackend(base.Backend):
-    """memcached on pymemcache: one server, or several with HashClient.
+    """memcached on pymemcache: one server, or several sharing the keys.
 
     Errors name the server: :class:`~oslo_kvs.exception.BackendError` when
     it is down, slow past ``socket_timeout`` or skipped after failing,
@@ -270,25 +178,17 @@ class MemcachedBackend(base.Backend):
         make_pool = functools.partial(
             Pool, max_size=args['pool_maxsize'],
             idle_timeout=args['pool_unused_timeout'],
-            wait_timeout=args['pool_connection_get_timeout'])
-        self._single: Pool | None = None
-        self._hash: pymc_hash.HashClient | None = None
-        if len(parsed) == 1:
-            # No HashClient for one server: it would eject the only server
-            # for dead_retry seconds instead of reconnecting next time.
-            self._single = make_pool(parsed[0][0], **client_kwargs)
-        else:
-            self._hash = pymc_hash.HashClient(
-                [], hasher=functools.partial(rendezvous.RendezvousHash,
-                                             hash_function=_murmur3_32),
-                retry_attempts=args['retry_attempts'],
-                retry_timeout=args['retry_delay'],
-                dead_timeout=args['dead_retry'], ignore_exc=False,
-                use_pooling=False, **client_kwargs)
-            # HashClient builds each server's client with client_class.
-            self._hash.client_class = make_pool
-            for server, _ in parsed:
-                self._hash.add_server(server)
+            wait_timeout=args['pool_connection_get_timeout'],
+            **client_kwargs)
+        self._cluster = memcache_pool.Cluster(
+            [memcache_pool.Node(make_pool(server), label)
+             for server, label in parsed],
+            retry_attempts=args['retry_attempts'],
+            retry_delay=args['retry_delay'], dead_retry=args['dead_retry'],
+            flush_on_rejoin=args['flush_on_rejoin'])
+        # The pool of the only server, for the hot path; None for several.
+        self._single: Pool | None = (
+            self._cluster.nodes[0].pool if len(parsed) == 1 else None)
 
     def _tls_context(self, args: dict[str, ty.Any],
                      parsed: list[tuple[ty.Any, str]]
@@ -354,54 +254,47 @@ class MemcachedBackend(base.Backend):
                 '%ss (pool_maxsize %d)'
                 % (self.name, where, self.args['pool_connection_get_timeout'],
                    self.args['pool_maxsize']))
+        if isinstance(exc, memcache_pool.NodeSkipped):
+            return exception.BackendError(
+                '%s: memcached server %s failed recently and is skipped '
+                'until it is retried or ejected' % (self.name, where))
+        if isinstance(exc, memcache_pool.NoNodeLeft):
+            return exception.BackendError(
+                '%s: every memcached server (%s) failed and is ejected'
+                % (self.name, where))
         return exception.BackendError(
             '%s: memcached server %s failed: %s: %s'
             % (self.name, where, type(exc).__name__, exc))
 
-    def _pool_for(self, key: str) -> Pool:
-        if self._single is not None:
-            return self._single
+    def _node_for(self, key: str) -> memcache_pool.Node:
         try:
-            return self._hash._get_client(key)
-        except Exception as exc:
+            return self._cluster.node_for(key)
+        except memcache_pool.NoNodeLeft as exc:
             raise self._error(exc, None) from exc
 
     def _groups(self, keys: ty.Iterable[str]
-                ) -> ty.Iterable[tuple[Pool, list[str]]]:
+                ) -> ty.Iterable[tuple[memcache_pool.Node, list[str]]]:
         """``keys`` grouped by the server that holds them."""
-        if self._single is not None:
-            return ((self._single, list(keys)),)
-        groups: dict[Pool, list[str]] = {}
-        for key in keys:
-            groups.setdefault(self._pool_for(key), []).append(key)
-        return groups.items()
-
-    def _run(self, pool: Pool, method: str, *args: ty.Any,
-             **kwargs: ty.Any) -> ty.Any:
-        """Run one command on ``pool``'s server, translating failures."""
         try:
-            if self._hash is None:
-                return pool.run(method, *args, **kwargs)
-            # Through HashClient's bookkeeping: a server failing here is
-            # retried, then ejected so its keys move to the others.
-            result = self._hash._safely_run_func(
-                pool, pool.run, _SKIPPED, method, *args, **kwargs)
-        except Exception as exc:
-            raise self._error(exc, pool.server) from exc
-        if result is _SKIPPED:
-            raise exception.BackendError(
-                '%s: memcached server %s failed recently and is skipped '
-                'until it is retried or ejected'
-                % (self.name, self._label(pool.server)))
-        return result
+            return self._cluster.group(keys).items()
+        except memcache_pool.NoNodeLeft as exc:
+            raise self._error(exc, None) from exc
 
-    def _set(self, pool: Pool, mapping: dict[str, bytes],
+    def _run(self, node: memcache_pool.Node, method: str, *args: ty.Any,
+             **kwargs: ty.Any) -> ty.Any:
+        """Run one command on ``node``'s server, translating failures."""
+        try:
+            return self._cluster.run(node, method, *args, **kwargs)
+        except Exception as exc:
+            raise self._error(exc, node.pool.server) from exc
+
+    def _set(self, node: memcache_pool.Node, mapping: dict[str, bytes],
              expire: int) -> None:
-        failed = self._run(pool, 'set_many', mapping, expire=expire)
+        failed = self._run(node, 'set_many', mapping, expire=expire)
         if failed:
             raise exception.BackendError(
                 '%s: memcached server %s did not store %d value(s)'
-                % (self.name, self._label(pool.server), len(failed)))
+                % (self.name, node.label, len(failed)))
 
     # --- the backend API -----------------------------------------------
 
@@ -429,7 +322,7 @@ class MemcachedBackend(base.Backend):
     def get_serialized(self, key):
         pool = self._single
         if pool is None:
-            value = self._run(self._pool_for(key), 'get', key)
+            value = self._run(self._node_for(key), 'get', key)
         else:
             # The hot path, spared two calls.
             try:
@@ -442,8 +335,8 @@ class MemcachedBackend(base.Backend):
         pool = self._single
         if pool is None:
             found: dict[str, bytes] = {}
-            for pool, group in self._groups(keys):
-                found.update(self._run(pool, 'get_many', group))
+            for node, group in self._groups(keys):
+                found.update(self._run(node, 'get_many', group))
         else:
             try:
                 found = pool.run('get_many', keys)
@@ -459,8 +352,8 @@ class MemcachedBackend(base.Backend):
         # One set_many per server.
         expire = exptime(ttl or 0)
         try:
-            for pool, group in self._groups(mapping):
-                self._set(pool, {key: mapping[key] for key in group}, expire)
+            for node, group in self._groups(mapping):
+                self._set(node, {key: mapping[key] for key in group}, expire)
         except exception.ValueTooLarge:
             # memcached drops a key whose new value it refused; drop the
             # whole batch so no old value passes for the new one.
@@ -468,33 +361,29 @@ class MemcachedBackend(base.Backend):
             raise
 
     def delete_multi(self, keys):
-        for pool, group in self._groups(keys):
-            self._run(pool, 'delete_many', group)
+        for node, group in self._groups(keys):
+            self._run(node, 'delete_many', group)
 
     def delete_existing(self, key):
-        return bool(self._run(self._pool_for(key), 'delete', key))
+        return bool(self._run(self._node_for(key), 'delete', key))
 
     def add_serialized(self, key, value, ttl=None):
-        return bool(self._run(self._pool_for(key), 'add', key, value,
+        return bool(self._run(self._node_for(key), 'add', key, value,
                               expire=exptime(ttl or 0)))
 
     def acquire_lock(self, key, token, ttl):
-        return bool(self._run(self._pool_for(key), 'add', key,
+        return bool(self._run(self._node_for(key), 'add', key,
                               token.encode('ascii'),
                               expire=lock_exptime(ttl)))
 
     def release_lock(self, key, token):
-        pool = self._pool_for(key)
-        value, cas = self._run(pool, 'gets', key)
+        node = self._node_for(key)
+        value, cas = self._run(node, 'gets', key)
         if value != token.encode('ascii'):
             return False
         # Expire it only if nobody changed it since gets: a lock taken by
         # someone else meanwhile has another cas value and stays.
-        return bool(self._run(pool, 'cas', key, b'', cas, expire=-1))
+        return bool(self._run(node, 'cas', key, b'', cas, expire=-1))
 
     def close(self) -> None:
-        if self._single is not None:
-            self._single.close()
-        else:
-            for pool in list(self._hash.clients.values()):
-                pool.close()
+        self._cluster.close()

@@ -8,6 +8,7 @@ import time
 import typing as ty
 
 from oslo_kvs.backends import base
+from oslo_kvs.backends import forksafe
 
 MAX_ITEMS = base.Option(
     'max_items', base.count(), 0,
@@ -36,6 +37,12 @@ class MemoryBackend(base.Backend):
         self._expiries: list[tuple[float, str]] = []
         self._mutex = threading.Lock()
         self._locks = base.LocalLocks()
+        forksafe.register(self)
+
+    def after_fork(self) -> None:
+        """In a forked child: mutexes the parent's threads may have held."""
+        self._mutex = threading.Lock()
+        self._locks.after_fork()
 
     def __len__(self) -> int:
         """Live entries, counting ones expired but not yet purged."""

@@ -18,6 +18,7 @@ mapped onto pymongo 4.
 
 import dataclasses
 import datetime
+import functools
 import logging
 import re
 import typing as ty
@@ -31,6 +32,7 @@ from pymongo import uri_parser
 
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
+from oslo_kvs.backends import forksafe
 from oslo_kvs import exception
 
 LOG = logging.getLogger(__name__)
@@ -251,9 +253,9 @@ class MongoBackend(base.Backend):
         self.db_name: str = args['db_name']
         self.collection_name: str = args['cache_collection']
         try:
-            self._client = type(self).client_factory(hosts, **kwargs)
-            self._collection = self._client[self.db_name][
-                self.collection_name]
+            self._new_client = functools.partial(
+                type(self).client_factory, hosts, **kwargs)
+            self._use_client(self._new_client())
         except (mongo_errors.PyMongoError, ValueError, TypeError,
                 OSError) as exc:
             raise exception.ConfigurationError(
@@ -261,6 +263,24 @@ class MongoBackend(base.Backend):
                 % (self.name, type(exc).__name__,
                    self._redact(str(exc)))) from None
         self._index_ready = False
+        forksafe.register(self)
+
+    def _use_client(self, client: ty.Any) -> None:
+        self._client = client
+        self._collection = client[self.db_name][self.collection_name]
+
+    def after_fork(self) -> None:
+        """In a forked child: a client of its own, never the parent's.
+
+        pymongo 4 resets an inherited client after a fork but warns that
+        one opened before the fork is not entirely fork-safe; a new client
+        (``connect=False``, so no I/O here) sidesteps that, and the
+        parent's is dropped unclosed, as closing would end the parent's
+        server sessions. The index lock may have been held by another
+        thread of the parent.
+        """
+        self._use_client(self._new_client())
+        self._index_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return '<MongoBackend %s %s.%s>' % (

@@ -394,15 +394,21 @@ class RedisBackend(base.Backend):
         retry = connection.pop('retry')
         try:
             # Connects to learn the slot map, so a cluster that is down
-            # already fails here.
-            return redis_cluster.RedisCluster(
+            # already fails here. Built with redis-py's default retry: the
+            # first command goes to the master of slot 0, and when that
+            # master is down the retry moves it to another one, so the
+            # cluster starts with any one master down.
+            client = redis_cluster.RedisCluster(
                 startup_nodes=[redis_cluster.ClusterNode(found.host,
                                                          found.port)
                                for found in nodes],
-                max_connections=args['pool_maxsize'], retry=retry,
-                **connection)
+                max_connections=args['pool_maxsize'], **connection)
         except self.server_errors as exc:
             raise base.backend_error(self, exc, 'connect')
+        # Then no retry, so a call on a down or hung node fails within
+        # the documented time.
+        client.set_retry(retry)
+        return client
 
     # --- errors ----------------------------------------------------------
 
@@ -425,6 +431,41 @@ class RedisBackend(base.Backend):
             '%s: %s returned a %s where a value was expected'
             % (self.name, self._where, type(reply).__name__))
 
+    def _on_cluster_nodes(self, commands: list[tuple]) -> list[ty.Any]:
+        """Replies to single-key ``commands``: one pipeline per Cluster node.
+
+        redis-py's cluster pipeline re-sends every command that timed out
+        one at a time, so a multi-key call on a hung master would wait
+        ``socket_timeout`` once per key. Here each node gets one pipeline
+        and a node that does not answer fails the call once, naming the
+        node. Redirections and refused connections (resharding, failover)
+        are left to redis-py's cluster client, which follows them and
+        refreshes its slot map.
+        """
+        client = self._client
+        by_node: dict[str, tuple[ty.Any, list[int]]] = {}
+        for index, command in enumerate(commands):
+            node = client.get_node_from_key(command[1])
+            by_node.setdefault(node.name, (node, []))[1].append(index)
+        replies: list[ty.Any] = [None] * len(commands)
+        for node, indexes in by_node.values():
+            pipe = client.get_redis_connection(node).pipeline(
+                transaction=False)
+            for index in indexes:
+                pipe.execute_command(*commands[index])
+            try:
+                results = pipe.execute(raise_on_error=False)
+            except redis_exceptions.TimeoutError as exc:
+                raise redis_exceptions.TimeoutError(
+                    'node %s: %s' % (node.name, exc)) from None
+            except redis_exceptions.ConnectionError as exc:
+                results = [exc] * len(indexes)
+            for index, result in zip(indexes, results):
+                if isinstance(result, redis_exceptions.RedisError):
+                    result = client.execute_command(*commands[index])
+                replies[index] = result
+        return replies
+
     # --- the backend API -------------------------------------------------
 
     def servers(self) -> list[str]:
@@ -443,7 +484,7 @@ class RedisBackend(base.Backend):
         if prefix:
             keys = [prefix + key for key in keys]
         if self._cluster:
-            values = self._client.mget_nonatomic(keys)
+            values = self._on_cluster_nodes([('GET', key) for key in keys])
         else:
             values = self._client.mget(keys)
         # bytes pass straight through; anything else is looked at once.
@@ -457,17 +498,19 @@ class RedisBackend(base.Backend):
     @_repeatable
     def set_serialized_multi(self, mapping, ttl=None):
         prefix = self._prefix
-        if ttl is None:
-            # Nothing expires: one MSET (split per slot on a Cluster).
-            if self._cluster:
-                self._client.mset_nonatomic(
-                    {prefix + k: v for k, v in mapping.items()})
-            else:
-                self._client.execute_command(
-                    'MSET', *[x for key, value in mapping.items()
-                              for x in (prefix + key, value)])
-            return
         px = _px(ttl)
+        if self._cluster:
+            self._on_cluster_nodes([
+                ('SET', prefix + key, value) + (() if px is None
+                                                else ('PX', px))
+                for key, value in mapping.items()])
+            return
+        if px is None:
+            # Nothing expires: one MSET.
+            self._client.execute_command(
+                'MSET', *[x for key, value in mapping.items()
+                          for x in (prefix + key, value)])
+            return
         pipe = self._client.pipeline(transaction=False)
         for key, value in mapping.items():
             pipe.execute_command('SET', prefix + key, value, 'PX', px)
@@ -476,6 +519,9 @@ class RedisBackend(base.Backend):
     @_repeatable
     def delete_multi(self, keys):
         prefix = self._prefix
+        if self._cluster:
+            self._on_cluster_nodes([('DEL', prefix + key) for key in keys])
+            return
         self._client.delete(*[prefix + key for key in keys])
 
     def delete_existing(self, key):

@@ -11,6 +11,7 @@ store of their own and are deleted afterwards.
 import dataclasses
 import json
 import math
+import os
 import random
 import string
 import sys
@@ -153,8 +154,12 @@ class Workload:
 
 
 def run_workload(workload: Workload, operations: int, duration: float,
-                 progress: Progress) -> tuple[dict[str, Stats], float]:
-    """Run the mix; return each operation's stats and the wall time."""
+                 progress: Progress) -> tuple[dict[str, Stats], float, bool]:
+    """Run the mix.
+
+    :returns: each operation's stats, the wall time, and whether Ctrl-C
+        ended the run early.
+    """
     names = list(MIX)
     weights = [MIX[name] for name in names]
     stats = {name: Stats(name) for name in names}
@@ -163,6 +168,7 @@ def run_workload(workload: Workload, operations: int, duration: float,
     started = clock()
     done = 0
     elapsed = 0.0
+    interrupted = False
     try:
         while done < operations and elapsed < duration:
             name = workload.random.choices(names, weights)[0]
@@ -176,16 +182,21 @@ def run_workload(workload: Workload, operations: int, duration: float,
     except KeyboardInterrupt:
         # Ctrl-C ends a long run early; what was measured is reported.
         elapsed = clock() - started
+        interrupted = True
     finally:
         progress.finish()
-    return stats, elapsed
+    return stats, elapsed, interrupted
 
 
 def report(conf: cfg.ConfigOpts, stats: dict[str, Stats],
-           wall: float) -> dict[str, ty.Any]:
-    """The run as a JSON-ready dict."""
+           wall: float, parameters: dict[str, ty.Any] | None = None,
+           interrupted: bool = False) -> dict[str, ty.Any]:
+    """The run as a JSON-ready dict, with the parameters that shaped it."""
     total = sum(len(s.latencies) for s in stats.values())
     return {
+        'command': 'bench',
+        'parameters': dict(parameters or {}),
+        'interrupted': interrupted,
         'backend': common.backing_store(conf),
         'operations': total,
         'seconds': wall,
@@ -227,6 +238,28 @@ def load_pyplot() -> ty.Any:
     return pyplot
 
 
+def check_plot_path(pyplot: ty.Any, path: str) -> None:
+    """Refuse, before the run, a plot file matplotlib could not write.
+
+    :raises common.CommandError: for a format matplotlib does not know
+        (it picks the format from the extension) or a missing directory.
+    """
+    figure = pyplot.figure()
+    try:
+        formats = figure.canvas.get_supported_filetypes()
+    finally:
+        pyplot.close(figure)
+    extension = os.path.splitext(path)[1].lstrip('.').lower()
+    common.require(extension in formats,
+                   '--plot %s: the file name must end with one of %s'
+                   % (path, ', '.join('.' + name for name in
+                                      sorted(formats))))
+    directory = os.path.dirname(os.path.abspath(path))
+    common.require(os.path.isdir(directory),
+                   '--plot %s: directory %s does not exist'
+                   % (path, directory))
+
+
 def plot(pyplot: ty.Any, result: dict[str, ty.Any], path: str) -> None:
     """Draw latency against percentile, one line per operation."""
     figure, axes = pyplot.subplots(figsize=(8, 5))
@@ -258,36 +291,48 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
         batch: int = 10, output_format: str = 'table',
         plot_path: str | None = None, seed: int = 0,
         progress_stream: ty.TextIO | None = None) -> int:
-    """Benchmark the configured store and print the report."""
+    """Benchmark the configured store and print the report.
+
+    :returns: 0, or 130 when Ctrl-C ended the run (the operations measured
+        until then are reported, marked interrupted).
+    """
     for name, value in (('--operations', operations), ('--keys', keys),
                         ('--batch', batch)):
-        if value < 1:
-            raise common.CommandError('%s must be at least 1' % name)
-    if duration <= 0 or value_size < 0:
-        raise common.CommandError(
-            '--duration must be positive and --value-size not negative')
+        common.require(value >= 1, '%s must be at least 1' % name)
+    common.require(math.isfinite(duration) and duration > 0 and
+                   value_size >= 0,
+                   '--duration must be positive and --value-size not '
+                   'negative')
     # Fail before the run, not after minutes of it.
     pyplot = load_pyplot() if plot_path else None
+    if plot_path:
+        check_plot_path(pyplot, plot_path)
+    parameters = {'operations': operations, 'duration': duration,
+                  'keys': keys, 'value_size': value_size, 'batch': batch,
+                  'seed': seed, 'mix': MIX}
     store = common.open_store(conf)
     workload = Workload(store, keys, value_size, batch, seed)
     try:
         workload.prepare()
         progress = Progress(progress_stream or sys.stderr, operations,
                             duration)
-        stats, wall = run_workload(workload, operations, duration, progress)
+        stats, wall, interrupted = run_workload(workload, operations,
+                                                duration, progress)
         # After a failure the keys are left to expire: the server is
         # failing, and the store's random name keeps them apart anyway.
         workload.cleanup()
     finally:
         store.close()
-    result = report(conf, stats, wall)
+    result = report(conf, stats, wall, parameters, interrupted)
     if output_format == 'json':
         json.dump(result, out, indent=2)
         out.write('\n')
     else:
         write_table(result, out)
-    if pyplot is not None:
+        if interrupted:
+            out.write('interrupted: the result above is partial\n')
+    if pyplot is not None and plot_path:
         plot(pyplot, result, plot_path)
         if output_format != 'json':
             out.write('latency plot written to %s\n' % plot_path)
-    return 0
+    return common.EXIT_INTERRUPTED if interrupted else common.EXIT_OK

@@ -8,6 +8,7 @@ group by ``configure_from_conf``.
 """
 
 import ipaddress
+import json
 import typing as ty
 import uuid
 
@@ -187,3 +188,60 @@ def parse_endpoint(label: str, default_port: int | None) -> Endpoint | None:
     except address.AddressError:
         return None
     return Endpoint(label, host=found.host, port=found.port, path=found.path)
+
+
+#: Exit statuses, the same on every subcommand: healthy, symptom found
+#: (a failing server or check), could not run (bad arguments or
+#: configuration), interrupted (Ctrl-C, as a shell reports SIGINT).
+EXIT_OK = 0
+EXIT_SYMPTOM = 1
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+FORMATS = ('table', 'json')
+
+
+def add_format_argument(parser: ty.Any) -> None:
+    """``--format``, which every subcommand takes."""
+    parser.add_argument('--format', choices=FORMATS, default='table',
+                        help='table for people (default), json for '
+                             'programs')
+
+
+def require(condition: bool, message: str) -> None:
+    """Refuse a bad command-line value before anything runs.
+
+    :raises CommandError: with ``message`` when ``condition`` is false.
+    """
+    if not condition:
+        raise CommandError(message)
+
+
+class _Discard:
+    """A text stream that drops everything: the table in JSON mode."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def text_stream(out: ty.TextIO, output_format: str) -> ty.TextIO:
+    """Where a subcommand writes its table: ``out``, or nowhere for JSON."""
+    if output_format == 'table':
+        return out
+    return ty.cast(ty.TextIO, _Discard())
+
+
+def write_result(result: dict[str, ty.Any], out: ty.TextIO,
+                 output_format: str) -> None:
+    """Print ``result`` as JSON when asked; the table is already out."""
+    if output_format == 'json':
+        json.dump(result, out, indent=2)
+        out.write('\n')
+    elif result.get('interrupted'):
+        out.write('interrupted: the result above is partial\n')

@@ -11,7 +11,9 @@ Only :func:`symptom_unreachable_servers` and
 the configuration alone.
 """
 
+import collections
 import inspect
+import math
 import typing as ty
 import urllib.parse
 
@@ -148,11 +150,12 @@ class Checkup:
     def backend(self) -> base.Backend | None:
         """The backend built from the configuration, or ``None``.
 
-        Configuration errors go to :attr:`errors`; a backend that connects
+        Configuration errors go to ``errors``; a backend that connects
         while being built (Redis Cluster) may fail to reach its servers,
-        which goes to :attr:`connect_error`.
+        which goes to ``connect_error``.
         """
-        if not self._built and self.parsed is not None:
+        if (not self._built and self.parsed is not None and
+                self.backend_cls is not None):
             self._built = True
             try:
                 self._backend = self.backend_cls(self.backend_args)
@@ -262,7 +265,7 @@ def _hosts_and_tls(arguments: ty.Mapping[str, ty.Any]) -> tuple[
             tls = tls or bool(types.Boolean()(arguments.get(flag) or False))
         except ValueError:
             pass
-    hosts = []
+    hosts: list[str] = []
     for name in _SERVER_ARGUMENTS:
         value = arguments.get(name)
         items = [value] if isinstance(value, str) else list(value or ())
@@ -272,7 +275,7 @@ def _hosts_and_tls(arguments: ty.Mapping[str, ty.Any]) -> tuple[
                 continue
             if '://' not in item:
                 endpoint = common.parse_endpoint(item, 1)
-                hosts.append(endpoint.host if endpoint else item)
+                hosts.append(endpoint.host or item if endpoint else item)
                 continue
             split = urllib.parse.urlsplit(item)
             query = urllib.parse.parse_qs(split.query.lower())
@@ -284,7 +287,7 @@ def _hosts_and_tls(arguments: ty.Mapping[str, ty.Any]) -> tuple[
             netloc = split.netloc.rpartition('@')[2]
             for part in netloc.split(','):
                 endpoint = common.parse_endpoint(part, 1) if part else None
-                if endpoint is not None:
+                if endpoint is not None and endpoint.host:
                     hosts.append(endpoint.host)
     return hosts, tls
 
@@ -309,13 +312,37 @@ def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
     return bool(remote)
 
 
-def symptom_protection_keys_weak(check: Checkup) -> bool:
-    """A protection key is too short or repeated.
+def estimated_bits(secret: str) -> float:
+    """A rough upper bound of the entropy of ``secret``, in bits.
 
-    Short secrets can be guessed; a repeated one is a copy-paste mistake
-    that usually means the key meant for rotation is missing. Generate
-    each key with ``secrets.token_urlsafe(32)`` (at least 32 bytes), keep
-    the newest first and remove duplicates.
+    Its length times the Shannon entropy of its characters, counting a
+    repeated pattern once: ``'a' * 40`` and ``'password' * 5`` score low,
+    ``secrets.token_urlsafe(32)`` about 200.
+    """
+    for period in range(1, len(secret) // 2 + 1):
+        if (secret[:period] * len(secret))[:len(secret)] == secret:
+            secret = secret[:period]
+            break
+    counts = collections.Counter(secret)
+    total = len(secret)
+    if not total:
+        return 0.0
+    return total * -sum(n / total * math.log2(n / total)
+                        for n in counts.values())
+
+
+#: Keys estimated below this many bits are reported as guessable.
+MIN_KEY_BITS = 96
+
+
+def symptom_protection_keys_weak(check: Checkup) -> bool:
+    """A protection key is short, guessable, a placeholder, or repeated.
+
+    Short or low-entropy secrets can be guessed, and a placeholder copied
+    from the documentation is public; a repeated key is a copy-paste
+    mistake that usually means the key meant for rotation is missing.
+    Generate each key with ``secrets.token_urlsafe(32)`` (at least 32
+    bytes), keep the newest first and remove duplicates.
     """
     try:
         keys = check.protection_keys()
@@ -326,6 +353,13 @@ def symptom_protection_keys_weak(check: Checkup) -> bool:
         if len(key.encode('utf-8')) < protection.MIN_KEY_BYTES:
             check.note('key #%d is shorter than %d bytes'
                        % (position, protection.MIN_KEY_BYTES))
+        elif protection.is_placeholder(key.encode('utf-8')):
+            check.note('key #%d is a placeholder from the documentation'
+                       % position)
+        elif estimated_bits(key) < MIN_KEY_BITS:
+            check.note('key #%d looks guessable: about %d bits of entropy, '
+                       'want at least %d'
+                       % (position, estimated_bits(key), MIN_KEY_BITS))
         if key in seen:
             check.note('key #%d repeats key #%d' % (position, seen[key]))
         seen.setdefault(key, position)
@@ -441,12 +475,25 @@ def describe(symptom: ty.Callable[..., ty.Any]) -> tuple[str, str]:
 
 
 def run(conf: cfg.ConfigOpts, out: ty.TextIO,
-        token_lifetime: int | None = None, timeout: float = 1.0) -> int:
-    """Run every check, print the symptoms found; 1 if any, else 0."""
+        token_lifetime: int | None = None, timeout: float = 1.0,
+        output_format: str = 'table') -> int:
+    """Run every check and print the symptoms found.
+
+    :returns: 1 when a check found a symptom, else 0; 130 when
+        interrupted (the checks run so far are reported).
+    """
+    common.require(token_lifetime is None or token_lifetime >= 0,
+                   '--token-lifetime must not be negative')
+    common.require(timeout > 0 and math.isfinite(timeout),
+                   '--timeout must be a positive number of seconds')
     conf.register_opts(token_opts, group='token')
+    result_out, out = out, common.text_stream(out, output_format)
     check = Checkup(conf, token_lifetime=token_lifetime, timeout=timeout)
     found = 0
     checks = symptoms()
+    result: dict[str, ty.Any] = {
+        'command': 'doctor', 'backend': check.backing_store,
+        'checks': len(checks), 'symptoms': [], 'interrupted': False}
     try:
         for symptom in checks:
             check.notes = []
@@ -454,13 +501,24 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO,
                 continue
             found += 1
             headline, advice = describe(symptom)
+            result['symptoms'].append({
+                'name': symptom.__name__, 'headline': headline,
+                'details': list(check.notes), 'advice': advice})
             out.write('\n[%s] %s\n' % (symptom.__name__, headline))
             for line in check.notes:
                 out.write('  - %s\n' % line)
             out.write(''.join('  %s\n' % line
                               for line in advice.splitlines()))
+    except KeyboardInterrupt:
+        result['interrupted'] = True
     finally:
         check.close()
+    if result['interrupted']:
+        out.write('\n%d symptom(s) found before the checks were '
+                  'interrupted.\n' % found)
+        common.write_result(result, result_out, output_format)
+        return common.EXIT_INTERRUPTED
+    common.write_result(result, result_out, output_format)
     if found:
         out.write('\n%d of %d checks found a symptom in the %s store.\n'
                   % (found, len(checks), check.backing_store))

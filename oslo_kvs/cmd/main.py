@@ -1,8 +1,9 @@
 """The ``oslo-kvs`` command.
 
-Every subcommand works on the store described by ``[kvs] backing_store``
-and ``[kvs] backend_argument`` in the files given with ``--config-file``
-(the in-memory backend by default):
+Every subcommand works on the store described by the store options
+(``backend``, ``backend_argument``, ...) of ``[kvs]``, or of the group given
+with ``--group``, in the files given with ``--config-file`` (the in-memory
+backend by default):
 
 ``exercise``
     runs every operation of the API, checks its result and prints how long
@@ -19,6 +20,7 @@ and ``[kvs] backend_argument`` in the files given with ``--config-file``
 Nothing printed contains a password or protection key.
 """
 
+import importlib.metadata
 import statistics
 import sys
 import time
@@ -50,10 +52,20 @@ def _timed(operation: ty.Callable[[], ty.Any], rounds: int) -> float:
 
 
 def exercise(store: oslo_kvs.KeyValueStore, rounds: int,
-             out: ty.TextIO) -> None:
-    """Run each API operation, check its result, print its median time."""
+             out: ty.TextIO, output_format: str = 'table') -> int:
+    """Run each API operation, check its result, report its median time.
+
+    :returns: 0 when every operation gave the right answer, 1 when one did
+        not or a server failed, 130 when interrupted (the operations timed
+        so far are reported).
+    """
+    common.require(rounds >= 1, '--rounds must be at least 1')
     value = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
     keys = ['key-%03d' % i for i in range(100)]
+    result: dict[str, ty.Any] = {
+        'command': 'exercise', 'store': store.name, 'rounds': rounds,
+        'operations': {}, 'error': None, 'interrupted': False}
+    result_out, out = out, common.text_stream(out, output_format)
 
     def lock_cycle():
         with store.get_lock('locked') as lock:
@@ -61,10 +73,9 @@ def exercise(store: oslo_kvs.KeyValueStore, rounds: int,
 
     def add_delete():
         if not store.add('added', value):
-            raise RuntimeError('add refused a key that was absent')
+            raise _WrongAnswer('add refused a key that was absent')
         store.delete('added')
 
-    store.set_multi({key: value for key in keys})
     steps = [
         ('set', lambda: store.set('one', value)),
         ('get', lambda: store.get('one')),
@@ -74,31 +85,54 @@ def exercise(store: oslo_kvs.KeyValueStore, rounds: int,
         ('add + delete', add_delete),
         ('lock + set', lock_cycle),
     ]
-    out.write('store %r on %s, %d rounds each\n'
-              % (store.name, ', '.join(store.servers()) or 'this process',
-                 rounds))
-    for label, operation in steps:
-        median = _timed(operation, rounds)
-        out.write('  %-22s ok  median %9.1f us\n' % (label, median * 1e6))
-    if store.get_multi(keys) != [value] * len(keys):
-        raise RuntimeError('get_multi returned different values')
-    store.delete_multi(keys + ['one', 'locked'])
+    status = common.EXIT_OK
     try:
-        store.get('one')
-    except exception.NotFound:
-        out.write('  %-22s ok\n' % 'delete_multi')
-    else:
-        raise RuntimeError('delete_multi left a key behind')
+        store.set_multi({key: value for key in keys})
+        out.write('store %r on %s, %d rounds each\n'
+                  % (store.name,
+                     ', '.join(store.servers()) or 'this process', rounds))
+        for label, operation in steps:
+            median = _timed(operation, rounds)
+            result['operations'][label] = {'median_us': median * 1e6}
+            out.write('  %-22s ok  median %9.1f us\n'
+                      % (label, median * 1e6))
+        if store.get_multi(keys) != [value] * len(keys):
+            raise _WrongAnswer('get_multi returned different values')
+        store.delete_multi(keys + ['one', 'locked'])
+        try:
+            store.get('one')
+        except exception.NotFound:
+            result['operations']['delete_multi'] = {}
+            out.write('  %-22s ok\n' % 'delete_multi')
+        else:
+            raise _WrongAnswer('delete_multi left a key behind')
+    except (_WrongAnswer, exception.BackendError, exception.LockTimeout,
+            exception.NotFound) as exc:
+        # The store is misbehaving: a symptom, reported like one.
+        result['error'] = str(exc)
+        out.write('FAILED: %s\n' % exc)
+        status = common.EXIT_SYMPTOM
+    except KeyboardInterrupt:
+        result['interrupted'] = True
+        status = common.EXIT_INTERRUPTED
+    common.write_result(result, result_out, output_format)
+    return status
+
+
+class _WrongAnswer(Exception):
+    """An operation returned something other than what was stored."""
 
 
 def _exercise(conf: cfg.ConfigOpts, out: ty.TextIO) -> int:
-    exercise(open_store(conf), conf.command.rounds, out)
-    return 0
+    common.require(conf.command.rounds >= 1, '--rounds must be at least 1')
+    return exercise(open_store(conf), conf.command.rounds, out,
+                    conf.command.format)
 
 
 def _doctor(conf: cfg.ConfigOpts, out: ty.TextIO) -> int:
     return doctor.run(conf, out, token_lifetime=conf.command.token_lifetime,
-                      timeout=conf.command.timeout)
+                      timeout=conf.command.timeout,
+                      output_format=conf.command.format)
 
 
 def _bench(conf: cfg.ConfigOpts, out: ty.TextIO) -> int:
@@ -112,13 +146,16 @@ def _bench(conf: cfg.ConfigOpts, out: ty.TextIO) -> int:
 
 def _ping(conf: cfg.ConfigOpts, out: ty.TextIO) -> int:
     return ping.run(conf, out, count=conf.command.count,
-                    timeout=conf.command.timeout)
+                    timeout=conf.command.timeout,
+                    output_format=conf.command.format)
 
 
 def _add_commands(subparsers: ty.Any) -> None:
     parser = subparsers.add_parser(
         'exercise', help='run every operation once per round and time it')
-    parser.add_argument('--rounds', type=int, default=200)
+    parser.add_argument('--rounds', type=int, default=200,
+                        help='calls of each operation (default 200)')
+    common.add_format_argument(parser)
     parser.set_defaults(func=_exercise)
 
     parser = subparsers.add_parser(
@@ -131,6 +168,7 @@ def _add_commands(subparsers: ty.Any) -> None:
     parser.add_argument(
         '--timeout', type=float, default=1.0, metavar='SECONDS',
         help='longest wait for a connection to each server (default 1)')
+    common.add_format_argument(parser)
     parser.set_defaults(func=_doctor)
 
     parser = subparsers.add_parser(
@@ -149,9 +187,7 @@ def _add_commands(subparsers: ty.Any) -> None:
                         help='size of the text in each value (default 256)')
     parser.add_argument('--batch', type=int, default=10,
                         help='keys per get_multi (default 10)')
-    parser.add_argument('--format', choices=('table', 'json'),
-                        default='table',
-                        help='table for people, json for programs')
+    common.add_format_argument(parser)
     parser.add_argument('--plot', metavar='FILE.png',
                         help='draw latency percentiles to this file '
                              '(needs matplotlib: the "plot" extra)')
@@ -167,25 +203,57 @@ def _add_commands(subparsers: ty.Any) -> None:
     parser.add_argument(
         '--timeout', type=float, default=2.0, metavar='SECONDS',
         help='longest wait for a connection (default 2)')
+    common.add_format_argument(parser)
     parser.set_defaults(func=_ping)
 
 
+def version() -> str:
+    """The installed version of oslo.kvs."""
+    try:
+        return importlib.metadata.version('oslo.kvs')
+    except importlib.metadata.PackageNotFoundError:
+        return 'unknown (not installed)'
+
+
+#: Errors that mean the command could not run as asked: exit status 2.
+_USAGE_ERRORS = (common.CommandError, exception.ConfigurationError,
+                 exception.NotConfigured, cfg.Error, ValueError, OSError)
+
+
 def main(argv: ty.Sequence[str] | None = None) -> int:
-    """Entry point of ``oslo-kvs``; returns the exit status."""
+    """Entry point of ``oslo-kvs``; returns the exit status.
+
+    0: healthy; 1: a symptom found (a check failed, a server is
+    unreachable or failing); 2: could not run (bad arguments or
+    configuration, printed as one ``oslo-kvs: <message>`` line); 130:
+    interrupted with Ctrl-C, after printing the partial result.
+    """
     conf = cfg.ConfigOpts()
     opts.register_command_opts(conf)
     conf.register_cli_opt(cfg.SubCommandOpt(
         'command', title='commands', handler=_add_commands))
-    conf(list(sys.argv[1:] if argv is None else argv), project='oslo_kvs',
-         default_config_files=[])
-    secrets = common.secrets_of(conf)
-    out = common.RedactingWriter(sys.stdout, secrets)
+    secrets: list[str] = []
     try:
+        conf(list(sys.argv[1:] if argv is None else argv),
+             project='oslo_kvs', version=version(),
+             default_config_files=[])
+        secrets = common.secrets_of(conf)
+        out = common.RedactingWriter(sys.stdout, secrets)
         return conf.command.func(conf, out)
-    except (exception.KVSError, common.CommandError,
-            cfg.ConfigFileValueError) as exc:
-        sys.stderr.write(common.redact('oslo-kvs: %s\n' % exc, secrets))
-        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write('oslo-kvs: interrupted\n')
+        return common.EXIT_INTERRUPTED
+    except _USAGE_ERRORS as exc:
+        status = common.EXIT_ERROR
+        message = str(exc) or type(exc).__name__
+    except exception.KVSError as exc:
+        # A server failed or answered wrongly: a symptom of the deployment.
+        status = common.EXIT_SYMPTOM
+        message = str(exc) or type(exc).__name__
+    # One line, whatever the exception held, and no secret in it.
+    line = ' '.join(message.split())
+    sys.stderr.write(common.redact('oslo-kvs: %s\n' % line, secrets))
+    return status
 
 
 if __name__ == '__main__':

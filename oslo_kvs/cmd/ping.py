@@ -6,6 +6,7 @@ through the store itself (a ``get`` of a missing key), which also proves
 that authentication and TLS work.
 """
 
+import math
 import socket
 import statistics
 import time
@@ -30,8 +31,9 @@ def connect_time(endpoint: common.Endpoint, timeout: float) -> float:
             sock.settimeout(timeout)
             sock.connect(endpoint.path)
     else:
-        with socket.create_connection((endpoint.host, endpoint.port),
-                                      timeout=timeout):
+        # parse_endpoint gives a host and a port whenever there is no path.
+        address = (endpoint.host, ty.cast(int, endpoint.port))
+        with socket.create_connection(address, timeout=timeout):
             pass
     return time.perf_counter() - started
 
@@ -74,9 +76,34 @@ def _ms(seconds: float) -> str:
 
 
 def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
-        timeout: float = 2.0) -> int:
-    """Ping every server of the configured store; 1 if any fails."""
+        timeout: float = 2.0, output_format: str = 'table') -> int:
+    """Ping every server of the configured store.
+
+    :returns: 0 when every server answers, 1 when one does not, 130 when
+        interrupted (the servers probed so far are reported).
+    """
+    common.require(count >= 1, '--count must be at least 1')
+    common.require(timeout > 0 and math.isfinite(timeout),
+                   '--timeout must be a positive number of seconds')
     backing_store = common.backing_store(conf)
+    result: dict[str, ty.Any] = {
+        'command': 'ping', 'backend': backing_store, 'count': count,
+        'timeout': timeout, 'servers': [], 'round_trip': None,
+        'interrupted': False}
+    result_out, out = out, common.text_stream(out, output_format)
+    try:
+        status = _ping(conf, out, count, timeout, result)
+    except KeyboardInterrupt:
+        result['interrupted'] = True
+        status = common.EXIT_INTERRUPTED
+    common.write_result(result, result_out, output_format)
+    return status
+
+
+def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
+          result: dict[str, ty.Any]) -> int:
+    backing_store = common.backing_store(conf)
+    servers = result['servers']
     try:
         # Protection plays no part in reaching a server; its mistakes are
         # for doctor to report.
@@ -86,6 +113,7 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
         # Backends that connect while configuring (Redis Cluster).
         out.write('%s: UNREACHABLE while configuring: %s\n'
                   % (backing_store, exc))
+        result['error'] = str(exc)
         return 1
     failures = 0
     try:
@@ -102,6 +130,7 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
         for label in labels:
             endpoint = probed.get(label)
             if endpoint is None:
+                servers.append({'server': label, 'probed': False})
                 out.write('  %s  not probed: no host and port to connect '
                           'to\n' % label)
                 continue
@@ -109,9 +138,18 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
                 times = probe(endpoint, timeout, count)
             except OSError as exc:
                 failures += 1
+                servers.append({'server': label, 'probed': True,
+                                'reachable': False,
+                                'error': '%s: %s' % (type(exc).__name__,
+                                                     exc)})
                 out.write('  %s  UNREACHABLE  %s: %s\n'
                           % (label, type(exc).__name__, exc))
                 continue
+            servers.append({'server': label, 'probed': True,
+                            'reachable': True,
+                            'connect_median_ms':
+                                statistics.median(times) * 1e3,
+                            'connect_best_ms': min(times) * 1e3})
             out.write('  %s  reachable  connect median %s, best %s '
                       '(%d tries)\n' % (label, _ms(statistics.median(times)),
                                         _ms(min(times)), count))
@@ -124,8 +162,12 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
             times = store_round_trips(store, count)
         except exception.BackendError as exc:
             failures += 1
+            result['round_trip'] = {'ok': False, 'error': str(exc)}
             out.write('store round trip FAILED: %s\n' % exc)
         else:
+            result['round_trip'] = {
+                'ok': True, 'median_ms': statistics.median(times) * 1e3,
+                'best_ms': min(times) * 1e3}
             out.write('store round trip (get of a missing key): median %s, '
                       'best %s (%d tries)\n'
                       % (_ms(statistics.median(times)), _ms(min(times)),

@@ -141,7 +141,7 @@ def test_already_configured_as_configure(tmp_path):
 # same in code, the option the message must name)
 BAD = [
     (['backend = openstack.kvs.Nowhere'],
-     ('openstack.kvs.Nowhere', {}), 'options'),
+     ('openstack.kvs.Nowhere', {}), 'backend'),
     (['backend = openstack.kvs.Redis', 'backend_argument = colour:blue'],
      ('openstack.kvs.Redis', {'colour': 'blue'}), 'backend_argument'),
     (['backend = openstack.kvs.Redis',

@@ -5,6 +5,7 @@ loopback appear only in checks that read the configuration and never
 connect (TEST-NET-1, 192.0.2.0/24, which is never routed).
 """
 
+import json
 import socket
 import textwrap
 import threading
@@ -17,6 +18,7 @@ from oslo_kvs.cmd import main
 from oslo_kvs import opts
 from oslo_kvs_tests import servers
 
+# Real keys, as secrets.token_urlsafe(32) makes them.
 GOOD_KEY = '8NAdnSMgML5veDMiRauynkVzfVmGk6jfFgMpnFn97Ew'
 OTHER_KEY = 'PBsZYcv83feowLD3qhCbFZMlX-3jyaVxN_JHkKmXVn4'
 PASSWORD = 'pa55-word-that-must-stay-hidden'
@@ -233,6 +235,29 @@ class TestProtectionKeysWeak:
         assert self.symptom(check)
         assert check.notes == expected
 
+    @pytest.mark.parametrize('weak,note', [
+        ('a' * 40, 'key #1 looks guessable'),
+        ('password' * 5, 'key #1 looks guessable'),
+        ('abcabcabcabcabcabcabcabcabcabcabcabc', 'key #1 looks guessable'),
+        ('PASTE-THE-OUTPUT-OF-secrets.token_urlsafe-32-HERE',
+         'key #1 is a placeholder from the documentation'),
+        ('ReplaceWithTheOutputOfSecretsTokenUrlsafe32',
+         'key #1 is a placeholder from the documentation'),
+    ])
+    def test_low_entropy_and_placeholders(self, tmp_path, weak, note):
+        check = checkup(tmp_path, '[kvs]\nprotection_keys = %s,%s\n'
+                        % (weak, GOOD_KEY))
+        assert self.symptom(check)
+        assert len(check.notes) == 1 and check.notes[0].startswith(note)
+        assert weak not in check.notes[0]
+
+    def test_random_keys_have_enough_entropy(self):
+        import secrets
+        for _ in range(200):
+            key = secrets.token_urlsafe(32)
+            assert doctor.estimated_bits(key) >= doctor.MIN_KEY_BITS, key
+        assert doctor.estimated_bits(secrets.token_hex(32)) >= 96
+
     def test_detected_in_backend_arguments(self, tmp_path):
         assert present(self.symptom, tmp_path,
                        '[kvs]\nbackend_argument = protection_keys:%s,%s\n'
@@ -420,6 +445,45 @@ class TestCommand:
         assert '[symptom_unreachable_servers]' in out
         assert out.count('[symptom_') == 1
         assert GOOD_KEY not in out
+
+    def test_json(self, tmp_path, capsys, closed_port):
+        conf = write_conf(tmp_path, redis_conf(
+            'url:redis://127.0.0.1:%d/0' % closed_port, kvs=PROTECTED))
+        assert main.main(['--config-file', conf, 'doctor', '--format',
+                          'json']) == 1
+        result = json.loads(capsys.readouterr().out)
+        assert result['command'] == 'doctor'
+        assert result['interrupted'] is False
+        assert [s['name'] for s in result['symptoms']] == [
+            'symptom_unreachable_servers']
+        assert result['symptoms'][0]['details']
+        assert result['checks'] == len(doctor.symptoms())
+
+    def test_interrupted_reports_checks_so_far(self, tmp_path, capsys,
+                                               monkeypatch):
+        def interrupt(check):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(doctor, 'symptom_unreachable_servers',
+                            interrupt)
+        conf = write_conf(tmp_path, '[kvs]\nprotection_keys = %s\n'
+                          % ('a' * 40))
+        assert main.main(['--config-file', conf, 'doctor', '--format',
+                          'json']) == 130
+        result = json.loads(capsys.readouterr().out)
+        assert result['interrupted'] is True
+        names = [s['name'] for s in result['symptoms']]
+        assert 'symptom_protection_keys_weak' in names
+
+    @pytest.mark.parametrize('argv', [['--timeout', '0'],
+                                      ['--timeout', 'nan'],
+                                      ['--token-lifetime', '-1']])
+    def test_bad_arguments_exit_2(self, tmp_path, capsys, argv):
+        conf = write_conf(tmp_path, '')
+        assert main.main(['--config-file', conf, 'doctor'] + argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ''
+        assert captured.err.startswith('oslo-kvs: --')
+        assert captured.err.count('\n') == 1
 
     def test_every_symptom_has_advice(self):
         for symptom in doctor.symptoms():

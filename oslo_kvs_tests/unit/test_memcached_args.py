@@ -5,6 +5,7 @@ reaches the network fails with ``BackendError``, so a ``ConfigurationError``
 proves the store refused before sending anything.
 """
 
+import socket
 import ssl
 import threading
 import time
@@ -14,6 +15,7 @@ from oslo_config import cfg
 import pytest
 
 import oslo_kvs
+from oslo_kvs.backends import memcache_pool
 from oslo_kvs.backends import memcached
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
@@ -37,7 +39,7 @@ def backend(**args):
 
 
 def client_kwargs(be):
-    pool = be._single or next(iter(be._hash.clients.values()))
+    pool = be._cluster.nodes[0].pool
     return pool._make.keywords
 
 
@@ -70,19 +72,22 @@ class TestUrl:
         with pytest.raises(exception.ConfigurationError, match='twice'):
             configure(url='a:1,a:1')
 
-    def test_one_server_is_pooled_without_hash_client(self, dead_url):
+    def test_one_server_is_pooled_for_the_hot_path(self, dead_url):
         be = backend(url=dead_url)
-        assert be._hash is None and be._single is not None
+        assert be._single is be._cluster.nodes[0].pool
 
-    def test_several_servers_use_hash_client_with_retry_settings(self):
+    def test_several_servers_share_keys_with_retry_settings(self):
         be = backend(url='a:1,b:2', retry_attempts='3', retry_delay='0.5',
-                     dead_retry='7')
+                     dead_retry='7', flush_on_rejoin='false')
+        cluster = be._cluster
         assert be._single is None
-        assert sorted(be._hash.clients) == ['a:1', 'b:2']
-        assert (be._hash.retry_attempts, be._hash.retry_timeout,
-                be._hash.dead_timeout) == (3, 0.5, 7)
-        assert all(isinstance(pool, memcached.Pool)
-                   for pool in be._hash.clients.values())
+        assert [node.name for node in cluster.nodes] == ['a:1', 'b:2']
+        assert (cluster.retry_attempts, cluster.retry_delay,
+                cluster.dead_retry, cluster.flush_on_rejoin) == (
+                    3, 0.5, 7, False)
+        assert all(isinstance(node.pool, memcached.Pool)
+                   for node in cluster.nodes)
+        assert backend(url='a:1,b:2')._cluster.flush_on_rejoin
 
 
 class TestArguments:
@@ -258,13 +263,22 @@ class FakeClient:
         self.closed = 0
         self.release = threading.Event()
         self.release.set()
+        # A connected socket, so the pool can poll it; ``peer`` plays
+        # the server.
+        self.sock, self.peer = socket.socketpair()
 
     def hold(self):
         self.release.wait(5)
         return self
 
+    def meet(self, barrier):
+        barrier.wait(5)
+
     def close(self):
         self.closed += 1
+        self.sock.close()
+        self.peer.close()
+        self.sock, self.peer = socket.socketpair()
 
 
 class TestPool:
@@ -322,6 +336,49 @@ class TestPool:
         time.sleep(0.05)
         pool.run('hold')
         assert made[0].closed == 1
+
+    def test_connection_closed_by_the_server_is_replaced_before_use(self):
+        pool, made = self.make(max_size=1)
+        pool.run('hold')
+        made[0].peer.close()  # the server restarted, which takes a while
+        time.sleep(2 * memcache_pool.TRUSTED_IDLE)
+        assert pool.run('hold') is made[0]
+        assert made[0].closed == 1
+        time.sleep(2 * memcache_pool.TRUSTED_IDLE)
+        pool.run('hold')
+        assert made[0].closed == 1  # a live connection is kept
+
+    def test_every_idle_connection_past_its_timeout_is_reaped(self):
+        pool, made = self.make(max_size=8, idle_timeout=0.05)
+        burst = threading.Barrier(8)
+        threads = [threading.Thread(target=pool.run, args=('meet', burst))
+                   for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(made) == pool._size == 8
+        time.sleep(0.1)
+        pool.run('hold')  # the call-driven sweep
+        assert pool._size == 1
+        # The one reused was closed at checkout and reconnected.
+        assert all(client.closed == 1 for client in made)
+
+    def test_fork_child_drops_inherited_clients_and_accounting(self):
+        pool, made = self.make(max_size=1, wait_timeout=0.05)
+        pool.run('hold')
+        made[0].release.clear()
+        holder = threading.Thread(target=pool.run, args=('hold',))
+        holder.start()
+        while pool._idle:
+            time.sleep(0.001)
+        try:
+            pool.after_fork()  # what every forked child runs
+            assert pool.run('hold') is made[1]
+            made[1].release.set()
+        finally:
+            made[0].release.set()
+            holder.join()
 
     def test_failed_call_closes_its_connection_and_keeps_the_slot(self):
         pool, made = self.make(max_size=1)

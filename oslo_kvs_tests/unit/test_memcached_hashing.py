@@ -5,21 +5,21 @@ from hypothesis import strategies as st
 from pymemcache.client import murmur3
 from pymemcache.client import rendezvous
 
-from oslo_kvs.backends import memcached
+from oslo_kvs.backends import memcache_pool
 
 NODES = ['127.0.0.1:11211', '127.0.0.1:11212', '[::1]:11213']
 
 
 @given(st.text(max_size=300), st.integers(min_value=0, max_value=2 ** 32 - 1))
 def test_hash_equals_pymemcache_murmur3(text, seed):
-    assert memcached._murmur3_32(text, seed) == murmur3.murmur3_32(text, seed)
+    assert memcache_pool.murmur3_32(text, seed) == murmur3.murmur3_32(text, seed)
 
 
 @given(st.lists(st.text(alphabet='0123456789abcdef', min_size=64,
                         max_size=64), min_size=1, max_size=20))
 def test_placement_equals_pymemcache_default(keys):
     ours = rendezvous.RendezvousHash(list(NODES),
-                                     hash_function=memcached._murmur3_32)
+                                     hash_function=memcache_pool.murmur3_32)
     theirs = rendezvous.RendezvousHash(list(NODES))
     assert [ours.get_node(k) for k in keys] == [theirs.get_node(k)
                                                 for k in keys]

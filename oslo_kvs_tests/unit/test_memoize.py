@@ -554,9 +554,10 @@ def test_get_and_set(env):
 
 # --- stampede ----------------------------------------------------------------
 
-def _stampede(env, make_functions, threads=8):
+def _stampede(env, make_functions, threads=8, **store_args):
     counting = CountingProxy()
-    decorator = env.decorator(env.store(proxy_list=[counting]))
+    decorator = env.decorator(env.store(proxy_list=[counting],
+                                        **store_args))
     calls = []
 
     def slow(x):
@@ -591,12 +592,53 @@ def test_stampede_in_one_process_runs_the_function_once(env):
     _stampede(env, one_function)
 
 
+def test_stampede_in_one_process_is_stopped_by_the_local_mutex(env):
+    # Store locks off: the per-key local mutex alone keeps threads apart.
+    def one_function(decorator, fn, threads):
+        memoized = decorator(fn)
+        return [memoized] * threads
+    _stampede(env, one_function, locking=False)
+
+
 def test_stampede_is_stopped_by_the_store_lock_too(env):
     # Separate decorated objects share no local mutex, as in separate
     # processes; only the store's lock keeps them apart.
     def separate_functions(decorator, fn, threads):
         return [decorator(fn) for _ in range(threads)]
     _stampede(env, separate_functions)
+
+
+@pytest.mark.parametrize('shared', [True, False],
+                         ids=['local-mutex', 'store-lock'])
+def test_wait_for_another_computation_is_bounded(env, shared):
+    # lock_timeout 1: the docs promise a caller waits at most 2 s for
+    # another computation of the same call, then computes itself.
+    decorator = env.decorator(env.store(lock_timeout=1))
+    started, release = threading.Event(), threading.Event()
+
+    def slow(x):
+        env.calls.append(x)
+        if len(env.calls) == 1:
+            started.set()
+            assert release.wait(120)
+        return x * 2
+
+    first_fn = decorator(slow)
+    # One decorated object shares the per-key local mutex; two share only
+    # the store's lock, as two processes do.
+    second_fn = first_fn if shared else decorator(slow)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(first_fn, 21)
+        try:
+            assert started.wait(10)
+            second = pool.submit(second_fn, 21)
+            # Far beyond the 2 s bound, far below the first call's wait.
+            assert second.result(timeout=60) == 42
+            assert not first.done()     # still computing
+        finally:
+            release.set()
+        assert first.result(timeout=10) == 42
+    assert env.calls == [21, 21]
 
 
 # --- best effort -------------------------------------------------------------
@@ -767,6 +809,59 @@ def test_warm_queue_clear_drops_waiting_calls(env):
     release.set()
     assert memoize.warm_queue.join(timeout=10)
     assert env.calls == [0]
+
+
+def _exit_code(pid, timeout):
+    """The child's exit code; killed (-9) if it is still running then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_forked_child_has_its_own_mutexes_and_queue(env):
+    # At the fork the parent's warm-up worker is computing slow(0), holding
+    # its local mutex, and slow(1) waits in the queue. Store locks are off:
+    # only memoize's own state could make the child wait.
+    decorator = env.decorator(env.store(locking=False, lock_timeout=1))
+    parent = os.getpid()
+    started, release = threading.Event(), threading.Event()
+
+    @decorator
+    def slow(x):
+        if x == 0 and os.getpid() == parent:
+            started.set()
+            assert release.wait(60)
+        return x * 2
+
+    try:
+        assert slow.warm(0)
+        assert started.wait(10)
+        assert slow.warm(1)
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                queue = memoize.warm_queue
+                empty = queue.size == 0 and queue.unfinished == 0
+                # Computed and stored here, not given up on after waiting
+                # for the parent's computation.
+                computed = slow(0) == 0 and slow.get(0) == 0
+                warmed = (slow.warm(2) and queue.join(timeout=10) and
+                          slow.get(2) == 4)
+                status = 0 if (empty, computed, warmed) == (
+                    True, True, True) else 2
+            finally:
+                os._exit(status)
+        assert _exit_code(pid, timeout=60) == 0
+    finally:
+        release.set()
+    assert memoize.warm_queue.join(timeout=10)
+    assert slow.get(1) == 2
 
 
 def test_warm_failures_are_logged_not_raised(env, caplog):

@@ -333,3 +333,52 @@ def test_secrets_never_in_logs_messages_or_repr(caplog):
     for text in texts:
         for secret in (NEW_SECRET, OLD_SECRET, short, 'o' * 32, 'n' * 32):
             assert secret not in text
+
+
+# Every placeholder the documentation shows, and variants a reader might
+# make of them while editing.
+DOC_PLACEHOLDERS = [
+    'PASTE-THE-OUTPUT-OF-secrets.token_urlsafe-32-HERE',
+    'ReplaceWithTheOutputOfSecretsTokenUrlsafe32',
+    'paste the output of secrets.token_urlsafe(32) here',
+    'CHANGE_ME_CHANGE_ME_CHANGE_ME_CHANGE_ME',
+    '<your-secret-key-from-token_urlsafe-goes-here>',
+]
+
+
+@pytest.mark.parametrize('placeholder', DOC_PLACEHOLDERS)
+@pytest.mark.parametrize('position', [0, 1])
+def test_documentation_placeholders_are_refused(placeholder, position):
+    keys = [NEW_SECRET, OLD_SECRET]
+    keys[position] = placeholder
+    store = oslo_kvs.get_key_value_store('placeholder-%s' % uuid.uuid4())
+    expected = '#%d is the placeholder' % (position + 1)
+    with pytest.raises(exception.ConfigurationError, match=expected) as info:
+        store.configure('openstack.kvs.Memory', value_protection='encrypt',
+                        protection_keys=keys)
+    assert placeholder not in str(info.value)
+    assert 'token_urlsafe(32)' in str(info.value)
+    assert not store.is_configured
+
+
+def test_placeholders_in_the_docs_are_recognized():
+    """Each key the docs show in a configuration example is refused."""
+    import pathlib
+    import re
+    docs = pathlib.Path(__file__).parents[2] / 'doc' / 'source'
+    shown = set()
+    for page in docs.rglob('*.rst'):
+        shown.update(re.findall(r'protection_keys\s*=\s*([A-Za-z][\w.-]+)',
+                                page.read_text()))
+    # OLD and NEW name keys in the rotation walkthrough, not values.
+    shown -= {'OLD', 'NEW'}
+    assert shown, 'no example key found in the docs'
+    for key in shown:
+        assert protection.is_placeholder(key.encode()), key
+
+
+def test_random_keys_are_never_placeholders():
+    import secrets
+    for _ in range(2000):
+        assert not protection.is_placeholder(
+            secrets.token_urlsafe(32).encode())

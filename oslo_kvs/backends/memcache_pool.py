@@ -1,0 +1,331 @@
+"""The memcached transport: per-server pools, node health and placement.
+
+Built on pymemcache's public API only: :class:`pymemcache.client.base.Client`
+talks to one server, :class:`pymemcache.client.rendezvous.RendezvousHash`
+places keys exactly where pymemcache's own ``HashClient`` puts them.
+
+Everything here survives ``os.fork()``: a child drops the connections,
+pool accounting and locks it inherited (a hook run in every forked child,
+see :mod:`oslo_kvs.backends.forksafe`), so it never reads a reply meant
+for its parent. The hook costs nothing per call, where a pid check would
+cost a system call.
+"""
+
+import collections
+import functools
+import select
+import threading
+import time
+import typing as ty
+
+import mmh3
+from pymemcache.client import base as pymc_base
+from pymemcache.client import murmur3
+from pymemcache.client import rendezvous
+from pymemcache import exceptions as pymc_exc
+
+from oslo_kvs.backends import forksafe
+
+#: Failures that say a server is down, hung or talking nonsense; any other
+#: error (a refused value, a bad key) is about the call, not the server.
+NODE_FAULTS = (OSError, pymc_exc.MemcacheUnexpectedCloseError,
+               pymc_exc.MemcacheUnknownError)
+
+#: Seconds since its last reply during which a connection is reused without
+#: polling it. Far shorter than any server restart (the old process must
+#: die, a new one start and listen), so a connection closed by a restart
+#: has always been idle longer and is polled; under load, connections are
+#: reused within microseconds and skip the poll's system call.
+TRUSTED_IDLE = 0.001
+
+
+def murmur3_32(text: str, seed: int = 0) -> int:
+    """pymemcache's murmur3_32, in C for the ASCII text it always sees.
+
+    Same placement as every other pymemcache HashClient (so servers are
+    shared consistently), at a hundredth of the pure-Python cost.
+    """
+    if text.isascii():
+        return mmh3.hash(text, seed, signed=False)
+    return murmur3.murmur3_32(text, seed)
+
+
+def node_name(server: ty.Any) -> str:
+    """The name pymemcache's HashClient hashes ``server`` under."""
+    if isinstance(server, tuple):
+        return '%s:%s' % server
+    return server
+
+
+class PoolTimeout(Exception):
+    """No connection of a pool became free within its wait timeout."""
+
+
+class NodeSkipped(Exception):
+    """The server failed within ``retry_delay`` and is not retried yet."""
+
+
+class NoNodeLeft(Exception):
+    """Every server is ejected."""
+
+
+class Pool:
+    """A bounded pool of pymemcache clients for one server.
+
+    The most recently returned client is handed out first, so under light
+    load few connections stay open; the rest age past ``idle_timeout`` and
+    the next call closes them. A connection the server closed (it was
+    restarted) is noticed before reuse, by a zero-timeout poll of the
+    client's public ``sock``: an idle memcached connection has nothing to
+    read, so anything readable is the end of the stream. When ``max_size``
+    clients are busy, callers wait up to ``wait_timeout`` seconds.
+    """
+
+    def __init__(self, server: ty.Any, *, max_size: int, idle_timeout: float,
+                 wait_timeout: float, **client_kwargs: ty.Any) -> None:
+        self.server = server
+        self._make = functools.partial(pymc_base.Client, server,
+                                       **client_kwargs)
+        self.max_size = max_size
+        self.idle_timeout = idle_timeout
+        self.wait_timeout = wait_timeout
+        self.after_fork()
+        forksafe.register(self)
+
+    def after_fork(self) -> None:
+        """Forget all connections and counters (new pool, forked child)."""
+        # The parent's sockets are only dropped, never closed or shut
+        # down here: the parent keeps using them.
+        self._idle: collections.deque = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._size = 0
+        self._waiters = 0
+
+    def _checkout(self) -> pymc_base.Client:
+        deadline = time.monotonic() + self.wait_timeout
+        with self._cond:
+            # Counted before looking, so a client returned meanwhile is
+            # either seen here or announced with notify().
+            self._waiters += 1
+            try:
+                while True:
+                    if self._idle:
+                        return self._idle.pop()[0]
+                    if self._size < self.max_size:
+                        self._size += 1
+                        return self._make()
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PoolTimeout()
+                    self._cond.wait(remaining)
+            finally:
+                self._waiters -= 1
+
+    def run(self, method: str, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
+        """Call ``method`` of a pooled client."""
+        # The common case, inlined: it runs on every operation.
+        try:
+            client, last_used = self._idle.pop()
+        except IndexError:
+            client = self._checkout()
+        else:
+            idle = time.monotonic() - last_used
+            sock = client.sock
+            if idle > TRUSTED_IDLE and sock is not None and (
+                    (self.idle_timeout and idle > self.idle_timeout) or
+                    select.select((sock,), (), (), 0)[0]):
+                client.close()  # it reconnects on this use
+        try:
+            return getattr(client, method)(*args, **kwargs)
+        except BaseException:
+            # A reply may be half read; never reuse that connection.
+            client.close()
+            raise
+        finally:
+            now = time.monotonic()
+            self._idle.append((client, now))
+            if self._waiters:
+                with self._cond:
+                    self._cond.notify()
+            if self.idle_timeout:
+                self._reap(now)
+
+    def _reap(self, now: float) -> None:
+        """Close and drop the clients idle for longer than idle_timeout."""
+        idle = self._idle
+        limit = now - self.idle_timeout
+        try:
+            if idle[0][1] >= limit:
+                return
+        except IndexError:
+            return
+        with self._cond:
+            while idle and idle[0][1] < limit:
+                client, _ = idle.popleft()
+                client.close()
+                self._size -= 1
+            self._cond.notify()
+
+    def open_connections(self) -> int:
+        """Connections of idle clients that are open now."""
+        return sum(client.sock is not None for client, _ in list(self._idle))
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        while self._idle:
+            try:
+                client, _ = self._idle.pop()
+            except IndexError:
+                break
+            client.close()
+
+
+class Node:
+    """One server: its pool and health, as seen by this process."""
+
+    def __init__(self, pool: Pool, label: str) -> None:
+        self.pool = pool
+        self.label = label
+        self.name = node_name(pool.server)
+        self.failures = 0
+        self.last_failure = 0.0
+        self.dead_until = 0.0
+        self.rejoining = False
+
+
+class Cluster:
+    """Servers that share the keys, with node health and ejection.
+
+    Keys are placed by pymemcache's rendezvous hash over the live servers.
+    A server that fails is skipped for ``retry_delay`` seconds (calls for
+    its keys fail at once), then tried again; after ``retry_attempts``
+    such retries fail it is ejected for ``dead_retry`` seconds and its keys
+    move to the others. Failures that overlap (several threads timing out
+    on one hung server) count once per ``retry_delay``, so ejection takes
+    the configured number of retries whatever the concurrency.
+
+    An ejected server may hold values that were overwritten or deleted
+    elsewhere while it was out; with ``flush_on_rejoin`` it is flushed
+    before it serves again, and stays out if the flush fails.
+
+    One server is never ejected: there is nowhere for its keys to go, so
+    it is simply retried on the next call.
+    """
+
+    def __init__(self, nodes: ty.Sequence[Node], *, retry_attempts: int,
+                 retry_delay: float, dead_retry: float,
+                 flush_on_rejoin: bool) -> None:
+        self.nodes = list(nodes)
+        self.retry_attempts = retry_attempts
+        self.retry_delay = retry_delay
+        self.dead_retry = dead_retry
+        self.flush_on_rejoin = flush_on_rejoin
+        self._single = self.nodes[0] if len(self.nodes) == 1 else None
+        self._by_name = {node.name: node for node in self.nodes}
+        self._dead: list[Node] = []
+        self._next_rejoin = 0.0
+        self._set_ring()
+        self.after_fork()
+        forksafe.register(self)
+
+    def after_fork(self) -> None:
+        """A fresh lock; a rejoin the parent had under way starts over."""
+        self._lock = threading.Lock()
+        for node in self._dead:
+            node.rejoining = False
+
+    def _set_ring(self) -> None:
+        # A new hash object per membership change: readers never see a
+        # node list being edited.
+        live = [node.name for node in self.nodes if node not in self._dead]
+        self._ring = rendezvous.RendezvousHash(
+            nodes=live, hash_function=murmur3_32)
+
+    def node_for(self, key: str) -> Node:
+        """The server that holds ``key`` now."""
+        if self._single is not None:
+            return self._single
+        if self._dead and time.monotonic() >= self._next_rejoin:
+            self._rejoin()
+        name = self._ring.get_node(key)
+        if name is None:
+            raise NoNodeLeft()
+        return self._by_name[name]
+
+    def group(self, keys: ty.Iterable[str]) -> dict[Node, list[str]]:
+        """``keys`` grouped by the server that holds them."""
+        if self._single is not None:
+            return {self._single: list(keys)}
+        groups: dict[Node, list[str]] = {}
+        for key in keys:
+            groups.setdefault(self.node_for(key), []).append(key)
+        return groups
+
+    def run(self, node: Node, method: str, *args: ty.Any,
+            **kwargs: ty.Any) -> ty.Any:
+        """Run one command on ``node``, keeping its health."""
+        if self._single is not None:
+            return node.pool.run(method, *args, **kwargs)
+        if node.failures and (time.monotonic() - node.last_failure <
+                              self.retry_delay):
+            raise NodeSkipped()
+        try:
+            result = node.pool.run(method, *args, **kwargs)
+        except NODE_FAULTS:
+            self._failed(node)
+            raise
+        if node.failures:
+            with self._lock:
+                node.failures = 0
+        return result
+
+    def _failed(self, node: Node) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if node in self._dead or (
+                    node.failures and
+                    now - node.last_failure < self.retry_delay):
+                return  # overlapping failures of one attempt count once
+            node.failures += 1
+            node.last_failure = now
+            if node.failures > self.retry_attempts:
+                self._eject(node, now)
+
+    def _eject(self, node: Node, now: float) -> None:
+        node.dead_until = now + self.dead_retry
+        node.rejoining = False
+        if node not in self._dead:
+            self._dead.append(node)
+            self._set_ring()
+        self._next_rejoin = min(n.dead_until for n in self._dead)
+
+    def _rejoin(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [node for node in self._dead
+                   if node.dead_until <= now and not node.rejoining]
+            for node in due:
+                node.rejoining = True
+        for node in due:
+            try:
+                if self.flush_on_rejoin:
+                    # What it holds may have been overwritten or deleted
+                    # on the others meanwhile: serve nothing of it.
+                    node.pool.run('flush_all', noreply=False)
+            except Exception:
+                with self._lock:
+                    self._eject(node, time.monotonic())
+                continue
+            with self._lock:
+                node.failures = 0
+                node.rejoining = False
+                self._dead.remove(node)
+                self._set_ring()
+                if self._dead:
+                    self._next_rejoin = min(n.dead_until
+                                            for n in self._dead)
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        for node in self.nodes:
+            node.pool.close()

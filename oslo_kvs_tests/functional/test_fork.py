@@ -1,0 +1,97 @@
+"""Stores survive ``os.fork()``, as under pre-fork WSGI servers.
+
+The parent configures and uses a store, then forks; children and parent
+keep using it at the same time. A child must never get a reply meant for
+another process, never wait on a lock or pool slot a parent thread held
+at the fork, and distributed locks must still exclude across processes.
+"""
+
+import uuid
+
+import pytest
+
+import oslo_kvs
+from oslo_kvs_tests import faults
+
+BACKENDS = ['memory', 'memcached', 'memcached-3', 'redis', 'sentinel']
+DISTRIBUTED = [name for name in BACKENDS if name != 'memory']
+OPS = 300
+# Seconds before a child counts as hung; the runs take about one.
+DEADLINE = 30
+
+
+@pytest.fixture
+def make_store(request):
+    """Configure a store on the named backend (a test's param)."""
+    def make(name, **extra):
+        if name == 'memory':
+            backend, args = 'openstack.kvs.Memory', {}
+        elif name.startswith('memcached'):
+            servers = request.getfixturevalue(
+                'memcached_cluster' if name == 'memcached-3'
+                else 'memcached_server')
+            backend, args = 'openstack.kvs.Memcached', dict(
+                servers.store_args, socket_timeout=5)
+        else:
+            group = request.getfixturevalue(
+                'redis_server' if name == 'redis' else 'redis_sentinel_group')
+            backend, args = 'openstack.kvs.Redis', dict(group.store_args)
+        args.update(extra)
+        store = oslo_kvs.get_key_value_store('fork-%s' % uuid.uuid4())
+        store.configure(backend, **args)
+        # Warm: the parent holds open connections when it forks.
+        store.set('warm', 'parent')
+        assert store.get('warm') == 'parent'
+        return store
+    return make
+
+
+def assert_clean(results, parent=None):
+    for result in results + ([parent] if parent else []):
+        assert 'crash' not in result, result.get('crash')
+        assert (result['errors'], result['foreign']) == (0, 0), result
+
+
+@pytest.mark.parametrize('method', ['os', 'multiprocessing'])
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_children_and_parent_get_only_their_own_replies(
+        make_store, backend, method):
+    store = make_store(backend)
+    parent = {}
+
+    def meanwhile():
+        parent.update(faults.workload(store, 'parent', OPS))
+
+    results = faults.in_forked_children(
+        4, lambda n: faults.workload(store, 'child%d' % n, OPS),
+        method=method, meanwhile=meanwhile, deadline=DEADLINE)
+    assert_clean(results, parent)
+    assert store.get('warm') == 'parent'
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_child_forked_during_busy_threads_works_at_once(make_store, backend):
+    # Two connections per server: in the parent, busy threads hold them at
+    # the fork; a child that inherited the accounting would wait for them.
+    extra = ({'pool_maxsize': 2, 'pool_connection_get_timeout': 5}
+             if backend.startswith('memcached') else {})
+    store = make_store(backend, **extra)
+    with faults.BusyThreads(store, 8) as busy:
+        results = faults.in_forked_children(
+            2, lambda n: faults.workload(store, 'child%d' % n, OPS),
+            deadline=DEADLINE)
+        assert busy.calls
+    assert_clean(results)
+    # And the parent is unharmed.
+    assert_clean([], faults.workload(store, 'parent', OPS))
+
+
+@pytest.mark.parametrize('backend', DISTRIBUTED)
+def test_lock_is_never_held_by_two_processes(make_store, backend):
+    store = make_store(backend)
+    results = faults.in_forked_children(
+        3, lambda n: faults.lock_rounds(store, 'child%d' % n, 30),
+        deadline=DEADLINE)
+    for result in results:
+        assert 'crash' not in result, result.get('crash')
+        assert result == {'rounds': 30, 'doubles': 0}

@@ -1,0 +1,54 @@
+"""What the migration guide promises Keystone users."""
+
+import pathlib
+import re
+
+from dogpile.cache import region as dogpile_region
+from oslo_config import cfg
+import pytest
+
+import oslo_kvs
+from oslo_kvs.cmd import common
+from oslo_kvs import opts
+
+GUIDE = (pathlib.Path(__file__).parents[2] / 'doc' / 'source' / 'user' /
+         'migration.rst')
+
+
+def test_keystone_style_constructor_points_to_get_key_value_store():
+    region = dogpile_region.make_region()
+    with pytest.raises(TypeError) as info:
+        oslo_kvs.KeyValueStore(region)
+    message = str(info.value)
+    assert 'get_key_value_store(name, kvs_region=region)' in message
+    assert 'CacheRegion' in message
+
+
+def test_memcache_options_example_configures(tmp_path):
+    """The guide's [kvs] translation of [memcache] is accepted as written."""
+    text = GUIDE.read_text()
+    example = re.search(r'becomes::\n\n((?:   .*\n)+)', text).group(1)
+    path = tmp_path / 'kvs.conf'
+    path.write_text(example.replace('\n   ', '\n').strip() + '\n')
+    conf = cfg.ConfigOpts()
+    opts.register_command_opts(conf)
+    conf(['--config-file', str(path)], default_config_files=[])
+    store = common.open_store(conf)
+    try:
+        assert sorted(store._state.backend.servers()) == [
+            '10.0.0.1:11211',
+            '10.0.0.2:11211']
+    finally:
+        store._state.backend.close()
+
+
+def test_every_memcache_option_is_a_backend_argument():
+    from oslo_kvs.backends import memcached
+    names = set()
+    for option in memcached.MemcachedBackend.options:
+        names.update((option.name,) + option.aliases)
+    table = GUIDE.read_text().split("Keystone's ``[memcache]`` options")[1]
+    table = table.split('For example')[0]
+    mapped = re.findall(r'^     - ``(\w+)``', table, re.MULTILINE)
+    assert len(mapped) == 6
+    assert set(mapped) <= names
