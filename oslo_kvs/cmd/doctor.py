@@ -312,6 +312,28 @@ def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
     return bool(remote)
 
 
+def symptom_memcached_password_without_tls(check: Checkup) -> bool:
+    """memcached authenticates with a password, without TLS.
+
+    memcached's authentication sends the username and password as plain
+    text on every new connection, so anyone on the network path can read
+    them. Turn on TLS (``tls_enabled:true`` with ``tls_cafile``; memcached
+    started with ``-Z``), or keep the servers on this host.
+    """
+    if not _is_memcached(check.backend_cls, check.backing_store):
+        return False
+    arguments = (check.parsed if check.parsed is not None
+                 else check.backend_args or {})
+    if not arguments.get('password'):
+        return False
+    hosts, tls = _hosts_and_tls(arguments)
+    remote = [] if tls else [host for host in hosts
+                             if not common.is_loopback(host)]
+    for host in remote:
+        check.note('the password goes to %s in clear' % host)
+    return bool(remote)
+
+
 def estimated_bits(secret: str) -> float:
     """A rough upper bound of the entropy of ``secret``, in bits.
 
