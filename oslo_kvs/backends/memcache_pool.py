@@ -26,12 +26,13 @@ from pymemcache import exceptions as pymc_exc
 
 from oslo_kvs.backends import forksafe
 
-#: Failures that say a server is down, hung or talking nonsense; any other
-#: error (a refused value, a bad key) is about the call, not the server.
+
 class AuthenticationFailed(pymc_exc.MemcacheError):
     """The server refused the credentials, or does not ask for any."""
 
 
+#: Failures that say a server is down, hung or talking nonsense; any other
+#: error (a refused value, a bad key) is about the call, not the server.
 NODE_FAULTS = (OSError, pymc_exc.MemcacheUnexpectedCloseError,
                pymc_exc.MemcacheUnknownError, AuthenticationFailed)
 

@@ -21,6 +21,7 @@ import datetime
 import functools
 import logging
 import re
+import threading
 import typing as ty
 import urllib.parse
 
