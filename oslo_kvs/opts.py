@@ -90,8 +90,8 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 def store_opts() -> list[cfg.Opt]:
     """The options of one store, for a consumer's own group.
 
-    Register them with :func:`register_store_opts`; return them (with the
-    consumer's group name) from the consumer's ``list_opts()`` so its
+    Register them with :func:`register_store_opts`; return them (with
+    the consumer's group name) from the consumer's ``list_opts()`` so its
     sample configuration shows them. Unset options leave the store's
     defaults (the ``[kvs]`` options) in force.
 
@@ -169,7 +169,9 @@ def _group_store_opts(group: str) -> list[cfg.Opt]:
 
 
 def register_store_opts(conf: cfg.ConfigOpts, group: str) -> None:
-    """Register a store's options (:func:`store_opts`) in ``group``.
+    """Register a store's options in ``group``.
+
+    The options are those of :func:`oslo_kvs.opts.store_opts`.
 
     Safe to call again. In ``[kvs]`` itself, whose ``value_protection``,
     ``protection_keys`` and ``serializer`` already hold every store's
