@@ -202,7 +202,10 @@ def _read(conf: cfg.ConfigOpts, group: str, opt: cfg.Opt) -> ty.Any:
     try:
         return conf[group][opt.name]
     except (cfg.ConfigFileValueError, ValueError) as exc:
-        detail = 'not valid' if opt.secret else str(exc)
+        # oslo.config's text starts with the file's location, then says
+        # why; the group and option are named here.
+        detail = ('not valid' if opt.secret else
+                  str(exc).rpartition('is not valid: ')[2] or str(exc))
         raise exception.ConfigurationError(
             'Invalid value for option %s in [%s]: %s'
             % (opt.name, group, detail)) from None

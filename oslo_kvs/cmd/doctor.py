@@ -175,9 +175,9 @@ def symptom_invalid_configuration(check: Checkup) -> bool:
     """The store cannot be configured as written.
 
     Services using these settings fail when they start. Fix the setting
-    named above: ``[kvs] backing_store`` must name a known backend, and
-    every ``[kvs] backend_argument`` must be ``name:value`` with a name the
-    backend accepts (see the backend's page in the user guide).
+    named above: ``backend`` must name a known backend, and every
+    ``backend_argument`` must be ``name:value`` with a name the backend
+    accepts (see the backend's page in the user guide).
     """
     if not check.errors:
         check.backend()
