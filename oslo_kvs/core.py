@@ -256,7 +256,8 @@ class KeyValueStore:
         self._state: _Configured | None = None
         # [configured?], shared with the finalizer, which cannot hold self.
         self._in_use = [False]
-        weakref.finalize(self, _collected, name, self._in_use).atexit = False
+        finalizer = weakref.finalize(self, _collected, name, self._in_use)
+        finalizer.atexit = False  # type: ignore[misc]  # documented, typeshed
 
     def __repr__(self) -> str:
         backend = self._state.backend.name if self._state else None

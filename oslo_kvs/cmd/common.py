@@ -69,8 +69,10 @@ def open_store(conf: cfg.ConfigOpts,
     return store
 
 
-def load_backend_class(conf: cfg.ConfigOpts) -> type:
+def load_backend_class(conf: cfg.ConfigOpts) -> type | None:
     """The class of the group's backend, without configuring anything.
+
+    ``None`` for a dogpile.cache backend that could not be created.
 
     :raises exception.ConfigurationError: when it cannot be loaded.
     """
