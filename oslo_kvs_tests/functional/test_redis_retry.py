@@ -29,7 +29,8 @@ class DroppingRelay:
 
     :meth:`arm` ``'before'``: the next request is not forwarded and its
     connection is closed; ``'after'``: it is forwarded, the server's reply
-    is read and thrown away, then the connection is closed.
+    is read and thrown away, then the connection is closed; ``'swallow'``:
+    it is not forwarded and the connection stays open (a hung server).
     """
 
     def __init__(self, target_port: int) -> None:
@@ -75,6 +76,9 @@ class DroppingRelay:
                         client.sendall(data)
                         continue
                     mode = self._take()
+                    if mode == 'swallow':
+                        self.dropped += 1
+                        continue
                     if mode != 'before':
                         upstream.sendall(data)
                     if mode == 'after':
@@ -153,6 +157,16 @@ def test_without_retry_the_drop_is_a_backend_error(relay):
         store.get('a')
     assert relay.dropped == 1
     assert store.get('a') == 1  # the next call reconnects
+
+
+def test_timeout_is_not_repeated(relay):
+    """A hung server fails the call; a repeat would have answered."""
+    store = relayed_store(relay, socket_timeout=0.5)
+    relay.arm('swallow')
+    with pytest.raises(exception.BackendError, match='Timeout'):
+        store.get('warm')
+    assert relay.dropped == 1
+    assert store.get('warm') == 0
 
 
 def test_one_attempt_is_no_retry(relay):
