@@ -21,7 +21,6 @@ import datetime
 import functools
 import logging
 import re
-import threading
 import typing as ty
 import urllib.parse
 
