@@ -33,18 +33,12 @@ import urllib.parse
 
 from dogpile.cache import api
 from dogpile.cache.backends import memcached as dogpile_memcached
+from pymemcache import exceptions as pymemcache_exceptions
+from redis import exceptions as redis_exceptions
 
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 
-try:
-    from pymemcache import exceptions as pymemcache_exceptions
-except ImportError:  # pragma: no cover - pymemcache is a requirement
-    pymemcache_exceptions = None
-try:
-    from redis import exceptions as redis_exceptions
-except ImportError:  # pragma: no cover - redis is a requirement
-    redis_exceptions = None
 
 #: Store arguments that only oslo_kvs's own backends understand.
 _STORE_EXPIRY = ('expire_time', 'no_expiry_keys')
@@ -132,15 +126,6 @@ def server_labels(args: ty.Mapping[str, ty.Any]) -> list[str]:
     return labels
 
 
-def _server_faults() -> tuple[type[BaseException], ...]:
-    faults: list[type[BaseException]] = [OSError]
-    if pymemcache_exceptions is not None:
-        faults.append(pymemcache_exceptions.MemcacheError)
-    if redis_exceptions is not None:
-        faults.append(redis_exceptions.RedisError)
-    return tuple(faults)
-
-
 class DogpileAdapter(base.Backend):
     """Gives any registered dogpile.cache backend the oslo_kvs backend API.
 
@@ -155,7 +140,8 @@ class DogpileAdapter(base.Backend):
     #: Client-library exceptions meaning "the server failed" (the name
     #: base.Backend uses for them in backend API v2).
     server_errors: ty.ClassVar[tuple[type[BaseException], ...]] = (
-        _server_faults())
+        OSError, pymemcache_exceptions.MemcacheError,
+        redis_exceptions.RedisError)
 
     def __init__(self, backend: api.CacheBackend, name: str,
                  arguments: ty.Mapping[str, ty.Any] | None = None) -> None:
@@ -175,17 +161,15 @@ class DogpileAdapter(base.Backend):
                 not isinstance(exc, self.server_errors):
             return exc
         where = ', '.join(self._servers) or 'its server'
-        if pymemcache_exceptions is not None:
-            if isinstance(exc, pymemcache_exceptions.MemcacheServerError) \
-                    and 'too large' in str(exc):
-                return exception.ValueTooLarge(
-                    '%s: value too large for the item size limit of %s'
-                    % (self.name, where))
-            if isinstance(exc,
-                          pymemcache_exceptions.MemcacheIllegalInputError):
-                return exception.ConfigurationError(
-                    '%s: %s cannot store this key; enable the key mangler'
-                    % (self.name, where))
+        if isinstance(exc, pymemcache_exceptions.MemcacheServerError) and \
+                'too large' in str(exc):
+            return exception.ValueTooLarge(
+                '%s: value too large for the item size limit of %s'
+                % (self.name, where))
+        if isinstance(exc, pymemcache_exceptions.MemcacheIllegalInputError):
+            return exception.ConfigurationError(
+                '%s: %s cannot store this key; enable the key mangler'
+                % (self.name, where))
         # The class name only: a client's message may quote a URL with
         # its password.
         return exception.BackendError(

@@ -26,8 +26,8 @@ import unittest
 import pytest
 
 import oslo_kvs
+from oslo_kvs_tests import mongomock_server
 from oslo_kvs_tests import servers
-from oslo_kvs_tests.unit import test_mongo_contract
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 _BLOCK = re.compile(r'^( *)\.\. code-block:: python\n((?:\1 +.*\n|\s*\n)+)',
@@ -120,7 +120,7 @@ def _mongodb_page(request) -> Example:
     # No MongoDB server in CI: the page runs on mongomock, which accepts
     # any address and credentials.
     monkeypatch = request.getfixturevalue('monkeypatch')
-    test_mongo_contract.install_mongomock(monkeypatch)
+    mongomock_server.install(monkeypatch)
     return Example({'store': oslo_kvs.get_key_value_store('tokens'),
                     'secret': secrets.token_urlsafe(16)}, {})
 

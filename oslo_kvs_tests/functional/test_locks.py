@@ -12,8 +12,8 @@ The delay is injected at the backend boundary: each backend class is
 subclassed so its write methods first wait, as a write stuck in the
 network would; nothing inside the client libraries is touched.
 
-MongoDB runs on mongomock for now (``mongo_args`` is the one place that
-chooses it); memory, memcached and Redis are real.
+Every server is real: memcached, Redis (one server and a Cluster) and the
+session's MongoDB-wire server (``mongo_args``).
 """
 
 import threading
@@ -29,7 +29,6 @@ from oslo_kvs.backends import mongo
 from oslo_kvs.backends import redis as redis_backend
 from oslo_kvs import core
 from oslo_kvs import exception
-from oslo_kvs_tests.unit import test_mongo_contract
 
 #: thread id -> a callable the next write of that thread calls first.
 _HOLD_UPS: dict[int, object] = {}
@@ -69,12 +68,11 @@ for _cls in (DelayedMemoryBackend, DelayedMemcachedBackend,
                                    __name__, _cls.__name__)
 
 
-def mongo_args(monkeypatch):
-    """The MongoDB server of these tests: mongomock, for now."""
-    test_mongo_contract.install_mongomock(monkeypatch)
-    return {'db_hosts': '127.0.0.1:27017',
-            'db_name': test_mongo_contract.DB_NAME,
-            'cache_collection': 'locks_%s' % uuid.uuid4().hex}
+def mongo_args(request):
+    """The session's MongoDB server, on a collection of the test's own."""
+    collection = request.getfixturevalue('mongo_collection')
+    return request.getfixturevalue('mongo_server').collection_args(
+        collection.name)
 
 
 BACKENDS = {
@@ -85,8 +83,7 @@ BACKENDS = {
         'redis_server').store_args),
     'redis-cluster': ('Redis', lambda request: request.getfixturevalue(
         'redis_cluster').store_args),
-    'mongodb': ('Mongo', lambda request: mongo_args(
-        request.getfixturevalue('monkeypatch'))),
+    'mongodb': ('Mongo', mongo_args),
 }
 
 
