@@ -662,7 +662,7 @@ class KeyValueStore:
         """
         state = self._configured()
         stored = state.data_key(key)
-        if self._check_lock(key, lock):
+        if lock is not None and self._check_lock(key, lock):
             existed = lock.delete_fenced(stored)
         else:
             existed = state.backend.delete_existing(stored)

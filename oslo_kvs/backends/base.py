@@ -262,39 +262,45 @@ def _translating(method: ty.Callable[..., ty.Any]) -> ty.Callable[..., ty.Any]:
     # The data methods get wrappers of their exact signature, which
     # CPython calls inline; *args and **kwargs would cost a tuple, a dict
     # and a slower call on every operation.
+    call: ty.Callable[..., ty.Any]
     if name == 'get_serialized':
-        def call(self, key):
+        def get_one(self, key):
             try:
                 return method(self, key)
             except BaseException as exc:
                 _raise_translated(self, exc, operation)
+        call = get_one
     elif name == 'get_serialized_multi':
-        def call(self, keys):
+        def get_many(self, keys):
             try:
                 return method(self, keys)
             except BaseException as exc:
                 _raise_translated(self, exc, operation)
+        call = get_many
     elif name == 'set_serialized':
-        def call(self, key, value, ttl=None):
+        def set_one(self, key, value, ttl=None):
             try:
                 return method(self, key, value, ttl)
             except BaseException as exc:
                 _raise_translated(self, exc, operation)
+        call = set_one
     elif name == 'set_serialized_multi':
-        def call(self, mapping, ttl=None):
+        def set_many(self, mapping, ttl=None):
             try:
                 return method(self, mapping, ttl)
             except BaseException as exc:
                 _raise_translated(self, exc, operation)
+        call = set_many
     else:
-        def call(self, *args, **kwargs):
+        def any_call(self, *args, **kwargs):
             try:
                 return method(self, *args, **kwargs)
             except BaseException as exc:
                 _raise_translated(self, exc, operation)
+        call = any_call
 
     functools.update_wrapper(call, method)
-    call.translating = True  # type: ignore[attr-defined]
+    setattr(call, 'translating', True)  # read by __init_subclass__
     return call
 
 
