@@ -1,9 +1,9 @@
-"""The store registry, :class:`KeyValueStore` and :class:`KeyValueStoreLock`.
+"""The store registry and :class:`KeyValueStore`.
 
 A write flows one way: check the key, serialize, protect, mangle the key,
 hand bytes to the backend. A read flows back: backend, verify,
 deserialize. The store owns the API rules (missing keys, locks, types);
-backends only move bytes.
+backends only move bytes. Locks are in :mod:`oslo_kvs.locking`.
 """
 
 import contextvars
