@@ -28,7 +28,8 @@ def make_store(servers, **args):
 def owner(store, key):
     """The server (host, port) holding ``key`` now."""
     backend = store._state.backend
-    return backend._node_for(store._state.data_key(key)).pool.server
+    return backend._cluster.node_for(
+        store._state.data_key(key)).pool.server
 
 
 def until(check, what):

@@ -387,12 +387,38 @@ class TestPool:
         assert made[0].closed == 1
         assert pool.run('hold') is made[0]
 
-    def test_pool_timeout_becomes_backend_error(self, dead_url):
-        be = backend(url=dead_url, pool_maxsize=1,
-                     pool_connection_get_timeout=0)
-        error = be._error(memcached.PoolTimeout(), be._single.server)
-        assert isinstance(error, exception.BackendError)
-        assert dead_url in str(error) and 'pool_maxsize 1' in str(error)
+    def test_pool_timeout_becomes_backend_error(self):
+        # A server that accepts connections and never answers holds the
+        # only connection while another caller asks for one.
+        with socket.socket() as silent:
+            silent.bind(('127.0.0.1', 0))
+            silent.listen()
+            url = '127.0.0.1:%d' % silent.getsockname()[1]
+            be = memcached.MemcachedBackend({
+                'url': url, 'pool_maxsize': 1, 'socket_timeout': 5,
+                'pool_connection_get_timeout': 0})
+            holder = threading.Thread(target=_swallow_backend_error,
+                                      args=(be.get_serialized, 'k'))
+            holder.start()
+            try:
+                deadline = time.monotonic() + 30
+                while True:
+                    with pytest.raises(exception.BackendError) as info:
+                        be.get_serialized('k')
+                    if 'no free connection' in str(info.value) or \
+                            time.monotonic() > deadline:
+                        break
+            finally:
+                holder.join()
+                be.close()
+        assert url in str(info.value) and 'pool_maxsize 1' in str(info.value)
+
+
+def _swallow_backend_error(call, *args):
+    try:
+        call(*args)
+    except exception.BackendError:
+        pass
 
 
 class TestServerDown:
