@@ -230,7 +230,7 @@ def backend_error(backend: 'Backend', exc: BaseException,
     if len(detail) > 500:
         detail = detail[:500] + '...'
     error = exception.BackendError('%s: %s on %s failed: %s' % (
-        backend.name, operation, backend.where, detail))
+        backend.name, operation, backend.server_of(exc), detail))
     error.__cause__ = None if backend.secrets else exc
     error.__suppress_context__ = True
     return error
@@ -245,10 +245,15 @@ def _translating(method: ty.Callable[..., ty.Any]) -> ty.Callable[..., ty.Any]:
             return method(self, *args, **kwargs)
         except exception.KVSError:
             raise
-        except self.too_large_errors:
+        except self.too_large_errors as exc:
             raise exception.ValueTooLarge(
                 '%s: the value exceeds what %s stores'
-                % (self.name, self.where)) from None
+                % (self.name, self.server_of(exc))) from None
+        except self.key_errors as exc:
+            raise exception.ConfigurationError(
+                '%s: %s cannot store this key (%s); enable [kvs] '
+                'enable_key_mangler' % (self.name, self.server_of(exc),
+                                        type(exc).__name__)) from None
         except self.server_errors as exc:
             raise backend_error(self, exc, operation)  # cause: see there
 
@@ -342,6 +347,9 @@ class Backend(api.CacheBackend):
     server_errors: ty.ClassVar[tuple[type[BaseException], ...]] = ()
     #: Exception types that mean "the server refused a value this big".
     too_large_errors: ty.ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Exception types that mean "the server cannot store this key" (seen
+    #: only with key mangling off, for a key :meth:`check_key` let pass).
+    key_errors: ty.ClassVar[tuple[type[BaseException], ...]] = ()
     #: True when :meth:`acquire_lock` excludes other processes and hosts.
     distributed_lock: ty.ClassVar[bool] = False
     #: True when values never leave this process (no server to distrust).
@@ -398,6 +406,14 @@ class Backend(api.CacheBackend):
     def describe_failure(self, exc: BaseException) -> str:
         """``exc`` in words, before redaction; a backend may say more."""
         return '%s: %s' % (type(exc).__name__, exc)
+
+    def server_of(self, exc: BaseException) -> str:
+        """The server ``exc`` is about, for messages: by default all.
+
+        A backend with several servers whose exceptions name the one that
+        failed returns that one.
+        """
+        return self.where
 
     def check_key(self, key: str) -> None:
         """Refuse a key the server cannot store, before anything is sent.

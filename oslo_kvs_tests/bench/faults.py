@@ -24,18 +24,17 @@ import threading
 import time
 import uuid
 
-import oslo_kvs
 from oslo_kvs import exception
 from oslo_kvs_tests import faults
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored
 
 MC = 'openstack.kvs.Memcached'
 
 
 def new_store(backend, **args):
-    store = oslo_kvs.get_key_value_store('faults-%s' % uuid.uuid4())
-    store.configure(backend, **args)
-    return store
+    """A store whose stored keys can be found (see stored.py)."""
+    return stored.make_store(backend, 'faults-%s' % uuid.uuid4(), **args)
 
 
 def fork_figures(name, backend, args, ops):
@@ -80,10 +79,12 @@ def hang_rejoin(rounds):
             store = new_store(MC, url=cluster.addresses, socket_timeout=0.3,
                               retry_attempts=1, retry_delay=0.1,
                               dead_retry=1)
-            backend = store._state.backend
+            # Internal on purpose: where a key goes after an ejection is
+            # the transport's placement, which no public API shows.
+            cluster = store._state.backend._cluster
 
             def owner(key):
-                return backend._node_for(store._state.data_key(key)).label
+                return cluster.node_for(stored.data_key(store, key)).label
 
             keys = ['key-%d' % n for n in range(120)]
             store.set_multi({key: 'v1' for key in keys})
