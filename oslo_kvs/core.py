@@ -1,9 +1,9 @@
-"""The store registry, :class:`KeyValueStore` and :class:`KeyValueStoreLock`.
+"""The store registry and :class:`KeyValueStore`.
 
 A write flows one way: check the key, serialize, protect, mangle the key,
 hand bytes to the backend. A read flows back: backend, verify,
 deserialize. The store owns the API rules (missing keys, locks, types);
-backends only move bytes.
+backends only move bytes. Locks are in :mod:`oslo_kvs.locking`.
 """
 
 import contextvars
@@ -565,7 +565,7 @@ class KeyValueStore:
         """
         state = self._state
         if state is None:
-            raise exception.NotConfigured(self.name)
+            state = self._configured()  # raises NotConfigured
         data = state.io.get_serialized(state.data_key(key))
         if data is base.NO_VALUE:
             raise exception.NotFound(key)
@@ -578,7 +578,7 @@ class KeyValueStore:
         """
         state = self._state
         if state is None:
-            raise exception.NotConfigured(self.name)
+            state = self._configured()  # raises NotConfigured
         keys = list(keys)
         stored = state.data_keys(keys)
         found = state.io.get_serialized_multi(stored) if stored else []
@@ -619,7 +619,7 @@ class KeyValueStore:
         """
         state = self._state
         if state is None:
-            raise exception.NotConfigured(self.name)
+            state = self._configured()  # raises NotConfigured
         stored = state.data_key(key)
         ttl = state.ttl_for(stored, state.call_ttl(expire_time))
         data = self._encode(state, key, value)
@@ -636,7 +636,7 @@ class KeyValueStore:
         """
         state = self._state
         if state is None:
-            raise exception.NotConfigured(self.name)
+            state = self._configured()  # raises NotConfigured
         ttl = state.call_ttl(expire_time)
         data_key, encode = state.data_key, self._encode
         if not state.no_expiry:

@@ -70,3 +70,17 @@ def lock_key(store: oslo_kvs.KeyValueStore, key: str) -> str:
     """The stored key of the lock on ``key`` (no lock is taken)."""
     store.get_lock(key)
     return _recorders[store].last
+
+
+def expiry(store: oslo_kvs.KeyValueStore
+           ) -> tuple[float | None, frozenset[str]]:
+    """The store's ``expire_time`` and the stored keys of its
+    ``no_expiry_keys``.
+
+    Read from the store's internals on purpose: without a server, or before
+    anything expires, no public API shows how the expiry arguments were
+    read, and none should be added just for tests. The one place tests
+    look.
+    """
+    state = store._state
+    return state.ttl, state.no_expiry

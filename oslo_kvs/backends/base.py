@@ -230,7 +230,7 @@ def backend_error(backend: 'Backend', exc: BaseException,
     if len(detail) > 500:
         detail = detail[:500] + '...'
     error = exception.BackendError('%s: %s on %s failed: %s' % (
-        backend.name, operation, backend.where, detail))
+        backend.name, operation, backend.server_of(exc), detail))
     error.__cause__ = None if backend.secrets else exc
     error.__suppress_context__ = True
     return error
@@ -249,7 +249,12 @@ def _raise_translated(backend: 'Backend', exc: BaseException,
     if isinstance(exc, backend.too_large_errors):
         raise exception.ValueTooLarge(
             '%s: the value exceeds what %s stores'
-            % (backend.name, backend.where)) from None
+            % (backend.name, backend.server_of(exc))) from None
+    if isinstance(exc, backend.key_errors):
+        raise exception.ConfigurationError(
+            '%s: %s cannot store this key (%s); enable [kvs] '
+            'enable_key_mangler' % (backend.name, backend.server_of(exc),
+                                    type(exc).__name__)) from None
     if isinstance(exc, backend.server_errors):
         raise backend_error(backend, exc, operation)  # cause: see there
     raise exc
@@ -391,6 +396,9 @@ class Backend(api.CacheBackend):
     server_errors: ty.ClassVar[tuple[type[BaseException], ...]] = ()
     #: Exception types that mean "the server refused a value this big".
     too_large_errors: ty.ClassVar[tuple[type[BaseException], ...]] = ()
+    #: Exception types that mean "the server cannot store this key" (seen
+    #: only with key mangling off, for a key :meth:`check_key` let pass).
+    key_errors: ty.ClassVar[tuple[type[BaseException], ...]] = ()
     #: True when :meth:`acquire_lock` excludes other processes and hosts.
     distributed_lock: ty.ClassVar[bool] = False
     #: True when values never leave this process (no server to distrust).
@@ -403,7 +411,7 @@ class Backend(api.CacheBackend):
 
     def __init_subclass__(cls, **kwargs: ty.Any) -> None:
         super().__init_subclass__(**kwargs)
-        if not (cls.server_errors or cls.too_large_errors):
+        if not (cls.server_errors or cls.too_large_errors or cls.key_errors):
             # Nothing to translate (the memory backend): a wrapper would
             # only add a call to every operation.
             return
@@ -453,6 +461,14 @@ class Backend(api.CacheBackend):
     def describe_failure(self, exc: BaseException) -> str:
         """``exc`` in words, before redaction; a backend may say more."""
         return '%s: %s' % (type(exc).__name__, exc)
+
+    def server_of(self, exc: BaseException) -> str:
+        """The server ``exc`` is about, for messages: by default all.
+
+        A backend with several servers whose exceptions name the one that
+        failed returns that one.
+        """
+        return self.where
 
     def check_key(self, key: str) -> None:
         """Refuse a key the server cannot store, before anything is sent.

@@ -66,16 +66,56 @@ def node_name(server: ty.Any) -> str:
     return server
 
 
-class PoolTimeout(Exception):
+class ServerError(Exception):
+    """A memcached server failed or refused a command.
+
+    ``label`` names the server (or servers) for messages; the client's own
+    exception, if there was one, is the ``__cause__``. The backend turns
+    these into oslo_kvs exceptions in one place (:mod:`.base`).
+    """
+
+    def __init__(self, label: str, message: str) -> None:
+        super().__init__(message)
+        self.label = label
+
+
+class ServerDown(ServerError):
+    """The server is down, hung or talking nonsense: it counts as failed."""
+
+
+class TooLarge(ServerError):
+    """The server refused a value larger than its item size limit."""
+
+
+class PoolTimeout(ServerError):
     """No connection of a pool became free within its wait timeout."""
 
 
-class NodeSkipped(Exception):
+class NodeSkipped(ServerError):
     """The server failed within ``retry_delay`` and is not retried yet."""
 
 
-class NoNodeLeft(Exception):
+class NoNodeLeft(ServerError):
     """Every server is ejected."""
+
+
+def _server_error(label: str, exc: BaseException) -> ServerError | None:
+    """What a client's exception says of the server, or None.
+
+    None for an exception about the call itself (a programming error or an
+    illegal key), which stays what it is.
+    """
+    if isinstance(exc, NODE_FAULTS):
+        kind: type[ServerError] = ServerDown
+    elif isinstance(exc, pymc_exc.MemcacheServerError) and \
+            'too large' in str(exc):
+        kind = TooLarge
+    elif isinstance(exc, pymc_exc.MemcacheError) and \
+            not isinstance(exc, pymc_exc.MemcacheIllegalInputError):
+        kind = ServerError
+    else:
+        return None
+    return kind(label, '%s: %s' % (type(exc).__name__, exc))
 
 
 class Pool:
@@ -91,10 +131,12 @@ class Pool:
     """
 
     def __init__(self, server: ty.Any, *, max_size: int, idle_timeout: float,
-                 wait_timeout: float,
+                 wait_timeout: float, label: str | None = None,
                  credentials: tuple[str, str] | None = None,
                  **client_kwargs: ty.Any) -> None:
         self.server = server
+        #: The server's name in messages.
+        self.label = label or node_name(server)
         self._auth = (None if credentials is None
                       else ('%s %s' % credentials).encode('utf-8'))
         self._make = functools.partial(pymc_base.Client, server,
@@ -129,7 +171,10 @@ class Pool:
                         return self._make()
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise PoolTimeout()
+                        raise PoolTimeout(
+                            self.label, 'no free connection within %ss '
+                            '(pool_maxsize %d)' % (self.wait_timeout,
+                                                   self.max_size))
                     self._cond.wait(remaining)
             finally:
                 self._waiters -= 1
@@ -152,10 +197,13 @@ class Pool:
             if self._auth is not None and client.sock is None:
                 self._authenticate(client)
             return getattr(client, method)(*args, **kwargs)
-        except BaseException:
+        except BaseException as exc:
             # A reply may be half read; never reuse that connection.
             client.close()
-            raise
+            error = _server_error(self.label, exc)
+            if error is None:
+                raise
+            raise error from exc
         finally:
             now = time.monotonic()
             idle = self._idle
@@ -225,9 +273,9 @@ class Pool:
 class Node:
     """One server: its pool and health, as seen by this process."""
 
-    def __init__(self, pool: Pool, label: str) -> None:
+    def __init__(self, pool: Pool) -> None:
         self.pool = pool
-        self.label = label
+        self.label = pool.label
         self.name = node_name(pool.server)
         self.failures = 0
         self.last_failure = 0.0
@@ -291,7 +339,8 @@ class Cluster:
             self._rejoin()
         name = self._ring.get_node(key)
         if name is None:
-            raise NoNodeLeft()
+            raise NoNodeLeft(', '.join(node.label for node in self.nodes),
+                             'every server failed and is ejected')
         return self._by_name[name]
 
     def group(self, keys: ty.Iterable[str]) -> dict[Node, list[str]]:
@@ -310,10 +359,11 @@ class Cluster:
             return node.pool.run(method, *args, **kwargs)
         if node.failures and (time.monotonic() - node.last_failure <
                               self.retry_delay):
-            raise NodeSkipped()
+            raise NodeSkipped(node.label, 'failed recently and is skipped '
+                              'until it is retried or ejected')
         try:
             result = node.pool.run(method, *args, **kwargs)
-        except NODE_FAULTS:
+        except ServerDown:
             self._failed(node)
             raise
         if node.failures:

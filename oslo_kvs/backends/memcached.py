@@ -154,7 +154,9 @@ class MemcachedBackend(base.Backend):
     name = 'openstack.kvs.Memcached'
     options = OPTIONS
     expire_time_alias = 'memcached_expire_time'
-    server_errors = (pymc_exc.MemcacheError, OSError, PoolTimeout)
+    server_errors = (memcache_pool.ServerError,)
+    too_large_errors = (memcache_pool.TooLarge,)
+    key_errors = (pymc_exc.MemcacheIllegalInputError,)
     distributed_lock = True
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
@@ -192,7 +194,7 @@ class MemcachedBackend(base.Backend):
             wait_timeout=args['pool_connection_get_timeout'],
             credentials=self._credentials(args), **client_kwargs)
         self._cluster = memcache_pool.Cluster(
-            [memcache_pool.Node(make_pool(server), label)
+            [memcache_pool.Node(make_pool(server, label=label))
              for server, label in parsed],
             retry_attempts=args['retry_attempts'],
             retry_delay=args['retry_delay'], dead_retry=args['dead_retry'],
@@ -260,74 +262,31 @@ class MemcachedBackend(base.Backend):
                 args['tls_allowed_ciphers']))
         return context[0]
 
-    # --- plumbing ------------------------------------------------------
+    # --- errors --------------------------------------------------------
+    # The transport raises memcache_pool.ServerError naming the server;
+    # base.Backend turns it into the oslo_kvs exception.
 
-    def _label(self, server: ty.Any) -> str:
-        return self._labels.get(server) or str(server)
+    def describe_failure(self, exc: BaseException) -> str:
+        return str(exc)
 
-    def _error(self, exc: Exception, server: ty.Any) -> Exception:
-        """The oslo_kvs exception for a failure talking to ``server``."""
-        where = (self._label(server) if server is not None
-                 else ', '.join(self.servers()))
-        if isinstance(exc, pymc_exc.MemcacheServerError) and \
-                'too large' in str(exc):
-            return exception.ValueTooLarge(
-                'Value too large for the item size limit of memcached '
-                'server %s' % where)
-        if isinstance(exc, pymc_exc.MemcacheIllegalInputError):
-            return exception.ConfigurationError(
-                'memcached server %s cannot store this key: %s'
-                % (where, exc))
-        if isinstance(exc, PoolTimeout):
-            return exception.BackendError(
-                '%s: no free connection to memcached server %s within '
-                '%ss (pool_maxsize %d)'
-                % (self.name, where, self.args['pool_connection_get_timeout'],
-                   self.args['pool_maxsize']))
-        if isinstance(exc, memcache_pool.NodeSkipped):
-            return exception.BackendError(
-                '%s: memcached server %s failed recently and is skipped '
-                'until it is retried or ejected' % (self.name, where))
-        if isinstance(exc, memcache_pool.NoNodeLeft):
-            return exception.BackendError(
-                '%s: every memcached server (%s) failed and is ejected'
-                % (self.name, where))
-        return exception.BackendError(
-            '%s: memcached server %s failed: %s: %s'
-            % (self.name, where, type(exc).__name__, exc))
+    def server_of(self, exc: BaseException) -> str:
+        if isinstance(exc, memcache_pool.ServerError):
+            return exc.label
+        return self.where
 
-    def _node_for(self, key: str) -> memcache_pool.Node:
-        try:
-            return self._cluster.node_for(key)
-        except memcache_pool.NoNodeLeft as exc:
-            raise self._error(exc, None) from exc
-
-    def _groups(self, keys: ty.Iterable[str]
-                ) -> ty.Iterable[tuple[memcache_pool.Node, list[str]]]:
-        """``keys`` grouped by the server that holds them."""
-        try:
-            return self._cluster.group(keys).items()
-        except memcache_pool.NoNodeLeft as exc:
-            raise self._error(exc, None) from exc
-
-    def _run(self, node: memcache_pool.Node, method: str, *args: ty.Any,
-             **kwargs: ty.Any) -> ty.Any:
-        """Run one command on ``node``'s server, translating failures."""
-        try:
-            return self._cluster.run(node, method, *args, **kwargs)
-        except Exception as exc:
-            raise self._error(exc, node.pool.server) from exc
+    def _on_owner(self, key: str, method: str, *args: ty.Any,
+                  **kwargs: ty.Any) -> ty.Any:
+        """Run one command on the server that holds ``key``."""
+        cluster = self._cluster
+        return cluster.run(cluster.node_for(key), method, key, *args,
+                           **kwargs)
 
     def _set(self, node: memcache_pool.Node, mapping: dict[str, bytes],
              expire: int) -> None:
-        failed = self._run(node, 'set_many', mapping, expire=expire)
+        failed = self._cluster.run(node, 'set_many', mapping, expire=expire)
         if failed:
-            raise self._not_stored(node.label, len(failed))
-
-    def _not_stored(self, label: str, count: int) -> Exception:
-        return exception.BackendError(
-            '%s: memcached server %s did not store %d value(s)'
-            % (self.name, label, count))
+            raise memcache_pool.ServerError(
+                node.label, 'did not store %d value(s)' % len(failed))
 
     # --- the backend API -----------------------------------------------
 
@@ -355,26 +314,19 @@ class MemcachedBackend(base.Backend):
     def get_serialized(self, key):
         pool = self._single
         if pool is None:
-            value = self._run(self._node_for(key), 'get', key)
+            value = self._on_owner(key, 'get')
         else:
-            # The hot path, spared two calls.
-            try:
-                value = pool.run('get', key)
-            except Exception as exc:
-                raise self._error(exc, pool.server) from exc
+            value = pool.run('get', key)  # the hot path, spared two calls
         return base.NO_VALUE if value is None else value
 
     def get_serialized_multi(self, keys):
         pool = self._single
         if pool is None:
             found: dict[str, bytes] = {}
-            for node, group in self._groups(keys):
-                found.update(self._run(node, 'get_many', group))
+            for node, group in self._cluster.group(keys).items():
+                found.update(self._cluster.run(node, 'get_many', group))
         else:
-            try:
-                found = pool.run('get_many', keys)
-            except Exception as exc:
-                raise self._error(exc, pool.server) from exc
+            found = pool.run('get_many', keys)
         missing = base.NO_VALUE
         return [found.get(key, missing) for key in keys]
 
@@ -383,17 +335,16 @@ class MemcachedBackend(base.Backend):
         if pool is None:
             self.set_serialized_multi({key: value}, ttl)
             return
-        # The hot path: one server, one command, as set_serialized_multi
-        # would send it.
+        # The hot path: one server, one command, with the same clean-up
+        # and errors as set_serialized_multi.
         try:
             stored = pool.run('set', key, value, exptime(ttl or 0))
-        except Exception as exc:
-            error = self._error(exc, pool.server)
-            if isinstance(error, exception.ValueTooLarge):
-                self.delete_multi([key])  # see set_serialized_multi
-            raise error from exc
+        except memcache_pool.TooLarge:
+            self.delete_multi([key])  # see set_serialized_multi
+            raise
         if not stored:
-            raise self._not_stored(self._label(pool.server), 1)
+            raise memcache_pool.ServerError(pool.label,
+                                            'did not store 1 value(s)')
 
     def set_serialized_multi(self, mapping, ttl=None):
         # One set_many per server.
@@ -403,39 +354,38 @@ class MemcachedBackend(base.Backend):
                 # One server: the batch as it is, not copied per server.
                 self._set(self._cluster.nodes[0], mapping, expire)
             else:
-                for node, group in self._groups(mapping):
+                for node, group in self._cluster.group(mapping).items():
                     self._set(node, {key: mapping[key] for key in group},
                               expire)
-        except exception.ValueTooLarge:
+        except memcache_pool.TooLarge:
             # memcached drops a key whose new value it refused; drop the
             # whole batch so no old value passes for the new one.
             self.delete_multi(list(mapping))
             raise
 
     def delete_multi(self, keys):
-        for node, group in self._groups(keys):
-            self._run(node, 'delete_many', group)
+        for node, group in self._cluster.group(keys).items():
+            self._cluster.run(node, 'delete_many', group)
 
     def delete_existing(self, key):
-        return bool(self._run(self._node_for(key), 'delete', key))
+        return bool(self._on_owner(key, 'delete'))
 
     def add_serialized(self, key, value, ttl=None):
-        return bool(self._run(self._node_for(key), 'add', key, value,
-                              expire=exptime(ttl or 0)))
+        return bool(self._on_owner(key, 'add', value,
+                                   expire=exptime(ttl or 0)))
 
     def acquire_lock(self, key, token, ttl):
-        return bool(self._run(self._node_for(key), 'add', key,
-                              token.encode('ascii'),
-                              expire=lock_exptime(ttl)))
+        return bool(self._on_owner(key, 'add', token.encode('ascii'),
+                                   expire=lock_exptime(ttl)))
 
     def release_lock(self, key, token):
-        node = self._node_for(key)
-        value, cas = self._run(node, 'gets', key)
+        node = self._cluster.node_for(key)
+        value, cas = self._cluster.run(node, 'gets', key)
         if value != token.encode('ascii'):
             return False
         # Expire it only if nobody changed it since gets: a lock taken by
         # someone else meanwhile has another cas value and stays.
-        return bool(self._run(node, 'cas', key, b'', cas, expire=-1))
+        return bool(self._cluster.run(node, 'cas', key, b'', cas, expire=-1))
 
     def close(self) -> None:
         self._cluster.close()

@@ -30,10 +30,10 @@ from oslo_config import cfg
 import redis
 from redis import connection as redis_connection
 
-import oslo_kvs
 from oslo_kvs import serialization
 from oslo_kvs_tests.bench import common
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored as stored_keys
 
 VALUE = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
 EXPIRE = 3600
@@ -63,9 +63,9 @@ def _raw_client(host, port):
 
 
 def _store(name, url):
-    store = oslo_kvs.get_key_value_store(name)
-    store.configure('openstack.kvs.Redis', url=url, expire_time=EXPIRE)
-    return store
+    # A key recorder finds the stored keys (see stored.py).
+    return stored_keys.make_store('openstack.kvs.Redis', name, url=url,
+                                  expire_time=EXPIRE)
 
 
 def _oslo_cache_region(server):
@@ -133,7 +133,7 @@ def _measure(server, rounds):
     dumps, loads = serialization.dumps, serialization.loads
     raw.mset({key: dumps(value) for key, value in raw_mapping.items()})
     px = EXPIRE * 1000
-    stored = [store._state.data_key(key) for key in KEYS]
+    stored = [stored_keys.data_key(store, key) for key in KEYS]
 
     cold = ['cold-%05d' % i for i in range(COLD_KEYS)]
     for start in range(0, COLD_KEYS, 1000):

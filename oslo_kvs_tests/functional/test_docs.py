@@ -176,5 +176,5 @@ def test_examples_run(page, request):
         for value in namespace.values():
             if isinstance(value, oslo_kvs.KeyValueStore):
                 if value.is_configured:
-                    value._state.backend.close()
+                    value.close()
         namespace.clear()

@@ -105,7 +105,7 @@ def make_store(request):
     make.kind = request.param
     yield make
     for store in made:
-        store._state.backend.close()
+        store.close()
 
 
 def _wait_for(event, what):
@@ -160,7 +160,7 @@ def test_late_write_never_lands_over_next_holder(make_store, operation):
     assert store.get('counter') == 11
     me = threading.get_ident()
     reached = [name for tid, name in _REACHED if tid == me]
-    if store._state.backend.fenced_writes:
+    if lock.fenced:
         # Sent, held up past expiry, and refused by the server itself.
         assert reached == [operation + '_fenced']
     else:
@@ -172,7 +172,7 @@ def test_late_write_never_lands_over_next_holder(make_store, operation):
                                         'mongodb'], indirect=True)
 def test_write_accepted_before_window_lands_before_next_holder(make_store):
     store = make_store(delayed=True, lock_timeout=LEASE)
-    window = store._state.lock_window
+    window = store.get_lock('counter').lock_window
     assert window == 1.0
     store.set('counter', 1)
     started, wrote, log = threading.Event(), threading.Event(), []

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-import oslo_kvs
 from oslo_kvs import exception
+from oslo_kvs_tests import stored
 
 STORE = 'openstack.kvs.Memcached'
 WAIT = 15  # seconds; generous bounds on waits for a state change
@@ -19,16 +19,30 @@ WAIT = 15  # seconds; generous bounds on waits for a state change
 
 def make_store(servers, **args):
     args.setdefault('socket_timeout', 0.3)
-    store = oslo_kvs.get_key_value_store('mc-rejoin-%s' % uuid.uuid4())
-    store.configure(STORE, url=[server.address for server in servers],
-                    **args)
-    return store
+    return stored.make_store(
+        STORE, 'mc-rejoin-%s' % uuid.uuid4(),
+        url=[server.address for server in servers], **args)
 
 
 def owner(store, key):
-    """The server (host, port) holding ``key`` now."""
-    backend = store._state.backend
-    return backend._node_for(store._state.data_key(key)).pool.server
+    """The server (host, port) holding ``key`` now.
+
+    Internal on purpose: where a key goes after an ejection is the
+    transport's placement, which no public API shows (nor should, just for
+    tests).
+    """
+    cluster = store._state.backend._cluster
+    return cluster.node_for(stored.data_key(store, key)).pool.server
+
+
+def pool_of(store):
+    """The connection pool of a one-server memcached store.
+
+    Internal on purpose: what is checked here is the pool's own state
+    (open, idle or busy connections), which no public API shows, nor
+    should just for tests.
+    """
+    return store._state.backend._cluster.nodes[0].pool
 
 
 def until(check, what):
@@ -122,7 +136,7 @@ def test_restart_with_warm_connections_fails_no_call(memcached_factory):
 
 def warm_up(store, count=8):
     """Open up to ``count`` pooled connections with bursts of threads."""
-    pool = store._state.backend._single
+    pool = pool_of(store)
     for _ in range(100):
         burst = threading.Barrier(count)
         run_threads(lambda n: (burst.wait(WAIT), store.set('k%d' % n, n)),
@@ -147,7 +161,7 @@ def test_idle_connections_are_closed_after_the_unused_timeout(
     server = memcached_factory()
     store = make_store([server], pool_maxsize=8, pool_unused_timeout=2)
     assert warm_up(store) > 1
-    pool = store._state.backend._single
+    pool = pool_of(store)
     time.sleep(2.5)
     store.get('k0')  # any call sweeps the idle ones
     assert pool.open_connections() == 1

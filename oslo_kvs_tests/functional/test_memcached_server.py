@@ -292,7 +292,9 @@ class TestConnections:
                            enable_socket_keepalive=True,
                            socket_keepalive_idle=30)
         store.set('k', 1)
-        client, _ = store._state.backend._single._idle[-1]
+        # Internal on purpose: the socket options of a pooled connection
+        # are visible only on that connection.
+        client, _ = store._state.backend._cluster.nodes[0].pool._idle[-1]
         sock = client.sock
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30

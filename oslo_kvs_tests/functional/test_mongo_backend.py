@@ -26,6 +26,7 @@ import oslo_kvs
 from oslo_kvs.backends import mongo
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored as stored_keys
 SECRET = 'Sw0rdfish-7d3c0e9b5a1f'
 DB_NAME = 'oslo_kvs'
 COLLECTION = 'kvs'
@@ -35,13 +36,9 @@ REQUIRED = {'db_hosts': '127.0.0.1:27017', 'db_name': DB_NAME,
 
 
 def make_store(**args):
-    store = oslo_kvs.get_key_value_store('mongo-%s' % uuid.uuid4())
-    store.configure('openstack.kvs.MongoDB', **args)
-    return store
-
-
-def backend_of(store):
-    return store._state.backend
+    """A store whose stored keys tests can find (see stored.py)."""
+    return stored_keys.make_store('openstack.kvs.MongoDB',
+                                  'mongo-%s' % uuid.uuid4(), **args)
 
 
 @pytest.fixture
@@ -69,7 +66,7 @@ def closing():
 
     yield make
     for store in made:
-        backend_of(store).close()
+        store.close()
 
 
 @pytest.fixture
@@ -84,8 +81,23 @@ def served(mongo_server, mongo_collection, closing):
     return make
 
 
+@pytest.fixture
+def raw_backend(mongo_server, mongo_collection):
+    """The backend on the test's collection, made as a backend author would.
+    """
+    backend = mongo.MongoBackend(
+        mongo_server.collection_args(mongo_collection.name))
+    yield backend
+    backend.close()
+
+
 def client_of(store):
-    return backend_of(store)._client
+    """The pymongo client a store built from its arguments.
+
+    Internal on purpose: only the client shows how the options became
+    pymongo settings, and no public API should exist just for that.
+    """
+    return store._state.backend._client
 
 
 # --- required arguments and coercion ----------------------------------------
@@ -118,7 +130,8 @@ class TestMongoArguments:
         assert kwargs['tls'] is False
         assert kwargs['maxPoolSize'] == 7
         assert kwargs['w'] == 2
-        assert store._state.ttl == 30.0
+        ttl, keep = stored_keys.expiry(store)
+        assert ttl == 30.0 and len(keep) == 2
         client = client_of(store)
         assert client.options.pool_options.max_pool_size == 7
         assert client.options.pool_options.socket_timeout == 1.5
@@ -178,22 +191,21 @@ class TestMongoArguments:
     def test_uri_with_several_hosts_is_one_argument(self, closing):
         uri = 'mongodb://a.example:27017,b.example:27018/?replicaSet=rs'
         store = closing(**{**REQUIRED, 'db_hosts': uri})
-        assert backend_of(store).servers() == ['a.example:27017',
-                                               'b.example:27018']
+        assert store.servers() == ['a.example:27017', 'b.example:27018']
         assert client_of(store).options.replica_set_name == 'rs'
 
     def test_host_list_forms(self, closing):
         listed = closing(**{**REQUIRED, 'db_hosts': ['a:1', 'b:2']})
         comma = closing(**{**REQUIRED, 'db_hosts': 'a:1, b:2'})
-        assert backend_of(listed).servers() == ['a:1', 'b:2']
-        assert backend_of(comma).servers() == ['a:1', 'b:2']
+        assert listed.servers() == ['a:1', 'b:2']
+        assert comma.servers() == ['a:1', 'b:2']
         for store in (listed, comma):
             seeds = client_of(store).topology_description.server_descriptions()
             assert set(seeds) == {('a', 1), ('b', 2)}
 
     def test_ipv6_host(self, closing):
         store = closing(**{**REQUIRED, 'db_hosts': '[::1]:27018'})
-        assert backend_of(store).servers() == ['[::1]:27018']
+        assert store.servers() == ['[::1]:27018']
         seeds = client_of(store).topology_description.server_descriptions()
         assert set(seeds) == {('::1', 27018)}
 
@@ -276,8 +288,9 @@ class TestMongoClientArguments:
 class TestMongoSecrets:
     def test_password_not_in_repr(self, closing):
         store = closing(**REQUIRED, username='kvs', password=SECRET)
-        for text in (repr(store), repr(backend_of(store)),
-                     repr(client_of(store))):
+        backend = mongo.MongoBackend(dict(REQUIRED, username='kvs',
+                                          password=SECRET))
+        for text in (repr(store), repr(backend), repr(client_of(store))):
             assert SECRET not in text
 
     def test_password_not_in_configuration_errors(self):
@@ -315,7 +328,7 @@ class TestMongoSecrets:
                     'password': SECRET}
         store = closing(**{**REQUIRED, **args},
                         server_selection_timeout=0.3)
-        assert backend_of(store).servers() == ['127.0.0.1:%d' % port]
+        assert store.servers() == ['127.0.0.1:%d' % port]
         for call in (lambda: store.get('k'), lambda: store.set('k', 1),
                      lambda: store.get_lock('k').acquire()):
             with pytest.raises(exception.BackendError) as info:
@@ -347,7 +360,7 @@ class TestMongoSecrets:
             store.get('k')
         message = str(info.value)
         assert 'OperationFailure (code 18)' in message
-        assert backend_of(store).servers()[0] in message
+        assert store.servers()[0] in message
         assert 'Authentication failed' in message
         assert SECRET not in message
         assert SECRET not in caplog.text
@@ -363,8 +376,7 @@ class TestMongoDocuments:
         store.set_multi({'forever': 1, 'm': 2})
         after = mongo._utcnow()
         raw = mongo_collection
-        state = store._state
-        doc = raw.find_one({'_id': state.data_key('k')})
+        doc = raw.find_one({'_id': stored_keys.data_key(store, 'k')})
         assert set(doc) == {'_id', 'value', 'expires_at'}
         assert type(doc['value']) is bytes
         # The TTL lives in expires_at alone; the index adds nothing.
@@ -372,10 +384,10 @@ class TestMongoDocuments:
         assert before + delta <= doc['expires_at']
         assert doc['expires_at'] <= after + delta + datetime.timedelta(
             milliseconds=1)
-        multi = raw.find_one({'_id': state.data_key('m')})
+        multi = raw.find_one({'_id': stored_keys.data_key(store, 'm')})
         assert before + delta <= multi['expires_at']
         assert 'expires_at' not in raw.find_one(
-            {'_id': state.data_key('forever')})
+            {'_id': stored_keys.data_key(store, 'forever')})
 
     def test_no_expiry_without_expire_time(self, served, mongo_collection):
         store = served()
@@ -454,7 +466,7 @@ class TestMongoDocuments:
         """
         store.set('warm-up', 0)  # creates the TTL index
         raw.drop_index('expires_at_1')
-        stored = store._state.data_key(key)
+        stored = stored_keys.data_key(store, key)
         doc = {'_id': stored,
                'expires_at': mongo._utcnow() - datetime.timedelta(seconds=1),
                **fields}
@@ -495,7 +507,7 @@ class TestMongoDocuments:
         store.set('warm-up', 0)
         raw = mongo_collection
         raw.drop_index('expires_at_1')
-        lock_key = store._state.lock_key('k')
+        lock_key = stored_keys.lock_key(store, 'k')
         raw.insert_one({'_id': lock_key, 'token': 'dead-holder',
                         'expires_at': mongo._utcnow() -
                         datetime.timedelta(seconds=1)})
@@ -512,11 +524,10 @@ class TestMongoDocuments:
 
 class TestMongoLocksAndBatches:
     def test_release_deletes_only_the_holders_document(
-            self, served, mongo_collection):
-        store = served(lock_timeout=30)
-        backend = backend_of(store)
+            self, raw_backend, mongo_collection):
+        backend = raw_backend
         raw = mongo_collection
-        key = store._state.lock_key('k')
+        key = 'lock-%s' % uuid.uuid4()
         before = mongo._utcnow()
         assert backend.acquire_lock(key, 'mine', 30)
         assert backend.acquire_lock(key, 'other', 30) is False
@@ -534,7 +545,7 @@ class TestMongoLocksAndBatches:
         store = served(lock_timeout=0)
         raw = mongo_collection
         with store.get_lock('k'):
-            doc = raw.find_one({'_id': store._state.lock_key('k')})
+            doc = raw.find_one({'_id': stored_keys.lock_key(store, 'k')})
             assert 'expires_at' not in doc
 
     def test_set_multi_is_one_unordered_bulk_command(self, served,
@@ -552,20 +563,20 @@ class TestMongoLocksAndBatches:
 # --- values are bytes ------------------------------------------------------
 
 class TestMongoValues:
-    def test_backend_returns_plain_bytes(self, served, mongo_collection):
+    def test_backend_returns_plain_bytes(self, served, raw_backend):
         store = served()
         store.set('k', b'payload')
-        stored = store._state.data_key('k')
-        got = backend_of(store).get_serialized(stored)
+        stored = stored_keys.data_key(store, 'k')
+        got = raw_backend.get_serialized(stored)
         assert type(got) is bytes
-        assert backend_of(store).get_serialized_multi([stored]) == [got]
+        assert raw_backend.get_serialized_multi([stored]) == [got]
 
     @pytest.mark.parametrize('foreign', [
         'a string', 42, {'$binary': 'AAAA'}, None, ['list']])
     def test_foreign_value_is_an_integrity_error(
             self, served, mongo_collection, caplog, foreign):
         store = served()
-        stored = store._state.data_key('k')
+        stored = stored_keys.data_key(store, 'k')
         mongo_collection.insert_one(
             {'_id': stored, 'value': foreign})
         with caplog.at_level(logging.WARNING, logger=mongo.__name__):
@@ -591,7 +602,8 @@ class TestMongoValues:
                                             group='kvs')
         store = served()
         store.set('plain key', 1)
-        assert mongo_collection.find_one(
-            {'_id': store._state.data_key('plain key')}) is not None
+        # Unmangled, the stored key is the store's prefix and the key.
+        (doc,) = mongo_collection.find()
+        assert doc['_id'].endswith(':plain key')
         with pytest.raises(exception.ConfigurationError, match='Unicode'):
             store.set('bad \ud800 key', 1)

@@ -40,7 +40,7 @@ def closing():
     stores = []
     yield stores
     for store in stores:
-        store._state.backend.close()
+        store.close()
 
 
 def operations(store):

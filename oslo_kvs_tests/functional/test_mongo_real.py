@@ -19,10 +19,10 @@ import uuid
 
 import pytest
 
-import oslo_kvs
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 from oslo_kvs import serialization
+from oslo_kvs_tests import stored as stored_keys
 
 
 @pytest.fixture
@@ -31,15 +31,16 @@ def make_store(mongo_server, mongo_collection):
     made = []
 
     def make(**extra):
-        store = oslo_kvs.get_key_value_store('mongo-real-%s' % uuid.uuid4())
-        store.configure('openstack.kvs.MongoDB', **{
-            **mongo_server.collection_args(mongo_collection.name), **extra})
+        store = stored_keys.make_store(
+            'openstack.kvs.MongoDB', 'mongo-real-%s' % uuid.uuid4(),
+            **{**mongo_server.collection_args(mongo_collection.name),
+               **extra})
         made.append(store)
         return store
 
     yield make
     for store in made:
-        store._state.backend.close()
+        store.close()
 
 
 # More than pymongo's and the server's default first batch (101).
@@ -102,7 +103,7 @@ def test_expired_document_before_the_ttl_monitor(make_store,
     # the monitor removed it mid-check, so the check really ran.
     store = make_store()
     store.set('warm-up', 0)
-    stored = store._state.data_key('k')
+    stored = stored_keys.data_key(store, 'k')
     checked = False
     for _ in range(3):
         mongo_collection.replace_one({'_id': stored}, {
@@ -133,7 +134,7 @@ def test_wrong_credentials_name_hosts_not_password(make_store, mongo_server):
     message = str(info.value)
     assert secret not in message
     assert '(code 18)' in message  # AuthenticationFailed
-    assert store._state.backend.servers()[0] in message
+    assert store.servers()[0] in message
 
 
 def test_lock_expires_on_server_time_scale(make_store):

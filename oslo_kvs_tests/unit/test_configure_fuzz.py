@@ -24,6 +24,7 @@ from oslo_kvs.backends import mongo
 from oslo_kvs.backends import redis as redis_backend
 from oslo_kvs import core
 from oslo_kvs import exception
+from oslo_kvs_tests import stored
 
 SECRET = 'fuzz-secret-4d1f9a2c'
 
@@ -104,11 +105,11 @@ def test_blank_means_the_default(backend_cls, blank):
     store = oslo_kvs.get_key_value_store(uuid.uuid4().hex)
     store.configure(backend_cls.name, **arguments)
     try:
-        assert store._state.ttl is None
+        assert stored.expiry(store)[0] is None
         assert store.get_lock('k').lock_timeout == (
             store._conf.kvs.default_lock_timeout)
     finally:
-        store._state.backend.close()
+        store.close()
 
 
 def test_redis_pool_maxsize_is_bounded():

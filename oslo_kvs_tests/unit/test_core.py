@@ -180,12 +180,11 @@ def test_locking_strings_are_coerced(text, expected):
 
 
 def test_string_arguments_are_coerced():
-    store = fresh_store()
-    store.configure('openstack.kvs.Memory', expire_time='2.5',
-                    no_expiry_keys='a, b', lock_timeout='7')
-    state = store._state
-    assert state.ttl == 2.5
-    assert state.no_expiry == {state.data_key('a'), state.data_key('b')}
+    store = stored.configure(fresh_store(), 'openstack.kvs.Memory',
+                             expire_time='2.5', no_expiry_keys='a, b',
+                             lock_timeout='7')
+    assert stored.expiry(store) == (2.5, {stored.data_key(store, 'a'),
+                                          stored.data_key(store, 'b')})
     assert store.get_lock('k').lock_timeout == 7
 
 
@@ -217,8 +216,17 @@ def test_kvs_region_is_used_and_must_be_unconfigured():
 
 # --- key mangling ------------------------------------------------------------
 
+def _entries(store):
+    """The memory backend's entries: stored key -> (value, deadline).
+
+    Internal on purpose: they show the keys and expiry deadlines the store
+    gave its backend, without waiting for anything to expire.
+    """
+    return store._state.backend._data
+
+
 def _stored_keys(store):
-    return list(store._state.backend._data)
+    return list(_entries(store))
 
 
 def upper_mangler(key):
@@ -303,7 +311,7 @@ def test_no_expiry_keys_follow_the_mangler():
     store.configure('openstack.kvs.Memory', key_mangler=upper_mangler,
                     expire_time=100, no_expiry_keys=['keep'])
     store.set_multi({'keep': 1, 'other': 2})
-    entries = store._state.backend._data
+    entries = _entries(store)
     expiries = {key.rpartition(':')[2]: entries[key][1] - time.monotonic()
                 for key in _stored_keys(store)}
     assert expiries['KEEP'] == math.inf
@@ -499,7 +507,7 @@ def test_mixed_batch_is_one_backend_call_per_ttl_through_proxies():
     store.set_multi({'keep': 1, 'also': 2, 'a': 3, 'b': 4})
     assert sorted(len(batch) for batch in counting.batches) == [2, 2]
     store.set('c', 5, expire_time=7)
-    entries = store._state.backend._data
+    entries = _entries(store)
     left = {key.rpartition(':')[2]: entries[key][1] - time.monotonic()
             for key in _stored_keys(store)}
     assert left['KEEP'] == left['ALSO'] == math.inf
@@ -509,10 +517,9 @@ def test_mixed_batch_is_one_backend_call_per_ttl_through_proxies():
 
 @pytest.mark.parametrize('keys', [{'keep'}, ('keep',), ['keep'], 'keep, x'])
 def test_no_expiry_keys_forms(keys):
-    store = fresh_store()
-    store.configure('openstack.kvs.Memory', expire_time=100,
-                    no_expiry_keys=keys)
-    assert store._state.data_key('keep') in store._state.no_expiry
+    store = stored.configure(fresh_store(), 'openstack.kvs.Memory',
+                             expire_time=100, no_expiry_keys=keys)
+    assert stored.data_key(store, 'keep') in stored.expiry(store)[1]
 
 
 @pytest.mark.parametrize('keys', [5, [b'keep'], {'keep': 1}, ['k', None]])
@@ -540,11 +547,12 @@ class FailingBackend(memory.MemoryBackend):
 
 
 @pytest.mark.parametrize('password', [None, 'hunter2-secret'])
-def test_server_errors_become_backend_errors(password):
+def test_server_errors_become_backend_errors(password, monkeypatch):
     backends.register_backends([__name__ + '.FailingBackend'])
     store = fresh_store()
     store.configure('openstack.kvs.FailingBackend', password=password)
-    backend = store._state.backend
+    backend = FailingBackend  # what its instance raises
+    monkeypatch.setattr(backend, 'failure', None)
     cause = OSError('connection to 127.0.0.1:1 refused (password %s)'
                     % password)
     backend.failure = cause

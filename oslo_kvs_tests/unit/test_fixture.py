@@ -11,9 +11,16 @@ from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import fixture
 from oslo_kvs import memoize
+from oslo_kvs_tests import stored
 
 
 def _backend(store):
+    """The backend the fixture put under ``store``.
+
+    Internal on purpose: which backend class the fixture substituted, and
+    with what arguments, is what these tests check, and only the backend
+    shows it.
+    """
     return store._state.backend
 
 
@@ -31,7 +38,7 @@ def test_configure_is_redirected_to_memory(conf):
                         lock_timeout=2, no_expiry_keys=['keep'])
         backend = _backend(store)
         assert isinstance(backend, memory.MemoryBackend)
-        assert store._state.ttl == 30     # the alias is kept
+        assert stored.expiry(store)[0] == 30     # the alias is kept
         assert store.get_lock('k').lock_timeout == 2
         store.set('k', {'v': 1})
         assert store.get('k') == {'v': 1}
@@ -44,7 +51,7 @@ def test_memory_arguments_and_store_options_pass_through(conf):
                         max_items=2, expire_time=5, locking=False)
         backend = _backend(store)
         assert backend.max_items == 2
-        assert store._state.ttl == 5
+        assert stored.expiry(store)[0] == 5
         assert store.get_lock('k').enabled is False
 
 
@@ -89,7 +96,7 @@ def test_setup_and_cleanup_protocol(conf):
         assert kvs_fixture.getDetails() == {}
         store = kvs_fixture.store('helper', expire_time=60)
         assert store.is_configured
-        assert store._state.ttl == 60
+        assert stored.expiry(store)[0] == 60
         # The fixture keeps it: code under test gets the same store.
         assert oslo_kvs.get_key_value_store('helper', conf=conf) is store
         assert kvs_fixture.store('helper') is store

@@ -41,7 +41,7 @@ def wait_until(check, what, limit=10.0):
     ({'lock_timeout': 0}, 0.0),                  # locks never expire
 ])
 def test_lock_window_values(args, window):
-    assert make_store(**args)._state.lock_window == window
+    assert make_store(**args).get_lock('k').lock_window == window
 
 
 @pytest.mark.parametrize('value', [-1, 'soon', True, float('inf'), 2.6])

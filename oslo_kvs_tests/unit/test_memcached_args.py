@@ -19,6 +19,7 @@ from oslo_kvs.backends import memcache_pool
 from oslo_kvs.backends import memcached
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored
 
 STORE = 'openstack.kvs.Memcached'
 
@@ -35,12 +36,27 @@ def configure(**args):
 
 
 def backend(**args):
-    return configure(**args)._state.backend
+    """A backend made directly, as a backend author would."""
+    return memcached.MemcachedBackend(args)
+
+
+def transport(be):
+    """The cluster and, for one server, the hot-path pool ``be`` built.
+
+    Internal on purpose: these tests check how arguments became pool,
+    cluster and client settings, which only the transport shows; no
+    public API should exist just for that.
+    """
+    return be._cluster, be._single
+
+
+def pool_of(be):
+    """The pool of the first (or only) server of ``be``."""
+    return transport(be)[0].nodes[0].pool
 
 
 def client_kwargs(be):
-    pool = be._cluster.nodes[0].pool
-    return pool._make.keywords
+    return pool_of(be)._make.keywords
 
 
 class TestUrl:
@@ -59,7 +75,7 @@ class TestUrl:
         assert backend(url=url).servers() == servers
 
     def test_ipv6_server_is_a_host_port_pair(self):
-        assert backend(url='[::1]:11300')._single.server == ('::1', 11300)
+        assert pool_of(backend(url='[::1]:11300')).server == ('::1', 11300)
 
     @pytest.mark.parametrize('url', [
         '::1:11211', 'host:port', 'host:0', 'host:70000', '[::1', '[::1]x',
@@ -74,20 +90,21 @@ class TestUrl:
 
     def test_one_server_is_pooled_for_the_hot_path(self, dead_url):
         be = backend(url=dead_url)
-        assert be._single is be._cluster.nodes[0].pool
+        cluster, single = transport(be)
+        assert single is cluster.nodes[0].pool
 
     def test_several_servers_share_keys_with_retry_settings(self):
         be = backend(url='a:1,b:2', retry_attempts='3', retry_delay='0.5',
                      dead_retry='7', flush_on_rejoin='false')
-        cluster = be._cluster
-        assert be._single is None
+        cluster, single = transport(be)
+        assert single is None
         assert [node.name for node in cluster.nodes] == ['a:1', 'b:2']
         assert (cluster.retry_attempts, cluster.retry_delay,
                 cluster.dead_retry, cluster.flush_on_rejoin) == (
                     3, 0.5, 7, False)
         assert all(isinstance(node.pool, memcached.Pool)
                    for node in cluster.nodes)
-        assert backend(url='a:1,b:2')._cluster.flush_on_rejoin
+        assert transport(backend(url='a:1,b:2'))[0].flush_on_rejoin
 
 
 class TestArguments:
@@ -104,8 +121,8 @@ class TestArguments:
             assert name in message
 
     def test_historical_expire_time_name(self, dead_url):
-        assert configure(url=dead_url,
-                         memcached_expire_time='5')._state.ttl == 5
+        store = configure(url=dead_url, memcached_expire_time='5')
+        assert stored.expiry(store)[0] == 5
 
     def test_expire_time_and_its_alias_together_are_refused(self, dead_url):
         with pytest.raises(exception.ConfigurationError, match='alias'):
@@ -127,8 +144,8 @@ class TestArguments:
         assert kwargs['connect_timeout'] == 0.5
         keepalive = kwargs['socket_keepalive']
         assert (keepalive.idle, keepalive.intvl, keepalive.cnt) == (4, 5, 6)
-        assert be._single.max_size == 3
-        assert be._single.idle_timeout == 7
+        assert pool_of(be).max_size == 3
+        assert pool_of(be).idle_timeout == 7
 
     def test_false_string_is_false(self, dead_url):
         be = backend(url=dead_url, enable_socket_keepalive='False',
@@ -144,7 +161,7 @@ class TestArguments:
     def test_keystone_pool_names(self, dead_url):
         be = backend(url=dead_url, max_pool_size=4, pool_idle_timeout=9,
                      pool_wait_timeout=0.5)
-        pool = be._single
+        pool = pool_of(be)
         assert (pool.max_size, pool.idle_timeout, pool.wait_timeout) == (
             4, 9, 0.5)
 
@@ -212,6 +229,8 @@ class TestKeysWithoutMangler:
         return configure(url=dead_url, socket_timeout=0.5)
 
     def prefix_length(self, store):
+        # Internal on purpose: the store's namespace prefix sets the
+        # longest key memcached takes, and a dead server shows nothing.
         return len(store._state.data_prefix.encode())
 
     @pytest.mark.parametrize('key', [
@@ -387,12 +406,38 @@ class TestPool:
         assert made[0].closed == 1
         assert pool.run('hold') is made[0]
 
-    def test_pool_timeout_becomes_backend_error(self, dead_url):
-        be = backend(url=dead_url, pool_maxsize=1,
-                     pool_connection_get_timeout=0)
-        error = be._error(memcached.PoolTimeout(), be._single.server)
-        assert isinstance(error, exception.BackendError)
-        assert dead_url in str(error) and 'pool_maxsize 1' in str(error)
+    def test_pool_timeout_becomes_backend_error(self):
+        # A server that accepts connections and never answers holds the
+        # only connection while another caller asks for one.
+        with socket.socket() as silent:
+            silent.bind(('127.0.0.1', 0))
+            silent.listen()
+            url = '127.0.0.1:%d' % silent.getsockname()[1]
+            be = memcached.MemcachedBackend({
+                'url': url, 'pool_maxsize': 1, 'socket_timeout': 5,
+                'pool_connection_get_timeout': 0})
+            holder = threading.Thread(target=_swallow_backend_error,
+                                      args=(be.get_serialized, 'k'))
+            holder.start()
+            try:
+                deadline = time.monotonic() + 30
+                while True:
+                    with pytest.raises(exception.BackendError) as info:
+                        be.get_serialized('k')
+                    if 'no free connection' in str(info.value) or \
+                            time.monotonic() > deadline:
+                        break
+            finally:
+                holder.join()
+                be.close()
+        assert url in str(info.value) and 'pool_maxsize 1' in str(info.value)
+
+
+def _swallow_backend_error(call, *args):
+    try:
+        call(*args)
+    except exception.BackendError:
+        pass
 
 
 class TestServerDown:

@@ -41,6 +41,11 @@ class ExtraBackend(base.Backend):
 
 
 def _backend_of(store):
+    """The memory backend under ``store``.
+
+    Internal on purpose: how many entries it keeps (eviction, purging of
+    expired ones) is the backend's own state, which no store API shows.
+    """
     return store._state.backend
 
 

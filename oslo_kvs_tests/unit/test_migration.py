@@ -35,11 +35,11 @@ def test_memcache_options_example_configures(tmp_path):
     conf(['--config-file', str(path)], default_config_files=[])
     store = common.open_store(conf)
     try:
-        assert sorted(store._state.backend.servers()) == [
+        assert sorted(store.servers()) == [
             '10.0.0.1:11211',
             '10.0.0.2:11211']
     finally:
-        store._state.backend.close()
+        store.close()
 
 
 def test_every_memcache_option_is_a_backend_argument():

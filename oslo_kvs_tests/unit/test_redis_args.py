@@ -15,6 +15,7 @@ import oslo_kvs
 from oslo_kvs.backends import redis as redis_backend
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored
 
 SECRET = 'test-password-7c1e0b'  # fixed: test ids must match across workers
 
@@ -23,8 +24,17 @@ def make(**args):
     return redis_backend.RedisBackend(args)
 
 
+def pool_of(backend):
+    """The redis-py connection pool ``backend`` built from its arguments.
+
+    Internal on purpose: only the pool shows how the arguments became
+    redis-py settings, and no public API should exist just for that.
+    """
+    return backend._client.connection_pool
+
+
 def pool_kwargs(backend):
-    return backend._client.connection_pool.connection_kwargs
+    return pool_of(backend).connection_kwargs
 
 
 class TestCoercion:
@@ -38,16 +48,16 @@ class TestCoercion:
         # The connect timeout follows socket_timeout unless given.
         assert kwargs['socket_connect_timeout'] == 1.5
         assert kwargs['socket_keepalive'] is False
-        assert backend._client.connection_pool.max_connections == 7
+        assert pool_of(backend).max_connections == 7
         assert 'ssl_ca_certs' not in kwargs
 
     def test_historical_expiry_name(self):
         store = oslo_kvs.get_key_value_store(uuid.uuid4().hex)
         store.configure('openstack.kvs.Redis', redis_expiration_time='0.25',
                         no_expiry_keys='a,b')
-        assert store._state.ttl == 0.25
-        assert len(store._state.no_expiry) == 2
-        store._state.backend.close()
+        ttl, keep = stored.expiry(store)
+        assert ttl == 0.25 and len(keep) == 2
+        store.close()
 
     def test_expiry_rounds_up_to_whole_milliseconds(self):
         assert redis_backend._px(0.0001) == 1
@@ -109,7 +119,7 @@ class TestUrl:
         backend = make(url='rediss://127.0.0.1:6390', tls_cafile=str(ca),
                        tls_allowed_ciphers='ECDHE+AESGCM',
                        tls_check_hostname='false')
-        pool = backend._client.connection_pool
+        pool = pool_of(backend)
         assert pool.connection_class is redis.SSLConnection
         kwargs = pool.connection_kwargs
         assert kwargs['ssl_ca_certs'] == str(ca)
@@ -200,7 +210,7 @@ class TestSentinel:
                        sentinel_username='watcher',
                        sentinel_password=SECRET + 'x', db='2',
                        socket_timeout='0.5')
-        pool = backend._client.connection_pool
+        pool = pool_of(backend)
         assert pool.service_name == 'mymaster'
         assert pool.connection_kwargs['password'] == SECRET
         assert pool.connection_kwargs['db'] == 2
@@ -220,7 +230,7 @@ class TestSentinel:
         ca.write_text('not used before connecting')
         backend = make(sentinels=['127.0.0.1:26379'], service_name='m',
                        tls_enabled='true', tls_cafile=str(ca))
-        pool = backend._client.connection_pool
+        pool = pool_of(backend)
         assert pool.connection_class is (
             redis_sentinel.SentinelManagedSSLConnection)
         assert pool.connection_kwargs['ssl_ca_certs'] == str(ca)
