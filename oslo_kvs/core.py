@@ -140,11 +140,14 @@ _WRITE_TTL: contextvars.ContextVar[float | None] = contextvars.ContextVar(
 class _TTLBottom(dogpile_proxy.ProxyBackend):
     """Innermost proxy: hands the store's ttl to the backend."""
 
+    # The proxied object is an oslo_kvs backend, whose writes take a ttl.
     def set_serialized(self, key, value):
-        self.proxied.set_serialized(key, value, _WRITE_TTL.get())
+        self.proxied.set_serialized(  # type: ignore[call-arg]
+            key, value, _WRITE_TTL.get())
 
     def set_serialized_multi(self, mapping):
-        self.proxied.set_serialized_multi(mapping, _WRITE_TTL.get())
+        self.proxied.set_serialized_multi(  # type: ignore[call-arg]
+            mapping, _WRITE_TTL.get())
 
 
 class _Configured:

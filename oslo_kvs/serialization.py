@@ -63,10 +63,12 @@ def _decode_ext(code: int, data: bytes) -> ty.Any:
     if code == _EXT_FROZENSET:
         return frozenset(_unpack(data))
     if code == _EXT_DATETIME:
-        *fields, fold, offset_us = _unpack(data)
+        year, month, day, hour, minute, second, micro, fold, offset_us = (
+            _unpack(data))
         tz = (None if offset_us is None else datetime.timezone(
             datetime.timedelta(microseconds=offset_us)))
-        return datetime.datetime(*fields, tzinfo=tz, fold=fold)
+        return datetime.datetime(year, month, day, hour, minute, second,
+                                 micro, tzinfo=tz, fold=fold)
     if code == _EXT_BIGINT:
         return int(data.decode('ascii'))
     raise ValueError('unknown extension type %d in stored value' % code)

@@ -387,7 +387,7 @@ class Backend(api.CacheBackend):
     """
 
     #: The name users give to ``configure()``.
-    name: ty.ClassVar[str] = 'openstack.kvs.Backend'
+    name: str = 'openstack.kvs.Backend'
     #: Arguments this backend accepts.
     options: ty.ClassVar[tuple[Option, ...]] = ()
     #: The backend's historical name for the store's ``expire_time``.
@@ -484,7 +484,7 @@ class Backend(api.CacheBackend):
     def get(self, key: str) -> ty.Any:
         return self.get_serialized(key)
 
-    def get_multi(self, keys: ty.Sequence[str]) -> list[ty.Any]:
+    def get_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
         return self.get_serialized_multi(keys)
 
     def set(self, key: str, value: ty.Any) -> None:
@@ -498,7 +498,7 @@ class Backend(api.CacheBackend):
     def delete(self, key: str) -> None:
         self.delete_existing(key)
 
-    def get_serialized_multi(self, keys: ty.Sequence[str]) -> list[ty.Any]:
+    def get_serialized_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
         """Values for ``keys`` in order; :data:`NO_VALUE` where missing."""
         raise NotImplementedError
 
@@ -512,7 +512,7 @@ class Backend(api.CacheBackend):
         """Store every item, all with the same ``ttl``."""
         raise NotImplementedError
 
-    def delete_multi(self, keys: ty.Sequence[str]) -> None:
+    def delete_multi(self, keys: ty.Iterable[str]) -> None:
         """Remove the keys; missing ones are ignored."""
         raise NotImplementedError
 

@@ -11,7 +11,6 @@ The clients never deserialize: values are bytes in and bytes out whatever
 flags the server holds, so no server can make this process unpickle.
 """
 
-import functools
 import math
 import re
 import ssl
@@ -181,20 +180,24 @@ class MemcachedBackend(base.Backend):
                     ('intvl', 'socket_keepalive_interval'),
                     ('cnt', 'socket_keepalive_count'))
                 if args[option] is not None})
-        client_kwargs = dict(
+        client_kwargs: dict[str, ty.Any] = dict(
             serde=_RawSerde(), timeout=args['socket_timeout'],
             connect_timeout=(args['connect_timeout'] or
                              args['socket_timeout']),
             no_delay=True, socket_keepalive=keepalive,
             allow_unicode_keys=True, default_noreply=False,
             tls_context=tls_context)
-        make_pool = functools.partial(
-            Pool, max_size=args['pool_maxsize'],
-            idle_timeout=args['pool_unused_timeout'],
-            wait_timeout=args['pool_connection_get_timeout'],
-            credentials=self._credentials(args), **client_kwargs)
+        credentials = self._credentials(args)
+
+        def make_pool(server: ty.Any, label: str) -> Pool:
+            return Pool(server, max_size=args['pool_maxsize'],
+                        idle_timeout=args['pool_unused_timeout'],
+                        wait_timeout=args['pool_connection_get_timeout'],
+                        label=label, credentials=credentials,
+                        **client_kwargs)
+
         self._cluster = memcache_pool.Cluster(
-            [memcache_pool.Node(make_pool(server, label=label))
+            [memcache_pool.Node(make_pool(server, label))
              for server, label in parsed],
             retry_attempts=args['retry_attempts'],
             retry_delay=args['retry_delay'], dead_retry=args['dead_retry'],
