@@ -5,6 +5,7 @@ across processes, Cluster slots and Sentinel failover.
 """
 
 import multiprocessing
+import random
 import re
 import socket
 import socketserver
@@ -390,6 +391,9 @@ def _append(store_name, args, worker, times, barrier):
         with store.get_lock('log') as lock:
             log = store.get('log')
             store.set('log', log + [worker], lock=lock)
+        # Work between two updates, as a service does: the other
+        # processes' retries then find the lock free, so turns alternate.
+        time.sleep(random.uniform(0.005, 0.02))
 
 
 def test_lock_across_processes_loses_no_update(redis_server):
