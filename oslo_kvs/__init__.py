@@ -13,6 +13,7 @@ from oslo_kvs.core import KeyValueStore
 from oslo_kvs.core import KeyValueStoreLock
 from oslo_kvs.core import sha1_mangle_key
 from oslo_kvs.core import sha256_mangle_key
+from oslo_kvs.opts import register_store_opts
 
 __all__ = ['get_key_value_store', 'KeyValueStore', 'KeyValueStoreLock',
-           'sha1_mangle_key', 'sha256_mangle_key']
+           'register_store_opts', 'sha1_mangle_key', 'sha256_mangle_key']

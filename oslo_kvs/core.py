@@ -1,15 +1,16 @@
-"""The store registry, :class:`KeyValueStore` and :class:`KeyValueStoreLock`.
+"""The store registry and :class:`KeyValueStore`.
 
 A write flows one way: check the key, serialize, protect, mangle the key,
 hand bytes to the backend. A read flows back: backend, verify,
 deserialize. The store owns the API rules (missing keys, locks, types);
-backends only move bytes.
+backends only move bytes. Locks are in :mod:`oslo_kvs.locking`.
 """
 
 import contextvars
 import functools
 import hashlib
 import logging
+import re
 import threading
 import typing as ty
 import urllib.parse
@@ -250,6 +251,10 @@ class KeyValueStore:
         self._region = kvs_region
         self._configure_lock = threading.Lock()
         self._state: _Configured | None = None
+        # [configured?], shared with the finalizer, which cannot hold self.
+        self._in_use = [False]
+        finalizer = weakref.finalize(self, _collected, name, self._in_use)
+        finalizer.atexit = False  # type: ignore[misc]  # documented, typeshed
 
     def __repr__(self) -> str:
         backend = self._state.backend.name if self._state else None
@@ -263,7 +268,8 @@ class KeyValueStore:
     def _configured(self) -> _Configured:
         state = self._state
         if state is None:
-            raise exception.NotConfigured(self.name)
+            raise exception.NotConfigured(self.name, _LOST_HINT % self.name
+                                          if self.name in _lost else '')
         return state
 
     # --- configuration -------------------------------------------------
@@ -298,8 +304,46 @@ class KeyValueStore:
             self._state = self._build(backing_store, key_mangler,
                                       proxy_list, locking,
                                       dict(region_config_args))
+            self._in_use[0] = True
         LOG.info('KVS store %r configured with backend %s', self.name,
                  backing_store)
+
+    def configure_from_conf(self, group: str, **overrides: ty.Any) -> None:
+        """Configure from the store options in ``[group]`` of the store's conf.
+
+        The options are those of :func:`oslo_kvs.register_store_opts`
+        (registered here if the service has not done so): ``backend`` is
+        the ``backing_store``, each ``backend_argument`` ``name:value`` and
+        every other option that is set is an argument. Then the store is
+        configured exactly as :meth:`configure` would be, with the same
+        checks.
+
+        :param overrides: :meth:`configure` arguments that win over the
+            options (``backing_store``, ``key_mangler``, ``proxy_list``,
+            ``locking`` or any argument), for what only code can give.
+        :raises exception.ConfigurationError: as :meth:`configure` does,
+            the message naming the group and the option; never a secret.
+        :raises exception.AlreadyConfigured: as :meth:`configure` does.
+        """
+        backing_store, arguments, sources = opts.store_configuration(
+            self._conf, group)
+        arguments.update(overrides)
+        backing_store = arguments.pop('backing_store', backing_store)
+        try:
+            self.configure(backing_store, **arguments)
+        except exception.ConfigurationError as exc:
+            # configure()'s messages name the argument; say which option of
+            # which group it came from.
+            text = str(exc)
+            culprits = {source for name, source in sources.items()
+                        if name not in overrides and re.search(
+                            r'(?<!\w)%s(?!\w)' % re.escape(name), text)}
+            if ('backing_store' not in overrides and backing_store and
+                    repr(backing_store) in text):
+                culprits.add(opts.BACKEND)
+            raise exception.ConfigurationError('[%s] %s: %s' % (
+                group, ', '.join(sorted(culprits)) or 'options',
+                text)) from None
 
     def close(self) -> None:
         """Free the backend's connections and threads; unconfigure the store.
@@ -316,6 +360,7 @@ class KeyValueStore:
         with self._configure_lock:
             state, self._state = self._state, None
             self._region = None
+            self._in_use[0] = False
         if state is not None:
             state.backend.close()
             LOG.info('KVS store %r closed', self.name)
@@ -641,6 +686,22 @@ def backend_class(name: str,
     if callable(close):
         close()
     return type(backend)
+
+
+#: Names of stores garbage-collected while configured (a few per process).
+_lost: set[str] = set()
+_LOST_HINT = (
+    '; a store named %r was configured before but garbage-collected, since '
+    'nothing kept a reference to it: keep the store in a module-level name')
+
+
+def _collected(name: str, in_use: list[bool]) -> None:
+    """Finalizer of a store: remember the name if it was configured."""
+    if in_use[0]:
+        _lost.add(name)
+        LOG.info('KVS store %r was garbage-collected while configured; '
+                 'the next get_key_value_store(%r) makes a new store',
+                 name, name)
 
 
 _registry: 'weakref.WeakValueDictionary[str, KeyValueStore]' = (

@@ -46,11 +46,11 @@ class NotFound(KVSError):
 class NotConfigured(KVSError):
     """The store was used before ``configure()`` was called."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, hint: str = '') -> None:
         self.name = name
         super().__init__(
             'Key value store %r is not configured: call configure() '
-            'before using it' % name)
+            'before using it%s' % (name, hint))
 
 
 class AlreadyConfigured(KVSError, RuntimeError):

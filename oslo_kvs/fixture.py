@@ -41,7 +41,7 @@ from oslo_kvs import opts
 try:
     import fixtures
 except ImportError:  # fixtures is a test-only library, often absent
-    fixtures = None
+    fixtures = None  # type: ignore[assignment]
 
 MEMORY = 'openstack.kvs.Memory'
 
@@ -138,7 +138,8 @@ class KVSFixture(_Base):
         self.addCleanup(self._stores.clear)
         if self.force_backing_store:
             original = core.KeyValueStore.__dict__['configure']
-            core.KeyValueStore.configure = self._redirect(original)
+            core.KeyValueStore.configure = (  # type: ignore[method-assign]
+                self._redirect(original))
             self.addCleanup(setattr, core.KeyValueStore, 'configure',
                             original)
         if self.memoize_enabled is not None:

@@ -28,8 +28,7 @@ import threading
 import time
 import typing as ty
 
-from oslo_config import types
-
+from oslo_kvs.backends import base
 from oslo_kvs import exception
 
 LOG = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ DEFAULT_LOCK_WINDOW = 1.0
 #: always keeps at least half of its lease for its own work.
 MAX_WINDOW_SHARE = 0.5
 
-_WINDOW = types.Float(min=0)
+_WINDOW = base.seconds()
 
 
 def lock_window(owner: str, value: ty.Any, lock_timeout: float) -> float:
@@ -54,16 +53,9 @@ def lock_window(owner: str, value: ty.Any, lock_timeout: float) -> float:
     :raises exception.ConfigurationError: naming ``owner``.
     """
     limit = lock_timeout * MAX_WINDOW_SHARE
-    if value is None or value == '':
+    if base.is_unset(value):
         return min(DEFAULT_LOCK_WINDOW, limit)
-    try:
-        window = _WINDOW(value)
-        if isinstance(value, bool) or not math.isfinite(window):
-            raise ValueError('must be a finite number of seconds')
-    except (ValueError, TypeError) as exc:
-        raise exception.ConfigurationError(
-            'Invalid value %r for argument %r of %s: %s'
-            % (value, 'lock_window', owner, exc)) from None
+    window = base.coerce(owner, 'lock_window', _WINDOW, value)
     if lock_timeout and window > limit:
         raise exception.ConfigurationError(
             'Invalid value %r for argument %r of %s: at most half of '
@@ -170,8 +162,9 @@ class _Turns:
             if queue.waiters:
                 # The turn belongs to the called waiter from now on, so a
                 # thread arriving before it wakes queues behind it.
-                queue.owner = queue.waiters.popleft()
-                queue.owner.set()
+                called = queue.waiters.popleft()
+                queue.owner = called
+                called.set()
             self._leave(key, queue)
 
     def _leave(self, key: tuple[int, str], queue: _Queue) -> None:
@@ -195,7 +188,8 @@ def _process_turns() -> _Turns:
     pid = os.getpid()
     turns = _turns.get(pid)
     if turns is None:
-        _turns.pop(next(iter(_turns), None), None)     # the parent's
+        for parent in list(_turns):     # the parent's, not valid here
+            _turns.pop(parent, None)
         turns = _turns.setdefault(pid, _Turns())
     return turns
 

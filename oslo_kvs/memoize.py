@@ -288,8 +288,8 @@ class _StoreRef:
                  store: 'core.KeyValueStore | str | None') -> None:
         self._conf = conf
         self._fixed = store if isinstance(store, core.KeyValueStore) else None
-        self.name = (store.name if self._fixed is not None
-                     else store or DEFAULT_STORE)
+        self.name: str = (self._fixed.name if self._fixed is not None
+                          else ty.cast(str, store) or DEFAULT_STORE)
         # The registry holds stores weakly; this keeps the one in use.
         self._current: _Current | None = None
 
@@ -398,6 +398,8 @@ class MemoizedFunction:
 
     #: On a method looked up on an instance, ``(instance,)`` (see __get__).
     _bound: tuple = ()
+    #: Copied from the function by functools.update_wrapper.
+    __qualname__: str
 
     def __init__(self, fn: ty.Callable[..., ty.Any], conf: cfg.ConfigOpts,
                  group: str, expiration_group: str,

@@ -6,8 +6,14 @@ prints these options.
 """
 
 import copy
+import typing as ty
 
 from oslo_config import cfg
+
+from oslo_kvs.backends.base import MAX_SECONDS
+from oslo_kvs import exception
+from oslo_kvs.protection import MODES as PROTECTION_MODES
+from oslo_kvs.serialization import SERIALIZERS
 
 GROUP = 'kvs'
 
@@ -49,7 +55,7 @@ kvs_opts = [
              'add the new secret first, keep the old ones until their '
              'values have expired or been rewritten, then remove them.'),
     cfg.StrOpt(
-        'serializer', default='msgpack', choices=['msgpack', 'pickle'],
+        'serializer', default='msgpack', choices=SERIALIZERS,
         help='How values are encoded. "msgpack" is safe and keeps the '
              'supported types; "pickle" stores any picklable type but is '
              'refused on network backends unless value_protection is on, '
@@ -75,30 +81,209 @@ memoize_opts = [
              'before trying it again. Meanwhile they run uncached.'),
 ]
 
-# The store the oslo-kvs command works on; services configure their stores
-# in code and do not read these.
-command_opts = [
-    cfg.StrOpt(
-        'backing_store', default='openstack.kvs.Memory',
-        help='Backend of the store the oslo-kvs command checks and '
-             'benchmarks.'),
-    cfg.MultiStrOpt(
-        'backend_argument', default=[], secret=True,
-        help='Arguments for that backend, each as "name:value"; give the '
-             'option once per argument. Secret, because arguments can '
-             'hold passwords.'),
-]
-
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register the ``[kvs]`` options on ``conf`` (safe to call again)."""
     conf.register_opts(kvs_opts, group=GROUP)
 
 
+def store_opts() -> list[cfg.Opt]:
+    """The options of one store, for a consumer's own group.
+
+    Register them with :func:`register_store_opts`; return them (with
+    the consumer's group name) from the consumer's ``list_opts()`` so its
+    sample configuration shows them. Unset options leave the store's
+    defaults (the ``[kvs]`` options) in force.
+
+    :returns: fresh option objects, which the caller may keep.
+    """
+    return [
+        cfg.StrOpt(
+            'backend', default='openstack.kvs.Memory',
+            help='Backend of this store: openstack.kvs.Memory (this '
+                 'process only), openstack.kvs.Memcached, '
+                 'openstack.kvs.Redis, openstack.kvs.MongoDB, another '
+                 'openstack.kvs.<Class> registered through [kvs] '
+                 'backends, or a dogpile.cache backend name.'),
+        cfg.MultiStrOpt(
+            'backend_argument', default=[], secret=True,
+            help='Arguments of the backend, each as "name:value", for '
+                 'example "url:redis://cache.example.org:6379/0"; give the '
+                 'option once per argument. Values are checked like '
+                 'arguments given in code. Secret, because arguments can '
+                 'hold passwords.'),
+        cfg.FloatOpt(
+            'expire_time', min=0, max=MAX_SECONDS,
+            help='Seconds a value lives after it is written; 0 or unset: '
+                 'values never expire (the server may still evict them). '
+                 'A service may ask for another expiry per call.'),
+        cfg.FloatOpt(
+            'lock_timeout', min=0, max=MAX_SECONDS,
+            help='Seconds after which a lock of this store frees itself '
+                 'if its holder does not release it (default: [kvs] '
+                 'default_lock_timeout).'),
+        cfg.FloatOpt(
+            'lock_window', min=0, max=MAX_SECONDS,
+            help='Seconds before a lock expires in which writes under it '
+                 'are refused, on backends that cannot check the lock and '
+                 'write in one step (default: 1, at most half of '
+                 'lock_timeout).'),
+        cfg.StrOpt(
+            'value_protection', choices=PROTECTION_MODES, ignore_case=True,
+            help='Protection of this store\'s values (default: [kvs] '
+                 'value_protection): "none", "mac" (not forgeable) or '
+                 '"encrypt" (neither readable nor forgeable).'),
+        cfg.ListOpt(
+            'protection_keys', secret=True,
+            help='Secrets for value_protection, each at least 32 bytes; '
+                 'the first protects new values, all are tried when '
+                 'reading (default: [kvs] protection_keys).'),
+        cfg.StrOpt(
+            'serializer', choices=SERIALIZERS,
+            help='How values are encoded (default: [kvs] serializer): '
+                 '"msgpack", or "pickle", which needs value_protection on '
+                 'network backends.'),
+    ]
+
+
+#: The option of :func:`store_opts` that names the backend; every other
+#: one is a ``configure()`` argument of the same name.
+BACKEND = 'backend'
+ARGUMENTS = 'backend_argument'
+
+
+def _group_store_opts(group: str) -> list[cfg.Opt]:
+    """:func:`store_opts` as registered in ``group``.
+
+    ``[kvs]`` already has value_protection, protection_keys and serializer
+    (every store's defaults); there ``backend`` also reads the command's
+    former ``backing_store``.
+    """
+    options = store_opts()
+    if group == GROUP:
+        own = {opt.name for opt in kvs_opts}
+        options = [opt for opt in options if opt.name not in own]
+        options[0].deprecated_opts = [
+            cfg.DeprecatedOpt('backing_store', group=GROUP)]
+    return options
+
+
+def register_store_opts(conf: cfg.ConfigOpts, group: str) -> None:
+    """Register a store's options in ``group``.
+
+    The options are those of :func:`oslo_kvs.opts.store_opts`.
+
+    Safe to call again. In ``[kvs]`` itself, whose ``value_protection``,
+    ``protection_keys`` and ``serializer`` already hold every store's
+    defaults, those are kept, and ``backend`` also reads the former
+    ``[kvs] backing_store``.
+
+    :raises exception.ConfigurationError: when another library already
+        registered one of these names in ``group`` with another meaning
+        (for example ``[cache] backend`` of oslo.cache).
+    """
+    if not isinstance(group, str) or not group.strip():
+        raise exception.ConfigurationError(
+            'A store\'s option group must be a non-empty str, not %r'
+            % (group,))
+    if group == GROUP:
+        register_opts(conf)
+    for opt in _group_store_opts(group):
+        try:
+            conf.register_opt(opt, group=group)
+        except cfg.DuplicateOptError:
+            raise exception.ConfigurationError(
+                'Cannot register the store option %r in [%s]: another '
+                'library already has an option of that name there; give '
+                'the store a group of its own' % (opt.name, group)) from None
+
+
+def _read(conf: cfg.ConfigOpts, group: str, opt: cfg.Opt) -> ty.Any:
+    try:
+        return conf[group][opt.name]
+    except (cfg.ConfigFileValueError, ValueError) as exc:
+        # oslo.config's text starts with the file's location, then says
+        # why; the group and option are named here.
+        detail = ('not valid' if opt.secret else
+                  str(exc).rpartition('is not valid: ')[2] or str(exc))
+        raise exception.ConfigurationError(
+            'Invalid value for option %s in [%s]: %s'
+            % (opt.name, group, detail)) from None
+
+
+def parse_backend_arguments(group: str,
+                            entries: ty.Iterable[str]) -> dict[str, str]:
+    """``backend_argument`` entries (``name:value``) as a dict.
+
+    :raises exception.ConfigurationError: for an entry without a name and
+        ``:`` or a name given twice; the message gives the entry's
+        position or name, never its value, which may be a password.
+    """
+    arguments: dict[str, str] = {}
+    for position, entry in enumerate(entries, 1):
+        name, sep, value = entry.partition(':')
+        name = name.strip()
+        if not sep or not name:
+            raise exception.ConfigurationError(
+                'Option %s in [%s]: entries must be "name:value"; entry #%d '
+                'is not' % (ARGUMENTS, group, position))
+        if name in arguments:
+            raise exception.ConfigurationError(
+                'Option %s in [%s] gives argument %r twice'
+                % (ARGUMENTS, group, name))
+        arguments[name] = value.strip()
+    return arguments
+
+
+def store_configuration(conf: cfg.ConfigOpts, group: str
+                        ) -> tuple[str, dict[str, ty.Any], dict[str, str]]:
+    """What ``configure()`` gets from the store options in ``group``.
+
+    Registers the options first (see :func:`register_store_opts`). Unset
+    options are left out, so ``configure()`` applies its defaults.
+
+    :returns: the backend name, the ``configure()`` arguments, and for
+        each argument the option it came from (for error messages).
+    :raises exception.ConfigurationError: for a value oslo.config refuses,
+        a malformed ``backend_argument``, or an argument given both as an
+        option and in ``backend_argument``.
+    """
+    register_store_opts(conf, group)
+    by_name = {opt.name: opt for opt in _group_store_opts(group)}
+    backend = _read(conf, group, by_name.pop(BACKEND))
+    arguments: dict[str, ty.Any] = parse_backend_arguments(
+        group, _read(conf, group, by_name.pop(ARGUMENTS)))
+    sources = {name: ARGUMENTS for name in arguments}
+    for name, opt in by_name.items():
+        value = _read(conf, group, opt)
+        if value is None:
+            continue
+        if name in arguments:
+            raise exception.ConfigurationError(
+                'Argument %r is given both by option %s and in %s of [%s]; '
+                'give it once' % (name, name, ARGUMENTS, group))
+        arguments[name] = value
+        sources[name] = name
+    return backend, arguments, sources
+
+
+#: ``oslo-kvs --group``: the group holding the store the command works on.
+group_opt = cfg.StrOpt(
+    'group', default=GROUP,
+    help='Configuration group holding the store options (backend, '
+         'backend_argument, ...) of the store to work on, as a service '
+         'registers them with register_store_opts (default: kvs).')
+
+
 def register_command_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the options only the oslo-kvs command reads."""
+    """Register what the oslo-kvs command reads: ``[kvs]``, ``--group``.
+
+    The store options of ``[kvs]`` are registered too; those of another
+    group once the command line names it (:func:`register_store_opts`).
+    """
     register_opts(conf)
-    conf.register_opts(command_opts, group=GROUP)
+    register_store_opts(conf, GROUP)
+    conf.register_cli_opt(group_opt)
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -106,4 +291,4 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
 
     :returns: a list of ``(group_name, [opts])`` tuples.
     """
-    return [(GROUP, copy.deepcopy(kvs_opts + memoize_opts + command_opts))]
+    return [(GROUP, copy.deepcopy(kvs_opts + memoize_opts))]

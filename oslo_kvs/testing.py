@@ -49,13 +49,13 @@ try:
     from hypothesis import stateful
     from hypothesis import strategies as st
 except ImportError:  # pragma: no cover - depends on the environment
-    st = None
+    st = None  # type: ignore[assignment]
 
 import oslo_kvs
 from oslo_kvs import backends
 from oslo_kvs import exception
 
-ROUND_TRIP_VALUES = [
+ROUND_TRIP_VALUES: list[ty.Any] = [
     None, True, False, 0, -1, 2 ** 63 - 1, 2 ** 64, -(2 ** 100), 0.0, 1.5,
     -2.25e300, '', 'text', 'üñí©ødé ☃ 𝄞', b'', b'\x00\xffbytes', [], [1, 'a'],
     (), (1, (2, 3)), {}, {'a': 1, 'b': [None, {'c': ()}]},

@@ -234,6 +234,8 @@ class MemcachedServer(ServerProcess):
     :param host: ``'::1'`` to listen on IPv6 loopback.
     :param extra: more memcached arguments (e.g. ``['-I', '2m']``).
     :param cpu: run it on that CPU only (benchmarks).
+    :param users: ASCII-protocol users (name -> password), written to an
+        auth file given with ``-Y``; every client must then authenticate.
     """
 
     binary = 'memcached'
@@ -241,12 +243,14 @@ class MemcachedServer(ServerProcess):
     def __init__(self, port: int | None = None, tls: bool = False,
                  unix_socket: bool = False, host: str = LOOPBACK,
                  extra: ty.Sequence[str] = (),
-                 cpu: int | None = None) -> None:
+                 cpu: int | None = None,
+                 users: ty.Mapping[str, str] | None = None) -> None:
         if tls:
             self._require_tls()
         super().__init__(port, cpu)
         self.host = host
         self.extra = list(extra)
+        self.users = dict(users or {})
         self.socket_path = (os.path.join(self.tmpdir, 'memcached.sock')
                             if unix_socket else None)
         self.tls = make_tls_files(self.tmpdir) if tls else None
@@ -274,11 +278,22 @@ class MemcachedServer(ServerProcess):
         args: dict[str, ty.Any] = {'url': self.address}
         if self.tls:
             args.update(tls_enabled=True, tls_cafile=self.tls.ca)
+        if self.users:
+            args['username'], args['password'] = next(iter(
+                self.users.items()))
         return args
 
     def command(self) -> list[str]:
         cmd = [require_binary(self.binary), '-U', '0', '-m', '64',
                '-t', '2']
+        if self.users:
+            # A private file, like RedisServer's: not the command line.
+            path = os.path.join(self.tmpdir, 'auth')
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, 'w') as f:
+                f.write(''.join('%s:%s\n' % item
+                                for item in self.users.items()))
+            cmd += ['-Y', path]
         if self.socket_path:
             cmd += ['-s', self.socket_path]
         else:

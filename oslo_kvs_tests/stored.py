@@ -74,8 +74,7 @@ def lock_key(store: oslo_kvs.KeyValueStore, key: str) -> str:
 
 def expiry(store: oslo_kvs.KeyValueStore
            ) -> tuple[float | None, frozenset[str]]:
-    """The store's ``expire_time`` and the stored keys of its
-    ``no_expiry_keys``.
+    """The store's ``expire_time`` and its no-expiry stored keys.
 
     Read from the store's internals on purpose: without a server, or before
     anything expires, no public API shows how the expiry arguments were

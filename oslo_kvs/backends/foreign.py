@@ -33,18 +33,11 @@ import urllib.parse
 
 from dogpile.cache import api
 from dogpile.cache.backends import memcached as dogpile_memcached
+from pymemcache import exceptions as pymemcache_exceptions
+from redis import exceptions as redis_exceptions
 
 from oslo_kvs.backends import base
 from oslo_kvs import exception
-
-try:
-    from pymemcache import exceptions as pymemcache_exceptions
-except ImportError:  # pragma: no cover - pymemcache is a requirement
-    pymemcache_exceptions = None
-try:
-    from redis import exceptions as redis_exceptions
-except ImportError:  # pragma: no cover - redis is a requirement
-    redis_exceptions = None
 
 
 class RawBytesSerde:
@@ -126,15 +119,6 @@ def server_labels(args: ty.Mapping[str, ty.Any]) -> list[str]:
     return labels
 
 
-def _server_faults() -> tuple[type[BaseException], ...]:
-    faults: list[type[BaseException]] = [OSError]
-    if pymemcache_exceptions is not None:
-        faults.append(pymemcache_exceptions.MemcacheError)
-    if redis_exceptions is not None:
-        faults.append(redis_exceptions.RedisError)
-    return tuple(faults)
-
-
 class DogpileAdapter(base.Backend):
     """Gives any registered dogpile.cache backend the oslo_kvs backend API.
 
@@ -149,11 +133,11 @@ class DogpileAdapter(base.Backend):
     #: Client-library exceptions meaning "the server failed" (the name
     #: base.Backend uses for them in backend API v2).
     server_errors: ty.ClassVar[tuple[type[BaseException], ...]] = (
-        _server_faults())
+        OSError, pymemcache_exceptions.MemcacheError,
+        redis_exceptions.RedisError)
     #: A key the memcached client refuses (only with key mangling off).
     key_errors: ty.ClassVar[tuple[type[BaseException], ...]] = (
-        (pymemcache_exceptions.MemcacheIllegalInputError,)
-        if pymemcache_exceptions is not None else ())
+        pymemcache_exceptions.MemcacheIllegalInputError,)
 
     def __init__(self, backend: api.CacheBackend, name: str,
                  arguments: ty.Mapping[str, ty.Any] | None = None) -> None:
@@ -175,8 +159,7 @@ class DogpileAdapter(base.Backend):
         return type(exc).__name__
 
     def is_too_large(self, exc: BaseException) -> bool:
-        return (pymemcache_exceptions is not None and
-                isinstance(exc, pymemcache_exceptions.MemcacheServerError)
+        return (isinstance(exc, pymemcache_exceptions.MemcacheServerError)
                 and 'too large' in str(exc))
 
     def _no_ttl(self, ttl: float | None) -> None:

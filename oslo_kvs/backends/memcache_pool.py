@@ -26,10 +26,19 @@ from pymemcache import exceptions as pymc_exc
 
 from oslo_kvs.backends import forksafe
 
+
+class AuthenticationFailed(pymc_exc.MemcacheError):
+    """The server refused the credentials, or does not ask for any."""
+
+
 #: Failures that say a server is down, hung or talking nonsense; any other
 #: error (a refused value, a bad key) is about the call, not the server.
 NODE_FAULTS = (OSError, pymc_exc.MemcacheUnexpectedCloseError,
-               pymc_exc.MemcacheUnknownError)
+               pymc_exc.MemcacheUnknownError, AuthenticationFailed)
+
+#: Key of the ``set`` that carries memcached's ASCII authentication; the
+#: server reads only the value, ``"<username> <password>"``.
+AUTH_KEY = 'oslo_kvs_auth'
 
 #: Seconds since its last reply during which a connection is reused without
 #: polling it. Far shorter than any server restart (the old process must
@@ -123,10 +132,13 @@ class Pool:
 
     def __init__(self, server: ty.Any, *, max_size: int, idle_timeout: float,
                  wait_timeout: float, label: str | None = None,
+                 credentials: tuple[str, str] | None = None,
                  **client_kwargs: ty.Any) -> None:
         self.server = server
         #: The server's name in messages.
         self.label = label or node_name(server)
+        self._auth = (None if credentials is None
+                      else ('%s %s' % credentials).encode('utf-8'))
         self._make = functools.partial(pymc_base.Client, server,
                                        **client_kwargs)
         self.max_size = max_size
@@ -182,6 +194,8 @@ class Pool:
                     select.select((sock,), (), (), 0)[0]):
                 client.close()  # it reconnects on this use
         try:
+            if self._auth is not None and client.sock is None:
+                self._authenticate(client)
             return getattr(client, method)(*args, **kwargs)
         except BaseException as exc:
             # A reply may be half read; never reuse that connection.
@@ -198,6 +212,31 @@ class Pool:
                     self._cond.notify()
             if self.idle_timeout:
                 self._reap(now)
+
+    def _authenticate(self, client: pymc_base.Client) -> None:
+        """memcached's ASCII authentication, on a new connection.
+
+        A server started with an auth file (``-Y``) answers every command
+        but a ``set`` with "unauthenticated" until a ``set`` carries
+        ``"<username> <password>"``. A server without one would store that
+        ``set``, password and all, for anyone to read, so it is probed
+        first and refused.
+        """
+        try:
+            client.version()
+        except pymc_exc.MemcacheClientError:
+            client.close()  # it asks for credentials; start afresh
+        else:
+            client.close()
+            raise AuthenticationFailed(
+                'the server does not ask for authentication (no -Y auth '
+                'file), so the password is not sent to it')
+        try:
+            client.set(AUTH_KEY, self._auth, noreply=False)
+        except pymc_exc.MemcacheClientError:
+            raise AuthenticationFailed(
+                'authentication failed; check username and password') \
+                from None
 
     def _reap(self, now: float) -> None:
         """Close and drop the clients idle for longer than idle_timeout."""

@@ -78,7 +78,18 @@ OPTIONS = (
          aliases=('pool_wait_timeout',)),
     *base.KEEPALIVE,
     *base.TLS,
+    _opt('username', types.String(), None,
+         'User of memcached\'s ASCII authentication (memcached 1.5.15 or '
+         'later started with -Y auth-file); needs password. Without TLS '
+         'the password crosses the network in clear.'),
+    base.Option('password', types.String(), None, secret=True,
+                help='Password of that user.'),
 )
+
+# memcached splits "<username> <password>" at the first space, and both
+# travel in one line of the text protocol.
+_AUTH_USER = re.compile(r'[^\s:]{1,250}')
+_AUTH_PASSWORD = re.compile(r'[^\r\n]{1,250}')
 
 
 def exptime(seconds: float) -> int:
@@ -181,7 +192,7 @@ class MemcachedBackend(base.Backend):
             Pool, max_size=args['pool_maxsize'],
             idle_timeout=args['pool_unused_timeout'],
             wait_timeout=args['pool_connection_get_timeout'],
-            **client_kwargs)
+            credentials=self._credentials(args), **client_kwargs)
         self._cluster = memcache_pool.Cluster(
             [memcache_pool.Node(make_pool(server, label=label))
              for server, label in parsed],
@@ -191,6 +202,25 @@ class MemcachedBackend(base.Backend):
         # The pool of the only server, for the hot path; None for several.
         self._single: Pool | None = (
             self._cluster.nodes[0].pool if len(parsed) == 1 else None)
+
+    def _credentials(self, args: dict[str, ty.Any]
+                     ) -> tuple[str, str] | None:
+        user, password = args['username'], args['password']
+        if user is None and password is None:
+            return None
+        if user is None or password is None:
+            raise exception.ConfigurationError(
+                'Arguments username and password of %s go together'
+                % self.name)
+        if not _AUTH_USER.fullmatch(user):
+            raise exception.ConfigurationError(
+                'Invalid username for %s: 1 to 250 characters, no space or '
+                '":"' % self.name)
+        if not _AUTH_PASSWORD.fullmatch(password):
+            raise exception.ConfigurationError(
+                'Invalid password for %s: 1 to 250 characters on one line'
+                % self.name)
+        return user, password
 
     def _tls_context(self, args: dict[str, ty.Any],
                      parsed: list[tuple[ty.Any, str]]

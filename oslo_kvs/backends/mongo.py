@@ -190,6 +190,12 @@ OPTIONS = (
                         default=None,
                         help="Seconds to wait for a reply (default: "
                              "pymongo's); 0 = no limit."),
+    base.Option('enable_retry_client', types.Boolean(), True,
+                help="pymongo's retryable reads and writes: a call that "
+                     'failed on a dropped connection is repeated once, '
+                     'and the server runs a write only once (writes need '
+                     'a replica set or sharded cluster). oslo.cache\'s '
+                     'name.'),
     base.Option('son_manipulator', _anything,
                 help='Refused: pymongo 4 has no SON manipulators.'),
 )
@@ -343,6 +349,9 @@ class MongoBackend(base.Backend):
         for name, keyword in simple.items():
             if args[name] is not None:
                 kwargs[keyword] = args[name]
+        for keyword in ('retryReads', 'retryWrites'):
+            if keyword.lower() not in uri_options:
+                kwargs[keyword] = args['enable_retry_client']
         if args['tls_cert_reqs'] is not None:
             # For a client, OPTIONAL verifies like REQUIRED (as in ssl).
             kwargs['tlsAllowInvalidCertificates'] = (

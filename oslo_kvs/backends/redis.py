@@ -7,6 +7,7 @@ cluster. Replies are never decoded: values are bytes in and bytes out.
 """
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -99,9 +100,57 @@ _OPTIONS = (
     Option('cluster_nodes', types.List(),
            help='Startup nodes of a Redis Cluster as host:port items; '
                 'selects Cluster mode.'),
+    # oslo.cache's names, with its meaning (there for pymemcache).
+    Option('enable_retry_client', types.Boolean(), True,
+           help='Repeat a call that failed because its connection was '
+                'dropped, on a new connection, when repeating it cannot '
+                'change its result: reads, plain writes and multi-key '
+                'deletes; never add, delete of one key, or locks.'),
+    Option('retry_attempts', base.count(min=1, max=10), 2,
+           help='Attempts of such a call, the first included (2: one '
+                'retry).'),
+    Option('retry_delay', base.Number(float, 0, 10), 0.0,
+           help='Seconds to wait before each retry.'),
 )
 
 _NO_RETRY = redis_retry.Retry(redis_backoff.NoBackoff(), 0)
+
+
+# MaxConnectionsError is newer than the oldest redis-py supported.
+_NOT_DROPPED = (redis_exceptions.AuthenticationError,) + tuple(
+    getattr(redis_exceptions, name) for name in ('MaxConnectionsError',)
+    if hasattr(redis_exceptions, name))
+
+
+def _only_dropped(error: Exception) -> None:
+    """Stop a retry unless ``error`` is a dropped or refused connection.
+
+    Wrong credentials stay wrong, and an exhausted pool would only make
+    the caller wait for it twice.
+    """
+    if isinstance(error, _NOT_DROPPED):
+        raise error
+
+
+def _repeatable(method: ty.Callable[..., ty.Any]) -> ty.Callable[..., ty.Any]:
+    """Mark a call that gives the same result when the server ran it twice.
+
+    Such a call is repeated (``enable_retry_client``) when its connection
+    was dropped, even if the server had already run it and only the reply
+    was lost. Others are not: ``SET NX`` would then report "not added", a
+    single ``DEL`` "not there", a lock script "not held".
+    Timeouts are not repeated either: a hung server must fail within
+    ``socket_timeout``.
+    """
+    @functools.wraps(method)
+    def call(self: 'RedisBackend', *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
+        if self._retry is None:
+            return method(self, *args, **kwargs)
+        return self._retry.call_with_retry(
+            lambda: method(self, *args, **kwargs), _only_dropped)
+
+    return call
+
 
 # redis-py quotes the start of a failed pipelined command, values and
 # all, in the error; values can be tokens, so only the position stays.
@@ -140,6 +189,14 @@ class RedisBackend(base.Backend):
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         super().__init__(arguments)
         args = self.args
+        # Per call, not per connection (redis-py's retry argument): a
+        # connection's retry would repeat every command, unsafe ones too.
+        self._retry = redis_retry.Retry(
+            redis_backoff.ConstantBackoff(args['retry_delay']),
+            args['retry_attempts'] - 1,
+            supported_errors=(redis_exceptions.ConnectionError,),
+        ) if args['enable_retry_client'] and args['retry_attempts'] > 1 \
+            else None
         self._where = '(not configured)'
         self._prefix: str = args['key_prefix']
         if not _KEY_PREFIX.fullmatch(self._prefix):
@@ -414,12 +471,14 @@ class RedisBackend(base.Backend):
     def servers(self) -> list[str]:
         return list(self._servers)
 
+    @_repeatable
     def get_serialized(self, key):
         value = self._client.get(self._prefix + key)
         if value.__class__ is bytes:
             return value
         return self._missing(value)
 
+    @_repeatable
     def get_serialized_multi(self, keys):
         prefix = self._prefix
         if prefix:
@@ -432,9 +491,11 @@ class RedisBackend(base.Backend):
         return [value if value.__class__ is bytes else self._missing(value)
                 for value in values]
 
+    @_repeatable
     def set_serialized(self, key, value, ttl=None):
         self._client.set(self._prefix + key, value, px=_px(ttl))
 
+    @_repeatable
     def set_serialized_multi(self, mapping, ttl=None):
         prefix = self._prefix
         px = _px(ttl)
@@ -455,6 +516,7 @@ class RedisBackend(base.Backend):
             pipe.execute_command('SET', prefix + key, value, 'PX', px)
         pipe.execute()
 
+    @_repeatable
     def delete_multi(self, keys):
         prefix = self._prefix
         if self._cluster:

@@ -1,10 +1,10 @@
 """What the ``oslo-kvs`` subcommands share.
 
-The command works on one store described by ``[kvs] backing_store`` and
-``[kvs] backend_argument``. Arguments are handed to ``configure()`` as
-given, so ``lock_timeout``, ``value_protection``, ``protection_keys`` and
-``serializer`` given there override their ``[kvs]`` defaults, exactly as
-they would in a service.
+The command works on one store described by the store options (``backend``,
+``backend_argument``, ``expire_time``, ...) of the group named by
+``--group`` (default ``[kvs]``, where the former ``backing_store`` is still
+read as ``backend``), exactly as a service's store is configured from its
+group by ``configure_from_conf``.
 """
 
 import ipaddress
@@ -19,6 +19,7 @@ from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs import core
 from oslo_kvs import exception
+from oslo_kvs import opts
 
 #: ``configure()`` arguments the store keeps; the rest go to the backend.
 STORE_ARGUMENTS = core.STORE_ARGUMENTS
@@ -31,48 +32,54 @@ class CommandError(Exception):
     """A failure to report to the user, as ``oslo-kvs: <message>``."""
 
 
-def backend_arguments(conf: cfg.ConfigOpts) -> dict[str, str]:
-    """``[kvs] backend_argument`` entries as a dict.
+def store_group(conf: cfg.ConfigOpts) -> str:
+    """The group holding the command's store (``--group``), registered."""
+    group = conf.group if 'group' in conf else opts.GROUP
+    opts.register_store_opts(conf, group)
+    return group
 
-    :raises exception.ConfigurationError: for an entry without ``:``; the
-        message gives the entry's position, never its text, which may be a
-        password.
+
+def backing_store(conf: cfg.ConfigOpts) -> str:
+    """The ``backend`` option of the command's group."""
+    return conf[store_group(conf)].backend
+
+
+def backend_arguments(conf: cfg.ConfigOpts) -> dict[str, ty.Any]:
+    """The ``configure()`` arguments the command's group gives.
+
+    Its ``backend_argument`` entries and every other store option that is
+    set, as ``configure_from_conf`` reads them.
+
+    :raises exception.ConfigurationError: for a malformed entry; the
+        message never holds an entry's value, which may be a password.
     """
-    arguments = {}
-    for position, entry in enumerate(conf.kvs.backend_argument, 1):
-        name, sep, value = entry.partition(':')
-        if not sep or not name.strip():
-            raise exception.ConfigurationError(
-                '[kvs] backend_argument entries must be "name:value"; '
-                'entry #%d is not' % position)
-        arguments[name.strip()] = value.strip()
-    return arguments
+    return opts.store_configuration(conf, store_group(conf))[1]
 
 
 def open_store(conf: cfg.ConfigOpts,
                **overrides: ty.Any) -> core.KeyValueStore:
-    """A store configured from ``[kvs] backing_store`` and its arguments.
+    """A store configured from the command's group, as a service would.
 
     The store gets a fresh random name, so the command never sees a
     service's keys. ``overrides`` replace configured arguments.
     """
     store = core.get_key_value_store('oslo-kvs-%s' % uuid.uuid4(),
                                      conf=conf)
-    arguments: dict[str, ty.Any] = dict(backend_arguments(conf))
-    arguments.update(overrides)
-    store.configure(conf.kvs.backing_store, **arguments)
+    store.configure_from_conf(store_group(conf), **overrides)
     return store
 
 
-def load_backend_class(conf: cfg.ConfigOpts) -> type:
-    """The class of ``[kvs] backing_store``, without configuring anything.
+def load_backend_class(conf: cfg.ConfigOpts) -> type | None:
+    """The class of the group's backend, without configuring anything.
+
+    ``None`` for a dogpile.cache backend that could not be created.
 
     :raises exception.ConfigurationError: when it cannot be loaded.
     """
     backends.register_backends(conf.kvs.backends)
     arguments = {name: value for name, value in backend_arguments(conf).items()
                  if name not in core.STORE_ARGUMENTS}
-    return core.backend_class(conf.kvs.backing_store, arguments)
+    return core.backend_class(backing_store(conf), arguments)
 
 
 def secret_option_names(backend_cls: type | None) -> set[str]:
@@ -91,13 +98,18 @@ def secrets_of(conf: cfg.ConfigOpts) -> list[str]:
     URLs. A secret argument that is a URL without a password (a Redis
     ``url``) is not itself a secret, so its text is kept.
     """
+    group = store_group(conf)
     found = list(conf.kvs.protection_keys)
+    try:
+        found += conf[group].protection_keys or []
+    except ValueError:
+        pass  # not readable, so not printable either
     try:
         backend_cls: type | None = load_backend_class(conf)
     except exception.ConfigurationError:
         backend_cls = None
     secret_names = secret_option_names(backend_cls)
-    for entry in conf.kvs.backend_argument:
+    for entry in conf[group].backend_argument:
         name, sep, value = entry.partition(':')
         if not sep:
             # Not name:value; the whole entry might be anything.

@@ -63,7 +63,7 @@ class Checkup:
         self.errors: list[str] = []
         self.connect_error: str | None = None
         self.unreachable = False
-        self.backing_store: str = conf.kvs.backing_store
+        self.backing_store: str = common.backing_store(conf)
         self.store_args: dict[str, str] = {}
         self.backend_args: dict[str, str] | None = None
         self.backend_cls: type | None = None
@@ -175,9 +175,9 @@ def symptom_invalid_configuration(check: Checkup) -> bool:
     """The store cannot be configured as written.
 
     Services using these settings fail when they start. Fix the setting
-    named above: ``[kvs] backing_store`` must name a known backend, and
-    every ``[kvs] backend_argument`` must be ``name:value`` with a name the
-    backend accepts (see the backend's page in the user guide).
+    named above: ``backend`` must name a known backend, and every
+    ``backend_argument`` must be ``name:value`` with a name the backend
+    accepts (see the backend's page in the user guide).
     """
     if not check.errors:
         check.backend()
@@ -309,6 +309,28 @@ def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
     remote = [host for host in hosts if not common.is_loopback(host)]
     for host in remote:
         check.note('no TLS toward %s' % host)
+    return bool(remote)
+
+
+def symptom_memcached_password_without_tls(check: Checkup) -> bool:
+    """memcached authenticates with a password, without TLS.
+
+    memcached's authentication sends the username and password as plain
+    text on every new connection, so anyone on the network path can read
+    them. Turn on TLS (``tls_enabled:true`` with ``tls_cafile``; memcached
+    started with ``-Z``), or keep the servers on this host.
+    """
+    if not _is_memcached(check.backend_cls, check.backing_store):
+        return False
+    arguments = (check.parsed if check.parsed is not None
+                 else check.backend_args or {})
+    if not arguments.get('password'):
+        return False
+    hosts, tls = _hosts_and_tls(arguments)
+    remote = [] if tls else [host for host in hosts
+                             if not common.is_loopback(host)]
+    for host in remote:
+        check.note('the password goes to %s in clear' % host)
     return bool(remote)
 
 

@@ -1,8 +1,9 @@
 """The ``oslo-kvs`` command.
 
-Every subcommand works on the store described by ``[kvs] backing_store``
-and ``[kvs] backend_argument`` in the files given with ``--config-file``
-(the in-memory backend by default):
+Every subcommand works on the store described by the store options
+(``backend``, ``backend_argument``, ...) of ``[kvs]``, or of the group given
+with ``--group``, in the files given with ``--config-file`` (the in-memory
+backend by default):
 
 ``exercise``
     runs every operation of the API, checks its result and prints how long

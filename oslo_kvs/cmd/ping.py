@@ -49,7 +49,7 @@ def endpoints(conf: cfg.ConfigOpts,
                                                   list[common.Endpoint]]:
     """The backend's servers: all labels, and those that can be probed."""
     labels = store.servers() if store.is_configured else []
-    port = common.DEFAULT_PORTS.get(conf.kvs.backing_store)
+    port = common.DEFAULT_PORTS.get(common.backing_store(conf))
     parsed = [common.parse_endpoint(label, port) for label in labels]
     return labels, [e for e in parsed if e is not None]
 
@@ -85,7 +85,7 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
     common.require(count >= 1, '--count must be at least 1')
     common.require(timeout > 0 and math.isfinite(timeout),
                    '--timeout must be a positive number of seconds')
-    backing_store = conf.kvs.backing_store
+    backing_store = common.backing_store(conf)
     result: dict[str, ty.Any] = {
         'command': 'ping', 'backend': backing_store, 'count': count,
         'timeout': timeout, 'servers': [], 'round_trip': None,
@@ -102,7 +102,7 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
 
 def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
           result: dict[str, ty.Any]) -> int:
-    backing_store = conf.kvs.backing_store
+    backing_store = common.backing_store(conf)
     servers = result['servers']
     try:
         # Protection plays no part in reaching a server; its mistakes are

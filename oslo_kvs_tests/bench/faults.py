@@ -5,7 +5,9 @@ the test suite, for the figures the memcached documentation and release
 notes quote. Prints one line per figure; every figure should be 0.
 
 - fork cross-talk: errors and foreign replies in ``--ops`` operations per
-  process in 5 forked processes (the parent working too), per backend;
+  process in 5 forked processes (the parent working too), per backend
+  (memory, memcached 1 and 3 servers, Redis, Sentinel, MongoDB on the
+  wire server the tests use);
   double lock holders; a child forked during 8 busy threads;
 - memcached node hang -> rewrite/delete while ejected -> rejoin: stale
   reads;
@@ -229,6 +231,7 @@ def main(argv=None):
         sentinel = servers.RedisSentinelGroup(
             password=secrets.token_hex(8),
             sentinel_password=secrets.token_hex(8)).start()
+        mongo = servers.MongoServer().start()
         try:
             for name, backend, store_args in [
                     ('memory', 'openstack.kvs.Memory', {}),
@@ -236,10 +239,12 @@ def main(argv=None):
                     ('memcached-3', MC, mc3.store_args),
                     ('redis', 'openstack.kvs.Redis', redis.store_args),
                     ('sentinel', 'openstack.kvs.Redis',
-                     sentinel.store_args)]:
+                     sentinel.store_args),
+                    ('mongodb', 'openstack.kvs.MongoDB',
+                     mongo.collection_args('faults_%s' % uuid.uuid4().hex))]:
                 fork_figures(name, backend, store_args, args.ops)
         finally:
-            for group in (mc1, mc3, redis, sentinel):
+            for group in (mc1, mc3, redis, sentinel, mongo):
                 group.cleanup()
     if 'hang' not in args.skip:
         hang_rejoin(5)

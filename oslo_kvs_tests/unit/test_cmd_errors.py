@@ -69,7 +69,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, argv, message):
 
 
 @pytest.mark.parametrize('text,message', [
-    ('[kvs]\nbacking_store = openstack.kvs.Nowhere\n', 'Unknown KVS'),
+    ('[kvs]\nbackend = openstack.kvs.Nowhere\n', 'Unknown KVS'),
     ('[kvs]\nbackend_argument = expire_time:soon\n', 'expire_time'),
     ('[kvs]\nbackend_argument = no-colon\n', 'entry #1'),
     ('[kvs]\ndefault_lock_timeout = forever\n', 'default_lock_timeout'),
