@@ -100,13 +100,10 @@ def expiry_arguments(owner: str, backend_cls: type | None,
 
     :returns: the store's ttl (None: never) and the no-expiry keys.
     """
-    alias = getattr(backend_cls, 'expire_time_alias', None)
-    given = [n for n in ('expire_time', alias) if n and n in args]
-    if len(given) > 1:
-        raise exception.ConfigurationError(
-            'Arguments %s of %s are aliases of each other; give only '
-            'one' % (' and '.join(given), owner))
-    expire_time = args.pop(given[0]) if given else None
+    given = base.given_name(
+        owner, ('expire_time', getattr(backend_cls, 'expire_time_alias',
+                                       None)), args)
+    expire_time = args.pop(given) if given else None
     no_expiry = _str_list(owner, 'no_expiry_keys',
                           args.pop('no_expiry_keys', None))
     if not (backend_cls and issubclass(backend_cls, base.Backend)) and (
@@ -115,10 +112,10 @@ def expiry_arguments(owner: str, backend_cls: type | None,
         raise exception.ConfigurationError(
             'Argument %r is not supported by dogpile backend %s; use '
             "that backend's own expiry arguments"
-            % (given[0] if given else 'no_expiry_keys', owner))
-    if base.is_unset(expire_time):
+            % (given or 'no_expiry_keys', owner))
+    if given is None or base.is_unset(expire_time):
         return None, no_expiry
-    seconds = base.coerce(owner, given[0], _SECONDS, expire_time)
+    seconds = base.coerce(owner, given, _SECONDS, expire_time)
     return seconds or None, no_expiry
 
 

@@ -147,18 +147,27 @@ def parse_arguments(owner: str, options: ty.Iterable[Option],
             % (', '.join(unknown), owner, ', '.join(sorted(known))))
     parsed = {}
     for opt in options:
-        given = [n for n in (opt.name,) + opt.aliases if n in arguments]
-        if len(given) > 1:
-            raise exception.ConfigurationError(
-                'Arguments %s of %s are aliases of each other; give only '
-                'one' % (' and '.join(given), owner))
-        value = arguments[given[0]] if given else None
-        if is_unset(value):
+        given = given_name(owner, (opt.name,) + opt.aliases, arguments)
+        if given is None or is_unset(arguments[given]):
             parsed[opt.name] = opt.default
         else:
-            parsed[opt.name] = coerce(owner, given[0], opt.type, value,
-                                      opt.secret)
+            parsed[opt.name] = coerce(owner, given, opt.type,
+                                      arguments[given], opt.secret)
     return parsed
+
+
+def given_name(owner: str, names: ty.Iterable[str | None],
+               arguments: ty.Mapping[str, ty.Any]) -> str | None:
+    """Which of ``names`` (an argument and its aliases) is in ``arguments``.
+
+    :raises exception.ConfigurationError: when more than one is.
+    """
+    given = [name for name in names if name and name in arguments]
+    if len(given) > 1:
+        raise exception.ConfigurationError(
+            'Arguments %s of %s are aliases of each other; give only '
+            'one' % (' and '.join(given), owner))
+    return given[0] if given else None
 
 
 # --- option groups shared by the network backends ------------------------
@@ -246,16 +255,16 @@ def _raise_translated(backend: 'Backend', exc: BaseException,
     """
     if isinstance(exc, exception.KVSError):
         raise exc
-    if isinstance(exc, backend.too_large_errors):
-        raise exception.ValueTooLarge(
-            '%s: the value exceeds what %s stores'
-            % (backend.name, backend.server_of(exc))) from None
     if isinstance(exc, backend.key_errors):
         raise exception.ConfigurationError(
             '%s: %s cannot store this key (%s); enable [kvs] '
             'enable_key_mangler' % (backend.name, backend.server_of(exc),
                                     type(exc).__name__)) from None
-    if isinstance(exc, backend.server_errors):
+    if isinstance(exc, backend.too_large_errors + backend.server_errors):
+        if backend.is_too_large(exc):
+            raise exception.ValueTooLarge(
+                '%s: the value exceeds what %s stores'
+                % (backend.name, backend.server_of(exc))) from None
         raise backend_error(backend, exc, operation)  # cause: see there
     raise exc
 
@@ -461,6 +470,14 @@ class Backend(api.CacheBackend):
     def describe_failure(self, exc: BaseException) -> str:
         """``exc`` in words, before redaction; a backend may say more."""
         return '%s: %s' % (type(exc).__name__, exc)
+
+    def is_too_large(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the server refusing an oversize value.
+
+        By default, whether it is one of :attr:`too_large_errors`; a
+        backend whose client gives no type of its own for it looks closer.
+        """
+        return isinstance(exc, self.too_large_errors)
 
     def server_of(self, exc: BaseException) -> str:
         """The server ``exc`` is about, for messages: by default all.

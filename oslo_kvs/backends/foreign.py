@@ -14,7 +14,8 @@ enforced here, once, before it is used:
   decodes them like any other value. The other memcached backends
   (``dogpile.cache.memcached``, ``.bmemcached``, ``.pylibmc``) offer no such
   argument and are refused.
-- **Errors read like ours.** A server fault of the client library
+- **Errors read like ours**, through the one translation of
+  :mod:`oslo_kvs.backends.base`. A server fault of the client library
   (``OSError``, pymemcache's and redis-py's errors) becomes
   :class:`~oslo_kvs.exception.BackendError` naming the backend and servers,
   an oversize value :class:`~oslo_kvs.exception.ValueTooLarge`, a key the
@@ -26,7 +27,6 @@ store-level ``expire_time``/``no_expiry_keys`` and per-call expiry are
 refused for it with a ``ConfigurationError`` rather than silently ignored.
 """
 
-import contextlib
 import threading
 import typing as ty
 import urllib.parse
@@ -38,10 +38,6 @@ from redis import exceptions as redis_exceptions
 
 from oslo_kvs.backends import base
 from oslo_kvs import exception
-
-
-#: Store arguments that only oslo_kvs's own backends understand.
-_STORE_EXPIRY = ('expire_time', 'no_expiry_keys')
 
 
 class RawBytesSerde:
@@ -70,16 +66,13 @@ def arguments(name: str, backend_cls: type,
               args: dict[str, ty.Any]) -> dict[str, ty.Any]:
     """The arguments to create foreign backend ``backend_cls`` with.
 
-    :raises exception.ConfigurationError: for store-level expiry
-        arguments, for a memcached backend that would decode values by the
-        server's flags, and for a ``serde`` other than
-        :data:`RAW_BYTES_SERDE`.
+    The store-level expiry arguments were refused before (see
+    :func:`oslo_kvs.core.expiry_arguments`).
+
+    :raises exception.ConfigurationError: for a memcached backend that
+        would decode values by the server's flags, and for a ``serde``
+        other than :data:`RAW_BYTES_SERDE`.
     """
-    for generic in _STORE_EXPIRY:
-        if generic in args:
-            raise exception.ConfigurationError(
-                'Argument %r is not supported by dogpile backend %s; use '
-                'that backend\'s own expiry arguments' % (generic, name))
     if not issubclass(backend_cls, dogpile_memcached.GenericMemcachedBackend):
         return args
     if not issubclass(backend_cls, dogpile_memcached.PyMemcacheBackend):
@@ -142,6 +135,9 @@ class DogpileAdapter(base.Backend):
     server_errors: ty.ClassVar[tuple[type[BaseException], ...]] = (
         OSError, pymemcache_exceptions.MemcacheError,
         redis_exceptions.RedisError)
+    #: A key the memcached client refuses (only with key mangling off).
+    key_errors: ty.ClassVar[tuple[type[BaseException], ...]] = (
+        pymemcache_exceptions.MemcacheIllegalInputError,)
 
     def __init__(self, backend: api.CacheBackend, name: str,
                  arguments: ty.Mapping[str, ty.Any] | None = None) -> None:
@@ -155,33 +151,16 @@ class DogpileAdapter(base.Backend):
     def servers(self) -> list[str]:
         return list(self._servers)
 
-    def translate(self, exc: BaseException) -> BaseException:
-        """The oslo_kvs exception for ``exc``; ``exc`` if not a fault."""
-        if isinstance(exc, exception.KVSError) or \
-                not isinstance(exc, self.server_errors):
-            return exc
-        where = ', '.join(self._servers) or 'its server'
-        if isinstance(exc, pymemcache_exceptions.MemcacheServerError) and \
-                'too large' in str(exc):
-            return exception.ValueTooLarge(
-                '%s: value too large for the item size limit of %s'
-                % (self.name, where))
-        if isinstance(exc, pymemcache_exceptions.MemcacheIllegalInputError):
-            return exception.ConfigurationError(
-                '%s: %s cannot store this key; enable the key mangler'
-                % (self.name, where))
+    # Errors: base.Backend translates them like any backend's.
+
+    def describe_failure(self, exc: BaseException) -> str:
         # The class name only: a client's message may quote a URL with
         # its password.
-        return exception.BackendError(
-            '%s: server %s failed: %s' % (self.name, where,
-                                          type(exc).__name__))
+        return type(exc).__name__
 
-    @contextlib.contextmanager
-    def _errors(self) -> ty.Iterator[None]:
-        try:
-            yield
-        except self.server_errors as exc:
-            raise self.translate(exc) from exc
+    def is_too_large(self, exc: BaseException) -> bool:
+        return (isinstance(exc, pymemcache_exceptions.MemcacheServerError)
+                and 'too large' in str(exc))
 
     def _no_ttl(self, ttl: float | None) -> None:
         if ttl is not None:
@@ -194,29 +173,24 @@ class DogpileAdapter(base.Backend):
         return _MutexContext(mutex) if mutex is not None else self._mutex
 
     def get_serialized(self, key):
-        with self._errors():
-            return self.backend.get_serialized(key)
+        return self.backend.get_serialized(key)
 
     def get_serialized_multi(self, keys):
-        with self._errors():
-            return self.backend.get_serialized_multi(keys)
+        return self.backend.get_serialized_multi(keys)
 
     def set_serialized(self, key, value, ttl=None):
         self._no_ttl(ttl)
-        with self._errors():
-            self.backend.set_serialized(key, value)
+        self.backend.set_serialized(key, value)
 
     def set_serialized_multi(self, mapping, ttl=None):
         self._no_ttl(ttl)
-        with self._errors():
-            self.backend.set_serialized_multi(mapping)
+        self.backend.set_serialized_multi(mapping)
 
     def delete_multi(self, keys):
-        with self._errors():
-            self.backend.delete_multi(keys)
+        self.backend.delete_multi(keys)
 
     def delete_existing(self, key):
-        with self._errors(), self._atomically(key):
+        with self._atomically(key):
             if self.backend.get_serialized(key) is base.NO_VALUE:
                 return False
             self.backend.delete(key)
@@ -224,7 +198,7 @@ class DogpileAdapter(base.Backend):
 
     def add_serialized(self, key, value, ttl=None):
         self._no_ttl(ttl)
-        with self._errors(), self._atomically(key):
+        with self._atomically(key):
             if self.backend.get_serialized(key) is not base.NO_VALUE:
                 return False
             self.backend.set_serialized(key, value)

@@ -83,7 +83,7 @@ def served(mongo_server, mongo_collection, closing):
 
 @pytest.fixture
 def raw_backend(mongo_server, mongo_collection):
-    """The test collection's backend, made as a backend author would."""
+    """The backend on the test's collection, made as an author would."""
     backend = mongo.MongoBackend(
         mongo_server.collection_args(mongo_collection.name))
     yield backend
