@@ -157,8 +157,24 @@ class ServerProcess:
             self.process = None
 
     def hang(self) -> None:
-        """Freeze the server (SIGSTOP): connected, but it answers nothing."""
-        self.process.send_signal(signal.SIGSTOP)
+        """Freeze the server (SIGSTOP): connected, but it answers nothing.
+
+        Returns once every thread of the server has stopped: kill() returns
+        before the stop takes effect, and on a busy machine a server thread
+        could still answer the next request.
+        """
+        pid = self.process.pid
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            states = set()
+            for task in os.listdir('/proc/%d/task' % pid):
+                with open('/proc/%d/task/%s/stat' % (pid, task)) as f:
+                    states.add(f.read().rpartition(')')[2].split()[0])
+            if states == {'T'}:
+                return
+            time.sleep(0.01)
+        raise AssertionError('server process %d did not stop' % pid)
 
     def resume(self) -> None:
         """Let a hung server run again (SIGCONT)."""

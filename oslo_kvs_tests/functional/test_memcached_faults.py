@@ -16,8 +16,6 @@ Every test starts its own servers (``memcached_factory``): stopping the
 shared session servers would break other tests.
 """
 
-import os
-import signal
 import threading
 import time
 import uuid
@@ -124,7 +122,7 @@ def test_hung_server_gives_backend_error_within_socket_timeout(
     store = make_store(url=server.address, socket_timeout=0.5,
                        pool_maxsize=1, pool_connection_get_timeout=0.1)
     store.set('k', 1)
-    os.kill(server.process.pid, signal.SIGSTOP)
+    server.hang()
     try:
         started = time.monotonic()
         with pytest.raises(exception.BackendError,
@@ -145,7 +143,7 @@ def test_hung_server_gives_backend_error_within_socket_timeout(
             store.get('k')
         blocked.join()
     finally:
-        os.kill(server.process.pid, signal.SIGCONT)
+        server.resume()
     assert store.get('k') == 1
 
 

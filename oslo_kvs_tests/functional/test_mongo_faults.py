@@ -19,7 +19,6 @@ what was written before is there after, as with a restarted mongod.
 """
 
 import os
-import signal
 import threading
 import time
 import uuid
@@ -157,32 +156,13 @@ def test_server_stopping_mid_run_fails_fast_and_recovers(mongo_factory,
     assert max(took for _, took in outcomes) < 2 * (TIMEOUT + SLACK)
 
 
-def hang(pid):
-    """SIGSTOP ``pid`` and wait until every thread of it has stopped.
-
-    kill() returns before the stop takes effect; on a busy machine a
-    server thread could still answer the next request.
-    """
-    os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        states = set()
-        for task in os.listdir('/proc/%d/task' % pid):
-            with open('/proc/%d/task/%s/stat' % (pid, task)) as f:
-                states.add(f.read().rpartition(')')[2].split()[0])
-        if states == {'T'}:
-            return
-        time.sleep(0.01)
-    raise AssertionError('process %d did not stop' % pid)
-
-
 def test_hung_server_gives_backend_error_within_socket_timeout(
         mongo_factory, closing):
     server = mongo_factory()
     store = make_store(server)
     closing.append(store)
     store.set('k', 1)
-    hang(server.process.pid)
+    server.hang()
     try:
         for name in ('get', 'set', 'get_multi'):
             started = time.monotonic()
@@ -191,7 +171,7 @@ def test_hung_server_gives_backend_error_within_socket_timeout(
             assert time.monotonic() - started < TIMEOUT + SLACK, name
             assert server.address in str(info.value), name
     finally:
-        os.kill(server.process.pid, signal.SIGCONT)
+        server.resume()
     store.set('k', 2)
     assert wait_until_served(store) == 2
 
