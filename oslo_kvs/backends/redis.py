@@ -37,6 +37,7 @@ from redis import sentinel as redis_sentinel
 
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
+from oslo_kvs.backends import forksafe
 from oslo_kvs import exception
 
 Option = base.Option
@@ -218,8 +219,19 @@ class RedisBackend(base.Backend):
         modes = [n for n in ('url', 'sentinels', 'cluster_nodes') if args[n]]
         if len(modes) > 1:
             raise self._conflict(modes)
-        connection = self._connection_arguments(args)
         self._cluster = bool(args['cluster_nodes'])
+        self._connect()
+        # A Cluster keeps a data key and its lock key in different slots
+        # (both are hashes), and one script can only touch one slot, so
+        # there the store falls back to its lock_window.
+        self.fenced_writes = not self._cluster
+        if not self._cluster:
+            forksafe.register(self)
+
+    def _connect(self) -> None:
+        """Build the client and its scripts (no I/O but on a Cluster)."""
+        args = self.args
+        connection = self._connection_arguments(args)
         if self._cluster:
             self._client = self._cluster_client(args, connection)
         elif args['sentinels']:
@@ -227,13 +239,22 @@ class RedisBackend(base.Backend):
         else:
             self._client = self._server_client(args, connection)
         self._release = self._client.register_script(_RELEASE_SCRIPT)
-        # A Cluster keeps a data key and its lock key in different slots
-        # (both are hashes), and one script can only touch one slot, so
-        # there the store falls back to its lock_window.
-        self.fenced_writes = not self._cluster
         self._set_fenced = self._client.register_script(_SET_FENCED_SCRIPT)
         self._delete_fenced = self._client.register_script(
             _DELETE_FENCED_SCRIPT)
+
+    def after_fork(self) -> None:
+        """In a forked child: a client and pool of its own.
+
+        redis-py resets an inherited pool by pid, but its reset first takes
+        the pool's lock, which another thread of the parent may have held
+        at the fork; the child then waits forever (seen with Sentinel
+        pools). A new client holds no lock of the parent's. The parent's
+        is dropped, not closed: redis-py only closes the child's copies of
+        its sockets. A Cluster client connects when it is built, so it is
+        left to redis-py.
+        """
+        self._connect()
 
     def __repr__(self) -> str:
         return '<RedisBackend %s>' % self._where
