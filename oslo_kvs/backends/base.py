@@ -585,7 +585,7 @@ class Backend(api.CacheBackend):
 
         ``lock_key`` must hold ``token``; the server checks it and writes
         in one atomic step. ``ttl`` is as for ``set_serialized``. Only
-        called when :attr:`fenced_writes` is true.
+        called when ``fenced_writes`` is true.
 
         :returns: False, having written nothing, when the lock has expired
             or passed to another holder.
@@ -597,7 +597,7 @@ class Backend(api.CacheBackend):
         """Delete ``key`` only while the lock holds.
 
         ``lock_key`` must hold ``token``; the server checks it and deletes
-        in one atomic step. Only called when :attr:`fenced_writes` is true.
+        in one atomic step. Only called when ``fenced_writes`` is true.
 
         :returns: whether ``key`` existed, or None, having deleted nothing,
             when the lock has expired or passed to another holder.
