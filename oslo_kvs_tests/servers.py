@@ -399,17 +399,12 @@ def memcached_tls_server() -> ty.Iterator[MemcachedServer]:
     yield from running(MemcachedServer(tls=True))
 
 
-@pytest.fixture
-def memcached_factory() -> ty.Iterator[ty.Callable[..., MemcachedServer]]:
-    """Make private memcached servers a test may stop and restart.
+def _private_servers(cls: ty.Any) -> ty.Iterator[ty.Callable[..., ty.Any]]:
+    """A maker of servers of ``cls``, started on demand, cleaned up after."""
+    made: list[ty.Any] = []
 
-    Call it with :class:`MemcachedServer` arguments; the servers are
-    started and are cleaned up after the test.
-    """
-    made: list[MemcachedServer] = []
-
-    def make(**kwargs: ty.Any) -> MemcachedServer:
-        server = MemcachedServer(**kwargs)
+    def make(**kwargs: ty.Any) -> ty.Any:
+        server = cls(**kwargs)
         made.append(server)
         return server.start()
 
@@ -418,6 +413,16 @@ def memcached_factory() -> ty.Iterator[ty.Callable[..., MemcachedServer]]:
     finally:
         for server in made:
             server.cleanup()
+
+
+@pytest.fixture
+def memcached_factory() -> ty.Iterator[ty.Callable[..., MemcachedServer]]:
+    """Make private memcached servers a test may stop and restart.
+
+    Call it with :class:`MemcachedServer` arguments; the servers are
+    started and are cleaned up after the test.
+    """
+    yield from _private_servers(MemcachedServer)
 
 
 # --- redis -----------------------------------------------------------------
@@ -872,18 +877,7 @@ def mongo_factory() -> ty.Iterator[ty.Callable[..., MongoServer]]:
     Always SecantusDB, also with ``OSLO_KVS_MONGO_URL`` set: a fault test
     stops its server, which it must never do to a shared one.
     """
-    made: list[MongoServer] = []
-
-    def make(**kwargs: ty.Any) -> MongoServer:
-        server = MongoServer(**kwargs)
-        made.append(server)
-        return server.start()
-
-    try:
-        yield make
-    finally:
-        for server in made:
-            server.cleanup()
+    yield from _private_servers(MongoServer)
 
 
 class MongoCommands(monitoring.CommandListener):
