@@ -30,7 +30,6 @@ always happens before the bytes reach the deserializer.
 
 import hmac
 import os
-import struct
 import typing as ty
 
 from cryptography.exceptions import InvalidTag
@@ -67,7 +66,7 @@ def _derive(secret: bytes, purpose: bytes, length: int) -> bytes:
 
 def _length_prefixed(text: str) -> bytes:
     data = text.encode('utf-8', 'surrogatepass')
-    return struct.pack('>I', len(data)) + data
+    return len(data).to_bytes(4, 'big') + data
 
 
 class _Key:
@@ -95,11 +94,20 @@ class Protector:
     def __init__(self, mode: str, secrets: ty.Sequence[bytes],
                  namespace: str) -> None:
         self.mode = mode
+        self._encrypt = mode == 'encrypt'
         keys = [_Key(secret) for secret in secrets]
         self._active = keys[0]
-        self._by_id = {key.key_id: key for key in keys}
         self._header = MAGIC + _MODE_BYTES[mode] + self._active.key_id
-        self._namespace = _length_prefixed(namespace)
+        self._min_length = _HEADER + (_NONCE + 16 if self._encrypt
+                                      else _MAC)
+        # Per key id, the key and the start of its associated data (header
+        # and namespace), made once: only the caller's key varies per call.
+        prefix = MAGIC + _MODE_BYTES[mode]
+        namespace_data = _length_prefixed(namespace)
+        self._by_id = {key.key_id: (key, prefix + key.key_id +
+                                    namespace_data) for key in keys}
+        self._macs = {key.key_id: hmac.new(key.mac_key, digestmod='sha256')
+                      for key in keys} if not self._encrypt else {}
 
     def __repr__(self) -> str:
         return '<Protector mode=%s key ids=%s>' % (
@@ -110,20 +118,22 @@ class Protector:
         """The public id of the key that protects new values."""
         return self._active.key_id
 
-    def _associated(self, header: bytes, key: str) -> bytes:
-        return header + self._namespace + _length_prefixed(key)
+    def _tag(self, key_id: bytes, associated: bytes, data: bytes) -> bytes:
+        # A copy of a keyed HMAC skips re-deriving the key's pads per call.
+        mac = self._macs[key_id].copy()
+        mac.update(associated)
+        mac.update(data)
+        return mac.digest()
 
     def seal(self, key: str, data: bytes) -> bytes:
         """Protect serialized ``data`` stored under the caller's ``key``."""
-        header = self._header
-        associated = self._associated(header, key)
-        if self.mode == 'encrypt':
+        key_id = self._active.key_id
+        associated = self._by_id[key_id][1] + _length_prefixed(key)
+        if self._encrypt:
             nonce = os.urandom(_NONCE)
-            return header + nonce + self._active.aead.encrypt(
+            return self._header + nonce + self._active.aead.encrypt(
                 nonce, data, associated)
-        tag = hmac.digest(self._active.mac_key, associated + data,
-                          'sha256')
-        return header + data + tag
+        return self._header + data + self._tag(key_id, associated, data)
 
     def open(self, key: str, envelope: bytes) -> bytes:
         """Verify ``envelope`` and return the serialized value inside.
@@ -131,24 +141,23 @@ class Protector:
         :raises exception.IntegrityError: for anything not sealed by this
             store under this key with one of its secrets, in its mode.
         """
-        header = envelope[:_HEADER]
-        material = self._by_id.get(header[2:])
-        if (material is None or header[:2] != self._header[:2] or
-                len(envelope) < _HEADER + (_NONCE + 16 if self.mode ==
-                                           'encrypt' else _MAC)):
+        key_id = envelope[2:_HEADER]
+        found = self._by_id.get(key_id)
+        if (found is None or envelope[:2] != self._header[:2] or
+                len(envelope) < self._min_length):
             raise exception.IntegrityError(key)
-        associated = self._associated(header, key)
-        if self.mode == 'encrypt':
-            body = envelope[_HEADER:]
+        material, prefix = found
+        associated = prefix + _length_prefixed(key)
+        if self._encrypt:
             try:
-                return material.aead.decrypt(body[:_NONCE], body[_NONCE:],
-                                             associated)
+                return material.aead.decrypt(
+                    envelope[_HEADER:_HEADER + _NONCE],
+                    envelope[_HEADER + _NONCE:], associated)
             except InvalidTag:
                 raise exception.IntegrityError(key) from None
-        data, tag = envelope[_HEADER:-_MAC], envelope[-_MAC:]
-        expected = hmac.digest(material.mac_key, associated + data,
-                               'sha256')
-        if not hmac.compare_digest(tag, expected):
+        data = envelope[_HEADER:-_MAC]
+        if not hmac.compare_digest(envelope[-_MAC:],
+                                   self._tag(key_id, associated, data)):
             raise exception.IntegrityError(key)
         return data
 

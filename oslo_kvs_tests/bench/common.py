@@ -36,6 +36,9 @@ import typing as ty
 
 _cpu: int | None = None
 
+#: Calls per contender in one round of :func:`compare`, by default.
+BATCH_CALLS = 20
+
 
 def pin(cpu: int | None) -> None:
     """Run this process, and the servers the suites start, on ``cpu`` only.
@@ -157,14 +160,20 @@ def _timed(call: ty.Callable[[], ty.Any], calls: int) -> float:
 
 
 def compare(contenders: ty.Mapping[str, ty.Callable[[], ty.Any]],
-            rounds: int = 2000, batches: int = 30) -> Timings:
+            rounds: int = 2000, batches: int | None = None) -> Timings:
     """Median seconds per call of each contender, measured interleaved.
 
     ``batches`` rounds each run every contender ``rounds // batches``
     times, one after the other (ABCABC..., the first contender rotating so
     none always follows another). The result is the median over rounds
     of the mean time per call; it keeps every round's sample.
+
+    By default a batch is :data:`BATCH_CALLS` calls: a burst of noise from
+    the shared machine then spoils one short batch, not a long one, and
+    the median over many rounds leaves it out.
     """
+    if batches is None:
+        batches = max(rounds // BATCH_CALLS, 30)
     per_batch = max(rounds // batches, 1)
     names = list(contenders)
     timers = {name: (call.time if isinstance(call, Remote) else

@@ -209,6 +209,10 @@ def test_write_accepted_before_window_lands_before_next_holder(make_store):
 
 THREADS = 8
 INCREMENTS = 1000
+# SecantusDB, a server written in Python, takes some 30 ms per locked
+# increment here: fewer of them keep the test to about half a minute and
+# still make every thread wait behind the others many times.
+INCREMENTS_ON = {'mongodb': 120}
 LOCK_TIMEOUT = 5.0
 
 
@@ -273,9 +277,10 @@ def percentile(values, share):
                                         'mongodb'], indirect=True)
 def test_contended_increments_are_all_kept_and_fair(make_store):
     store = make_store(lock_timeout=LOCK_TIMEOUT)
-    counts, waits, holds = contend(store)
-    assert store.get('counter') == THREADS * INCREMENTS
-    assert sum(counts) == THREADS * INCREMENTS
+    total = THREADS * INCREMENTS_ON.get(make_store.kind, INCREMENTS)
+    counts, waits, holds = contend(store, total=total)
+    assert store.get('counter') == total
+    assert sum(counts) == total
     mean = sum(counts) / THREADS
     assert all(mean / 2 <= count <= mean * 2 for count in counts), counts
     assert max(waits) < LOCK_TIMEOUT, max(waits)
