@@ -579,7 +579,12 @@ class KeyValueStore:
         if state is None:
             state = self._configured()  # raises NotConfigured
         data = state.io.get_serialized(state.data_key(key))
-        if data is base.NO_VALUE:
+        if data.__class__ is bytes and state.protector is None:
+            try:
+                return state.serializer.loads(data)
+            except ValueError:
+                pass  # _decode logs it and raises IntegrityError
+        elif data is base.NO_VALUE:
             raise exception.NotFound(key)
         return self._decode(state, key, data)
 
@@ -598,20 +603,12 @@ class KeyValueStore:
             # Optimistic: every value present and decodable. At the first
             # anything else, the exact path below finds what to raise and
             # names the key.
-            loads = state.serializer.loads
-            plain = serialization.Plain if state.keep_plain else None
-            values: list[ty.Any] = []
-            append = values.append
             try:
-                for data in found:
-                    if data.__class__ is bytes:
-                        append(loads(data))
-                    elif data.__class__ is plain:
-                        append(data.value)
-                    else:
-                        break
-                else:
-                    return values
+                if not state.keep_plain:
+                    return state.serializer.loads_many(found)
+                plain, loads = serialization.Plain, state.serializer.loads
+                return [data.value if data.__class__ is plain
+                        else loads(data) for data in found]
             except Exception:
                 pass  # redone below, where it is raised with the key
         missing = [key for key, data in zip(keys, found)

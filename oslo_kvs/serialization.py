@@ -166,6 +166,42 @@ def loads(data: bytes) -> ty.Any:
         raise ValueError('stored value cannot be decoded: %s' % exc) from exc
 
 
+def loads_many(values: ty.Sequence[bytes]) -> list[ty.Any]:
+    """:func:`loads` of every item of ``values``, in one pass.
+
+    One unpacker reads all of them, which costs about half as much as a
+    :func:`loads` call per value. Each value must end exactly where its
+    bytes end, so a value with trailing bytes, or one cut short, is refused
+    as :func:`loads` would refuse it, never read into its neighbour.
+
+    :raises ValueError: if any item is not bytes that :func:`dumps` wrote;
+        the caller finds which with :func:`loads`.
+    """
+    try:
+        data = b''.join(values)
+    except TypeError:
+        raise ValueError('not every stored value is bytes') from None
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False,
+                                ext_hook=_decode_ext,
+                                max_buffer_size=max(len(data), 1))
+    unpacker.feed(data)
+    read_bytes, unpack, tell = (unpacker.read_bytes, unpacker.unpack,
+                                unpacker.tell)
+    decoded = []
+    end = 0
+    try:
+        for value in values:
+            end += len(value)
+            if read_bytes(1) != FORMAT_MSGPACK:
+                raise ValueError('stored value has an unknown format')
+            decoded.append(unpack())
+            if tell() != end:
+                raise ValueError('stored value does not end where it should')
+    except (TypeError, msgpack.UnpackException) as exc:
+        raise ValueError('stored value cannot be decoded: %s' % exc) from exc
+    return decoded
+
+
 # Values of these exact types cannot change after they are made.
 _IMMUTABLE_TYPES = frozenset([type(None), bool, int, float, str, bytes])
 
@@ -212,6 +248,8 @@ class Serializer:
     dumps = staticmethod(dumps)
     #: Decode bytes; pickled bytes are refused, never unpickled.
     loads = staticmethod(loads)
+    #: Decode a list of bytes (see :func:`loads_many`).
+    loads_many = staticmethod(loads_many)
 
 
 class PickleSerializer(Serializer):
@@ -233,6 +271,9 @@ class PickleSerializer(Serializer):
         if data[:1] == FORMAT_PICKLE:
             return pickle.loads(data[1:])
         return loads(data)
+
+    def loads_many(self, values: ty.Sequence[bytes]) -> list[ty.Any]:
+        return [self.loads(data) for data in values]
 
 
 def get_serializer(name: str) -> Serializer:

@@ -191,15 +191,18 @@ class Pool:
             finally:
                 self._waiters -= 1
 
-    def run(self, method: str, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
-        """Call ``method`` of a pooled client."""
-        # The common case, inlined: it runs on every operation.
+    def run(self, method: str, *args: ty.Any) -> ty.Any:
+        """Call ``method`` of a pooled client with positional ``args``."""
+        # The common case, inlined: it runs on every operation. A client
+        # is stamped with the time its last call started: idle times
+        # come out longer by the call's duration, which only polls more.
+        now = time.monotonic()
         try:
             client, last_used = self._idle.pop()
         except IndexError:
             client = self._checkout()
         else:
-            idle = time.monotonic() - last_used
+            idle = now - last_used
             sock = client.sock
             if idle > TRUSTED_IDLE and sock is not None and (
                     (self.idle_timeout and idle > self.idle_timeout) or
@@ -208,7 +211,7 @@ class Pool:
         try:
             if self._auth is not None and client.sock is None:
                 self._authenticate(client)
-            return getattr(client, method)(*args, **kwargs)
+            return getattr(client, method)(*args)
         except BaseException as exc:
             # A reply may be half read; never reuse that connection.
             client.close()
@@ -217,7 +220,6 @@ class Pool:
                 raise
             raise error from exc
         finally:
-            now = time.monotonic()
             idle = self._idle
             idle.append((client, now))
             if self._waiters:
@@ -364,17 +366,16 @@ class Cluster:
             groups.setdefault(self.node_for(key), []).append(key)
         return groups
 
-    def run(self, node: Node, method: str, *args: ty.Any,
-            **kwargs: ty.Any) -> ty.Any:
+    def run(self, node: Node, method: str, *args: ty.Any) -> ty.Any:
         """Run one command on ``node``, keeping its health."""
         if self._single is not None:
-            return node.pool.run(method, *args, **kwargs)
+            return node.pool.run(method, *args)
         if node.failures and (time.monotonic() - node.last_failure <
                               self.retry_delay):
             raise NodeSkipped(node.label, 'failed recently and is skipped '
                               'until it is retried or ejected')
         try:
-            result = node.pool.run(method, *args, **kwargs)
+            result = node.pool.run(method, *args)
         except ServerDown:
             self._failed(node)
             raise
@@ -415,7 +416,7 @@ class Cluster:
                 if self.flush_on_rejoin:
                     # What it holds may have been overwritten or deleted
                     # on the others meanwhile: serve nothing of it.
-                    node.pool.run('flush_all', noreply=False)
+                    node.pool.run('flush_all', 0, False)  # delay, noreply
             except Exception:
                 with self._lock:
                     self._eject(node, time.monotonic())

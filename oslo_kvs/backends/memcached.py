@@ -289,16 +289,14 @@ class MemcachedBackend(base.Backend):
             return exc.label
         return self.where
 
-    def _on_owner(self, key: str, method: str, *args: ty.Any,
-                  **kwargs: ty.Any) -> ty.Any:
+    def _on_owner(self, key: str, method: str, *args: ty.Any) -> ty.Any:
         """Run one command on the server that holds ``key``."""
         cluster = self._cluster
-        return cluster.run(cluster.node_for(key), method, key, *args,
-                           **kwargs)
+        return cluster.run(cluster.node_for(key), method, key, *args)
 
     def _set(self, node: memcache_pool.Node, mapping: dict[str, bytes],
              expire: int) -> None:
-        failed = self._cluster.run(node, 'set_many', mapping, expire=expire)
+        failed = self._cluster.run(node, 'set_many', mapping, expire)
         if failed:
             raise memcache_pool.ServerError(
                 node.label, 'did not store %d value(s)' % len(failed))
@@ -386,12 +384,11 @@ class MemcachedBackend(base.Backend):
         return bool(self._on_owner(key, 'delete'))
 
     def add_serialized(self, key, value, ttl=None):
-        return bool(self._on_owner(key, 'add', value,
-                                   expire=exptime(ttl or 0)))
+        return bool(self._on_owner(key, 'add', value, exptime(ttl or 0)))
 
     def acquire_lock(self, key, token, ttl):
         return bool(self._on_owner(key, 'add', token.encode('ascii'),
-                                   expire=lock_exptime(ttl)))
+                                   lock_exptime(ttl)))
 
     def release_lock(self, key, token):
         node = self._cluster.node_for(key)
@@ -400,7 +397,7 @@ class MemcachedBackend(base.Backend):
             return False
         # Expire it only if nobody changed it since gets: a lock taken by
         # someone else meanwhile has another cas value and stays.
-        return bool(self._cluster.run(node, 'cas', key, b'', cas, expire=-1))
+        return bool(self._cluster.run(node, 'cas', key, b'', cas, -1))
 
     def close(self) -> None:
         self._cluster.close()

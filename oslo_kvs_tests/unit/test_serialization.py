@@ -18,6 +18,7 @@ import enum
 import pickle
 
 from hypothesis import given
+from hypothesis import strategies as st
 import pytest
 
 from oslo_kvs import serialization
@@ -84,3 +85,37 @@ def test_buffers_are_refused_not_turned_into_bytes(value):
 def test_bytes_beside_other_values_still_pass():
     value = {'a': b'\xc4\xc5', 'b': ['\u0100', (b'', 1)]}
     assert serialization.loads(serialization.dumps(value)) == value
+
+
+@given(st.lists(testing.value_strategy(), max_size=8))
+def test_loads_many_decodes_what_loads_decodes(values):
+    encoded = [serialization.dumps(value) for value in values]
+    assert serialization.loads_many(encoded) == [
+        serialization.loads(data) for data in encoded]
+
+
+@given(st.lists(testing.value_strategy(), min_size=2, max_size=6),
+       st.data())
+def test_loads_many_never_reads_one_value_into_another(values, data):
+    # A value cut short, or one with trailing bytes, is refused even when
+    # its neighbour would make the whole run of bytes parse.
+    encoded = [serialization.dumps(value) for value in values]
+    index = data.draw(st.integers(0, len(encoded) - 2))
+    cut = data.draw(st.integers(1, len(encoded[index]) - 1))
+    moved = encoded[:]
+    moved[index], moved[index + 1] = (encoded[index][:cut],
+                                      encoded[index][cut:] + encoded[
+                                          index + 1])
+    with pytest.raises(ValueError):
+        serialization.loads_many(moved)
+
+
+@pytest.mark.parametrize('values', [
+    [serialization.dumps(1), b'\x02' + pickle.dumps(1)],
+    [serialization.dumps(1), serialization.dumps(2) + b'\x00'],
+    [serialization.dumps(1), None],
+    [b''],
+])
+def test_loads_many_refuses_what_loads_refuses(values):
+    with pytest.raises(ValueError):
+        serialization.loads_many(values)
