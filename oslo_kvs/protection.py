@@ -106,6 +106,8 @@ class Protector:
         namespace_data = _length_prefixed(namespace)
         self._by_id = {key.key_id: (key, prefix + key.key_id +
                                     namespace_data) for key in keys}
+        self._magic_mode = prefix
+        self._seal_prefix = self._by_id[self._active.key_id][1]
         self._macs = {key.key_id: hmac.new(key.mac_key, digestmod='sha256')
                       for key in keys} if not self._encrypt else {}
 
@@ -127,13 +129,13 @@ class Protector:
 
     def seal(self, key: str, data: bytes) -> bytes:
         """Protect serialized ``data`` stored under the caller's ``key``."""
-        key_id = self._active.key_id
-        associated = self._by_id[key_id][1] + _length_prefixed(key)
+        associated = self._seal_prefix + _length_prefixed(key)
         if self._encrypt:
             nonce = os.urandom(_NONCE)
-            return self._header + nonce + self._active.aead.encrypt(
-                nonce, data, associated)
-        return self._header + data + self._tag(key_id, associated, data)
+            return b''.join((self._header, nonce, self._active.aead.encrypt(
+                nonce, data, associated)))
+        return b''.join((self._header, data, self._tag(
+            self._active.key_id, associated, data)))
 
     def open(self, key: str, envelope: bytes) -> bytes:
         """Verify ``envelope`` and return the serialized value inside.
@@ -141,9 +143,8 @@ class Protector:
         :raises exception.IntegrityError: for anything not sealed by this
             store under this key with one of its secrets, in its mode.
         """
-        key_id = envelope[2:_HEADER]
-        found = self._by_id.get(key_id)
-        if (found is None or envelope[:2] != self._header[:2] or
+        found = self._by_id.get(envelope[2:_HEADER])
+        if (found is None or not envelope.startswith(self._magic_mode) or
                 len(envelope) < self._min_length):
             raise exception.IntegrityError(key)
         material, prefix = found
@@ -156,8 +157,8 @@ class Protector:
             except InvalidTag:
                 raise exception.IntegrityError(key) from None
         data = envelope[_HEADER:-_MAC]
-        if not hmac.compare_digest(envelope[-_MAC:],
-                                   self._tag(key_id, associated, data)):
+        if not hmac.compare_digest(envelope[-_MAC:], self._tag(
+                material.key_id, associated, data)):
             raise exception.IntegrityError(key)
         return data
 

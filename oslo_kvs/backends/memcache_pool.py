@@ -59,6 +59,8 @@ AUTH_KEY = 'oslo_kvs_auth'
 #: reused within microseconds and skip the poll's system call.
 TRUSTED_IDLE = 0.001
 
+_monotonic = time.monotonic
+
 
 def murmur3_32(text: str, seed: int = 0) -> int:
     """pymemcache's murmur3_32, in C for the ASCII text it always sees.
@@ -196,20 +198,17 @@ class Pool:
         # The common case, inlined: it runs on every operation. A client
         # is stamped with the time its last call started: idle times
         # come out longer by the call's duration, which only polls more.
-        now = time.monotonic()
+        now = _monotonic()
+        idle = self._idle
         try:
-            client, last_used = self._idle.pop()
+            client, last_used = idle.pop()
         except IndexError:
             client = self._checkout()
         else:
-            idle = now - last_used
-            sock = client.sock
-            if idle > TRUSTED_IDLE and sock is not None and (
-                    (self.idle_timeout and idle > self.idle_timeout) or
-                    select.select((sock,), (), (), 0)[0]):
-                client.close()  # it reconnects on this use
+            if now - last_used > TRUSTED_IDLE:
+                self._drop_if_stale(client, now - last_used)
         try:
-            if self._auth is not None and client.sock is None:
+            if client.sock is None and self._auth is not None:
                 self._authenticate(client)
             return getattr(client, method)(*args)
         except BaseException as exc:
@@ -220,7 +219,6 @@ class Pool:
                 raise
             raise error from exc
         finally:
-            idle = self._idle
             idle.append((client, now))
             if self._waiters:
                 with self._cond:
@@ -233,6 +231,17 @@ class Pool:
                     oldest = now
                 if oldest < now - self.idle_timeout:
                     self._reap(now)
+
+    def _drop_if_stale(self, client: pymc_base.Client, idle: float) -> None:
+        """Close ``client`` if idle too long or its server hung up on it.
+
+        It reconnects on its next use.
+        """
+        sock = client.sock
+        if sock is not None and (
+                (self.idle_timeout and idle > self.idle_timeout) or
+                select.select((sock,), (), (), 0)[0]):
+            client.close()
 
     def _authenticate(self, client: pymc_base.Client) -> None:
         """memcached's ASCII authentication, on a new connection.
