@@ -1,0 +1,215 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The client's instructions per call, counted by valgrind: no VM noise.
+
+``python -m oslo_kvs_tests.bench.instructions [--calls N]``
+
+Wall-clock ratios on a shared VM move by several per cent from run to run.
+This suite counts instead what the client process executes per call, with
+``valgrind --tool=callgrind``, for oslo_kvs and the raw client on the same
+memcached and Redis servers (started here, outside valgrind). The count is
+the same on a busy machine as on an idle one, so a change to a hot path
+shows as a number that does not move by itself.
+
+What it does not count: the server, the kernel (system calls, the network
+stack) and waiting. It is the client's share of a call, so its ratios are
+larger than the wall-clock ones of the other suites; read it as "how much
+client work the facade adds", next to them.
+
+Each figure is (instructions with N calls - instructions with none) / N,
+so start-up, imports and connecting cancel out. Under valgrind a call is
+slow enough that the memcached pool polls every reused connection for a
+server hang-up (a busy process skips that poll), so oslo_kvs's memcached
+figures include one ``select`` per call.
+"""
+
+import argparse
+from concurrent import futures
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import typing as ty
+import uuid
+
+from oslo_kvs_tests import servers
+
+VALUE = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
+KEYS = ['key-%03d' % i for i in range(100)]
+OPERATIONS = ('get', 'set', 'get_multi 100', 'set_multi 100')
+SECRET = 'bench-instructions-' + 'x' * 32
+_stores: list[ty.Any] = []
+MODULE = 'oslo_kvs_tests.bench.instructions'
+
+
+def _operations(get, set_, get_many, set_many) -> dict[str, ty.Callable]:
+    """The four operations of one contender, from its four calls."""
+    mapping = dict.fromkeys(KEYS, VALUE)
+    return {'get': lambda: get(KEYS[1]),
+            'set': lambda: set_(KEYS[2], VALUE),
+            'get_multi 100': lambda: get_many(KEYS),
+            'set_multi 100': lambda: set_many(mapping)}
+
+
+def _store(backend: str, **args: ty.Any) -> dict[str, ty.Callable]:
+    import oslo_kvs
+    store = oslo_kvs.get_key_value_store('instructions-%s' % uuid.uuid4())
+    store.configure(backend, **args)
+    store.set_multi(dict.fromkeys(KEYS, VALUE))
+    _stores.append(store)  # stores are weakly held: keep it alive
+    return _operations(store.get, store.set, store.get_multi,
+                       store.set_multi)
+
+
+def _raw_memcached(host: str, port: int) -> dict[str, ty.Callable]:
+    from pymemcache.client import base
+    from oslo_kvs import serialization
+    dumps, loads = serialization.dumps, serialization.loads
+    client = base.Client((host, port), no_delay=True, timeout=1.0,
+                         connect_timeout=1.0, default_noreply=False)
+    client.set_many({key: dumps(VALUE) for key in KEYS})
+
+    def get_many(keys):
+        found = client.get_many(keys)
+        return [loads(found[key]) for key in keys]
+
+    return _operations(
+        lambda key: loads(client.get(key)),
+        lambda key, value: client.set(key, dumps(value)),
+        get_many,
+        lambda mapping: client.set_many(
+            {key: dumps(value) for key, value in mapping.items()}))
+
+
+def _raw_redis(host: str, port: int) -> dict[str, ty.Callable]:
+    import redis
+    from oslo_kvs import serialization
+    dumps, loads = serialization.dumps, serialization.loads
+    client = redis.Redis(host=host, port=port, protocol=2, socket_timeout=3,
+                         socket_connect_timeout=3)
+    client.mset({key: dumps(VALUE) for key in KEYS})
+
+    return _operations(
+        lambda key: loads(client.get(key)),
+        lambda key, value: client.set(key, dumps(value)),
+        lambda keys: [loads(data) for data in client.mget(keys)],
+        # What the store sends when nothing expires: one MSET.
+        lambda mapping: client.mset(
+            {key: dumps(value) for key, value in mapping.items()}))
+
+
+def contenders(address: dict[str, ty.Any]) -> dict[str, dict[str, ty.Any]]:
+    """Suite name -> contender name -> how to make it (in the child)."""
+    memcached, redis = address['memcached'], address['redis']
+    return {
+        'memcached': {
+            'raw pymemcache': ('raw_memcached', memcached),
+            'oslo_kvs': ('store', ['openstack.kvs.Memcached',
+                                   {'url': '%s:%d' % tuple(memcached)}]),
+        },
+        'redis': {
+            'raw redis-py': ('raw_redis', redis),
+            'oslo_kvs': ('store', ['openstack.kvs.Redis', {
+                'url': 'redis://%s:%d' % tuple(redis)}]),
+        },
+        'protection (memcached)': {
+            'unprotected': ('store', ['openstack.kvs.Memcached',
+                                      {'url': '%s:%d' % tuple(memcached)}]),
+            'encrypt': ('store', ['openstack.kvs.Memcached', {
+                'url': '%s:%d' % tuple(memcached),
+                'value_protection': 'encrypt',
+                'protection_keys': [SECRET]}]),
+        },
+    }
+
+
+def make(kind: str, args: ty.Any) -> dict[str, ty.Callable]:
+    """The operations of the contender that :func:`contenders` describes."""
+    if kind == 'store':
+        return _store(args[0], **args[1])
+    if kind == 'raw_memcached':
+        return _raw_memcached(*args)
+    return _raw_redis(*args)
+
+
+def child(spec: str) -> None:
+    """Make one contender and call one operation ``calls`` times."""
+    kind, args, operation, calls = json.loads(spec)
+    call = make(kind, args)[operation]
+    call()  # warm: the first call may connect
+    for _ in range(calls):
+        call()
+
+
+def _count(spec: list[ty.Any]) -> int:
+    done = subprocess.run(
+        ['valgrind', '--tool=callgrind', '--callgrind-out-file=/dev/null',
+         sys.executable, '-m', MODULE, '--child', json.dumps(spec)],
+        capture_output=True, text=True, check=True,
+        # One string hash for every run: dict probing then repeats too.
+        env=dict(os.environ, PYTHONHASHSEED='0'))
+    found = re.search(r'Collected : (\d+)', done.stderr)
+    if found is None:
+        raise RuntimeError('valgrind printed no count:\n' + done.stderr)
+    return int(found.group(1))
+
+
+def per_call(kind: str, args: ty.Any, operation: str, calls: int) -> float:
+    """Instructions per call of one contender's operation."""
+    with futures.ThreadPoolExecutor(2) as pool:  # valgrind is slow
+        with_calls, without = pool.map(_count, [
+            [kind, args, operation, calls], [kind, args, operation, 0]])
+    return (with_calls - without) / calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--calls', type=int, default=2000)
+    parser.add_argument('--child', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child)
+        return 0
+    if shutil.which('valgrind') is None:
+        print('valgrind is not installed (apt-get install valgrind)',
+              file=sys.stderr)
+        return 1
+    memcached = servers.MemcachedServer().start()
+    redis = servers.RedisServer().start()
+    try:
+        address = {'memcached': [memcached.host, memcached.port],
+                   'redis': [redis.host, redis.port]}
+        print('python %s; client instructions per call (valgrind)'
+              % sys.version.split()[0])
+        for suite, made in contenders(address).items():
+            baseline = next(iter(made))
+            for operation in OPERATIONS:
+                calls = args.calls if '100' not in operation else max(
+                    args.calls // 10, 50)
+                counts = {name: per_call(kind, spec, operation, calls)
+                          for name, (kind, spec) in made.items()}
+                print('%s / %s' % (suite, operation))
+                for name, count in counts.items():
+                    print('  %-38s %10.0f  %6.2fx' % (
+                        name, count, count / counts[baseline]))
+                sys.stdout.flush()
+    finally:
+        memcached.cleanup()
+        redis.cleanup()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
