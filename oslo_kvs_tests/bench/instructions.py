@@ -44,6 +44,11 @@ import sys
 import typing as ty
 import uuid
 
+from pymemcache.client import base as pymc_base
+import redis
+
+import oslo_kvs
+from oslo_kvs import serialization
 from oslo_kvs_tests import servers
 
 VALUE = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
@@ -64,7 +69,6 @@ def _operations(get, set_, get_many, set_many) -> dict[str, ty.Callable]:
 
 
 def _store(backend: str, **args: ty.Any) -> dict[str, ty.Callable]:
-    import oslo_kvs
     store = oslo_kvs.get_key_value_store('instructions-%s' % uuid.uuid4())
     store.configure(backend, **args)
     store.set_multi(dict.fromkeys(KEYS, VALUE))
@@ -74,11 +78,9 @@ def _store(backend: str, **args: ty.Any) -> dict[str, ty.Callable]:
 
 
 def _raw_memcached(host: str, port: int) -> dict[str, ty.Callable]:
-    from pymemcache.client import base
-    from oslo_kvs import serialization
     dumps, loads = serialization.dumps, serialization.loads
-    client = base.Client((host, port), no_delay=True, timeout=1.0,
-                         connect_timeout=1.0, default_noreply=False)
+    client = pymc_base.Client((host, port), no_delay=True, timeout=1.0,
+                              connect_timeout=1.0, default_noreply=False)
     client.set_many({key: dumps(VALUE) for key in KEYS})
 
     def get_many(keys):
@@ -94,8 +96,6 @@ def _raw_memcached(host: str, port: int) -> dict[str, ty.Callable]:
 
 
 def _raw_redis(host: str, port: int) -> dict[str, ty.Callable]:
-    import redis
-    from oslo_kvs import serialization
     dumps, loads = serialization.dumps, serialization.loads
     client = redis.Redis(host=host, port=port, protocol=2, socket_timeout=3,
                          socket_connect_timeout=3)
@@ -112,7 +112,7 @@ def _raw_redis(host: str, port: int) -> dict[str, ty.Callable]:
 
 def contenders(address: dict[str, ty.Any]) -> dict[str, dict[str, ty.Any]]:
     """Suite name -> contender name -> how to make it (in the child)."""
-    memcached, redis = address['memcached'], address['redis']
+    memcached, redis_address = address['memcached'], address['redis']
     return {
         'memcached': {
             'raw pymemcache': ('raw_memcached', memcached),
@@ -120,9 +120,9 @@ def contenders(address: dict[str, ty.Any]) -> dict[str, dict[str, ty.Any]]:
                                    {'url': '%s:%d' % tuple(memcached)}]),
         },
         'redis': {
-            'raw redis-py': ('raw_redis', redis),
+            'raw redis-py': ('raw_redis', redis_address),
             'oslo_kvs': ('store', ['openstack.kvs.Redis', {
-                'url': 'redis://%s:%d' % tuple(redis)}]),
+                'url': 'redis://%s:%d' % tuple(redis_address)}]),
         },
         'protection (memcached)': {
             'unprotected': ('store', ['openstack.kvs.Memcached',
@@ -187,10 +187,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     memcached = servers.MemcachedServer().start()
-    redis = servers.RedisServer().start()
+    redis_server = servers.RedisServer().start()
     try:
         address = {'memcached': [memcached.host, memcached.port],
-                   'redis': [redis.host, redis.port]}
+                   'redis': [redis_server.host, redis_server.port]}
         print('python %s; client instructions per call (valgrind)'
               % sys.version.split()[0])
         for suite, made in contenders(address).items():
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stdout.flush()
     finally:
         memcached.cleanup()
-        redis.cleanup()
+        redis_server.cleanup()
     return 0
 
 
