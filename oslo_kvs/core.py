@@ -604,13 +604,16 @@ class KeyValueStore:
             # anything else, the exact path below finds what to raise and
             # names the key.
             try:
-                if not state.keep_plain:
-                    return state.serializer.loads_many(found)
-                plain, loads = serialization.Plain, state.serializer.loads
-                return [data.value if data.__class__ is plain
-                        else loads(data) for data in found]
+                return state.serializer.loads_many(found)
             except Exception:
                 pass  # redone below, where it is raised with the key
+            if state.keep_plain:  # some may be kept as themselves
+                plain, loads = serialization.Plain, state.serializer.loads
+                try:
+                    return [data.value if data.__class__ is plain
+                            else loads(data) for data in found]
+                except Exception:
+                    pass  # as above
         missing = [key for key, data in zip(keys, found)
                    if data is base.NO_VALUE]
         if missing:

@@ -28,9 +28,10 @@ client work the facade adds", next to them.
 
 Each figure is (instructions with N calls - instructions with none) / N,
 so start-up, imports and connecting cancel out. Under valgrind a call is
-slow enough that the memcached pool polls every reused connection for a
-server hang-up (a busy process skips that poll), so oslo_kvs's memcached
-figures include one ``select`` per call.
+some fifty times slower, so the memcached pool would take every reused
+connection for an idle one and poll it for a hang-up, which a busy
+process skips; the child raises ``memcache_pool.TRUSTED_IDLE`` so that
+the busy path, the one the wall-clock suites time, is the one counted.
 """
 
 import argparse
@@ -48,6 +49,7 @@ from pymemcache.client import base as pymc_base
 import redis
 
 import oslo_kvs
+from oslo_kvs.backends import memcache_pool
 from oslo_kvs import serialization
 from oslo_kvs_tests import servers
 
@@ -147,6 +149,7 @@ def make(kind: str, args: ty.Any) -> dict[str, ty.Callable]:
 def child(spec: str) -> None:
     """Make one contender and call one operation ``calls`` times."""
     kind, args, operation, calls = json.loads(spec)
+    memcache_pool.TRUSTED_IDLE = 60.0  # see the module's docstring
     call = make(kind, args)[operation]
     call()  # warm: the first call may connect
     for _ in range(calls):
