@@ -757,8 +757,9 @@ class MongoServer(ServerProcess):
 
     binary = 'secantusdb'
 
-    def __init__(self, port: int | None = None) -> None:
-        super().__init__(port)
+    def __init__(self, port: int | None = None,
+                 cpu: int | None = None) -> None:
+        super().__init__(port, cpu)
         self.db_name = 'oslo_kvs_tests'
         # An explicit (empty) configuration file stops SecantusDB from
         # reading one from the user's home or /etc.
@@ -783,8 +784,9 @@ class MongoServer(ServerProcess):
                      'test-requirements.txt)')
         log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
         self.process = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=self.tmpdir)
+            pinned(self.command(), self.cpu), stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.tmpdir)
         log.close()
         try:
             # Importing the server and opening WiredTiger take a moment on

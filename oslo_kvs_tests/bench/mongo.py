@@ -49,7 +49,7 @@ def run(rounds):
     if url:
         return _measure(servers.ExternalMongo(url), 'mongo (real server)',
                         rounds)
-    server = servers.MongoServer().start()
+    server = servers.MongoServer(cpu=common.cpu()).start()
     try:
         return _measure(server, 'mongo on SecantusDB (Python server: ratios '
                                 'only)', rounds)
