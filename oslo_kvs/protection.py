@@ -72,12 +72,13 @@ def _length_prefixed(text: str) -> bytes:
 class _Key:
     """The material one secret yields; never printed."""
 
-    __slots__ = ('key_id', 'aead', 'mac_key')
+    __slots__ = ('key_id', 'aead', 'mac')
 
     def __init__(self, secret: bytes) -> None:
         self.key_id = _derive(secret, b'key id', 4)
         self.aead = AESGCM(_derive(secret, b'encrypt', 32))
-        self.mac_key = _derive(secret, b'mac', 32)
+        # Copied per tag: the key's pads are not derived again each time.
+        self.mac = hmac.new(_derive(secret, b'mac', 32), digestmod='sha256')
 
     def __repr__(self) -> str:
         return '<protection key %s>' % self.key_id.hex()
@@ -108,8 +109,6 @@ class Protector:
                                     namespace_data) for key in keys}
         self._magic_mode = prefix
         self._seal_prefix = self._by_id[self._active.key_id][1]
-        self._macs = {key.key_id: hmac.new(key.mac_key, digestmod='sha256')
-                      for key in keys} if not self._encrypt else {}
 
     def __repr__(self) -> str:
         return '<Protector mode=%s key ids=%s>' % (
@@ -120,9 +119,9 @@ class Protector:
         """The public id of the key that protects new values."""
         return self._active.key_id
 
-    def _tag(self, key_id: bytes, associated: bytes, data: bytes) -> bytes:
-        # A copy of a keyed HMAC skips re-deriving the key's pads per call.
-        mac = self._macs[key_id].copy()
+    @staticmethod
+    def _tag(material: _Key, associated: bytes, data: bytes) -> bytes:
+        mac = material.mac.copy()
         mac.update(associated)
         mac.update(data)
         return mac.digest()
@@ -135,7 +134,7 @@ class Protector:
             return b''.join((self._header, nonce, self._active.aead.encrypt(
                 nonce, data, associated)))
         return b''.join((self._header, data, self._tag(
-            self._active.key_id, associated, data)))
+            self._active, associated, data)))
 
     def open(self, key: str, envelope: bytes) -> bytes:
         """Verify ``envelope`` and return the serialized value inside.
@@ -158,7 +157,7 @@ class Protector:
                 raise exception.IntegrityError(key) from None
         data = envelope[_HEADER:-_MAC]
         if not hmac.compare_digest(envelope[-_MAC:], self._tag(
-                material.key_id, associated, data)):
+                material, associated, data)):
             raise exception.IntegrityError(key)
         return data
 

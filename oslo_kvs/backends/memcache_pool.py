@@ -59,8 +59,6 @@ AUTH_KEY = 'oslo_kvs_auth'
 #: reused within microseconds and skip the poll's system call.
 TRUSTED_IDLE = 0.001
 
-_monotonic = time.monotonic
-
 
 def murmur3_32(text: str, seed: int = 0) -> int:
     """pymemcache's murmur3_32, in C for the ASCII text it always sees.
@@ -198,7 +196,7 @@ class Pool:
         # The common case, inlined: it runs on every operation. A client
         # is stamped with the time its last call started: idle times
         # come out longer by the call's duration, which only polls more.
-        now = _monotonic()
+        now = time.monotonic()
         idle = self._idle
         try:
             client, last_used = idle.pop()
