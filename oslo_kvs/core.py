@@ -61,6 +61,44 @@ def sha256_mangle_key(key: str) -> str:
     return hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()
 
 
+def _key_function(prefix: str, mangler: ty.Callable[[str], str] | None,
+                  check_key: ty.Callable[[str], None]
+                  ) -> ty.Callable[[ty.Any], str]:
+    """The stored key of a user key in the namespace ``prefix``.
+
+    Always ``mangler(prefix + key)``, or the checked ``prefix + key``
+    without a mangler; the function raises TypeError for a key that is not
+    exactly a str.
+    """
+    def refuse(key: ty.Any) -> ty.NoReturn:
+        raise TypeError('KVS keys must be str, not %s' % type(key).__name__)
+
+    if mangler is sha256_mangle_key:
+        # The prefix's hash state is made once and copied per key. UTF-8
+        # (with surrogatepass) encodes code point by code point, so this
+        # hashes exactly the bytes sha256_mangle_key(prefix + key) would.
+        start = hashlib.sha256(prefix.encode('utf-8', 'surrogatepass'))
+
+        def stored(key: ty.Any) -> str:
+            if type(key) is not str:
+                refuse(key)
+            digest = start.copy()
+            digest.update(key.encode('utf-8', 'surrogatepass'))
+            return digest.hexdigest()
+    elif mangler is None:
+        def stored(key: ty.Any) -> str:
+            if type(key) is not str:
+                refuse(key)
+            check_key(prefix + key)
+            return prefix + key
+    else:
+        def stored(key: ty.Any) -> str:
+            if type(key) is not str:
+                refuse(key)
+            return mangler(prefix + key)
+    return stored
+
+
 #: Most user keys a store remembers the stored key of. Hot keys (a token
 #: checked on every request) are namespaced and mangled once; keys that
 #: are seen once (random ones) empty the memory when it is full rather
@@ -169,7 +207,7 @@ class _Configured:
     __slots__ = ('io', 'backend', 'mangler', 'data_prefix', 'lock_prefix',
                  'locking', 'lock_timeout', 'serializer', 'protector',
                  'proxied', 'ttl', 'no_expiry', 'lock_window', 'keys',
-                 'cache_keys', 'keep_plain')
+                 'cache_keys', 'keep_plain', 'stored_data_key', 'lock_key')
 
     def __init__(self, io, backend, mangler, data_prefix, lock_prefix,
                  locking, lock_timeout, serializer, protector, proxied=False,
@@ -184,6 +222,11 @@ class _Configured:
         self.mangler = mangler
         self.data_prefix = data_prefix
         self.lock_prefix = lock_prefix
+        #: User key -> stored key, one function per namespace.
+        self.stored_data_key = _key_function(data_prefix, mangler,
+                                             backend.check_key)
+        self.lock_key = _key_function(lock_prefix, mangler,
+                                      backend.check_key)
         self.locking = locking
         self.lock_timeout = lock_timeout
         self.serializer = serializer
@@ -204,16 +247,6 @@ class _Configured:
         self.no_expiry = frozenset(self.data_key(key) for key in no_expiry)
         self.lock_window = lock_window
 
-    def stored_key(self, prefix: str, key: ty.Any) -> str:
-        if type(key) is not str:
-            raise TypeError('KVS keys must be str, not %s'
-                            % type(key).__name__)
-        full = prefix + key
-        if self.mangler is None:
-            self.backend.check_key(full)
-            return full
-        return self.mangler(full)
-
     def data_key(self, key: ty.Any) -> str:
         """The stored key of ``key``; TypeError unless it is a str."""
         # The exact type first: a str subclass could hash and compare
@@ -225,7 +258,7 @@ class _Configured:
         return self._new_data_key(key)
 
     def _new_data_key(self, key: ty.Any) -> str:
-        stored = self.stored_key(self.data_prefix, key)
+        stored = self.stored_data_key(key)
         if self.cache_keys:
             keys = self.keys
             if len(keys) >= KEY_CACHE_SIZE:
@@ -239,9 +272,6 @@ class _Configured:
         return [stored if type(key) is str and (
             stored := cached(key)) is not None else new(key)
             for key in keys]
-
-    def lock_key(self, key: ty.Any) -> str:
-        return self.stored_key(self.lock_prefix, key)
 
     def call_ttl(self, expire_time: ty.Any) -> float | None:
         """The ttl a call asks for: its ``expire_time``, else the store's."""

@@ -24,6 +24,9 @@ import time
 import uuid
 
 from dogpile.cache import proxy
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import pytest
 
 import oslo_kvs
@@ -212,6 +215,38 @@ def test_cached_keys_match_the_mangler():
     store.set('k', 1)
     state = store._state
     assert state.keys['k'] == core.sha256_mangle_key(state.data_prefix + 'k')
+
+
+# Any text, lone surrogates included: keys and names are arbitrary str.
+_TEXT = st.text(st.characters(codec=None, exclude_categories=()))
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=_TEXT, key=_TEXT)
+def test_default_stored_keys_hash_the_whole_namespaced_key(name, key):
+    # The store hashes its namespace once and the key per call; the
+    # result must be the one hash of namespace + key, for any text.
+    store = oslo_kvs.get_key_value_store(name)
+    if not store.is_configured:
+        store.configure('openstack.kvs.Memory')
+    state = store._state
+    assert state.data_key(key) == core.sha256_mangle_key(
+        state.data_prefix + key)
+    assert state.lock_key(key) == core.sha256_mangle_key(
+        state.lock_prefix + key)
+
+
+def test_stored_keys_do_not_change_between_releases():
+    # Values written by an earlier release must stay readable: the
+    # default store's stored keys are fixed for good.
+    store = oslo_kvs.get_key_value_store('golden')
+    if not store.is_configured:
+        store.configure('openstack.kvs.Memory')
+    key = 'token-\u043a\ud800'
+    assert store._state.data_key(key) == (
+        'd7dfafbcb449d5ae054c5bff87cb1443b2ce9c8f4c5314e2539a9962cc492a61')
+    assert store._state.lock_key(key) == (
+        '3a3782cdfb12d71c023f991494bd05404da7fb07cf01649ba21d224b4b837acf')
 
 
 # --- optimistic multi-key decoding ------------------------------------------
