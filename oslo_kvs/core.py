@@ -476,9 +476,12 @@ class KeyValueStore:
             raise exception.ConfigurationError(
                 'key_mangler of %s must be callable, not %r'
                 % (owner, key_mangler))
+        # Percent-encoded UTF-8, lone surrogates kept as keys keep them:
+        # any str names a store.
         prefix = '%s:%s:' % (
-            urllib.parse.quote(self._conf.kvs.config_prefix, safe=''),
-            urllib.parse.quote(self.name, safe=''))
+            urllib.parse.quote(self._conf.kvs.config_prefix, safe='',
+                               errors='surrogatepass'),
+            urllib.parse.quote(self.name, safe='', errors='surrogatepass'))
         protector = protection.make_protector(
             args.pop('value_protection', self._conf.kvs.value_protection),
             _str_list(owner, 'protection_keys',

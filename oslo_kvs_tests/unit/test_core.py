@@ -330,6 +330,20 @@ def test_no_expiry_keys_follow_the_mangler():
     assert 99 < expiries['OTHER'] <= 100
 
 
+def test_any_str_names_a_store():
+    # Keys may hold lone surrogates, and so may names.
+    suffix = uuid.uuid4()
+    stores = [oslo_kvs.get_key_value_store(name % suffix) for name in (
+        'surrogate-\ud800-%s', 'surrogate-\udfff-%s', 'ключ-%s')]
+    for number, store in enumerate(stores):
+        store.configure('openstack.kvs.Memory')
+        store.set('k', number)
+        assert store.get('k') == number
+    prefixes = {store._state.data_prefix for store in stores}
+    assert len(prefixes) == len(stores)
+    assert all(prefix.isascii() for prefix in prefixes)
+
+
 def test_config_prefix_separates_deployments():
     conf_a, conf_b = cfg.ConfigOpts(), cfg.ConfigOpts()
     region = dogpile_region.make_region()
