@@ -26,6 +26,10 @@ stack) and waiting. It is the client's share of a call, so its ratios are
 larger than the wall-clock ones of the other suites; read it as "how much
 client work the facade adds", next to them.
 
+The operations are those of the wall-clock suites: ``get`` and ``set`` of
+one key, the 100-key forms, and ``get`` of cold keys (a key the store has
+not hashed yet on every call; the raw client is given its key hashed).
+
 Each figure is (instructions with N calls - instructions with none) / N,
 so start-up, imports and connecting cancel out. Under valgrind a call is
 some fifty times slower, so the memcached pool would take every reused
@@ -36,6 +40,8 @@ the busy path, the one the wall-clock suites time, is the one counted.
 
 import argparse
 from concurrent import futures
+import hashlib
+import itertools
 import json
 import os
 import re
@@ -50,36 +56,78 @@ import redis
 
 import oslo_kvs
 from oslo_kvs.backends import memcache_pool
+from oslo_kvs import core
 from oslo_kvs import serialization
 from oslo_kvs_tests import servers
 
 VALUE = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
 KEYS = ['key-%03d' % i for i in range(100)]
-OPERATIONS = ('get', 'set', 'get_multi 100', 'set_multi 100')
+COLD = 'get, cold keys'
+OPERATIONS = ('get', 'set', 'get_multi 100', 'set_multi 100', COLD)
+#: Keys read once each by the cold-key operation, in a cycle longer than
+#: the store's memory of stored keys, so every call hashes a new key.
+COLD_KEYS = ['cold-%05d' % i for i in range(core.KEY_CACHE_SIZE + 1000)]
 SECRET = 'bench-instructions-' + 'x' * 32
 _stores: list[ty.Any] = []
 MODULE = 'oslo_kvs_tests.bench.instructions'
 
 
-def _operations(get, set_, get_many, set_many) -> dict[str, ty.Callable]:
-    """The four operations of one contender, from its four calls."""
+def _operations(get, set_, get_many, set_many,
+                cold_keys=None) -> dict[str, ty.Callable]:
+    """The operations of one contender, from its four calls.
+
+    ``cold_keys``, when given, are the stored keys of :data:`COLD_KEYS`
+    for the cold-key operation; without them it is left out.
+    """
     mapping = dict.fromkeys(KEYS, VALUE)
-    return {'get': lambda: get(KEYS[1]),
-            'set': lambda: set_(KEYS[2], VALUE),
-            'get_multi 100': lambda: get_many(KEYS),
-            'set_multi 100': lambda: set_many(mapping)}
+    operations = {'get': lambda: get(KEYS[1]),
+                  'set': lambda: set_(KEYS[2], VALUE),
+                  'get_multi 100': lambda: get_many(KEYS),
+                  'set_multi 100': lambda: set_many(mapping)}
+    if cold_keys is not None:
+        operations[COLD] = (
+            lambda key=itertools.cycle(cold_keys).__next__: get(key()))
+    return operations
 
 
-def _store(backend: str, **args: ty.Any) -> dict[str, ty.Callable]:
-    store = oslo_kvs.get_key_value_store('instructions-%s' % uuid.uuid4())
+def _in_chunks(write: ty.Callable, mapping: dict) -> None:
+    items = list(mapping.items())
+    for start in range(0, len(items), 1000):
+        write(dict(items[start:start + 1000]))
+
+
+def _store(cold: bool, backend: str,
+           **args: ty.Any) -> dict[str, ty.Callable]:
+    name = 'instructions-%s' % uuid.uuid4()
+    store = oslo_kvs.get_key_value_store(name)
     store.configure(backend, **args)
     store.set_multi(dict.fromkeys(KEYS, VALUE))
     _stores.append(store)  # stores are weakly held: keep it alive
+    if cold:
+        # Written through a second store of the same name: same stored
+        # keys, but the measured store has hashed none of them.
+        writer = core.KeyValueStore(name)
+        writer.configure(backend, **args)
+        _in_chunks(writer.set_multi, dict.fromkeys(COLD_KEYS, VALUE))
     return _operations(store.get, store.set, store.get_multi,
-                       store.set_multi)
+                       store.set_multi, COLD_KEYS if cold else None)
 
 
-def _raw_memcached(host: str, port: int) -> dict[str, ty.Callable]:
+def _raw_key(key: str) -> str:
+    # The shape of a stored key; the raw client is given it ready-made.
+    return hashlib.sha256(b'raw-' + key.encode()).hexdigest()
+
+
+def _raw_cold_keys(set_many: ty.Callable, cold: bool) -> list[str] | None:
+    """Write :data:`COLD_KEYS` with a raw client; their raw keys."""
+    if not cold:
+        return None
+    raw_keys = [_raw_key(key) for key in COLD_KEYS]
+    _in_chunks(set_many, dict.fromkeys(raw_keys, VALUE))
+    return raw_keys
+
+
+def _raw_memcached(cold: bool, host: str, port: int) -> dict[str, ty.Callable]:
     dumps, loads = serialization.dumps, serialization.loads
     client = pymc_base.Client((host, port), no_delay=True, timeout=1.0,
                               connect_timeout=1.0, default_noreply=False)
@@ -89,27 +137,30 @@ def _raw_memcached(host: str, port: int) -> dict[str, ty.Callable]:
         found = client.get_many(keys)
         return [loads(found[key]) for key in keys]
 
+    def set_many(mapping):
+        client.set_many({key: dumps(value) for key, value in mapping.items()})
+
     return _operations(
         lambda key: loads(client.get(key)),
         lambda key, value: client.set(key, dumps(value)),
-        get_many,
-        lambda mapping: client.set_many(
-            {key: dumps(value) for key, value in mapping.items()}))
+        get_many, set_many, _raw_cold_keys(set_many, cold))
 
 
-def _raw_redis(host: str, port: int) -> dict[str, ty.Callable]:
+def _raw_redis(cold: bool, host: str, port: int) -> dict[str, ty.Callable]:
     dumps, loads = serialization.dumps, serialization.loads
     client = redis.Redis(host=host, port=port, protocol=2, socket_timeout=3,
                          socket_connect_timeout=3)
     client.mset({key: dumps(VALUE) for key in KEYS})
 
+    def set_many(mapping):
+        # What the store sends when nothing expires: one MSET.
+        client.mset({key: dumps(value) for key, value in mapping.items()})
+
     return _operations(
         lambda key: loads(client.get(key)),
         lambda key, value: client.set(key, dumps(value)),
         lambda keys: [loads(data) for data in client.mget(keys)],
-        # What the store sends when nothing expires: one MSET.
-        lambda mapping: client.mset(
-            {key: dumps(value) for key, value in mapping.items()}))
+        set_many, _raw_cold_keys(set_many, cold))
 
 
 def contenders(address: dict[str, ty.Any]) -> dict[str, dict[str, ty.Any]]:
@@ -137,20 +188,25 @@ def contenders(address: dict[str, ty.Any]) -> dict[str, dict[str, ty.Any]]:
     }
 
 
-def make(kind: str, args: ty.Any) -> dict[str, ty.Callable]:
-    """The operations of the contender that :func:`contenders` describes."""
+def make(kind: str, args: ty.Any,
+         cold: bool = False) -> dict[str, ty.Callable]:
+    """The operations of the contender that :func:`contenders` describes.
+
+    :param cold: also write :data:`COLD_KEYS` and make the cold-key
+        operation (thousands of writes, so only when it is measured).
+    """
     if kind == 'store':
-        return _store(args[0], **args[1])
+        return _store(cold, args[0], **args[1])
     if kind == 'raw_memcached':
-        return _raw_memcached(*args)
-    return _raw_redis(*args)
+        return _raw_memcached(cold, *args)
+    return _raw_redis(cold, *args)
 
 
 def child(spec: str) -> None:
     """Make one contender and call one operation ``calls`` times."""
     kind, args, operation, calls = json.loads(spec)
     memcache_pool.TRUSTED_IDLE = 60.0  # see the module's docstring
-    call = make(kind, args)[operation]
+    call = make(kind, args, cold=operation == COLD)[operation]
     call()  # warm: the first call may connect
     for _ in range(calls):
         call()

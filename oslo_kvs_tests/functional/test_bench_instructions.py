@@ -36,9 +36,17 @@ def test_every_contender_reads_and_writes_the_value(index, memcached_server,
     contenders = _contenders(memcached_server, redis_server)
     assert len(contenders) == 6
     suite, name, (kind, args) = contenders[index]
-    operations = instructions.make(kind, args)
+    operations = instructions.make(kind, args, cold=True)
     assert set(operations) == set(instructions.OPERATIONS)
     operations['set']()
     operations['set_multi 100']()
     assert operations['get']() == instructions.VALUE, (suite, name)
     assert operations['get_multi 100']() == [instructions.VALUE] * 100
+    if kind == 'store':
+        # The measured store has hashed none of the cold keys.
+        remembered = instructions._stores[-1]._state.keys
+        assert not set(instructions.COLD_KEYS) & set(remembered)
+    # Every cold key is stored, and the cycle goes round more than once.
+    cold = operations[instructions.COLD]
+    for _ in range(len(instructions.COLD_KEYS) + 10):
+        assert cold() == instructions.VALUE, (suite, name)
