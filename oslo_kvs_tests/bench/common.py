@@ -80,13 +80,17 @@ class Result:
     operation: str
     medians: dict[str, float]
     baseline: str
+    #: (faster, slower) pairs to report as "N x faster", round by round,
+    #: for targets set against a contender other than the baseline.
+    speedups: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
     def ratio(self, contender: str, against: str | None = None) -> float:
         """Ratio of the medians of ``contender`` and the baseline."""
         return self.medians[contender] / self.medians[against or
                                                       self.baseline]
 
-    def round_ratios(self, contender: str) -> list[float]:
+    def round_ratios(self, contender: str,
+                     against: str | None = None) -> list[float]:
         """Per-round ratios to the baseline (empty without samples).
 
         The two ran back to back in each round, under the same noise, so
@@ -95,8 +99,8 @@ class Result:
         samples = getattr(self.medians, 'samples', None)
         if not samples:
             return []
-        return [mine / base for mine, base in zip(samples[contender],
-                                                  samples[self.baseline])]
+        return [mine / base for mine, base in zip(
+            samples[contender], samples[against or self.baseline])]
 
 
 class Remote:
@@ -220,4 +224,10 @@ def report(results: ty.Iterable[Result], out: ty.TextIO) -> None:
             else:
                 ratio = '%6.2fx' % result.ratio(name)
             out.write('  %-38s %10.1f us  %s\n' % (name, median * 1e6, ratio))
+        for faster, slower in result.speedups:
+            ratios = result.round_ratios(slower, against=faster)
+            if ratios:
+                low, high = _quartiles(ratios)
+                out.write('  %s: %.2fx faster than %s  [%.2f-%.2f]\n' % (
+                    faster, statistics.median(ratios), slower, low, high))
         out.flush()

@@ -48,6 +48,20 @@ def test_report_gives_per_round_ratio_spread():
     assert '2.00x' in lines[2] and '[1.25-2.75]' in lines[2]
 
 
+def test_report_gives_speedups_round_by_round():
+    timings = common.Timings({'raw': [1.0, 1.0, 1.0],
+                              'mine': [1.0, 2.0, 1.0],
+                              'theirs': [4.0, 4.0, 2.0]})
+    result = common.Result('suite', 'op', timings, 'raw',
+                           speedups=[('mine', 'theirs')])
+    out = io.StringIO()
+    common.report([result], out)
+    # Per round theirs / mine: 4, 2, 2; the median, then the quartiles.
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith('  mine: 2.00x faster than theirs'), last
+    assert last.endswith('[2.00-4.00]'), last
+
+
 def test_plain_medians_still_report():
     # Suites may build a Result from a plain dict of medians.
     out = io.StringIO()
