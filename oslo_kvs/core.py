@@ -89,8 +89,9 @@ def _key_function(prefix: str, mangler: ty.Callable[[str], str] | None,
         def stored(key: ty.Any) -> str:
             if type(key) is not str:
                 refuse(key)
-            check_key(prefix + key)
-            return prefix + key
+            full = prefix + key
+            check_key(full)
+            return full
     else:
         def stored(key: ty.Any) -> str:
             if type(key) is not str:
