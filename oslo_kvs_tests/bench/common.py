@@ -28,6 +28,7 @@ import gc
 import importlib
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -168,9 +169,13 @@ def compare(contenders: ty.Mapping[str, ty.Callable[[], ty.Any]],
     """Median seconds per call of each contender, measured interleaved.
 
     ``batches`` rounds each run every contender ``rounds // batches``
-    times, one after the other (ABCABC..., the first contender rotating so
-    none always follows another). The result is the median over rounds
-    of the mean time per call; it keeps every round's sample.
+    times, one after the other, in a new random order each round (seeded,
+    so a run repeats). A fixed or rotating order would let one contender
+    always follow the same other one: after a contender that runs in a
+    child process, say, whose switch leaves cold caches behind, and that
+    one contender would be measured slower than it is. The result is the
+    median over rounds of the mean time per call; it keeps every round's
+    sample.
 
     By default a batch is :data:`BATCH_CALLS` calls: a burst of noise from
     the shared machine then spoils one short batch, not a long one, and
@@ -184,14 +189,14 @@ def compare(contenders: ty.Mapping[str, ty.Callable[[], ty.Any]],
                      lambda n, call=call: _timed(call, n))
               for name, call in contenders.items()}
     samples: dict[str, list[float]] = {name: [] for name in names}
+    order = random.Random(0).sample
     for call in contenders.values():
         call()  # warm connections and caches
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for turn in range(batches):
-            start = turn % len(names)
-            for name in names[start:] + names[:start]:
+        for _ in range(batches):
+            for name in order(names, len(names)):
                 samples[name].append(timers[name](per_batch) / per_batch)
     finally:
         if gc_was_enabled:

@@ -15,6 +15,7 @@
 Behaviour only; no timing is asserted.
 """
 
+import collections
 import io
 import os
 import sys
@@ -22,16 +23,24 @@ import sys
 from oslo_kvs_tests.bench import common
 
 
-def test_compare_interleaves_and_rotates():
+def test_compare_interleaves_in_changing_orders():
     order = []
-    timings = common.compare({'a': lambda: order.append('a'),
-                              'b': lambda: order.append('b')},
-                             rounds=4, batches=4)
-    # One warm-up call each, then one call per contender per round, the
-    # first contender rotating: ab, ba, ab, ba.
-    assert order == ['a', 'b'] + ['a', 'b', 'b', 'a'] * 2
-    assert set(timings) == {'a', 'b'}
-    assert all(len(samples) == 4 for samples in timings.samples.values())
+    names = 'abcd'
+    timings = common.compare({name: lambda name=name: order.append(name)
+                              for name in names}, rounds=400, batches=400)
+    # One warm-up call each, then every contender once per round.
+    assert order[:4] == list(names)
+    rounds = [order[start:start + 4] for start in range(4, len(order), 4)]
+    assert len(rounds) == 400
+    assert all(sorted(round_) == list(names) for round_ in rounds)
+    # No contender is stuck behind another: within rounds, each one
+    # follows each other one about equally often (1/3 of 1,200 pairs).
+    follows = collections.Counter(
+        pair for round_ in rounds for pair in zip(round_, round_[1:]))
+    assert set(follows) == {(x, y) for x in names for y in names if x != y}
+    assert all(70 < count < 130 for count in follows.values()), follows
+    assert set(timings) == set(names)
+    assert all(len(samples) == 400 for samples in timings.samples.values())
 
 
 def test_report_gives_per_round_ratio_spread():
