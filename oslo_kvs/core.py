@@ -205,7 +205,7 @@ class _Configured:
     assignment, so other threads see either no configuration or all of it.
     """
 
-    __slots__ = ('io', 'backend', 'mangler', 'data_prefix', 'lock_prefix',
+    __slots__ = ('io', 'backend', 'data_prefix', 'lock_prefix',
                  'locking', 'lock_timeout', 'serializer', 'protector',
                  'proxied', 'ttl', 'no_expiry', 'lock_window', 'keys',
                  'cache_keys', 'keep_plain', 'stored_data_key', 'lock_key')
@@ -220,7 +220,6 @@ class _Configured:
         self.ttl = ttl
         self.no_expiry: frozenset[str] = frozenset()
         self.backend = backend
-        self.mangler = mangler
         self.data_prefix = data_prefix
         self.lock_prefix = lock_prefix
         #: User key -> stored key, one function per namespace.

@@ -25,6 +25,7 @@
 
 import dataclasses
 import gc
+import hashlib
 import importlib
 import json
 import os
@@ -39,6 +40,15 @@ _cpu: int | None = None
 
 #: Calls per contender in one round of :func:`compare`, by default.
 BATCH_CALLS = 20
+
+
+def raw_key(key: str) -> str:
+    """The key a raw-client contender uses for ``key``.
+
+    Same length and shape as a store's mangled keys, so both send and
+    parse the same bytes; only the mangling is left to compare.
+    """
+    return hashlib.sha256(b'raw-' + key.encode()).hexdigest()
 
 
 def pin(cpu: int | None) -> None:

@@ -40,7 +40,6 @@ the busy path, the one the wall-clock suites time, is the one counted.
 
 import argparse
 from concurrent import futures
-import hashlib
 import itertools
 import json
 import os
@@ -58,6 +57,7 @@ import oslo_kvs
 from oslo_kvs.backends import memcache_pool
 from oslo_kvs import core
 from oslo_kvs import serialization
+from oslo_kvs_tests.bench import common
 from oslo_kvs_tests import servers
 
 VALUE = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
@@ -113,16 +113,11 @@ def _store(cold: bool, backend: str,
                        store.set_multi, COLD_KEYS if cold else None)
 
 
-def _raw_key(key: str) -> str:
-    # The shape of a stored key; the raw client is given it ready-made.
-    return hashlib.sha256(b'raw-' + key.encode()).hexdigest()
-
-
 def _raw_cold_keys(set_many: ty.Callable, cold: bool) -> list[str] | None:
     """Write :data:`COLD_KEYS` with a raw client; their raw keys."""
     if not cold:
         return None
-    raw_keys = [_raw_key(key) for key in COLD_KEYS]
+    raw_keys = [common.raw_key(key) for key in COLD_KEYS]
     _in_chunks(set_many, dict.fromkeys(raw_keys, VALUE))
     return raw_keys
 

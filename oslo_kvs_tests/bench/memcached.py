@@ -30,7 +30,6 @@ Targets: ``get`` and ``set`` <= 1.10x raw; the 100-key operations and
 cold-key ``get`` <= 1.15x raw.
 """
 
-import hashlib
 import itertools
 import uuid
 
@@ -78,12 +77,6 @@ def run(rounds):
         server.cleanup()
 
 
-def _raw_key(key):
-    # Same length and shape as the store's mangled keys, so both send and
-    # parse the same bytes; only the mangling is left to compare.
-    return hashlib.sha256(b'raw-' + key.encode()).hexdigest()
-
-
 def _measure(server, rounds):
     store = oslo_kvs.get_key_value_store('bench-%s' % uuid.uuid4())
     store.configure('openstack.kvs.Memcached', url=server.address,
@@ -98,7 +91,7 @@ def _measure(server, rounds):
     region = _oslo_cache_region(server.address)
 
     keys = ['key-%03d' % i for i in range(100)]
-    raw_keys = [_raw_key(key) for key in keys]
+    raw_keys = [common.raw_key(key) for key in keys]
     mapping = {key: VALUE for key in keys}
     store.set_multi(mapping)
     raw.set_many({key: serialization.dumps(VALUE) for key in raw_keys})
@@ -110,10 +103,10 @@ def _measure(server, rounds):
         chunk = {key: VALUE for key in cold[start:start + 1000]}
         store.set_multi(chunk)
         region.set_multi(chunk)
-        raw.set_many({_raw_key(key): dumps(VALUE) for key in chunk})
+        raw.set_many({common.raw_key(key): dumps(VALUE) for key in chunk})
     kvs_cold = itertools.cycle(cold).__next__
     dogpile_cold = itertools.cycle(cold).__next__
-    raw_cold = itertools.cycle([_raw_key(key) for key in cold]).__next__
+    raw_cold = itertools.cycle([common.raw_key(key) for key in cold]).__next__
 
     def raw_get_multi():
         found = raw.get_many(raw_keys)
