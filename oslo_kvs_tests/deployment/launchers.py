@@ -1,0 +1,341 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""Run the sample service in real WSGI servers, one child process each.
+
+Each :class:`WSGIServer` subclass is one server mode: its command line,
+how it is stopped, and how it is known to be ready (``GET /health``
+answers). A server runs on a free loopback port, in a new session (so
+stopping it stops its workers too), with its output in a log file for
+failure messages.
+
+The modes, as deployed services run them:
+
+* uWSGI (pip ``pyuwsgi``), ``--master --processes 4 --threads 4``: by
+  default the application is loaded in the master, which uWSGI then forks
+  in C, without running Python's fork hooks (no ``--py-call-osafterfork``,
+  on purpose); and with ``--lazy-apps``, loaded in each worker.
+* gunicorn, ``sync`` and ``gthread`` (4 threads) workers, each without
+  and with ``--preload`` (loaded in the master, forked by ``os.fork()``).
+* Apache mod_wsgi in daemon mode, ``mod_wsgi-express start-server
+  --processes 4 --threads 4``.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+
+from oslo_kvs_tests.deployment import load
+from oslo_kvs_tests.deployment import model
+from oslo_kvs_tests import servers
+
+#: The sample service, as a WSGI server names it.
+MODULE = 'oslo_kvs_tests.deployment.service'
+#: The repository root, for the servers' Python path.
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+PROCESSES = 4
+THREADS = 4
+#: What the service imports; the mod_wsgi daemon user must read them.
+_IMPORTS = ('oslo_kvs.backends.memcached', 'oslo_kvs.backends.redis',
+            'oslo_kvs.backends.mongo', 'oslo_kvs.memoize', model.__name__)
+#: Seconds a server may take to answer its first request.
+START_TIMEOUT = 30.0
+
+
+def script(name: str) -> str:
+    """The path of console script ``name`` of this Python's packages.
+
+    Looked up next to this interpreter first (a shim or another Python's
+    script earlier on PATH would run another installation); missing, it
+    skips the test (fails in CI).
+    """
+    path = os.path.join(sysconfig.get_path('scripts'), name)
+    if os.access(path, os.X_OK):
+        return path
+    return servers.require_binary(name)
+
+
+class WSGIServer:
+    """The sample service in one WSGI server mode, as a child process.
+
+    :param config: the path of the service's JSON configuration.
+    """
+
+    #: The mode's name, as tests and reports show it.
+    name = ''
+    #: Whether the master imports the service (and so uses its stores)
+    #: before it forks the workers.
+    loads_in_master = False
+    #: The signal that stops the server and its workers.
+    stop_signal = signal.SIGTERM
+    #: Worker processes.
+    processes = PROCESSES
+    #: Whether requests held open together (load.held_requests) reach
+    #: every worker: true where a worker takes a connection only when one
+    #: of its threads is free to read it.
+    spreads_held = True
+
+    def __init__(self, config: str) -> None:
+        self.config = config
+        self.port = servers.free_port()
+        self.tmpdir = tempfile.mkdtemp(prefix='oslo-kvs-wsgi-')
+        self.log_path = os.path.join(self.tmpdir, 'server.log')
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """The service's base URL."""
+        return 'http://%s:%d' % (servers.LOOPBACK, self.port)
+
+    @property
+    def bind(self) -> str:
+        return '%s:%d' % (servers.LOOPBACK, self.port)
+
+    def command(self) -> list[str]:
+        """The command line that starts the server."""
+        raise NotImplementedError
+
+    def environ(self) -> dict[str, str]:
+        """The server's environment: the configuration, the package."""
+        env = dict(os.environ)
+        path = env.get('PYTHONPATH')
+        env['PYTHONPATH'] = ROOT + (os.pathsep + path if path else '')
+        env[model.CONFIG_VARIABLE] = self.config
+        env['PYTHONUNBUFFERED'] = '1'
+        return env
+
+    def start(self) -> 'WSGIServer':
+        """Start the server; return once it answers ``GET /health``."""
+        command = self.command()
+        with open(self.log_path, 'ab') as log:
+            # A session of its own: stopping the group stops every worker.
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, cwd=self.tmpdir,
+                env=self.environ(), start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        connection = load.Connection(self.url)
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        '%s exited with status %s before serving:\n%s'
+                        % (self.name, self.process.returncode, self.log()))
+                if connection.request('GET', '/health').status == 200:
+                    return
+                time.sleep(0.1)
+        finally:
+            connection.close()
+        raise RuntimeError('%s did not serve within %ss:\n%s'
+                           % (self.name, START_TIMEOUT, self.log()))
+
+    def stop(self) -> None:
+        """Stop the server and every process of its session."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        # Only the group this object started (its pid is the group's id).
+        for sig, wait in ((self.stop_signal, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+            # The leader is gone; give its workers a moment to follow.
+            if self._group_gone(process.pid, wait):
+                break
+        process.wait()
+
+    @staticmethod
+    def _group_gone(pgid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def cleanup(self) -> None:
+        """Stop the server and remove its files."""
+        self.stop()
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def log(self) -> str:
+        """The server's output so far (the tail), for failure messages."""
+        try:
+            with open(self.log_path, 'rb') as f:
+                data = f.read()
+        except OSError:
+            return ''
+        return data[-20000:].decode('utf-8', 'replace')
+
+
+class UWSGI(WSGIServer):
+    """uWSGI's default pre-fork: the app is loaded in the master."""
+
+    name = 'uwsgi'
+    loads_in_master = True
+    # SIGTERM makes uWSGI 2.0 reload, not exit (without --die-on-term).
+    stop_signal = signal.SIGINT
+
+    def command(self) -> list[str]:
+        return [script('uwsgi'), '--master',
+                '--processes', str(PROCESSES), '--threads', str(THREADS),
+                '--http-socket', self.bind, '--module',
+                MODULE + ':application', '--need-app', '--die-on-term',
+                # uWSGI closes the connection after each reply on an
+                # http-socket; saying so lets the client reconnect at once.
+                '--add-header', 'Connection: close',
+                '--disable-logging']
+
+
+class UWSGILazy(UWSGI):
+    """uWSGI loading the app in each worker after the fork."""
+
+    name = 'uwsgi-lazy-apps'
+    loads_in_master = False
+
+    def command(self) -> list[str]:
+        return super().command() + ['--lazy-apps']
+
+
+class Gunicorn(WSGIServer):
+    """gunicorn with ``worker_class`` workers; ``preload`` in the master."""
+
+    worker_class = 'sync'
+    preload = False
+
+    @property
+    def loads_in_master(self) -> bool:  # type: ignore[override]
+        return self.preload
+
+    @property
+    def spreads_held(self) -> bool:  # type: ignore[override]
+        # A gthread worker accepts any number of connections and queues
+        # them for its threads, so one worker may take them all.
+        return self.worker_class != 'gthread'
+
+    def command(self) -> list[str]:
+        command = [script('gunicorn'), '--bind', self.bind,
+                   '--workers', str(PROCESSES),
+                   '--worker-class', self.worker_class,
+                   '--timeout', '60', '--graceful-timeout', '5']
+        if self.worker_class == 'gthread':
+            command += ['--threads', str(THREADS)]
+        if self.preload:
+            command.append('--preload')
+        return command + [MODULE + ':application']
+
+
+def _gunicorn(worker_class: str, preload: bool) -> type[Gunicorn]:
+    name = 'gunicorn-%s%s' % (worker_class, '-preload' if preload else '')
+    return type(name.replace('-', '_'), (Gunicorn,), {
+        'name': name, 'worker_class': worker_class, 'preload': preload,
+        '__doc__': 'gunicorn %s workers%s.' % (
+            worker_class, ', app loaded in the master' if preload else '')})
+
+
+class ModWSGI(WSGIServer):
+    """Apache with mod_wsgi in daemon mode, via ``mod_wsgi-express``.
+
+    As root, Apache's children and the daemon processes run as ``nobody``
+    (``--user``/``--group``): every file they read must be readable by
+    that user, which :meth:`start` checks first.
+    """
+
+    name = 'mod_wsgi'
+    user = 'nobody'
+
+    def __init__(self, config: str) -> None:
+        super().__init__(config)
+        # The daemon user must reach the server root and the config.
+        os.chmod(self.tmpdir, 0o755)
+
+    def group(self) -> str:
+        import grp
+        for name in ('nogroup', 'nobody'):
+            try:
+                grp.getgrnam(name)
+                return name
+            except KeyError:
+                pass
+        return str(os.getgid())
+
+    def command(self) -> list[str]:
+        command = [script('mod_wsgi-express'), 'start-server',
+                   '--host', servers.LOOPBACK, '--port', str(self.port),
+                   '--server-root', os.path.join(self.tmpdir, 'apache'),
+                   '--processes', str(PROCESSES), '--threads', str(THREADS),
+                   '--python-path', ROOT, '--log-to-terminal',
+                   '--application-type', 'module', MODULE]
+        if os.geteuid() == 0:
+            command += ['--user', self.user, '--group', self.group()]
+        return command
+
+    def start(self) -> 'WSGIServer':
+        servers.require_binary('apachectl')
+        if os.geteuid() == 0:
+            self._check_readable()
+        return super().start()
+
+    def _check_readable(self) -> None:
+        """Skip (fail in CI) if the daemon user cannot import the service.
+
+        A Python installed where ``nobody`` cannot read (``/root`` is
+        usually private) cannot serve it.
+        """
+        import pwd
+        entry = pwd.getpwnam(self.user)
+        try:
+            probe = subprocess.run(
+                [sys.executable, '-c', 'import ' + ', '.join(_IMPORTS)],
+                env=self.environ(), cwd='/', capture_output=True,
+                text=True, user=entry.pw_uid, group=entry.pw_gid,
+                extra_groups=[], timeout=60)
+        except OSError as exc:
+            error = str(exc)
+        else:
+            if not probe.returncode:
+                return
+            error = (probe.stderr.strip().splitlines() or ['?'])[-1]
+        servers._missing(
+            'the mod_wsgi daemon user %s cannot run the service on %s '
+            '(install Python where that user can read it): %s'
+            % (self.user, sys.executable, error))
+
+
+#: Every mode, by name, in the order tests run them.
+MODES: dict[str, type[WSGIServer]] = {
+    cls.name: cls for cls in (
+        UWSGI, UWSGILazy,
+        _gunicorn('sync', False), _gunicorn('sync', True),
+        _gunicorn('gthread', False), _gunicorn('gthread', True),
+        ModWSGI)}

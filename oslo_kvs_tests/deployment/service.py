@@ -1,0 +1,255 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The sample service: a plain WSGI application on three oslo_kvs stores.
+
+It behaves like a Keystone-style service. Importing it (in a pre-fork
+server, in the master, before the workers are forked) reads the JSON file
+named by ``OSLO_KVS_DEPLOY_CONFIG`` and configures:
+
+* ``TOKENS``: ``openstack.kvs.Memcached`` on several nodes, encrypted,
+  with short timeouts and dead-server retry so a hung node fails fast;
+* ``INDEX``: ``openstack.kvs.Redis``, each user's list of token ids,
+  updated under the user's lock;
+* ``CATALOG_STORE``: ``openstack.kvs.MongoDB``, holding the results of the
+  memoized :func:`catalog`.
+
+Then it uses each store once and queues a warm-up, as a service warming
+its caches at start-up does: whatever connection or thread that makes in
+the master is what its forked workers inherit.
+
+Every reply is JSON and names the worker's pid. A store failure
+(``BackendError``, ``LockTimeout``) is a 503 naming the error and its
+message (which names the server); anything else is a 500 with the raw
+exception's class and message.
+"""
+
+import json
+import logging
+import os
+import sys
+import typing as ty
+import urllib.parse
+import uuid
+
+from oslo_config import cfg
+
+import oslo_kvs
+from oslo_kvs import exception
+from oslo_kvs import memoize
+from oslo_kvs_tests.deployment import model
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds a store waits for a server's reply: a hung server fails fast.
+SOCKET_TIMEOUT = 0.5
+#: Seconds a user's index lock lives; short, so the lock of a request that
+#: failed mid-update (its release failed too) frees itself soon.
+LOCK_TIMEOUT = 2.0
+#: Longest wait for a user's index lock: a little past LOCK_TIMEOUT, so a
+#: lock whose holder failed is waited out rather than reported.
+LOCK_WAIT = LOCK_TIMEOUT + 1.0
+
+# A private configuration object: the service's options are its own, not
+# those of whatever process imports it.
+CONF = cfg.ConfigOpts()
+CONF(args=[], project='oslo_kvs_deploy', default_config_files=[],
+     default_config_dirs=[])
+
+# Stores are held weakly by the registry; these module names keep them.
+TOKENS = oslo_kvs.get_key_value_store('deploy-tokens', conf=CONF)
+INDEX = oslo_kvs.get_key_value_store('deploy-index', conf=CONF)
+CATALOG_STORE = oslo_kvs.get_key_value_store('deploy-catalog', conf=CONF)
+
+MEMOIZE = memoize.get_memoization_decorator(CONF, 'catalog',
+                                            store=CATALOG_STORE)
+
+
+@MEMOIZE
+def catalog(region: str) -> dict[str, ty.Any]:
+    """The catalog of ``region``, memoized in ``CATALOG_STORE``."""
+    return model.region_catalog(region)
+
+
+def configure(config: ty.Mapping[str, ty.Any]) -> None:
+    """Configure the three stores from the service's configuration."""
+    TOKENS.configure(
+        'openstack.kvs.Memcached', url=config['memcached'],
+        value_protection='encrypt',
+        protection_keys=config['protection_keys'],
+        socket_timeout=SOCKET_TIMEOUT,
+        # One failed retry ejects a node for a second; its keys move to
+        # the others meanwhile, and it is flushed when it comes back.
+        retry_attempts=1, retry_delay=0.25, dead_retry=1.0)
+    INDEX.configure('openstack.kvs.Redis', url=config['redis'],
+                    socket_timeout=SOCKET_TIMEOUT,
+                    lock_timeout=LOCK_TIMEOUT)
+    CATALOG_STORE.configure(
+        'openstack.kvs.MongoDB', db_hosts=config['mongodb'],
+        db_name=config['mongodb_db'],
+        cache_collection=config['mongodb_collection'],
+        server_selection_timeout=5, socket_timeout=5)
+
+
+def warm_up() -> None:
+    """Use every store once, as a service warming its caches at start-up.
+
+    In a pre-fork server this runs in the master: the connections it
+    opens and the warm-up thread it starts exist before the fork. The
+    token store is primed with a batch of keys, which reaches every
+    memcached node, so the master holds a connection to each.
+    """
+    probes = {'startup-%d-%d' % (os.getpid(), n):
+              model.token_value('startup', str(n)) for n in range(24)}
+    TOKENS.set_multi(probes)
+    TOKENS.get_multi(list(probes))
+    probe = 'startup-%d' % os.getpid()
+    INDEX.set(probe, [probe])
+    INDEX.get(probe)
+    catalog('startup')
+    catalog.warm('startup-warm')
+
+
+# --- the WSGI application ---------------------------------------------------
+
+
+class HTTPError(Exception):
+    """A reply other than 200 that is not a store failure."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def create_token(user: str) -> dict[str, ty.Any]:
+    """Store a new token for ``user`` and add it to the user's index.
+
+    Acknowledged (returned) only once both writes are.
+    """
+    token = uuid.uuid4().hex
+    TOKENS.set(token, model.token_value(user, token))
+    lock = INDEX.get_lock(user)
+    if not lock.acquire(timeout=LOCK_WAIT):
+        raise exception.LockTimeout(
+            'the index lock of a user was not free within %ss' % LOCK_WAIT)
+    try:
+        try:
+            tokens = INDEX.get(user)
+        except exception.NotFound:
+            tokens = []
+        tokens.append(token)
+        INDEX.set(user, tokens, lock=lock)
+    finally:
+        lock.release()
+    return {'token': token}
+
+
+def get_token(token: str) -> dict[str, ty.Any]:
+    """The value stored under ``token``; 404 when there is none."""
+    try:
+        return {'value': TOKENS.get(token)}
+    except exception.NotFound as exc:
+        # IntegrityError is a NotFound too; its name tells them apart.
+        raise HTTPError(404, '%s: %s' % (type(exc).__name__, exc)) from None
+
+
+def get_index(user: str) -> dict[str, ty.Any]:
+    """The token ids of ``user`` (none yet: an empty list)."""
+    try:
+        return {'tokens': INDEX.get(user)}
+    except exception.NotFound:
+        return {'tokens': []}
+
+
+def is_cached(region: str) -> dict[str, ty.Any]:
+    """Whether the memoized catalog of ``region`` is in its store now."""
+    try:
+        value = catalog.get(region)
+    except exception.NotFound:
+        return {'cached': False}
+    return {'cached': True, 'value': value}
+
+
+def route(method: str, path: str, query: dict[str, list[str]]
+          ) -> dict[str, ty.Any]:
+    """The reply body of one request; raises for any other status."""
+    parts = [urllib.parse.unquote(part) for part in path.strip('/').split('/')]
+    if parts == ['health'] and method == 'GET':
+        return {}
+    if parts == ['tokens'] and method == 'POST':
+        users = query.get('user')
+        if not users:
+            raise HTTPError(400, 'POST /tokens needs ?user=')
+        return create_token(users[0])
+    if len(parts) == 2 and method == 'GET':
+        if parts[0] == 'tokens':
+            return get_token(parts[1])
+        if parts[0] == 'index':
+            return get_index(parts[1])
+        if parts[0] == 'catalog':
+            return {'value': catalog(parts[1])}
+    if len(parts) == 3 and parts[0] == 'catalog':
+        if parts[2] == 'warm' and method == 'POST':
+            return {'queued': catalog.warm(parts[1])}
+        if parts[2] == 'cached' and method == 'GET':
+            return is_cached(parts[1])
+    raise HTTPError(404, 'no such resource: %s %s' % (method, path))
+
+
+def application(environ: dict[str, ty.Any],
+                start_response: ty.Callable[..., ty.Any]) -> list[bytes]:
+    """The WSGI entry point."""
+    status = 200
+    try:
+        body = route(environ['REQUEST_METHOD'], environ['PATH_INFO'],
+                     urllib.parse.parse_qs(environ.get('QUERY_STRING', '')))
+    except HTTPError as exc:
+        status, body = exc.status, {'error': 'HTTPError',
+                                    'message': str(exc)}
+    except (exception.BackendError, exception.LockTimeout) as exc:
+        # A store failure the library reports properly: the message names
+        # the failing server.
+        status, body = 503, {'error': type(exc).__name__,
+                             'message': str(exc)}
+    except Exception as exc:
+        # Anything else is a raw exception escaping the library (or a bug
+        # here); the client counts it as such.
+        LOG.exception('Request failed with a raw exception')
+        status, body = 500, {'error': type(exc).__name__,
+                             'message': str(exc)}
+    body['pid'] = os.getpid()
+    data = json.dumps(body).encode('utf-8')
+    start_response('%d %s' % (status, _REASONS.get(status, 'Error')),
+                   [('Content-Type', 'application/json'),
+                    ('Content-Length', str(len(data)))])
+    return [data]
+
+
+_REASONS = {200: 'OK', 400: 'Bad Request', 404: 'Not Found',
+            500: 'Internal Server Error', 503: 'Service Unavailable'}
+
+
+def _load_config() -> dict[str, ty.Any]:
+    path = os.environ.get(model.CONFIG_VARIABLE)
+    if not path:
+        raise RuntimeError('%s must name the service\'s JSON configuration'
+                           % model.CONFIG_VARIABLE)
+    with open(path) as f:
+        return json.load(f)
+
+
+# At import, as a service configures itself: in the master of a pre-fork
+# server, before its workers exist.
+logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                    format='%(process)d %(levelname)s %(name)s %(message)s')
+configure(_load_config())
+warm_up()
