@@ -116,9 +116,13 @@ class Phase:
 
     def summary(self) -> dict[str, ty.Any]:
         """The counts, for reports."""
+        examples = collections.Counter(
+            '%s %s %s: %s' % (f.kind, f.method, f.status, f.message[:160])
+            for f in self.failures)
         return dict(self.counts, requests=self.requests,
                     reconnects=self.reconnects,
-                    workers=sorted(self.pids.values(), reverse=True))
+                    workers=sorted(self.pids.values(), reverse=True),
+                    examples=[text for text, _ in examples.most_common(3)])
 
     def __repr__(self) -> str:
         return '<Phase %s %s>' % (self.name, self.summary())

@@ -47,6 +47,8 @@ FAULT_SECONDS = 2.0
 SETTLE_SECONDS = 1.0
 #: Seconds of the load phase that must not fail after a fault.
 AFTER_SECONDS = 1.5
+#: Seconds for the requests in flight at the end of a phase to finish.
+IN_FLIGHT_SECONDS = 0.25
 #: Seconds within which a warmed result must be in the store.
 WARM_WITHIN = 2.0
 
@@ -263,6 +265,7 @@ def test_faults(service: launchers.WSGIServer, backends: Backends) -> None:
                        str]] = []
     after: list[load.Phase] = []
     try:
+        client.begin('baseline')
         with client.running(max_seconds=60):
             baseline = client.phase('baseline', AFTER_SECONDS)
             for fault, server, allowed, what, stop, restart in (
@@ -276,8 +279,9 @@ def test_faults(service: launchers.WSGIServer, backends: Backends) -> None:
                      'index requests failing on Redis', redis.hang,
                      redis.resume)):
                 # Each phase begins before the fault does, so every
-                # request the fault can touch counts in it.
-                phase = client.begin(fault)
+                # request the fault can touch counts in it; requests of
+                # the phase before, still in flight, finish first.
+                phase = client.phase(fault, IN_FLIGHT_SECONDS)
                 stop()
                 client.phase(fault, FAULT_SECONDS)
                 restart()
