@@ -22,7 +22,6 @@ import contextvars
 import hashlib
 import logging
 import re
-import threading
 import typing as ty
 import urllib.parse
 import weakref
@@ -35,7 +34,7 @@ from oslo_config import cfg
 from oslo_config import types
 from oslo_utils import importutils
 
-from oslo_kvs import _lazy
+from oslo_kvs import _process
 from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs.backends import foreign
@@ -331,7 +330,7 @@ class KeyValueStore:
         self._conf = conf if conf is not None else cfg.CONF
         opts.register_opts(self._conf)
         self._region = kvs_region
-        self._configure_lock = threading.Lock()
+        self._configure_lock = _process.Primitive('Lock')
         self._state: _Configured | None = None
         # [configured?], shared with the finalizer, which cannot hold self.
         self._in_use = [False]
@@ -835,7 +834,7 @@ def _collected(name: str, in_use: list[bool]) -> None:
 
 _registry: 'weakref.WeakValueDictionary[str, KeyValueStore]' = (
     weakref.WeakValueDictionary())
-_registry_lock = _lazy.Primitive('Lock')
+_registry_lock = _process.Primitive('Lock')
 
 
 def get_key_value_store(name: str,

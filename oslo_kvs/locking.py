@@ -33,13 +33,13 @@ rules make a write made with it safe to bet a token on:
 import collections
 import logging
 import math
-import os
 import random
 import secrets
 import threading
 import time
 import typing as ty
 
+from oslo_kvs import _process
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 
@@ -99,7 +99,6 @@ class _Turns:
     """
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
         self._mutex = threading.Lock()
         self._queues: dict[tuple[int, str], _Queue] = {}
 
@@ -185,25 +184,9 @@ class _Turns:
             del self._queues[key]
 
 
-# pid -> that process's turns. A plain dict: setdefault picks one winner
-# when threads race to make the first, without a lock made at import.
-_turns: dict[int, _Turns] = {}
-
-
-def _process_turns() -> _Turns:
-    """This process's turns, made at first use and afresh after a fork.
-
-    Nothing threading-related is created at import (a service may import
-    oslo_kvs before eventlet's monkey patching), and a forked child must
-    not wait for threads of its parent.
-    """
-    pid = os.getpid()
-    turns = _turns.get(pid)
-    if turns is None:
-        for parent in list(_turns):     # the parent's, not valid here
-            _turns.pop(parent, None)
-        turns = _turns.setdefault(pid, _Turns())
-    return turns
+# This process's turns: a forked child must not wait for threads of its
+# parent.
+_turns = _process.PerProcess(_Turns)
 
 
 class KeyValueStoreLock:
@@ -261,7 +244,7 @@ class KeyValueStoreLock:
             self.active = True
             return True
         deadline = None if timeout is None else time.monotonic() + timeout
-        turns = _process_turns()
+        turns = _turns.get()
         if not turns.take(self._turn_key, self, deadline, blocking):
             return False
         self._turns = turns
@@ -317,7 +300,7 @@ class KeyValueStoreLock:
             try:
                 self._backend.release_lock(self._lock_key, token)
             finally:
-                if self._turns is _process_turns():    # not after a fork
+                if self._turns is _turns.get():    # not after a fork
                     self._turns.give_up(self._turn_key, self)
                 self._turns = None
         if expired:

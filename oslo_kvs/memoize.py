@@ -55,7 +55,7 @@ import weakref
 from dogpile import lock as dogpile_lock
 from oslo_config import cfg
 
-from oslo_kvs import _lazy
+from oslo_kvs import _process
 from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import memoize_warmup
@@ -235,7 +235,7 @@ class _StoreHealth:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self._mutex = _lazy.Primitive('Lock')
+        self._mutex = _process.Primitive('Lock')
         self._retry_at: float | None = None
         self._unconfigured_logged = False
 
@@ -275,7 +275,7 @@ class _StoreHealth:
 
 _health: 'weakref.WeakKeyDictionary[core.KeyValueStore, _StoreHealth]' = (
     weakref.WeakKeyDictionary())
-_health_lock = _lazy.Primitive('Lock')
+_health_lock = _process.Primitive('Lock')
 
 
 class _Current(ty.NamedTuple):
@@ -433,8 +433,10 @@ class MemoizedFunction:
         # The state below is shared with the bound copies __get__ makes.
         # Per-key mutexes are per process: a forked child must not wait
         # for a computation of its parent's.
-        self._mutexes = _lazy.PerProcess(weakref.WeakValueDictionary)
-        self._mutexes_guard = _lazy.Primitive('Lock')
+        self._mutexes: _process.PerProcess[
+            weakref.WeakValueDictionary[str, _LocalMutex]] = (
+            _process.PerProcess(weakref.WeakValueDictionary))
+        self._mutexes_guard = _process.Primitive('Lock')
         self._warned: dict[str, object] = {}
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ that assert behaviour) and ``python -m oslo_kvs_tests.bench.faults`` (the
 large runs whose figures the documentation quotes).
 """
 
+import ctypes
 import json
 import multiprocessing
 import os
@@ -106,23 +107,35 @@ def _child_main(body: ty.Callable[[int], dict], index: int,
             os._exit(code)
 
 
+def c_fork() -> int:
+    """Fork as C code does, without Python's ``os.register_at_fork`` hooks.
+
+    uWSGI's master forks its workers this way unless told otherwise
+    (``py-call-osafterfork``). PyDLL keeps the GIL across the call, so the
+    child's only thread holds it, as in a uWSGI worker.
+    """
+    return ctypes.PyDLL(None).fork()
+
+
 def in_forked_children(count: int, body: ty.Callable[[int], dict],
                        method: str = 'os',
                        meanwhile: ty.Callable[[], ty.Any] = lambda: None,
                        deadline: int = CHILD_DEADLINE) -> list[dict]:
     """Run ``body(index)`` in ``count`` forked children; their results.
 
-    ``method`` is ``'os'`` (``os.fork()``) or ``'multiprocessing'`` (a
-    ``multiprocessing`` 'fork' context). Every child runs at the same time,
-    and the parent runs ``meanwhile()`` while they do; a child that crashes
+    ``method`` is ``'os'`` (``os.fork()``), ``'c'`` (libc's ``fork()``
+    called from C, as uWSGI and mod_wsgi fork: Python's fork hooks do not
+    run) or ``'multiprocessing'`` (a ``multiprocessing`` 'fork' context).
+    Every child runs at the same time, and the parent runs ``meanwhile()`` while they do; a child that crashes
     or hangs (past ``deadline`` seconds) gives a result with ``crash``.
     """
     read_fd, write_fd = os.pipe()
     try:
-        if method == 'os':
+        if method in ('os', 'c'):
+            fork = c_fork if method == 'c' else os.fork
             pids = []
             for index in range(count):
-                pid = os.fork()
+                pid = fork()
                 if pid == 0:
                     os.close(read_fd)
                     _child_main(body, index, write_fd, deadline)

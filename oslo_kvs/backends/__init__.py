@@ -30,7 +30,7 @@ import dogpile.cache
 from dogpile.cache import api
 from oslo_utils import importutils
 
-from oslo_kvs import _lazy
+from oslo_kvs import _process
 from oslo_kvs import exception
 
 PREFIX = 'openstack.kvs.'
@@ -63,7 +63,7 @@ DOGPILE_OWN: dict[str, tuple[str, str]] = {
 }
 
 _registered: dict[str, tuple[str, str]] = {}
-_lock = _lazy.Primitive('Lock')
+_lock = _process.Primitive('Lock')
 
 
 def _register(name: str, module: str, cls: str) -> None:

@@ -58,6 +58,16 @@ class Address:
         host = '[%s]' % self.host if ':' in (self.host or '') else self.host
         return '%s:%s' % (host, self.port) if self.port else str(host)
 
+    @property
+    def tcp(self) -> tuple[str, int]:
+        """``(host, port)`` of a TCP address, as socket clients take it.
+
+        :raises AddressError: for a Unix socket path.
+        """
+        if self.host is None or self.port is None:
+            raise AddressError('a TCP host:port is needed, not a socket path')
+        return self.host, self.port
+
     def __str__(self) -> str:
         return self.label
 

@@ -28,13 +28,13 @@ import dataclasses
 import functools
 import math
 import secrets
-import threading
 import time
 import typing as ty
 
 from dogpile.cache import api
 from oslo_config import types
 
+from oslo_kvs import _process
 from oslo_kvs.backends import address
 from oslo_kvs import exception
 from oslo_kvs import serialization
@@ -617,33 +617,31 @@ class LocalLocks:
     """Token locks that exclude the threads of one process.
 
     Used by the memory backend and by backends that have no lock of their
-    own. Expired entries are dropped when the same lock is next taken.
+    own. Expired entries are dropped when the same lock is next taken. A
+    forked child starts with none held: their holders are threads of the
+    parent.
     """
 
     def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._held: dict[str, tuple[str, float]] = {}
+        self._held: _process.PerProcess[dict[str, tuple[str, float]]] = (
+            _process.PerProcess(dict))
+        self._mutex = _process.Primitive('Lock')
 
     def acquire(self, key: str, token: str, ttl: float) -> bool:
         now = time.monotonic()
-        with self._mutex:
-            holder = self._held.get(key)
+        held = self._held.get()
+        with self._mutex.get():
+            holder = held.get(key)
             if holder is not None and holder[1] > now:
                 return False
-            self._held[key] = (token, now + ttl if ttl else math.inf)
+            held[key] = (token, now + ttl if ttl else math.inf)
             return True
 
     def release(self, key: str, token: str) -> bool:
-        with self._mutex:
-            holder = self._held.get(key)
+        held = self._held.get()
+        with self._mutex.get():
+            holder = held.get(key)
             if holder is None or holder[0] != token:
                 return False
-            del self._held[key]
+            del held[key]
             return True
-
-    def after_fork(self) -> None:
-        """In a forked child: a fresh mutex, as a thread may hold the old.
-
-        Held locks stay held until released or expired.
-        """
-        self._mutex = threading.Lock()

@@ -39,7 +39,6 @@ store-level ``expire_time``/``no_expiry_keys`` and per-call expiry are
 refused for it with a ``ConfigurationError`` rather than silently ignored.
 """
 
-import threading
 import typing as ty
 import urllib.parse
 
@@ -48,6 +47,7 @@ from dogpile.cache.backends import memcached as dogpile_memcached
 from pymemcache import exceptions as pymemcache_exceptions
 from redis import exceptions as redis_exceptions
 
+from oslo_kvs import _process
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 
@@ -158,7 +158,7 @@ class DogpileAdapter(base.Backend):
         self.backend = backend
         self._servers = server_labels(arguments or {})
         self._local = base.LocalLocks()
-        self._mutex = threading.Lock()
+        self._mutex = _process.Primitive('Lock')
 
     def servers(self) -> list[str]:
         return list(self._servers)
@@ -182,7 +182,8 @@ class DogpileAdapter(base.Backend):
 
     def _atomically(self, key: str) -> ty.ContextManager[ty.Any]:
         mutex = self.backend.get_mutex(key)
-        return _MutexContext(mutex) if mutex is not None else self._mutex
+        return (_MutexContext(mutex) if mutex is not None
+                else self._mutex.get())
 
     def get_serialized(self, key):
         return self.backend.get_serialized(key)

@@ -16,11 +16,9 @@ Built on pymemcache's public API only: :class:`pymemcache.client.base.Client`
 talks to one server, :class:`pymemcache.client.rendezvous.RendezvousHash`
 places keys exactly where pymemcache's own ``HashClient`` puts them.
 
-Everything here survives ``os.fork()``: a child drops the connections,
-pool accounting and locks it inherited (a hook run in every forked child,
-see :mod:`oslo_kvs.backends.forksafe`), so it never reads a reply meant
-for its parent. The hook costs nothing per call, where a pid check would
-cost a system call.
+A :class:`Cluster` and its pools belong to one process: the backend keeps
+one per process (see :mod:`oslo_kvs._process`), so a forked child never
+reads a reply meant for its parent.
 """
 
 import collections
@@ -35,8 +33,6 @@ from pymemcache.client import base as pymc_base
 from pymemcache.client import murmur3
 from pymemcache.client import rendezvous
 from pymemcache import exceptions as pymc_exc
-
-from oslo_kvs.backends import forksafe
 
 
 class AuthenticationFailed(pymc_exc.MemcacheError):
@@ -156,13 +152,6 @@ class Pool:
         self.max_size = max_size
         self.idle_timeout = idle_timeout
         self.wait_timeout = wait_timeout
-        self.after_fork()
-        forksafe.register(self)
-
-    def after_fork(self) -> None:
-        """Forget all connections and counters (new pool, forked child)."""
-        # The parent's sockets are only dropped, never closed or shut
-        # down here: the parent keeps using them.
         self._idle: collections.deque = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._size = 0
@@ -336,14 +325,10 @@ class Cluster:
         self._dead: list[Node] = []
         self._next_rejoin = 0.0
         self._set_ring()
-        self.after_fork()
-        forksafe.register(self)
-
-    def after_fork(self) -> None:
-        """A fresh lock; a rejoin the parent had under way starts over."""
         self._lock = threading.Lock()
-        for node in self._dead:
-            node.rejoining = False
+        #: The pool of the only server, for the hot path; None for several.
+        self.single_pool = (None if self._single is None
+                            else self._single.pool)
 
     def _set_ring(self) -> None:
         # A new hash object per membership change: readers never see a

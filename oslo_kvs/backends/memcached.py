@@ -33,6 +33,7 @@ from oslo_config import types
 from pymemcache.client import base as pymc_base
 from pymemcache import exceptions as pymc_exc
 
+from oslo_kvs import _process
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs.backends import memcache_pool
@@ -139,7 +140,7 @@ def parse_server(text: str) -> tuple[ty.Any, str]:
             '%s' % (text, exc)) from None
     if found.is_unix:
         return found.path, found.label
-    return (found.host, found.port), found.label
+    return found.tcp, found.label
 
 
 class _RawSerde:
@@ -208,15 +209,22 @@ class MemcachedBackend(base.Backend):
                         label=label, credentials=credentials,
                         **client_kwargs)
 
-        self._cluster = memcache_pool.Cluster(
-            [memcache_pool.Node(make_pool(server, label))
-             for server, label in parsed],
-            retry_attempts=args['retry_attempts'],
-            retry_delay=args['retry_delay'], dead_retry=args['dead_retry'],
-            flush_on_rejoin=args['flush_on_rejoin'])
-        # The pool of the only server, for the hot path; None for several.
-        self._single: Pool | None = (
-            self._cluster.nodes[0].pool if len(parsed) == 1 else None)
+        def make_cluster() -> memcache_pool.Cluster:
+            return memcache_pool.Cluster(
+                [memcache_pool.Node(make_pool(server, label))
+                 for server, label in parsed],
+                retry_attempts=args['retry_attempts'],
+                retry_delay=args['retry_delay'],
+                dead_retry=args['dead_retry'],
+                flush_on_rejoin=args['flush_on_rejoin'])
+
+        # Connections, pool accounting and node health are this process's
+        # own: a forked child builds its own on first use.
+        self._clusters = _process.PerProcess(make_cluster)
+
+    @property
+    def _cluster(self) -> memcache_pool.Cluster:
+        return self._clusters.get()
 
     def _credentials(self, args: dict[str, ty.Any]
                      ) -> tuple[str, str] | None:
@@ -294,9 +302,9 @@ class MemcachedBackend(base.Backend):
         cluster = self._cluster
         return cluster.run(cluster.node_for(key), method, key, *args)
 
-    def _set(self, node: memcache_pool.Node, mapping: dict[str, bytes],
-             expire: int) -> None:
-        failed = self._cluster.run(node, 'set_many', mapping, expire)
+    def _set(self, cluster: memcache_pool.Cluster, node: memcache_pool.Node,
+             mapping: dict[str, bytes], expire: int) -> None:
+        failed = cluster.run(node, 'set_many', mapping, expire)
         if failed:
             raise memcache_pool.ServerError(
                 node.label, 'did not store %d value(s)' % len(failed))
@@ -325,26 +333,28 @@ class MemcachedBackend(base.Backend):
                 % exception._describe(key))
 
     def get_serialized(self, key):
-        pool = self._single
+        cluster = self._clusters.get()
+        pool = cluster.single_pool
         if pool is None:
-            value = self._on_owner(key, 'get')
+            value = cluster.run(cluster.node_for(key), 'get', key)
         else:
             value = pool.run('get', key)  # the hot path, spared two calls
         return base.NO_VALUE if value is None else value
 
     def get_serialized_multi(self, keys):
-        pool = self._single
+        cluster = self._clusters.get()
+        pool = cluster.single_pool
         if pool is None:
             found: dict[str, bytes] = {}
-            for node, group in self._cluster.group(keys).items():
-                found.update(self._cluster.run(node, 'get_many', group))
+            for node, group in cluster.group(keys).items():
+                found.update(cluster.run(node, 'get_many', group))
         else:
             found = pool.run('get_many', keys)
         missing = base.NO_VALUE
         return [found.get(key, missing) for key in keys]
 
     def set_serialized(self, key, value, ttl=None):
-        pool = self._single
+        pool = self._clusters.get().single_pool
         if pool is None:
             self.set_serialized_multi({key: value}, ttl)
             return
@@ -362,14 +372,15 @@ class MemcachedBackend(base.Backend):
     def set_serialized_multi(self, mapping, ttl=None):
         # One set_many per server.
         expire = exptime(ttl or 0)
+        cluster = self._clusters.get()
         try:
-            if self._single is not None:
+            if cluster.single_pool is not None:
                 # One server: the batch as it is, not copied per server.
-                self._set(self._cluster.nodes[0], mapping, expire)
+                self._set(cluster, cluster.nodes[0], mapping, expire)
             else:
-                for node, group in self._cluster.group(mapping).items():
-                    self._set(node, {key: mapping[key] for key in group},
-                              expire)
+                for node, group in cluster.group(mapping).items():
+                    self._set(cluster, node,
+                              {key: mapping[key] for key in group}, expire)
         except memcache_pool.TooLarge:
             # memcached drops a key whose new value it refused; drop the
             # whole batch so no old value passes for the new one.
@@ -377,8 +388,9 @@ class MemcachedBackend(base.Backend):
             raise
 
     def delete_multi(self, keys):
-        for node, group in self._cluster.group(keys).items():
-            self._cluster.run(node, 'delete_many', group)
+        cluster = self._clusters.get()
+        for node, group in cluster.group(keys).items():
+            cluster.run(node, 'delete_many', group)
 
     def delete_existing(self, key):
         return bool(self._on_owner(key, 'delete'))
@@ -391,13 +403,16 @@ class MemcachedBackend(base.Backend):
                                    lock_exptime(ttl)))
 
     def release_lock(self, key, token):
-        node = self._cluster.node_for(key)
-        value, cas = self._cluster.run(node, 'gets', key)
+        cluster = self._clusters.get()
+        node = cluster.node_for(key)
+        value, cas = cluster.run(node, 'gets', key)
         if value != token.encode('ascii'):
             return False
         # Expire it only if nobody changed it since gets: a lock taken by
         # someone else meanwhile has another cas value and stays.
-        return bool(self._cluster.run(node, 'cas', key, b'', cas, -1))
+        return bool(cluster.run(node, 'cas', key, b'', cas, -1))
 
     def close(self) -> None:
-        self._cluster.close()
+        cluster = self._clusters.forget()
+        if cluster is not None:
+            cluster.close()

@@ -15,12 +15,11 @@
 import collections
 import heapq
 import math
-import threading
 import time
 import typing as ty
 
+from oslo_kvs import _process
 from oslo_kvs.backends import base
-from oslo_kvs.backends import forksafe
 
 MAX_ITEMS = base.Option(
     'max_items', base.count(), 0,
@@ -57,14 +56,9 @@ class MemoryBackend(base.Backend):
         self._data: collections.OrderedDict[str, tuple[bytes, float]] = (
             collections.OrderedDict())
         self._expiries: list[tuple[float, str]] = []
-        self._mutex = threading.Lock()
+        # Per process: a thread of the parent may have held it at a fork.
+        self._mutex = _process.Primitive('Lock')
         self._locks = base.LocalLocks()
-        forksafe.register(self)
-
-    def after_fork(self) -> None:
-        """In a forked child: mutexes the parent's threads may have held."""
-        self._mutex = threading.Lock()
-        self._locks.after_fork()
 
     def __len__(self) -> int:
         """Live entries, counting ones expired but not yet purged."""
@@ -119,7 +113,7 @@ class MemoryBackend(base.Backend):
             if expires_at is _NEVER or expires_at > time.monotonic():
                 return entry[0]
             return base.NO_VALUE
-        with self._mutex:
+        with self._mutex.get():
             return self._read(key, time.monotonic())
 
     def get_serialized_multi(self, keys):
@@ -128,36 +122,36 @@ class MemoryBackend(base.Backend):
             get, missing = self._data.get, (base.NO_VALUE, 0.0)
             return [entry[0] if entry[1] > now else base.NO_VALUE
                     for entry in [get(key, missing) for key in keys]]
-        with self._mutex:
+        with self._mutex.get():
             return [self._read(key, now) for key in keys]
 
     def set_serialized(self, key, value, ttl=None):
         now = time.monotonic()
-        with self._mutex:
+        with self._mutex.get():
             self._write(key, value, now, ttl)
             self._purge(now)
 
     def set_serialized_multi(self, mapping, ttl=None):
         now = time.monotonic()
-        with self._mutex:
+        with self._mutex.get():
             for key, value in mapping.items():
                 self._write(key, value, now, ttl)
             self._purge(now)
 
     def delete_multi(self, keys):
-        with self._mutex:
+        with self._mutex.get():
             for key in keys:
                 self._data.pop(key, None)
 
     def delete_existing(self, key):
         now = time.monotonic()
-        with self._mutex:
+        with self._mutex.get():
             entry = self._data.pop(key, None)
             return entry is not None and entry[1] > now
 
     def add_serialized(self, key, value, ttl=None):
         now = time.monotonic()
-        with self._mutex:
+        with self._mutex.get():
             if self._read(key, now) is not base.NO_VALUE:
                 return False
             self._write(key, value, now, ttl)

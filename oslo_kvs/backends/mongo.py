@@ -42,9 +42,9 @@ from pymongo import errors as mongo_errors
 from pymongo import read_preferences
 from pymongo import uri_parser
 
+from oslo_kvs import _process
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
-from oslo_kvs.backends import forksafe
 from oslo_kvs import exception
 
 LOG = logging.getLogger(__name__)
@@ -264,10 +264,21 @@ class MongoBackend(base.Backend):
         self._servers = self._describe_servers(hosts)
         self.db_name: str = args['db_name']
         self.collection_name: str = args['cache_collection']
+        new_client = functools.partial(type(self).client_factory, hosts,
+                                       **kwargs)
+
+        def connect() -> tuple[ty.Any, ty.Any]:
+            client = new_client()
+            return client, client[self.db_name][self.collection_name]
+
+        # pymongo resets an inherited client after a fork, but warns that
+        # one opened before the fork is not entirely fork-safe: each
+        # process builds its own (connect=False, so no I/O then). A
+        # parent's client is dropped unclosed, as closing would end the
+        # parent's server sessions.
+        self._clients = _process.PerProcess(connect)
         try:
-            self._new_client = functools.partial(
-                type(self).client_factory, hosts, **kwargs)
-            self._use_client(self._new_client())
+            self._clients.get()
         except (mongo_errors.PyMongoError, ValueError, TypeError,
                 OSError) as exc:
             raise exception.ConfigurationError(
@@ -275,22 +286,10 @@ class MongoBackend(base.Backend):
                 % (self.name, type(exc).__name__,
                    self._redact(str(exc)))) from None
         self._index_ready = False
-        forksafe.register(self)
 
-    def _use_client(self, client: ty.Any) -> None:
-        self._client = client
-        self._collection = client[self.db_name][self.collection_name]
-
-    def after_fork(self) -> None:
-        """In a forked child: a client of its own, never the parent's.
-
-        pymongo 4 resets an inherited client after a fork but warns that
-        one opened before the fork is not entirely fork-safe; a new client
-        (``connect=False``, so no I/O here) sidesteps that, and the
-        parent's is dropped unclosed, as closing would end the parent's
-        server sessions.
-        """
-        self._use_client(self._new_client())
+    @property
+    def _collection(self) -> ty.Any:
+        return self._clients.get()[1]
 
     def __repr__(self) -> str:
         return '<MongoBackend %s %s.%s>' % (
@@ -408,7 +407,9 @@ class MongoBackend(base.Backend):
             ) from None
 
     def close(self) -> None:
-        self._client.close()
+        made = self._clients.forget()
+        if made is not None:
+            made[0].close()
 
     # --- plumbing --------------------------------------------------------
 

@@ -35,9 +35,9 @@ from redis import exceptions as redis_exceptions
 from redis import retry as redis_retry
 from redis import sentinel as redis_sentinel
 
+from oslo_kvs import _process
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
-from oslo_kvs.backends import forksafe
 from oslo_kvs import exception
 
 Option = base.Option
@@ -70,6 +70,16 @@ if redis.call('get', KEYS[2]) ~= ARGV[1] then
 end
 return redis.call('del', KEYS[1])
 """
+
+
+class _Client(ty.NamedTuple):
+    """One process's redis-py client and the scripts registered on it."""
+
+    client: ty.Any
+    release: ty.Any
+    set_fenced: ty.Any
+    delete_fenced: ty.Any
+
 
 # Letters, digits and a few separators: enough for a namespace, and no
 # braces, which would pin every key to one Cluster slot (a hash tag).
@@ -220,41 +230,33 @@ class RedisBackend(base.Backend):
         if len(modes) > 1:
             raise self._conflict(modes)
         self._cluster = bool(args['cluster_nodes'])
-        self._connect()
+        # The client, its pool and scripts are this process's own: a
+        # forked child builds its own on first use. Built here too, so
+        # that bad arguments fail now (and a Cluster that is down).
+        self._clients = _process.PerProcess(self._connect)
+        self._clients.get()
         # A Cluster keeps a data key and its lock key in different slots
         # (both are hashes), and one script can only touch one slot, so
         # there the store falls back to its lock_window.
         self.fenced_writes = not self._cluster
-        if not self._cluster:
-            forksafe.register(self)
 
-    def _connect(self) -> None:
+    def _connect(self) -> '_Client':
         """Build the client and its scripts (no I/O but on a Cluster)."""
         args = self.args
         connection = self._connection_arguments(args)
         if self._cluster:
-            self._client = self._cluster_client(args, connection)
+            client = self._cluster_client(args, connection)
         elif args['sentinels']:
-            self._client = self._sentinel_client(args, connection)
+            client = self._sentinel_client(args, connection)
         else:
-            self._client = self._server_client(args, connection)
-        self._release = self._client.register_script(_RELEASE_SCRIPT)
-        self._set_fenced = self._client.register_script(_SET_FENCED_SCRIPT)
-        self._delete_fenced = self._client.register_script(
-            _DELETE_FENCED_SCRIPT)
+            client = self._server_client(args, connection)
+        return _Client(client, client.register_script(_RELEASE_SCRIPT),
+                       client.register_script(_SET_FENCED_SCRIPT),
+                       client.register_script(_DELETE_FENCED_SCRIPT))
 
-    def after_fork(self) -> None:
-        """In a forked child: a client and pool of its own.
-
-        redis-py resets an inherited pool by pid, but its reset first takes
-        the pool's lock, which another thread of the parent may have held
-        at the fork; the child then waits forever (seen with Sentinel
-        pools). A new client holds no lock of the parent's. The parent's
-        is dropped, not closed: redis-py only closes the child's copies of
-        its sockets. A Cluster client connects when it is built, so it is
-        left to redis-py.
-        """
-        self._connect()
+    @property
+    def _client(self) -> ty.Any:
+        return self._clients.get().client
 
     def __repr__(self) -> str:
         return '<RedisBackend %s>' % self._where
@@ -409,7 +411,7 @@ class RedisBackend(base.Backend):
             args['service_name'], ','.join(args['sentinels']))
         self._servers = [found.label for found in sentinels]
         manager = redis_sentinel.Sentinel(
-            [(found.host, found.port) for found in sentinels],
+            [found.tcp for found in sentinels],
             sentinel_kwargs=sentinel_kwargs)
         return manager.master_for(args['service_name'], **connection)
 
@@ -432,8 +434,7 @@ class RedisBackend(base.Backend):
             # master is down the retry moves it to another one, so the
             # cluster starts with any one master down.
             client = redis_cluster.RedisCluster(
-                startup_nodes=[redis_cluster.ClusterNode(found.host,
-                                                         found.port)
+                startup_nodes=[redis_cluster.ClusterNode(*found.tcp)
                                for found in nodes],
                 max_connections=args['pool_maxsize'], **connection)
         except self.server_errors as exc:
@@ -574,14 +575,18 @@ class RedisBackend(base.Backend):
             px=_px(ttl + base.LOCK_EXPIRY_MARGIN) if ttl else None))
 
     def release_lock(self, key, token):
-        return self._release(keys=[self._prefix + key], args=[token]) == 1
+        return self._clients.get().release(keys=[self._prefix + key],
+                                           args=[token]) == 1
 
     def close(self) -> None:
+        made = self._clients.forget()
+        if made is None:
+            return
         try:
-            self._client.close()
+            made.client.close()
             if not self._cluster:
                 # A client given its pool leaves the pool open on close().
-                self._client.connection_pool.disconnect()
+                made.client.connection_pool.disconnect()
         except Exception:
             pass  # closing a broken connection must not fail shutdown
 
@@ -589,12 +594,12 @@ class RedisBackend(base.Backend):
 
     def set_fenced(self, key, value, ttl, lock_key, token):
         prefix = self._prefix
-        return self._set_fenced(
+        return self._clients.get().set_fenced(
             keys=[prefix + key, prefix + lock_key],
             args=[value, token, _px(ttl) or '']) == 1
 
     def delete_fenced(self, key, lock_key, token):
         prefix = self._prefix
-        deleted = self._delete_fenced(keys=[prefix + key, prefix + lock_key],
-                                      args=[token])
+        deleted = self._clients.get().delete_fenced(
+            keys=[prefix + key, prefix + lock_key], args=[token])
         return None if deleted == -1 else deleted == 1

@@ -31,7 +31,7 @@ def make_store(**args):
 
 def waiters(lock):
     """Threads of this process queued behind ``lock``'s key."""
-    queue = locking._process_turns()._queues.get(lock._turn_key)
+    queue = locking._turns.get()._queues.get(lock._turn_key)
     return 0 if queue is None else len(queue.waiters)
 
 
@@ -113,7 +113,7 @@ def test_threads_get_the_lock_in_arrival_order():
         thread.join(10)
     assert order == [0, 1, 2, 3, 4, 'again']
     assert waiters(holder) == 0
-    assert holder._turn_key not in locking._process_turns()._queues
+    assert holder._turn_key not in locking._turns.get()._queues
 
 
 def test_acquire_never_waits_longer_than_its_timeout():
@@ -161,14 +161,3 @@ def test_a_lock_never_released_frees_itself_for_a_non_blocking_try():
     # The leaked holder's release neither frees nor breaks the new turn.
     leaked.release()
     assert store.get_lock('k').acquire(blocking=False) is True
-
-
-def test_turns_are_made_afresh_after_fork(monkeypatch):
-    turns = locking._process_turns()
-    assert locking._process_turns() is turns
-    monkeypatch.setattr(locking.os, 'getpid', lambda: -1)  # as in a child
-    child = locking._process_turns()
-    assert child is not turns
-    assert list(locking._turns) == [-1]        # the parent's are gone
-    monkeypatch.undo()
-    locking._turns.clear()

@@ -59,7 +59,8 @@ def transport(be):
     cluster and client settings, which only the transport shows; no
     public API should exist just for that.
     """
-    return be._cluster, be._single
+    cluster = be._cluster
+    return cluster, cluster.single_pool
 
 
 def pool_of(be):
@@ -394,22 +395,6 @@ class TestPool:
         assert pool._size == 1
         # The one reused was closed at checkout and reconnected.
         assert all(client.closed == 1 for client in made)
-
-    def test_fork_child_drops_inherited_clients_and_accounting(self):
-        pool, made = self.make(max_size=1, wait_timeout=0.05)
-        pool.run('hold')
-        made[0].release.clear()
-        holder = threading.Thread(target=pool.run, args=('hold',))
-        holder.start()
-        while pool._idle:
-            time.sleep(0.001)
-        try:
-            pool.after_fork()  # what every forked child runs
-            assert pool.run('hold') is made[1]
-            made[1].release.set()
-        finally:
-            made[0].release.set()
-            holder.join()
 
     def test_failed_call_closes_its_connection_and_keeps_the_slot(self):
         pool, made = self.make(max_size=1)

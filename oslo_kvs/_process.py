@@ -1,0 +1,127 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""What belongs to one process: connections, locks, queues, threads.
+
+Pre-fork servers configure stores in a master process and then fork
+workers. A worker must never use what it inherited: a pooled connection
+would carry replies meant for another process, a lock held by another
+thread at the fork stays held forever, and a background thread does not
+exist in the child at all. Whoever forks (``os.fork()``, uWSGI and
+mod_wsgi in C, any embedding code), the process id changes, so every
+such object lives in a :class:`PerProcess` that compares the id where
+the object is handed out and makes a new one when it differs. That costs
+one ``getpid`` system call per hand-out, as in redis-py's and pymongo's
+pools.
+
+``os.register_at_fork`` only drops the inherited objects early when
+Python itself forked; nothing depends on it, since uWSGI does not run
+Python's fork hooks by default.
+
+Nothing is made at import either: a service may import oslo_kvs before
+``eventlet.monkey_patch()``, and a lock made then would be a native one
+that green threads cannot share. Made on first use, after the patch, it
+is the green one.
+"""
+
+import os
+import sys
+import threading
+import typing as ty
+import weakref
+
+T = ty.TypeVar('T')
+
+_instances: 'weakref.WeakSet[PerProcess[ty.Any]]' = weakref.WeakSet()
+
+
+class PerProcess(ty.Generic[T]):
+    """The object ``factory()`` makes, made anew in each process.
+
+    :param factory: makes the object; called on first use in a process,
+        and when threads race there, possibly more than once (one result
+        wins, the others are dropped).
+    """
+
+    __slots__ = ('_factory', '_made', '__weakref__')
+
+    def __init__(self, factory: ty.Callable[[], T]) -> None:
+        self._factory = factory
+        # pid -> object; only this process's entry is ever used.
+        self._made: dict[int, T] = {}
+        _instances.add(self)
+
+    def get(self) -> T:
+        """This process's object, made now if this is its first use here."""
+        made = self._made.get(os.getpid())
+        if made is None:
+            return self._make()
+        return made
+
+    def _make(self) -> T:
+        pid = os.getpid()
+        for other in [p for p in self._made if p != pid]:
+            # The parent's: dropped, never closed, as the parent still
+            # uses it. Only other pids are popped, so two threads making
+            # this process's object cannot drop each other's.
+            self._made.pop(other, None)
+        # dict.setdefault is atomic: threads racing here share one object.
+        return self._made.setdefault(pid, self._factory())
+
+    def peek(self) -> T | None:
+        """This process's object if it was made, else ``None``."""
+        return self._made.get(os.getpid())
+
+    def forget(self) -> T | None:
+        """Drop this process's object (to close it); return it, if made."""
+        return self._made.pop(os.getpid(), None)
+
+
+class Primitive(PerProcess[ty.Any]):
+    """A :mod:`threading` primitive of this process, usable as it is.
+
+    :param kind: its name in :mod:`threading` (``'Lock'``,
+        ``'Condition'``, ...), looked up when first needed so that a
+        monkey-patched module gives its own.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, kind: str = 'Lock') -> None:
+        super().__init__(lambda: getattr(threading, kind)())
+
+    def __enter__(self) -> ty.Any:
+        return self.get().__enter__()
+
+    def __exit__(self, *exc_info: ty.Any) -> ty.Any:
+        return self.get().__exit__(*exc_info)
+
+
+def will_fork_without_hooks() -> bool:
+    """Whether this process is a uWSGI master that has yet to fork workers.
+
+    uWSGI forks in C and, unless told to (``py-call-osafterfork``), skips
+    the interpreter's own after-fork work, which resets the GIL. A Python
+    thread that holds or waits for the GIL at that moment leaves every
+    worker hung on it, so nothing here starts a thread in such a process.
+    """
+    uwsgi = sys.modules.get('uwsgi')
+    worker_id = getattr(uwsgi, 'worker_id', None)
+    return worker_id is not None and worker_id() == 0
+
+
+def _drop_in_child() -> None:
+    for instance in list(_instances):
+        instance._made.clear()
+
+
+os.register_at_fork(after_in_child=_drop_in_child)
