@@ -126,8 +126,9 @@ def in_forked_children(count: int, body: ty.Callable[[int], dict],
     ``method`` is ``'os'`` (``os.fork()``), ``'c'`` (libc's ``fork()``
     called from C, as uWSGI and mod_wsgi fork: Python's fork hooks do not
     run) or ``'multiprocessing'`` (a ``multiprocessing`` 'fork' context).
-    Every child runs at the same time, and the parent runs ``meanwhile()`` while they do; a child that crashes
-    or hangs (past ``deadline`` seconds) gives a result with ``crash``.
+    Every child runs at the same time, and the parent runs ``meanwhile()``
+    while they do; a child that crashes or hangs (past ``deadline``
+    seconds) gives a result with ``crash``.
     """
     read_fd, write_fd = os.pipe()
     try:
