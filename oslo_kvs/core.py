@@ -37,7 +37,6 @@ from oslo_utils import importutils
 from oslo_kvs import _process
 from oslo_kvs import backends
 from oslo_kvs.backends import base
-from oslo_kvs.backends import foreign
 from oslo_kvs import exception
 from oslo_kvs import locking as _locking
 from oslo_kvs.locking import KeyValueStoreLock  # noqa: F401 (public name)
@@ -509,6 +508,10 @@ class KeyValueStore:
                     'Backend %s could not be created with arguments (%s)'
                     % (backing_store, ', '.join(sorted(args))))
         if not issubclass(backend_cls, base.Backend):
+            # Imported only now: it imports the memcached and Redis client
+            # libraries, which a service may monkey-patch after importing
+            # oslo_kvs (eventlet).
+            from oslo_kvs.backends import foreign
             args = foreign.arguments(backing_store, backend_cls, args)
 
         region = self._region or dogpile_region.make_region(

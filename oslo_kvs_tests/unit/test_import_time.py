@@ -196,3 +196,44 @@ def test_memoize_warm_up_after_eventlet_monkey_patch():
         'queued': [True] * 5, 'joined': True,
         'warmed': [0, 2, 4, 6, 8], 'stampede': [20] * 8,
         'calls': [0, 1, 2, 3, 4, 10]}
+
+
+_CLIENT_LIBRARIES = ('redis', 'hiredis', 'pymongo', 'pymemcache')
+
+# What a service imports of oslo_kvs, then the stores it configures, one
+# by one: which client libraries are imported at each step.
+_IMPORTS_BY_STEP = '''
+import json, sys
+
+CLIENTS = %r
+seen = {}
+
+
+def step(name):
+    seen[name] = sorted(m for m in CLIENTS if m in sys.modules)
+
+
+import oslo_kvs
+from oslo_kvs import exception, fixture, memoize, opts, testing
+from oslo_kvs.cmd import main
+step('import')
+memory = oslo_kvs.get_key_value_store('memory')
+memory.configure('openstack.kvs.Memory')
+step('memory')
+# No I/O at configure time for these two.
+redis = oslo_kvs.get_key_value_store('redis')
+redis.configure('openstack.kvs.Redis', url='redis://127.0.0.1:1/0')
+step('redis')
+mongo = oslo_kvs.get_key_value_store('mongo')
+mongo.configure('openstack.kvs.MongoDB', db_hosts='127.0.0.1:1',
+                db_name='d', cache_collection='c')
+step('mongo')
+print(json.dumps(seen))
+''' % (_CLIENT_LIBRARIES,)
+
+
+def test_server_clients_are_imported_only_by_configuring_their_backend():
+    assert _run(_IMPORTS_BY_STEP) == {
+        'import': [], 'memory': [],
+        'redis': ['hiredis', 'redis'],
+        'mongo': ['hiredis', 'pymongo', 'redis']}
