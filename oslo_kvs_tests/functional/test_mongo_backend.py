@@ -108,7 +108,7 @@ def client_of(store):
     Internal on purpose: only the client shows how the options became
     pymongo settings, and no public API should exist just for that.
     """
-    return store._state.backend._client
+    return store._state.backend._clients.get()[0]
 
 
 # --- required arguments and coercion ----------------------------------------
