@@ -57,14 +57,19 @@ class RawBytesSerde:
 
     pymemcache calls ``deserialize(key, value, flags)`` with the flags the
     server returned; ignoring them is the point, since a hostile server
-    chooses them. The store hands only bytes to ``serialize``.
+    chooses them. The store hands only bytes to ``serialize``; dogpile's
+    memcached mutex hands it an int.
     """
 
     def serialize(self, key: ty.Any, value: ty.Any) -> tuple[bytes, int]:
-        if not isinstance(value, bytes):
-            raise TypeError('oslo_kvs stores only bytes in memcached, not %s'
-                            % type(value).__name__)
-        return value, 0
+        if isinstance(value, bytes):
+            return value, 0
+        if type(value) is int:
+            # dogpile's memcached mutex (distributed_lock) writes 1 under
+            # its lock key; it only checks that the key exists.
+            return b'%d' % value, 0
+        raise TypeError('oslo_kvs stores only bytes in memcached, not %s'
+                        % type(value).__name__)
 
     def deserialize(self, key: ty.Any, value: bytes, flags: int) -> bytes:
         return value

@@ -53,6 +53,19 @@ class TestPymemcacheForeignContract(_ForeignContract):
         self.backend_args = {'url': memcached_server.address}
 
 
+class TestPymemcacheDistributedLockForeignContract(_ForeignContract):
+    """The same with dogpile's memcached mutex, which add() and delete() use.
+
+    The mutex writes the integer 1 through the backend's serde.
+    """
+
+    @pytest.fixture(autouse=True)
+    def _backend(self, memcached_server):
+        self.backing_store = 'dogpile.cache.pymemcache'
+        self.backend_args = {'url': memcached_server.address,
+                             'distributed_lock': True}
+
+
 class TestRedisForeignContract(_ForeignContract):
     """dogpile.cache.redis behind the adapter."""
 
