@@ -27,6 +27,7 @@ and the translation of server faults into
 import dataclasses
 import functools
 import math
+import os
 import secrets
 import time
 import typing as ty
@@ -132,6 +133,19 @@ def coerce(owner: str, name: str, otype: ty.Callable[[ty.Any], ty.Any],
     raise exception.ConfigurationError(
         'Invalid value %s for argument %r of %s: %s'
         % (shown, name, owner, detail)) from None
+
+
+def check_readable(owner: str, args: ty.Mapping[str, ty.Any],
+                   names: ty.Iterable[str]) -> None:
+    """Refuse file arguments (TLS files) that this process cannot read.
+
+    :raises exception.ConfigurationError: naming the first such argument.
+    """
+    for name in names:
+        path = args.get(name)
+        if path and not os.access(path, os.R_OK):
+            raise exception.ConfigurationError(
+                'Argument %s of %s: cannot read %r' % (name, owner, path))
 
 
 def is_unset(value: ty.Any) -> bool:

@@ -317,6 +317,8 @@ class MongoBackend(base.Backend):
                 raise exception.ConfigurationError(
                     'Argument db_hosts of %s has a bad URI option: %s'
                     % (self.name, self._redact(str(exc)))) from None
+        base.check_readable(self.name, args,
+                            ('tls_cafile', 'tls_certfile', 'tls_keyfile'))
         if args['son_manipulator'] is not None:
             raise exception.ConfigurationError(
                 'Argument son_manipulator of %s is not supported: pymongo 4 '

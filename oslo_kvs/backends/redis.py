@@ -21,7 +21,6 @@ cluster. Replies are never decoded: values are bytes in and bytes out.
 import dataclasses
 import functools
 import math
-import os
 import re
 import socket
 import typing as ty
@@ -297,23 +296,22 @@ class RedisBackend(base.Backend):
             args['tls_enabled'] = True
         if args['tls_enabled']:
             connection.update(self._tls_arguments(args))
-        elif any(args[n] for n in ('tls_cafile', 'tls_certfile',
-                                   'tls_keyfile', 'tls_allowed_ciphers')):
-            raise exception.ConfigurationError(
-                'TLS files or ciphers are given to %s but tls_enabled is '
-                'false' % self.name)
+        else:
+            given = [n for n in ('tls_cafile', 'tls_certfile', 'tls_keyfile',
+                                 'tls_allowed_ciphers') if args[n]]
+            if given:
+                # Refused rather than ignored: the user expects TLS.
+                raise exception.ConfigurationError(
+                    'Argument(s) %s of %s need tls_enabled=True'
+                    % (', '.join(given), self.name))
         return connection
 
     def _tls_arguments(self, args: dict[str, ty.Any]) -> dict:
         if args['tls_keyfile'] and not args['tls_certfile']:
             raise exception.ConfigurationError(
                 'tls_keyfile of %s needs tls_certfile' % self.name)
-        for name in ('tls_cafile', 'tls_certfile', 'tls_keyfile'):
-            path = args[name]
-            if path and not os.access(path, os.R_OK):
-                raise exception.ConfigurationError(
-                    'Argument %s of %s: cannot read %r'
-                    % (name, self.name, path))
+        base.check_readable(self.name, args,
+                            ('tls_cafile', 'tls_certfile', 'tls_keyfile'))
         return {'ssl': True, 'ssl_cert_reqs': 'required',
                 'ssl_ca_certs': args['tls_cafile'],
                 'ssl_certfile': args['tls_certfile'],

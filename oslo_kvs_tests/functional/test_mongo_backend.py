@@ -127,6 +127,16 @@ class TestMongoArguments:
         assert 'db_name' in message and 'cache_collection' in message
         assert 'db_hosts' not in message
 
+    @pytest.mark.parametrize('name', ['tls_cafile', 'tls_certfile'])
+    @pytest.mark.parametrize('tls', [True, None])
+    def test_unreadable_tls_file_is_named(self, tmp_path, name, tls):
+        missing = str(tmp_path / 'missing.pem')
+        with pytest.raises(exception.ConfigurationError) as info:
+            make_store(**REQUIRED, tls_enabled=tls, **{name: missing})
+        assert str(info.value) == (
+            'Argument %s of openstack.kvs.MongoDB: cannot read %r'
+            % (name, missing))
+
     def test_unknown_argument_is_refused(self):
         with pytest.raises(exception.ConfigurationError, match='db_hots'):
             make_store(db_hots='h:1', db_name='d', cache_collection='c')

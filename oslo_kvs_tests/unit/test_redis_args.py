@@ -209,10 +209,15 @@ class TestTLS:
                            match='tls_certfile'):
             make(tls_enabled=True, tls_keyfile=str(key))
 
-    def test_tls_files_without_tls_enabled(self, tmp_path):
-        with pytest.raises(exception.ConfigurationError,
-                           match='tls_enabled'):
-            make(tls_cafile=str(tmp_path))
+    @pytest.mark.parametrize('name', ['tls_cafile', 'tls_certfile',
+                                      'tls_allowed_ciphers'])
+    def test_tls_arguments_without_tls_enabled_are_named(self, tmp_path,
+                                                         name):
+        with pytest.raises(exception.ConfigurationError) as info:
+            make(**{name: str(tmp_path)})
+        assert str(info.value) == (
+            'Argument(s) %s of openstack.kvs.Redis need tls_enabled=True'
+            % name)
 
 
 class TestSentinel:
