@@ -15,6 +15,8 @@
 ``service`` is the WSGI application (a token service with a per-user index
 and a memoized catalog, its stores configured and used at import, as a
 service warming its caches would); ``load`` is the HTTP load client that
-checks every reply; ``wsgi`` starts the WSGI servers; ``test_servers``
-runs the load against each server mode, with and without server faults.
+checks every reply; ``launchers`` starts the WSGI servers, and ``serve``
+is the program of the modes that are a Python program (oslo.service's
+ProcessLauncher, eventlet); ``test_servers`` runs the load against each
+server mode, with and without server faults.
 """

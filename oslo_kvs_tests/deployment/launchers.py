@@ -28,6 +28,11 @@ The modes, as deployed services run them:
   and with ``--preload`` (loaded in the master, forked by ``os.fork()``).
 * Apache mod_wsgi in daemon mode, ``mod_wsgi-express start-server
   --processes 4 --threads 4``.
+* ``oslo_service.service.ProcessLauncher``, 4 workers of 4 threads, the
+  service loaded in the parent (:mod:`.serve`).
+* ``eventlet.wsgi.server`` after ``import oslo_kvs`` then
+  ``eventlet.monkey_patch()``, one process, with and without hiredis
+  (:mod:`.serve`).
 """
 
 import os
@@ -39,17 +44,24 @@ import sysconfig
 import tempfile
 import time
 
+import pytest
+
 from oslo_kvs_tests.deployment import load
 from oslo_kvs_tests.deployment import model
+from oslo_kvs_tests.deployment import serve
 from oslo_kvs_tests import servers
 
 #: The sample service, as a WSGI server names it.
 MODULE = 'oslo_kvs_tests.deployment.service'
+#: The program that serves it in the modes that are Python programs.
+SERVE = 'oslo_kvs_tests.deployment.serve'
 #: The repository root, for the servers' Python path.
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-PROCESSES = 4
-THREADS = 4
+#: Worker processes and threads per worker in every mode that has them
+#: (:mod:`.serve` imports nothing of the tests, so they live there).
+PROCESSES = serve.PROCESSES
+THREADS = serve.THREADS
 #: What the service imports; the mod_wsgi daemon user must read them.
 _IMPORTS = ('oslo_kvs.backends.memcached', 'oslo_kvs.backends.redis',
             'oslo_kvs.backends.mongo', 'oslo_kvs.memoize', model.__name__)
@@ -267,8 +279,9 @@ class ModWSGI(WSGIServer):
     """Apache with mod_wsgi in daemon mode, via ``mod_wsgi-express``.
 
     As root, Apache's children and the daemon processes run as ``nobody``
-    (``--user``/``--group``): every file they read must be readable by
-    that user, which :meth:`start` checks first.
+    (``--user``/``--group``; neither Apache nor mod_wsgi runs them as
+    root): every file they read must be readable by that user, which
+    :meth:`start` checks first.
     """
 
     name = 'mod_wsgi'
@@ -307,10 +320,13 @@ class ModWSGI(WSGIServer):
         return super().start()
 
     def _check_readable(self) -> None:
-        """Skip (fail in CI) if the daemon user cannot import the service.
+        """Fail at once if the daemon user cannot import the service.
 
-        A Python installed where ``nobody`` cannot read (``/root`` is
-        usually private) cannot serve it.
+        Apache refuses to run as root and mod_wsgi refuses a root daemon
+        user, so the daemon processes run as :attr:`user`, which must
+        reach this Python and the repository: a Python under ``/root``
+        (usually mode 700) needs the traverse permission ``.ci/run``
+        grants. Without it the daemons would only fail every request.
         """
         import pwd
         entry = pwd.getpwnam(self.user)
@@ -326,10 +342,66 @@ class ModWSGI(WSGIServer):
             if not probe.returncode:
                 return
             error = (probe.stderr.strip().splitlines() or ['?'])[-1]
-        servers._missing(
-            'the mod_wsgi daemon user %s cannot run the service on %s '
-            '(install Python where that user can read it): %s'
-            % (self.user, sys.executable, error))
+        pytest.fail(
+            'the mod_wsgi daemon user %s cannot import the service with %s '
+            'from %s: %s. Give others traverse permission (chmod o+x) on '
+            'the directories on the way to both, as .ci/run does.'
+            % (self.user, sys.executable, ROOT, error), pytrace=False)
+
+
+class Program(WSGIServer):
+    """A mode of :mod:`.serve`, run by this Python.
+
+    ``python -m`` with this interpreter: the program imports what the
+    tests import, with the repository first on its path.
+    """
+
+    #: The :mod:`.serve` mode and its options.
+    arguments: tuple[str, ...] = ()
+
+    def command(self) -> list[str]:
+        mode, *options = self.arguments
+        return [sys.executable, '-m', SERVE, mode, servers.LOOPBACK,
+                str(self.port), *options]
+
+
+class ProcessLauncher(Program):
+    """``oslo_service.service.ProcessLauncher``, 4 workers of 4 threads.
+
+    The parent loads the service and binds the socket; the workers are
+    forked by ``os.fork()`` and share it.
+    """
+
+    name = 'oslo.service'
+    loads_in_master = True
+    arguments = ('process-launcher',)
+
+
+class Eventlet(Program):
+    """``eventlet.wsgi.server``, patched after ``import oslo_kvs``."""
+
+    name = 'eventlet-hiredis'
+    processes = 1
+    hiredis = True
+
+    @property
+    def arguments(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ('eventlet',) + (() if self.hiredis else ('--no-hiredis',))
+
+    def start(self) -> 'WSGIServer':
+        if self.hiredis:
+            try:
+                import hiredis  # noqa: F401
+            except ImportError:
+                servers._missing('hiredis is not installed')
+        return super().start()
+
+
+class EventletNoHiredis(Eventlet):
+    """``eventlet.wsgi.server``, redis-py's pure-Python parser."""
+
+    name = 'eventlet-no-hiredis'
+    hiredis = False
 
 
 #: Every mode, by name, in the order tests run them.
@@ -338,4 +410,4 @@ MODES: dict[str, type[WSGIServer]] = {
         UWSGI, UWSGILazy,
         _gunicorn('sync', False), _gunicorn('sync', True),
         _gunicorn('gthread', False), _gunicorn('gthread', True),
-        ModWSGI)}
+        ModWSGI, ProcessLauncher, Eventlet, EventletNoHiredis)}
