@@ -27,7 +27,8 @@ import pytest
 import oslo_kvs
 from oslo_kvs_tests import faults
 
-BACKENDS = ['memory', 'memcached', 'memcached-3', 'redis', 'sentinel']
+BACKENDS = ['memory', 'memcached', 'memcached-3', 'redis', 'sentinel',
+            'cluster']
 DISTRIBUTED = [name for name in BACKENDS if name != 'memory']
 OPS = 300
 # Seconds before a child counts as hung; the runs take about one.
@@ -47,8 +48,9 @@ def make_store(request):
             backend, args = 'openstack.kvs.Memcached', dict(
                 servers.store_args, socket_timeout=5)
         else:
-            group = request.getfixturevalue(
-                'redis_server' if name == 'redis' else 'redis_sentinel_group')
+            group = request.getfixturevalue({
+                'redis': 'redis_server', 'sentinel': 'redis_sentinel_group',
+                'cluster': 'redis_cluster'}[name])
             backend, args = 'openstack.kvs.Redis', dict(group.store_args)
         args.update(extra)
         store = oslo_kvs.get_key_value_store('fork-%s' % uuid.uuid4())
