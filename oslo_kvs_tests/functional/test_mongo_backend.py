@@ -289,12 +289,6 @@ class TestMongoClientArguments:
             make_store(**REQUIRED, tls_certfile=files.cert,
                        tls_keyfile=files.key)
 
-    def test_missing_ca_file_fails_at_configure(self):
-        with pytest.raises(exception.ConfigurationError,
-                           match='FileNotFoundError'):
-            make_store(**REQUIRED, tls_enabled=True,
-                       tls_cafile='/nonexistent/ca.pem')
-
     def test_timeouts_are_seconds(self, closing, recorded):
         store = closing(**REQUIRED, server_selection_timeout=2.5,
                         connect_timeout='3', socket_timeout=0)
