@@ -74,7 +74,16 @@ class AlreadyConfigured(KVSError, RuntimeError):
 
 
 class ConfigurationError(KVSError, ValueError):
-    """An option or ``configure()`` argument is wrong."""
+    """An option or ``configure()`` argument is wrong.
+
+    ``argument`` names the ``configure()`` argument (or option) the error is
+    about, when there is one, so callers that map arguments to their source
+    (a configuration group) need not read the message.
+    """
+
+    def __init__(self, message: str, argument: str | None = None) -> None:
+        self.argument = argument
+        super().__init__(message)
 
 
 class LockError(KVSError, ValueError):

@@ -427,6 +427,8 @@ class Backend(api.CacheBackend):
     options: ty.ClassVar[tuple[Option, ...]] = ()
     #: The backend's historical name for the store's ``expire_time``.
     expire_time_alias: ty.ClassVar[str | None] = None
+    #: The port of a server address given without one (None: no server).
+    default_port: ty.ClassVar[int | None] = None
     #: Exception types that mean "the server failed", not "a bug".
     server_errors: ty.ClassVar[tuple[type[BaseException], ...]] = ()
     #: Exception types that mean "the server refused a value this big".
@@ -487,6 +489,12 @@ class Backend(api.CacheBackend):
         elif isinstance(value, (list, tuple)):
             for item in value:
                 self.add_secrets(item, secret=False)
+
+    @classmethod
+    def argument_names(cls, secret: bool = False) -> set[str]:
+        """Names and aliases of the arguments (only secret ones if asked)."""
+        return {name for opt in cls.options if opt.secret or not secret
+                for name in (opt.name,) + opt.aliases}
 
     @property
     def where(self) -> str:

@@ -166,6 +166,7 @@ class MemcachedBackend(base.Backend):
     name = 'openstack.kvs.Memcached'
     options = OPTIONS
     expire_time_alias = 'memcached_expire_time'
+    default_port = 11211
     server_errors = (memcache_pool.ServerError,)
     too_large_errors = (memcache_pool.TooLarge,)
     key_errors = (pymc_exc.MemcacheIllegalInputError,)

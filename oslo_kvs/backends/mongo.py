@@ -245,6 +245,7 @@ class MongoBackend(base.Backend):
     name = 'openstack.kvs.MongoDB'
     options = OPTIONS
     expire_time_alias = 'mongo_ttl_seconds'
+    default_port = 27017
     server_errors = (mongo_errors.PyMongoError,)
     too_large_errors = (mongo_errors.DocumentTooLarge,)
     distributed_lock = True

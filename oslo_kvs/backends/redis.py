@@ -203,6 +203,7 @@ class RedisBackend(base.Backend):
     name = 'openstack.kvs.Redis'
     options = _OPTIONS
     expire_time_alias = 'redis_expiration_time'
+    default_port = 6379
     # RedisClusterException is no RedisError; OSError covers raw sockets.
     server_errors = (redis_exceptions.RedisError,
                      redis_exceptions.RedisClusterException, OSError)
