@@ -295,7 +295,13 @@ def _raise_translated(backend: 'Backend', exc: BaseException,
     raise exc
 
 
-def _translating(method: ty.Callable[..., ty.Any]) -> ty.Callable[..., ty.Any]:
+def translate_errors(method: ty.Callable[..., ty.Any]
+                     ) -> ty.Callable[..., ty.Any]:
+    """Decorate a backend method: server faults leave it as BackendError.
+
+    See :func:`backend_error`; oslo_kvs exceptions pass through and any
+    other exception (a programming error) stays what it is.
+    """
     name = method.__name__
     operation = name.replace('_serialized', '')
 
@@ -458,7 +464,7 @@ class Backend(api.CacheBackend):
             method = getattr(cls, method_name, None)
             if method is not None and not getattr(method, 'translating',
                                                   False):
-                setattr(cls, method_name, _translating(method))
+                setattr(cls, method_name, translate_errors(method))
 
     # --- a plain dogpile region (object API) ---------------------------
     # A region serializes with these unless given its own: values oslo_kvs
