@@ -32,9 +32,10 @@ from oslo_kvs.backends import base
 from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import opts
+from oslo_kvs import settings
 
 #: ``configure()`` arguments the store keeps; the rest go to the backend.
-STORE_ARGUMENTS = core.STORE_ARGUMENTS
+STORE_ARGUMENTS = settings.STORE_ARGUMENTS
 
 #: Redaction marker written where a secret would have been.
 REDACTED = address.REDACTED
@@ -65,7 +66,7 @@ def backend_arguments(conf: cfg.ConfigOpts) -> dict[str, ty.Any]:
     :raises exception.ConfigurationError: for a malformed entry; the
         message never holds an entry's value, which may be a password.
     """
-    return opts.store_configuration(conf, store_group(conf))[1]
+    return settings.read_group(conf, store_group(conf))[1]
 
 
 def open_store(conf: cfg.ConfigOpts,
@@ -89,9 +90,7 @@ def load_backend_class(conf: cfg.ConfigOpts) -> type | None:
     :raises exception.ConfigurationError: when it cannot be loaded.
     """
     backends.register_backends(conf.kvs.backends)
-    arguments = {name: value for name, value in backend_arguments(conf).items()
-                 if name not in core.STORE_ARGUMENTS}
-    return core.backend_class(backing_store(conf), arguments)
+    return backends.load_class(backing_store(conf))
 
 
 def secret_option_names(backend_cls: type | None) -> set[str]:

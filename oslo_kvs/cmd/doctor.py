@@ -35,10 +35,10 @@ from oslo_config import types
 from oslo_kvs.backends import base
 from oslo_kvs.cmd import common
 from oslo_kvs.cmd import ping
-from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import protection
 from oslo_kvs import serialization
+from oslo_kvs import settings
 
 #: The token lifetime doctor compares expiry with. Keystone's option, so a
 #: keystone.conf given with --config-file is read as it is; registered only
@@ -104,11 +104,11 @@ class Checkup:
         except exception.ConfigurationError as exc:
             self.errors.append(str(exc))
             return
-        for name in core.EXPIRY_ARGUMENTS & set(self.store_args):
+        for name in settings.EXPIRY_ARGUMENTS & set(self.store_args):
             arguments[name] = self.store_args[name]
         try:
-            self.expire_time = core.expiry_arguments(
-                self.backing_store, self.backend_cls, arguments)[0]
+            self.expire_time = settings._expiry(
+                self.backing_store, self.backend_cls or object, arguments)[0]
         except exception.ConfigurationError as exc:
             self.errors.append(str(exc))
         if self.backend_cls is not None and issubclass(self.backend_cls,
