@@ -117,7 +117,8 @@ def register_opts(conf: cfg.ConfigOpts, group: str | None = None,
                 conf.register_opt(opt, group=section)
 
 
-def _enabled(conf: cfg.ConfigOpts, section: str) -> bool:
+def _enabled(conf: cfg.ConfigOpts, section: str, value: ty.Any = None) -> bool:
+    """Whether ``section`` memoizes now; ``value`` is Keystone's, ignored."""
     return bool(conf.kvs.memoize_enabled and conf[section].caching)
 
 
@@ -139,10 +140,7 @@ def should_cache_fn(section: str, conf: cfg.ConfigOpts | None = None
     """
     conf = conf if conf is not None else cfg.CONF
     register_opts(conf, section)
-
-    def should_cache(value: ty.Any = None) -> bool:
-        return _enabled(conf, section)
-    return should_cache
+    return functools.partial(_enabled, conf, section)
 
 
 def get_memoization_decorator(
@@ -214,19 +212,6 @@ _retry_at: 'weakref.WeakKeyDictionary[core.KeyValueStore, float]' = (
     weakref.WeakKeyDictionary())
 
 
-def _failed(store: core.KeyValueStore, error: Exception,
-            retry_after: float) -> None:
-    retry_at = time.monotonic() + retry_after
-    # setdefault is atomic: of threads racing here, one starts the outage.
-    if _retry_at.setdefault(store, retry_at) is not retry_at:
-        _retry_at[store] = retry_at
-        return
-    # BackendError messages name the backend and server, never a secret.
-    LOG.warning('Memoization store %r failed (%s: %s); memoized functions '
-                'run uncached, retrying the store every %ss', store.name,
-                type(error).__name__, error, retry_after)
-
-
 def _answered(store: core.KeyValueStore) -> None:
     if _retry_at.pop(store, None) is not None:
         LOG.info('Memoization store %r answers again', store.name)
@@ -269,12 +254,7 @@ class MemoizedFunction:
         self._conf = conf
         self._group = group
         self._expiration_group = expiration_group
-        # A name is looked up on every call, so the store may be
-        # configured after decoration.
-        self._lookup: ty.Callable[[], core.KeyValueStore] = (
-            functools.partial(core.get_key_value_store,
-                              store or DEFAULT_STORE, conf=conf)
-            if store is None or isinstance(store, str) else lambda: store)
+        self._store_or_name = store or DEFAULT_STORE
         self._signature = inspect.signature(fn)
         params = list(self._signature.parameters.values())
         self._skip_first = bool(params and params[0].name in _SELF_NAMES
@@ -368,15 +348,12 @@ class MemoizedFunction:
             ``False`` when the queue is full, memoization is off for this
             section or an argument is not supported.
         """
-        if not _enabled(self._conf, self._group):
-            return False
         args = self._helper_args(args)
         try:
             key = self._key(args, kwargs)
-        except TypeError as exc:
-            self._warn_unsupported(exc)
+        except TypeError:
             return False
-        return warm_queue.put(
+        return _enabled(self._conf, self._group) and warm_queue.put(
             key, functools.partial(self._call, args, kwargs))
 
     def key(self, *args: ty.Any, **kwargs: ty.Any) -> str:
@@ -420,18 +397,15 @@ class MemoizedFunction:
         if self._warned.setdefault(what, marker) is marker:
             LOG.warning(message, *args)
 
-    def _warn_unsupported(self, error: TypeError) -> None:
-        # Only unsupported arguments: a wrong call gets the function's own
-        # TypeError when it runs.
-        if isinstance(error, _Unsupported):
-            self._warn_once('args', 'Calls of %s are not memoized: %s',
-                            self.__qualname__, error)
-
     # --- the store -----------------------------------------------------------
 
     def _store(self) -> core.KeyValueStore:
         """The store; :raises _Bypass: while it is not configured."""
-        store = self._lookup()
+        store = self._store_or_name
+        if isinstance(store, str):
+            # Looked up on every call, so it may be configured after
+            # decoration.
+            store = core.get_key_value_store(store, conf=self._conf)
         if store.is_configured:
             return store
         self._warn_once('unconfigured', 'Memoization store %r is not '
@@ -450,11 +424,12 @@ class MemoizedFunction:
              *args: ty.Any, refused: str | None = 'key') -> ty.Any:
         """``call(*args)`` on the store, best effort; the one place for it.
 
-        A store fault starts (or continues) an outage, logged once, and
-        raises :class:`_Bypass`; so does a key or value the store refuses
-        (``TypeError``/``ValueError``, warned once per ``refused`` kind),
-        unless ``refused`` is None: then that error is raised.
-        ``NotFound`` gives None.
+        ``NotFound`` gives None. A key or value the store refuses
+        (``TypeError``/``ValueError``) is warned about once per ``refused``
+        kind and raises :class:`_Bypass`, unless ``refused`` is None: then
+        it is raised. A store fault raises :class:`_Bypass` and starts (or
+        extends) an outage of the store, whose start alone is logged: calls
+        skip the store for ``[kvs] memoize_dead_retry`` seconds.
         """
         try:
             return call(*args)
@@ -469,7 +444,17 @@ class MemoizedFunction:
                             'store %r: %s', self.__qualname__, store.name, exc)
             raise _Bypass() from exc
         except exception.KVSError as exc:
-            _failed(store, exc, self._conf.kvs.memoize_dead_retry)
+            retry_after = self._conf.kvs.memoize_dead_retry
+            retry_at = time.monotonic() + retry_after
+            # setdefault is atomic: of threads racing here, one logs.
+            if _retry_at.setdefault(store, retry_at) is retry_at:
+                # BackendError messages name the backend and server, never
+                # a secret.
+                LOG.warning('Memoization store %r failed (%s: %s); memoized '
+                            'functions run uncached, retrying the store '
+                            'every %ss', store.name, type(exc).__name__, exc,
+                            retry_after)
+            _retry_at[store] = retry_at
             raise _Bypass() from exc
 
     def _read(self, store: core.KeyValueStore,
@@ -513,13 +498,16 @@ class MemoizedFunction:
         """
         try:
             key = self._key(args, kwargs)
+        except _Unsupported as exc:
+            self._warn_once('args', 'Calls of %s are not memoized: %s',
+                            self.__qualname__, exc)
+            raise _Bypass() from exc
         except TypeError as exc:
-            self._warn_unsupported(exc)
+            # A wrong call: the function raises its own TypeError.
             raise _Bypass() from exc
         store = self._store()
-        retry_at = _retry_at.get(store)
-        if retry_at is not None and time.monotonic() < retry_at:
-            raise _Bypass()
+        if time.monotonic() < _retry_at.get(store, -float('inf')):
+            raise _Bypass()     # an outage: skipped until the retry time
         entry = self._read(store, key)
         if self._fresh(entry):
             return entry[1]
@@ -621,11 +609,10 @@ class WarmQueue:
             return True
         work = self._work.get()
         with work.cond:
-            if key not in work.waiting:
-                if len(work.waiting) >= self.maxsize:
-                    return False
-                work.waiting[key] = task
-                work.cond.notify_all()
+            if key not in work.waiting and len(work.waiting) >= self.maxsize:
+                return False
+            work.waiting[key] = task    # where a call already waits, as it
+            work.cond.notify_all()
             if work.thread is None or not work.thread.is_alive():
                 work.thread = threading.Thread(
                     target=_work_forever, args=(work,),
