@@ -86,15 +86,14 @@ def section_opts() -> list[cfg.Opt]:
     names, as Keystone's sections do; then those are used.
     """
     return [
-        cfg.BoolOpt(
-            'caching', default=True,
-            help='Memoize this section\'s results. Has no effect unless '
-                 '[kvs] memoize_enabled is true as well.'),
-        cfg.IntOpt(
-            'cache_time', min=0,
-            help='Seconds a memoized result of this section stays valid. '
-                 'Unset means [kvs] memoize_expiration_time; 0 means until '
-                 'invalidated (or evicted by the store).'),
+        cfg.BoolOpt('caching', default=True,
+                    help='Memoize this section\'s results. Has no effect '
+                         'unless [kvs] memoize_enabled is true as well.'),
+        cfg.IntOpt('cache_time', min=0,
+                   help='Seconds a memoized result of this section stays '
+                        'valid. Unset means [kvs] memoize_expiration_time; '
+                        '0 means until invalidated (or evicted by the '
+                        'store).'),
     ]
 
 
@@ -217,6 +216,14 @@ def _answered(store: core.KeyValueStore) -> None:
         LOG.info('Memoization store %r answers again', store.name)
 
 
+class _Entry(ty.NamedTuple):
+    """A result found in the store: stored as ``(stored_at, value)``."""
+
+    value: ty.Any
+    #: Whether it is younger than the section's ``cache_time``.
+    fresh: bool
+
+
 class MemoizedFunction:
     """A memoized function; made by :func:`get_memoization_decorator`.
 
@@ -320,8 +327,8 @@ class MemoizedFunction:
         key = self.key(*args, **kwargs)
         with contextlib.suppress(_Bypass):
             entry = self._read(self._store(), key)
-            if self._fresh(entry):
-                return entry[1]
+            if entry is not None and entry.fresh:
+                return entry.value
         raise exception.NotFound(key)
 
     def set(self, value: ty.Any, *args: ty.Any, **kwargs: ty.Any) -> None:
@@ -413,13 +420,6 @@ class MemoizedFunction:
                         store.name, self.__qualname__)
         raise _Bypass()
 
-    def _fresh(self, entry: tuple[float, ty.Any] | None
-               ) -> ty.TypeGuard[tuple[float, ty.Any]]:
-        if entry is None:
-            return False
-        ttl = _cache_time(self._conf, self._expiration_group)
-        return ttl is None or time.time() - entry[0] <= ttl
-
     def _use(self, store: core.KeyValueStore, call: ty.Callable[..., ty.Any],
              *args: ty.Any, refused: str | None = 'key') -> ty.Any:
         """``call(*args)`` on the store, best effort; the one place for it.
@@ -457,18 +457,18 @@ class MemoizedFunction:
             _retry_at[store] = retry_at
             raise _Bypass() from exc
 
-    def _read(self, store: core.KeyValueStore,
-              key: str) -> tuple[float, ty.Any] | None:
-        """The ``(stored_at, value)`` entry of ``key``, fresh or not.
+    def _read(self, store: core.KeyValueStore, key: str) -> '_Entry | None':
+        """The result stored under ``key``, fresh or not; None if none.
 
         :raises _Bypass: when the store fails or cannot take the key.
         """
         entry = self._use(store, store.get, key)
         # Anything else under this key (another writer's format) is a miss.
-        if type(entry) is tuple and len(entry) == 2 and (
-                type(entry[0]) is float):
-            return entry
-        return None
+        if type(entry) is not tuple or len(entry) != 2 or (
+                type(entry[0]) is not float):
+            return None
+        ttl = _cache_time(self._conf, self._expiration_group)
+        return _Entry(entry[1], ttl is None or time.time() - entry[0] <= ttl)
 
     def _write(self, store: core.KeyValueStore, key: str, value: ty.Any,
                refused: str | None = 'value') -> None:
@@ -498,32 +498,31 @@ class MemoizedFunction:
         """
         try:
             key = self._key(args, kwargs)
-        except _Unsupported as exc:
-            self._warn_once('args', 'Calls of %s are not memoized: %s',
-                            self.__qualname__, exc)
-            raise _Bypass() from exc
         except TypeError as exc:
-            # A wrong call: the function raises its own TypeError.
+            # A wrong call is left to raise the function's own TypeError.
+            if isinstance(exc, _Unsupported):
+                self._warn_once('args', 'Calls of %s are not memoized: %s',
+                                self.__qualname__, exc)
             raise _Bypass() from exc
         store = self._store()
         if time.monotonic() < _retry_at.get(store, -float('inf')):
             raise _Bypass()     # an outage: skipped until the retry time
         entry = self._read(store, key)
-        if self._fresh(entry):
-            return entry[1]
+        if entry is not None and entry.fresh:
+            return entry.value
         lock = self._use(store, store.get_lock, key)
         if not self._use(store, lock.acquire, entry is None,
                          lock.lock_timeout * 2 or MAX_LOCK_WAIT):
             if entry is not None:
-                return entry[1]
+                return entry.value
             LOG.debug('Gave up waiting for another computation of %s',
                       self.__qualname__)
             raise _Bypass()
         try:
             # Whoever held the lock before has probably stored it.
             entry = self._read(store, key)
-            if self._fresh(entry):
-                return entry[1]
+            if entry is not None and entry.fresh:
+                return entry.value
             value = self._fn(*args, **kwargs)
             with contextlib.suppress(_Bypass):
                 self._write(store, key, value)
