@@ -450,10 +450,9 @@ class MemoizedFunction:
             if _retry_at.setdefault(store, retry_at) is retry_at:
                 # BackendError messages name the backend and server, never
                 # a secret.
-                LOG.warning('Memoization store %r failed (%s: %s); memoized '
-                            'functions run uncached, retrying the store '
-                            'every %ss', store.name, type(exc).__name__, exc,
-                            retry_after)
+                LOG.warning('Memoization store %r failed (%r); memoized calls '
+                            'run uncached, retrying it every %ss',
+                            store.name, exc, retry_after)
             _retry_at[store] = retry_at
             raise _Bypass() from exc
 
@@ -610,7 +609,8 @@ class WarmQueue:
         with work.cond:
             if key not in work.waiting and len(work.waiting) >= self.maxsize:
                 return False
-            work.waiting[key] = task    # where a call already waits, as it
+            # A call already waiting keeps its place.
+            work.waiting[key] = task
             work.cond.notify_all()
             if work.thread is None or not work.thread.is_alive():
                 work.thread = threading.Thread(
