@@ -211,11 +211,6 @@ _retry_at: 'weakref.WeakKeyDictionary[core.KeyValueStore, float]' = (
     weakref.WeakKeyDictionary())
 
 
-def _answered(store: core.KeyValueStore) -> None:
-    if _retry_at.pop(store, None) is not None:
-        LOG.info('Memoization store %r answers again', store.name)
-
-
 class _Entry(ty.NamedTuple):
     """A result found in the store: stored as ``(stored_at, value)``."""
 
@@ -299,8 +294,7 @@ class MemoizedFunction:
         with contextlib.suppress(_Bypass):
             store = self._store()
             # delete_multi ignores a missing key.
-            self._use(store, store.delete_multi, [key])
-            _answered(store)
+            self._use(store, store.delete_multi, [key], write=True)
 
     def refresh(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
         """Compute the result again, store it and return it.
@@ -421,7 +415,8 @@ class MemoizedFunction:
         raise _Bypass()
 
     def _use(self, store: core.KeyValueStore, call: ty.Callable[..., ty.Any],
-             *args: ty.Any, refused: str | None = 'key') -> ty.Any:
+             *args: ty.Any, refused: str | None = 'key',
+             write: bool = False) -> ty.Any:
         """``call(*args)`` on the store, best effort; the one place for it.
 
         ``NotFound`` gives None. A key or value the store refuses
@@ -429,10 +424,11 @@ class MemoizedFunction:
         kind and raises :class:`_Bypass`, unless ``refused`` is None: then
         it is raised. A store fault raises :class:`_Bypass` and starts (or
         extends) an outage of the store, whose start alone is logged: calls
-        skip the store for ``[kvs] memoize_dead_retry`` seconds.
+        skip the store for ``[kvs] memoize_dead_retry`` seconds. A
+        successful ``write`` ends the outage.
         """
         try:
-            return call(*args)
+            result = call(*args)
         except exception.NotFound:
             return None
         except (TypeError, ValueError) as exc:
@@ -455,6 +451,9 @@ class MemoizedFunction:
                             store.name, exc, retry_after)
             _retry_at[store] = retry_at
             raise _Bypass() from exc
+        if write and _retry_at.pop(store, None) is not None:
+            LOG.info('Memoization store %r answers again', store.name)
+        return result
 
     def _read(self, store: core.KeyValueStore, key: str) -> '_Entry | None':
         """The result stored under ``key``, fresh or not; None if none.
@@ -473,8 +472,7 @@ class MemoizedFunction:
                refused: str | None = 'value') -> None:
         """Store a result; see :meth:`_use` for errors."""
         self._use(store, store.set, key, (time.time(), value),
-                  refused=refused)
-        _answered(store)
+                  refused=refused, write=True)
 
     def _call(self, args: tuple, kwargs: dict) -> ty.Any:
         with contextlib.suppress(_Bypass):
