@@ -242,8 +242,6 @@ class MemoizedFunction:
 
     #: On a method looked up on an instance, ``(instance,)`` (see __get__).
     _bound: tuple = ()
-    #: Copied from the function by functools.update_wrapper.
-    __qualname__: str
 
     def __init__(self, fn: ty.Callable[..., ty.Any], conf: cfg.ConfigOpts,
                  group: str, expiration_group: str,
@@ -411,7 +409,7 @@ class MemoizedFunction:
             return store
         self._warn_once('unconfigured', 'Memoization store %r is not '
                         'configured; %s runs uncached until it is',
-                        store.name, self.__qualname__)
+                        store.name, self._name)
         raise _Bypass()
 
     def _use(self, store: core.KeyValueStore, call: ty.Callable[..., ty.Any],
@@ -437,7 +435,7 @@ class MemoizedFunction:
             # e.g. a value of an unsupported type or too large, or a key
             # too long for a backend with key mangling off.
             self._warn_once(refused, 'Results of %s cannot be memoized in '
-                            'store %r: %s', self.__qualname__, store.name, exc)
+                            'store %r: %s', self._name, store.name, exc)
             raise _Bypass() from exc
         except exception.KVSError as exc:
             retry_after = self._conf.kvs.memoize_dead_retry
@@ -499,7 +497,7 @@ class MemoizedFunction:
             # A wrong call is left to raise the function's own TypeError.
             if isinstance(exc, _Unsupported):
                 self._warn_once('args', 'Calls of %s are not memoized: %s',
-                                self.__qualname__, exc)
+                                self._name, exc)
             raise _Bypass() from exc
         store = self._store()
         if time.monotonic() < _retry_at.get(store, -float('inf')):
@@ -513,7 +511,7 @@ class MemoizedFunction:
             if entry is not None:
                 return entry.value
             LOG.debug('Gave up waiting for another computation of %s',
-                      self.__qualname__)
+                      self._name)
             raise _Bypass()
         try:
             # Whoever held the lock before has probably stored it.
