@@ -109,10 +109,10 @@ def register_opts(conf: cfg.ConfigOpts, group: str | None = None,
     caching, cache_time = section_opts()
     for section, opt in ((group, caching), (group, cache_time),
                          (expiration_group, cache_time)):
-        # An option the application registered there itself (Keystone
-        # does, with its own help text) wins.
-        with contextlib.suppress(cfg.DuplicateOptError):
-            if section is not None:
+        if section is not None:
+            # An option the application registered there itself (Keystone
+            # does, with its own help text) wins.
+            with contextlib.suppress(cfg.DuplicateOptError):
                 conf.register_opt(opt, group=section)
 
 
