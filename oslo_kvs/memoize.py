@@ -77,26 +77,6 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY,
 _REPR_TYPES = (bool, int, float, str, bytes, datetime.date, uuid.UUID)
 
 
-def section_opts() -> list[cfg.Opt]:
-    """The per-section options, for a consumer's own ``list_opts()``.
-
-    ``caching`` and ``cache_time`` are registered in the group given to
-    :func:`get_memoization_decorator` (``cache_time`` also in its
-    ``expiration_group``) unless that group already has options of those
-    names, as Keystone's sections do; then those are used.
-    """
-    return [
-        cfg.BoolOpt('caching', default=True,
-                    help='Memoize this section\'s results. Has no effect '
-                         'unless [kvs] memoize_enabled is true as well.'),
-        cfg.IntOpt('cache_time', min=0,
-                   help='Seconds a memoized result of this section stays '
-                        'valid. Unset means [kvs] memoize_expiration_time; '
-                        '0 means until invalidated (or evicted by the '
-                        'store).'),
-    ]
-
-
 def register_opts(conf: cfg.ConfigOpts, group: str | None = None,
                   expiration_group: str | None = None) -> None:
     """Register the memoization options on ``conf``; safe to call again.
@@ -106,7 +86,7 @@ def register_opts(conf: cfg.ConfigOpts, group: str | None = None,
     option of that name is already registered there.
     """
     conf.register_opts(opts.memoize_opts, group=opts.GROUP)
-    caching, cache_time = section_opts()
+    caching, cache_time = opts.memoize_section_opts()
     for section, opt in ((group, caching), (group, cache_time),
                          (expiration_group, cache_time)):
         if section is not None:

@@ -93,6 +93,27 @@ memoize_opts = [
 ]
 
 
+def memoize_section_opts() -> list[cfg.Opt]:
+    """The per-section options, for a consumer's own ``list_opts()``.
+
+    ``caching`` and ``cache_time`` are registered in the group given to
+    :func:`oslo_kvs.memoize.get_memoization_decorator` (``cache_time``
+    also in its ``expiration_group``) unless that group already has
+    options of those names, as Keystone's sections do; then those are
+    used.
+    """
+    return [
+        cfg.BoolOpt('caching', default=True,
+                    help='Memoize this section\'s results. Has no effect '
+                         'unless [kvs] memoize_enabled is true as well.'),
+        cfg.IntOpt('cache_time', min=0,
+                   help='Seconds a memoized result of this section stays '
+                        'valid. Unset means [kvs] memoize_expiration_time; '
+                        '0 means until invalidated (or evicted by the '
+                        'store).'),
+    ]
+
+
 def register_opts(conf: cfg.ConfigOpts) -> None:
     """Register the ``[kvs]`` options on ``conf`` (safe to call again)."""
     conf.register_opts(kvs_opts, group=GROUP)

@@ -963,7 +963,7 @@ def test_list_opts_and_section_opts():
              for opt in group_opts if group == 'kvs'}
     assert {'memoize_enabled', 'memoize_expiration_time',
             'memoize_dead_retry'} <= names
-    assert [opt.name for opt in memoize.section_opts()] == [
+    assert [opt.name for opt in opts.memoize_section_opts()] == [
         'caching', 'cache_time']
 
 
