@@ -27,7 +27,6 @@ import collections
 import inspect
 import math
 import typing as ty
-import urllib.parse
 
 from oslo_config import cfg
 from oslo_config import types
@@ -53,7 +52,8 @@ token_opts = [
 
 # Arguments in which backends name their servers.
 _SERVER_ARGUMENTS = ('url', 'host', 'db_hosts', 'sentinels', 'cluster_nodes')
-_TLS_QUERY = ('tls', 'ssl')
+_TLS_SCHEMES = ('rediss://', 'mongodb+srv://')
+_TLS_QUERY = ('tls=true', 'ssl=true')
 
 
 class Checkup:
@@ -96,7 +96,7 @@ class Checkup:
             self.errors.append(str(exc))
             return
         self.store_args = {name: arguments.pop(name)
-                           for name in common.STORE_ARGUMENTS
+                           for name in core.STORE_ARGUMENTS
                            if name in arguments}
         self.backend_args = arguments
         try:
@@ -268,40 +268,32 @@ def _hosts_and_tls(arguments: ty.Mapping[str, ty.Any]) -> tuple[
         list[str], bool]:
     """Hosts named by backend ``arguments`` and whether TLS is asked for.
 
-    Reads the arguments only: nothing is resolved or connected to.
+    Reads the arguments only: nothing is resolved or connected to. A
+    server argument is a list, or a comma-separated string, of addresses
+    or URLs; a URL may name several hosts (``mongodb://a,b/``).
     """
-    tls = False
     # ssl: the historical name in dogpile.cache and Keystone's MongoDB.
-    for flag in ('tls_enabled', 'ssl'):
-        try:
-            tls = tls or bool(types.Boolean()(arguments.get(flag) or False))
-        except ValueError:
-            pass
-    hosts: list[str] = []
+    tls = any(_true(arguments.get(flag)) for flag in ('tls_enabled', 'ssl'))
+    hosts = []
     for name in _SERVER_ARGUMENTS:
-        value = arguments.get(name)
-        items = [value] if isinstance(value, str) else list(value or ())
-        for item in items:
-            item = item.strip()
-            if item.startswith(('/', 'unix:')):
-                continue
-            if '://' not in item:
-                endpoint = common.parse_endpoint(item, 1)
-                hosts.append(endpoint.host or item if endpoint else item)
-                continue
-            split = urllib.parse.urlsplit(item)
-            query = urllib.parse.parse_qs(split.query.lower())
-            if (split.scheme in ('rediss', 'mongodb+srv') or any(
-                    query.get(flag) == ['true'] for flag in _TLS_QUERY)):
-                tls = True
-            if split.scheme == 'unix':
-                continue
-            netloc = split.netloc.rpartition('@')[2]
-            for part in netloc.split(','):
-                endpoint = common.parse_endpoint(part, 1) if part else None
-                if endpoint is not None and endpoint.host:
-                    hosts.append(endpoint.host)
+        value = arguments.get(name) or ()
+        for item in [value] if isinstance(value, str) else value:
+            lowered = item.strip().lower()
+            tls = tls or lowered.startswith(_TLS_SCHEMES) or any(
+                flag in lowered for flag in _TLS_QUERY)
+            scheme, sep, rest = item.strip().rpartition('://')
+            for part in rest.split(','):
+                server = common.server_address(scheme + sep + part, 1)
+                if server is not None and server.host:
+                    hosts.append(server.host)
     return hosts, tls
+
+
+def _true(value: ty.Any) -> bool:
+    try:
+        return bool(types.Boolean()(value or False))
+    except ValueError:
+        return False
 
 
 def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
@@ -456,13 +448,12 @@ def symptom_unreachable_servers(check: Checkup) -> bool:
         return True
     if backend is None:
         return False
-    port = common.DEFAULT_PORTS.get(check.backing_store)
     for label in backend.servers():
-        endpoint = common.parse_endpoint(label, port)
-        if endpoint is None:
+        server = common.server_address(label, backend.default_port)
+        if server is None:
             continue
         try:
-            ping.connect_time(endpoint, check.timeout)
+            ping.connect_time(server, check.timeout)
         except OSError as exc:
             check.note('%s: %s' % (label, type(exc).__name__))
     check.unreachable = bool(check.notes)
@@ -521,42 +512,40 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO,
     common.require(timeout > 0 and math.isfinite(timeout),
                    '--timeout must be a positive number of seconds')
     conf.register_opts(token_opts, group='token')
-    result_out, out = out, common.text_stream(out, output_format)
     check = Checkup(conf, token_lifetime=token_lifetime, timeout=timeout)
-    found = 0
     checks = symptoms()
-    result: dict[str, ty.Any] = {
-        'command': 'doctor', 'backend': check.backing_store,
-        'checks': len(checks), 'symptoms': [], 'interrupted': False}
-    try:
-        for symptom in checks:
-            check.notes = []
-            if not symptom(check):
-                continue
-            found += 1
-            headline, advice = describe(symptom)
-            result['symptoms'].append({
-                'name': symptom.__name__, 'headline': headline,
-                'details': list(check.notes), 'advice': advice})
-            out.write('\n[%s] %s\n' % (symptom.__name__, headline))
-            for line in check.notes:
-                out.write('  - %s\n' % line)
-            out.write(''.join('  %s\n' % line
-                              for line in advice.splitlines()))
-    except KeyboardInterrupt:
-        result['interrupted'] = True
-    finally:
-        check.close()
-    if result['interrupted']:
-        out.write('\n%d symptom(s) found before the checks were '
-                  'interrupted.\n' % found)
-        common.write_result(result, result_out, output_format)
-        return common.EXIT_INTERRUPTED
-    common.write_result(result, result_out, output_format)
-    if found:
-        out.write('\n%d of %d checks found a symptom in the %s store.\n'
-                  % (found, len(checks), check.backing_store))
-        return 1
-    out.write('%d checks found no symptom in the %s store.\n'
-              % (len(checks), check.backing_store))
-    return 0
+    found: list[dict[str, ty.Any]] = []
+    result = {'command': 'doctor', 'backend': check.backing_store,
+              'checks': len(checks), 'symptoms': found}
+
+    def body(out: ty.TextIO) -> int:
+        try:
+            for symptom in checks:
+                check.notes = []
+                if symptom(check):
+                    found.append(_report(symptom, check.notes, out))
+        except KeyboardInterrupt:
+            out.write('\n%d symptom(s) found before the checks were '
+                      'interrupted.\n' % len(found))
+            raise
+        finally:
+            check.close()
+        if found:
+            out.write('\n%d of %d checks found a symptom in the %s store.\n'
+                      % (len(found), len(checks), check.backing_store))
+            return common.EXIT_SYMPTOM
+        out.write('%d checks found no symptom in the %s store.\n'
+                  % (len(checks), check.backing_store))
+        return common.EXIT_OK
+    return common.report(out, output_format, result, body)
+
+
+def _report(symptom: ty.Callable[..., ty.Any], notes: list[str],
+            out: ty.TextIO) -> dict[str, ty.Any]:
+    """Print a symptom found, with its details and advice; as JSON."""
+    headline, advice = describe(symptom)
+    out.write('\n[%s] %s\n' % (symptom.__name__, headline))
+    out.write(''.join('  - %s\n' % line for line in notes))
+    out.write(''.join('  %s\n' % line for line in advice.splitlines()))
+    return {'name': symptom.__name__, 'headline': headline,
+            'details': list(notes), 'advice': advice}
