@@ -28,12 +28,10 @@ import uuid
 
 from oslo_config import cfg
 
-from oslo_kvs import backends
 from oslo_kvs.backends import address
-from oslo_kvs.backends import base
 from oslo_kvs import core
-from oslo_kvs import exception
 from oslo_kvs import opts
+from oslo_kvs import settings
 
 
 class CommandError(Exception):
@@ -52,16 +50,21 @@ def backing_store(conf: cfg.ConfigOpts) -> str:
     return conf[store_group(conf)].backend
 
 
-def backend_arguments(conf: cfg.ConfigOpts) -> dict[str, ty.Any]:
-    """The ``configure()`` arguments the command's group gives.
+def store_settings(conf: cfg.ConfigOpts,
+                   **overrides: ty.Any) -> settings.Settings:
+    """The settings of the command's store, parsed as a service would.
 
-    Its ``backend_argument`` entries and every other store option that is
-    set, as ``configure_from_conf`` reads them.
-
-    :raises exception.ConfigurationError: for a malformed entry; the
-        message never holds an entry's value, which may be a password.
+    :raises exception.ConfigurationError: naming the group and option.
     """
-    return opts.store_configuration(conf, store_group(conf))[1]
+    return settings.from_group(conf, store_group(conf), owner='oslo-kvs',
+                               **overrides)
+
+
+#: Overrides for a store that only reaches its servers: value protection
+#: plays no part in that, and doctor reports its mistakes.
+UNPROTECTED: dict[str, ty.Any] = {
+    'value_protection': 'none', 'protection_keys': [],
+    'serializer': 'msgpack'}
 
 
 def open_store(conf: cfg.ConfigOpts,
@@ -77,52 +80,13 @@ def open_store(conf: cfg.ConfigOpts,
     return store
 
 
-def load_backend_class(conf: cfg.ConfigOpts) -> type | None:
-    """The class of the group's backend, without configuring anything.
-
-    ``None`` for a dogpile.cache backend that could not be created.
-
-    :raises exception.ConfigurationError: when it cannot be loaded.
-    """
-    backends.register_backends(conf.kvs.backends)
-    arguments = {name: value for name, value in backend_arguments(conf).items()
-                 if name not in core.STORE_ARGUMENTS}
-    return core.backend_class(backing_store(conf), arguments)
-
-
 def secrets_of(conf: cfg.ConfigOpts) -> list[str]:
     """Every secret the configuration holds, for :func:`redact`.
 
-    Protection keys, secret backend arguments, and passwords embedded in
-    URLs. A secret argument that is a URL without a password (a Redis
-    ``url``) is not itself a secret, so its text is kept.
+    Also of a configuration that does not parse, whose error message is
+    printed.
     """
-    group = store_group(conf)
-    found = list(conf.kvs.protection_keys)
-    try:
-        found += conf[group].protection_keys or []
-    except ValueError:
-        pass  # not readable, so not printable either
-    try:
-        backend_cls = load_backend_class(conf)
-    except exception.ConfigurationError:
-        backend_cls = None
-    secret_names = {'protection_keys'}
-    if backend_cls is not None and issubclass(backend_cls, base.Backend):
-        secret_names |= backend_cls.argument_names(secret=True)
-    for entry in conf[group].backend_argument:
-        name, sep, value = entry.partition(':')
-        if not sep:
-            # Not name:value; the whole entry might be anything.
-            found.append(entry.strip())
-            continue
-        name, value = name.strip(), value.strip()
-        if name == 'protection_keys':
-            for key in value.split(','):
-                found += address.secrets_in(key.strip())
-        else:
-            found += address.secrets_in(value, name in secret_names)
-    return sorted(set(found), key=len, reverse=True)
+    return settings.group_secrets(conf, store_group(conf))
 
 
 #: ``text`` with URL credentials and every secret replaced by a marker.

@@ -96,10 +96,7 @@ def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
           result: dict[str, ty.Any]) -> int:
     backing_store = result['backend']
     try:
-        # Protection plays no part in reaching a server; its mistakes are
-        # for doctor to report.
-        store = common.open_store(conf, value_protection='none',
-                                  protection_keys=[], serializer='msgpack')
+        store = common.open_store(conf, **common.UNPROTECTED)
     except exception.BackendError as exc:
         # Backends that connect while configuring (Redis Cluster).
         out.write('%s: UNREACHABLE while configuring: %s\n'
@@ -107,9 +104,9 @@ def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
         result['error'] = str(exc)
         return common.EXIT_SYMPTOM
     try:
-        backend_cls = common.load_backend_class(conf)
+        settings = common.store_settings(conf, **common.UNPROTECTED)
         labels = store.servers()
-        if getattr(backend_cls, 'local', False):
+        if getattr(settings.backend_cls, 'local', False):
             out.write('%s keeps values in this process: there is no server '
                       'to reach.\n' % backing_store)
         elif not labels:
@@ -117,7 +114,7 @@ def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
                       'trip is measured.\n' % backing_store)
         else:
             out.write('%s: %d server(s)\n' % (backing_store, len(labels)))
-        port = getattr(backend_cls, 'default_port', None)
+        port = getattr(settings.backend_cls, 'default_port', None)
         failures = sum(not _probe(label, port, count, timeout, out,
                                   result['servers']) for label in labels)
         if labels and failures == len(labels):
