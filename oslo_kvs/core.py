@@ -12,37 +12,40 @@
 
 """The store registry and :class:`KeyValueStore`.
 
-A write flows one way: check the key, serialize, protect, mangle the key,
-hand bytes to the backend. A read flows back: backend, verify,
-deserialize. The store owns the API rules (missing keys, locks, types);
-backends only move bytes. Locks are in :mod:`oslo_kvs.locking`.
+A write flows one way: the key is namespaced and mangled
+(:class:`_Configured`), the value encoded (:mod:`oslo_kvs.serialization`'s
+codec: serialize, then protect, bound to the key) and handed to the
+backend. A read flows back: backend, codec (verify, then deserialize). The
+store owns the API rules (missing keys, locks, types); backends only move
+bytes; :mod:`oslo_kvs.settings` parses the configuration; locks are in
+:mod:`oslo_kvs.locking`.
+
+Proxies (``proxy_list``) wrap every operation dogpile.cache's
+``ProxyBackend`` has (get, get_multi, set, set_multi, delete,
+delete_multi); ``add``, locks and fenced writes have no proxy method and
+go to the backend.
 """
 
 import contextvars
 import hashlib
 import logging
-import re
 import typing as ty
 import urllib.parse
 import weakref
 
-from dogpile.cache import exception as dogpile_exception
 from dogpile.cache import proxy as dogpile_proxy
 from dogpile.cache import region as dogpile_region
 from dogpile.cache import util as dogpile_util
 from oslo_config import cfg
-from oslo_config import types
-from oslo_utils import importutils
 
 from oslo_kvs import _process
-from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs import exception
-from oslo_kvs import locking as _locking
-from oslo_kvs.locking import KeyValueStoreLock  # noqa: F401 (public name)
+from oslo_kvs.locking import KeyValueStoreLock
 from oslo_kvs import opts
 from oslo_kvs import protection
 from oslo_kvs import serialization
+from oslo_kvs import settings as _settings
 
 LOG = logging.getLogger(__name__)
 
@@ -104,68 +107,7 @@ def _key_function(prefix: str, mangler: ty.Callable[[str], str] | None,
 #: than grow it.
 KEY_CACHE_SIZE = 4096
 
-_BOOL = types.Boolean()
 _SECONDS = base.seconds()
-_SERIALIZER = types.String(choices=serialization.SERIALIZERS)
-
-#: ``configure()`` arguments the store keeps whatever the backend; every
-#: other argument goes to the backend. A backend's historical name for
-#: ``expire_time`` (:func:`store_arguments`) is the store's too.
-EXPIRY_ARGUMENTS = frozenset(['expire_time', 'no_expiry_keys'])
-STORE_ARGUMENTS = frozenset(['lock_timeout', 'lock_window',
-                             'value_protection', 'protection_keys',
-                             'serializer']) | EXPIRY_ARGUMENTS
-
-
-def store_arguments(backend_cls: type | None = None) -> frozenset[str]:
-    """The ``configure()`` argument names the store keeps for a backend."""
-    alias = getattr(backend_cls, 'expire_time_alias', None)
-    return STORE_ARGUMENTS | {alias} if alias else STORE_ARGUMENTS
-
-
-def _str_list(owner: str, name: str, value: ty.Any) -> list[str]:
-    """A list of str given as any iterable of str or a comma-separated str.
-
-    The value is never quoted: ``protection_keys`` are secrets.
-    """
-    if base.is_unset(value):
-        return []
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(',') if item.strip()]
-    if isinstance(value, (list, tuple, set, frozenset)) and all(
-            isinstance(item, str) for item in value):
-        return list(value)
-    raise exception.ConfigurationError(
-        'Invalid value for argument %r of %s: expected a list, tuple or set '
-        'of str, or a comma-separated string' % (name, owner))
-
-
-def expiry_arguments(owner: str, backend_cls: type | None,
-                     args: dict[str, ty.Any]
-                     ) -> tuple[float | None, list[str]]:
-    """The store's ``expire_time`` (or its alias) and ``no_expiry_keys``.
-
-    Taken out of ``args``; ``oslo-kvs doctor`` reads them the same way.
-
-    :returns: the store's ttl (None: never) and the no-expiry keys.
-    """
-    given = base.given_name(
-        owner, ('expire_time', getattr(backend_cls, 'expire_time_alias',
-                                       None)), args)
-    expire_time = args.pop(given) if given else None
-    no_expiry = _str_list(owner, 'no_expiry_keys',
-                          args.pop('no_expiry_keys', None))
-    if not (backend_cls and issubclass(backend_cls, base.Backend)) and (
-            given or no_expiry):
-        # Foreign dogpile backends expire values their own way.
-        raise exception.ConfigurationError(
-            'Argument %r is not supported by dogpile backend %s; use '
-            "that backend's own expiry arguments"
-            % (given or 'no_expiry_keys', owner))
-    if given is None or base.is_unset(expire_time):
-        return None, no_expiry
-    seconds = base.coerce(owner, given, _SECONDS, expire_time)
-    return seconds or None, no_expiry
 
 
 def _per_call_expiry(expire_time: ty.Any) -> float | None:
@@ -177,16 +119,18 @@ def _per_call_expiry(expire_time: ty.Any) -> float | None:
     return seconds or None
 
 
-# The ttl of the write in progress, for the bottom of a proxy chain:
-# dogpile's ProxyBackend passes (key, value) only.
+# What a call through the proxies hands the innermost proxy beside the
+# key and value dogpile's ProxyBackend passes: the write's ttl, and it
+# hands back whether a deleted key existed.
 _WRITE_TTL: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     'oslo_kvs_write_ttl', default=None)
+_EXISTED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    'oslo_kvs_existed', default=False)
 
 
-class _TTLBottom(dogpile_proxy.ProxyBackend):
-    """Innermost proxy: hands the store's ttl to the backend."""
+class _Bottom(dogpile_proxy.ProxyBackend):
+    """Innermost proxy over an oslo_kvs backend: ttl down, existence up."""
 
-    # The proxied object is an oslo_kvs backend, whose writes take a ttl.
     def set_serialized(self, key, value):
         self.proxied.set_serialized(  # type: ignore[call-arg]
             key, value, _WRITE_TTL.get())
@@ -195,55 +139,58 @@ class _TTLBottom(dogpile_proxy.ProxyBackend):
         self.proxied.set_serialized_multi(  # type: ignore[call-arg]
             mapping, _WRITE_TTL.get())
 
+    def delete(self, key):
+        _EXISTED.set(self.proxied.delete_existing(  # type: ignore
+            key))
+
 
 class _Configured:
     """Everything a configured store needs on its hot path.
 
     Built completely by ``configure()`` and then published with a single
     assignment, so other threads see either no configuration or all of it.
+    ``io`` is the backend, or the proxy chain over it.
     """
 
-    __slots__ = ('io', 'backend', 'data_prefix', 'lock_prefix',
-                 'locking', 'lock_timeout', 'serializer', 'protector',
-                 'proxied', 'ttl', 'no_expiry', 'lock_window', 'keys',
-                 'cache_keys', 'keep_plain', 'stored_data_key', 'lock_key')
+    __slots__ = ('io', 'backend', 'proxied', 'codec', 'keep_plain',
+                 'settings', 'ttl', 'no_expiry', 'keys', 'cache_keys',
+                 'stored_data_key', 'lock_key', 'locking', 'lock_timeout',
+                 'lock_window')
 
-    def __init__(self, io, backend, mangler, data_prefix, lock_prefix,
-                 locking, lock_timeout, serializer, protector, proxied=False,
-                 ttl=None, no_expiry=(), lock_window=0.0):
+    def __init__(self, io: ty.Any, backend: base.Backend,
+                 settings: _settings.Settings, mangler: ty.Any,
+                 prefix: str, codec: serialization.Codec) -> None:
         self.io = io
-        #: Whether ``io`` is a proxy chain (ttl travels in _WRITE_TTL).
-        self.proxied = proxied
-        #: The store's ttl for writes: seconds, or None for never.
-        self.ttl = ttl
-        self.no_expiry: frozenset[str] = frozenset()
         self.backend = backend
-        self.data_prefix = data_prefix
-        self.lock_prefix = lock_prefix
+        self.settings = settings
+        #: Whether ``io`` is a proxy chain over an oslo_kvs backend (the
+        #: ttl and delete's result travel in context variables).
+        self.proxied = io is not backend
+        self.codec = codec
+        self.ttl = settings.ttl
+        # Read by the store's locks.
+        self.locking = settings.locking
+        self.lock_timeout = settings.lock_timeout
+        self.lock_window = settings.lock_window
         #: User key -> stored key, one function per namespace.
-        self.stored_data_key = _key_function(data_prefix, mangler,
+        self.stored_data_key = _key_function(prefix + 'k:', mangler,
                                              backend.check_key)
-        self.lock_key = _key_function(lock_prefix, mangler,
+        self.lock_key = _key_function(prefix + 'l:', mangler,
                                       backend.check_key)
-        self.locking = locking
-        self.lock_timeout = lock_timeout
-        self.serializer = serializer
-        self.protector = protector
         #: User key -> stored key, at most KEY_CACHE_SIZE of them; a key
         #: is only cached after it passed every check. Only for the
         #: default mangler (or none), a pure function of the key: a
-        #: caller's own mangler is called on every operation, as before.
+        #: caller's own mangler is called on every operation.
         self.keys: dict[str, str] = {}
         self.cache_keys = mangler is None or mangler is sha256_mangle_key
-        #: Whether immutable values skip the serializer: only when the
+        #: Whether immutable values are kept as themselves: only when the
         #: values stay in this process, nothing is to be protected and no
         #: proxy expects bytes. See serialization.plain().
-        self.keep_plain = (not proxied and protector is None and
-                           isinstance(backend, base.Backend) and
-                           backend.local)
+        self.keep_plain = (not self.proxied and codec.protector is None
+                           and backend.local)
         # Users name no_expiry_keys by their keys; writes see stored keys.
-        self.no_expiry = frozenset(self.data_key(key) for key in no_expiry)
-        self.lock_window = lock_window
+        self.no_expiry = frozenset(self.data_key(key)
+                                   for key in settings.no_expiry)
 
     def data_key(self, key: ty.Any) -> str:
         """The stored key of ``key``; TypeError unless it is a str."""
@@ -271,40 +218,60 @@ class _Configured:
             stored := cached(key)) is not None else new(key)
             for key in keys]
 
-    def call_ttl(self, expire_time: ty.Any) -> float | None:
-        """The ttl a call asks for: its ``expire_time``, else the store's."""
+    def ttl_of(self, stored: str, expire_time: ty.Any) -> float | None:
+        """A write's ttl: the call's, else the store's; none if exempt."""
+        if stored in self.no_expiry:
+            return None
         return self.ttl if expire_time is None else _per_call_expiry(
             expire_time)
 
-    def ttl_for(self, stored: str, ttl: float | None) -> float | None:
-        """``ttl`` for ``stored``, unless it is one of no_expiry_keys."""
-        return None if stored in self.no_expiry else ttl
+    def encode(self, key: str, value: ty.Any) -> ty.Any:
+        """What the backend stores for ``value`` under user key ``key``."""
+        if self.keep_plain:
+            kept = serialization.plain(value)
+            if kept is not None:
+                return kept
+        return self.codec.encode(key, value)
 
-    def write_one(self, key: str, value: bytes, ttl: float | None) -> None:
-        """One backend write of one value, through the proxies if any."""
-        if not self.proxied:
-            self.io.set_serialized(key, value, ttl)
-        else:
-            self.write({key: value}, ttl)
+    def decode(self, key: str, data: ty.Any) -> ty.Any:
+        """The value of ``data``; refuses data not written by our rules.
 
-    def write(self, mapping: dict[str, bytes], ttl: float | None) -> None:
+        :raises ValueError: or IntegrityError, for such data.
+        """
+        if data.__class__ is serialization.Plain:
+            if self.keep_plain:
+                return data.value
+            raise ValueError('unprotected value')
+        return self.codec.decode(key, data)
+
+    def write(self, mapping: dict[str, ty.Any], ttl: float | None) -> None:
         """One backend write of ``mapping``, through the proxies if any."""
-        if not self.proxied:
-            if len(mapping) == 1:
-                (key, value), = mapping.items()
-                self.io.set_serialized(key, value, ttl)
-            else:
-                self.io.set_serialized_multi(mapping, ttl)
-            return
-        token = _WRITE_TTL.set(ttl)
+        token = _WRITE_TTL.set(ttl) if self.proxied else None
         try:
             if len(mapping) == 1:
                 (key, value), = mapping.items()
-                self.io.set_serialized(key, value)
-            else:
+                if self.proxied:
+                    self.io.set_serialized(key, value)
+                else:
+                    self.io.set_serialized(key, value, ttl)
+            elif self.proxied:
                 self.io.set_serialized_multi(mapping)
+            else:
+                self.io.set_serialized_multi(mapping, ttl)
         finally:
-            _WRITE_TTL.reset(token)
+            if token is not None:
+                _WRITE_TTL.reset(token)
+
+    def delete(self, stored: str) -> bool:
+        """Delete through the proxies if any; whether ``stored`` was there."""
+        if not self.proxied:
+            return self.backend.delete_existing(stored)
+        token = _EXISTED.set(False)
+        try:
+            self.io.delete(stored)
+            return _EXISTED.get()
+        finally:
+            _EXISTED.reset(token)
 
 
 class KeyValueStore:
@@ -374,19 +341,15 @@ class KeyValueStore:
             ``protection_keys`` and ``serializer`` (defaults from
             ``[kvs]``); everything else goes to the backend.
         :raises exception.ConfigurationError: for any bad argument, before
-            anything is changed.
+            anything is changed; ``argument`` names it.
         :raises exception.AlreadyConfigured: when already configured,
             including by another thread that won a race.
         """
-        with self._configure_lock:
-            if self._state is not None:
-                raise exception.AlreadyConfigured(self.name)
-            self._state = self._build(backing_store, key_mangler,
-                                      proxy_list, locking,
-                                      dict(region_config_args))
-            self._in_use[0] = True
-        LOG.info('KVS store %r configured with backend %s', self.name,
-                 backing_store)
+        if self._state is not None:
+            raise exception.AlreadyConfigured(self.name)
+        self._apply(_settings.from_arguments(
+            self._conf, self._owner, backing_store, key_mangler, proxy_list,
+            locking, **region_config_args))
 
     def configure_from_conf(self, group: str, **overrides: ty.Any) -> None:
         """Configure from the store options in ``[group]`` of the store's conf.
@@ -405,25 +368,26 @@ class KeyValueStore:
             the message naming the group and the option; never a secret.
         :raises exception.AlreadyConfigured: as :meth:`configure` does.
         """
-        backing_store, arguments, sources = opts.store_configuration(
-            self._conf, group)
-        arguments.update(overrides)
-        backing_store = arguments.pop('backing_store', backing_store)
-        try:
-            self.configure(backing_store, **arguments)
-        except exception.ConfigurationError as exc:
-            # configure()'s messages name the argument; say which option of
-            # which group it came from.
-            text = str(exc)
-            culprits = {source for name, source in sources.items()
-                        if name not in overrides and re.search(
-                            r'(?<!\w)%s(?!\w)' % re.escape(name), text)}
-            if ('backing_store' not in overrides and backing_store and
-                    repr(backing_store) in text):
-                culprits.add(opts.BACKEND)
-            raise exception.ConfigurationError('[%s] %s: %s' % (
-                group, ', '.join(sorted(culprits)) or 'options',
-                text)) from None
+        if self._state is not None:
+            raise exception.AlreadyConfigured(self.name)
+        parsed = _settings.from_group(self._conf, group, self._owner,
+                                      **overrides)
+        with _settings.blaming(group, parsed.sources):
+            self._apply(parsed)
+
+    @property
+    def _owner(self) -> str:
+        return 'KVS store %r' % self.name
+
+    def _apply(self, settings: _settings.Settings) -> None:
+        """Configure the store as ``settings`` say; once."""
+        with self._configure_lock:
+            if self._state is not None:
+                raise exception.AlreadyConfigured(self.name)
+            self._state = self._build(settings)
+            self._in_use[0] = True
+        LOG.info('KVS store %r configured with backend %s', self.name,
+                 settings.backing_store)
 
     def close(self) -> None:
         """Free the backend's connections and threads; unconfigure the store.
@@ -455,111 +419,51 @@ class KeyValueStore:
         """
         return list(self._configured().backend.servers())
 
-    def _build(self, backing_store, key_mangler, proxy_list, locking,
-               args) -> _Configured:
-        owner = 'KVS store %r' % self.name
-        if not isinstance(backing_store, str):
+    def _build(self, settings: _settings.Settings) -> _Configured:
+        region = self._region or dogpile_region.make_region(
+            name='oslo_kvs:%s' % self.name)
+        if region.is_configured:
+            raise exception.AlreadyConfigured(self.name)
+        proxies = list(settings.proxies)
+        try:
+            # Foreign backends take no ttl; ours get it under the proxies.
+            region.configure(settings.backing_store,
+                             arguments=settings.backend_args,
+                             wrap=proxies + [_Bottom] if proxies and
+                             settings.native else proxies)
+        except exception.KVSError:
+            raise
+        except Exception as exc:
+            # Only argument names: a foreign backend may echo values, and
+            # values can be passwords.
             raise exception.ConfigurationError(
-                'backing_store of %s must be a backend name, not %r'
-                % (owner, backing_store))
-        locking = base.coerce(owner, 'locking', _BOOL, locking)
-        lock_timeout = args.pop('lock_timeout', None)
-        lock_timeout = base.coerce(
-            owner, 'lock_timeout', _SECONDS,
-            self._conf.kvs.default_lock_timeout
-            if base.is_unset(lock_timeout) else lock_timeout)
-        lock_window = _locking.lock_window(
-            owner, args.pop('lock_window', None), lock_timeout)
-        if key_mangler is not None and not callable(key_mangler):
-            raise exception.ConfigurationError(
-                'key_mangler of %s must be callable, not %r'
-                % (owner, key_mangler))
+                'Backend %s could not be created with arguments (%s): %s'
+                % (settings.backing_store,
+                   ', '.join(sorted(settings.backend_args)),
+                   type(exc).__name__)) from exc
+        actual = region.actual_backend
+        if settings.native:
+            backend, io = actual, region.backend
+        else:
+            # Every call goes through the adapter, which translates the
+            # foreign client's errors and calls the region's proxies.
+            from oslo_kvs.backends import foreign
+            backend = io = foreign.DogpileAdapter(
+                region.backend, settings.backing_store, settings.backend_args)
         # Percent-encoded UTF-8, lone surrogates kept as keys keep them:
         # any str names a store.
         prefix = '%s:%s:' % (
             urllib.parse.quote(self._conf.kvs.config_prefix, safe='',
                                errors='surrogatepass'),
             urllib.parse.quote(self.name, safe='', errors='surrogatepass'))
-        protector = protection.make_protector(
-            args.pop('value_protection', self._conf.kvs.value_protection),
-            _str_list(owner, 'protection_keys',
-                      args.pop('protection_keys',
-                               self._conf.kvs.protection_keys)),
-            prefix)
-        serializer = serialization.get_serializer(base.coerce(
-            owner, 'serializer', _SERIALIZER,
-            args.pop('serializer', self._conf.kvs.serializer)))
-        proxies = [_load_proxy(item) for item in proxy_list or ()]
-        backends.register_backends(self._conf.kvs.backends)
-        backend_cls = _load_backend_class(backing_store)
-        ttl, no_expiry = expiry_arguments(owner, backend_cls, args)
-        if (serializer.name == 'pickle' and protector is None and
-                not getattr(backend_cls, 'local', False)):
-            raise exception.ConfigurationError(
-                'serializer=pickle on %s needs value_protection (mac or '
-                'encrypt): unpickling unauthenticated bytes from a server '
-                'runs whatever code they hold' % backing_store)
-        if backend_cls is None:
-            # A backend only dogpile.cache knows: learn its class from an
-            # instance, so the foreign backend rules below always apply.
-            backend_cls = backend_class(backing_store, args)
-            if backend_cls is None:
-                raise exception.ConfigurationError(
-                    'Backend %s could not be created with arguments (%s)'
-                    % (backing_store, ', '.join(sorted(args))))
-        if not issubclass(backend_cls, base.Backend):
-            # Imported only now: it imports the memcached and Redis client
-            # libraries, which a service may monkey-patch after importing
-            # oslo_kvs (eventlet).
-            from oslo_kvs.backends import foreign
-            args = foreign.arguments(backing_store, backend_cls, args)
-
-        region = self._region or dogpile_region.make_region(
-            name='oslo_kvs:%s' % self.name)
-        if region.is_configured:
-            raise exception.AlreadyConfigured(self.name)
-        try:
-            # Foreign backends take no ttl; ours get it under the proxies.
-            native = backend_cls is not None and issubclass(backend_cls,
-                                                            base.Backend)
-            region.configure(backing_store, arguments=args,
-                             wrap=proxies + [_TTLBottom] if proxies and native
-                             else proxies)
-        except exception.KVSError:
-            raise
-        except dogpile_exception.PluginNotFound:
-            raise backends.unknown(backing_store) from None
-        except Exception as exc:
-            # Only argument names: a foreign backend may echo values, and
-            # values can be passwords.
-            raise exception.ConfigurationError(
-                'Backend %s could not be created with arguments (%s): %s'
-                % (backing_store, ', '.join(sorted(args)),
-                   type(exc).__name__)) from exc
-
-        actual = region.actual_backend
-        if isinstance(actual, base.Backend):
-            # Proxies sit above the backend; without any, calls go
-            # straight to it.
-            backend = actual
-            io = region.backend if proxies else backend
-        else:
-            # Every call goes through the adapter, which translates the
-            # foreign client's errors; the adapter calls the region's
-            # proxies.
-            backend = io = foreign.DogpileAdapter(region.backend,
-                                                  backing_store, args)
-        mangler = self._choose_mangler(key_mangler, actual)
-        state = _Configured(io=io, backend=backend,
-                            mangler=mangler, data_prefix=prefix + 'k:',
-                            lock_prefix=prefix + 'l:', locking=locking,
-                            lock_timeout=lock_timeout, serializer=serializer,
-                            protector=protector,
-                            proxied=bool(proxies),
-                            ttl=ttl, no_expiry=no_expiry,
-                            lock_window=lock_window)
+        protector = None if settings.value_protection == 'none' else (
+            protection.Protector(settings.value_protection,
+                                 settings.protection_keys, prefix))
         self._region = region
-        return state
+        return _Configured(io, backend, settings,
+                           self._choose_mangler(settings.key_mangler, actual),
+                           prefix, serialization.Codec(settings.serializer,
+                                                       protector))
 
     def _choose_mangler(self, explicit, backend):
         """Pick the key mangler with Keystone's precedence.
@@ -578,32 +482,11 @@ class KeyValueStore:
 
     # --- data operations -----------------------------------------------
 
-    @staticmethod
-    def _encode(state: _Configured, key: str, value: ty.Any) -> ty.Any:
-        if state.keep_plain:
-            kept = serialization.plain(value)
-            if kept is not None:
-                return kept
-        data = state.serializer.dumps(value)
-        if state.protector is not None:
-            data = state.protector.seal(key, data)
-        return data
-
-    def _decode(self, state: _Configured, key: str, data: ty.Any) -> ty.Any:
-        try:
-            if data.__class__ is serialization.Plain:
-                if state.keep_plain:
-                    return data.value
-                # Not written by this store's rules: it must verify.
-                raise ValueError('unprotected value')
-            if state.protector is not None:
-                data = state.protector.open(key, data)
-            return state.serializer.loads(data)
-        except (ValueError, exception.IntegrityError):
-            # Neither the value nor any secret goes to the log.
-            LOG.warning('KVS store %r: a stored value failed verification '
-                        'or decoding and is treated as missing', self.name)
-            raise exception.IntegrityError(key) from None
+    def _refused(self, key: ty.Any) -> exception.IntegrityError:
+        # Neither the value nor any secret goes to the log.
+        LOG.warning('KVS store %r: a stored value failed verification '
+                    'or decoding and is treated as missing', self.name)
+        return exception.IntegrityError(key)
 
     def get(self, key: str) -> ty.Any:
         """Return the value of ``key``.
@@ -614,14 +497,12 @@ class KeyValueStore:
         if state is None:
             state = self._configured()  # raises NotConfigured
         data = state.io.get_serialized(state.data_key(key))
-        if data.__class__ is bytes and state.protector is None:
-            try:
-                return state.serializer.loads(data)
-            except ValueError:
-                pass  # _decode logs it and raises IntegrityError
-        elif data is base.NO_VALUE:
+        if data is base.NO_VALUE:
             raise exception.NotFound(key)
-        return self._decode(state, key, data)
+        try:
+            return state.decode(key, data)
+        except (ValueError, exception.IntegrityError):
+            raise self._refused(key) from None
 
     def get_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
         """Return the values of ``keys``, in the same order.
@@ -634,27 +515,22 @@ class KeyValueStore:
         keys = list(keys)
         stored = state.data_keys(keys)
         found = state.io.get_serialized_multi(stored) if stored else []
-        if state.protector is None:
-            # Optimistic: every value present and decodable. At the first
-            # anything else, the exact path below finds what to raise and
-            # names the key.
-            try:
-                return state.serializer.loads_many(found)
-            except Exception:
-                pass  # redone below, where it is raised with the key
-            if state.keep_plain:  # some may be kept as themselves
-                plain, loads = serialization.Plain, state.serializer.loads
-                try:
-                    return [data.value if data.__class__ is plain
-                            else loads(data) for data in found]
-                except Exception:
-                    pass  # as above
         missing = [key for key, data in zip(keys, found)
                    if data is base.NO_VALUE]
         if missing:
             raise exception.NotFound(missing)
-        return [self._decode(state, key, data)
-                for key, data in zip(keys, found)]
+        if not state.keep_plain:
+            try:
+                return state.codec.decode_many(keys, found)
+            except (ValueError, exception.IntegrityError) as exc:
+                raise self._refused(getattr(exc, 'target', keys)) from None
+        values = []
+        for key, data in zip(keys, found):
+            try:
+                values.append(state.decode(key, data))
+            except (ValueError, exception.IntegrityError):
+                raise self._refused(key) from None
+        return values
 
     def set(self, key: str, value: ty.Any,
             lock: 'KeyValueStoreLock | None' = None,
@@ -668,12 +544,12 @@ class KeyValueStore:
         if state is None:
             state = self._configured()  # raises NotConfigured
         stored = state.data_key(key)
-        ttl = state.ttl_for(stored, state.call_ttl(expire_time))
-        data = self._encode(state, key, value)
+        ttl = state.ttl_of(stored, expire_time)
+        data = state.encode(key, value)
         if lock is not None and self._check_lock(key, lock):
             lock.set_fenced(stored, data, ttl)
         else:
-            state.write_one(stored, data, ttl)
+            state.write({stored: data}, ttl)
 
     def set_multi(self, mapping: ty.Mapping[str, ty.Any],
                   expire_time: float | None = None) -> None:
@@ -684,20 +560,12 @@ class KeyValueStore:
         state = self._state
         if state is None:
             state = self._configured()  # raises NotConfigured
-        ttl = state.call_ttl(expire_time)
-        data_key, encode = state.data_key, self._encode
-        if not state.no_expiry:
-            batch = {data_key(key): encode(state, key, value)
-                     for key, value in mapping.items()}
-            if batch:
-                state.write(batch, ttl)
-            return
         # One backend call per ttl: no_expiry_keys may split the batch.
-        batches: dict[float | None, dict[str, bytes]] = {}
+        batches: dict[float | None, dict[str, ty.Any]] = {}
         for key, value in mapping.items():
-            stored = data_key(key)
-            batches.setdefault(state.ttl_for(stored, ttl), {})[
-                stored] = encode(state, key, value)
+            stored = state.data_key(key)
+            batches.setdefault(state.ttl_of(stored, expire_time), {})[
+                stored] = state.encode(key, value)
         for ttl, batch in batches.items():
             state.write(batch, ttl)
 
@@ -712,7 +580,7 @@ class KeyValueStore:
         if lock is not None and self._check_lock(key, lock):
             existed = lock.delete_fenced(stored)
         else:
-            existed = state.backend.delete_existing(stored)
+            existed = state.delete(stored)
         if not existed:
             raise exception.NotFound(key)
 
@@ -733,8 +601,8 @@ class KeyValueStore:
         state = self._configured()
         stored = state.data_key(key)
         return state.backend.add_serialized(
-            stored, self._encode(state, key, value),
-            state.ttl_for(stored, state.call_ttl(expire_time)))
+            stored, state.encode(key, value),
+            state.ttl_of(stored, expire_time))
 
     # --- locks ---------------------------------------------------------
 
@@ -764,59 +632,6 @@ class KeyValueStore:
                 'lock for %s is not held' % exception._describe(key))
         lock.check_window()
         return lock.fenced
-
-
-def _load_proxy(item: ty.Any) -> ty.Any:
-    """Resolve a ``proxy_list`` entry to a ProxyBackend class or instance."""
-    original = item
-    if isinstance(item, str):
-        try:
-            item = importutils.import_class(item)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise exception.ConfigurationError(
-                'Proxy %r cannot be imported: %s' % (original, exc)) from exc
-    proxy_cls = dogpile_proxy.ProxyBackend
-    if (isinstance(item, type) and issubclass(item, proxy_cls)) or \
-            isinstance(item, proxy_cls):
-        return item
-    raise exception.ConfigurationError(
-        'Proxy %r is not a dogpile.cache.proxy.ProxyBackend' % (original,))
-
-
-def _load_backend_class(name: str) -> type | None:
-    """The class of backend ``name``; see :func:`backends.load_class`."""
-    if not isinstance(name, str):
-        raise exception.ConfigurationError(
-            'backing_store must be a backend name, not %r' % (name,))
-    return backends.load_class(name)
-
-
-def backend_class(name: str,
-                  arguments: ty.Mapping[str, ty.Any] | None = None
-                  ) -> type | None:
-    """The class of backend ``name``, also one only dogpile.cache knows.
-
-    Such a backend is instantiated once with ``arguments``, through
-    dogpile's public region API, to learn its class; ``None`` when that
-    fails.
-
-    :raises exception.ConfigurationError: for an unknown name.
-    """
-    found = _load_backend_class(name)
-    if found is not None:
-        return found
-    try:
-        region = dogpile_region.make_region().configure(
-            name, arguments=dict(arguments or {}))
-    except dogpile_exception.PluginNotFound:
-        raise backends.unknown(name) from None
-    except Exception:
-        return None
-    backend = region.actual_backend
-    close = getattr(backend, 'close', None)
-    if callable(close):
-        close()
-    return type(backend)
 
 
 #: Names of stores garbage-collected while configured (a few per process).

@@ -44,11 +44,12 @@ import weakref
 
 from oslo_config import cfg
 
-from oslo_kvs.backends import base
+from oslo_kvs import backends
 from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import memoize
 from oslo_kvs import opts
+from oslo_kvs import settings
 
 try:
     import fixtures
@@ -56,10 +57,6 @@ except ImportError:  # fixtures is a test-only library, often absent
     fixtures = None  # type: ignore[assignment]
 
 MEMORY = 'openstack.kvs.Memory'
-
-# Historical backend-specific names of expire_time (see the design).
-_EXPIRY_ALIASES = ('memcached_expire_time', 'redis_expiration_time',
-                   'mongo_ttl_seconds')
 
 
 class _PlainFixture:
@@ -170,25 +167,15 @@ class KVSFixture(_Base):
     def _redirect(self, original: ty.Callable[..., None]
                   ) -> ty.Callable[..., None]:
         target = self.backing_store
-        backend_cls = core.backend_class(target)
-        accepted = set(core.STORE_ARGUMENTS)
-        if backend_cls is not None and issubclass(backend_cls,
-                                                  base.Backend):
-            for option in backend_cls.options:
-                accepted.update((option.name,) + option.aliases)
-        else:
-            accepted -= core.EXPIRY_ARGUMENTS
+        target_cls = backends.load_class(target)
 
         def configure(store: core.KeyValueStore, backing_store: str,
                       key_mangler: ty.Any = None, proxy_list: ty.Any = None,
                       locking: ty.Any = True, **arguments: ty.Any) -> None:
-            kept = {name: value for name, value in arguments.items()
-                    if name in accepted}
-            for alias in _EXPIRY_ALIASES:
-                if alias in arguments and 'expire_time' in accepted:
-                    kept.setdefault('expire_time', arguments[alias])
             original(store, target, key_mangler=key_mangler,
-                     proxy_list=proxy_list, locking=locking, **kept)
+                     proxy_list=proxy_list, locking=locking,
+                     **settings.redirect_arguments(backing_store, target_cls,
+                                                   arguments))
         configure.__doc__ = original.__doc__
         return configure
 

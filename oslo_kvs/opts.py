@@ -18,7 +18,6 @@ prints these options.
 """
 
 import copy
-import typing as ty
 
 from oslo_config import cfg
 
@@ -164,7 +163,7 @@ BACKEND = 'backend'
 ARGUMENTS = 'backend_argument'
 
 
-def _group_store_opts(group: str) -> list[cfg.Opt]:
+def group_store_opts(group: str) -> list[cfg.Opt]:
     """:func:`store_opts` as registered in ``group``.
 
     ``[kvs]`` already has value_protection, protection_keys and serializer
@@ -200,7 +199,7 @@ def register_store_opts(conf: cfg.ConfigOpts, group: str) -> None:
             % (group,))
     if group == GROUP:
         register_opts(conf)
-    for opt in _group_store_opts(group):
+    for opt in group_store_opts(group):
         try:
             conf.register_opt(opt, group=group)
         except cfg.DuplicateOptError:
@@ -208,75 +207,6 @@ def register_store_opts(conf: cfg.ConfigOpts, group: str) -> None:
                 'Cannot register the store option %r in [%s]: another '
                 'library already has an option of that name there; give '
                 'the store a group of its own' % (opt.name, group)) from None
-
-
-def _read(conf: cfg.ConfigOpts, group: str, opt: cfg.Opt) -> ty.Any:
-    try:
-        return conf[group][opt.name]
-    except (cfg.ConfigFileValueError, ValueError) as exc:
-        # oslo.config's text starts with the file's location, then says
-        # why; the group and option are named here.
-        detail = ('not valid' if opt.secret else
-                  str(exc).rpartition('is not valid: ')[2] or str(exc))
-        raise exception.ConfigurationError(
-            'Invalid value for option %s in [%s]: %s'
-            % (opt.name, group, detail)) from None
-
-
-def parse_backend_arguments(group: str,
-                            entries: ty.Iterable[str]) -> dict[str, str]:
-    """``backend_argument`` entries (``name:value``) as a dict.
-
-    :raises exception.ConfigurationError: for an entry without a name and
-        ``:`` or a name given twice; the message gives the entry's
-        position or name, never its value, which may be a password.
-    """
-    arguments: dict[str, str] = {}
-    for position, entry in enumerate(entries, 1):
-        name, sep, value = entry.partition(':')
-        name = name.strip()
-        if not sep or not name:
-            raise exception.ConfigurationError(
-                'Option %s in [%s]: entries must be "name:value"; entry #%d '
-                'is not' % (ARGUMENTS, group, position))
-        if name in arguments:
-            raise exception.ConfigurationError(
-                'Option %s in [%s] gives argument %r twice'
-                % (ARGUMENTS, group, name))
-        arguments[name] = value.strip()
-    return arguments
-
-
-def store_configuration(conf: cfg.ConfigOpts, group: str
-                        ) -> tuple[str, dict[str, ty.Any], dict[str, str]]:
-    """What ``configure()`` gets from the store options in ``group``.
-
-    Registers the options first (see :func:`register_store_opts`). Unset
-    options are left out, so ``configure()`` applies its defaults.
-
-    :returns: the backend name, the ``configure()`` arguments, and for
-        each argument the option it came from (for error messages).
-    :raises exception.ConfigurationError: for a value oslo.config refuses,
-        a malformed ``backend_argument``, or an argument given both as an
-        option and in ``backend_argument``.
-    """
-    register_store_opts(conf, group)
-    by_name = {opt.name: opt for opt in _group_store_opts(group)}
-    backend = _read(conf, group, by_name.pop(BACKEND))
-    arguments: dict[str, ty.Any] = parse_backend_arguments(
-        group, _read(conf, group, by_name.pop(ARGUMENTS)))
-    sources = {name: ARGUMENTS for name in arguments}
-    for name, opt in by_name.items():
-        value = _read(conf, group, opt)
-        if value is None:
-            continue
-        if name in arguments:
-            raise exception.ConfigurationError(
-                'Argument %r is given both by option %s and in %s of [%s]; '
-                'give it once' % (name, name, ARGUMENTS, group))
-        arguments[name] = value
-        sources[name] = name
-    return backend, arguments, sources
 
 
 #: ``oslo-kvs --group``: the group holding the store the command works on.

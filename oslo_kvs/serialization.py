@@ -28,6 +28,8 @@ import typing as ty
 
 import msgpack
 
+from oslo_kvs import exception
+
 FORMAT_MSGPACK = b'\x01'
 FORMAT_PICKLE = b'\x02'
 SERIALIZERS = ('msgpack', 'pickle')
@@ -238,44 +240,76 @@ def plain(value: ty.Any) -> Plain | None:
     return Plain(value)
 
 
-class Serializer:
-    """The default: MessagePack for writing and reading."""
-
-    name = 'msgpack'
-
-    # The module functions themselves: no extra call on the hot path.
-    #: Encode a value (see :func:`dumps`).
-    dumps = staticmethod(dumps)
-    #: Decode bytes; pickled bytes are refused, never unpickled.
-    loads = staticmethod(loads)
-    #: Decode a list of bytes (see :func:`loads_many`).
-    loads_many = staticmethod(loads_many)
+def _pickle_dumps(value: ty.Any) -> bytes:
+    return FORMAT_PICKLE + pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
 
 
-class PickleSerializer(Serializer):
-    """Opt-in pickle, for values of any picklable type.
+def _pickle_loads(data: bytes) -> ty.Any:
+    # MessagePack values written before a switch to pickle still read.
+    if data[:1] == FORMAT_PICKLE:
+        return pickle.loads(data[1:])
+    return loads(data)
 
-    Unpickling runs code chosen by whoever wrote the bytes, so the store
-    only allows this serializer where the bytes cannot come from anyone
-    else: the in-process backend, or behind value protection, which
-    verifies every value before it gets here. MessagePack values written
-    before the switch still read.
+
+class Codec:
+    """A store's values to bytes and back: the one encoding path.
+
+    Writing serializes, then protects the bytes bound to the caller's key;
+    reading verifies, then deserializes, so bytes from a server reach the
+    deserializer only once authenticated.
+
+    :param serializer: ``msgpack`` (safe, the default) or ``pickle``: any
+        picklable type, but unpickling runs code chosen by whoever wrote
+        the bytes, so the store allows it only where they cannot come from
+        anyone else (the in-process backend, or behind protection).
+    :param protector: a :class:`~oslo_kvs.protection.Protector`, or None.
     """
 
-    name = 'pickle'
+    __slots__ = ('name', 'protector', '_dumps', '_loads')
 
-    def dumps(self, value: ty.Any) -> bytes:
-        return FORMAT_PICKLE + pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    def __init__(self, serializer: str = 'msgpack',
+                 protector: ty.Any = None) -> None:
+        self.name = serializer
+        self.protector = protector
+        self._dumps, self._loads = ((_pickle_dumps, _pickle_loads)
+                                    if serializer == 'pickle'
+                                    else (dumps, loads))
 
-    def loads(self, data: bytes) -> ty.Any:
-        if data[:1] == FORMAT_PICKLE:
-            return pickle.loads(data[1:])
-        return loads(data)
+    def encode(self, key: str, value: ty.Any) -> bytes:
+        """Bytes to store for ``value`` under the caller's ``key``.
 
-    def loads_many(self, values: ty.Sequence[bytes]) -> list[ty.Any]:
-        return [self.loads(data) for data in values]
+        :raises TypeError: for a value the serializer cannot keep.
+        """
+        data = self._dumps(value)
+        if self.protector is None:
+            return data
+        return self.protector.seal(key, data)
 
+    def decode(self, key: str, data: bytes) -> ty.Any:
+        """The value :meth:`encode` made ``data`` of, under ``key``.
 
-def get_serializer(name: str) -> Serializer:
-    """The serializer called ``name`` (``msgpack`` or ``pickle``)."""
-    return PickleSerializer() if name == 'pickle' else Serializer()
+        :raises exception.IntegrityError: when protection refuses it.
+        :raises ValueError: for bytes the serializer did not write.
+        """
+        if self.protector is not None:
+            data = self.protector.open(key, data)
+        return self._loads(data)
+
+    def decode_many(self, keys: ty.Sequence[str],
+                    values: ty.Sequence[bytes]) -> list[ty.Any]:
+        """:meth:`decode` of each value, in one pass where it can.
+
+        :raises exception.IntegrityError: naming the first refused key.
+        """
+        if self._loads is loads and self.protector is None:
+            try:
+                return loads_many(values)
+            except ValueError:
+                pass  # find which one, below
+        decoded = []
+        for key, data in zip(keys, values):
+            try:
+                decoded.append(self.decode(key, data))
+            except (ValueError, TypeError):
+                raise exception.IntegrityError(key) from None
+        return decoded

@@ -13,17 +13,13 @@
 """Backend registration and lookup.
 
 oslo_kvs backends are registered under ``openstack.kvs.<Class>`` names, as
-Keystone registered its own, in oslo_kvs's own registry and with
-dogpile.cache (``register_backend``), and are imported only when a store is
-configured with them. Out-of-tree backends listed in ``[kvs] backends`` are
-registered the same way. dogpile.cache's own backends are known by their
-documented classes; other names are looked up among the ``dogpile.cache``
-entry points, and what remains is left to dogpile's public
-``CacheRegion.configure()``.
+Keystone registered its own, with dogpile.cache (``register_backend``), and
+are imported only when a store is configured with them. Out-of-tree
+backends listed in ``[kvs] backends`` are registered the same way. Every
+name, ours and dogpile.cache's own or third-party ones, is then resolved by
+dogpile.cache's registry, so a backend dogpile knows is known here.
 """
 
-import importlib
-import importlib.metadata
 import typing as ty
 
 import dogpile.cache
@@ -42,25 +38,10 @@ BUILTIN: dict[str, tuple[str, str]] = {
     PREFIX + 'MongoDB': ('oslo_kvs.backends.mongo', 'MongoBackend'),
 }
 
-#: dogpile.cache's own backends, by their documented names and public
-#: classes. dogpile registers them through a private loader, so they are
-#: listed here to know a backend's class before anything is created.
-DOGPILE_OWN: dict[str, tuple[str, str]] = {
-    'dogpile.cache.%s' % short: ('dogpile.cache.backends.%s' % module, cls)
-    for short, module, cls in [
-        ('null', 'null', 'NullBackend'),
-        ('dbm', 'file', 'DBMBackend'),
-        ('pylibmc', 'memcached', 'PylibmcBackend'),
-        ('bmemcached', 'memcached', 'BMemcachedBackend'),
-        ('memcached', 'memcached', 'MemcachedBackend'),
-        ('pymemcache', 'memcached', 'PyMemcacheBackend'),
-        ('memory', 'memory', 'MemoryBackend'),
-        ('memory_pickle', 'memory', 'MemoryPickleBackend'),
-        ('redis', 'redis', 'RedisBackend'),
-        ('redis_sentinel', 'redis', 'RedisSentinelBackend'),
-        ('redis_cluster', 'redis', 'RedisClusterBackend'),
-    ]
-}
+# dogpile.cache's registry, the loader behind its public register_backend:
+# load(name) imports and returns the class registered as ``name``, also
+# from the ``dogpile.cache`` entry points.
+_dogpile_registry = dogpile.cache.register_backend.__self__  # type: ignore
 
 _registered: dict[str, tuple[str, str]] = {}
 _lock = _process.Primitive('Lock')
@@ -110,41 +91,30 @@ def register_backends(paths: ty.Iterable[str]) -> None:
             _register(name, module, cls_name)
 
 
-def load_class(name: str) -> type | None:
+def load_class(name: str) -> type:
     """The backend class registered as ``name``, imported now.
 
-    :returns: ``None`` for a name only dogpile.cache itself knows (its
-        built-in backends); ``CacheRegion.configure()`` resolves those.
-    :raises exception.ConfigurationError: for an unknown ``openstack.kvs.*``
-        name or a backend that cannot be imported.
+    :raises exception.ConfigurationError: for a name nobody registered or
+        a backend that cannot be imported.
     """
-    with _lock:
-        found = _registered.get(name)
-    if found is not None:
-        module, cls_name = found
-    elif name.startswith(PREFIX):
-        raise unknown(name)
-    elif name in DOGPILE_OWN:
-        module, cls_name = DOGPILE_OWN[name]
-    else:
-        points = importlib.metadata.entry_points(group='dogpile.cache',
-                                                 name=name)
-        if not points:
-            return None
-        module, _, cls_name = next(iter(points)).value.partition(':')
+    if name.startswith(PREFIX) and name not in registered():
+        raise unknown(name)  # before dogpile imports every entry point
     try:
-        return getattr(importlib.import_module(module.strip()),
-                       cls_name.strip())
+        return _dogpile_registry.load(name)
+    except _dogpile_registry.NotFound:
+        raise unknown(name) from None
     except (ImportError, AttributeError) as exc:
         raise exception.ConfigurationError(
-            'KVS backend %r cannot be imported: %s' % (name, exc)) from exc
+            'KVS backend %r cannot be imported: %s' % (name, exc),
+            'backing_store') from exc
 
 
 def unknown(name: str) -> exception.ConfigurationError:
     """The error for a backend name nobody registered."""
     return exception.ConfigurationError(
         'Unknown KVS backend %r; known oslo_kvs backends: %s (or any '
-        'registered dogpile.cache backend)' % (name, ', '.join(registered())))
+        'registered dogpile.cache backend)' % (name, ', '.join(registered())),
+        'backing_store')
 
 
 def registered() -> list[str]:

@@ -132,7 +132,7 @@ def coerce(owner: str, name: str, otype: ty.Callable[[ty.Any], ty.Any],
     detail = 'not valid' if secret else str(error)
     raise exception.ConfigurationError(
         'Invalid value %s for argument %r of %s: %s'
-        % (shown, name, owner, detail)) from None
+        % (shown, name, owner, detail), name) from None
 
 
 def check_readable(owner: str, args: ty.Mapping[str, ty.Any],
@@ -145,7 +145,8 @@ def check_readable(owner: str, args: ty.Mapping[str, ty.Any],
         path = args.get(name)
         if path and not os.access(path, os.R_OK):
             raise exception.ConfigurationError(
-                'Argument %s of %s: cannot read %r' % (name, owner, path))
+                'Argument %s of %s: cannot read %r' % (name, owner, path),
+                name)
 
 
 def is_unset(value: ty.Any) -> bool:
@@ -170,7 +171,8 @@ def parse_arguments(owner: str, options: ty.Iterable[Option],
     if unknown:
         raise exception.ConfigurationError(
             'Unknown argument(s) %s for %s; valid arguments are: %s'
-            % (', '.join(unknown), owner, ', '.join(sorted(known))))
+            % (', '.join(unknown), owner, ', '.join(sorted(known))),
+            unknown[0])
     parsed = {}
     for opt in options:
         given = given_name(owner, (opt.name,) + opt.aliases, arguments)
@@ -192,7 +194,7 @@ def given_name(owner: str, names: ty.Iterable[str | None],
     if len(given) > 1:
         raise exception.ConfigurationError(
             'Arguments %s of %s are aliases of each other; give only '
-            'one' % (' and '.join(given), owner))
+            'one' % (' and '.join(given), owner), given[-1])
     return given[0] if given else None
 
 

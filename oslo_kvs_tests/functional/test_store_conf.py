@@ -31,6 +31,7 @@ import pytest
 import oslo_kvs
 from oslo_kvs import exception
 from oslo_kvs import opts
+from oslo_kvs import settings
 
 GROUP = 'token_store'
 # 32 bytes or more, not a placeholder the library refuses.
@@ -86,12 +87,13 @@ def test_unset_options_leave_the_kvs_defaults(tmp_path):
         [token_store]
         backend = openstack.kvs.Memory
         """ % KEY)
+    parsed = settings.from_group(conf, GROUP, 'test')
+    assert parsed.value_protection == 'mac'
+    assert parsed.lock_timeout == 7.0
+    assert parsed.ttl is None
     store = new_store(conf)
     store.configure_from_conf(GROUP)
-    state = store._state
-    assert state.protector is not None and state.protector.mode == 'mac'
-    assert state.lock_timeout == 7.0
-    assert state.ttl is None
+    assert store.is_configured
 
 
 def test_store_options_override_the_kvs_defaults(tmp_path):
@@ -106,11 +108,12 @@ def test_store_options_override_the_kvs_defaults(tmp_path):
         expire_time = 30
         serializer = msgpack
         """ % KEY)
+    parsed = settings.from_group(conf, GROUP, 'test')
+    assert parsed.value_protection == 'encrypt'
+    assert (parsed.lock_timeout, parsed.lock_window, parsed.ttl) == (
+        3, 0.5, 30)
     store = new_store(conf)
     store.configure_from_conf(GROUP)
-    state = store._state
-    assert state.protector.mode == 'encrypt'
-    assert (state.lock_timeout, state.lock_window, state.ttl) == (3, 0.5, 30)
     store.set('k', {'v'})
     assert store.get('k') == {'v'}
 
@@ -122,14 +125,15 @@ def test_keyword_overrides_win(tmp_path):
         expire_time = 30
         backend_argument = no_expiry_keys:a
         """)
+    overrides = dict(backing_store='openstack.kvs.Memory', expire_time=5,
+                     no_expiry_keys=['b'], locking=False)
+    parsed = settings.from_group(conf, GROUP, 'test', **overrides)
+    assert parsed.ttl == 5.0
+    assert parsed.no_expiry == ('b',)
+    assert parsed.locking is False
     store = new_store(conf)
-    store.configure_from_conf(GROUP, backing_store='openstack.kvs.Memory',
-                              expire_time=5, no_expiry_keys=['b'],
-                              locking=False)
-    state = store._state
-    assert state.ttl == 5.0
-    assert state.no_expiry == {state.data_key('b')}
-    assert state.locking is False
+    store.configure_from_conf(GROUP, **overrides)
+    assert store.is_configured
 
 
 def test_group_registered_on_demand(tmp_path):
@@ -140,7 +144,7 @@ def test_group_registered_on_demand(tmp_path):
     conf(['--config-file', str(path)], default_config_files=[])
     store = new_store(conf)
     store.configure_from_conf('late')
-    assert store._state.ttl == 9.0
+    assert settings.from_group(conf, 'late', 'test').ttl == 9.0
 
 
 def test_already_configured_as_configure(tmp_path):
@@ -167,7 +171,7 @@ BAD = [
      ('openstack.kvs.Memory', {'lock_window': '-1'}), 'backend_argument'),
     (['lock_timeout = 2', 'lock_window = 1.5'],
      ('openstack.kvs.Memory', {'lock_timeout': 2.0, 'lock_window': 1.5}),
-     'lock_timeout, lock_window'),
+     'lock_window'),
     (['value_protection = mac'],
      ('openstack.kvs.Memory', {'value_protection': 'mac'}),
      'value_protection'),

@@ -34,8 +34,8 @@ from oslo_kvs.backends import memcached
 from oslo_kvs.backends import memory
 from oslo_kvs.backends import mongo
 from oslo_kvs.backends import redis as redis_backend
-from oslo_kvs import core
 from oslo_kvs import exception
+from oslo_kvs import settings as kvs_settings
 from oslo_kvs_tests import stored
 
 SECRET = 'fuzz-secret-4d1f9a2c'
@@ -77,10 +77,9 @@ def _cases(backend_cls):
 
 
 def _known(backend_cls):
-    names = set(core.store_arguments(backend_cls))
-    for opt in backend_cls.options:
-        names.update((opt.name,) + opt.aliases)
-    return names
+    alias = backend_cls.expire_time_alias
+    return (kvs_settings.STORE_ARGUMENTS | backend_cls.argument_names() |
+            ({alias} if alias else set()))
 
 
 @pytest.mark.parametrize('backend_cls', list(BACKENDS),

@@ -333,15 +333,25 @@ def test_no_expiry_keys_follow_the_mangler():
 def test_any_str_names_a_store():
     # Keys may hold lone surrogates, and so may names.
     suffix = uuid.uuid4()
-    stores = [oslo_kvs.get_key_value_store(name % suffix) for name in (
-        'surrogate-\ud800-%s', 'surrogate-\udfff-%s', 'ключ-%s')]
+    conf = cfg.ConfigOpts()
+    oslo_kvs.opts.register_opts(conf)
+    conf.set_override('enable_key_mangler', False, group='kvs')
+    written = []
+
+    class Recorder(proxy.ProxyBackend):
+        def set_serialized(self, key, value):
+            written.append(key)
+            self.proxied.set_serialized(key, value)
+
+    stores = [oslo_kvs.get_key_value_store(name % suffix, conf=conf)
+              for name in ('surrogate-\ud800-%s', 'surrogate-\udfff-%s',
+                           'ключ-%s')]
     for number, store in enumerate(stores):
-        store.configure('openstack.kvs.Memory')
+        store.configure('openstack.kvs.Memory', proxy_list=[Recorder])
         store.set('k', number)
         assert store.get('k') == number
-    prefixes = {store._state.data_prefix for store in stores}
-    assert len(prefixes) == len(stores)
-    assert all(prefix.isascii() for prefix in prefixes)
+    assert len(set(written)) == len(stores)
+    assert all(key.isascii() and key.endswith(':k:k') for key in written)
 
 
 def test_config_prefix_separates_deployments():

@@ -21,6 +21,7 @@ results and the same errors as the path it replaces.
 import enum
 import threading
 import time
+import urllib.parse
 import uuid
 
 from dogpile.cache import proxy
@@ -42,6 +43,12 @@ def make_store(backend='openstack.kvs.Memory', **args):
     store = oslo_kvs.get_key_value_store('fast-%s' % uuid.uuid4())
     store.configure(backend, **args)
     return store
+
+
+def data_prefix(store):
+    """The namespace of ``store``'s data keys (default config_prefix)."""
+    return 'openstack.kvs:%s:k:' % urllib.parse.quote(
+        store.name, safe='', errors='surrogatepass')
 
 
 def held(store, key):
@@ -214,7 +221,7 @@ def test_cached_keys_match_the_mangler():
     store = make_store()
     store.set('k', 1)
     state = store._state
-    assert state.keys['k'] == core.sha256_mangle_key(state.data_prefix + 'k')
+    assert state.keys['k'] == core.sha256_mangle_key(data_prefix(store) + 'k')
 
 
 # Any text, lone surrogates included: keys and names are arbitrary str.
@@ -231,9 +238,9 @@ def test_default_stored_keys_hash_the_whole_namespaced_key(name, key):
         store.configure('openstack.kvs.Memory')
     state = store._state
     assert state.data_key(key) == core.sha256_mangle_key(
-        state.data_prefix + key)
+        data_prefix(store) + key)
     assert state.lock_key(key) == core.sha256_mangle_key(
-        state.lock_prefix + key)
+        data_prefix(store)[:-2] + 'l:' + key)
 
 
 def test_stored_keys_do_not_change_between_releases():

@@ -242,9 +242,9 @@ class TestKeysWithoutMangler:
         return configure(url=dead_url, socket_timeout=0.5)
 
     def prefix_length(self, store):
-        # Internal on purpose: the store's namespace prefix sets the
-        # longest key memcached takes, and a dead server shows nothing.
-        return len(store._state.data_prefix.encode())
+        # The namespace prefix (default config_prefix) sets the
+        # longest key memcached takes.
+        return len(('openstack.kvs:%s:k:' % store.name).encode())
 
     @pytest.mark.parametrize('key', [
         'with space', 'new\nline', 'tab\t', 'nul\x00', 'del\x7f',
