@@ -19,7 +19,7 @@ backend by default):
 
 ``exercise``
     runs every operation of the API, checks its result and prints how long
-    each took;
+    each took (:mod:`oslo_kvs.cmd.exercise`);
 ``doctor``
     looks for symptoms of an unsafe or broken configuration
     (:mod:`oslo_kvs.cmd.doctor`);
@@ -33,115 +33,18 @@ Nothing printed contains a password or protection key.
 """
 
 import importlib.metadata
-import statistics
 import sys
-import time
 import typing as ty
 
 from oslo_config import cfg
 
-import oslo_kvs
 from oslo_kvs.cmd import bench
 from oslo_kvs.cmd import common
 from oslo_kvs.cmd import doctor
+from oslo_kvs.cmd import exercise
 from oslo_kvs.cmd import ping
 from oslo_kvs import exception
 from oslo_kvs import opts
-
-
-def _timed(operation: ty.Callable[[], ty.Any], rounds: int) -> float:
-    """Median seconds of ``rounds`` calls."""
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        operation()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
-
-
-class _WrongAnswer(Exception):
-    """An operation returned something other than what was stored."""
-
-
-def _steps(store: oslo_kvs.KeyValueStore, keys: list[str],
-           value: ty.Any) -> list[tuple[str, ty.Callable[[], ty.Any]]]:
-    """The operations :func:`exercise` times, by label."""
-
-    def lock_cycle():
-        with store.get_lock('locked') as lock:
-            store.set('locked', value, lock=lock)
-
-    def add_delete():
-        if not store.add('added', value):
-            raise _WrongAnswer('add refused a key that was absent')
-        store.delete('added')
-
-    return [
-        ('set', lambda: store.set('one', value)),
-        ('get', lambda: store.get('one')),
-        ('set_multi (100 keys)',
-         lambda: store.set_multi({key: value for key in keys})),
-        ('get_multi (100 keys)', lambda: store.get_multi(keys)),
-        ('add + delete', add_delete),
-        ('lock + set', lock_cycle),
-    ]
-
-
-def exercise(store: oslo_kvs.KeyValueStore, rounds: int,
-             out: ty.TextIO, output_format: str = 'table') -> int:
-    """Run each API operation, check its result, report its median time.
-
-    :returns: 0 when every operation gave the right answer, 1 when one did
-        not or a server failed, 130 when interrupted (the operations timed
-        so far are reported).
-    """
-    common.require(rounds >= 1, '--rounds must be at least 1')
-    value = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
-    keys = ['key-%03d' % i for i in range(100)]
-    timed: dict[str, ty.Any] = {}
-    result = {'command': 'exercise', 'store': store.name, 'rounds': rounds,
-              'operations': timed, 'error': None}
-
-    def body(out: ty.TextIO) -> int:
-        try:
-            store.set_multi({key: value for key in keys})
-            out.write('store %r on %s, %d rounds each\n'
-                      % (store.name,
-                         ', '.join(store.servers()) or 'this process',
-                         rounds))
-            for label, operation in _steps(store, keys, value):
-                median = _timed(operation, rounds)
-                timed[label] = {'median_us': median * 1e6}
-                out.write('  %-22s ok  median %9.1f us\n'
-                          % (label, median * 1e6))
-            if store.get_multi(keys) != [value] * len(keys):
-                raise _WrongAnswer('get_multi returned different values')
-            store.delete_multi(keys + ['one', 'locked'])
-            try:
-                store.get('one')
-            except exception.NotFound:
-                timed['delete_multi'] = {}
-                out.write('  %-22s ok\n' % 'delete_multi')
-            else:
-                raise _WrongAnswer('delete_multi left a key behind')
-        except (_WrongAnswer, exception.BackendError, exception.LockTimeout,
-                exception.NotFound) as exc:
-            # The store is misbehaving: a symptom, reported like one.
-            result['error'] = str(exc)
-            out.write('FAILED: %s\n' % exc)
-            return common.EXIT_SYMPTOM
-        return common.EXIT_OK
-    return common.report(out, output_format, result, body)
-
-
-def _exercise(conf: cfg.ConfigOpts, out: ty.TextIO, rounds: int,
-              output_format: str) -> int:
-    common.require(rounds >= 1, '--rounds must be at least 1')
-    store = common.open_store(conf)
-    try:
-        return exercise(store, rounds, out, output_format)
-    finally:
-        store.close()
 
 
 def _seconds(default: float, what: str) -> dict[str, ty.Any]:
@@ -155,7 +58,7 @@ def _seconds(default: float, what: str) -> dict[str, ty.Any]:
 COMMANDS: dict[str, tuple[ty.Callable[..., int], str,
                           dict[str, dict[str, ty.Any]]]] = {
     'exercise': (
-        _exercise, 'run every operation once per round and time it',
+        exercise.run, 'run every operation once per round and time it',
         {'--rounds': dict(type=int, default=200,
                           help='calls of each operation (default 200)')}),
     'doctor': (
