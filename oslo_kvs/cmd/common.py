@@ -181,7 +181,7 @@ def report(out: ty.TextIO, output_format: str, result: dict[str, ty.Any],
     it filled until then is reported. For JSON, ``result`` is then the one
     document printed.
 
-    :returns: the exit status: ``body``'s, or :data:`EXIT_INTERRUPTED`.
+    :returns: the exit status: ``body``'s, or ``EXIT_INTERRUPTED``.
     """
     result.setdefault('interrupted', False)
     table = out if output_format == 'table' else ty.cast(ty.TextIO,
