@@ -13,7 +13,7 @@
 """The store registry and :class:`KeyValueStore`.
 
 A write flows one way: the key is namespaced and mangled
-(:class:`_Configured`), the value encoded (:mod:`oslo_kvs.serialization`'s
+(``_Configured``), the value encoded (:mod:`oslo_kvs.serialization`'s
 codec: serialize, then protect, bound to the key) and handed to the
 backend. A read flows back: backend, codec (verify, then deserialize). The
 store owns the API rules (missing keys, locks, types); backends only move

@@ -30,13 +30,14 @@ Memoization is best effort, unlike the store API: when the store is down,
 unconfigured or cannot hold a result, the function still runs and its
 result is returned; the problem is logged once, never raised.
 
-Each cached result is stored as ``(stored_at, value)`` so that its age is
-checked against the section's ``cache_time`` on every read, whatever the
-store's own ``expire_time``. A miss is filled under a dogpile lock: the
-threads of one process queue on a local mutex and processes share the
-store's lock, so a stampede on one key runs the function once; no caller
-waits longer than twice the store's ``lock_timeout``. The background
-warm-up queue is in :mod:`oslo_kvs.memoize_warmup`.
+Only the store's public API is used. Each result is stored as
+``(stored_at, value)`` so that its age is checked against the section's
+``cache_time`` on every read, whatever the store's own ``expire_time``. A
+miss is filled under the store's lock for the key, so a stampede on one
+key runs the function once, and an expired result is served while another
+caller recomputes it; no caller waits longer than twice the store's
+``lock_timeout``. :meth:`MemoizedFunction.warm` queues calls on
+:data:`warm_queue`, run by one background thread per process.
 """
 
 import contextlib
@@ -52,13 +53,11 @@ import typing as ty
 import uuid
 import weakref
 
-from dogpile import lock as dogpile_lock
 from oslo_config import cfg
 
 from oslo_kvs import _process
 from oslo_kvs import core
 from oslo_kvs import exception
-from oslo_kvs import memoize_warmup
 from oslo_kvs import opts
 
 LOG = logging.getLogger(__name__)
@@ -70,14 +69,12 @@ DEFAULT_STORE = 'oslo_kvs.memoize'
 #: or another) when the store's ``lock_timeout`` is 0 (locks never expire).
 MAX_LOCK_WAIT = 60.0
 
-# The warm-up queue lives in its own module; these names stay here too.
-WarmQueue = memoize_warmup.WarmQueue
-warm_queue = memoize_warmup.warm_queue
-
 # Parameter names that mark a method's instance or class, kept out of keys.
 _SELF_NAMES = ('self', 'cls')
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY,
                inspect.Parameter.POSITIONAL_OR_KEYWORD)
+# Argument types whose repr is the same in every process.
+_REPR_TYPES = (bool, int, float, str, bytes, datetime.date, uuid.UUID)
 
 
 def section_opts() -> list[cfg.Opt]:
@@ -89,15 +86,14 @@ def section_opts() -> list[cfg.Opt]:
     names, as Keystone's sections do; then those are used.
     """
     return [
-        cfg.BoolOpt(
-            'caching', default=True,
-            help='Memoize this section\'s results. Has no effect unless '
-                 '[kvs] memoize_enabled is true as well.'),
-        cfg.IntOpt(
-            'cache_time', min=0,
-            help='Seconds a memoized result of this section stays valid. '
-                 'Unset means [kvs] memoize_expiration_time; 0 means until '
-                 'invalidated (or evicted by the store).'),
+        cfg.BoolOpt('caching', default=True,
+                    help='Memoize this section\'s results. Has no effect '
+                         'unless [kvs] memoize_enabled is true as well.'),
+        cfg.IntOpt('cache_time', min=0,
+                   help='Seconds a memoized result of this section stays '
+                        'valid. Unset means [kvs] memoize_expiration_time; '
+                        '0 means until invalidated (or evicted by the '
+                        'store).'),
     ]
 
 
@@ -110,23 +106,18 @@ def register_opts(conf: cfg.ConfigOpts, group: str | None = None,
     option of that name is already registered there.
     """
     conf.register_opts(opts.memoize_opts, group=opts.GROUP)
-    for section, names in ((group, ('caching', 'cache_time')),
-                           (expiration_group, ('cache_time',))):
-        if section is None:
-            continue
-        for opt in section_opts():
-            if opt.name not in names:
-                continue
-            try:
+    caching, cache_time = section_opts()
+    for section, opt in ((group, caching), (group, cache_time),
+                         (expiration_group, cache_time)):
+        if section is not None:
+            # An option the application registered there itself (Keystone
+            # does, with its own help text) wins.
+            with contextlib.suppress(cfg.DuplicateOptError):
                 conf.register_opt(opt, group=section)
-            except cfg.DuplicateOptError:
-                # The application defined this option itself (Keystone
-                # does, with its own help text): its definition wins.
-                LOG.debug('[%s] %s is already registered; memoization '
-                          'uses that option', section, opt.name)
 
 
-def _enabled(conf: cfg.ConfigOpts, section: str) -> bool:
+def _enabled(conf: cfg.ConfigOpts, section: str, value: ty.Any = None) -> bool:
+    """Whether ``section`` memoizes now; ``value`` is Keystone's, ignored."""
     return bool(conf.kvs.memoize_enabled and conf[section].caching)
 
 
@@ -148,10 +139,7 @@ def should_cache_fn(section: str, conf: cfg.ConfigOpts | None = None
     """
     conf = conf if conf is not None else cfg.CONF
     register_opts(conf, section)
-
-    def should_cache(value: ty.Any = None) -> bool:
-        return _enabled(conf, section)
-    return should_cache
+    return functools.partial(_enabled, conf, section)
 
 
 def get_memoization_decorator(
@@ -175,13 +163,11 @@ def get_memoization_decorator(
     """
     expiration_group = expiration_group or group
     register_opts(conf, group, expiration_group)
-
-    def decorate(fn: ty.Callable[..., ty.Any]) -> 'MemoizedFunction':
-        return MemoizedFunction(fn, conf, group, expiration_group, store)
-    return decorate
+    return functools.partial(MemoizedFunction, conf=conf, group=group,
+                             expiration_group=expiration_group, store=store)
 
 
-class _Unsupported(Exception):
+class _Unsupported(TypeError):
     """An argument cannot be turned into a stable key."""
 
 
@@ -189,202 +175,48 @@ class _Bypass(Exception):
     """The store cannot serve this call; run the function uncached."""
 
 
-def _sorted_items(items: ty.Iterable[str]) -> str:
-    return ','.join(sorted(items))
-
-
 def _canonical(value: ty.Any) -> str:
     """A string equal for equal arguments, in every process.
 
     Scalars use ``repr``, which tells ``1``, ``True``, ``1.0``, ``'1'`` and
     ``b'1'`` apart; unordered containers are sorted by their members'
-    strings, so neither insertion order nor hash seeds change the key.
+    strings, so neither insertion order nor hash seeds change the key. A
+    datetime is written by its ISO form, never by the ``repr`` of its
+    ``tzinfo``, which may hold a memory address.
     """
     kind = type(value)
-    if value is None or kind in (bool, int, float, str, bytes):
+    if value is None or kind in _REPR_TYPES:
         return repr(value)
-    if kind is tuple:
-        return '(%s)' % ','.join(_canonical(item) for item in value)
-    if kind is list:
-        return '[%s]' % ','.join(_canonical(item) for item in value)
-    if kind is dict:
-        return '{%s}' % _sorted_items(
-            '%s:%s' % (_canonical(k), _canonical(v))
-            for k, v in value.items())
-    if kind is set or kind is frozenset:
-        return '%s{%s}' % (kind.__name__,
-                           _sorted_items(_canonical(item) for item in value))
-    if kind is datetime.datetime:
-        return 'datetime(%s,%d)' % (value.isoformat(), value.fold)
-    if kind is datetime.date:
-        return 'date(%s)' % value.isoformat()
-    if kind is uuid.UUID:
-        return 'UUID(%s)' % value.hex
-    if isinstance(value, enum.Enum):
+    if kind is tuple or kind is list:
+        members = list(map(_canonical, value))
+    elif kind is dict or kind is set or kind is frozenset:
+        # Dictionaries as their (key, value) tuples.
+        members = sorted(map(_canonical, value.items() if kind is dict
+                             else value))
+    elif kind is datetime.datetime:
+        members = [value.isoformat(), str(value.fold)]
+    elif isinstance(value, enum.Enum):
         return '%s.%s.%s' % (kind.__module__, kind.__qualname__, value.name)
-    raise _Unsupported(kind.__module__ + '.' + kind.__qualname__)
+    else:
+        raise _Unsupported('cannot key an argument of type %s.%s'
+                           % (kind.__module__, kind.__qualname__))
+    return '%s(%s)' % (kind.__name__, ','.join(members))
 
 
-class _StoreHealth:
-    """Whether a store answers; bypassed for a while after it fails.
-
-    One outage is logged once, however many calls and functions meet it.
-    It ends with the next successful write: a store whose reads work but
-    whose locks or writes fail is still one outage, not one per call.
-    """
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self._mutex = _process.Primitive('Lock')
-        self._retry_at: float | None = None
-        self._unconfigured_logged = False
-
-    def usable(self) -> bool:
-        retry_at = self._retry_at
-        return retry_at is None or time.monotonic() >= retry_at
-
-    def failed(self, error: Exception, retry_after: float) -> None:
-        with self._mutex:
-            first = self._retry_at is None
-            self._retry_at = time.monotonic() + retry_after
-        if first:
-            # BackendError messages name the backend and server, never a
-            # secret.
-            LOG.warning('Memoization store %r failed (%s: %s); memoized '
-                        'functions run uncached, retrying the store every '
-                        '%ss', self.name, type(error).__name__, error,
-                        retry_after)
-
-    def succeeded(self) -> None:
-        if self._retry_at is None:
-            return
-        with self._mutex:
-            recovered = self._retry_at is not None
-            self._retry_at = None
-        if recovered:
-            LOG.info('Memoization store %r answers again', self.name)
-
-    def unconfigured(self) -> None:
-        with self._mutex:
-            if self._unconfigured_logged:
-                return
-            self._unconfigured_logged = True
-        LOG.warning('Memoization store %r is not configured; memoized '
-                    'functions run uncached until it is', self.name)
-
-
-_health: 'weakref.WeakKeyDictionary[core.KeyValueStore, _StoreHealth]' = (
+# When each store that failed may be tried again. Kept per store, for every
+# function memoized on it, so that one outage is logged once. It ends with
+# the next successful write: a store whose reads work but whose locks or
+# writes fail is still one outage, not one per call.
+_retry_at: 'weakref.WeakKeyDictionary[core.KeyValueStore, float]' = (
     weakref.WeakKeyDictionary())
-_health_lock = _process.Primitive('Lock')
 
 
-class _Current(ty.NamedTuple):
-    """A configured store and its health, as memoized calls use them."""
+class _Entry(ty.NamedTuple):
+    """A result found in the store: stored as ``(stored_at, value)``."""
 
-    store: core.KeyValueStore
-    health: _StoreHealth
-
-
-def _health_of(store: core.KeyValueStore) -> _StoreHealth:
-    with _health_lock:
-        health = _health.get(store)
-        if health is None:
-            health = _health[store] = _StoreHealth(store.name)
-        return health
-
-
-class _StoreRef:
-    """The store of one memoized function: fixed, or looked up by name."""
-
-    def __init__(self, conf: cfg.ConfigOpts,
-                 store: 'core.KeyValueStore | str | None') -> None:
-        self._conf = conf
-        self._fixed = store if isinstance(store, core.KeyValueStore) else None
-        self.name: str = (self._fixed.name if self._fixed is not None
-                          else ty.cast(str, store) or DEFAULT_STORE)
-        # The registry holds stores weakly; this keeps the one in use.
-        self._current: _Current | None = None
-
-    def current(self) -> _Current | None:
-        """The store and its health; None (logged once) if unconfigured."""
-        store = self._fixed
-        if store is None:
-            store = core.get_key_value_store(self.name, conf=self._conf)
-        current = self._current
-        if current is None or current.store is not store:
-            current = self._current = _Current(store, _health_of(store))
-        if not store.is_configured:
-            current.health.unconfigured()
-            return None
-        return current
-
-
-class _LocalMutex:
-    """A per-key lock; kept only while someone uses it (weakly held)."""
-
-    __slots__ = ('lock', '__weakref__')
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-
-
-class _KeyMutex:
-    """The dogpile mutex of one key, for one call.
-
-    The threads of this process queue on a local lock, so they do not poll
-    the server; across processes the store's lock decides. The whole wait
-    is bounded by twice the store's ``lock_timeout`` (:data:`MAX_LOCK_WAIT`
-    when locks never expire): a caller that waited that long, or whose
-    store failed while locking, runs the function uncached.
-    """
-
-    def __init__(self, memo: 'MemoizedFunction', current: _Current,
-                 key: str) -> None:
-        self._memo = memo
-        self._current = current
-        self._key = key
-        # Held for the call: the mutex lives while someone uses it.
-        self._mutex = memo._local_mutex(key)
-        self._local = self._mutex.lock
-        self._held: core.KeyValueStoreLock | None = None
-
-    def acquire(self, wait: bool = True) -> bool:
-        lock = self._memo._use(self._current, self._current.store.get_lock,
-                               self._key, refused='key')
-        limit = lock.lock_timeout * 2 if lock.lock_timeout else MAX_LOCK_WAIT
-        deadline = time.monotonic() + limit
-        if not (self._local.acquire(timeout=limit) if wait
-                else self._local.acquire(False)):
-            return self._not_acquired(wait)
-        try:
-            acquired = self._memo._use(
-                self._current, lock.acquire, wait,
-                max(deadline - time.monotonic(), 0.0))
-        except BaseException:
-            self._local.release()
-            raise
-        if not acquired:
-            self._local.release()
-            return self._not_acquired(wait)
-        self._held = lock
-        return True
-
-    def _not_acquired(self, wait: bool) -> bool:
-        if wait:
-            # dogpile expects a blocking acquire to succeed.
-            LOG.debug('Gave up waiting for another computation of a '
-                      'memoized result of %s', self._memo.__qualname__)
-            raise _Bypass()
-        return False
-
-    def release(self) -> None:
-        lock, self._held = self._held, None
-        try:
-            if lock is not None:
-                with contextlib.suppress(_Bypass):
-                    self._memo._use(self._current, lock.release)
-        finally:
-            self._local.release()
+    value: ty.Any
+    #: Whether it is younger than the section's ``cache_time``.
+    fresh: bool
 
 
 class MemoizedFunction:
@@ -410,8 +242,6 @@ class MemoizedFunction:
 
     #: On a method looked up on an instance, ``(instance,)`` (see __get__).
     _bound: tuple = ()
-    #: Copied from the function by functools.update_wrapper.
-    __qualname__: str
 
     def __init__(self, fn: ty.Callable[..., ty.Any], conf: cfg.ConfigOpts,
                  group: str, expiration_group: str,
@@ -424,31 +254,22 @@ class MemoizedFunction:
         self._conf = conf
         self._group = group
         self._expiration_group = expiration_group
-        self._store = _StoreRef(conf, store)
+        self._store_or_name = store or DEFAULT_STORE
         self._signature = inspect.signature(fn)
         params = list(self._signature.parameters.values())
         self._skip_first = bool(params and params[0].name in _SELF_NAMES
                                 and params[0].kind in _POSITIONAL)
-        self._prefix = 'memoize:%s.%s' % (fn.__module__, fn.__qualname__)
-        # The state below is shared with the bound copies __get__ makes.
-        # Per-key mutexes are per process: a forked child must not wait
-        # for a computation of its parent's.
-        self._mutexes: _process.PerProcess[
-            weakref.WeakValueDictionary[str, _LocalMutex]] = (
-            _process.PerProcess(weakref.WeakValueDictionary))
-        self._mutexes_guard = _process.Primitive('Lock')
+        self._name = '%s.%s' % (fn.__module__, fn.__qualname__)
+        # Shared with the bound copies __get__ makes.
         self._warned: dict[str, object] = {}
 
     def __repr__(self) -> str:
-        name = self._prefix[len('memoize:'):]
-        if self._bound:
-            return '<bound MemoizedFunction %s of %r>' % (name, self._bound[0])
-        return '<MemoizedFunction %s>' % name
+        return '<MemoizedFunction %s>' % self._name
 
     def __get__(self, instance: ty.Any, owner: ty.Any = None) -> ty.Any:
         if instance is None:
             return self
-        # A shallow copy shares the store, mutexes and warnings; calls and
+        # A shallow copy shares the store lookup and warnings; calls and
         # helpers get the instance first, as a bound method's would.
         bound = copy.copy(self)
         bound._bound = (instance,)
@@ -467,25 +288,25 @@ class MemoizedFunction:
 
         :raises TypeError: when the arguments cannot form a key.
         """
-        _, key = self._public(args, kwargs)
-        current = self._store.current()
-        if current is not None:
-            with contextlib.suppress(_Bypass):
-                # delete_multi ignores a missing key.
-                self._use(current, current.store.delete_multi, [key],
-                          write=True)
+        key = self.key(*args, **kwargs)
+        with contextlib.suppress(_Bypass):
+            store = self._store()
+            # delete_multi ignores a missing key.
+            self._use(store, store.delete_multi, [key], write=True)
 
     def refresh(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
         """Compute the result again, store it and return it.
 
         The result is not stored while memoization is off for this section.
+
+        :raises TypeError: when the arguments cannot form a key.
         """
-        args, key = self._public(args, kwargs)
+        args = self._helper_args(args)
+        key = self._key(args, kwargs)
         value = self._fn(*args, **kwargs)
-        if self._enabled():
-            current = self._store.current()
-            if current is not None:
-                self._write(current, key, value)
+        with contextlib.suppress(_Bypass):
+            if _enabled(self._conf, self._group):
+                self._write(self._store(), key, value)
         return value
 
     def get(self, *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
@@ -495,18 +316,12 @@ class MemoizedFunction:
             store is unconfigured or failing (logged).
         :raises TypeError: when the arguments cannot form a key.
         """
-        _, key = self._public(args, kwargs)
-        current = self._store.current()
-        if current is None:
-            raise exception.NotFound(key)
-        try:
-            value, stored_at = self._read(current, key)
-        except (dogpile_lock.NeedRegenerationException, _Bypass):
-            raise exception.NotFound(key) from None
-        ttl = _cache_time(self._conf, self._expiration_group)
-        if ttl is not None and time.time() - stored_at > ttl:
-            raise exception.NotFound(key)
-        return value
+        key = self.key(*args, **kwargs)
+        with contextlib.suppress(_Bypass):
+            entry = self._read(self._store(), key)
+            if entry is not None and entry.fresh:
+                return entry.value
+        raise exception.NotFound(key)
 
     def set(self, value: ty.Any, *args: ty.Any, **kwargs: ty.Any) -> None:
         """Store ``value`` as the result of this call.
@@ -518,10 +333,9 @@ class MemoizedFunction:
         :raises ValueError: when the store refuses the value (for example
             ``exception.ValueTooLarge``).
         """
-        _, key = self._public(args, kwargs)
-        current = self._store.current()
-        if current is not None:
-            self._write(current, key, value, refused=None)
+        key = self.key(*args, **kwargs)
+        with contextlib.suppress(_Bypass):
+            self._write(self._store(), key, value, refused=None)
 
     def warm(self, *args: ty.Any, **kwargs: ty.Any) -> bool:
         """Queue this call on :data:`warm_queue`'s background thread.
@@ -529,65 +343,52 @@ class MemoizedFunction:
         The worker calls the function as a caller would (computing and
         storing on a miss), so the next call hits. Errors are logged.
 
-        :returns: whether the call is queued (or already was); ``False``
-            when the queue is full, memoization is off for this section or
-            an argument is not supported.
+        :returns: whether the call is queued (or already waiting);
+            ``False`` when the queue is full, memoization is off for this
+            section or an argument is not supported.
         """
-        if not self._enabled():
-            return False
+        args = self._helper_args(args)
         try:
-            args, key = self._bind(args, kwargs)
-        except (_Unsupported, TypeError) as exc:
-            self._warn_unsupported(exc)
+            key = self._key(args, kwargs)
+        except TypeError:
             return False
-        return warm_queue.put(
+        return _enabled(self._conf, self._group) and warm_queue.put(
             key, functools.partial(self._call, args, kwargs))
-
-    @property
-    def warm_queue(self) -> memoize_warmup.WarmQueue:
-        """The queue :meth:`warm` uses (shared by all functions)."""
-        return warm_queue
 
     def key(self, *args: ty.Any, **kwargs: ty.Any) -> str:
         """The store key of this call, for debugging.
 
         :raises TypeError: when the arguments cannot form a key.
         """
-        return self._public(args, kwargs)[1]
+        return self._key(self._helper_args(args), kwargs)
 
-    # --- internals -------------------------------------------------------
+    # --- keys and warnings -------------------------------------------------
 
-    def _enabled(self) -> bool:
-        return _enabled(self._conf, self._group)
-
-    def _key(self, args: tuple, kwargs: dict) -> str:
-        bound = self._signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        items = list(bound.arguments.items())
-        if self._skip_first:
-            items = items[1:]
-        try:
-            return '%s(%s)' % (self._prefix, ','.join(
-                '%s=%s' % (name, _canonical(value)) for name, value in items))
-        except RecursionError:
-            raise _Unsupported('a self-referencing container') from None
-
-    def _bind(self, args: tuple, kwargs: dict) -> tuple[tuple, str]:
-        """A helper call's full arguments and key.
+    def _helper_args(self, args: tuple) -> tuple:
+        """A helper's arguments as the call's.
 
         On a method the helpers take the arguments without the instance,
         or with it first, as Keystone passed them.
         """
         if self._bound and not (args and args[0] is self._bound[0]):
-            args = self._bound + args
-        return args, self._key(args, kwargs)
+            return self._bound + args
+        return args
 
-    def _public(self, args: tuple, kwargs: dict) -> tuple[tuple, str]:
+    def _key(self, args: tuple, kwargs: dict) -> str:
+        """The store key of a call.
+
+        :raises TypeError: for a call the signature refuses, or
+            :class:`_Unsupported`.
+        """
+        bound = self._signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        items = list(bound.arguments.items())[int(self._skip_first):]
         try:
-            return self._bind(args, kwargs)
-        except _Unsupported as exc:
-            raise TypeError('%s cannot key a call with an argument of type '
-                            '%s' % (self.__qualname__, exc)) from None
+            return 'memoize:%s(%s)' % (self._name, ','.join(
+                '%s=%s' % (name, _canonical(value)) for name, value in items))
+        except RecursionError:
+            raise _Unsupported('cannot key a self-referencing container'
+                               ) from None
 
     def _warn_once(self, what: str, message: str, *args: ty.Any) -> None:
         marker = object()
@@ -595,100 +396,246 @@ class MemoizedFunction:
         if self._warned.setdefault(what, marker) is marker:
             LOG.warning(message, *args)
 
-    def _warn_unsupported(self, error: Exception) -> None:
-        if isinstance(error, _Unsupported):
-            self._warn_once('args', 'Calls of %s with an argument of type '
-                            '%s are not memoized', self.__qualname__, error)
+    # --- the store -----------------------------------------------------------
 
-    def _local_mutex(self, key: str) -> _LocalMutex:
-        mutexes = self._mutexes.get()
-        with self._mutexes_guard:
-            mutex = mutexes.get(key)
-            if mutex is None:
-                mutex = mutexes[key] = _LocalMutex()
-            return mutex
+    def _store(self) -> core.KeyValueStore:
+        """The store; :raises _Bypass: while it is not configured."""
+        store = self._store_or_name
+        if isinstance(store, str):
+            # Looked up on every call, so it may be configured after
+            # decoration.
+            store = core.get_key_value_store(store, conf=self._conf)
+        if store.is_configured:
+            return store
+        self._warn_once('unconfigured', 'Memoization store %r is not '
+                        'configured; %s runs uncached until it is',
+                        store.name, self._name)
+        raise _Bypass()
 
-    def _use(self, current: _Current, call: ty.Callable[..., ty.Any],
-             *args: ty.Any, refused: str | None = None,
+    def _use(self, store: core.KeyValueStore, call: ty.Callable[..., ty.Any],
+             *args: ty.Any, refused: str | None = 'key',
              write: bool = False) -> ty.Any:
         """``call(*args)`` on the store, best effort; the one place for it.
 
-        A store fault starts (or continues) an outage, logged once, and
-        raises :class:`_Bypass`; so does a key or value the store refuses
-        (``TypeError``/``ValueError``, warned once per ``refused`` kind),
-        unless ``refused`` is None: then that error is raised.
-        ``NotFound`` is raised. A successful ``write`` ends an outage.
+        ``NotFound`` gives None. A key or value the store refuses
+        (``TypeError``/``ValueError``) is warned about once per ``refused``
+        kind and raises :class:`_Bypass`, unless ``refused`` is None: then
+        it is raised. A store fault raises :class:`_Bypass` and starts (or
+        extends) an outage of the store, whose start alone is logged: calls
+        skip the store for ``[kvs] memoize_dead_retry`` seconds. A
+        successful ``write`` ends the outage.
         """
         try:
             result = call(*args)
         except exception.NotFound:
-            raise
+            return None
         except (TypeError, ValueError) as exc:
             if refused is None:
                 raise
             # e.g. a value of an unsupported type or too large, or a key
             # too long for a backend with key mangling off.
             self._warn_once(refused, 'Results of %s cannot be memoized in '
-                            'store %r: %s', self.__qualname__,
-                            current.store.name, exc)
+                            'store %r: %s', self._name, store.name, exc)
             raise _Bypass() from exc
         except exception.KVSError as exc:
-            current.health.failed(exc, self._conf.kvs.memoize_dead_retry)
+            retry_after = self._conf.kvs.memoize_dead_retry
+            retry_at = time.monotonic() + retry_after
+            # setdefault is atomic: of threads racing here, one logs.
+            if _retry_at.setdefault(store, retry_at) is retry_at:
+                # BackendError messages name the backend and server, never
+                # a secret.
+                LOG.warning('Memoization store %r failed (%r); memoized calls '
+                            'run uncached, retrying it every %ss',
+                            store.name, exc, retry_after)
+            _retry_at[store] = retry_at
             raise _Bypass() from exc
-        if write:
-            current.health.succeeded()
+        if write and _retry_at.pop(store, None) is not None:
+            LOG.info('Memoization store %r answers again', store.name)
         return result
 
-    def _call(self, args: tuple, kwargs: dict) -> ty.Any:
-        if not self._enabled():
-            return self._fn(*args, **kwargs)
-        try:
-            key = self._key(args, kwargs)
-        except (_Unsupported, TypeError) as exc:
-            # A bad call gets the function's own TypeError.
-            self._warn_unsupported(exc)
-            return self._fn(*args, **kwargs)
-        current = self._store.current()
-        if current is None or not current.health.usable():
-            return self._fn(*args, **kwargs)
-
-        def create() -> tuple[ty.Any, float]:
-            value = self._fn(*args, **kwargs)
-            return value, self._write(current, key, value)
-
-        try:
-            with dogpile_lock.Lock(
-                    _KeyMutex(self, current, key), create,
-                    functools.partial(self._read, current, key),
-                    _cache_time(self._conf, self._expiration_group)) as value:
-                return value
-        except _Bypass:
-            # Raised only before the function ran.
-            return self._fn(*args, **kwargs)
-
-    def _read(self, current: _Current, key: str) -> tuple[ty.Any, float]:
-        """``(value, stored_at)`` for dogpile, or NeedRegenerationException.
+    def _read(self, store: core.KeyValueStore, key: str) -> '_Entry | None':
+        """The result stored under ``key``, fresh or not; None if none.
 
         :raises _Bypass: when the store fails or cannot take the key.
         """
-        try:
-            entry = self._use(current, current.store.get, key, refused='key')
-        except exception.NotFound:
-            raise dogpile_lock.NeedRegenerationException() from None
+        entry = self._use(store, store.get, key)
         # Anything else under this key (another writer's format) is a miss.
-        if (type(entry) is not tuple or len(entry) != 2 or
-                type(entry[0]) is not float or entry[0] <= 0):
-            raise dogpile_lock.NeedRegenerationException()
-        return entry[1], entry[0]
+        if type(entry) is not tuple or len(entry) != 2 or (
+                type(entry[0]) is not float):
+            return None
+        ttl = _cache_time(self._conf, self._expiration_group)
+        return _Entry(entry[1], ttl is None or time.time() - entry[0] <= ttl)
 
-    def _write(self, current: _Current, key: str, value: ty.Any,
-               refused: str | None = 'value') -> float:
-        """Store a result and return its time; see :meth:`_use` for errors.
+    def _write(self, store: core.KeyValueStore, key: str, value: ty.Any,
+               refused: str | None = 'value') -> None:
+        """Store a result; see :meth:`_use` for errors."""
+        self._use(store, store.set, key, (time.time(), value),
+                  refused=refused, write=True)
 
-        Store faults and, unless ``refused`` is None, refusals are logged.
-        """
-        stored_at = time.time()
+    def _call(self, args: tuple, kwargs: dict) -> ty.Any:
         with contextlib.suppress(_Bypass):
-            self._use(current, current.store.set, key, (stored_at, value),
-                      refused=refused, write=True)
-        return stored_at
+            if _enabled(self._conf, self._group):
+                return self._cached(args, kwargs)
+        # Off, or the store cannot serve this call (_Bypass is raised only
+        # before the function runs).
+        return self._fn(*args, **kwargs)
+
+    def _cached(self, args: tuple, kwargs: dict) -> ty.Any:
+        """The fresh cached result, or one computed under the key's lock.
+
+        An expired result is returned while the lock's holder recomputes
+        it; a miss waits for the lock at most twice the store's
+        ``lock_timeout``.
+
+        :raises _Bypass: before the function runs, when the call cannot be
+            keyed, the store is unconfigured, skipped or fails, or the
+            wait for the lock was too long.
+        """
+        try:
+            key = self._key(args, kwargs)
+        except TypeError as exc:
+            # A wrong call is left to raise the function's own TypeError.
+            if isinstance(exc, _Unsupported):
+                self._warn_once('args', 'Calls of %s are not memoized: %s',
+                                self._name, exc)
+            raise _Bypass() from exc
+        store = self._store()
+        if time.monotonic() < _retry_at.get(store, -float('inf')):
+            raise _Bypass()     # an outage: skipped until the retry time
+        entry = self._read(store, key)
+        if entry is not None and entry.fresh:
+            return entry.value
+        lock = self._use(store, store.get_lock, key)
+        if not self._use(store, lock.acquire, entry is None,
+                         lock.lock_timeout * 2 or MAX_LOCK_WAIT):
+            if entry is not None:
+                return entry.value
+            LOG.debug('Gave up waiting for another computation of %s',
+                      self._name)
+            raise _Bypass()
+        try:
+            # Whoever held the lock before has probably stored it.
+            entry = self._read(store, key)
+            if entry is not None and entry.fresh:
+                return entry.value
+            value = self._fn(*args, **kwargs)
+            with contextlib.suppress(_Bypass):
+                self._write(store, key, value)
+            return value
+        finally:
+            with contextlib.suppress(_Bypass):
+                self._use(store, lock.release)
+
+
+class _Work:
+    """One process's queue: its waiting calls and the thread running them."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        # key -> call, oldest first; a call waits at most once.
+        self.waiting: dict[str, ty.Callable[[], ty.Any]] = {}
+        self.running = 0
+        self.thread: threading.Thread | None = None
+
+
+def _run_one(task: ty.Callable[[], ty.Any]) -> None:
+    try:
+        task()
+    except Exception:
+        LOG.warning('Warming a memoized result failed', exc_info=True)
+
+
+def _work_forever(work: _Work) -> None:
+    while True:
+        with work.cond:
+            work.cond.wait_for(lambda: work.waiting)
+            task = work.waiting.pop(next(iter(work.waiting)))
+            work.running += 1
+        try:
+            _run_one(task)
+        finally:
+            with work.cond:
+                work.running -= 1
+                work.cond.notify_all()
+
+
+class WarmQueue:
+    """A bounded queue of calls computed by one background daemon thread.
+
+    :meth:`MemoizedFunction.warm` adds to the module's :data:`warm_queue`.
+    A call already waiting is not queued twice. Tests can wait for the
+    queue with :meth:`join`.
+
+    Each process has its own calls and thread: a forked child (whoever
+    forked it) starts with an empty queue and starts its own thread on its
+    first :meth:`put`, since the parent's thread does not exist there.
+    """
+
+    def __init__(self, maxsize: int = 1000) -> None:
+        #: Most calls waiting; further :meth:`put` calls are refused.
+        self.maxsize = maxsize
+        self._work = _process.PerProcess(_Work)
+
+    @property
+    def size(self) -> int:
+        """Calls waiting, not counting the one being computed."""
+        return len(self._work.get().waiting)
+
+    @property
+    def unfinished(self) -> int:
+        """Calls waiting or being computed."""
+        work = self._work.get()
+        return len(work.waiting) + work.running
+
+    def put(self, key: str, task: ty.Callable[[], ty.Any]) -> bool:
+        """Queue ``task`` under ``key``.
+
+        In a uWSGI master that has yet to fork its workers, ``task`` runs
+        at once in the calling thread instead: a thread running at the
+        fork would hang the workers (see
+        :func:`oslo_kvs._process.will_fork_without_hooks`).
+
+        :returns: ``True`` when queued, already waiting or run at once,
+            ``False`` when the queue is full.
+        """
+        if _process.will_fork_without_hooks():
+            _run_one(task)
+            return True
+        work = self._work.get()
+        with work.cond:
+            if key not in work.waiting and len(work.waiting) >= self.maxsize:
+                return False
+            # A call already waiting keeps its place.
+            work.waiting[key] = task
+            work.cond.notify_all()
+            if work.thread is None or not work.thread.is_alive():
+                work.thread = threading.Thread(
+                    target=_work_forever, args=(work,),
+                    name='oslo-kvs-memoize-warm', daemon=True)
+                work.thread.start()
+        return True
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every queued call is computed.
+
+        Do not call it from a function being warmed.
+
+        :returns: ``False`` if ``timeout`` seconds passed first.
+        """
+        work = self._work.get()
+        with work.cond:
+            return work.cond.wait_for(
+                lambda: not (work.waiting or work.running), timeout)
+
+    def clear(self) -> int:
+        """Drop the waiting calls; return how many were dropped."""
+        work = self._work.get()
+        with work.cond:
+            dropped = len(work.waiting)
+            work.waiting.clear()
+            work.cond.notify_all()
+            return dropped
+
+
+#: The queue behind :meth:`MemoizedFunction.warm`, shared by all functions.
+warm_queue = WarmQueue()

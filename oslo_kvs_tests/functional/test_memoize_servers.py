@@ -172,8 +172,7 @@ def test_invalidate_refresh_get_set(env):
 def _stampede(env, separate, threads=6):
     """The unit suite's stampede check, on a real server's store."""
     if separate:
-        # No shared local mutex: only the server's lock stands between
-        # them, as between processes.
+        # Separate decorated objects, as in separate processes.
         def make(decorator, fn, count):
             return [decorator(fn) for _ in range(count)]
     else:

@@ -604,24 +604,37 @@ def test_stampede_in_one_process_runs_the_function_once(env):
     _stampede(env, one_function)
 
 
-def test_stampede_in_one_process_is_stopped_by_the_local_mutex(env):
-    # Store locks off: the per-key local mutex alone keeps threads apart.
-    def one_function(decorator, fn, threads):
-        memoized = decorator(fn)
-        return [memoized] * threads
-    _stampede(env, one_function, locking=False)
+def test_store_locks_off_leave_stampedes_unprotected(env):
+    # locking=False makes the store's locks no-ops and memoization has no
+    # lock of its own: a second caller computes while the first still does
+    # (with a working lock it would wait, and the first would time out).
+    second_started = threading.Event()
+
+    @env.decorator(env.store(locking=False))
+    def slow(x):
+        env.calls.append(x)
+        if len(env.calls) == 1:
+            assert second_started.wait(30)
+        second_started.set()
+        return x * 2
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(slow, [21, 21])) == [42, 42]
+    assert env.calls == [21, 21]
+    assert slow(21) == 42       # the result is memoized all the same
+    assert env.calls == [21, 21]
 
 
 def test_stampede_is_stopped_by_the_store_lock_too(env):
-    # Separate decorated objects share no local mutex, as in separate
-    # processes; only the store's lock keeps them apart.
+    # Separate decorated objects, as in separate processes: the store's
+    # lock keeps them apart too.
     def separate_functions(decorator, fn, threads):
         return [decorator(fn) for _ in range(threads)]
     _stampede(env, separate_functions)
 
 
 @pytest.mark.parametrize('shared', [True, False],
-                         ids=['local-mutex', 'store-lock'])
+                         ids=['same-function', 'separate-functions'])
 def test_wait_for_another_computation_is_bounded(env, shared):
     # lock_timeout 1: the docs promise a caller waits at most 2 s for
     # another computation of the same call, then computes itself.
@@ -636,8 +649,8 @@ def test_wait_for_another_computation_is_bounded(env, shared):
         return x * 2
 
     first_fn = decorator(slow)
-    # One decorated object shares the per-key local mutex; two share only
-    # the store's lock, as two processes do.
+    # One decorated object, or two, as two processes have: the bound holds
+    # either way.
     second_fn = first_fn if shared else decorator(slow)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(first_fn, 21)
@@ -789,7 +802,7 @@ def test_warm_queue_is_bounded_visible_and_deduplicated(env, monkeypatch):
     assert slow.warm(0)
     assert started.wait(10)         # the worker is busy with 0
     assert slow.warm(1) and slow.warm(2)
-    assert slow.warm_queue.size == len(memoize.warm_queue) == 2
+    assert memoize.warm_queue.size == 2
     assert memoize.warm_queue.unfinished == 3
     assert slow.warm(1) is True     # already waiting: not queued twice
     assert slow.warm(3) is False    # full
@@ -835,11 +848,11 @@ def _exit_code(pid, timeout):
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-def test_forked_child_has_its_own_mutexes_and_queue(env):
+def test_forked_child_has_its_own_locks_and_queue(env):
     # At the fork the parent's warm-up worker is computing slow(0), holding
-    # its local mutex, and slow(1) waits in the queue. Store locks are off:
-    # only memoize's own state could make the child wait.
-    decorator = env.decorator(env.store(locking=False, lock_timeout=1))
+    # the memory store's lock for it (a lock that never expires), and
+    # slow(1) waits in the queue. The child must wait for neither.
+    decorator = env.decorator(env.store(lock_timeout=0))
     parent = os.getpid()
     started, release = threading.Event(), threading.Event()
 

@@ -24,7 +24,7 @@ import threading
 from oslo_kvs import _process
 from oslo_kvs.backends import base
 from oslo_kvs import locking
-from oslo_kvs import memoize_warmup
+from oslo_kvs import memoize
 
 
 def as_child(monkeypatch, pid=-1):
@@ -98,7 +98,7 @@ def test_lock_turns_of_the_parent_are_not_waited_for(monkeypatch):
 
 
 def test_warm_queue_starts_its_own_thread_in_a_child(monkeypatch):
-    queue = memoize_warmup.WarmQueue()
+    queue = memoize.WarmQueue()
     gate = threading.Event()
     assert queue.put('parent', gate.wait)  # the parent's thread is busy
     as_child(monkeypatch, pid=-2)
@@ -122,7 +122,7 @@ class FakeUwsgi:
 
 
 def test_warm_runs_inline_in_a_uwsgi_master_before_the_fork(monkeypatch):
-    queue = memoize_warmup.WarmQueue()
+    queue = memoize.WarmQueue()
     monkeypatch.setitem(sys.modules, 'uwsgi', FakeUwsgi(0))
     caller = []
     assert queue.put('k', lambda: caller.append(threading.current_thread()))
@@ -131,7 +131,7 @@ def test_warm_runs_inline_in_a_uwsgi_master_before_the_fork(monkeypatch):
 
 
 def test_warm_uses_its_thread_in_a_uwsgi_worker(monkeypatch):
-    queue = memoize_warmup.WarmQueue()
+    queue = memoize.WarmQueue()
     monkeypatch.setitem(sys.modules, 'uwsgi', FakeUwsgi(3))
     caller = []
     assert queue.put('k', lambda: caller.append(threading.current_thread()))
