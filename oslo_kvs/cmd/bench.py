@@ -21,7 +21,6 @@ store of their own and are deleted afterwards.
 """
 
 import dataclasses
-import json
 import math
 import os
 import random
@@ -322,29 +321,29 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
     parameters = {'operations': operations, 'duration': duration,
                   'keys': keys, 'value_size': value_size, 'batch': batch,
                   'seed': seed, 'mix': MIX}
+    result: dict[str, ty.Any] = {'command': 'bench',
+                                 'parameters': parameters}
     store = common.open_store(conf)
-    workload = Workload(store, keys, value_size, batch, seed)
-    try:
-        workload.prepare()
-        progress = Progress(progress_stream or sys.stderr, operations,
-                            duration)
-        stats, wall, interrupted = run_workload(workload, operations,
-                                                duration, progress)
-        # After a failure the keys are left to expire: the server is
-        # failing, and the store's random name keeps them apart anyway.
-        workload.cleanup()
-    finally:
-        store.close()
-    result = report(conf, stats, wall, parameters, interrupted)
-    if output_format == 'json':
-        json.dump(result, out, indent=2)
-        out.write('\n')
-    else:
-        write_table(result, out)
-        if interrupted:
-            out.write('interrupted: the result above is partial\n')
+
+    def body(table: ty.TextIO) -> int:
+        try:
+            workload = Workload(store, keys, value_size, batch, seed)
+            workload.prepare()
+            progress = Progress(progress_stream or sys.stderr, operations,
+                                duration)
+            stats, wall, interrupted = run_workload(workload, operations,
+                                                    duration, progress)
+            # After a failure the keys are left to expire: the server is
+            # failing, and the store's random name keeps them apart anyway.
+            workload.cleanup()
+        finally:
+            store.close()
+        result.update(report(conf, stats, wall, parameters, interrupted))
+        write_table(result, table)
+        return common.EXIT_INTERRUPTED if interrupted else common.EXIT_OK
+    status = common.report(out, output_format, result, body)
     if pyplot is not None and plot_path:
         plot(pyplot, result, plot_path)
         if output_format != 'json':
             out.write('latency plot written to %s\n' % plot_path)
-    return common.EXIT_INTERRUPTED if interrupted else common.EXIT_OK
+    return status

@@ -16,7 +16,9 @@ The command works on one store described by the store options (``backend``,
 ``backend_argument``, ``expire_time``, ...) of the group named by
 ``--group`` (default ``[kvs]``, where the former ``backing_store`` is still
 read as ``backend``), exactly as a service's store is configured from its
-group by ``configure_from_conf``.
+group by ``configure_from_conf``. It also holds what every subcommand
+does alike: exit statuses, redaction, and printing a result as a table or
+as JSON (:func:`report`).
 """
 
 import ipaddress
@@ -26,19 +28,10 @@ import uuid
 
 from oslo_config import cfg
 
-from oslo_kvs import backends
 from oslo_kvs.backends import address
-from oslo_kvs.backends import base
 from oslo_kvs import core
-from oslo_kvs import exception
 from oslo_kvs import opts
 from oslo_kvs import settings
-
-#: ``configure()`` arguments the store keeps; the rest go to the backend.
-STORE_ARGUMENTS = settings.STORE_ARGUMENTS
-
-#: Redaction marker written where a secret would have been.
-REDACTED = address.REDACTED
 
 
 class CommandError(Exception):
@@ -57,16 +50,21 @@ def backing_store(conf: cfg.ConfigOpts) -> str:
     return conf[store_group(conf)].backend
 
 
-def backend_arguments(conf: cfg.ConfigOpts) -> dict[str, ty.Any]:
-    """The ``configure()`` arguments the command's group gives.
+def store_settings(conf: cfg.ConfigOpts,
+                   **overrides: ty.Any) -> settings.Settings:
+    """The settings of the command's store, parsed as a service would.
 
-    Its ``backend_argument`` entries and every other store option that is
-    set, as ``configure_from_conf`` reads them.
-
-    :raises exception.ConfigurationError: for a malformed entry; the
-        message never holds an entry's value, which may be a password.
+    :raises exception.ConfigurationError: naming the group and option.
     """
-    return settings.read_group(conf, store_group(conf))[1]
+    return settings.from_group(conf, store_group(conf), owner='oslo-kvs',
+                               **overrides)
+
+
+#: Overrides for a store that only reaches its servers: value protection
+#: plays no part in that, and doctor reports its mistakes.
+UNPROTECTED: dict[str, ty.Any] = {
+    'value_protection': 'none', 'protection_keys': [],
+    'serializer': 'msgpack'}
 
 
 def open_store(conf: cfg.ConfigOpts,
@@ -82,57 +80,13 @@ def open_store(conf: cfg.ConfigOpts,
     return store
 
 
-def load_backend_class(conf: cfg.ConfigOpts) -> type | None:
-    """The class of the group's backend, without configuring anything.
-
-    ``None`` for a dogpile.cache backend that could not be created.
-
-    :raises exception.ConfigurationError: when it cannot be loaded.
-    """
-    backends.register_backends(conf.kvs.backends)
-    return backends.load_class(backing_store(conf))
-
-
-def secret_option_names(backend_cls: type | None) -> set[str]:
-    """Names (and aliases) of the backend's secret arguments."""
-    names = {'password', 'sentinel_password', 'protection_keys'}
-    for option in getattr(backend_cls, 'options', ()):
-        if isinstance(option, base.Option) and option.secret:
-            names.update((option.name,) + option.aliases)
-    return names
-
-
 def secrets_of(conf: cfg.ConfigOpts) -> list[str]:
     """Every secret the configuration holds, for :func:`redact`.
 
-    Protection keys, secret backend arguments, and passwords embedded in
-    URLs. A secret argument that is a URL without a password (a Redis
-    ``url``) is not itself a secret, so its text is kept.
+    Also of a configuration that does not parse, whose error message is
+    printed.
     """
-    group = store_group(conf)
-    found = list(conf.kvs.protection_keys)
-    try:
-        found += conf[group].protection_keys or []
-    except ValueError:
-        pass  # not readable, so not printable either
-    try:
-        backend_cls: type | None = load_backend_class(conf)
-    except exception.ConfigurationError:
-        backend_cls = None
-    secret_names = secret_option_names(backend_cls)
-    for entry in conf[group].backend_argument:
-        name, sep, value = entry.partition(':')
-        if not sep:
-            # Not name:value; the whole entry might be anything.
-            found.append(entry.strip())
-            continue
-        name, value = name.strip(), value.strip()
-        if name == 'protection_keys':
-            for key in value.split(','):
-                found += address.secrets_in(key.strip())
-        else:
-            found += address.secrets_in(value, name in secret_names)
-    return sorted(set(found), key=len, reverse=True)
+    return settings.group_secrets(conf, store_group(conf))
 
 
 #: ``text`` with URL credentials and every secret replaced by a marker.
@@ -170,37 +124,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class Endpoint(ty.NamedTuple):
-    """Where to reach one server: a TCP host and port, or a Unix socket."""
+def server_address(label: str,
+                   default_port: int | None) -> address.Address | None:
+    """Where to connect to the server a backend labels ``label``.
 
-    label: str
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-
-
-#: Default ports of the built-in backends, for addresses given without one.
-DEFAULT_PORTS = {
-    'openstack.kvs.Memcached': 11211,
-    'openstack.kvs.Redis': 6379,
-    'openstack.kvs.MongoDB': 27017,
-}
-
-
-def parse_endpoint(label: str, default_port: int | None) -> Endpoint | None:
-    """Understand one server as a backend describes it.
-
-    Accepts what :meth:`address.Address.parse` accepts. Returns ``None``
-    when no address can be made of it (for example a DNS SRV name, or a
-    host without a port on an unknown backend).
+    ``None`` when there is nowhere to connect to: a DNS SRV name, or text
+    that :meth:`address.Address.parse` refuses (such as a host without a
+    port on a backend that has no default port).
     """
     if '+srv://' in label:
         return None
     try:
-        found = address.Address.parse(label, default_port)
+        return address.Address.parse(label, default_port)
     except address.AddressError:
         return None
-    return Endpoint(label, host=found.host, port=found.port, path=found.path)
 
 
 #: Exit statuses, the same on every subcommand: healthy, symptom found
@@ -210,15 +147,6 @@ EXIT_OK = 0
 EXIT_SYMPTOM = 1
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
-
-FORMATS = ('table', 'json')
-
-
-def add_format_argument(parser: ty.Any) -> None:
-    """``--format``, which every subcommand takes."""
-    parser.add_argument('--format', choices=FORMATS, default='table',
-                        help='table for people (default), json for '
-                             'programs')
 
 
 def require(condition: bool, message: str) -> None:
@@ -243,18 +171,28 @@ class _Discard:
         return False
 
 
-def text_stream(out: ty.TextIO, output_format: str) -> ty.TextIO:
-    """Where a subcommand writes its table: ``out``, or nowhere for JSON."""
-    if output_format == 'table':
-        return out
-    return ty.cast(ty.TextIO, _Discard())
+def report(out: ty.TextIO, output_format: str, result: dict[str, ty.Any],
+           body: ty.Callable[[ty.TextIO], int]) -> int:
+    """Run a subcommand's ``body`` and print its result.
 
+    ``body`` writes its table as it goes to the stream it is given (which
+    drops everything for ``--format json``), fills ``result`` and returns
+    the exit status. Ctrl-C within it marks ``result`` interrupted; what
+    it filled until then is reported. For JSON, ``result`` is then the one
+    document printed.
 
-def write_result(result: dict[str, ty.Any], out: ty.TextIO,
-                 output_format: str) -> None:
-    """Print ``result`` as JSON when asked; the table is already out."""
+    :returns: the exit status: ``body``'s, or ``EXIT_INTERRUPTED``.
+    """
+    result.setdefault('interrupted', False)
+    table = out if output_format == 'table' else ty.cast(ty.TextIO,
+                                                         _Discard())
+    try:
+        status = body(table)
+    except KeyboardInterrupt:
+        result['interrupted'] = True
     if output_format == 'json':
         json.dump(result, out, indent=2)
         out.write('\n')
-    elif result.get('interrupted'):
+    elif result['interrupted']:
         out.write('interrupted: the result above is partial\n')
+    return EXIT_INTERRUPTED if result['interrupted'] else status

@@ -27,11 +27,11 @@ import collections
 import inspect
 import math
 import typing as ty
-import urllib.parse
 
 from oslo_config import cfg
 from oslo_config import types
 
+from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs.cmd import common
 from oslo_kvs.cmd import ping
@@ -53,16 +53,19 @@ token_opts = [
 
 # Arguments in which backends name their servers.
 _SERVER_ARGUMENTS = ('url', 'host', 'db_hosts', 'sentinels', 'cluster_nodes')
-_TLS_QUERY = ('tls', 'ssl')
+_TLS_SCHEMES = ('rediss://', 'mongodb+srv://')
+_TLS_QUERY = ('tls=true', 'ssl=true')
 
 
 class Checkup:
     """The configuration under examination, and what checks found.
 
-    Expensive or failing steps (loading the backend class, building the
-    backend) run once and are cached; their errors are kept for
-    :func:`symptom_invalid_configuration` and
-    :func:`symptom_unreachable_servers` to report.
+    The store's settings are parsed once, as a service parses them
+    (:func:`oslo_kvs.settings.from_group`). When they do not parse, the
+    error is kept for :func:`symptom_invalid_configuration`, and the other
+    checks read each setting alone from what the group gives
+    (:meth:`setting`), so that one mistake does not hide other symptoms.
+    The backend is built once, when a check first asks for it.
     """
 
     def __init__(self, conf: cfg.ConfigOpts,
@@ -75,68 +78,42 @@ class Checkup:
         self.errors: list[str] = []
         self.connect_error: str | None = None
         self.unreachable = False
-        self.backing_store: str = common.backing_store(conf)
-        self.store_args: dict[str, str] = {}
-        self.backend_args: dict[str, str] | None = None
-        self.backend_cls: type | None = None
-        self.parsed: dict[str, ty.Any] | None = None
-        self.expire_time: float | None = None
+        self.group = common.store_group(conf)
+        self.backing_store: str = conf[self.group].backend
+        #: The ``configure()`` arguments as the group gives them.
+        self.arguments: dict[str, ty.Any] = {}
+        #: The parsed settings; ``None`` when they do not parse.
+        self.settings: settings.Settings | None = None
         self._backend: base.Backend | None = None
         self._built = False
-        self._load()
+        try:
+            self.arguments = settings.read_group(conf, self.group)[1]
+            self.settings = settings.from_group(conf, self.group,
+                                                owner='oslo-kvs')
+        except ValueError as exc:
+            # ConfigurationError, or oslo.config's error for an invalid
+            # [kvs] option.
+            self.errors.append(str(exc))
+        self.backend_cls = (self.settings.backend_cls if self.settings
+                            else _backend_class(conf, self.backing_store))
 
     def note(self, text: str) -> None:
         """Add a detail line to the symptom being checked."""
         self.notes.append(text)
 
-    def _load(self) -> None:
-        try:
-            arguments = common.backend_arguments(self.conf)
-        except exception.ConfigurationError as exc:
-            self.errors.append(str(exc))
-            return
-        self.store_args = {name: arguments.pop(name)
-                           for name in common.STORE_ARGUMENTS
-                           if name in arguments}
-        self.backend_args = arguments
-        try:
-            self.backend_cls = common.load_backend_class(self.conf)
-        except exception.ConfigurationError as exc:
-            self.errors.append(str(exc))
-            return
-        for name in settings.EXPIRY_ARGUMENTS & set(self.store_args):
-            arguments[name] = self.store_args[name]
-        try:
-            self.expire_time = settings._expiry(
-                self.backing_store, self.backend_cls or object, arguments)[0]
-        except exception.ConfigurationError as exc:
-            self.errors.append(str(exc))
-        if self.backend_cls is not None and issubclass(self.backend_cls,
-                                                       base.Backend):
-            try:
-                self.parsed = base.parse_arguments(
-                    self.backing_store, self.backend_cls.options, arguments)
-            except exception.ConfigurationError as exc:
-                self.errors.append(str(exc))
+    def setting(self, name: str) -> ty.Any:
+        """``value_protection``, ``serializer`` or ``lock_timeout``.
 
-    def setting(self, name: str, default_option: str | None = None) -> ty.Any:
-        """A store setting: the backend argument if given, else ``[kvs]``.
-
-        :raises ValueError: when the ``[kvs]`` value is not valid.
+        As parsed; when the settings do not parse, this one setting parsed
+        alone, or ``None`` when it is not valid either.
         """
-        if name in self.store_args:
-            return self.store_args[name]
-        return getattr(self.conf.kvs, default_option or name)
-
-    def valid_setting(self, name: str,
-                      default_option: str | None = None) -> ty.Any:
-        """:meth:`setting`, or ``None`` when it is not valid.
-
-        :func:`symptom_invalid_configuration` reports invalid settings;
-        other checks skip them.
-        """
+        if self.settings is not None:
+            return getattr(self.settings, name)
+        parse, default = _ALONE[name]
+        value = self.arguments.get(name)
         try:
-            return self.setting(name, default_option)
+            return parse(getattr(self.conf.kvs, default)
+                         if value is None else value)
         except ValueError:
             return None
 
@@ -148,29 +125,28 @@ class Checkup:
     @property
     def protected(self) -> bool:
         """Whether value protection is on (mac or encrypt)."""
-        try:
-            return protection.normalize_mode(
-                self.valid_setting('value_protection')) != 'none'
-        except exception.ConfigurationError:
-            return False
+        return self.setting('value_protection') not in (None, 'none')
 
     def protection_keys(self) -> list[str]:
-        """The configured protection keys, which must never be printed."""
-        keys = self.valid_setting('protection_keys') or []
+        """The protection keys as written, which must never be printed."""
+        keys = self.arguments.get('protection_keys')
+        if keys is None:
+            keys = self.conf.kvs.protection_keys
         return types.List()(keys) if isinstance(keys, str) else list(keys)
 
     def backend(self) -> base.Backend | None:
-        """The backend built from the configuration, or ``None``.
+        """The backend built from the settings, or ``None``.
 
         Configuration errors go to ``errors``; a backend that connects
         while being built (Redis Cluster) may fail to reach its servers,
         which goes to ``connect_error``.
         """
-        if (not self._built and self.parsed is not None and
-                self.backend_cls is not None):
+        if (not self._built and self.settings is not None and
+                self.settings.native):
             self._built = True
             try:
-                self._backend = self.backend_cls(self.backend_args)
+                self._backend = self.settings.backend_cls(
+                    self.settings.backend_args)
             except exception.ConfigurationError as exc:
                 self.errors.append(str(exc))
             except exception.BackendError as exc:
@@ -183,6 +159,25 @@ class Checkup:
             self._backend.close()
 
 
+#: How :meth:`Checkup.setting` parses a setting alone, and its ``[kvs]``
+#: default.
+_ALONE: dict[str, tuple[ty.Callable[[ty.Any], ty.Any], str]] = {
+    'value_protection': (protection.normalize_mode, 'value_protection'),
+    'serializer': (types.String(choices=serialization.SERIALIZERS),
+                   'serializer'),
+    'lock_timeout': (base.seconds(), 'default_lock_timeout'),
+}
+
+
+def _backend_class(conf: cfg.ConfigOpts, name: str) -> type | None:
+    """The class of backend ``name``; ``None`` when it cannot be loaded."""
+    try:
+        backends.register_backends(conf.kvs.backends)
+        return backends.load_class(name)
+    except exception.ConfigurationError:
+        return None
+
+
 def symptom_invalid_configuration(check: Checkup) -> bool:
     """The store cannot be configured as written.
 
@@ -193,35 +188,19 @@ def symptom_invalid_configuration(check: Checkup) -> bool:
     """
     if not check.errors:
         check.backend()
-    for name, option, validate in (
-            ('value_protection', None, protection.normalize_mode),
-            ('serializer', None,
-             types.String(choices=serialization.SERIALIZERS)),
-            ('lock_timeout', 'default_lock_timeout', base.seconds())):
-        try:
-            validate(check.setting(name, option))
-        except ValueError as exc:
-            # ConfigurationError is a ValueError, and so are oslo.config's
-            # errors for invalid values in the files.
-            check.errors.append('%s: %s' % (name, exc))
-    if check.protected and not check.protection_keys():
-        check.errors.append('value_protection is on but no protection key '
-                            'is set')
     for error in check.errors:
         check.note(error)
     return bool(check.errors)
 
 
-# dogpile.cache's memcached backends, for when their class is unknown.
-_DOGPILE_MEMCACHED = frozenset('dogpile.cache.%s' % name for name in (
-    'memcached', 'pylibmc', 'bmemcached', 'pymemcache'))
+def _is_memcached(backend_cls: type | None) -> bool:
+    """Whether the backend is a memcached client.
 
-
-def _is_memcached(backend_cls: type | None, name: str = '') -> bool:
-    names = {cls.__module__ for cls in getattr(backend_cls, '__mro__', ())}
-    return name in _DOGPILE_MEMCACHED or bool(
-        names & {'oslo_kvs.backends.memcached',
-                 'dogpile.cache.backends.memcached'})
+    oslo_kvs's and dogpile.cache's memcached backends, and classes derived
+    from them, all come from modules named ``memcached``.
+    """
+    return any(cls.__module__.rpartition('.')[2] == 'memcached'
+               for cls in getattr(backend_cls, '__mro__', ()))
 
 
 def symptom_key_mangler_disabled_with_memcached(check: Checkup) -> bool:
@@ -232,7 +211,7 @@ def symptom_key_mangler_disabled_with_memcached(check: Checkup) -> bool:
     = true`` (the default): keys then become fixed-length SHA-256 digests.
     """
     return (not check.conf.kvs.enable_key_mangler and
-            _is_memcached(check.backend_cls, check.backing_store))
+            _is_memcached(check.backend_cls))
 
 
 def symptom_unprotected_values_on_network_backend(check: Checkup) -> bool:
@@ -257,51 +236,41 @@ def symptom_pickle_without_protection(check: Checkup) -> bool:
     turn on ``value_protection`` with a protection key, so that only values
     this deployment wrote are ever unpickled.
     """
-    serializer = check.valid_setting('serializer')
-    return (isinstance(serializer, str) and
-            serializer.strip().lower() == 'pickle' and
+    return (check.setting('serializer') == 'pickle' and
             check.backend_cls is not None and not check.local and
             not check.protected)
 
 
-def _hosts_and_tls(arguments: ty.Mapping[str, ty.Any]) -> tuple[
-        list[str], bool]:
-    """Hosts named by backend ``arguments`` and whether TLS is asked for.
+def _hosts_in_clear(arguments: ty.Mapping[str, ty.Any]) -> list[str]:
+    """Hosts off this machine that backend ``arguments`` reach without TLS.
 
-    Reads the arguments only: nothing is resolved or connected to.
+    Reads the arguments only: nothing is resolved or connected to. A
+    server argument is a list, or a comma-separated string, of addresses
+    or URLs; a URL may name several hosts (``mongodb://a,b/``).
     """
-    tls = False
     # ssl: the historical name in dogpile.cache and Keystone's MongoDB.
-    for flag in ('tls_enabled', 'ssl'):
-        try:
-            tls = tls or bool(types.Boolean()(arguments.get(flag) or False))
-        except ValueError:
-            pass
-    hosts: list[str] = []
+    tls = any(_true(arguments.get(flag)) for flag in ('tls_enabled', 'ssl'))
+    hosts = []
     for name in _SERVER_ARGUMENTS:
-        value = arguments.get(name)
-        items = [value] if isinstance(value, str) else list(value or ())
-        for item in items:
-            item = item.strip()
-            if item.startswith(('/', 'unix:')):
-                continue
-            if '://' not in item:
-                endpoint = common.parse_endpoint(item, 1)
-                hosts.append(endpoint.host or item if endpoint else item)
-                continue
-            split = urllib.parse.urlsplit(item)
-            query = urllib.parse.parse_qs(split.query.lower())
-            if (split.scheme in ('rediss', 'mongodb+srv') or any(
-                    query.get(flag) == ['true'] for flag in _TLS_QUERY)):
-                tls = True
-            if split.scheme == 'unix':
-                continue
-            netloc = split.netloc.rpartition('@')[2]
-            for part in netloc.split(','):
-                endpoint = common.parse_endpoint(part, 1) if part else None
-                if endpoint is not None and endpoint.host:
-                    hosts.append(endpoint.host)
-    return hosts, tls
+        value = arguments.get(name) or ()
+        for item in [value] if isinstance(value, str) else value:
+            lowered = item.strip().lower()
+            tls = tls or lowered.startswith(_TLS_SCHEMES) or any(
+                flag in lowered for flag in _TLS_QUERY)
+            scheme, sep, rest = item.strip().rpartition('://')
+            for part in rest.split(','):
+                server = common.server_address(scheme + sep + part, 1)
+                if server is not None and server.host:
+                    hosts.append(server.host)
+    return [] if tls else [host for host in hosts
+                           if not common.is_loopback(host)]
+
+
+def _true(value: ty.Any) -> bool:
+    try:
+        return bool(types.Boolean()(value or False))
+    except ValueError:
+        return False
 
 
 def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
@@ -313,15 +282,9 @@ def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
     """
     if check.backend_cls is None or check.local:
         return False
-    arguments = (check.parsed if check.parsed is not None
-                 else check.backend_args or {})
-    hosts, tls = _hosts_and_tls(arguments)
-    if tls:
-        return False
-    remote = [host for host in hosts if not common.is_loopback(host)]
-    for host in remote:
+    for host in _hosts_in_clear(check.arguments):
         check.note('no TLS toward %s' % host)
-    return bool(remote)
+    return bool(check.notes)
 
 
 def symptom_memcached_password_without_tls(check: Checkup) -> bool:
@@ -332,18 +295,12 @@ def symptom_memcached_password_without_tls(check: Checkup) -> bool:
     them. Turn on TLS (``tls_enabled:true`` with ``tls_cafile``; memcached
     started with ``-Z``), or keep the servers on this host.
     """
-    if not _is_memcached(check.backend_cls, check.backing_store):
+    if not (_is_memcached(check.backend_cls) and
+            check.arguments.get('password')):
         return False
-    arguments = (check.parsed if check.parsed is not None
-                 else check.backend_args or {})
-    if not arguments.get('password'):
-        return False
-    hosts, tls = _hosts_and_tls(arguments)
-    remote = [] if tls else [host for host in hosts
-                             if not common.is_loopback(host)]
-    for host in remote:
+    for host in _hosts_in_clear(check.arguments):
         check.note('the password goes to %s in clear' % host)
-    return bool(remote)
+    return bool(check.notes)
 
 
 def estimated_bits(secret: str) -> float:
@@ -378,10 +335,7 @@ def symptom_protection_keys_weak(check: Checkup) -> bool:
     Generate each key with ``secrets.token_urlsafe(32)`` (at least 32
     bytes), keep the newest first and remove duplicates.
     """
-    try:
-        keys = check.protection_keys()
-    except ValueError:
-        return False
+    keys = check.protection_keys()
     seen: dict[str, int] = {}
     for position, key in enumerate(keys, 1):
         if len(key.encode('utf-8')) < protection.MIN_KEY_BYTES:
@@ -409,12 +363,7 @@ def symptom_lock_timeout_zero_with_distributed_lock(check: Checkup) -> bool:
     default_lock_timeout`` (or the ``lock_timeout`` argument) to a few
     seconds, longer than any locked section lasts.
     """
-    try:
-        timeout = types.Float(min=0)(check.setting('lock_timeout',
-                                                   'default_lock_timeout'))
-    except ValueError:
-        return False  # reported as an invalid configuration
-    return (timeout == 0 and
+    return (check.setting('lock_timeout') == 0 and
             bool(getattr(check.backend_cls, 'distributed_lock', False)))
 
 
@@ -434,7 +383,7 @@ def symptom_expiry_shorter_than_token_lifetime(check: Checkup) -> bool:
         except ValueError as exc:
             check.note('[token] expiration is not valid: %s' % exc)
             return True
-    expire_time = check.expire_time or 0
+    expire_time = check.settings.ttl if check.settings else None
     if not lifetime or not expire_time or expire_time >= lifetime:
         return False
     check.note('expire_time is %gs, the token lifetime %ds'
@@ -456,13 +405,12 @@ def symptom_unreachable_servers(check: Checkup) -> bool:
         return True
     if backend is None:
         return False
-    port = common.DEFAULT_PORTS.get(check.backing_store)
     for label in backend.servers():
-        endpoint = common.parse_endpoint(label, port)
-        if endpoint is None:
+        server = common.server_address(label, backend.default_port)
+        if server is None:
             continue
         try:
-            ping.connect_time(endpoint, check.timeout)
+            ping.connect_time(server, check.timeout)
         except OSError as exc:
             check.note('%s: %s' % (label, type(exc).__name__))
     check.unreachable = bool(check.notes)
@@ -482,8 +430,7 @@ def symptom_requests_fail(check: Checkup) -> bool:
         # Nothing to ask, or already reported as unreachable.
         return False
     try:
-        store = common.open_store(check.conf, value_protection='none',
-                                  protection_keys=[], serializer='msgpack')
+        store = common.open_store(check.conf, **common.UNPROTECTED)
     except exception.KVSError:
         return False
     try:
@@ -521,42 +468,40 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO,
     common.require(timeout > 0 and math.isfinite(timeout),
                    '--timeout must be a positive number of seconds')
     conf.register_opts(token_opts, group='token')
-    result_out, out = out, common.text_stream(out, output_format)
     check = Checkup(conf, token_lifetime=token_lifetime, timeout=timeout)
-    found = 0
     checks = symptoms()
-    result: dict[str, ty.Any] = {
-        'command': 'doctor', 'backend': check.backing_store,
-        'checks': len(checks), 'symptoms': [], 'interrupted': False}
-    try:
-        for symptom in checks:
-            check.notes = []
-            if not symptom(check):
-                continue
-            found += 1
-            headline, advice = describe(symptom)
-            result['symptoms'].append({
-                'name': symptom.__name__, 'headline': headline,
-                'details': list(check.notes), 'advice': advice})
-            out.write('\n[%s] %s\n' % (symptom.__name__, headline))
-            for line in check.notes:
-                out.write('  - %s\n' % line)
-            out.write(''.join('  %s\n' % line
-                              for line in advice.splitlines()))
-    except KeyboardInterrupt:
-        result['interrupted'] = True
-    finally:
-        check.close()
-    if result['interrupted']:
-        out.write('\n%d symptom(s) found before the checks were '
-                  'interrupted.\n' % found)
-        common.write_result(result, result_out, output_format)
-        return common.EXIT_INTERRUPTED
-    common.write_result(result, result_out, output_format)
-    if found:
-        out.write('\n%d of %d checks found a symptom in the %s store.\n'
-                  % (found, len(checks), check.backing_store))
-        return 1
-    out.write('%d checks found no symptom in the %s store.\n'
-              % (len(checks), check.backing_store))
-    return 0
+    found: list[dict[str, ty.Any]] = []
+    result = {'command': 'doctor', 'backend': check.backing_store,
+              'checks': len(checks), 'symptoms': found}
+
+    def body(out: ty.TextIO) -> int:
+        try:
+            for symptom in checks:
+                check.notes = []
+                if symptom(check):
+                    found.append(_report(symptom, check.notes, out))
+        except KeyboardInterrupt:
+            out.write('\n%d symptom(s) found before the checks were '
+                      'interrupted.\n' % len(found))
+            raise
+        finally:
+            check.close()
+        if found:
+            out.write('\n%d of %d checks found a symptom in the %s store.\n'
+                      % (len(found), len(checks), check.backing_store))
+            return common.EXIT_SYMPTOM
+        out.write('%d checks found no symptom in the %s store.\n'
+                  % (len(checks), check.backing_store))
+        return common.EXIT_OK
+    return common.report(out, output_format, result, body)
+
+
+def _report(symptom: ty.Callable[..., ty.Any], notes: list[str],
+            out: ty.TextIO) -> dict[str, ty.Any]:
+    """Print a symptom found, with its details and advice; as JSON."""
+    headline, advice = describe(symptom)
+    out.write('\n[%s] %s\n' % (symptom.__name__, headline))
+    out.write(''.join('  - %s\n' % line for line in notes))
+    out.write(''.join('  %s\n' % line for line in advice.splitlines()))
+    return {'name': symptom.__name__, 'headline': headline,
+            'details': list(notes), 'advice': advice}

@@ -27,43 +27,26 @@ import uuid
 
 from oslo_config import cfg
 
+from oslo_kvs.backends import address
 from oslo_kvs.cmd import common
 from oslo_kvs import core
 from oslo_kvs import exception
 
 
-def connect_time(endpoint: common.Endpoint, timeout: float) -> float:
-    """Seconds to open (and then close) a connection to ``endpoint``.
+def connect_time(server: address.Address, timeout: float) -> float:
+    """Seconds to open (and then close) a connection to ``server``.
 
     :raises OSError: when it cannot be reached within ``timeout``.
     """
     started = time.perf_counter()
-    if endpoint.path is not None:
+    if server.path is not None:
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(timeout)
-            sock.connect(endpoint.path)
+            sock.connect(server.path)
     else:
-        # parse_endpoint gives a host and a port whenever there is no path.
-        address = (endpoint.host, ty.cast(int, endpoint.port))
-        with socket.create_connection(address, timeout=timeout):
+        with socket.create_connection(server.tcp, timeout=timeout):
             pass
     return time.perf_counter() - started
-
-
-def probe(endpoint: common.Endpoint, timeout: float,
-          count: int) -> list[float]:
-    """``count`` connection times; the first failure raises ``OSError``."""
-    return [connect_time(endpoint, timeout) for _ in range(count)]
-
-
-def endpoints(conf: cfg.ConfigOpts,
-              store: core.KeyValueStore) -> tuple[list[str],
-                                                  list[common.Endpoint]]:
-    """The backend's servers: all labels, and those that can be probed."""
-    labels = store.servers() if store.is_configured else []
-    port = common.DEFAULT_PORTS.get(common.backing_store(conf))
-    parsed = [common.parse_endpoint(label, port) for label in labels]
-    return labels, [e for e in parsed if e is not None]
 
 
 def store_round_trips(store: core.KeyValueStore, count: int) -> list[float]:
@@ -83,8 +66,12 @@ def store_round_trips(store: core.KeyValueStore, count: int) -> list[float]:
     return times
 
 
-def _ms(seconds: float) -> str:
-    return '%.2f ms' % (seconds * 1e3)
+def _times(times: list[float], count: int) -> tuple[dict[str, float], str]:
+    """Median and best of ``times``, for JSON and for the table."""
+    median, best = statistics.median(times), min(times)
+    return ({'median_ms': median * 1e3, 'best_ms': best * 1e3},
+            'median %.2f ms, best %.2f ms (%d tries)'
+            % (median * 1e3, best * 1e3, count))
 
 
 def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
@@ -97,40 +84,29 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
     common.require(count >= 1, '--count must be at least 1')
     common.require(timeout > 0 and math.isfinite(timeout),
                    '--timeout must be a positive number of seconds')
-    backing_store = common.backing_store(conf)
     result: dict[str, ty.Any] = {
-        'command': 'ping', 'backend': backing_store, 'count': count,
-        'timeout': timeout, 'servers': [], 'round_trip': None,
-        'interrupted': False}
-    result_out, out = out, common.text_stream(out, output_format)
-    try:
-        status = _ping(conf, out, count, timeout, result)
-    except KeyboardInterrupt:
-        result['interrupted'] = True
-        status = common.EXIT_INTERRUPTED
-    common.write_result(result, result_out, output_format)
-    return status
+        'command': 'ping', 'backend': common.backing_store(conf),
+        'count': count, 'timeout': timeout, 'servers': [],
+        'round_trip': None}
+    return common.report(out, output_format, result,
+                         lambda out: _ping(conf, out, count, timeout, result))
 
 
 def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
           result: dict[str, ty.Any]) -> int:
-    backing_store = common.backing_store(conf)
-    servers = result['servers']
+    backing_store = result['backend']
     try:
-        # Protection plays no part in reaching a server; its mistakes are
-        # for doctor to report.
-        store = common.open_store(conf, value_protection='none',
-                                  protection_keys=[], serializer='msgpack')
+        store = common.open_store(conf, **common.UNPROTECTED)
     except exception.BackendError as exc:
         # Backends that connect while configuring (Redis Cluster).
         out.write('%s: UNREACHABLE while configuring: %s\n'
                   % (backing_store, exc))
         result['error'] = str(exc)
-        return 1
-    failures = 0
+        return common.EXIT_SYMPTOM
     try:
-        labels, reachable = endpoints(conf, store)
-        if getattr(common.load_backend_class(conf), 'local', False):
+        settings = common.store_settings(conf, **common.UNPROTECTED)
+        labels = store.servers()
+        if getattr(settings.backend_cls, 'local', False):
             out.write('%s keeps values in this process: there is no server '
                       'to reach.\n' % backing_store)
         elif not labels:
@@ -138,52 +114,51 @@ def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
                       'trip is measured.\n' % backing_store)
         else:
             out.write('%s: %d server(s)\n' % (backing_store, len(labels)))
-        probed = {e.label: e for e in reachable}
-        for label in labels:
-            endpoint = probed.get(label)
-            if endpoint is None:
-                servers.append({'server': label, 'probed': False})
-                out.write('  %s  not probed: no host and port to connect '
-                          'to\n' % label)
-                continue
-            try:
-                times = probe(endpoint, timeout, count)
-            except OSError as exc:
-                failures += 1
-                servers.append({'server': label, 'probed': True,
-                                'reachable': False,
-                                'error': '%s: %s' % (type(exc).__name__,
-                                                     exc)})
-                out.write('  %s  UNREACHABLE  %s: %s\n'
-                          % (label, type(exc).__name__, exc))
-                continue
-            servers.append({'server': label, 'probed': True,
-                            'reachable': True,
-                            'connect_median_ms':
-                                statistics.median(times) * 1e3,
-                            'connect_best_ms': min(times) * 1e3})
-            out.write('  %s  reachable  connect median %s, best %s '
-                      '(%d tries)\n' % (label, _ms(statistics.median(times)),
-                                        _ms(min(times)), count))
+        port = getattr(settings.backend_cls, 'default_port', None)
+        failures = sum(not _probe(label, port, count, timeout, out,
+                                  result['servers']) for label in labels)
         if labels and failures == len(labels):
             # Nothing answers; a request would only wait for its timeout
             # (30 s on MongoDB) to say so again.
             out.write('store round trip skipped: no server is reachable\n')
-            return 1
+            return common.EXIT_SYMPTOM
         try:
-            times = store_round_trips(store, count)
+            times, text = _times(store_round_trips(store, count), count)
         except exception.BackendError as exc:
             failures += 1
             result['round_trip'] = {'ok': False, 'error': str(exc)}
             out.write('store round trip FAILED: %s\n' % exc)
         else:
-            result['round_trip'] = {
-                'ok': True, 'median_ms': statistics.median(times) * 1e3,
-                'best_ms': min(times) * 1e3}
-            out.write('store round trip (get of a missing key): median %s, '
-                      'best %s (%d tries)\n'
-                      % (_ms(statistics.median(times)), _ms(min(times)),
-                         count))
+            result['round_trip'] = dict(times, ok=True)
+            out.write('store round trip (get of a missing key): %s\n' % text)
     finally:
         store.close()
-    return 1 if failures else 0
+    return common.EXIT_SYMPTOM if failures else common.EXIT_OK
+
+
+def _probe(label: str, default_port: int | None, count: int, timeout: float,
+           out: ty.TextIO, servers: list[dict[str, ty.Any]]) -> bool:
+    """Connect ``count`` times to one server, and report how it went.
+
+    :returns: False when it could not be reached.
+    """
+    server = common.server_address(label, default_port)
+    if server is None:
+        servers.append({'server': label, 'probed': False})
+        out.write('  %s  not probed: no host and port to connect to\n'
+                  % label)
+        return True
+    try:
+        times, text = _times([connect_time(server, timeout)
+                              for _ in range(count)], count)
+    except OSError as exc:
+        error = '%s: %s' % (type(exc).__name__, exc)
+        servers.append({'server': label, 'probed': True,
+                        'reachable': False, 'error': error})
+        out.write('  %s  UNREACHABLE  %s\n' % (label, error))
+        return False
+    servers.append({'server': label, 'probed': True, 'reachable': True,
+                    'connect_median_ms': times['median_ms'],
+                    'connect_best_ms': times['best_ms']})
+    out.write('  %s  reachable  connect %s\n' % (label, text))
+    return True

@@ -294,10 +294,9 @@ class TestAddresses:
         ('unix:/run/mc.sock', (None, None, '/run/mc.sock')),
         ('/run/mc.sock', (None, None, '/run/mc.sock')),
     ])
-    def test_parse_endpoint(self, label, expected):
-        endpoint = common.parse_endpoint(label, 27017)
-        assert (endpoint.host, endpoint.port, endpoint.path) == expected
-        assert endpoint.label == label
+    def test_server_address(self, label, expected):
+        server = common.server_address(label, 27017)
+        assert (server.host, server.port, server.path) == expected
 
     @pytest.mark.parametrize('label,port', [
         ('mongodb+srv://cluster.example.org', 27017),
@@ -305,7 +304,7 @@ class TestAddresses:
         ('host:notaport', None),
     ])
     def test_unusable(self, label, port):
-        assert common.parse_endpoint(label, port) is None
+        assert common.server_address(label, port) is None
 
     @pytest.mark.parametrize('host', ['127.0.0.1', '127.8.9.10', '::1',
                                       '[::1]', 'localhost', 'LOCALHOST'])

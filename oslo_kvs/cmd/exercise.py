@@ -1,0 +1,124 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""``oslo-kvs exercise``: every API operation, checked and timed.
+
+A quick end-to-end check of an installation: each operation runs
+``--rounds`` times on a store of its own, its result is checked and its
+median time printed; the keys are deleted afterwards.
+"""
+
+import statistics
+import time
+import typing as ty
+
+from oslo_config import cfg
+
+import oslo_kvs
+from oslo_kvs.cmd import common
+from oslo_kvs import exception
+
+
+def _timed(operation: ty.Callable[[], ty.Any], rounds: int) -> float:
+    """Median seconds of ``rounds`` calls."""
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        operation()
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+class _WrongAnswer(Exception):
+    """An operation returned something other than what was stored."""
+
+
+def _steps(store: oslo_kvs.KeyValueStore, keys: list[str],
+           value: ty.Any) -> list[tuple[str, ty.Callable[[], ty.Any]]]:
+    """The operations :func:`exercise` times, by label."""
+
+    def lock_cycle():
+        with store.get_lock('locked') as lock:
+            store.set('locked', value, lock=lock)
+
+    def add_delete():
+        if not store.add('added', value):
+            raise _WrongAnswer('add refused a key that was absent')
+        store.delete('added')
+
+    return [
+        ('set', lambda: store.set('one', value)),
+        ('get', lambda: store.get('one')),
+        ('set_multi (100 keys)',
+         lambda: store.set_multi({key: value for key in keys})),
+        ('get_multi (100 keys)', lambda: store.get_multi(keys)),
+        ('add + delete', add_delete),
+        ('lock + set', lock_cycle),
+    ]
+
+
+def exercise(store: oslo_kvs.KeyValueStore, rounds: int,
+             out: ty.TextIO, output_format: str = 'table') -> int:
+    """Run each API operation, check its result, report its median time.
+
+    :returns: 0 when every operation gave the right answer, 1 when one did
+        not or a server failed, 130 when interrupted (the operations timed
+        so far are reported).
+    """
+    common.require(rounds >= 1, '--rounds must be at least 1')
+    value = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
+    keys = ['key-%03d' % i for i in range(100)]
+    timed: dict[str, ty.Any] = {}
+    result = {'command': 'exercise', 'store': store.name, 'rounds': rounds,
+              'operations': timed, 'error': None}
+
+    def body(out: ty.TextIO) -> int:
+        try:
+            store.set_multi({key: value for key in keys})
+            out.write('store %r on %s, %d rounds each\n'
+                      % (store.name,
+                         ', '.join(store.servers()) or 'this process',
+                         rounds))
+            for label, operation in _steps(store, keys, value):
+                median = _timed(operation, rounds)
+                timed[label] = {'median_us': median * 1e6}
+                out.write('  %-22s ok  median %9.1f us\n'
+                          % (label, median * 1e6))
+            if store.get_multi(keys) != [value] * len(keys):
+                raise _WrongAnswer('get_multi returned different values')
+            store.delete_multi(keys + ['one', 'locked'])
+            try:
+                store.get('one')
+            except exception.NotFound:
+                timed['delete_multi'] = {}
+                out.write('  %-22s ok\n' % 'delete_multi')
+            else:
+                raise _WrongAnswer('delete_multi left a key behind')
+        except (_WrongAnswer, exception.BackendError, exception.LockTimeout,
+                exception.NotFound) as exc:
+            # The store is misbehaving: a symptom, reported like one.
+            result['error'] = str(exc)
+            out.write('FAILED: %s\n' % exc)
+            return common.EXIT_SYMPTOM
+        return common.EXIT_OK
+    return common.report(out, output_format, result, body)
+
+
+def run(conf: cfg.ConfigOpts, out: ty.TextIO, rounds: int = 200,
+        output_format: str = 'table') -> int:
+    """:func:`exercise` on a store configured from the command's group."""
+    common.require(rounds >= 1, '--rounds must be at least 1')
+    store = common.open_store(conf)
+    try:
+        return exercise(store, rounds, out, output_format)
+    finally:
+        store.close()
