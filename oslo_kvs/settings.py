@@ -46,6 +46,12 @@ STORE_ARGUMENTS = frozenset(['lock_timeout', 'lock_window',
                              'value_protection', 'protection_keys',
                              'serializer']) | EXPIRY_ARGUMENTS
 
+#: The ``[kvs]`` option holding the default of each store argument.
+_KVS_DEFAULTS = {'lock_timeout': 'default_lock_timeout',
+                 'value_protection': 'value_protection',
+                 'protection_keys': 'protection_keys',
+                 'serializer': 'serializer'}
+
 #: The default safety window of a lock, in seconds (Keystone's).
 DEFAULT_LOCK_WINDOW = 1.0
 
@@ -310,17 +316,20 @@ def blaming(group: str, sources: ty.Mapping[str, str]) -> ty.Iterator[None]:
     """Name the group and option of a ConfigurationError raised inside.
 
     ``sources`` maps arguments to options; an argument given in code (an
-    empty source) is not blamed on the group.
+    empty source) is not blamed on the group, and one the group left to
+    its ``[kvs]`` default is blamed on that default.
     """
     try:
         yield
     except exception.ConfigurationError as exc:
-        argument = exc.argument
-        option = sources.get(argument, 'options') if argument else 'options'
-        if not option:
+        argument = exc.argument or ''
+        option = sources.get(argument)
+        if option is None and argument in _KVS_DEFAULTS:
+            group, option = opts.GROUP, _KVS_DEFAULTS[argument]
+        if option == '':
             raise
-        raise exception.ConfigurationError(
-            '[%s] %s: %s' % (group, option, exc), option) from None
+        raise exception.ConfigurationError('[%s] %s: %s' % (
+            group, option or 'options', exc), option) from None
 
 
 def read_group(conf: cfg.ConfigOpts, group: str

@@ -332,3 +332,17 @@ def test_config_generator_shows_store_opts(tmp_path):
     assert '#backend = openstack.kvs.Memory' in ini
     assert '#backend_argument =' in ini
     assert 'name:value' in ini
+
+
+def test_a_bad_kvs_default_is_blamed_on_its_kvs_option(tmp_path):
+    conf = conf_from(tmp_path, """
+        [kvs]
+        protection_keys = short
+        [token_store]
+        value_protection = mac
+        """)
+    with pytest.raises(exception.ConfigurationError) as caught:
+        new_store(conf).configure_from_conf(GROUP)
+    assert str(caught.value).startswith('[kvs] protection_keys: ')
+    assert caught.value.argument == 'protection_keys'
+    assert 'short' not in str(caught.value)
