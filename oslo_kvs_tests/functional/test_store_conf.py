@@ -337,7 +337,7 @@ def test_config_generator_shows_store_opts(tmp_path):
 def test_a_bad_kvs_default_is_blamed_on_its_kvs_option(tmp_path):
     conf = conf_from(tmp_path, """
         [kvs]
-        protection_keys = short
+        protection_keys = s3cr3t-but-short
         [token_store]
         value_protection = mac
         """)
@@ -345,4 +345,4 @@ def test_a_bad_kvs_default_is_blamed_on_its_kvs_option(tmp_path):
         new_store(conf).configure_from_conf(GROUP)
     assert str(caught.value).startswith('[kvs] protection_keys: ')
     assert caught.value.argument == 'protection_keys'
-    assert 'short' not in str(caught.value)
+    assert "s3cr3t-but-short" not in str(caught.value)
