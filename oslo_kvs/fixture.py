@@ -33,15 +33,14 @@ whatever backend the code under test asks for, so no server is needed and
 nothing leaks between tests. Cleaning up restores the previous registry
 and ``configure()``.
 
-:class:`KVSFixture` is a ``fixtures.Fixture`` when the ``fixtures`` library
-is installed; otherwise it offers the same ``setUp``/``cleanUp``/
-``addCleanup``/``getDetails`` protocol, which testtools' ``useFixture``
-needs, and works as a context manager.
+:class:`KVSFixture` is a ``fixtures.Fixture``: testtools' ``useFixture``
+takes it, and it works as a context manager.
 """
 
 import typing as ty
 import weakref
 
+import fixtures
 from oslo_config import cfg
 
 from oslo_kvs import backends
@@ -51,63 +50,10 @@ from oslo_kvs import memoize
 from oslo_kvs import opts
 from oslo_kvs import settings
 
-try:
-    import fixtures
-except ImportError:  # fixtures is a test-only library, often absent
-    fixtures = None  # type: ignore[assignment]
-
 MEMORY = 'openstack.kvs.Memory'
 
 
-class _PlainFixture:
-    """The part of ``fixtures.Fixture`` that testtools and users rely on."""
-
-    def setUp(self) -> None:
-        """Set the fixture up; on failure, undo what was done."""
-        self._cleanups: list[tuple[ty.Callable[..., ty.Any], tuple,
-                                   dict]] = []
-        try:
-            self._setUp()
-        except BaseException:
-            self.cleanUp()
-            raise
-
-    def _setUp(self) -> None:
-        """Subclasses do their work here, registering cleanups."""
-
-    def addCleanup(self, function: ty.Callable[..., ty.Any],
-                   *args: ty.Any, **kwargs: ty.Any) -> None:
-        """Run ``function(*args, **kwargs)`` at cleanup, last added first."""
-        self._cleanups.append((function, args, kwargs))
-
-    def cleanUp(self) -> None:
-        """Run every cleanup; re-raise the first error afterwards."""
-        errors = []
-        while getattr(self, '_cleanups', None):
-            function, args, kwargs = self._cleanups.pop()
-            try:
-                function(*args, **kwargs)
-            except Exception as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
-
-    def getDetails(self) -> dict[str, ty.Any]:
-        """No details; testtools merges these into the test's."""
-        return {}
-
-    def __enter__(self) -> ty.Any:
-        self.setUp()
-        return self
-
-    def __exit__(self, *exc_info: ty.Any) -> None:
-        self.cleanUp()
-
-
-_Base: type = fixtures.Fixture if fixtures is not None else _PlainFixture
-
-
-class KVSFixture(_Base):
+class KVSFixture(fixtures.Fixture):
     """Isolated in-memory stores and a clean registry for one test.
 
     :param conf: the ``ConfigOpts`` to work on (``cfg.CONF`` by default);
