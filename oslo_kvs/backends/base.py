@@ -19,9 +19,11 @@ protects, mangles and decides each write's ``ttl`` before a backend sees
 anything.
 
 This module holds what every backend shares, written once: argument
-declarations (:class:`Option`, the shared option groups, bounded numbers)
-and the translation of server faults into
-:class:`~oslo_kvs.exception.BackendError` (:func:`backend_error`).
+declarations (:class:`Option`, the shared option groups, bounded numbers),
+the translation of server faults into
+:class:`~oslo_kvs.exception.BackendError` (the :func:`translate_errors`
+decorator on each method that talks to a server) and the wait for a lock
+held elsewhere (:func:`take_lock`).
 """
 
 import dataclasses

@@ -39,7 +39,6 @@ import urllib.parse
 from oslo_config import types
 import pymongo
 from pymongo import errors as mongo_errors
-from pymongo import read_preferences
 from pymongo import uri_parser
 
 from oslo_kvs import _process
@@ -87,30 +86,6 @@ def _hosts(value: ty.Any) -> list[str]:
     return hosts
 
 
-def _read_preference_modes() -> dict[str, str]:
-    """pymongo's read preference modes, keyed by a relaxed spelling."""
-    modes = {}
-    for attr in dir(read_preferences.ReadPreference):
-        if attr.isupper():
-            mode = getattr(read_preferences.ReadPreference, attr).mongos_mode
-            modes[mode.lower()] = mode
-    return modes
-
-
-_READ_MODES = _read_preference_modes()
-
-
-def _read_preference(value: ty.Any) -> str:
-    """``primaryPreferred``, ``PRIMARY_PREFERRED`` (any case) and so on."""
-    if not isinstance(value, str):
-        raise TypeError('expected a read preference name')
-    mode = _READ_MODES.get(value.strip().replace('_', '').lower())
-    if mode is None:
-        raise ValueError('valid read preferences are %s (any case)'
-                         % ', '.join(sorted(_READ_MODES.values())))
-    return mode
-
-
 def _write_concern(value: ty.Any) -> int | str | None:
     """``w``: a number of members, ``majority`` or a tag set name.
 
@@ -137,18 +112,34 @@ def _write_concern(value: ty.Any) -> int | str | None:
     return value
 
 
-_CERT_REQS = ('NONE', 'OPTIONAL', 'REQUIRED')
+def _choice(what: str, names: tuple[str, ...],
+            prefix: str = '') -> ty.Callable[[ty.Any], str]:
+    """An option type taking one of ``names``, spelled loosely.
+
+    Any case, with or without ``_`` and ``prefix``: for read preferences
+    ``PRIMARY_PREFERRED`` is ``primaryPreferred``, for certificate checks
+    ``CERT_NONE`` is ``NONE``.
+    """
+    known = {name.replace('_', '').lower(): name for name in names}
+
+    def parse(value: ty.Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError('expected %s' % what)
+        loose = value.strip().replace('_', '').lower()
+        if prefix and loose.startswith(prefix):
+            loose = loose[len(prefix):]
+        if loose not in known:
+            raise ValueError('valid %s are %s (any case)'
+                             % (what, ', '.join(names)))
+        return known[loose]
+    return parse
 
 
-def _cert_reqs(value: ty.Any) -> str:
-    """``NONE``, ``OPTIONAL`` or ``REQUIRED`` (also ``CERT_NONE``...)."""
-    if not isinstance(value, str):
-        raise TypeError('expected one of %s' % ', '.join(_CERT_REQS))
-    name = value.strip().upper()
-    name = name[len('CERT_'):] if name.startswith('CERT_') else name
-    if name not in _CERT_REQS:
-        raise ValueError('expected one of %s' % ', '.join(_CERT_REQS))
-    return name
+_read_preference = _choice('read preferences', (
+    'primary', 'primaryPreferred', 'secondary', 'secondaryPreferred',
+    'nearest'))
+_cert_reqs = _choice('certificate checks', ('NONE', 'OPTIONAL', 'REQUIRED'),
+                     prefix='cert')
 
 
 def _anything(value: ty.Any) -> ty.Any:

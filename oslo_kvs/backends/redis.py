@@ -16,6 +16,11 @@ Everything goes through redis-py's own clients: :class:`redis.Redis` on a
 connection pool for one server, :class:`redis.sentinel.Sentinel` for a
 master watched by sentinels, :class:`redis.cluster.RedisCluster` for a
 cluster. Replies are never decoded: values are bytes in and bytes out.
+
+Each mode is a small subclass of :class:`RedisBackend`
+(:class:`StandaloneBackend`, :class:`SentinelBackend`,
+:class:`ClusterBackend`) that builds its client; the registered class
+hands out the one its arguments select.
 """
 
 import dataclasses
@@ -70,15 +75,6 @@ if redis.call('get', KEYS[2]) ~= ARGV[1] then
 end
 return redis.call('del', KEYS[1])
 """
-
-
-class _Client(ty.NamedTuple):
-    """One process's redis-py client and the scripts registered on it."""
-
-    client: ty.Any
-    release: ty.Any
-    set_fenced: ty.Any
-    delete_fenced: ty.Any
 
 
 # Letters, digits and a few separators: enough for a namespace, and no
@@ -246,19 +242,17 @@ class RedisBackend(base.Backend):
             raise self._conflict(modes)
         self._where = '(not configured)'
         self._servers: list[str] = []
-        new_client = self._prepare(args, self._connection_arguments(args))
-
-        def connect() -> _Client:
-            client = new_client()
-            return _Client(client, client.register_script(_RELEASE_SCRIPT),
-                           client.register_script(_SET_FENCED_SCRIPT),
-                           client.register_script(_DELETE_FENCED_SCRIPT))
-
-        # The client, its pool and scripts are this process's own: a
-        # forked child builds its own on first use. Built here too, so
-        # that bad arguments fail now (and a Cluster that is down).
-        self._clients = _process.PerProcess(connect)
-        self._clients.get()
+        # The client and its pool are this process's own: a forked child
+        # builds its own on first use. Built here too, so that bad
+        # arguments fail now (and a Cluster that is down).
+        self._clients = _process.PerProcess(
+            self._prepare(args, self._connection_arguments(args)))
+        client = self._clients.get()
+        # Sent by their SHA1 (and loaded on a NOSCRIPT reply); every call
+        # names this process's client.
+        self._release, self._set_fenced, self._delete_fenced = [
+            client.register_script(script) for script in (
+                _RELEASE_SCRIPT, _SET_FENCED_SCRIPT, _DELETE_FENCED_SCRIPT)]
 
     def _prepare(self, args: dict[str, ty.Any],
                  connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
@@ -271,7 +265,7 @@ class RedisBackend(base.Backend):
 
     @property
     def _client(self) -> ty.Any:
-        return self._clients.get().client
+        return self._clients.get()
 
     def __repr__(self) -> str:
         return '<%s %s>' % (type(self).__name__, self._where)
@@ -444,29 +438,30 @@ class RedisBackend(base.Backend):
 
     @base.translate_errors
     def release_lock(self, key, token):
-        return self._clients.get().release(keys=[self._prefix + key],
-                                           args=[token]) == 1
+        return self._release(keys=[self._prefix + key], args=[token],
+                             client=self._client) == 1
 
     @base.translate_errors
     def set_fenced(self, key, value, ttl, lock_key, token):
         prefix = self._prefix
-        return self._clients.get().set_fenced(
+        return self._set_fenced(
             keys=[prefix + key, prefix + lock_key],
-            args=[value, token, _px(ttl) or '']) == 1
+            args=[value, token, _px(ttl) or ''], client=self._client) == 1
 
     @base.translate_errors
     def delete_fenced(self, key, lock_key, token):
         prefix = self._prefix
-        deleted = self._clients.get().delete_fenced(
-            keys=[prefix + key, prefix + lock_key], args=[token])
+        deleted = self._delete_fenced(
+            keys=[prefix + key, prefix + lock_key], args=[token],
+            client=self._client)
         return None if deleted == -1 else deleted == 1
 
     def close(self) -> None:
-        made = self._clients.forget()
-        if made is None:
+        client = self._clients.forget()
+        if client is None:
             return
         try:
-            made.client.close()
+            client.close()
         except Exception:
             pass  # closing a broken connection must not fail shutdown
 
