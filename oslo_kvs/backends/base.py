@@ -304,6 +304,10 @@ def translate_errors(method: ty.Callable[..., ty.Any]
     :attr:`~Backend.key_errors` ``ConfigurationError``. oslo_kvs
     exceptions pass through and any other exception (a programming error)
     stays what it is.
+
+    Put it outermost, so that decorators beneath it (a retry) see the
+    client's own exceptions; they must keep the method's ``__name__``
+    (``functools.wraps``), which names the operation in messages.
     """
     name = method.__name__
     operation = name.replace('_serialized', '')

@@ -586,7 +586,7 @@ class SentinelBackend(RedisBackend):
 class ClusterBackend(RedisBackend):
     """A Redis Cluster, reached through any of ``cluster_nodes``.
 
-    Multi-key operations are split per node (:meth:`_on_nodes`), so a
+    Multi-key operations are split per node, one pipeline each, so a
     caller never sees a CROSSSLOT error.
     """
 
