@@ -30,7 +30,6 @@ mapped onto pymongo 4.
 
 import dataclasses
 import datetime
-import functools
 import logging
 import re
 import typing as ty
@@ -270,11 +269,9 @@ class MongoBackend(base.Backend):
         self._servers = self._describe_servers(hosts)
         self.db_name: str = args['db_name']
         self.collection_name: str = args['cache_collection']
-        new_client = functools.partial(type(self).client_factory, hosts,
-                                       **kwargs)
 
         def connect() -> tuple[ty.Any, ty.Any]:
-            client = new_client()
+            client = type(self).client_factory(hosts, **kwargs)
             return client, client[self.db_name][self.collection_name]
 
         # pymongo resets an inherited client after a fork, but warns that
