@@ -33,7 +33,6 @@ rules make a write made with it safe to bet a token on:
 import collections
 import logging
 import math
-import random
 import secrets
 import threading
 import time
@@ -200,10 +199,6 @@ class KeyValueStoreLock:
     backend that cannot check the lock and write in one step.
     """
 
-    #: Longest pause between two attempts to take a lock held by another
-    #: process.
-    max_backoff = 0.05
-
     def __init__(self, store: ty.Any, key: str, lock_key: str,
                  state: ty.Any) -> None:
         self.store = store
@@ -248,40 +243,21 @@ class KeyValueStoreLock:
         if not turns.take(self._turn_key, self, deadline, blocking):
             return False
         self._turns = turns
+        token = secrets.token_hex(16)
         try:
-            started = self._acquire_on_server(deadline, blocking)
+            started = base.take_lock(self._backend, self._lock_key, token,
+                                     self.lock_timeout, blocking, deadline)
         except BaseException:
             turns.give_up(self._turn_key, self)
             raise
         if started is None:
             turns.give_up(self._turn_key, self)
             return False
-        self._acquired_at = started
+        self._token, self._acquired_at = token, started
         if self.lock_timeout:
             turns.hold(self._turn_key, self, started + self.lock_timeout)
         self.active = True
         return True
-
-    def _acquire_on_server(self, deadline: float | None,
-                           blocking: bool) -> float | None:
-        """Take the server's lock; return when the winning try started."""
-        token = secrets.token_hex(16)
-        delay = 0.001
-        while True:
-            # Stamped before the request, so local expiry comes no later
-            # than the server's.
-            started = time.monotonic()
-            if self._backend.acquire_lock(self._lock_key, token,
-                                          self.lock_timeout):
-                self._token = token
-                return started
-            if not blocking or (deadline is not None and started >= deadline):
-                return None
-            pause = delay * random.uniform(0.5, 1.0)
-            if deadline is not None:
-                pause = min(pause, max(deadline - time.monotonic(), 0))
-            time.sleep(pause)
-            delay = min(delay * 2, self.max_backoff)
 
     def release(self) -> None:
         """Free the lock; only this holder's own lock is ever removed.

@@ -19,15 +19,18 @@ protects, mangles and decides each write's ``ttl`` before a backend sees
 anything.
 
 This module holds what every backend shares, written once: argument
-declarations (:class:`Option`, the shared option groups, bounded numbers)
-and the translation of server faults into
-:class:`~oslo_kvs.exception.BackendError` (:func:`backend_error`).
+declarations (:class:`Option`, the shared option groups, bounded numbers),
+the translation of server faults into
+:class:`~oslo_kvs.exception.BackendError` (the :func:`translate_errors`
+decorator on each method that talks to a server) and the wait for a lock
+held elsewhere (:func:`take_lock`).
 """
 
 import dataclasses
 import functools
 import math
 import os
+import random
 import secrets
 import time
 import typing as ty
@@ -247,13 +250,6 @@ TLS = (
 
 # --- error translation -----------------------------------------------------
 
-#: The backend methods whose server faults become BackendError.
-API_METHODS = ('get_serialized', 'get_serialized_multi', 'set_serialized',
-               'set_serialized_multi', 'add_serialized', 'delete_existing',
-               'delete_multi', 'acquire_lock', 'release_lock',
-               'set_fenced', 'delete_fenced')
-
-
 def backend_error(backend: 'Backend', exc: BaseException,
                   operation: str) -> exception.BackendError:
     """The one wording of a server fault: backend, operation, server, cause.
@@ -301,8 +297,19 @@ def translate_errors(method: ty.Callable[..., ty.Any]
                      ) -> ty.Callable[..., ty.Any]:
     """Decorate a backend method: server faults leave it as BackendError.
 
-    See :func:`backend_error`; oslo_kvs exceptions pass through and any
-    other exception (a programming error) stays what it is.
+    Every backend method that talks to a server carries it, so what a
+    caller can catch is visible where the call is made: an exception of a
+    type in the backend's :attr:`~Backend.server_errors` becomes
+    :class:`~oslo_kvs.exception.BackendError` (see :func:`backend_error`),
+    one the server raised for a value too big
+    :class:`~oslo_kvs.exception.ValueTooLarge`, one of
+    :attr:`~Backend.key_errors` ``ConfigurationError``. oslo_kvs
+    exceptions pass through and any other exception (a programming error)
+    stays what it is.
+
+    Put it outermost, so that decorators beneath it (a retry) see the
+    client's own exceptions; they must keep the method's ``__name__``
+    (``functools.wraps``), which names the operation in messages.
     """
     name = method.__name__
     operation = name.replace('_serialized', '')
@@ -347,9 +354,7 @@ def translate_errors(method: ty.Callable[..., ty.Any]
                 _raise_translated(self, exc, operation)
         call = any_call
 
-    functools.update_wrapper(call, method)
-    setattr(call, 'translating', True)  # read by __init_subclass__
-    return call
+    return functools.update_wrapper(call, method)
 
 
 def _region_loads(data: bytes) -> ty.Any:
@@ -370,6 +375,40 @@ def _only_bytes(value: ty.Any) -> bytes:
     return value
 
 
+#: Longest pause between two tries to take a lock held elsewhere.
+MAX_BACKOFF = 0.05
+
+
+def take_lock(backend: 'Backend', key: str, token: str, ttl: float,
+              blocking: bool = True,
+              deadline: float | None = None) -> float | None:
+    """Take ``backend``'s lock ``key`` for ``token``, retrying while held.
+
+    Tries again after pauses that double from 1 ms up to
+    :data:`MAX_BACKOFF`, each shortened by a random part, so that
+    processes waiting for one lock do not all ask at the same moment.
+
+    :param blocking: ``False`` tries once.
+    :param deadline: a :func:`time.monotonic` time after which no try
+        starts (None: no limit).
+    :returns: the monotonic time the winning try started (a lease
+        counted from then ends no later than the server's), or None when
+        the lock was not taken.
+    """
+    delay = 0.001
+    while True:
+        started = time.monotonic()
+        if backend.acquire_lock(key, token, ttl):
+            return started
+        if not blocking or (deadline is not None and started >= deadline):
+            return None
+        pause = delay * random.uniform(0.5, 1.0)
+        if deadline is not None:
+            pause = min(pause, max(deadline - time.monotonic(), 0))
+        time.sleep(pause)
+        delay = min(delay * 2, MAX_BACKOFF)
+
+
 class _RegionMutex(api.CacheMutex):
     """A region's dogpile lock on :meth:`Backend.acquire_lock`.
 
@@ -387,12 +426,9 @@ class _RegionMutex(api.CacheMutex):
 
     def acquire(self, wait: bool = True) -> bool:
         token = secrets.token_hex(16)
-        delay = 0.001
-        while not self._backend.acquire_lock(self._key, token, self.ttl):
-            if not wait:
-                return False
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        if take_lock(self._backend, self._key, token, self.ttl,
+                     blocking=wait) is None:
+            return False
         self._token = token
         return True
 
@@ -421,12 +457,11 @@ class Backend(api.CacheBackend):
     ``None`` for never; a backend rounds a ttl up to its server's
     granularity, never down.
 
-    Every API method of a subclass that lists :attr:`server_errors` or
-    :attr:`too_large_errors` is wrapped once, here, so that an
-    exception of a type listed in :attr:`server_errors` leaves it as a
-    :class:`~oslo_kvs.exception.BackendError` (see :func:`backend_error`);
-    oslo_kvs exceptions pass through and any other exception (a
-    programming error) stays what it is.
+    Each method that talks to a server is decorated with
+    :func:`translate_errors`, so that a fault of a type listed in
+    :attr:`server_errors` leaves it as a
+    :class:`~oslo_kvs.exception.BackendError`. A backend with no server
+    (the memory backend) needs no decorator, and pays for none.
     """
 
     #: The name users give to ``configure()``.
@@ -453,20 +488,6 @@ class Backend(api.CacheBackend):
     use_backend_key_mangler: ty.ClassVar[bool] = False
     #: dogpile's attribute; a backend may set a mangler of its own.
     key_mangler: ty.Callable[[str], str] | None = None
-
-    def __init_subclass__(cls, **kwargs: ty.Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not (cls.server_errors or cls.too_large_errors or cls.key_errors):
-            # Nothing to translate (the memory backend): a wrapper would
-            # only add a call to every operation.
-            return
-        for method_name in API_METHODS:
-            # Inherited methods too: a parent may have had nothing to
-            # translate.
-            method = getattr(cls, method_name, None)
-            if method is not None and not getattr(method, 'translating',
-                                                  False):
-                setattr(cls, method_name, translate_errors(method))
 
     # --- a plain dogpile region (object API) ---------------------------
     # A region serializes with these unless given its own: values oslo_kvs

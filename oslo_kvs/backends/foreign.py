@@ -147,8 +147,7 @@ class DogpileAdapter(base.Backend):
     process-local.
     """
 
-    #: Client-library exceptions meaning "the server failed" (the name
-    #: base.Backend uses for them in backend API v2).
+    #: Client-library exceptions meaning "the server failed".
     server_errors: ty.ClassVar[tuple[type[BaseException], ...]] = (
         OSError, pymemcache_exceptions.MemcacheError,
         redis_exceptions.RedisError)
@@ -167,8 +166,6 @@ class DogpileAdapter(base.Backend):
 
     def servers(self) -> list[str]:
         return list(self._servers)
-
-    # Errors: base.Backend translates them like any backend's.
 
     def describe_failure(self, exc: BaseException) -> str:
         # The class name only: a client's message may quote a URL with
@@ -190,23 +187,29 @@ class DogpileAdapter(base.Backend):
         return (_MutexContext(mutex) if mutex is not None
                 else self._mutex.get())
 
+    @base.translate_errors
     def get_serialized(self, key):
         return self.backend.get_serialized(key)
 
+    @base.translate_errors
     def get_serialized_multi(self, keys):
         return self.backend.get_serialized_multi(keys)
 
+    @base.translate_errors
     def set_serialized(self, key, value, ttl=None):
         self._no_ttl(ttl)
         self.backend.set_serialized(key, value)
 
+    @base.translate_errors
     def set_serialized_multi(self, mapping, ttl=None):
         self._no_ttl(ttl)
         self.backend.set_serialized_multi(mapping)
 
+    @base.translate_errors
     def delete_multi(self, keys):
         self.backend.delete_multi(keys)
 
+    @base.translate_errors
     def delete_existing(self, key):
         with self._atomically(key):
             if self.backend.get_serialized(key) is base.NO_VALUE:
@@ -214,6 +217,7 @@ class DogpileAdapter(base.Backend):
             self.backend.delete(key)
             return True
 
+    @base.translate_errors
     def add_serialized(self, key, value, ttl=None):
         self._no_ttl(ttl)
         with self._atomically(key):

@@ -30,7 +30,6 @@ mapped onto pymongo 4.
 
 import dataclasses
 import datetime
-import functools
 import logging
 import re
 import typing as ty
@@ -39,7 +38,6 @@ import urllib.parse
 from oslo_config import types
 import pymongo
 from pymongo import errors as mongo_errors
-from pymongo import read_preferences
 from pymongo import uri_parser
 
 from oslo_kvs import _process
@@ -87,30 +85,6 @@ def _hosts(value: ty.Any) -> list[str]:
     return hosts
 
 
-def _read_preference_modes() -> dict[str, str]:
-    """pymongo's read preference modes, keyed by a relaxed spelling."""
-    modes = {}
-    for attr in dir(read_preferences.ReadPreference):
-        if attr.isupper():
-            mode = getattr(read_preferences.ReadPreference, attr).mongos_mode
-            modes[mode.lower()] = mode
-    return modes
-
-
-_READ_MODES = _read_preference_modes()
-
-
-def _read_preference(value: ty.Any) -> str:
-    """``primaryPreferred``, ``PRIMARY_PREFERRED`` (any case) and so on."""
-    if not isinstance(value, str):
-        raise TypeError('expected a read preference name')
-    mode = _READ_MODES.get(value.strip().replace('_', '').lower())
-    if mode is None:
-        raise ValueError('valid read preferences are %s (any case)'
-                         % ', '.join(sorted(_READ_MODES.values())))
-    return mode
-
-
 def _write_concern(value: ty.Any) -> int | str | None:
     """``w``: a number of members, ``majority`` or a tag set name.
 
@@ -137,18 +111,34 @@ def _write_concern(value: ty.Any) -> int | str | None:
     return value
 
 
-_CERT_REQS = ('NONE', 'OPTIONAL', 'REQUIRED')
+def _choice(what: str, names: tuple[str, ...],
+            prefix: str = '') -> ty.Callable[[ty.Any], str]:
+    """An option type taking one of ``names``, spelled loosely.
+
+    Any case, with or without ``_`` and ``prefix``: for read preferences
+    ``PRIMARY_PREFERRED`` is ``primaryPreferred``, for certificate checks
+    ``CERT_NONE`` is ``NONE``.
+    """
+    known = {name.replace('_', '').lower(): name for name in names}
+
+    def parse(value: ty.Any) -> str:
+        if not isinstance(value, str):
+            raise TypeError('expected %s' % what)
+        loose = value.strip().replace('_', '').lower()
+        if prefix and loose.startswith(prefix):
+            loose = loose[len(prefix):]
+        if loose not in known:
+            raise ValueError('valid %s are %s (any case)'
+                             % (what, ', '.join(names)))
+        return known[loose]
+    return parse
 
 
-def _cert_reqs(value: ty.Any) -> str:
-    """``NONE``, ``OPTIONAL`` or ``REQUIRED`` (also ``CERT_NONE``...)."""
-    if not isinstance(value, str):
-        raise TypeError('expected one of %s' % ', '.join(_CERT_REQS))
-    name = value.strip().upper()
-    name = name[len('CERT_'):] if name.startswith('CERT_') else name
-    if name not in _CERT_REQS:
-        raise ValueError('expected one of %s' % ', '.join(_CERT_REQS))
-    return name
+_read_preference = _choice('read preferences', (
+    'primary', 'primaryPreferred', 'secondary', 'secondaryPreferred',
+    'nearest'))
+_cert_reqs = _choice('certificate checks', ('NONE', 'OPTIONAL', 'REQUIRED'),
+                     prefix='cert')
 
 
 def _anything(value: ty.Any) -> ty.Any:
@@ -214,6 +204,19 @@ OPTIONS = (
 
 REQUIRED = ('db_hosts', 'db_name', 'cache_collection')
 
+#: Arguments that pymongo takes as they are, and its names for them.
+_CLIENT_KEYWORDS = {
+    'auth_source': 'authSource', 'replicaset_name': 'replicaSet',
+    'read_preference': 'readPreference', 'w': 'w',
+    'pool_maxsize': 'maxPoolSize', 'tls_enabled': 'tls',
+    'tls_cafile': 'tlsCAFile', 'tls_certfile': 'tlsCertificateKeyFile',
+    'tls_allow_invalid_hostnames': 'tlsAllowInvalidHostnames'}
+#: Durations in seconds that pymongo takes in milliseconds.
+_MILLISECOND_KEYWORDS = {
+    'server_selection_timeout': 'serverSelectionTimeoutMS',
+    'connect_timeout': 'connectTimeoutMS',
+    'socket_timeout': 'socketTimeoutMS'}
+
 
 def _utcnow() -> datetime.datetime:
     # Naive UTC is pymongo's own convention for BSON dates.
@@ -260,16 +263,15 @@ class MongoBackend(base.Backend):
         missing = [name for name in REQUIRED if args[name] is None]
         if missing:
             raise exception.ConfigurationError(
-                '%s requires argument(s) %s' % (self.name, ', '.join(missing)))
+                '%s requires argument(s) %s' % (self.name, ', '.join(missing)),
+                argument=missing[0])
         hosts, kwargs = self._client_arguments(args)
         self._servers = self._describe_servers(hosts)
         self.db_name: str = args['db_name']
         self.collection_name: str = args['cache_collection']
-        new_client = functools.partial(type(self).client_factory, hosts,
-                                       **kwargs)
 
         def connect() -> tuple[ty.Any, ty.Any]:
-            client = new_client()
+            client = type(self).client_factory(hosts, **kwargs)
             return client, client[self.db_name][self.collection_name]
 
         # pymongo resets an inherited client after a fork, but warns that
@@ -305,45 +307,9 @@ class MongoBackend(base.Backend):
         Everything is validated here, before any connection: a wrong
         argument fails ``configure()``, not the first request.
         """
+        self._check_arguments(args)
         hosts: list[str] = args['db_hosts']
-        uri = hosts[0] if hosts[0].startswith(_URI_SCHEMES) else None
-        split = urllib.parse.urlsplit(uri) if uri is not None else None
-        uri_options: set[str] = set()
-        if split is not None and split.query:
-            # pymongo only warns about a bad URI option and ignores it.
-            try:
-                uri_options = set(uri_parser.split_options(split.query,
-                                                           warn=False))
-            except (mongo_errors.PyMongoError, ValueError) as exc:
-                raise exception.ConfigurationError(
-                    'Argument db_hosts of %s has a bad URI option: %s'
-                    % (self.name, self._redact(str(exc)))) from None
-        base.check_readable(self.name, args,
-                            ('tls_cafile', 'tls_certfile', 'tls_keyfile'))
-        if args['son_manipulator'] is not None:
-            raise exception.ConfigurationError(
-                'Argument son_manipulator of %s is not supported: pymongo 4 '
-                'removed SON manipulators and this backend stores only '
-                'bytes' % self.name)
-        if args['password'] is not None and args['username'] is None:
-            raise exception.ConfigurationError(
-                'Argument password of %s needs username' % self.name)
-        if args['use_replica'] and not args['replicaset_name']:
-            raise exception.ConfigurationError(
-                'Argument use_replica of %s is true but replicaset_name is '
-                'not set' % self.name)
-        if args['use_replica'] is False and args['replicaset_name']:
-            raise exception.ConfigurationError(
-                'Arguments use_replica (false) and replicaset_name of %s '
-                'contradict each other' % self.name)
-        if (args['tls_keyfile'] is not None and
-                args['tls_keyfile'] != args['tls_certfile']):
-            raise exception.ConfigurationError(
-                'Argument tls_keyfile (ssl_keyfile) of %s must name the same '
-                'file as tls_certfile: pymongo 4 reads the client certificate '
-                'and its key from one PEM file; put both in tls_certfile'
-                % self.name)
-
+        uri_options = self._uri_options(hosts[0])
         kwargs: dict[str, ty.Any] = {
             'connect': False, 'document_class': dict, 'tz_aware': False}
         if args['username'] is not None:
@@ -352,15 +318,7 @@ class MongoBackend(base.Backend):
             if args['auth_source'] is None and 'authsource' not in uri_options:
                 # Keystone authenticated against db_name itself.
                 kwargs['authSource'] = args['db_name']
-        if args['auth_source'] is not None:
-            kwargs['authSource'] = args['auth_source']
-        simple = {'replicaset_name': 'replicaSet',
-                  'read_preference': 'readPreference', 'w': 'w',
-                  'pool_maxsize': 'maxPoolSize', 'tls_enabled': 'tls',
-                  'tls_cafile': 'tlsCAFile',
-                  'tls_certfile': 'tlsCertificateKeyFile',
-                  'tls_allow_invalid_hostnames': 'tlsAllowInvalidHostnames'}
-        for name, keyword in simple.items():
+        for name, keyword in _CLIENT_KEYWORDS.items():
             if args[name] is not None:
                 kwargs[keyword] = args[name]
         for keyword in ('retryReads', 'retryWrites'):
@@ -370,13 +328,53 @@ class MongoBackend(base.Backend):
             # For a client, OPTIONAL verifies like REQUIRED (as in ssl).
             kwargs['tlsAllowInvalidCertificates'] = (
                 args['tls_cert_reqs'] == 'NONE')
-        for name, keyword in (
-                ('server_selection_timeout', 'serverSelectionTimeoutMS'),
-                ('connect_timeout', 'connectTimeoutMS'),
-                ('socket_timeout', 'socketTimeoutMS')):
+        for name, keyword in _MILLISECOND_KEYWORDS.items():
             if args[name] is not None:
                 kwargs[keyword] = args[name] * 1000
         return hosts, kwargs
+
+    def _uri_options(self, host: str) -> set[str]:
+        """The options a mongodb:// URI sets, in lower case."""
+        if not host.startswith(_URI_SCHEMES):
+            return set()
+        query = urllib.parse.urlsplit(host).query
+        try:
+            # pymongo only warns about a bad URI option and ignores it.
+            return set(uri_parser.split_options(query, warn=False)
+                       if query else ())
+        except (mongo_errors.PyMongoError, ValueError) as exc:
+            raise exception.ConfigurationError(
+                'Argument db_hosts of %s has a bad URI option: %s'
+                % (self.name, self._redact(str(exc))),
+                argument='db_hosts') from None
+
+    def _check_arguments(self, args: dict[str, ty.Any]) -> None:
+        """Refuse arguments that contradict each other or pymongo 4."""
+        base.check_readable(self.name, args,
+                            ('tls_cafile', 'tls_certfile', 'tls_keyfile'))
+        refusals = [
+            ('son_manipulator', args['son_manipulator'] is not None,
+             'is not supported: pymongo 4 removed SON manipulators and '
+             'this backend stores only bytes'),
+            ('password', args['password'] is not None and
+             args['username'] is None, 'needs username'),
+            ('use_replica', args['use_replica'] and
+             not args['replicaset_name'],
+             'is true but replicaset_name is not set'),
+            ('use_replica', args['use_replica'] is False and
+             bool(args['replicaset_name']),
+             '(false) contradicts replicaset_name'),
+            ('tls_keyfile', args['tls_keyfile'] is not None and
+             args['tls_keyfile'] != args['tls_certfile'],
+             '(ssl_keyfile) must name the same file as tls_certfile: '
+             'pymongo 4 reads the client certificate and its key from '
+             'one PEM file; put both in tls_certfile'),
+        ]
+        for name, refused, why in refusals:
+            if refused:
+                raise exception.ConfigurationError(
+                    'Argument %s of %s %s' % (name, self.name, why),
+                    argument=name)
 
     @staticmethod
     def _describe_servers(hosts: list[str]) -> list[str]:
@@ -416,17 +414,14 @@ class MongoBackend(base.Backend):
 
     # --- plumbing --------------------------------------------------------
 
-    def _check_size(self, key: str, value: bytes) -> None:
+    def _document(self, key: str, value: bytes, now: datetime.datetime,
+                  ttl: float | None) -> dict[str, ty.Any]:
         if (len(value) + len(key.encode('utf-8')) + _DOCUMENT_OVERHEAD >
                 MAX_DOCUMENT_SIZE):
             raise exception.ValueTooLarge(
                 '%s stores at most %d bytes per value; got %d'
                 % (self.name, MAX_DOCUMENT_SIZE - _DOCUMENT_OVERHEAD,
                    len(value)))
-
-    def _document(self, key: str, value: bytes, now: datetime.datetime,
-                  ttl: float | None) -> dict[str, ty.Any]:
-        self._check_size(key, value)
         doc: dict[str, ty.Any] = {'value': value}
         if ttl:
             doc['expires_at'] = _expiry(now, ttl)
@@ -490,11 +485,13 @@ class MongoBackend(base.Backend):
 
     # --- the backend API -------------------------------------------------
 
+    @base.translate_errors
     def get_serialized(self, key):
         doc = self._collection.find_one(
             {'_id': key, **_live(_utcnow())}, {'value': 1})
         return base.NO_VALUE if doc is None else self._value(doc)
 
+    @base.translate_errors
     def get_serialized_multi(self, keys):
         unique = list(dict.fromkeys(keys))
         if not unique:
@@ -510,12 +507,18 @@ class MongoBackend(base.Backend):
                      batch_size=len(unique))}
         return [found.get(key, base.NO_VALUE) for key in keys]
 
+    @base.translate_errors
     def set_serialized(self, key, value, ttl=None):
-        self.set_serialized_multi({key: value}, ttl)
+        self._replace({key: value}, ttl)
 
+    @base.translate_errors
     def set_serialized_multi(self, mapping, ttl=None):
-        if not mapping:
-            return
+        if mapping:
+            self._replace(mapping, ttl)
+
+    def _replace(self, mapping: ty.Mapping[str, bytes],
+                 ttl: float | None) -> None:
+        """Write every item, replacing what was there, in one request."""
         now = _utcnow()
         requests = [pymongo.ReplaceOne({'_id': key},
                                        self._document(key, value, now, ttl),
@@ -524,11 +527,13 @@ class MongoBackend(base.Backend):
         self._ensure_index()
         self._collection.bulk_write(requests, ordered=False)
 
+    @base.translate_errors
     def delete_multi(self, keys):
         keys = list(dict.fromkeys(keys))
         if keys:
             self._collection.delete_many({'_id': {'$in': keys}})
 
+    @base.translate_errors
     def delete_existing(self, key):
         # An expired document still waiting for the TTL monitor counts as
         # absent; it is left for the monitor.
@@ -536,11 +541,13 @@ class MongoBackend(base.Backend):
             {'_id': key, **_live(_utcnow())})
         return result.deleted_count == 1
 
+    @base.translate_errors
     def add_serialized(self, key, value, ttl=None):
         now = _utcnow()
         return self._insert_unless_live(
             key, self._document(key, value, now, ttl), now)
 
+    @base.translate_errors
     def acquire_lock(self, key, token, ttl):
         now = _utcnow()
         doc: dict[str, ty.Any] = {'token': token}
@@ -548,6 +555,7 @@ class MongoBackend(base.Backend):
             doc['expires_at'] = _expiry(now, ttl + base.LOCK_EXPIRY_MARGIN)
         return self._insert_unless_live(key, doc, now)
 
+    @base.translate_errors
     def release_lock(self, key, token):
         result = self._collection.delete_one({'_id': key, 'token': token})
         return result.deleted_count == 1

@@ -16,6 +16,11 @@ Everything goes through redis-py's own clients: :class:`redis.Redis` on a
 connection pool for one server, :class:`redis.sentinel.Sentinel` for a
 master watched by sentinels, :class:`redis.cluster.RedisCluster` for a
 cluster. Replies are never decoded: values are bytes in and bytes out.
+
+Each mode is a small subclass of :class:`RedisBackend`
+(:class:`StandaloneBackend`, :class:`SentinelBackend`,
+:class:`ClusterBackend`) that builds its client; the registered class
+hands out the one its arguments select.
 """
 
 import dataclasses
@@ -23,6 +28,7 @@ import functools
 import math
 import re
 import socket
+import time
 import typing as ty
 
 from oslo_config import types
@@ -69,15 +75,6 @@ if redis.call('get', KEYS[2]) ~= ARGV[1] then
 end
 return redis.call('del', KEYS[1])
 """
-
-
-class _Client(ty.NamedTuple):
-    """One process's redis-py client and the scripts registered on it."""
-
-    client: ty.Any
-    release: ty.Any
-    set_fenced: ty.Any
-    delete_fenced: ty.Any
 
 
 # Letters, digits and a few separators: enough for a namespace, and no
@@ -135,8 +132,11 @@ _OPTIONS = (
            help='Seconds to wait before each retry.'),
 )
 
-_NO_RETRY = redis_retry.Retry(redis_backoff.NoBackoff(), 0)
 
+# redis-py's own retry is a property of each connection and so would repeat
+# every command, unsafe ones too: it is off, and _repeated_when_dropped
+# repeats only the calls it decorates.
+_NO_RETRY = redis_retry.Retry(redis_backoff.NoBackoff(), 0)
 
 # MaxConnectionsError is newer than the oldest redis-py supported.
 _NOT_DROPPED = (redis_exceptions.AuthenticationError,) + tuple(
@@ -144,32 +144,32 @@ _NOT_DROPPED = (redis_exceptions.AuthenticationError,) + tuple(
     if hasattr(redis_exceptions, name))
 
 
-def _only_dropped(error: Exception) -> None:
-    """Stop a retry unless ``error`` is a dropped or refused connection.
+def _repeated_when_dropped(method: ty.Callable[..., ty.Any]
+                           ) -> ty.Callable[..., ty.Any]:
+    """Decorate a call that gives the same result when the server ran it twice.
 
-    Wrong credentials stay wrong, and an exhausted pool would only make
-    the caller wait for it twice.
+    Such a call is repeated on a new connection when its connection was
+    dropped or refused (``enable_retry_client``: up to ``retry_attempts``
+    in all, ``retry_delay`` seconds apart), even if the server had already
+    run it and only the reply was lost. Other calls are not decorated:
+    ``SET NX`` would then report "not added", a single ``DEL`` "not
+    there", a lock script "not held". Timeouts are not repeated (a hung
+    server must fail within ``socket_timeout``), nor wrong credentials or
+    an exhausted pool, which a repeat cannot cure.
     """
-    if isinstance(error, _NOT_DROPPED):
-        raise error
-
-
-def _repeatable(method: ty.Callable[..., ty.Any]) -> ty.Callable[..., ty.Any]:
-    """Mark a call that gives the same result when the server ran it twice.
-
-    Such a call is repeated (``enable_retry_client``) when its connection
-    was dropped, even if the server had already run it and only the reply
-    was lost. Others are not: ``SET NX`` would then report "not added", a
-    single ``DEL`` "not there", a lock script "not held".
-    Timeouts are not repeated either: a hung server must fail within
-    ``socket_timeout``.
-    """
+    # Positional arguments only, as every caller passes them: a **kwargs
+    # would cost a dict on every call.
     @functools.wraps(method)
-    def call(self: 'RedisBackend', *args: ty.Any, **kwargs: ty.Any) -> ty.Any:
-        if self._retry is None:
-            return method(self, *args, **kwargs)
-        return self._retry.call_with_retry(
-            lambda: method(self, *args, **kwargs), _only_dropped)
+    def call(self: 'RedisBackend', *args: ty.Any) -> ty.Any:
+        for _ in range(self._repeats):
+            try:
+                return method(self, *args)
+            except redis_exceptions.ConnectionError as exc:
+                if isinstance(exc, _NOT_DROPPED):
+                    raise
+            if self._repeat_delay:
+                time.sleep(self._repeat_delay)
+        return method(self, *args)
 
     return call
 
@@ -192,12 +192,16 @@ def _px(seconds: float | None) -> int | None:
 class RedisBackend(base.Backend):
     """Stores bytes in Redis: one server, a Sentinel group or a Cluster.
 
-    Multi-key operations take one round trip per server: ``MGET``, one
-    ``DEL``, and a pipeline of ``SET ... PX`` for writes (each key gets its
-    own expiry). On a Cluster they are split per slot by redis-py and sent
-    as one pipeline per node, so a caller never sees a CROSSSLOT error.
-    Locks are ``SET NX PX`` with a random token, freed by a Lua
-    compare-and-delete, so they exclude other processes and hosts.
+    Instantiating this class gives the subclass for the mode its arguments
+    select: :class:`ClusterBackend` with ``cluster_nodes``,
+    :class:`SentinelBackend` with ``sentinels``, else
+    :class:`StandaloneBackend`. This class holds what they share: the
+    arguments, the connection settings and every call on one server.
+
+    Multi-key operations take one round trip: ``MGET``, one ``DEL``, and
+    ``MSET`` or a pipeline of ``SET ... PX`` for writes (each key gets its
+    own expiry). Locks are ``SET NX PX`` with a random token, freed by a
+    Lua compare-and-delete, so they exclude other processes and hosts.
     """
 
     name = 'openstack.kvs.Redis'
@@ -208,65 +212,71 @@ class RedisBackend(base.Backend):
     server_errors = (redis_exceptions.RedisError,
                      redis_exceptions.RedisClusterException, OSError)
     distributed_lock = True
+    # One server runs a script on the data key and its lock key at once.
+    fenced_writes = True
+
+    def __new__(cls, arguments: ty.Mapping[str, ty.Any]) -> 'RedisBackend':
+        if cls is RedisBackend:
+            # The registered name: the arguments pick the mode. Parsed
+            # twice (here and in __init__), at configure time only.
+            args = base.parse_arguments(cls.name, cls.options, arguments)
+            cls = (ClusterBackend if args['cluster_nodes'] else
+                   SentinelBackend if args['sentinels'] else
+                   StandaloneBackend)
+        return super().__new__(cls)
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         super().__init__(arguments)
         args = self.args
-        # Per call, not per connection (redis-py's retry argument): a
-        # connection's retry would repeat every command, unsafe ones too.
-        self._retry = redis_retry.Retry(
-            redis_backoff.ConstantBackoff(args['retry_delay']),
-            args['retry_attempts'] - 1,
-            supported_errors=(redis_exceptions.ConnectionError,),
-        ) if args['enable_retry_client'] and args['retry_attempts'] > 1 \
-            else None
-        self._where = '(not configured)'
+        self._repeats = (args['retry_attempts'] - 1
+                         if args['enable_retry_client'] else 0)
+        self._repeat_delay: float = args['retry_delay']
         self._prefix: str = args['key_prefix']
         if not _KEY_PREFIX.fullmatch(self._prefix):
             raise exception.ConfigurationError(
                 'Invalid key_prefix %r for %s: use at most 128 letters, '
-                'digits and ._:/- characters' % (self._prefix, self.name))
+                'digits and ._:/- characters' % (self._prefix, self.name),
+                argument='key_prefix')
         modes = [n for n in ('url', 'sentinels', 'cluster_nodes') if args[n]]
         if len(modes) > 1:
             raise self._conflict(modes)
-        self._cluster = bool(args['cluster_nodes'])
-        # The client, its pool and scripts are this process's own: a
-        # forked child builds its own on first use. Built here too, so
-        # that bad arguments fail now (and a Cluster that is down).
-        self._clients = _process.PerProcess(self._connect)
-        self._clients.get()
-        # A Cluster keeps a data key and its lock key in different slots
-        # (both are hashes), and one script can only touch one slot, so
-        # there the store falls back to its lock_window.
-        self.fenced_writes = not self._cluster
+        self._where = '(not configured)'
+        self._servers: list[str] = []
+        # The client and its pool are this process's own: a forked child
+        # builds its own on first use. Built here too, so that bad
+        # arguments fail now (and a Cluster that is down).
+        self._clients = _process.PerProcess(
+            self._prepare(args, self._connection_arguments(args)))
+        client = self._clients.get()
+        # Sent by their SHA1 (and loaded on a NOSCRIPT reply); every call
+        # names this process's client.
+        self._release, self._set_fenced, self._delete_fenced = [
+            client.register_script(script) for script in (
+                _RELEASE_SCRIPT, _SET_FENCED_SCRIPT, _DELETE_FENCED_SCRIPT)]
 
-    def _connect(self) -> '_Client':
-        """Build the client and its scripts (no I/O but on a Cluster)."""
-        args = self.args
-        connection = self._connection_arguments(args)
-        if self._cluster:
-            client = self._cluster_client(args, connection)
-        elif args['sentinels']:
-            client = self._sentinel_client(args, connection)
-        else:
-            client = self._server_client(args, connection)
-        return _Client(client, client.register_script(_RELEASE_SCRIPT),
-                       client.register_script(_SET_FENCED_SCRIPT),
-                       client.register_script(_DELETE_FENCED_SCRIPT))
+    def _prepare(self, args: dict[str, ty.Any],
+                 connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
+        """Check the mode's arguments; return what builds a client.
+
+        Sets the labels (:attr:`where`, :meth:`servers`). ``connection``
+        holds redis-py's connection keywords common to every mode.
+        """
+        raise NotImplementedError
 
     @property
     def _client(self) -> ty.Any:
-        return self._clients.get().client
+        return self._clients.get()
 
     def __repr__(self) -> str:
-        return '<RedisBackend %s>' % self._where
+        return '<%s %s>' % (type(self).__name__, self._where)
 
     # --- configuration ---------------------------------------------------
 
     def _conflict(self, names: ty.Sequence[str]) -> Exception:
+        """The error for ``names`` given together; the first is blamed."""
         return exception.ConfigurationError(
             'Arguments %s of %s cannot be used together'
-            % (' and '.join(names), self.name))
+            % (' and '.join(names), self.name), argument=names[0])
 
     def _connection_arguments(self, args: dict[str, ty.Any]) -> dict:
         """redis-py connection keywords shared by every mode."""
@@ -304,13 +314,14 @@ class RedisBackend(base.Backend):
                 # Refused rather than ignored: the user expects TLS.
                 raise exception.ConfigurationError(
                     'Argument(s) %s of %s need tls_enabled=True'
-                    % (', '.join(given), self.name))
+                    % (', '.join(given), self.name), argument=given[0])
         return connection
 
     def _tls_arguments(self, args: dict[str, ty.Any]) -> dict:
         if args['tls_keyfile'] and not args['tls_certfile']:
             raise exception.ConfigurationError(
-                'tls_keyfile of %s needs tls_certfile' % self.name)
+                'tls_keyfile of %s needs tls_certfile' % self.name,
+                argument='tls_keyfile')
         base.check_readable(self.name, args,
                             ('tls_cafile', 'tls_certfile', 'tls_keyfile'))
         return {'ssl': True, 'ssl_cert_reqs': 'required',
@@ -320,57 +331,15 @@ class RedisBackend(base.Backend):
                 'ssl_ciphers': args['tls_allowed_ciphers'],
                 'ssl_check_hostname': args['tls_check_hostname']}
 
-    def _server_client(self, args: dict[str, ty.Any],
-                       connection: dict[str, ty.Any]) -> redis.Redis:
-        url = args['url']
-        if url:
-            if any(args[n] is not None for n in ('host', 'port', 'db')):
-                raise self._conflict(['url', 'host/port/db'])
-            try:
-                parsed = redis_connection.parse_url(url)
-            except ValueError as exc:
-                # Not the URL itself: it may hold a password.
-                raise exception.ConfigurationError(
-                    'Invalid url for %s: %s' % (self.name, exc)) from None
-            # Only what the backend's own arguments cannot say; settings
-            # such as decode_responses must not come in through the query.
-            unsupported = sorted(set(parsed) - _URL_PARTS)
-            if unsupported:
-                raise exception.ConfigurationError(
-                    'url of %s may not set %s; use the backend arguments'
-                    % (self.name, ', '.join(unsupported)))
-            for name in ('username', 'password'):
-                if name in parsed and connection[name]:
-                    raise self._conflict(['url with a %s' % name, name])
-            self.add_secrets(parsed.get('password'))
-            connection.update(parsed)
-        else:
-            connection.update(host=args['host'] or 'localhost',
-                              port=args['port'] or 6379, db=args['db'] or 0)
-        ssl = connection.pop('ssl', False)
-        if 'path' in connection:
-            if ssl:
-                raise self._conflict(['a unix:// url', 'tls_enabled'])
-            # TCP keepalive does not apply to a Unix socket.
-            for name in list(connection):
-                if name.startswith('socket_keepalive'):
-                    del connection[name]
-            self._where = 'unix://%s' % connection['path']
-        else:
-            if ssl:
-                connection['connection_class'] = redis.SSLConnection
-            self._where = '%s://%s/%d' % (
-                'rediss' if ssl else 'redis',
-                address.Address(connection['host'], connection['port']),
-                connection.get('db', 0))
-        self._servers = [self._where]
-        pool = redis.BlockingConnectionPool(
-            max_connections=args['pool_maxsize'],
-            timeout=connection['socket_connect_timeout'], **connection)
-        return redis.Redis(connection_pool=pool)
-
     def _addresses(self, name: str,
                    items: list[str]) -> list[address.Address]:
+        """``items`` of argument ``name`` as host:port addresses.
+
+        ``name`` (sentinels, cluster_nodes) names many servers, so
+        ``host`` and ``port``, which name one, are refused alongside.
+        """
+        if self.args['host'] is not None or self.args['port'] is not None:
+            raise self._conflict([name, 'host/port'])
         addresses = []
         for item in items:
             try:
@@ -381,67 +350,10 @@ class RedisBackend(base.Backend):
                 raise exception.ConfigurationError(
                     'Argument %s of %s: %r is not host:port (%s)'
                     % (name, self.name, item,
-                       why if found is None else 'a socket path'))
+                       why if found is None else 'a socket path'),
+                    argument=name)
             addresses.append(found)
         return addresses
-
-    def _sentinel_client(self, args: dict[str, ty.Any],
-                         connection: dict[str, ty.Any]) -> redis.Redis:
-        if args['host'] is not None or args['port'] is not None:
-            raise self._conflict(['sentinels', 'host/port'])
-        if not args['service_name']:
-            raise exception.ConfigurationError(
-                'Argument sentinels of %s needs service_name' % self.name)
-        sentinels = self._addresses('sentinels', args['sentinels'])
-        sentinel_kwargs = {k: v for k, v in connection.items()
-                           if k.startswith(('socket_', 'ssl')) or
-                           k in ('retry', 'protocol')}
-        sentinel_kwargs.update(username=args['sentinel_username'],
-                               password=args['sentinel_password'])
-        connection.update(db=args['db'] or 0,
-                          max_connections=args['pool_maxsize'])
-        ssl = connection.pop('ssl', False)
-        if ssl:
-            # SentinelManagedSSLConnection speaks TLS to each master.
-            sentinel_kwargs['ssl'] = True
-            connection['connection_class'] = (
-                redis_sentinel.SentinelManagedSSLConnection)
-        self._where = 'service %s via sentinels %s' % (
-            args['service_name'], ','.join(args['sentinels']))
-        self._servers = [found.label for found in sentinels]
-        manager = redis_sentinel.Sentinel(
-            [found.tcp for found in sentinels],
-            sentinel_kwargs=sentinel_kwargs)
-        return manager.master_for(args['service_name'], **connection)
-
-    def _cluster_client(self, args: dict[str, ty.Any],
-                        connection: dict[str, ty.Any]) -> ty.Any:
-        if args['host'] is not None or args['port'] is not None:
-            raise self._conflict(['cluster_nodes', 'host/port'])
-        if args['db']:
-            raise exception.ConfigurationError(
-                'Argument db of %s must be 0 with cluster_nodes: Redis '
-                'Cluster has only database 0' % self.name)
-        nodes = self._addresses('cluster_nodes', args['cluster_nodes'])
-        self._where = 'cluster %s' % ','.join(args['cluster_nodes'])
-        self._servers = [found.label for found in nodes]
-        retry = connection.pop('retry')
-        try:
-            # Connects to learn the slot map, so a cluster that is down
-            # already fails here. Built with redis-py's default retry: the
-            # first command goes to the master of slot 0, and when that
-            # master is down the retry moves it to another one, so the
-            # cluster starts with any one master down.
-            client = redis_cluster.RedisCluster(
-                startup_nodes=[redis_cluster.ClusterNode(*found.tcp)
-                               for found in nodes],
-                max_connections=args['pool_maxsize'], **connection)
-        except self.server_errors as exc:
-            raise base.backend_error(self, exc, 'connect')
-        # Then no retry, so a call on a down or hung node fails within
-        # the documented time.
-        client.set_retry(retry)
-        return client
 
     # --- errors ----------------------------------------------------------
 
@@ -464,8 +376,269 @@ class RedisBackend(base.Backend):
             '%s: %s returned a %s where a value was expected'
             % (self.name, self._where, type(reply).__name__))
 
-    def _on_cluster_nodes(self, commands: list[tuple]) -> list[ty.Any]:
-        """Replies to single-key ``commands``: one pipeline per Cluster node.
+    # --- the backend API -------------------------------------------------
+
+    def servers(self) -> list[str]:
+        return list(self._servers)
+
+    # Reads call execute_command itself: redis-py's get() and mget() only
+    # add a copy of the keys, for client-side caching, which is off.
+    @base.translate_errors
+    @_repeated_when_dropped
+    def get_serialized(self, key):
+        value = self._client.execute_command('GET', self._prefix + key)
+        if value.__class__ is bytes:
+            return value
+        return self._missing(value)
+
+    @base.translate_errors
+    @_repeated_when_dropped
+    def get_serialized_multi(self, keys):
+        if not keys:
+            return []
+        prefix = self._prefix
+        if prefix:
+            keys = [prefix + key for key in keys]
+        # bytes pass straight through; anything else is looked at once.
+        return [value if value.__class__ is bytes else self._missing(value)
+                for value in self._get_many(keys)]
+
+    @base.translate_errors
+    @_repeated_when_dropped
+    def set_serialized(self, key, value, ttl=None):
+        self._client.set(self._prefix + key, value, px=_px(ttl))
+
+    @base.translate_errors
+    @_repeated_when_dropped
+    def set_serialized_multi(self, mapping, ttl=None):
+        prefix = self._prefix
+        self._set_many([(prefix + key, value)
+                        for key, value in mapping.items()], _px(ttl))
+
+    @base.translate_errors
+    @_repeated_when_dropped
+    def delete_multi(self, keys):
+        prefix = self._prefix
+        self._delete_many([prefix + key for key in keys])
+
+    @base.translate_errors
+    def delete_existing(self, key):
+        return self._client.execute_command('DEL', self._prefix + key) == 1
+
+    @base.translate_errors
+    def add_serialized(self, key, value, ttl=None):
+        return bool(self._client.set(self._prefix + key, value, nx=True,
+                                     px=_px(ttl)))
+
+    @base.translate_errors
+    def acquire_lock(self, key, token, ttl):
+        return bool(self._client.set(
+            self._prefix + key, token, nx=True,
+            px=_px(ttl + base.LOCK_EXPIRY_MARGIN) if ttl else None))
+
+    @base.translate_errors
+    def release_lock(self, key, token):
+        return self._release(keys=[self._prefix + key], args=[token],
+                             client=self._client) == 1
+
+    @base.translate_errors
+    def set_fenced(self, key, value, ttl, lock_key, token):
+        prefix = self._prefix
+        return self._set_fenced(
+            keys=[prefix + key, prefix + lock_key],
+            args=[value, token, _px(ttl) or ''], client=self._client) == 1
+
+    @base.translate_errors
+    def delete_fenced(self, key, lock_key, token):
+        prefix = self._prefix
+        deleted = self._delete_fenced(
+            keys=[prefix + key, prefix + lock_key], args=[token],
+            client=self._client)
+        return None if deleted == -1 else deleted == 1
+
+    def close(self) -> None:
+        client = self._clients.forget()
+        if client is None:
+            return
+        try:
+            client.close()
+        except Exception:
+            pass  # closing a broken connection must not fail shutdown
+
+    # --- multi-key calls on stored (prefixed) keys -----------------------
+
+    def _get_many(self, keys: list[str]) -> list[ty.Any]:
+        return self._client.execute_command('MGET', *keys)
+
+    def _set_many(self, items: list[tuple[str, bytes]],
+                  px: int | None) -> None:
+        if px is None:
+            # Nothing expires: one MSET.
+            self._client.execute_command(
+                'MSET', *[x for item in items for x in item])
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for key, value in items:
+            pipe.execute_command('SET', key, value, 'PX', px)
+        pipe.execute()
+
+    def _delete_many(self, keys: list[str]) -> None:
+        self._client.delete(*keys)
+
+
+class StandaloneBackend(RedisBackend):
+    """One Redis server, by ``url`` or ``host``/``port``/``db``."""
+
+    def _prepare(self, args: dict[str, ty.Any],
+                 connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
+        url = args['url']
+        if url:
+            connection.update(self._parse_url(url, args, connection))
+        else:
+            connection.update(host=args['host'] or 'localhost',
+                              port=args['port'] or self.default_port,
+                              db=args['db'] or 0)
+        ssl = connection.pop('ssl', False)
+        if 'path' in connection:
+            if ssl:
+                raise self._conflict(['tls_enabled', 'a unix:// url'])
+            # TCP keepalive does not apply to a Unix socket.
+            for name in list(connection):
+                if name.startswith('socket_keepalive'):
+                    del connection[name]
+            self._where = 'unix://%s' % connection['path']
+        else:
+            if ssl:
+                connection['connection_class'] = redis.SSLConnection
+            self._where = '%s://%s/%d' % (
+                'rediss' if ssl else 'redis',
+                address.Address(connection['host'], connection['port']),
+                connection.get('db', 0))
+        self._servers = [self._where]
+
+        def new_client() -> redis.Redis:
+            # from_pool: closing the client closes the pool too.
+            return redis.Redis.from_pool(redis.BlockingConnectionPool(
+                max_connections=args['pool_maxsize'],
+                timeout=connection['socket_connect_timeout'], **connection))
+        return new_client
+
+    def _parse_url(self, url: str, args: dict[str, ty.Any],
+                   connection: dict[str, ty.Any]) -> dict[str, ty.Any]:
+        """redis-py's connection keywords from ``url``, checked."""
+        if any(args[n] is not None for n in ('host', 'port', 'db')):
+            raise self._conflict(['url', 'host/port/db'])
+        try:
+            parsed = redis_connection.parse_url(url)
+        except ValueError as exc:
+            # Not the URL itself: it may hold a password.
+            raise exception.ConfigurationError(
+                'Invalid url for %s: %s' % (self.name, exc),
+                argument='url') from None
+        # Only what the backend's own arguments cannot say; settings such
+        # as decode_responses must not come in through the query.
+        unsupported = sorted(set(parsed) - _URL_PARTS)
+        if unsupported:
+            raise exception.ConfigurationError(
+                'url of %s may not set %s; use the backend arguments'
+                % (self.name, ', '.join(unsupported)), argument='url')
+        for name in ('username', 'password'):
+            if name in parsed and connection[name]:
+                raise self._conflict([name, 'a url with a %s' % name])
+        self.add_secrets(parsed.get('password'))
+        return parsed
+
+
+class SentinelBackend(RedisBackend):
+    """The master of ``service_name``, found through ``sentinels``."""
+
+    def _prepare(self, args: dict[str, ty.Any],
+                 connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
+        sentinels = self._addresses('sentinels', args['sentinels'])
+        if not args['service_name']:
+            raise exception.ConfigurationError(
+                'Argument sentinels of %s needs service_name' % self.name,
+                argument='service_name')
+        sentinel_kwargs = {k: v for k, v in connection.items()
+                           if k.startswith(('socket_', 'ssl')) or
+                           k in ('retry', 'protocol')}
+        sentinel_kwargs.update(username=args['sentinel_username'],
+                               password=args['sentinel_password'])
+        connection.update(db=args['db'] or 0,
+                          max_connections=args['pool_maxsize'])
+        if connection.pop('ssl', False):
+            # SentinelManagedSSLConnection speaks TLS to each master.
+            sentinel_kwargs['ssl'] = True
+            connection['connection_class'] = (
+                redis_sentinel.SentinelManagedSSLConnection)
+        self._where = 'service %s via sentinels %s' % (
+            args['service_name'], ','.join(args['sentinels']))
+        self._servers = [found.label for found in sentinels]
+
+        def new_client() -> redis.Redis:
+            manager = redis_sentinel.Sentinel(
+                [found.tcp for found in sentinels],
+                sentinel_kwargs=sentinel_kwargs)
+            return manager.master_for(args['service_name'], **connection)
+        return new_client
+
+
+class ClusterBackend(RedisBackend):
+    """A Redis Cluster, reached through any of ``cluster_nodes``.
+
+    Multi-key operations are split per node, one pipeline each, so a
+    caller never sees a CROSSSLOT error.
+    """
+
+    # A data key and its lock key hash to different slots, and one script
+    # can only touch one slot, so the store falls back to its lock_window.
+    fenced_writes = False
+
+    def _prepare(self, args: dict[str, ty.Any],
+                 connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
+        nodes = self._addresses('cluster_nodes', args['cluster_nodes'])
+        if args['db']:
+            raise exception.ConfigurationError(
+                'Argument db of %s must be 0 with cluster_nodes: Redis '
+                'Cluster has only database 0' % self.name, argument='db')
+        self._where = 'cluster %s' % ','.join(args['cluster_nodes'])
+        self._servers = [found.label for found in nodes]
+        retry = connection.pop('retry')
+
+        def new_client() -> ty.Any:
+            try:
+                # Connects to learn the slot map, so a cluster that is
+                # down already fails here. Built with redis-py's default
+                # retry: the first command goes to the master of slot 0,
+                # and when that master is down the retry moves it to
+                # another one, so the cluster starts with any one master
+                # down.
+                client = redis_cluster.RedisCluster(
+                    startup_nodes=[redis_cluster.ClusterNode(*found.tcp)
+                                   for found in nodes],
+                    max_connections=args['pool_maxsize'], **connection)
+            except self.server_errors as exc:
+                raise base.backend_error(self, exc, 'connect')
+            # Then no retry, so a call on a down or hung node fails within
+            # the documented time.
+            client.set_retry(retry)
+            return client
+        return new_client
+
+    def _get_many(self, keys: list[str]) -> list[ty.Any]:
+        return self._on_nodes([('GET', key) for key in keys])
+
+    def _set_many(self, items: list[tuple[str, bytes]],
+                  px: int | None) -> None:
+        expiry = () if px is None else ('PX', px)
+        self._on_nodes([('SET', key, value) + expiry
+                        for key, value in items])
+
+    def _delete_many(self, keys: list[str]) -> None:
+        self._on_nodes([('DEL', key) for key in keys])
+
+    def _on_nodes(self, commands: list[tuple]) -> list[ty.Any]:
+        """Replies to single-key ``commands``: one pipeline per node.
 
         redis-py's cluster pipeline re-sends every command that timed out
         one at a time, so a multi-key call on a hung master would wait
@@ -498,107 +671,3 @@ class RedisBackend(base.Backend):
                     result = client.execute_command(*commands[index])
                 replies[index] = result
         return replies
-
-    # --- the backend API -------------------------------------------------
-
-    def servers(self) -> list[str]:
-        return list(self._servers)
-
-    # Reads call execute_command itself: redis-py's get() and mget() only
-    # add a copy of the keys, for client-side caching, which is off.
-    @_repeatable
-    def get_serialized(self, key):
-        value = self._client.execute_command('GET', self._prefix + key)
-        if value.__class__ is bytes:
-            return value
-        return self._missing(value)
-
-    @_repeatable
-    def get_serialized_multi(self, keys):
-        if not keys:
-            return []
-        prefix = self._prefix
-        if prefix:
-            keys = [prefix + key for key in keys]
-        if self._cluster:
-            values = self._on_cluster_nodes([('GET', key) for key in keys])
-        else:
-            values = self._client.execute_command('MGET', *keys)
-        # bytes pass straight through; anything else is looked at once.
-        return [value if value.__class__ is bytes else self._missing(value)
-                for value in values]
-
-    @_repeatable
-    def set_serialized(self, key, value, ttl=None):
-        self._client.set(self._prefix + key, value, px=_px(ttl))
-
-    @_repeatable
-    def set_serialized_multi(self, mapping, ttl=None):
-        prefix = self._prefix
-        px = _px(ttl)
-        if self._cluster:
-            self._on_cluster_nodes([
-                ('SET', prefix + key, value) + (() if px is None
-                                                else ('PX', px))
-                for key, value in mapping.items()])
-            return
-        if px is None:
-            # Nothing expires: one MSET.
-            self._client.execute_command(
-                'MSET', *[x for key, value in mapping.items()
-                          for x in (prefix + key, value)])
-            return
-        pipe = self._client.pipeline(transaction=False)
-        for key, value in mapping.items():
-            pipe.execute_command('SET', prefix + key, value, 'PX', px)
-        pipe.execute()
-
-    @_repeatable
-    def delete_multi(self, keys):
-        prefix = self._prefix
-        if self._cluster:
-            self._on_cluster_nodes([('DEL', prefix + key) for key in keys])
-            return
-        self._client.delete(*[prefix + key for key in keys])
-
-    def delete_existing(self, key):
-        return self._client.execute_command('DEL', self._prefix + key) == 1
-
-    def add_serialized(self, key, value, ttl=None):
-        return bool(self._client.set(self._prefix + key, value, nx=True,
-                                     px=_px(ttl)))
-
-    def acquire_lock(self, key, token, ttl):
-        return bool(self._client.set(
-            self._prefix + key, token, nx=True,
-            px=_px(ttl + base.LOCK_EXPIRY_MARGIN) if ttl else None))
-
-    def release_lock(self, key, token):
-        return self._clients.get().release(keys=[self._prefix + key],
-                                           args=[token]) == 1
-
-    def close(self) -> None:
-        made = self._clients.forget()
-        if made is None:
-            return
-        try:
-            made.client.close()
-            if not self._cluster:
-                # A client given its pool leaves the pool open on close().
-                made.client.connection_pool.disconnect()
-        except Exception:
-            pass  # closing a broken connection must not fail shutdown
-
-    # --- fenced writes ---------------------------------------------------
-
-    def set_fenced(self, key, value, ttl, lock_key, token):
-        prefix = self._prefix
-        return self._clients.get().set_fenced(
-            keys=[prefix + key, prefix + lock_key],
-            args=[value, token, _px(ttl) or '']) == 1
-
-    def delete_fenced(self, key, lock_key, token):
-        prefix = self._prefix
-        deleted = self._clients.get().delete_fenced(
-            keys=[prefix + key, prefix + lock_key], args=[token])
-        return None if deleted == -1 else deleted == 1

@@ -72,10 +72,13 @@ def _delaying(cls):
 
 DelayedMemoryBackend = _delaying(memory.MemoryBackend)
 DelayedMemcachedBackend = _delaying(memcached.MemcachedBackend)
-DelayedRedisBackend = _delaying(redis_backend.RedisBackend)
+# Redis's mode classes: the registered class hands out one of them.
+DelayedStandaloneBackend = _delaying(redis_backend.StandaloneBackend)
+DelayedClusterBackend = _delaying(redis_backend.ClusterBackend)
 DelayedMongoBackend = _delaying(mongo.MongoBackend)
 for _cls in (DelayedMemoryBackend, DelayedMemcachedBackend,
-             DelayedRedisBackend, DelayedMongoBackend):
+             DelayedStandaloneBackend, DelayedClusterBackend,
+             DelayedMongoBackend):
     dogpile.cache.register_backend('oslo_kvs_tests.' + _cls.__name__,
                                    __name__, _cls.__name__)
 
@@ -87,29 +90,32 @@ def mongo_args(request):
         collection.name)
 
 
+#: parameter -> (registered backend, its delayed class, server arguments)
 BACKENDS = {
-    'memory': ('Memory', lambda request: {}),
-    'memcached': ('Memcached', lambda request: request.getfixturevalue(
-        'memcached_server').store_args),
-    'redis': ('Redis', lambda request: request.getfixturevalue(
-        'redis_server').store_args),
-    'redis-cluster': ('Redis', lambda request: request.getfixturevalue(
-        'redis_cluster').store_args),
-    'mongodb': ('Mongo', mongo_args),
+    'memory': ('Memory', DelayedMemoryBackend, lambda request: {}),
+    'memcached': ('Memcached', DelayedMemcachedBackend,
+                  lambda request: request.getfixturevalue(
+                      'memcached_server').store_args),
+    'redis': ('Redis', DelayedStandaloneBackend,
+              lambda request: request.getfixturevalue(
+                  'redis_server').store_args),
+    'redis-cluster': ('Redis', DelayedClusterBackend,
+                      lambda request: request.getfixturevalue(
+                          'redis_cluster').store_args),
+    'mongodb': ('MongoDB', DelayedMongoBackend, mongo_args),
 }
 
 
 @pytest.fixture
 def make_store(request):
     """make_store(**args) -> a fresh store on the parametrized backend."""
-    kind, server_args = BACKENDS[request.param]
+    kind, delayed_cls, server_args = BACKENDS[request.param]
     args = server_args(request)
     made = []
 
     def make(delayed=False, **extra):
-        name = ('oslo_kvs_tests.Delayed%sBackend' % kind if delayed
-                else 'openstack.kvs.%s' % ('MongoDB' if kind == 'Mongo'
-                                           else kind))
+        name = ('oslo_kvs_tests.' + delayed_cls.__name__ if delayed
+                else 'openstack.kvs.' + kind)
         store = core.KeyValueStore('locks-%s' % uuid.uuid4().hex)
         store.configure(name, **dict(args, **extra))
         made.append(store)

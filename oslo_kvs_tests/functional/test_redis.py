@@ -30,6 +30,7 @@ import redis
 from redis import connection as redis_connection
 from redis import crc as redis_crc
 
+from oslo_kvs.backends import redis as redis_backend
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
 from oslo_kvs_tests import stored
@@ -426,6 +427,24 @@ def test_lock_across_processes_loses_no_update(redis_server):
     assert sorted(log) == sorted(list(range(4)) * 40)
     # The workers really took turns, so the lock was contended.
     assert sum(1 for a, b in zip(log, log[1:]) if a != b) > 3
+
+
+# --- modes -------------------------------------------------------------------
+
+@pytest.mark.parametrize('servers_fixture, mode, fenced', [
+    ('redis_server', redis_backend.StandaloneBackend, True),
+    ('redis_sentinel_group', redis_backend.SentinelBackend, True),
+    ('redis_cluster', redis_backend.ClusterBackend, False)])
+def test_the_arguments_pick_the_mode(request, servers_fixture, mode, fenced):
+    args = request.getfixturevalue(servers_fixture).store_args
+    store = make_store(lock_timeout=5, **args)
+    assert type(store._state.backend) is mode
+    with store.get_lock('k') as lock:
+        # Only one server checks a lock and writes in one step.
+        assert lock.fenced is fenced
+        store.set('k', 1, lock=lock)
+    assert store.get('k') == 1
+    store.close()
 
 
 # --- Cluster -----------------------------------------------------------------

@@ -578,6 +578,7 @@ class FailingBackend(memory.MemoryBackend):
     def servers(self):
         return ['127.0.0.1:1']
 
+    @base.translate_errors
     def get_serialized(self, key):
         raise self.failure
 

@@ -115,6 +115,34 @@ class TestCoercion:
         assert not store.is_configured
 
 
+class TestModes:
+    @pytest.mark.parametrize('args, mode', [
+        ({}, redis_backend.StandaloneBackend),
+        ({'url': 'redis://127.0.0.1:6390/0'},
+         redis_backend.StandaloneBackend),
+        ({'sentinels': '', 'cluster_nodes': ''},
+         redis_backend.StandaloneBackend),
+        ({'sentinels': ['127.0.0.1:26379'], 'service_name': 'm'},
+         redis_backend.SentinelBackend)])
+    def test_the_registered_class_picks_the_mode(self, args, mode):
+        backend = make(**args)
+        assert type(backend) is mode
+        assert backend.name == 'openstack.kvs.Redis'
+        assert backend.fenced_writes is True
+
+    def test_a_mode_class_is_itself(self):
+        backend = redis_backend.SentinelBackend(
+            {'sentinels': ['127.0.0.1:26379'], 'service_name': 'm'})
+        assert type(backend) is redis_backend.SentinelBackend
+        assert redis_backend.ClusterBackend.fenced_writes is False
+
+    def test_bad_arguments_fail_before_a_mode_is_picked(self):
+        with pytest.raises(exception.ConfigurationError,
+                           match='sentinels') as info:
+            make(sentinels=7, password=SECRET)
+        assert SECRET not in str(info.value)
+
+
 class TestUrl:
     def test_url_gives_server_credentials_and_db(self):
         backend = make(url='redis://user:%s@127.0.0.1:6390/4' % SECRET)
