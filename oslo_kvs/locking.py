@@ -44,36 +44,6 @@ from oslo_kvs import exception
 
 LOG = logging.getLogger(__name__)
 
-#: Keystone's ``LOCK_WINDOW``: the default safety margin in seconds.
-DEFAULT_LOCK_WINDOW = 1.0
-#: The largest share of ``lock_timeout`` the window may take, so a holder
-#: always keeps at least half of its lease for its own work.
-MAX_WINDOW_SHARE = 0.5
-
-_WINDOW = base.seconds()
-
-
-def lock_window(owner: str, value: ty.Any, lock_timeout: float) -> float:
-    """The safety window for a store, from its ``lock_window`` argument.
-
-    The default is :data:`DEFAULT_LOCK_WINDOW`, shrunk to half of a short
-    ``lock_timeout``; an explicit value above half of ``lock_timeout`` is
-    refused, since a lease would then be mostly unusable. Locks that never
-    expire (``lock_timeout`` 0) need no window.
-
-    :raises exception.ConfigurationError: naming ``owner``.
-    """
-    limit = lock_timeout * MAX_WINDOW_SHARE
-    if base.is_unset(value):
-        return min(DEFAULT_LOCK_WINDOW, limit)
-    window = base.coerce(owner, 'lock_window', _WINDOW, value)
-    if lock_timeout and window > limit:
-        raise exception.ConfigurationError(
-            'Invalid value %r for argument %r of %s: at most half of '
-            'lock_timeout (%ss)'
-            % (value, 'lock_window', owner, lock_timeout))
-    return window if lock_timeout else 0.0
-
 
 class _Queue:
     """The threads of this process that want one lock, in arrival order."""
