@@ -99,14 +99,6 @@ class PoolTimeout(ServerError):
     """No connection of a pool became free within its wait timeout."""
 
 
-class NodeSkipped(ServerError):
-    """The server failed within ``retry_delay`` and is not retried yet."""
-
-
-class NoNodeLeft(ServerError):
-    """Every server is ejected."""
-
-
 def _server_error(label: str, exc: BaseException) -> ServerError | None:
     """What a client's exception says of the server, or None.
 
@@ -286,6 +278,7 @@ class Node:
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.label = pool.label
+        #: What the ring hashes: the name pymemcache's HashClient gives it.
         self.name = node_name(pool.server)
         self.failures = 0
         self.last_failure = 0.0
@@ -294,7 +287,7 @@ class Node:
 
 
 class Cluster:
-    """Servers that share the keys, with node health and ejection.
+    """The servers that share the keys, one or several, with their health.
 
     Keys are placed by pymemcache's rendezvous hash over the live servers.
     A server that fails is skipped for ``retry_delay`` seconds (calls for
@@ -304,12 +297,13 @@ class Cluster:
     on one hung server) count once per ``retry_delay``, so ejection takes
     the configured number of retries whatever the concurrency.
 
+    The last live server is neither skipped nor ejected: its keys have
+    nowhere else to go, so every call tries it and it serves again as soon
+    as it answers. A cluster of one server is always in that state.
+
     An ejected server may hold values that were overwritten or deleted
     elsewhere while it was out; with ``flush_on_rejoin`` it is flushed
     before it serves again, and stays out if the flush fails.
-
-    One server is never ejected: there is nowhere for its keys to go, so
-    it is simply retried on the next call.
     """
 
     def __init__(self, nodes: ty.Sequence[Node], *, retry_attempts: int,
@@ -320,51 +314,50 @@ class Cluster:
         self.retry_delay = retry_delay
         self.dead_retry = dead_retry
         self.flush_on_rejoin = flush_on_rejoin
-        self._single = self.nodes[0] if len(self.nodes) == 1 else None
-        self._by_name = {node.name: node for node in self.nodes}
         self._dead: list[Node] = []
-        self._next_rejoin = 0.0
-        self._set_ring()
         self._lock = threading.Lock()
-        #: The pool of the only server, for the hot path; None for several.
-        self.single_pool = (None if self._single is None
-                            else self._single.pool)
+        self._health_changed()
 
-    def _set_ring(self) -> None:
-        # A new hash object per membership change: readers never see a
-        # node list being edited.
-        live = [node.name for node in self.nodes if node not in self._dead]
-        self._ring = rendezvous.RendezvousHash(
-            nodes=live, hash_function=murmur3_32)
+    def _health_changed(self) -> None:
+        """Place keys on the live servers; plan the next rejoin."""
+        live = [node for node in self.nodes if node not in self._dead]
+        self._live = len(live)
+        self._next_rejoin = min((node.dead_until for node in self._dead),
+                                default=0.0)
+        # A new placement function per change: readers never see a node
+        # list being edited.
+        if len(live) == 1:
+            # Rendezvous hashing over one server picks it: skip the hash.
+            only = live[0]
+            self._owner = lambda key: only
+        else:
+            ring = rendezvous.RendezvousHash(
+                nodes=[node.name for node in live], hash_function=murmur3_32)
+            by_name = {node.name: node for node in live}
+            self._owner = lambda key: by_name[ring.get_node(key)]
 
     def node_for(self, key: str) -> Node:
         """The server that holds ``key`` now."""
-        if self._single is not None:
-            return self._single
         if self._dead and time.monotonic() >= self._next_rejoin:
             self._rejoin()
-        name = self._ring.get_node(key)
-        if name is None:
-            raise NoNodeLeft(', '.join(node.label for node in self.nodes),
-                             'every server failed and is ejected')
-        return self._by_name[name]
+        return self._owner(key)
 
     def group(self, keys: ty.Iterable[str]) -> dict[Node, list[str]]:
         """``keys`` grouped by the server that holds them."""
-        if self._single is not None:
-            return {self._single: list(keys)}
         groups: dict[Node, list[str]] = {}
         for key in keys:
             groups.setdefault(self.node_for(key), []).append(key)
         return groups
 
-    def run(self, node: Node, method: str, *args: ty.Any) -> ty.Any:
+    def run(self, key: str, method: str, *args: ty.Any) -> ty.Any:
+        """Run ``method(key, *args)`` on the server that holds ``key``."""
+        return self.run_on(self.node_for(key), method, key, *args)
+
+    def run_on(self, node: Node, method: str, *args: ty.Any) -> ty.Any:
         """Run one command on ``node``, keeping its health."""
-        if self._single is not None:
-            return node.pool.run(method, *args)
         if node.failures and (time.monotonic() - node.last_failure <
                               self.retry_delay):
-            raise NodeSkipped(node.label, 'failed recently and is skipped '
+            raise ServerError(node.label, 'failed recently and is skipped '
                               'until it is retried or ejected')
         try:
             result = node.pool.run(method, *args)
@@ -379,9 +372,12 @@ class Cluster:
     def _failed(self, node: Node) -> None:
         now = time.monotonic()
         with self._lock:
-            if node in self._dead or (
-                    node.failures and
-                    now - node.last_failure < self.retry_delay):
+            if node in self._dead:
+                return
+            if self._live == 1:
+                node.failures = 0  # the last live server: see the class
+                return
+            if node.failures and now - node.last_failure < self.retry_delay:
                 return  # overlapping failures of one attempt count once
             node.failures += 1
             node.last_failure = now
@@ -393,8 +389,7 @@ class Cluster:
         node.rejoining = False
         if node not in self._dead:
             self._dead.append(node)
-            self._set_ring()
-        self._next_rejoin = min(n.dead_until for n in self._dead)
+        self._health_changed()
 
     def _rejoin(self) -> None:
         now = time.monotonic()
@@ -417,10 +412,7 @@ class Cluster:
                 node.failures = 0
                 node.rejoining = False
                 self._dead.remove(node)
-                self._set_ring()
-                if self._dead:
-                    self._next_rejoin = min(n.dead_until
-                                            for n in self._dead)
+                self._health_changed()
 
     def close(self) -> None:
         """Close every idle connection."""
