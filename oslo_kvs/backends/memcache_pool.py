@@ -118,16 +118,20 @@ def _server_error(label: str, exc: BaseException) -> ServerError | None:
     return kind(label, '%s: %s' % (type(exc).__name__, exc))
 
 
-class Pool:
-    """A bounded pool of pymemcache clients for one server.
+class Node:
+    """One memcached server as this process sees it: clients and health.
 
-    The most recently returned client is handed out first, so under light
-    load few connections stay open; the rest age past ``idle_timeout`` and
-    the next call closes them. A connection the server closed (it was
-    restarted) is noticed before reuse, by a zero-timeout poll of the
-    client's public ``sock``: an idle memcached connection has nothing to
-    read, so anything readable is the end of the stream. When ``max_size``
-    clients are busy, callers wait up to ``wait_timeout`` seconds.
+    Its clients are a bounded pool of pymemcache clients. The most
+    recently returned one is handed out first, so under light load few
+    connections stay open; the rest age past ``idle_timeout`` and the next
+    call closes them. A connection the server closed (it was restarted) is
+    noticed before reuse, by a zero-timeout poll of the client's public
+    ``sock``: an idle memcached connection has nothing to read, so anything
+    readable is the end of the stream. When ``max_size`` clients are busy,
+    callers wait up to ``wait_timeout`` seconds.
+
+    Its health is kept by the :class:`Cluster`, which :meth:`run` tells of
+    each failure of the server and of the first success after one.
     """
 
     def __init__(self, server: ty.Any, *, max_size: int, idle_timeout: float,
@@ -135,8 +139,10 @@ class Pool:
                  credentials: tuple[str, str] | None = None,
                  **client_kwargs: ty.Any) -> None:
         self.server = server
+        #: The name pymemcache's HashClient hashes the server under.
+        self.name = node_name(server)
         #: The server's name in messages.
-        self.label = label or node_name(server)
+        self.label = label or self.name
         self._auth = (None if credentials is None
                       else ('%s %s' % credentials).encode('utf-8'))
         self._make = functools.partial(pymc_base.Client, server,
@@ -148,6 +154,12 @@ class Pool:
         self._cond = threading.Condition(threading.Lock())
         self._size = 0
         self._waiters = 0
+        #: Told ``(node, ok)`` of a failure and of the success after one.
+        self.on_health: ty.Callable[[Node, bool], None] | None = None
+        self.failures = 0
+        self.last_failure = 0.0
+        self.dead_until = 0.0
+        self.rejoining = False
 
     def _checkout(self) -> pymc_base.Client:
         deadline = time.monotonic() + self.wait_timeout
@@ -189,14 +201,20 @@ class Pool:
         try:
             if client.sock is None and self._auth is not None:
                 self._authenticate(client)
-            return getattr(client, method)(*args)
+            result = getattr(client, method)(*args)
         except BaseException as exc:
             # A reply may be half read; never reuse that connection.
             client.close()
             error = _server_error(self.label, exc)
             if error is None:
                 raise
+            if isinstance(error, ServerDown) and self.on_health:
+                self.on_health(self, False)
             raise error from exc
+        else:
+            if self.failures and self.on_health:
+                self.on_health(self, True)
+            return result
         finally:
             idle.append((client, now))
             if self._waiters:
@@ -272,20 +290,6 @@ class Pool:
             client.close()
 
 
-class Node:
-    """One server: its pool and health, as seen by this process."""
-
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
-        self.label = pool.label
-        #: What the ring hashes: the name pymemcache's HashClient gives it.
-        self.name = node_name(pool.server)
-        self.failures = 0
-        self.last_failure = 0.0
-        self.dead_until = 0.0
-        self.rejoining = False
-
-
 class Cluster:
     """The servers that share the keys, one or several, with their health.
 
@@ -314,33 +318,38 @@ class Cluster:
         self.retry_delay = retry_delay
         self.dead_retry = dead_retry
         self.flush_on_rejoin = flush_on_rejoin
+        self._by_name = {node.name: node for node in self.nodes}
         self._dead: list[Node] = []
         self._lock = threading.Lock()
-        self._health_changed()
+        for node in self.nodes:
+            node.on_health = self._health
+        self._place()
 
-    def _health_changed(self) -> None:
+    def _place(self) -> None:
         """Place keys on the live servers; plan the next rejoin."""
         live = [node for node in self.nodes if node not in self._dead]
-        self._live = len(live)
+        # A new ring per change: readers never see a node list being
+        # edited. Rendezvous hashing over one server picks it, so then
+        # the hash is skipped.
+        self._ring = rendezvous.RendezvousHash(
+            nodes=[node.name for node in live], hash_function=murmur3_32)
+        self._only = live[0] if len(live) == 1 else None
         self._next_rejoin = min((node.dead_until for node in self._dead),
                                 default=0.0)
-        # A new placement function per change: readers never see a node
-        # list being edited.
-        if len(live) == 1:
-            # Rendezvous hashing over one server picks it: skip the hash.
-            only = live[0]
-            self._owner = lambda key: only
-        else:
-            ring = rendezvous.RendezvousHash(
-                nodes=[node.name for node in live], hash_function=murmur3_32)
-            by_name = {node.name: node for node in live}
-            self._owner = lambda key: by_name[ring.get_node(key)]
 
     def node_for(self, key: str) -> Node:
-        """The server that holds ``key`` now."""
+        """The server that holds ``key`` now.
+
+        :raises ServerError: if that server failed within ``retry_delay``.
+        """
         if self._dead and time.monotonic() >= self._next_rejoin:
             self._rejoin()
-        return self._owner(key)
+        node = self._only or self._by_name[self._ring.get_node(key)]
+        if node.failures and (time.monotonic() - node.last_failure <
+                              self.retry_delay):
+            raise ServerError(node.label, 'failed recently and is skipped '
+                              'until it is retried or ejected')
+        return node
 
     def group(self, keys: ty.Iterable[str]) -> dict[Node, list[str]]:
         """``keys`` grouped by the server that holds them."""
@@ -349,47 +358,27 @@ class Cluster:
             groups.setdefault(self.node_for(key), []).append(key)
         return groups
 
-    def run(self, key: str, method: str, *args: ty.Any) -> ty.Any:
-        """Run ``method(key, *args)`` on the server that holds ``key``."""
-        return self.run_on(self.node_for(key), method, key, *args)
-
-    def run_on(self, node: Node, method: str, *args: ty.Any) -> ty.Any:
-        """Run one command on ``node``, keeping its health."""
-        if node.failures and (time.monotonic() - node.last_failure <
-                              self.retry_delay):
-            raise ServerError(node.label, 'failed recently and is skipped '
-                              'until it is retried or ejected')
-        try:
-            result = node.pool.run(method, *args)
-        except ServerDown:
-            self._failed(node)
-            raise
-        if node.failures:
-            with self._lock:
-                node.failures = 0
-        return result
-
-    def _failed(self, node: Node) -> None:
+    def _health(self, node: Node, ok: bool) -> None:
+        """Count a failure of ``node``, or forget them once it answers."""
         now = time.monotonic()
         with self._lock:
-            if node in self._dead:
-                return
-            if self._live == 1:
+            if ok or node is self._only:
                 node.failures = 0  # the last live server: see the class
-                return
-            if node.failures and now - node.last_failure < self.retry_delay:
-                return  # overlapping failures of one attempt count once
-            node.failures += 1
-            node.last_failure = now
-            if node.failures > self.retry_attempts:
-                self._eject(node, now)
+            elif node not in self._dead and not (
+                    node.failures and
+                    now - node.last_failure < self.retry_delay):
+                # Overlapping failures of one attempt count once.
+                node.failures += 1
+                node.last_failure = now
+                if node.failures > self.retry_attempts:
+                    self._eject(node, now)
 
     def _eject(self, node: Node, now: float) -> None:
         node.dead_until = now + self.dead_retry
         node.rejoining = False
         if node not in self._dead:
             self._dead.append(node)
-        self._health_changed()
+        self._place()
 
     def _rejoin(self) -> None:
         now = time.monotonic()
@@ -403,7 +392,7 @@ class Cluster:
                 if self.flush_on_rejoin:
                     # What it holds may have been overwritten or deleted
                     # on the others meanwhile: serve nothing of it.
-                    node.pool.run('flush_all', 0, False)  # delay, noreply
+                    node.run('flush_all', 0, False)  # delay, noreply
             except Exception:
                 with self._lock:
                     self._eject(node, time.monotonic())
@@ -412,9 +401,9 @@ class Cluster:
                 node.failures = 0
                 node.rejoining = False
                 self._dead.remove(node)
-                self._health_changed()
+                self._place()
 
     def close(self) -> None:
         """Close every idle connection."""
         for node in self.nodes:
-            node.pool.close()
+            node.close()

@@ -176,8 +176,7 @@ class MemcachedBackend(base.Backend):
 
         def make_cluster() -> memcache_pool.Cluster:
             return memcache_pool.Cluster(
-                [memcache_pool.Node(memcache_pool.Pool(
-                    server, label=label, **pool_args))
+                [memcache_pool.Node(server, label=label, **pool_args)
                  for server, label in servers],
                 retry_attempts=args['retry_attempts'],
                 retry_delay=args['retry_delay'],
@@ -190,6 +189,7 @@ class MemcachedBackend(base.Backend):
 
     @property
     def _cluster(self) -> memcache_pool.Cluster:
+        """This process's cluster."""
         return self._clusters.get()
 
     def _parse_url(self, urls: list[str]) -> list[tuple[ty.Any, str]]:
@@ -312,73 +312,71 @@ class MemcachedBackend(base.Backend):
 
     @base.translate_errors
     def get_serialized(self, key):
-        value = self._cluster.run(key, 'get')
+        value = self._clusters.get().node_for(key).run('get', key)
         return base.NO_VALUE if value is None else value
 
     @base.translate_errors
     def get_serialized_multi(self, keys):
-        cluster = self._cluster
         found: dict[str, bytes] = {}
-        for node, group in cluster.group(keys).items():
-            found.update(cluster.run_on(node, 'get_many', group))
+        for node, group in self._clusters.get().group(keys).items():
+            found.update(node.run('get_many', group))
         return [found.get(key, base.NO_VALUE) for key in keys]
 
     @base.translate_errors
     def set_serialized(self, key, value, ttl=None):
-        self._set([(self._cluster.node_for(key), {key: value})], ttl)
+        node = self._clusters.get().node_for(key)
+        try:
+            stored = node.run('set', key, value, exptime(ttl) if ttl else 0)
+        except memcache_pool.TooLarge:
+            self.delete_multi([key])  # see set_serialized_multi
+            raise
+        if not stored:
+            raise memcache_pool.ServerError(node.label, 'did not store it')
 
     @base.translate_errors
     def set_serialized_multi(self, mapping, ttl=None):
-        self._set([(node, {key: mapping[key] for key in group})
-                   for node, group in self._cluster.group(mapping).items()],
-                  ttl)
-
-    def _set(self, batches: list[tuple[memcache_pool.Node, dict]],
-             ttl: float | None) -> None:
-        """One ``set_many`` per (server, its items) batch."""
-        expire = exptime(ttl or 0)
-        cluster = self._cluster
+        expire = exptime(ttl) if ttl else 0
         try:
-            for node, batch in batches:
-                failed = cluster.run_on(node, 'set_many', batch, expire)
+            for node, group in self._clusters.get().group(mapping).items():
+                failed = node.run('set_many', {key: mapping[key]
+                                               for key in group}, expire)
                 if failed:
                     raise memcache_pool.ServerError(
                         node.label, 'did not store %d value(s)' % len(failed))
         except memcache_pool.TooLarge:
             # memcached drops a key whose new value it refused; drop every
             # key of the call so no old value passes for the new one.
-            self.delete_multi([key for _, batch in batches for key in batch])
+            self.delete_multi(list(mapping))
             raise
 
     @base.translate_errors
     def delete_multi(self, keys):
-        cluster = self._cluster
-        for node, group in cluster.group(keys).items():
-            cluster.run_on(node, 'delete_many', group)
+        for node, group in self._clusters.get().group(keys).items():
+            node.run('delete_many', group)
 
     @base.translate_errors
     def delete_existing(self, key):
-        return bool(self._cluster.run(key, 'delete'))
+        return bool(self._clusters.get().node_for(key).run('delete', key))
 
     @base.translate_errors
     def add_serialized(self, key, value, ttl=None):
-        return bool(self._cluster.run(key, 'add', value, exptime(ttl or 0)))
+        return bool(self._clusters.get().node_for(key).run(
+            'add', key, value, exptime(ttl) if ttl else 0))
 
     @base.translate_errors
     def acquire_lock(self, key, token, ttl):
-        return bool(self._cluster.run(key, 'add', token.encode('ascii'),
-                                      lock_exptime(ttl)))
+        return bool(self._clusters.get().node_for(key).run(
+            'add', key, token.encode('ascii'), lock_exptime(ttl)))
 
     @base.translate_errors
     def release_lock(self, key, token):
-        cluster = self._cluster
-        node = cluster.node_for(key)
-        value, cas = cluster.run_on(node, 'gets', key)
+        node = self._clusters.get().node_for(key)
+        value, cas = node.run('gets', key)
         if value != token.encode('ascii'):
             return False
         # Expire it only if nobody changed it since gets: a lock taken by
         # someone else meanwhile has another cas value and stays.
-        return bool(cluster.run_on(node, 'cas', key, b'', cas, -1))
+        return bool(node.run('cas', key, b'', cas, -1))
 
     def close(self) -> None:
         cluster = self._clusters.forget()

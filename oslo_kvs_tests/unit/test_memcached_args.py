@@ -64,7 +64,7 @@ def cluster_of(be):
 
 def pool_of(be):
     """The pool of the first (or only) server of ``be``."""
-    return cluster_of(be).nodes[0].pool
+    return cluster_of(be).nodes[0]
 
 
 def client_kwargs(be):
@@ -109,7 +109,7 @@ class TestUrl:
         assert (cluster.retry_attempts, cluster.retry_delay,
                 cluster.dead_retry, cluster.flush_on_rejoin) == (
                     3, 0.5, 7, False)
-        assert all(isinstance(node.pool, memcache_pool.Pool)
+        assert all(isinstance(node, memcache_pool.Node)
                    for node in cluster.nodes)
         assert cluster_of(backend(url=url)).flush_on_rejoin
 
@@ -311,7 +311,7 @@ class TestPool:
     def make(self, **options):
         options.setdefault('idle_timeout', 0)
         options.setdefault('wait_timeout', 5)
-        pool = memcache_pool.Pool(('127.0.0.1', 1), **options)
+        pool = memcache_pool.Node(('127.0.0.1', 1), **options)
         made = []
 
         def make_client():
