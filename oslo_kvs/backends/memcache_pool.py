@@ -67,17 +67,10 @@ def murmur3_32(text: str, seed: int = 0) -> int:
     return murmur3.murmur3_32(text, seed)
 
 
-def node_name(server: ty.Any) -> str:
-    """The name pymemcache's HashClient hashes ``server`` under."""
-    if isinstance(server, tuple):
-        return '%s:%s' % server
-    return server
-
-
 class ServerError(Exception):
     """A memcached server failed or refused a command.
 
-    ``label`` names the server (or servers) for messages; the client's own
+    ``label`` names the server for messages; the client's own
     exception, if there was one, is the ``__cause__``. The backend turns
     these into oslo_kvs exceptions in one place (:mod:`.base`).
     """
@@ -93,10 +86,6 @@ class ServerDown(ServerError):
 
 class TooLarge(ServerError):
     """The server refused a value larger than its item size limit."""
-
-
-class PoolTimeout(ServerError):
-    """No connection of a pool became free within its wait timeout."""
 
 
 def _server_error(label: str, exc: BaseException) -> ServerError | None:
@@ -118,6 +107,10 @@ def _server_error(label: str, exc: BaseException) -> ServerError | None:
     return kind(label, '%s: %s' % (type(exc).__name__, exc))
 
 
+def _ignore(node: 'Node', ok: bool) -> None:
+    """The health callback of a node outside any cluster."""
+
+
 class Node:
     """One memcached server as this process sees it: clients and health.
 
@@ -130,8 +123,10 @@ class Node:
     readable is the end of the stream. When ``max_size`` clients are busy,
     callers wait up to ``wait_timeout`` seconds.
 
-    Its health is kept by the :class:`Cluster`, which :meth:`run` tells of
-    each failure of the server and of the first success after one.
+    Its health is counted by the :class:`Cluster`, which :meth:`run` tells
+    of each failure of the server and of the first success after one;
+    while a counted failure is younger than ``retry_delay``, :meth:`run`
+    fails at once.
     """
 
     def __init__(self, server: ty.Any, *, max_size: int, idle_timeout: float,
@@ -140,7 +135,8 @@ class Node:
                  **client_kwargs: ty.Any) -> None:
         self.server = server
         #: The name pymemcache's HashClient hashes the server under.
-        self.name = node_name(server)
+        self.name = ('%s:%s' % server if isinstance(server, tuple)
+                     else server)
         #: The server's name in messages.
         self.label = label or self.name
         self._auth = (None if credentials is None
@@ -155,9 +151,10 @@ class Node:
         self._size = 0
         self._waiters = 0
         #: Told ``(node, ok)`` of a failure and of the success after one.
-        self.on_health: ty.Callable[[Node, bool], None] | None = None
+        self.on_health: ty.Callable[[Node, bool], None] = _ignore
         self.failures = 0
         self.last_failure = 0.0
+        self.retry_delay = 0.0
         self.dead_until = 0.0
         self.rejoining = False
 
@@ -176,7 +173,7 @@ class Node:
                         return self._make()
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise PoolTimeout(
+                        raise ServerError(
                             self.label, 'no free connection within %ss '
                             '(pool_maxsize %d)' % (self.wait_timeout,
                                                    self.max_size))
@@ -185,7 +182,15 @@ class Node:
                 self._waiters -= 1
 
     def run(self, method: str, *args: ty.Any) -> ty.Any:
-        """Call ``method`` of a pooled client with positional ``args``."""
+        """Call ``method`` of a pooled client with positional ``args``.
+
+        :raises ServerError: naming the server; at once, if it failed
+            within ``retry_delay`` (see :class:`Cluster`).
+        """
+        if self.failures and (time.monotonic() - self.last_failure <
+                              self.retry_delay):
+            raise ServerError(self.label, 'failed recently and is skipped '
+                              'until it is retried or ejected')
         # The common case, inlined: it runs on every operation. A client
         # is stamped with the time its last call started: idle times
         # come out longer by the call's duration, which only polls more.
@@ -208,11 +213,11 @@ class Node:
             error = _server_error(self.label, exc)
             if error is None:
                 raise
-            if isinstance(error, ServerDown) and self.on_health:
+            if isinstance(error, ServerDown):
                 self.on_health(self, False)
             raise error from exc
         else:
-            if self.failures and self.on_health:
+            if self.failures:  # counted by the cluster: it is back
                 self.on_health(self, True)
             return result
         finally:
@@ -323,6 +328,7 @@ class Cluster:
         self._lock = threading.Lock()
         for node in self.nodes:
             node.on_health = self._health
+            node.retry_delay = retry_delay
         self._place()
 
     def _place(self) -> None:
@@ -338,24 +344,21 @@ class Cluster:
                                 default=0.0)
 
     def node_for(self, key: str) -> Node:
-        """The server that holds ``key`` now.
-
-        :raises ServerError: if that server failed within ``retry_delay``.
-        """
+        """The server that holds ``key`` now."""
         if self._dead and time.monotonic() >= self._next_rejoin:
             self._rejoin()
-        node = self._only or self._by_name[self._ring.get_node(key)]
-        if node.failures and (time.monotonic() - node.last_failure <
-                              self.retry_delay):
-            raise ServerError(node.label, 'failed recently and is skipped '
-                              'until it is retried or ejected')
-        return node
+        return self._only or self._by_name[self._ring.get_node(key)]
 
     def group(self, keys: ty.Iterable[str]) -> dict[Node, list[str]]:
         """``keys`` grouped by the server that holds them."""
+        if self._dead and time.monotonic() >= self._next_rejoin:
+            self._rejoin()
+        if self._only:
+            return {self._only: list(keys)}
         groups: dict[Node, list[str]] = {}
         for key in keys:
-            groups.setdefault(self.node_for(key), []).append(key)
+            node = self._by_name[self._ring.get_node(key)]
+            groups.setdefault(node, []).append(key)
         return groups
 
     def _health(self, node: Node, ok: bool) -> None:
@@ -387,6 +390,7 @@ class Cluster:
                    if node.dead_until <= now and not node.rejoining]
             for node in due:
                 node.rejoining = True
+                node.failures = 0  # the flush is not skipped
         for node in due:
             try:
                 if self.flush_on_rejoin:
@@ -398,7 +402,6 @@ class Cluster:
                     self._eject(node, time.monotonic())
                 continue
             with self._lock:
-                node.failures = 0
                 node.rejoining = False
                 self._dead.remove(node)
                 self._place()

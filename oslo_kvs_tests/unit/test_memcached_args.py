@@ -348,7 +348,8 @@ class TestPool:
         try:
             while pool._idle:
                 time.sleep(0.001)
-            with pytest.raises(memcache_pool.PoolTimeout):
+            with pytest.raises(memcache_pool.ServerError,
+                               match='no free connection'):
                 pool.run('hold')
         finally:
             made[0].release.set()
