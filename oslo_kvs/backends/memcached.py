@@ -12,12 +12,13 @@
 
 """``openstack.kvs.Memcached``: memcached through pymemcache.
 
-Each server is reached through a small pool of pymemcache clients
-(:mod:`oslo_kvs.backends.memcache_pool`); several servers share the keys by
-pymemcache's rendezvous hashing, and a failing one is ejected for
-``dead_retry`` seconds while the others keep serving, then flushed before it
-serves again. Multi-key operations are grouped by server, so each costs one
-round trip per server.
+One server or several, every call goes through a
+:class:`~oslo_kvs.backends.memcache_pool.Cluster`: keys are placed by
+pymemcache's rendezvous hashing, each server has its own small pool of
+pymemcache clients, and a failing server (not the last live one) is
+ejected for ``dead_retry`` seconds while the others keep serving, then
+flushed before it serves again. Multi-key operations are grouped by
+server, so each costs one round trip per server.
 
 The clients never deserialize: values are bytes in and bytes out whatever
 flags the server holds, so no server can make this process unpickle.
@@ -130,10 +131,8 @@ class _RawSerde:
 class MemcachedBackend(base.Backend):
     """memcached on pymemcache: one server or several sharing the keys.
 
-    Every call goes through a :class:`memcache_pool.Cluster`, whatever the
-    number of servers. Errors name the server:
-    :class:`~oslo_kvs.exception.BackendError` when it is down, slow past
-    ``socket_timeout`` or skipped after failing,
+    Errors name the server: :class:`~oslo_kvs.exception.BackendError` when
+    it is down, slow past ``socket_timeout`` or skipped after failing,
     :class:`~oslo_kvs.exception.ValueTooLarge` when a value exceeds its
     item size limit (the key is then removed, as memcached itself does,
     so no older value stays behind).
@@ -296,19 +295,18 @@ class MemcachedBackend(base.Backend):
         try:
             size = len(key.encode('utf-8'))
         except UnicodeEncodeError:
+            problem: str | None = 'is not valid Unicode'
+        else:
+            problem = None
+            if size > MAX_KEY_LENGTH:
+                problem = 'is %d bytes long, over memcached\'s %d' % (
+                    size, MAX_KEY_LENGTH)
+            elif _FORBIDDEN_KEY_CHARS.search(key):
+                problem = 'contains whitespace or control characters'
+        if problem:
             raise exception.ConfigurationError(
-                'Key %s is not valid Unicode and cannot be stored in '
-                'memcached' % exception._describe(key)) from None
-        if size > MAX_KEY_LENGTH:
-            raise exception.ConfigurationError(
-                'Key %s is %d bytes long; memcached stores keys of at most '
-                '%d bytes (enable [kvs] enable_key_mangler for longer keys)'
-                % (exception._describe(key), size, MAX_KEY_LENGTH))
-        if _FORBIDDEN_KEY_CHARS.search(key):
-            raise exception.ConfigurationError(
-                'Key %s contains whitespace or control characters, which '
-                'memcached keys cannot (enable [kvs] enable_key_mangler)'
-                % exception._describe(key))
+                'Key %s %s and cannot be stored in memcached (enable [kvs] '
+                'enable_key_mangler)' % (exception._describe(key), problem))
 
     @base.translate_errors
     def get_serialized(self, key):
