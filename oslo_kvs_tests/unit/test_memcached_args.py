@@ -444,3 +444,22 @@ class TestServerDown:
                 call()
             assert STORE in str(info.value)
             assert dead_url in str(info.value)
+
+    @pytest.mark.parametrize('count', [1, 3])
+    def test_the_last_live_server_is_tried_on_every_call(self, count):
+        urls = ['127.0.0.1:%d' % servers.free_port() for _ in range(count)]
+        be = backend(url=urls, retry_attempts=0, retry_delay=60,
+                     dead_retry=60)
+        messages = []
+        for key in ['k%d' % n for n in range(30)] * 2:
+            with pytest.raises(exception.BackendError) as info:
+                be.get_serialized(key)
+            messages.append(str(info.value))
+        # Each failure ejected a server until one was left; that one is
+        # neither skipped nor ejected, so its calls reach the network.
+        last = cluster_of(be).node_for('any').label
+        assert all(last in message and 'skipped' not in message and
+                   'Connection refused' in message
+                   for message in messages[count:])
+        assert {cluster_of(be).node_for(key).label
+                for key in ('a', 'b', 'c', 'd')} == {last}
