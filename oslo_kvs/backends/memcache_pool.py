@@ -67,17 +67,10 @@ def murmur3_32(text: str, seed: int = 0) -> int:
     return murmur3.murmur3_32(text, seed)
 
 
-def node_name(server: ty.Any) -> str:
-    """The name pymemcache's HashClient hashes ``server`` under."""
-    if isinstance(server, tuple):
-        return '%s:%s' % server
-    return server
-
-
 class ServerError(Exception):
     """A memcached server failed or refused a command.
 
-    ``label`` names the server (or servers) for messages; the client's own
+    ``label`` names the server for messages; the client's own
     exception, if there was one, is the ``__cause__``. The backend turns
     these into oslo_kvs exceptions in one place (:mod:`.base`).
     """
@@ -93,18 +86,6 @@ class ServerDown(ServerError):
 
 class TooLarge(ServerError):
     """The server refused a value larger than its item size limit."""
-
-
-class PoolTimeout(ServerError):
-    """No connection of a pool became free within its wait timeout."""
-
-
-class NodeSkipped(ServerError):
-    """The server failed within ``retry_delay`` and is not retried yet."""
-
-
-class NoNodeLeft(ServerError):
-    """Every server is ejected."""
 
 
 def _server_error(label: str, exc: BaseException) -> ServerError | None:
@@ -126,16 +107,26 @@ def _server_error(label: str, exc: BaseException) -> ServerError | None:
     return kind(label, '%s: %s' % (type(exc).__name__, exc))
 
 
-class Pool:
-    """A bounded pool of pymemcache clients for one server.
+def _ignore(node: 'Node', ok: bool) -> None:
+    """The health callback of a node outside any cluster."""
 
-    The most recently returned client is handed out first, so under light
-    load few connections stay open; the rest age past ``idle_timeout`` and
-    the next call closes them. A connection the server closed (it was
-    restarted) is noticed before reuse, by a zero-timeout poll of the
-    client's public ``sock``: an idle memcached connection has nothing to
-    read, so anything readable is the end of the stream. When ``max_size``
-    clients are busy, callers wait up to ``wait_timeout`` seconds.
+
+class Node:
+    """One memcached server as this process sees it: clients and health.
+
+    Its clients are a bounded pool of pymemcache clients. The most
+    recently returned one is handed out first, so under light load few
+    connections stay open; the rest age past ``idle_timeout`` and the next
+    call closes them. A connection the server closed (it was restarted) is
+    noticed before reuse, by a zero-timeout poll of the client's public
+    ``sock``: an idle memcached connection has nothing to read, so anything
+    readable is the end of the stream. When ``max_size`` clients are busy,
+    callers wait up to ``wait_timeout`` seconds.
+
+    Its health is counted by the :class:`Cluster`, which :meth:`run` tells
+    of each failure of the server and of the first success after one;
+    while a counted failure is younger than ``retry_delay``, :meth:`run`
+    fails at once.
     """
 
     def __init__(self, server: ty.Any, *, max_size: int, idle_timeout: float,
@@ -143,8 +134,11 @@ class Pool:
                  credentials: tuple[str, str] | None = None,
                  **client_kwargs: ty.Any) -> None:
         self.server = server
+        #: The name pymemcache's HashClient hashes the server under.
+        self.name = ('%s:%s' % server if isinstance(server, tuple)
+                     else server)
         #: The server's name in messages.
-        self.label = label or node_name(server)
+        self.label = label or self.name
         self._auth = (None if credentials is None
                       else ('%s %s' % credentials).encode('utf-8'))
         self._make = functools.partial(pymc_base.Client, server,
@@ -156,6 +150,13 @@ class Pool:
         self._cond = threading.Condition(threading.Lock())
         self._size = 0
         self._waiters = 0
+        #: Told ``(node, ok)`` of a failure and of the success after one.
+        self.on_health: ty.Callable[[Node, bool], None] = _ignore
+        self.failures = 0
+        self.last_failure = 0.0
+        self.retry_delay = 0.0
+        self.dead_until = 0.0
+        self.rejoining = False
 
     def _checkout(self) -> pymc_base.Client:
         deadline = time.monotonic() + self.wait_timeout
@@ -172,7 +173,7 @@ class Pool:
                         return self._make()
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        raise PoolTimeout(
+                        raise ServerError(
                             self.label, 'no free connection within %ss '
                             '(pool_maxsize %d)' % (self.wait_timeout,
                                                    self.max_size))
@@ -181,7 +182,15 @@ class Pool:
                 self._waiters -= 1
 
     def run(self, method: str, *args: ty.Any) -> ty.Any:
-        """Call ``method`` of a pooled client with positional ``args``."""
+        """Call ``method`` of a pooled client with positional ``args``.
+
+        :raises ServerError: naming the server; at once, if it failed
+            within ``retry_delay`` (see :class:`Cluster`).
+        """
+        if self.failures and (time.monotonic() - self.last_failure <
+                              self.retry_delay):
+            raise ServerError(self.label, 'failed recently and is skipped '
+                              'until it is retried or ejected')
         # The common case, inlined: it runs on every operation. A client
         # is stamped with the time its last call started: idle times
         # come out longer by the call's duration, which only polls more.
@@ -197,14 +206,20 @@ class Pool:
         try:
             if client.sock is None and self._auth is not None:
                 self._authenticate(client)
-            return getattr(client, method)(*args)
+            result = getattr(client, method)(*args)
         except BaseException as exc:
             # A reply may be half read; never reuse that connection.
             client.close()
             error = _server_error(self.label, exc)
             if error is None:
                 raise
+            if isinstance(error, ServerDown):
+                self.on_health(self, False)
             raise error from exc
+        else:
+            if self.failures:  # counted by the cluster: it is back
+                self.on_health(self, True)
+            return result
         finally:
             idle.append((client, now))
             if self._waiters:
@@ -280,21 +295,8 @@ class Pool:
             client.close()
 
 
-class Node:
-    """One server: its pool and health, as seen by this process."""
-
-    def __init__(self, pool: Pool) -> None:
-        self.pool = pool
-        self.label = pool.label
-        self.name = node_name(pool.server)
-        self.failures = 0
-        self.last_failure = 0.0
-        self.dead_until = 0.0
-        self.rejoining = False
-
-
 class Cluster:
-    """Servers that share the keys, with node health and ejection.
+    """The servers that share the keys, one or several, with their health.
 
     Keys are placed by pymemcache's rendezvous hash over the live servers.
     A server that fails is skipped for ``retry_delay`` seconds (calls for
@@ -304,12 +306,13 @@ class Cluster:
     on one hung server) count once per ``retry_delay``, so ejection takes
     the configured number of retries whatever the concurrency.
 
+    The last live server is neither skipped nor ejected: its keys have
+    nowhere else to go, so every call tries it and it serves again as soon
+    as it answers. A cluster of one server is always in that state.
+
     An ejected server may hold values that were overwritten or deleted
     elsewhere while it was out; with ``flush_on_rejoin`` it is flushed
     before it serves again, and stays out if the flush fails.
-
-    One server is never ejected: there is nowhere for its keys to go, so
-    it is simply retried on the next call.
     """
 
     def __init__(self, nodes: ty.Sequence[Node], *, retry_attempts: int,
@@ -320,81 +323,65 @@ class Cluster:
         self.retry_delay = retry_delay
         self.dead_retry = dead_retry
         self.flush_on_rejoin = flush_on_rejoin
-        self._single = self.nodes[0] if len(self.nodes) == 1 else None
         self._by_name = {node.name: node for node in self.nodes}
         self._dead: list[Node] = []
-        self._next_rejoin = 0.0
-        self._set_ring()
         self._lock = threading.Lock()
-        #: The pool of the only server, for the hot path; None for several.
-        self.single_pool = (None if self._single is None
-                            else self._single.pool)
+        for node in self.nodes:
+            node.on_health = self._health
+            node.retry_delay = retry_delay
+        self._place()
 
-    def _set_ring(self) -> None:
-        # A new hash object per membership change: readers never see a
-        # node list being edited.
-        live = [node.name for node in self.nodes if node not in self._dead]
+    def _place(self) -> None:
+        """Place keys on the live servers; plan the next rejoin."""
+        live = [node for node in self.nodes if node not in self._dead]
+        # A new ring per change: readers never see a node list being
+        # edited. Rendezvous hashing over one server picks it, so then
+        # the hash is skipped.
         self._ring = rendezvous.RendezvousHash(
-            nodes=live, hash_function=murmur3_32)
+            nodes=[node.name for node in live], hash_function=murmur3_32)
+        self._only = live[0] if len(live) == 1 else None
+        self._next_rejoin = min((node.dead_until for node in self._dead),
+                                default=0.0)
 
     def node_for(self, key: str) -> Node:
         """The server that holds ``key`` now."""
-        if self._single is not None:
-            return self._single
         if self._dead and time.monotonic() >= self._next_rejoin:
             self._rejoin()
-        name = self._ring.get_node(key)
-        if name is None:
-            raise NoNodeLeft(', '.join(node.label for node in self.nodes),
-                             'every server failed and is ejected')
-        return self._by_name[name]
+        return self._only or self._by_name[self._ring.get_node(key)]
 
     def group(self, keys: ty.Iterable[str]) -> dict[Node, list[str]]:
         """``keys`` grouped by the server that holds them."""
-        if self._single is not None:
-            return {self._single: list(keys)}
+        if self._dead and time.monotonic() >= self._next_rejoin:
+            self._rejoin()
+        if self._only:
+            return {self._only: list(keys)}
         groups: dict[Node, list[str]] = {}
         for key in keys:
-            groups.setdefault(self.node_for(key), []).append(key)
+            node = self._by_name[self._ring.get_node(key)]
+            groups.setdefault(node, []).append(key)
         return groups
 
-    def run(self, node: Node, method: str, *args: ty.Any) -> ty.Any:
-        """Run one command on ``node``, keeping its health."""
-        if self._single is not None:
-            return node.pool.run(method, *args)
-        if node.failures and (time.monotonic() - node.last_failure <
-                              self.retry_delay):
-            raise NodeSkipped(node.label, 'failed recently and is skipped '
-                              'until it is retried or ejected')
-        try:
-            result = node.pool.run(method, *args)
-        except ServerDown:
-            self._failed(node)
-            raise
-        if node.failures:
-            with self._lock:
-                node.failures = 0
-        return result
-
-    def _failed(self, node: Node) -> None:
+    def _health(self, node: Node, ok: bool) -> None:
+        """Count a failure of ``node``, or forget them once it answers."""
         now = time.monotonic()
         with self._lock:
-            if node in self._dead or (
+            if ok or node is self._only:
+                node.failures = 0  # the last live server: see the class
+            elif node not in self._dead and not (
                     node.failures and
                     now - node.last_failure < self.retry_delay):
-                return  # overlapping failures of one attempt count once
-            node.failures += 1
-            node.last_failure = now
-            if node.failures > self.retry_attempts:
-                self._eject(node, now)
+                # Overlapping failures of one attempt count once.
+                node.failures += 1
+                node.last_failure = now
+                if node.failures > self.retry_attempts:
+                    self._eject(node, now)
 
     def _eject(self, node: Node, now: float) -> None:
         node.dead_until = now + self.dead_retry
         node.rejoining = False
         if node not in self._dead:
             self._dead.append(node)
-            self._set_ring()
-        self._next_rejoin = min(n.dead_until for n in self._dead)
+        self._place()
 
     def _rejoin(self) -> None:
         now = time.monotonic()
@@ -403,26 +390,23 @@ class Cluster:
                    if node.dead_until <= now and not node.rejoining]
             for node in due:
                 node.rejoining = True
+                node.failures = 0  # the flush is not skipped
         for node in due:
             try:
                 if self.flush_on_rejoin:
                     # What it holds may have been overwritten or deleted
                     # on the others meanwhile: serve nothing of it.
-                    node.pool.run('flush_all', 0, False)  # delay, noreply
+                    node.run('flush_all', 0, False)  # delay, noreply
             except Exception:
                 with self._lock:
                     self._eject(node, time.monotonic())
                 continue
             with self._lock:
-                node.failures = 0
                 node.rejoining = False
                 self._dead.remove(node)
-                self._set_ring()
-                if self._dead:
-                    self._next_rejoin = min(n.dead_until
-                                            for n in self._dead)
+                self._place()
 
     def close(self) -> None:
         """Close every idle connection."""
         for node in self.nodes:
-            node.pool.close()
+            node.close()

@@ -12,12 +12,13 @@
 
 """``openstack.kvs.Memcached``: memcached through pymemcache.
 
-Each server is reached through a small pool of pymemcache clients
-(:mod:`oslo_kvs.backends.memcache_pool`); several servers share the keys by
-pymemcache's rendezvous hashing, and a failing one is ejected for
-``dead_retry`` seconds while the others keep serving, then flushed before it
-serves again. Multi-key operations are grouped by server, so each costs one
-round trip per server.
+One server or several, every call goes through a
+:class:`~oslo_kvs.backends.memcache_pool.Cluster`: keys are placed by
+pymemcache's rendezvous hashing, each server has its own small pool of
+pymemcache clients, and a failing server (not the last live one) is
+ejected for ``dead_retry`` seconds while the others keep serving, then
+flushed before it serves again. Multi-key operations are grouped by
+server, so each costs one round trip per server.
 
 The clients never deserialize: values are bytes in and bytes out whatever
 flags the server holds, so no server can make this process unpickle.
@@ -39,10 +40,6 @@ from oslo_kvs.backends import base
 from oslo_kvs.backends import memcache_pool
 from oslo_kvs import exception
 
-# The transport's names, as this module offered them before.
-Pool = memcache_pool.Pool
-PoolTimeout = memcache_pool.PoolTimeout
-
 #: Keystone's ``memcached_backend`` names; every one is served by pymemcache.
 BACKEND_NAMES = ('bmemcached', 'memcached', 'pooled_memcached', 'pylibmc',
                  'pymemcache')
@@ -50,58 +47,52 @@ BACKEND_NAMES = ('bmemcached', 'memcached', 'pooled_memcached', 'pylibmc',
 MAX_RELATIVE_EXPIRY = 30 * 24 * 3600
 #: memcached's longest key, in bytes.
 MAX_KEY_LENGTH = 250
-DEFAULT_PORT = 11211
 
 _FORBIDDEN_KEY_CHARS = re.compile('[\x00-\x20\x7f]')
-_TLS_FILES = ('tls_cafile', 'tls_certfile', 'tls_keyfile',
-              'tls_allowed_ciphers')
-
-
-def _opt(name, otype, default, help, aliases=()):
-    return base.Option(name, otype, default, aliases=aliases, help=help)
-
-
-OPTIONS = (
-    _opt('url', types.List(), ['localhost:11211'],
-         'memcached servers: a list or comma-separated string of host:port, '
-         '[IPv6]:port or unix socket paths (/path or unix:/path).'),
-    _opt('memcached_backend', types.String(choices=BACKEND_NAMES),
-         'pymemcache',
-         "Keystone's client name; all are served by pymemcache."),
-    *base.TIMEOUTS,
-    _opt('dead_retry', base.seconds(), 30.0,
-         'Seconds an ejected server stays out before it is tried again.',
-         aliases=('dead_timeout',)),
-    _opt('retry_attempts', base.count(max=1000), 2,
-         'Failed retries before a server of several is ejected.',
-         aliases=('hashclient_retry_attempts',)),
-    _opt('retry_delay', base.seconds(), 1.0,
-         'Seconds between those retries.',
-         aliases=('hashclient_retry_delay',)),
-    _opt('flush_on_rejoin', types.Boolean(), True,
-         'Flush a server that was ejected before it serves again, so no '
-         'value overwritten or deleted while it was out comes back.'),
-    base.POOL_MAXSIZE,
-    _opt('pool_unused_timeout', base.seconds(), 60.0,
-         'Seconds after which an idle connection is closed (0: never).',
-         aliases=('pool_idle_timeout',)),
-    _opt('pool_connection_get_timeout', base.seconds(), 10.0,
-         'Seconds to wait for a free connection when all are busy.',
-         aliases=('pool_wait_timeout',)),
-    *base.KEEPALIVE,
-    *base.TLS,
-    _opt('username', types.String(), None,
-         'User of memcached\'s ASCII authentication (memcached 1.5.15 or '
-         'later started with -Y auth-file); needs password. Without TLS '
-         'the password crosses the network in clear.'),
-    base.Option('password', types.String(), None, secret=True,
-                help='Password of that user.'),
-)
-
 # memcached splits "<username> <password>" at the first space, and both
 # travel in one line of the text protocol.
 _AUTH_USER = re.compile(r'[^\s:]{1,250}')
 _AUTH_PASSWORD = re.compile(r'[^\r\n]{1,250}')
+
+
+def _seconds(name: str, default: float, alias: str, help: str) -> base.Option:
+    """A duration argument, with the name Keystone or oslo.cache gave it."""
+    return base.Option(name, base.seconds(), default, aliases=(alias,),
+                       help=help)
+
+
+OPTIONS = (
+    base.Option('url', types.List(), ['localhost:11211'], help=(
+        'memcached servers: a list or comma-separated string of host:port, '
+        '[IPv6]:port or unix socket paths (/path or unix:/path).')),
+    base.Option('memcached_backend', types.String(choices=BACKEND_NAMES),
+                'pymemcache',
+                help="Keystone's client name; all are served by pymemcache."),
+    *base.TIMEOUTS,
+    _seconds('dead_retry', 30.0, 'dead_timeout',
+             'Seconds an ejected server stays out before it is tried again.'),
+    base.Option('retry_attempts', base.count(max=1000), 2,
+                aliases=('hashclient_retry_attempts',),
+                help='Failed retries before a server of several is ejected.'),
+    _seconds('retry_delay', 1.0, 'hashclient_retry_delay',
+             'Seconds between those retries.'),
+    base.Option('flush_on_rejoin', types.Boolean(), True, help=(
+        'Flush a server that was ejected before it serves again, so no '
+        'value overwritten or deleted while it was out comes back.')),
+    base.POOL_MAXSIZE,
+    _seconds('pool_unused_timeout', 60.0, 'pool_idle_timeout',
+             'Seconds after which an idle connection is closed (0: never).'),
+    _seconds('pool_connection_get_timeout', 10.0, 'pool_wait_timeout',
+             'Seconds to wait for a free connection when all are busy.'),
+    *base.KEEPALIVE,
+    *base.TLS,
+    base.Option('username', types.String(), help=(
+        "User of memcached's ASCII authentication (memcached 1.5.15 or "
+        'later started with -Y auth-file); needs password. Without TLS '
+        'the password crosses the network in clear.')),
+    base.Option('password', types.String(), secret=True,
+                help='Password of that user.'),
+)
 
 
 def exptime(seconds: float) -> int:
@@ -127,22 +118,6 @@ def lock_exptime(ttl: float) -> int:
     return exptime(ttl + 1) if ttl else 0
 
 
-def parse_server(text: str) -> tuple[ty.Any, str]:
-    """Parse one ``url`` entry into a pymemcache server and a label.
-
-    :raises exception.ConfigurationError: naming the entry.
-    """
-    try:
-        found = address.Address.parse(text, DEFAULT_PORT)
-    except address.AddressError as exc:
-        raise exception.ConfigurationError(
-            'Invalid server %r in argument url of openstack.kvs.Memcached: '
-            '%s' % (text, exc)) from None
-    if found.is_unix:
-        return found.path, found.label
-    return found.tcp, found.label
-
-
 class _RawSerde:
     """Bytes through unchanged; server-held flags are ignored on reads."""
 
@@ -154,7 +129,7 @@ class _RawSerde:
 
 
 class MemcachedBackend(base.Backend):
-    """memcached on pymemcache: one server, or several sharing the keys.
+    """memcached on pymemcache: one server or several sharing the keys.
 
     Errors name the server: :class:`~oslo_kvs.exception.BackendError` when
     it is down, slow past ``socket_timeout`` or skipped after failing,
@@ -175,17 +150,8 @@ class MemcachedBackend(base.Backend):
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         super().__init__(arguments)
         args = self.args
-        urls = [u for u in args['url'] if u.strip()]
-        if not urls:
-            raise exception.ConfigurationError(
-                'Argument url of %s names no server' % self.name)
-        parsed = [parse_server(url) for url in urls]
-        self._labels = {server: label for server, label in parsed}
-        if len(self._labels) != len(parsed):
-            raise exception.ConfigurationError(
-                'Argument url of %s names a server twice: %s'
-                % (self.name, ', '.join(label for _, label in parsed)))
-        tls_context = self._tls_context(args, parsed)
+        servers = self._parse_url(args['url'])
+        self._labels = [label for _, label in servers]
         keepalive = None
         if args['socket_keepalive']:
             keepalive = pymc_base.KeepaliveOpts(**{
@@ -194,26 +160,23 @@ class MemcachedBackend(base.Backend):
                     ('intvl', 'socket_keepalive_interval'),
                     ('cnt', 'socket_keepalive_count'))
                 if args[option] is not None})
-        client_kwargs: dict[str, ty.Any] = dict(
+        pool_args = dict(
+            max_size=args['pool_maxsize'],
+            idle_timeout=args['pool_unused_timeout'],
+            wait_timeout=args['pool_connection_get_timeout'],
+            credentials=self._credentials(args),
+            # What each pymemcache client is made with.
             serde=_RawSerde(), timeout=args['socket_timeout'],
             connect_timeout=(args['connect_timeout'] or
                              args['socket_timeout']),
             no_delay=True, socket_keepalive=keepalive,
             allow_unicode_keys=True, default_noreply=False,
-            tls_context=tls_context)
-        credentials = self._credentials(args)
-
-        def make_pool(server: ty.Any, label: str) -> Pool:
-            return Pool(server, max_size=args['pool_maxsize'],
-                        idle_timeout=args['pool_unused_timeout'],
-                        wait_timeout=args['pool_connection_get_timeout'],
-                        label=label, credentials=credentials,
-                        **client_kwargs)
+            tls_context=self._tls_context(args, servers))
 
         def make_cluster() -> memcache_pool.Cluster:
             return memcache_pool.Cluster(
-                [memcache_pool.Node(make_pool(server, label))
-                 for server, label in parsed],
+                [memcache_pool.Node(server, label=label, **pool_args)
+                 for server, label in servers],
                 retry_attempts=args['retry_attempts'],
                 retry_delay=args['retry_delay'],
                 dead_retry=args['dead_retry'],
@@ -225,7 +188,33 @@ class MemcachedBackend(base.Backend):
 
     @property
     def _cluster(self) -> memcache_pool.Cluster:
+        """This process's cluster."""
         return self._clusters.get()
+
+    def _parse_url(self, urls: list[str]) -> list[tuple[ty.Any, str]]:
+        """Each ``url`` entry as a pymemcache server and a label."""
+        servers = []
+        for text in urls:
+            if not text.strip():
+                continue
+            try:
+                found = address.Address.parse(text, self.default_port)
+            except address.AddressError as exc:
+                raise exception.ConfigurationError(
+                    'Invalid server %r in argument url of %s: %s'
+                    % (text, self.name, exc), argument='url') from None
+            servers.append((found.path if found.is_unix else found.tcp,
+                            found.label))
+        if not servers:
+            raise exception.ConfigurationError(
+                'Argument url of %s names no server' % self.name,
+                argument='url')
+        labels = [label for _, label in servers]
+        if len(set(labels)) < len(labels):
+            raise exception.ConfigurationError(
+                'Argument url of %s names a server twice: %s'
+                % (self.name, ', '.join(labels)), argument='url')
+        return servers
 
     def _credentials(self, args: dict[str, ty.Any]
                      ) -> tuple[str, str] | None:
@@ -235,60 +224,59 @@ class MemcachedBackend(base.Backend):
         if user is None or password is None:
             raise exception.ConfigurationError(
                 'Arguments username and password of %s go together'
-                % self.name)
+                % self.name,
+                argument='username' if user is None else 'password')
         if not _AUTH_USER.fullmatch(user):
             raise exception.ConfigurationError(
                 'Invalid username for %s: 1 to 250 characters, no space or '
-                '":"' % self.name)
+                '":"' % self.name, argument='username')
         if not _AUTH_PASSWORD.fullmatch(password):
             raise exception.ConfigurationError(
                 'Invalid password for %s: 1 to 250 characters on one line'
-                % self.name)
+                % self.name, argument='password')
         return user, password
 
     def _tls_context(self, args: dict[str, ty.Any],
-                     parsed: list[tuple[ty.Any, str]]
+                     servers: list[tuple[ty.Any, str]]
                      ) -> ssl.SSLContext | None:
-        given = [name for name in _TLS_FILES if args[name]]
+        given = [name for name in ('tls_cafile', 'tls_certfile',
+                                   'tls_keyfile', 'tls_allowed_ciphers')
+                 if args[name]]
         if not args['tls_enabled']:
             if given:
                 # Refused rather than ignored: the user expects TLS.
                 raise exception.ConfigurationError(
                     'Argument(s) %s of %s need tls_enabled=True'
-                    % (', '.join(given), self.name))
+                    % (', '.join(given), self.name), argument=given[0])
             return None
-        sockets = [label for server, label in parsed
+        sockets = [label for server, label in servers
                    if not isinstance(server, tuple)]
         if sockets:
             raise exception.ConfigurationError(
                 'tls_enabled of %s cannot apply to unix socket %s'
-                % (self.name, ', '.join(sockets)))
-
-        def load(name, action):
-            try:
-                action()
-            except (OSError, ssl.SSLError) as exc:
-                raise exception.ConfigurationError(
-                    'Argument %s of %s cannot be used: %s'
-                    % (name, self.name, exc)) from None
-
-        context: list[ssl.SSLContext] = []
-        load('tls_cafile', lambda: context.append(
-            ssl.create_default_context(cafile=args['tls_cafile'])))
-        if args['tls_certfile']:
-            load('tls_certfile', lambda: context[0].load_cert_chain(
-                args['tls_certfile'], args['tls_keyfile']))
-        elif args['tls_keyfile']:
+                % (self.name, ', '.join(sockets)), argument='tls_enabled')
+        if args['tls_keyfile'] and not args['tls_certfile']:
             raise exception.ConfigurationError(
-                'Argument tls_keyfile of %s needs tls_certfile' % self.name)
-        if args['tls_allowed_ciphers']:
-            load('tls_allowed_ciphers', lambda: context[0].set_ciphers(
-                args['tls_allowed_ciphers']))
-        return context[0]
+                'Argument tls_keyfile of %s needs tls_certfile' % self.name,
+                argument='tls_keyfile')
+        name = 'tls_cafile'
+        try:
+            context = ssl.create_default_context(cafile=args[name])
+            if args['tls_certfile']:
+                name = 'tls_certfile'
+                context.load_cert_chain(args[name], args['tls_keyfile'])
+            if args['tls_allowed_ciphers']:
+                name = 'tls_allowed_ciphers'
+                context.set_ciphers(args[name])
+        except (OSError, ssl.SSLError) as exc:
+            raise exception.ConfigurationError(
+                'Argument %s of %s cannot be used: %s'
+                % (name, self.name, exc), argument=name) from None
+        return context
 
     # --- errors --------------------------------------------------------
     # The transport raises memcache_pool.ServerError naming the server;
-    # base.Backend turns it into the oslo_kvs exception.
+    # base.translate_errors turns it into the oslo_kvs exception.
 
     def describe_failure(self, exc: BaseException) -> str:
         return str(exc)
@@ -298,120 +286,95 @@ class MemcachedBackend(base.Backend):
             return exc.label
         return self.where
 
-    def _on_owner(self, key: str, method: str, *args: ty.Any) -> ty.Any:
-        """Run one command on the server that holds ``key``."""
-        cluster = self._cluster
-        return cluster.run(cluster.node_for(key), method, key, *args)
-
-    def _set(self, cluster: memcache_pool.Cluster, node: memcache_pool.Node,
-             mapping: dict[str, bytes], expire: int) -> None:
-        failed = cluster.run(node, 'set_many', mapping, expire)
-        if failed:
-            raise memcache_pool.ServerError(
-                node.label, 'did not store %d value(s)' % len(failed))
-
     # --- the backend API -----------------------------------------------
 
     def servers(self) -> list[str]:
-        return list(self._labels.values())
+        return list(self._labels)
 
     def check_key(self, key: str) -> None:
         try:
             size = len(key.encode('utf-8'))
         except UnicodeEncodeError:
-            raise exception.ConfigurationError(
-                'Key %s is not valid Unicode and cannot be stored in '
-                'memcached' % exception._describe(key)) from None
-        if size > MAX_KEY_LENGTH:
-            raise exception.ConfigurationError(
-                'Key %s is %d bytes long; memcached stores keys of at most '
-                '%d bytes (enable [kvs] enable_key_mangler for longer keys)'
-                % (exception._describe(key), size, MAX_KEY_LENGTH))
-        if _FORBIDDEN_KEY_CHARS.search(key):
-            raise exception.ConfigurationError(
-                'Key %s contains whitespace or control characters, which '
-                'memcached keys cannot (enable [kvs] enable_key_mangler)'
-                % exception._describe(key))
-
-    def get_serialized(self, key):
-        cluster = self._clusters.get()
-        pool = cluster.single_pool
-        if pool is None:
-            value = cluster.run(cluster.node_for(key), 'get', key)
+            problem: str | None = 'is not valid Unicode'
         else:
-            value = pool.run('get', key)  # the hot path, spared two calls
+            problem = None
+            if size > MAX_KEY_LENGTH:
+                problem = 'is %d bytes long, over memcached\'s %d' % (
+                    size, MAX_KEY_LENGTH)
+            elif _FORBIDDEN_KEY_CHARS.search(key):
+                problem = 'contains whitespace or control characters'
+        if problem:
+            raise exception.ConfigurationError(
+                'Key %s %s and cannot be stored in memcached (enable [kvs] '
+                'enable_key_mangler)' % (exception._describe(key), problem))
+
+    @base.translate_errors
+    def get_serialized(self, key):
+        value = self._clusters.get().node_for(key).run('get', key)
         return base.NO_VALUE if value is None else value
 
+    @base.translate_errors
     def get_serialized_multi(self, keys):
-        cluster = self._clusters.get()
-        pool = cluster.single_pool
-        if pool is None:
-            found: dict[str, bytes] = {}
-            for node, group in cluster.group(keys).items():
-                found.update(cluster.run(node, 'get_many', group))
-        else:
-            found = pool.run('get_many', keys)
-        missing = base.NO_VALUE
-        return [found.get(key, missing) for key in keys]
+        found: dict[str, bytes] = {}
+        for node, group in self._clusters.get().group(keys).items():
+            found.update(node.run('get_many', group))
+        return [found.get(key, base.NO_VALUE) for key in keys]
 
+    @base.translate_errors
     def set_serialized(self, key, value, ttl=None):
-        pool = self._clusters.get().single_pool
-        if pool is None:
-            self.set_serialized_multi({key: value}, ttl)
-            return
-        # The hot path: one server, one command, with the same clean-up
-        # and errors as set_serialized_multi.
+        node = self._clusters.get().node_for(key)
         try:
-            stored = pool.run('set', key, value, exptime(ttl or 0))
+            stored = node.run('set', key, value, exptime(ttl) if ttl else 0)
         except memcache_pool.TooLarge:
             self.delete_multi([key])  # see set_serialized_multi
             raise
         if not stored:
-            raise memcache_pool.ServerError(pool.label,
-                                            'did not store 1 value(s)')
+            raise memcache_pool.ServerError(node.label, 'did not store it')
 
+    @base.translate_errors
     def set_serialized_multi(self, mapping, ttl=None):
-        # One set_many per server.
-        expire = exptime(ttl or 0)
-        cluster = self._clusters.get()
+        expire = exptime(ttl) if ttl else 0
         try:
-            if cluster.single_pool is not None:
-                # One server: the batch as it is, not copied per server.
-                self._set(cluster, cluster.nodes[0], mapping, expire)
-            else:
-                for node, group in cluster.group(mapping).items():
-                    self._set(cluster, node,
-                              {key: mapping[key] for key in group}, expire)
+            for node, group in self._clusters.get().group(mapping).items():
+                failed = node.run('set_many', {key: mapping[key]
+                                               for key in group}, expire)
+                if failed:
+                    raise memcache_pool.ServerError(
+                        node.label, 'did not store %d value(s)' % len(failed))
         except memcache_pool.TooLarge:
-            # memcached drops a key whose new value it refused; drop the
-            # whole batch so no old value passes for the new one.
+            # memcached drops a key whose new value it refused; drop every
+            # key of the call so no old value passes for the new one.
             self.delete_multi(list(mapping))
             raise
 
+    @base.translate_errors
     def delete_multi(self, keys):
-        cluster = self._clusters.get()
-        for node, group in cluster.group(keys).items():
-            cluster.run(node, 'delete_many', group)
+        for node, group in self._clusters.get().group(keys).items():
+            node.run('delete_many', group)
 
+    @base.translate_errors
     def delete_existing(self, key):
-        return bool(self._on_owner(key, 'delete'))
+        return bool(self._clusters.get().node_for(key).run('delete', key))
 
+    @base.translate_errors
     def add_serialized(self, key, value, ttl=None):
-        return bool(self._on_owner(key, 'add', value, exptime(ttl or 0)))
+        return bool(self._clusters.get().node_for(key).run(
+            'add', key, value, exptime(ttl) if ttl else 0))
 
+    @base.translate_errors
     def acquire_lock(self, key, token, ttl):
-        return bool(self._on_owner(key, 'add', token.encode('ascii'),
-                                   lock_exptime(ttl)))
+        return bool(self._clusters.get().node_for(key).run(
+            'add', key, token.encode('ascii'), lock_exptime(ttl)))
 
+    @base.translate_errors
     def release_lock(self, key, token):
-        cluster = self._clusters.get()
-        node = cluster.node_for(key)
-        value, cas = cluster.run(node, 'gets', key)
+        node = self._clusters.get().node_for(key)
+        value, cas = node.run('gets', key)
         if value != token.encode('ascii'):
             return False
         # Expire it only if nobody changed it since gets: a lock taken by
         # someone else meanwhile has another cas value and stays.
-        return bool(cluster.run(node, 'cas', key, b'', cas, -1))
+        return bool(node.run('cas', key, b'', cas, -1))
 
     def close(self) -> None:
         cluster = self._clusters.forget()

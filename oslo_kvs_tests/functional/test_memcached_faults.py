@@ -154,7 +154,7 @@ def pool_of(store):
     (open, idle or busy connections), which no public API shows, nor
     should just for tests.
     """
-    return store._state.backend._cluster.nodes[0].pool
+    return store._state.backend._cluster.nodes[0]
 
 
 def _swallow_backend_error(call, *args):

@@ -44,7 +44,7 @@ def owner(store, key):
     tests).
     """
     cluster = store._state.backend._cluster
-    return cluster.node_for(stored.data_key(store, key)).pool.server
+    return cluster.node_for(stored.data_key(store, key)).server
 
 
 def pool_of(store):
@@ -54,7 +54,7 @@ def pool_of(store):
     (open, idle or busy connections), which no public API shows, nor
     should just for tests.
     """
-    return store._state.backend._cluster.nodes[0].pool
+    return store._state.backend._cluster.nodes[0]
 
 
 def until(check, what):

@@ -52,20 +52,19 @@ def backend(**args):
     return memcached.MemcachedBackend(args)
 
 
-def transport(be):
-    """The cluster and, for one server, the hot-path pool ``be`` built.
+def cluster_of(be):
+    """The cluster ``be`` built, with its nodes and their pools.
 
     Internal on purpose: these tests check how arguments became pool,
     cluster and client settings, which only the transport shows; no
     public API should exist just for that.
     """
-    cluster = be._cluster
-    return cluster, cluster.single_pool
+    return be._cluster
 
 
 def pool_of(be):
     """The pool of the first (or only) server of ``be``."""
-    return transport(be)[0].nodes[0].pool
+    return cluster_of(be).nodes[0]
 
 
 def client_kwargs(be):
@@ -101,23 +100,18 @@ class TestUrl:
         with pytest.raises(exception.ConfigurationError, match='twice'):
             configure(url='a:1,a:1')
 
-    def test_one_server_is_pooled_for_the_hot_path(self, dead_url):
-        be = backend(url=dead_url)
-        cluster, single = transport(be)
-        assert single is cluster.nodes[0].pool
-
-    def test_several_servers_share_keys_with_retry_settings(self):
-        be = backend(url='a:1,b:2', retry_attempts='3', retry_delay='0.5',
+    @pytest.mark.parametrize('url', ['a:1', 'a:1,b:2'])
+    def test_one_server_or_several_make_one_cluster(self, url):
+        be = backend(url=url, retry_attempts='3', retry_delay='0.5',
                      dead_retry='7', flush_on_rejoin='false')
-        cluster, single = transport(be)
-        assert single is None
-        assert [node.name for node in cluster.nodes] == ['a:1', 'b:2']
+        cluster = cluster_of(be)
+        assert [node.name for node in cluster.nodes] == url.split(',')
         assert (cluster.retry_attempts, cluster.retry_delay,
                 cluster.dead_retry, cluster.flush_on_rejoin) == (
                     3, 0.5, 7, False)
-        assert all(isinstance(node.pool, memcached.Pool)
+        assert all(isinstance(node, memcache_pool.Node)
                    for node in cluster.nodes)
-        assert transport(backend(url='a:1,b:2'))[0].flush_on_rejoin
+        assert cluster_of(backend(url=url)).flush_on_rejoin
 
 
 class TestArguments:
@@ -317,7 +311,7 @@ class TestPool:
     def make(self, **options):
         options.setdefault('idle_timeout', 0)
         options.setdefault('wait_timeout', 5)
-        pool = memcached.Pool(('127.0.0.1', 1), **options)
+        pool = memcache_pool.Node(('127.0.0.1', 1), **options)
         made = []
 
         def make_client():
@@ -354,7 +348,8 @@ class TestPool:
         try:
             while pool._idle:
                 time.sleep(0.001)
-            with pytest.raises(memcached.PoolTimeout):
+            with pytest.raises(memcache_pool.ServerError,
+                               match='no free connection'):
                 pool.run('hold')
         finally:
             made[0].release.set()
@@ -449,3 +444,22 @@ class TestServerDown:
                 call()
             assert STORE in str(info.value)
             assert dead_url in str(info.value)
+
+    @pytest.mark.parametrize('count', [1, 3])
+    def test_the_last_live_server_is_tried_on_every_call(self, count):
+        urls = ['127.0.0.1:%d' % servers.free_port() for _ in range(count)]
+        be = backend(url=urls, retry_attempts=0, retry_delay=60,
+                     dead_retry=60)
+        messages = []
+        for key in ['k%d' % n for n in range(30)] * 2:
+            with pytest.raises(exception.BackendError) as info:
+                be.get_serialized(key)
+            messages.append(str(info.value))
+        # Each failure ejected a server until one was left; that one is
+        # neither skipped nor ejected, so its calls reach the network.
+        last = cluster_of(be).node_for('any').label
+        assert all(last in message and 'skipped' not in message and
+                   'Connection refused' in message
+                   for message in messages[count:])
+        assert {cluster_of(be).node_for(key).label
+                for key in ('a', 'b', 'c', 'd')} == {last}
