@@ -35,9 +35,9 @@ from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs.cmd import common
 from oslo_kvs.cmd import ping
+from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import protection
-from oslo_kvs import serialization
 from oslo_kvs import settings
 
 #: The token lifetime doctor compares expiry with. Keystone's option, so a
@@ -61,11 +61,11 @@ class Checkup:
     """The configuration under examination, and what checks found.
 
     The store's settings are parsed once, as a service parses them
-    (:func:`oslo_kvs.settings.from_group`). When they do not parse, the
+    (:func:`oslo_kvs.settings.from_group`); when they do not parse, the
     error is kept for :func:`symptom_invalid_configuration`, and the other
     checks read each setting alone from what the group gives
     (:meth:`setting`), so that one mistake does not hide other symptoms.
-    The backend is built once, when a check first asks for it.
+    A store is configured on the servers when a check first asks for it.
     """
 
     def __init__(self, conf: cfg.ConfigOpts,
@@ -84,8 +84,8 @@ class Checkup:
         self.arguments: dict[str, ty.Any] = {}
         #: The parsed settings; ``None`` when they do not parse.
         self.settings: settings.Settings | None = None
-        self._backend: base.Backend | None = None
-        self._built = False
+        self._store: core.KeyValueStore | None = None
+        self._opened = False
         try:
             self.arguments = settings.read_group(conf, self.group)[1]
             self.settings = settings.from_group(conf, self.group,
@@ -102,7 +102,7 @@ class Checkup:
         self.notes.append(text)
 
     def setting(self, name: str) -> ty.Any:
-        """``value_protection``, ``serializer`` or ``lock_timeout``.
+        """``value_protection`` or ``lock_timeout``.
 
         As parsed; when the settings do not parse, this one setting parsed
         alone, or ``None`` when it is not valid either.
@@ -122,11 +122,6 @@ class Checkup:
         """Whether values stay in this process (no server involved)."""
         return bool(getattr(self.backend_cls, 'local', False))
 
-    @property
-    def protected(self) -> bool:
-        """Whether value protection is on (mac or encrypt)."""
-        return self.setting('value_protection') not in (None, 'none')
-
     def protection_keys(self) -> list[str]:
         """The protection keys as written, which must never be printed."""
         keys = self.arguments.get('protection_keys')
@@ -134,37 +129,37 @@ class Checkup:
             keys = self.conf.kvs.protection_keys
         return types.List()(keys) if isinstance(keys, str) else list(keys)
 
-    def backend(self) -> base.Backend | None:
-        """The backend built from the settings, or ``None``.
+    def store(self) -> core.KeyValueStore | None:
+        """A store on the configured servers, or ``None``.
 
-        Configuration errors go to ``errors``; a backend that connects
-        while being built (Redis Cluster) may fail to reach its servers,
-        which goes to ``connect_error``.
+        Configured as a service would (value protection aside, which plays
+        no part in reaching servers), when the settings parse and name an
+        oslo_kvs backend. Its configuration errors go to ``errors``; a
+        backend that connects while being configured (Redis Cluster) may
+        fail to reach its servers, which goes to ``connect_error``.
         """
-        if (not self._built and self.settings is not None and
+        if (not self._opened and self.settings is not None and
                 self.settings.native):
-            self._built = True
+            self._opened = True
             try:
-                self._backend = self.settings.backend_cls(
-                    self.settings.backend_args)
+                self._store = common.open_store(self.conf,
+                                                **common.UNPROTECTED)
             except exception.ConfigurationError as exc:
                 self.errors.append(str(exc))
             except exception.BackendError as exc:
                 self.connect_error = str(exc)
-        return self._backend
+        return self._store
 
     def close(self) -> None:
-        """Release the backend's connections, if one was built."""
-        if self._backend is not None:
-            self._backend.close()
+        """Release the store's connections, if one was configured."""
+        if self._store is not None:
+            self._store.close()
 
 
 #: How :meth:`Checkup.setting` parses a setting alone, and its ``[kvs]``
 #: default.
 _ALONE: dict[str, tuple[ty.Callable[[ty.Any], ty.Any], str]] = {
     'value_protection': (protection.normalize_mode, 'value_protection'),
-    'serializer': (types.String(choices=serialization.SERIALIZERS),
-                   'serializer'),
     'lock_timeout': (base.seconds(), 'default_lock_timeout'),
 }
 
@@ -182,12 +177,13 @@ def symptom_invalid_configuration(check: Checkup) -> bool:
     """The store cannot be configured as written.
 
     Services using these settings fail when they start. Fix the setting
-    named above: ``backend`` must name a known backend, and every
+    named above: ``backend`` must name a known backend, every
     ``backend_argument`` must be ``name:value`` with a name the backend
-    accepts (see the backend's page in the user guide).
+    accepts (see the backend's page in the user guide), and pickle on a
+    server needs value protection.
     """
     if not check.errors:
-        check.backend()
+        check.store()
     for error in check.errors:
         check.note(error)
     return bool(check.errors)
@@ -225,20 +221,7 @@ def symptom_unprotected_values_on_network_backend(check: Checkup) -> bool:
     ``python3 -c "import secrets; print(secrets.token_urlsafe(32))"``.
     """
     return (check.backend_cls is not None and not check.local and
-            not check.protected)
-
-
-def symptom_pickle_without_protection(check: Checkup) -> bool:
-    """Pickle is the serializer on a network backend, without protection.
-
-    Unpickling bytes from a server runs whatever code they hold, so the
-    store refuses to start. Use ``serializer = msgpack`` (the default), or
-    turn on ``value_protection`` with a protection key, so that only values
-    this deployment wrote are ever unpickled.
-    """
-    return (check.setting('serializer') == 'pickle' and
-            check.backend_cls is not None and not check.local and
-            not check.protected)
+            check.setting('value_protection') in (None, 'none'))
 
 
 def _hosts_in_clear(arguments: ty.Mapping[str, ty.Any]) -> list[str]:
@@ -399,18 +382,15 @@ def symptom_unreachable_servers(check: Checkup) -> bool:
     listens on the configured address, and that no firewall is in the way;
     ``oslo-kvs ping`` measures each server.
     """
-    backend = check.backend()
+    store = check.store()
     if check.connect_error is not None:
         check.note(check.connect_error)
         return True
-    if backend is None:
-        return False
-    for label in backend.servers():
-        server = common.server_address(label, backend.default_port)
-        if server is None:
-            continue
+    for label in store.servers() if store is not None else ():
         try:
-            ping.connect_time(server, check.timeout)
+            ping.connect_times(label, getattr(check.backend_cls,
+                                              'default_port', None),
+                               1, check.timeout)
         except OSError as exc:
             check.note('%s: %s' % (label, type(exc).__name__))
     check.unreachable = bool(check.notes)
@@ -424,21 +404,14 @@ def symptom_requests_fail(check: Checkup) -> bool:
     certificate the client does not trust. The error above names the
     server; fix the backend's credentials or TLS arguments.
     """
-    backend = check.backend()
-    if (backend is None or backend.local or check.connect_error or
-            check.unreachable):
+    store = check.store()
+    if store is None or check.local or check.unreachable:
         # Nothing to ask, or already reported as unreachable.
-        return False
-    try:
-        store = common.open_store(check.conf, **common.UNPROTECTED)
-    except exception.KVSError:
         return False
     try:
         ping.store_round_trips(store, 1)
     except exception.BackendError as exc:
         check.note(str(exc))
-    finally:
-        store.close()
     return bool(check.notes)
 
 

@@ -160,14 +160,19 @@ class TestUnprotectedValues:
 
 
 class TestPickleWithoutProtection:
-    symptom = staticmethod(doctor.symptom_pickle_without_protection)
+    """Refused by the settings, so reported as an invalid configuration."""
+
+    symptom = staticmethod(doctor.symptom_invalid_configuration)
 
     @pytest.mark.parametrize('text', [
         redis_conf('host:127.0.0.1', kvs='serializer = pickle\n'),
         redis_conf('host:127.0.0.1', 'serializer:pickle'),
     ])
     def test_detected(self, tmp_path, text):
-        assert present(self.symptom, tmp_path, text)
+        check = checkup(tmp_path, text)
+        assert self.symptom(check)
+        assert any('pickle' in note and 'value_protection' in note
+                   for note in check.notes)
 
     @pytest.mark.parametrize('text', [
         redis_conf('host:127.0.0.1'),
