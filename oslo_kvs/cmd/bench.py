@@ -20,6 +20,7 @@ per second of time spent in it) and latency percentiles. The keys live in a
 store of their own and are deleted afterwards.
 """
 
+import contextlib
 import math
 import os
 import random
@@ -294,10 +295,9 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
         'operations': operations, 'duration': duration, 'keys': keys,
         'value_size': value_size, 'batch': batch, 'seed': seed,
         'mix': MIX}}
-    store = common.open_store(conf)
+    with contextlib.closing(common.open_store(conf)) as store:
 
-    def body(table: ty.TextIO) -> int:
-        try:
+        def body(table: ty.TextIO) -> int:
             workload = Workload(store, keys, value_size, batch, seed)
             workload.prepare()
             progress = Progress(progress_stream or sys.stderr, operations,
@@ -307,12 +307,10 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
             # After a failure the keys are left to expire: the server is
             # failing, and the store's random name keeps them apart anyway.
             workload.cleanup()
-        finally:
-            store.close()
-        result.update(report(conf, latencies, wall))
-        write_table(result, table)
-        return common.EXIT_OK
-    status = common.report(out, output_format, result, body)
+            result.update(report(conf, latencies, wall))
+            write_table(result, table)
+            return common.EXIT_OK
+        status = common.report(out, output_format, result, body)
     if figure_cls is not None and plot_path:
         plot(figure_cls, result, plot_path)
         if output_format != 'json':

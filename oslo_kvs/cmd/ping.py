@@ -18,6 +18,7 @@ through the store itself (a ``get`` of a missing key), which also proves
 that authentication and TLS work.
 """
 
+import contextlib
 import math
 import socket
 import statistics
@@ -106,7 +107,7 @@ def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
         out.write('%s: UNREACHABLE while configuring: %s\n' % (name, exc))
         result['error'] = str(exc)
         return common.EXIT_SYMPTOM
-    try:
+    with contextlib.closing(store):
         backend_cls = common.store_settings(
             conf, **common.UNPROTECTED).backend_cls
         labels = store.servers()
@@ -135,8 +136,6 @@ def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
         else:
             result['round_trip'] = dict(times, ok=True)
             out.write('store round trip (get of a missing key): %s\n' % text)
-    finally:
-        store.close()
     return common.EXIT_SYMPTOM if failures else common.EXIT_OK
 
 
