@@ -18,6 +18,8 @@ connect (TEST-NET-1, 192.0.2.0/24, which is never routed).
 """
 
 import json
+import pathlib
+import re
 import socket
 import textwrap
 import threading
@@ -251,8 +253,8 @@ class TestProtectionKeysWeak:
         ('ReplaceWithTheOutputOfSecretsTokenUrlsafe32,%s' % GOOD_KEY,
          'protection key #1 is the placeholder of a documentation example'),
     ])
-    def test_refused_keys_reported_without_showing_them(self, tmp_path, keys,
-                                                         expected):
+    def test_refused_keys_reported_without_showing_them(
+            self, tmp_path, keys, expected):
         # The settings refuse them: doctor reports that refusal.
         check = checkup(tmp_path, '[kvs]\nprotection_keys = %s\n' % keys)
         assert doctor.symptom_invalid_configuration(check)
@@ -504,6 +506,14 @@ class TestCommand:
         assert captured.out == ''
         assert captured.err.startswith('oslo-kvs: --')
         assert captured.err.count('\n') == 1
+
+    def test_user_guide_lists_every_check(self):
+        guide = (pathlib.Path(__file__).resolve().parents[2] / 'doc' /
+                 'source' / 'user' / 'command.rst').read_text()
+        names = [s.__name__ for s in doctor.symptoms()]
+        assert '1 of %d checks found a symptom' % len(names) in guide
+        listed = re.findall(r'^``(\w+)``  ', guide, re.MULTILINE)
+        assert ['symptom_' + name for name in listed] == names
 
     def test_every_symptom_has_advice(self):
         for symptom in doctor.symptoms():
