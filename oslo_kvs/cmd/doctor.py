@@ -20,7 +20,9 @@ contains a password or protection key.
 
 Only :func:`symptom_unreachable_servers` and
 :func:`symptom_requests_fail` talk to the servers; every other check reads
-the configuration alone.
+the configuration alone. What the store's settings refuse (see
+:mod:`oslo_kvs.settings`) is reported in their words by
+:func:`symptom_invalid_configuration`, not checked again here.
 """
 
 import collections
