@@ -20,7 +20,7 @@ per second of time spent in it) and latency percentiles. The keys live in a
 store of their own and are deleted afterwards.
 """
 
-import dataclasses
+import contextlib
 import math
 import os
 import random
@@ -38,8 +38,8 @@ from oslo_kvs import core
 MIX = {'set': 2, 'get': 5, 'get_multi': 1, 'add': 1, 'lock': 1}
 #: Latency percentiles reported in JSON and drawn by ``--plot``.
 PERCENTILES = (50, 75, 90, 95, 99, 99.9)
-# Keys deleted per request while cleaning up.
-_CLEANUP_BATCH = 500
+# Keys written or deleted per request while preparing and cleaning up.
+_BATCH = 500
 
 
 def percentile(ordered: ty.Sequence[float], pct: float) -> float:
@@ -48,26 +48,17 @@ def percentile(ordered: ty.Sequence[float], pct: float) -> float:
     return ordered[rank - 1]
 
 
-@dataclasses.dataclass
-class Stats:
-    """What one operation measured."""
-
-    name: str
-    latencies: list[float] = dataclasses.field(default_factory=list)
-
-    def summary(self) -> dict[str, ty.Any]:
-        """Count, single-client rate and percentiles (milliseconds)."""
-        ordered = sorted(self.latencies)
-        total = sum(ordered)
-        summary: dict[str, ty.Any] = {
-            'count': len(ordered),
-            'ops_per_second': len(ordered) / total if total else 0.0,
-        }
-        for pct in PERCENTILES:
-            summary['p%g_ms' % pct] = (
-                percentile(ordered, pct) * 1e3 if ordered else None)
-        summary['max_ms'] = ordered[-1] * 1e3 if ordered else None
-        return summary
+def summary(latencies: list[float]) -> dict[str, ty.Any]:
+    """Count, single-client rate and percentiles (ms) of one operation."""
+    ordered = sorted(latencies)
+    total = sum(ordered)
+    row: dict[str, ty.Any] = {
+        'count': len(ordered),
+        'ops_per_second': len(ordered) / total if total else 0.0}
+    names = ['p%g_ms' % pct for pct in PERCENTILES] + ['max_ms']
+    for name, pct in zip(names, PERCENTILES + (100,)):
+        row[name] = percentile(ordered, pct) * 1e3 if ordered else None
+    return row
 
 
 class Progress:
@@ -108,7 +99,10 @@ class Progress:
 
 
 class Workload:
-    """The keys, values and operations of one run."""
+    """The keys, values and operations of one run.
+
+    Each operation of :data:`MIX` is the method of that name.
+    """
 
     def __init__(self, store: core.KeyValueStore, keys: int,
                  value_size: int, batch: int, seed: int) -> None:
@@ -117,25 +111,20 @@ class Workload:
         self.keys = ['bench-%d' % i for i in range(keys)]
         self.batch = min(batch, keys)
         self.added: list[str] = []
-        letters = string.ascii_letters
-        self.value = {
-            'id': ''.join(self.random.choice(letters) for _ in range(32)),
-            'roles': ['member', 'reader'],
-            'data': ''.join(self.random.choice(letters)
-                            for _ in range(value_size)),
-        }
-        self.operations = {'set': self.set, 'get': self.get,
-                           'get_multi': self.get_multi, 'add': self.add,
-                           'lock': self.lock}
+        self.value = {'id': self._text(32), 'roles': ['member', 'reader'],
+                      'data': self._text(value_size)}
 
-    def prepare(self) -> None:
-        """Write every key once, so reads find values."""
-        for start in range(0, len(self.keys), _CLEANUP_BATCH):
-            self.store.set_multi({key: self.value for key in
-                                  self.keys[start:start + _CLEANUP_BATCH]})
+    def _text(self, size: int) -> str:
+        return ''.join(self.random.choices(string.ascii_letters, k=size))
 
     def _key(self) -> str:
         return self.random.choice(self.keys)
+
+    def prepare(self) -> None:
+        """Write every key once, so reads find values."""
+        for start in range(0, len(self.keys), _BATCH):
+            self.store.set_multi(dict.fromkeys(
+                self.keys[start:start + _BATCH], self.value))
 
     def set(self) -> None:
         self.store.set(self._key(), self.value)
@@ -160,21 +149,22 @@ class Workload:
     def cleanup(self) -> None:
         """Delete every key the run wrote."""
         written = self.keys + self.added
-        for start in range(0, len(written), _CLEANUP_BATCH):
-            self.store.delete_multi(written[start:start + _CLEANUP_BATCH])
+        for start in range(0, len(written), _BATCH):
+            self.store.delete_multi(written[start:start + _BATCH])
 
 
 def run_workload(workload: Workload, operations: int, duration: float,
-                 progress: Progress) -> tuple[dict[str, Stats], float, bool]:
+                 progress: Progress
+                 ) -> tuple[dict[str, list[float]], float, bool]:
     """Run the mix.
 
-    :returns: each operation's stats, the wall time, and whether Ctrl-C
-        ended the run early.
+    :returns: each operation's latencies (seconds), the wall time, and
+        whether Ctrl-C ended the run early.
     """
     names = list(MIX)
-    weights = [MIX[name] for name in names]
-    stats = {name: Stats(name) for name in names}
-    calls = workload.operations
+    weights = list(MIX.values())
+    calls = {name: getattr(workload, name) for name in names}
+    latencies: dict[str, list[float]] = {name: [] for name in names}
     clock = time.perf_counter
     started = clock()
     done = 0
@@ -186,7 +176,7 @@ def run_workload(workload: Workload, operations: int, duration: float,
             before = clock()
             calls[name]()
             after = clock()
-            stats[name].latencies.append(after - before)
+            latencies[name].append(after - before)
             done += 1
             elapsed = after - started
             progress.update(done, elapsed)
@@ -196,23 +186,20 @@ def run_workload(workload: Workload, operations: int, duration: float,
         interrupted = True
     finally:
         progress.finish()
-    return stats, elapsed, interrupted
+    return latencies, elapsed, interrupted
 
 
-def report(conf: cfg.ConfigOpts, stats: dict[str, Stats],
-           wall: float, parameters: dict[str, ty.Any] | None = None,
-           interrupted: bool = False) -> dict[str, ty.Any]:
-    """The run as a JSON-ready dict, with the parameters that shaped it."""
-    total = sum(len(s.latencies) for s in stats.values())
+def report(conf: cfg.ConfigOpts, latencies: dict[str, list[float]],
+           wall: float) -> dict[str, ty.Any]:
+    """What the run measured, as JSON-ready entries of the result."""
+    total = sum(len(times) for times in latencies.values())
     return {
-        'command': 'bench',
-        'parameters': dict(parameters or {}),
-        'interrupted': interrupted,
         'backend': common.backing_store(conf),
         'operations': total,
         'seconds': wall,
         'ops_per_second': total / wall if wall else 0.0,
-        'results': {name: s.summary() for name, s in stats.items()},
+        'results': {name: summary(times)
+                    for name, times in latencies.items()},
     }
 
 
@@ -233,33 +220,22 @@ def write_table(result: dict[str, ty.Any], out: ty.TextIO) -> None:
             _ms(row['p99_ms'])))
 
 
-def load_pyplot() -> ty.Any:
-    """matplotlib's pyplot on a file-only backend.
+def figure_class(path: str) -> ty.Any:
+    """matplotlib's Figure, once sure it can write the plot to ``path``.
 
-    :raises common.CommandError: when matplotlib is not installed.
+    Checked before the run, not after minutes of it.
+
+    :raises common.CommandError: when matplotlib is not installed, for a
+        format it does not know (it picks the format from the file name's
+        extension), or a missing directory.
     """
     try:
-        import matplotlib
-        matplotlib.use('Agg')
-        from matplotlib import pyplot
+        from matplotlib import figure
     except ImportError:
         raise common.CommandError(
             '--plot needs matplotlib, which is not installed; install it '
             'with: python3 -m pip install "oslo.kvs[plot]"') from None
-    return pyplot
-
-
-def check_plot_path(pyplot: ty.Any, path: str) -> None:
-    """Refuse, before the run, a plot file matplotlib could not write.
-
-    :raises common.CommandError: for a format matplotlib does not know
-        (it picks the format from the extension) or a missing directory.
-    """
-    figure = pyplot.figure()
-    try:
-        formats = figure.canvas.get_supported_filetypes()
-    finally:
-        pyplot.close(figure)
+    formats = figure.Figure().canvas.get_supported_filetypes()
     extension = os.path.splitext(path)[1].lstrip('.').lower()
     common.require(extension in formats,
                    '--plot %s: the file name must end with one of %s'
@@ -269,11 +245,13 @@ def check_plot_path(pyplot: ty.Any, path: str) -> None:
     common.require(os.path.isdir(directory),
                    '--plot %s: directory %s does not exist'
                    % (path, directory))
+    return figure.Figure
 
 
-def plot(pyplot: ty.Any, result: dict[str, ty.Any], path: str) -> None:
+def plot(figure_cls: ty.Any, result: dict[str, ty.Any], path: str) -> None:
     """Draw latency against percentile, one line per operation."""
-    figure, axes = pyplot.subplots(figsize=(8, 5))
+    figure = figure_cls(figsize=(8, 5))
+    axes = figure.subplots()
     positions = range(len(PERCENTILES))
     for name, row in result['results'].items():
         values = [row['p%g_ms' % pct] for pct in PERCENTILES]
@@ -293,8 +271,6 @@ def plot(pyplot: ty.Any, result: dict[str, ty.Any], path: str) -> None:
     except OSError as exc:
         raise common.CommandError('cannot write the plot to %s: %s'
                                   % (path, exc.strerror)) from None
-    finally:
-        pyplot.close(figure)
 
 
 def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
@@ -314,36 +290,29 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
                    value_size >= 0,
                    '--duration must be positive and --value-size not '
                    'negative')
-    # Fail before the run, not after minutes of it.
-    pyplot = load_pyplot() if plot_path else None
-    if plot_path:
-        check_plot_path(pyplot, plot_path)
-    parameters = {'operations': operations, 'duration': duration,
-                  'keys': keys, 'value_size': value_size, 'batch': batch,
-                  'seed': seed, 'mix': MIX}
-    result: dict[str, ty.Any] = {'command': 'bench',
-                                 'parameters': parameters}
-    store = common.open_store(conf)
+    figure_cls = figure_class(plot_path) if plot_path else None
+    result: dict[str, ty.Any] = {'command': 'bench', 'parameters': {
+        'operations': operations, 'duration': duration, 'keys': keys,
+        'value_size': value_size, 'batch': batch, 'seed': seed,
+        'mix': MIX}}
+    with contextlib.closing(common.open_store(conf)) as store:
 
-    def body(table: ty.TextIO) -> int:
-        try:
+        def body(table: ty.TextIO) -> int:
             workload = Workload(store, keys, value_size, batch, seed)
             workload.prepare()
             progress = Progress(progress_stream or sys.stderr, operations,
                                 duration)
-            stats, wall, interrupted = run_workload(workload, operations,
-                                                    duration, progress)
+            latencies, wall, result['interrupted'] = run_workload(
+                workload, operations, duration, progress)
             # After a failure the keys are left to expire: the server is
             # failing, and the store's random name keeps them apart anyway.
             workload.cleanup()
-        finally:
-            store.close()
-        result.update(report(conf, stats, wall, parameters, interrupted))
-        write_table(result, table)
-        return common.EXIT_INTERRUPTED if interrupted else common.EXIT_OK
-    status = common.report(out, output_format, result, body)
-    if pyplot is not None and plot_path:
-        plot(pyplot, result, plot_path)
+            result.update(report(conf, latencies, wall))
+            write_table(result, table)
+            return common.EXIT_OK
+        status = common.report(out, output_format, result, body)
+    if figure_cls is not None and plot_path:
+        plot(figure_cls, result, plot_path)
         if output_format != 'json':
             out.write('latency plot written to %s\n' % plot_path)
     return status

@@ -17,12 +17,14 @@ The command works on one store described by the store options (``backend``,
 ``--group`` (default ``[kvs]``, where the former ``backing_store`` is still
 read as ``backend``), exactly as a service's store is configured from its
 group by ``configure_from_conf``. It also holds what every subcommand
-does alike: exit statuses, redaction, and printing a result as a table or
-as JSON (:func:`report`).
+does alike: exit statuses, redaction, timing, and printing a result as a
+table or as JSON (:func:`report`).
 """
 
+import io
 import ipaddress
 import json
+import time
 import typing as ty
 import uuid
 
@@ -158,17 +160,14 @@ def require(condition: bool, message: str) -> None:
         raise CommandError(message)
 
 
-class _Discard:
-    """A text stream that drops everything: the table in JSON mode."""
-
-    def write(self, text: str) -> int:
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-    def isatty(self) -> bool:
-        return False
+def timed(call: ty.Callable[[], ty.Any], count: int) -> list[float]:
+    """Seconds each of ``count`` calls of ``call`` took."""
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return times
 
 
 def report(out: ty.TextIO, output_format: str, result: dict[str, ty.Any],
@@ -184,8 +183,8 @@ def report(out: ty.TextIO, output_format: str, result: dict[str, ty.Any],
     :returns: the exit status: ``body``'s, or ``EXIT_INTERRUPTED``.
     """
     result.setdefault('interrupted', False)
-    table = out if output_format == 'table' else ty.cast(ty.TextIO,
-                                                         _Discard())
+    # In JSON mode the table is written to a buffer nobody reads.
+    table = out if output_format == 'table' else io.StringIO()
     try:
         status = body(table)
     except KeyboardInterrupt:

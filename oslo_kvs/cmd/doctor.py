@@ -20,10 +20,13 @@ contains a password or protection key.
 
 Only :func:`symptom_unreachable_servers` and
 :func:`symptom_requests_fail` talk to the servers; every other check reads
-the configuration alone.
+the configuration alone. What the store's settings refuse (see
+:mod:`oslo_kvs.settings`) is reported in their words by
+:func:`symptom_invalid_configuration`, not checked again here.
 """
 
 import collections
+import contextlib
 import inspect
 import math
 import typing as ty
@@ -35,9 +38,9 @@ from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs.cmd import common
 from oslo_kvs.cmd import ping
+from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import protection
-from oslo_kvs import serialization
 from oslo_kvs import settings
 
 #: The token lifetime doctor compares expiry with. Keystone's option, so a
@@ -61,11 +64,11 @@ class Checkup:
     """The configuration under examination, and what checks found.
 
     The store's settings are parsed once, as a service parses them
-    (:func:`oslo_kvs.settings.from_group`). When they do not parse, the
+    (:func:`oslo_kvs.settings.from_group`); when they do not parse, the
     error is kept for :func:`symptom_invalid_configuration`, and the other
     checks read each setting alone from what the group gives
     (:meth:`setting`), so that one mistake does not hide other symptoms.
-    The backend is built once, when a check first asks for it.
+    A store is configured on the servers when a check first asks for it.
     """
 
     def __init__(self, conf: cfg.ConfigOpts,
@@ -84,8 +87,8 @@ class Checkup:
         self.arguments: dict[str, ty.Any] = {}
         #: The parsed settings; ``None`` when they do not parse.
         self.settings: settings.Settings | None = None
-        self._backend: base.Backend | None = None
-        self._built = False
+        self._store: core.KeyValueStore | None = None
+        self._opened = False
         try:
             self.arguments = settings.read_group(conf, self.group)[1]
             self.settings = settings.from_group(conf, self.group,
@@ -102,7 +105,7 @@ class Checkup:
         self.notes.append(text)
 
     def setting(self, name: str) -> ty.Any:
-        """``value_protection``, ``serializer`` or ``lock_timeout``.
+        """``value_protection`` or ``lock_timeout``.
 
         As parsed; when the settings do not parse, this one setting parsed
         alone, or ``None`` when it is not valid either.
@@ -122,11 +125,6 @@ class Checkup:
         """Whether values stay in this process (no server involved)."""
         return bool(getattr(self.backend_cls, 'local', False))
 
-    @property
-    def protected(self) -> bool:
-        """Whether value protection is on (mac or encrypt)."""
-        return self.setting('value_protection') not in (None, 'none')
-
     def protection_keys(self) -> list[str]:
         """The protection keys as written, which must never be printed."""
         keys = self.arguments.get('protection_keys')
@@ -134,37 +132,37 @@ class Checkup:
             keys = self.conf.kvs.protection_keys
         return types.List()(keys) if isinstance(keys, str) else list(keys)
 
-    def backend(self) -> base.Backend | None:
-        """The backend built from the settings, or ``None``.
+    def store(self) -> core.KeyValueStore | None:
+        """A store on the configured servers, or ``None``.
 
-        Configuration errors go to ``errors``; a backend that connects
-        while being built (Redis Cluster) may fail to reach its servers,
-        which goes to ``connect_error``.
+        Configured as a service would (value protection aside, which plays
+        no part in reaching servers), when the settings parse and name an
+        oslo_kvs backend. Its configuration errors go to ``errors``; a
+        backend that connects while being configured (Redis Cluster) may
+        fail to reach its servers, which goes to ``connect_error``.
         """
-        if (not self._built and self.settings is not None and
+        if (not self._opened and self.settings is not None and
                 self.settings.native):
-            self._built = True
+            self._opened = True
             try:
-                self._backend = self.settings.backend_cls(
-                    self.settings.backend_args)
+                self._store = common.open_store(self.conf,
+                                                **common.UNPROTECTED)
             except exception.ConfigurationError as exc:
                 self.errors.append(str(exc))
             except exception.BackendError as exc:
                 self.connect_error = str(exc)
-        return self._backend
+        return self._store
 
     def close(self) -> None:
-        """Release the backend's connections, if one was built."""
-        if self._backend is not None:
-            self._backend.close()
+        """Release the store's connections, if one was configured."""
+        if self._store is not None:
+            self._store.close()
 
 
 #: How :meth:`Checkup.setting` parses a setting alone, and its ``[kvs]``
 #: default.
 _ALONE: dict[str, tuple[ty.Callable[[ty.Any], ty.Any], str]] = {
     'value_protection': (protection.normalize_mode, 'value_protection'),
-    'serializer': (types.String(choices=serialization.SERIALIZERS),
-                   'serializer'),
     'lock_timeout': (base.seconds(), 'default_lock_timeout'),
 }
 
@@ -182,12 +180,13 @@ def symptom_invalid_configuration(check: Checkup) -> bool:
     """The store cannot be configured as written.
 
     Services using these settings fail when they start. Fix the setting
-    named above: ``backend`` must name a known backend, and every
+    named above: ``backend`` must name a known backend, every
     ``backend_argument`` must be ``name:value`` with a name the backend
-    accepts (see the backend's page in the user guide).
+    accepts (see the backend's page in the user guide), and pickle on a
+    server needs value protection.
     """
     if not check.errors:
-        check.backend()
+        check.store()
     for error in check.errors:
         check.note(error)
     return bool(check.errors)
@@ -225,20 +224,7 @@ def symptom_unprotected_values_on_network_backend(check: Checkup) -> bool:
     ``python3 -c "import secrets; print(secrets.token_urlsafe(32))"``.
     """
     return (check.backend_cls is not None and not check.local and
-            not check.protected)
-
-
-def symptom_pickle_without_protection(check: Checkup) -> bool:
-    """Pickle is the serializer on a network backend, without protection.
-
-    Unpickling bytes from a server runs whatever code they hold, so the
-    store refuses to start. Use ``serializer = msgpack`` (the default), or
-    turn on ``value_protection`` with a protection key, so that only values
-    this deployment wrote are ever unpickled.
-    """
-    return (check.setting('serializer') == 'pickle' and
-            check.backend_cls is not None and not check.local and
-            not check.protected)
+            check.setting('value_protection') in (None, 'none'))
 
 
 def _hosts_in_clear(arguments: ty.Mapping[str, ty.Any]) -> list[str]:
@@ -327,30 +313,19 @@ MIN_KEY_BITS = 96
 
 
 def symptom_protection_keys_weak(check: Checkup) -> bool:
-    """A protection key is short, guessable, a placeholder, or repeated.
+    """A protection key looks guessable.
 
-    Short or low-entropy secrets can be guessed, and a placeholder copied
-    from the documentation is public; a repeated key is a copy-paste
-    mistake that usually means the key meant for rotation is missing.
-    Generate each key with ``secrets.token_urlsafe(32)`` (at least 32
-    bytes), keep the newest first and remove duplicates.
+    Its characters repeat a short pattern or vary little, so it holds far
+    fewer bits than its length suggests and can be guessed. Generate each
+    key with ``secrets.token_urlsafe(32)``. (A key that is too short, a
+    placeholder from the documentation, or a repeat of another is refused
+    outright: see the invalid configuration above.)
     """
-    keys = check.protection_keys()
-    seen: dict[str, int] = {}
-    for position, key in enumerate(keys, 1):
-        if len(key.encode('utf-8')) < protection.MIN_KEY_BYTES:
-            check.note('key #%d is shorter than %d bytes'
-                       % (position, protection.MIN_KEY_BYTES))
-        elif protection.is_placeholder(key.encode('utf-8')):
-            check.note('key #%d is a placeholder from the documentation'
-                       % position)
-        elif estimated_bits(key) < MIN_KEY_BITS:
+    for position, key in enumerate(check.protection_keys(), 1):
+        bits = estimated_bits(key)
+        if bits < MIN_KEY_BITS:
             check.note('key #%d looks guessable: about %d bits of entropy, '
-                       'want at least %d'
-                       % (position, estimated_bits(key), MIN_KEY_BITS))
-        if key in seen:
-            check.note('key #%d repeats key #%d' % (position, seen[key]))
-        seen.setdefault(key, position)
+                       'want at least %d' % (position, bits, MIN_KEY_BITS))
     return bool(check.notes)
 
 
@@ -399,18 +374,15 @@ def symptom_unreachable_servers(check: Checkup) -> bool:
     listens on the configured address, and that no firewall is in the way;
     ``oslo-kvs ping`` measures each server.
     """
-    backend = check.backend()
+    store = check.store()
     if check.connect_error is not None:
         check.note(check.connect_error)
         return True
-    if backend is None:
-        return False
-    for label in backend.servers():
-        server = common.server_address(label, backend.default_port)
-        if server is None:
-            continue
+    for label in store.servers() if store is not None else ():
         try:
-            ping.connect_time(server, check.timeout)
+            ping.connect_times(label, getattr(check.backend_cls,
+                                              'default_port', None),
+                               1, check.timeout)
         except OSError as exc:
             check.note('%s: %s' % (label, type(exc).__name__))
     check.unreachable = bool(check.notes)
@@ -424,21 +396,14 @@ def symptom_requests_fail(check: Checkup) -> bool:
     certificate the client does not trust. The error above names the
     server; fix the backend's credentials or TLS arguments.
     """
-    backend = check.backend()
-    if (backend is None or backend.local or check.connect_error or
-            check.unreachable):
+    store = check.store()
+    if store is None or check.local or check.unreachable:
         # Nothing to ask, or already reported as unreachable.
-        return False
-    try:
-        store = common.open_store(check.conf, **common.UNPROTECTED)
-    except exception.KVSError:
         return False
     try:
         ping.store_round_trips(store, 1)
     except exception.BackendError as exc:
         check.note(str(exc))
-    finally:
-        store.close()
     return bool(check.notes)
 
 
@@ -468,32 +433,33 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO,
     common.require(timeout > 0 and math.isfinite(timeout),
                    '--timeout must be a positive number of seconds')
     conf.register_opts(token_opts, group='token')
-    check = Checkup(conf, token_lifetime=token_lifetime, timeout=timeout)
-    checks = symptoms()
-    found: list[dict[str, ty.Any]] = []
-    result = {'command': 'doctor', 'backend': check.backing_store,
-              'checks': len(checks), 'symptoms': found}
+    with contextlib.closing(Checkup(conf, token_lifetime, timeout)) as check:
+        result = {'command': 'doctor', 'backend': check.backing_store,
+                  'checks': len(symptoms()), 'symptoms': []}
+        return common.report(out, output_format, result,
+                             lambda out: _examine(check, result, out))
 
-    def body(out: ty.TextIO) -> int:
-        try:
-            for symptom in checks:
-                check.notes = []
-                if symptom(check):
-                    found.append(_report(symptom, check.notes, out))
-        except KeyboardInterrupt:
-            out.write('\n%d symptom(s) found before the checks were '
-                      'interrupted.\n' % len(found))
-            raise
-        finally:
-            check.close()
-        if found:
-            out.write('\n%d of %d checks found a symptom in the %s store.\n'
-                      % (len(found), len(checks), check.backing_store))
-            return common.EXIT_SYMPTOM
+
+def _examine(check: Checkup, result: dict[str, ty.Any],
+             out: ty.TextIO) -> int:
+    """Run every check; print and add to ``result`` each symptom found."""
+    found = result['symptoms']
+    try:
+        for symptom in symptoms():
+            check.notes = []
+            if symptom(check):
+                found.append(_report(symptom, check.notes, out))
+    except KeyboardInterrupt:
+        out.write('\n%d symptom(s) found before the checks were '
+                  'interrupted.\n' % len(found))
+        raise
+    if not found:
         out.write('%d checks found no symptom in the %s store.\n'
-                  % (len(checks), check.backing_store))
+                  % (result['checks'], check.backing_store))
         return common.EXIT_OK
-    return common.report(out, output_format, result, body)
+    out.write('\n%d of %d checks found a symptom in the %s store.\n'
+              % (len(found), result['checks'], check.backing_store))
+    return common.EXIT_SYMPTOM
 
 
 def _report(symptom: ty.Callable[..., ty.Any], notes: list[str],

@@ -17,8 +17,8 @@ A quick end-to-end check of an installation: each operation runs
 median time printed; the keys are deleted afterwards.
 """
 
+import contextlib
 import statistics
-import time
 import typing as ty
 
 from oslo_config import cfg
@@ -28,23 +28,13 @@ from oslo_kvs.cmd import common
 from oslo_kvs import exception
 
 
-def _timed(operation: ty.Callable[[], ty.Any], rounds: int) -> float:
-    """Median seconds of ``rounds`` calls."""
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        operation()
-        samples.append(time.perf_counter() - started)
-    return statistics.median(samples)
-
-
 class _WrongAnswer(Exception):
     """An operation returned something other than what was stored."""
 
 
 def _steps(store: oslo_kvs.KeyValueStore, keys: list[str],
            value: ty.Any) -> list[tuple[str, ty.Callable[[], ty.Any]]]:
-    """The operations :func:`exercise` times, by label."""
+    """The operations :func:`run` times, by label."""
 
     def lock_cycle():
         with store.get_lock('locked') as lock:
@@ -59,66 +49,65 @@ def _steps(store: oslo_kvs.KeyValueStore, keys: list[str],
         ('set', lambda: store.set('one', value)),
         ('get', lambda: store.get('one')),
         ('set_multi (100 keys)',
-         lambda: store.set_multi({key: value for key in keys})),
+         lambda: store.set_multi(dict.fromkeys(keys, value))),
         ('get_multi (100 keys)', lambda: store.get_multi(keys)),
         ('add + delete', add_delete),
         ('lock + set', lock_cycle),
     ]
 
 
-def exercise(store: oslo_kvs.KeyValueStore, rounds: int,
-             out: ty.TextIO, output_format: str = 'table') -> int:
+def _exercise(store: oslo_kvs.KeyValueStore, rounds: int, out: ty.TextIO,
+              timed: dict[str, ty.Any]) -> None:
+    """Time each operation into ``timed``, then check what is stored.
+
+    :raises _WrongAnswer: when an operation returned a wrong answer.
+    """
+    value = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
+    keys = ['key-%03d' % i for i in range(100)]
+    store.set_multi(dict.fromkeys(keys, value))
+    out.write('store %r on %s, %d rounds each\n'
+              % (store.name, ', '.join(store.servers()) or 'this process',
+                 rounds))
+    for label, operation in _steps(store, keys, value):
+        median = statistics.median(common.timed(operation, rounds))
+        timed[label] = {'median_us': median * 1e6}
+        out.write('  %-22s ok  median %9.1f us\n' % (label, median * 1e6))
+    if store.get_multi(keys) != [value] * len(keys):
+        raise _WrongAnswer('get_multi returned different values')
+    store.delete_multi(keys + ['one', 'locked'])
+    try:
+        store.get('one')
+    except exception.NotFound:
+        timed['delete_multi'] = {}
+        out.write('  %-22s ok\n' % 'delete_multi')
+    else:
+        raise _WrongAnswer('delete_multi left a key behind')
+
+
+def run(conf: cfg.ConfigOpts, out: ty.TextIO, rounds: int = 200,
+        output_format: str = 'table') -> int:
     """Run each API operation, check its result, report its median time.
+
+    On a store configured from the command's group.
 
     :returns: 0 when every operation gave the right answer, 1 when one did
         not or a server failed, 130 when interrupted (the operations timed
         so far are reported).
     """
     common.require(rounds >= 1, '--rounds must be at least 1')
-    value = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'expires': None}
-    keys = ['key-%03d' % i for i in range(100)]
     timed: dict[str, ty.Any] = {}
-    result = {'command': 'exercise', 'store': store.name, 'rounds': rounds,
-              'operations': timed, 'error': None}
+    with contextlib.closing(common.open_store(conf)) as store:
+        result = {'command': 'exercise', 'store': store.name,
+                  'rounds': rounds, 'operations': timed, 'error': None}
 
-    def body(out: ty.TextIO) -> int:
-        try:
-            store.set_multi({key: value for key in keys})
-            out.write('store %r on %s, %d rounds each\n'
-                      % (store.name,
-                         ', '.join(store.servers()) or 'this process',
-                         rounds))
-            for label, operation in _steps(store, keys, value):
-                median = _timed(operation, rounds)
-                timed[label] = {'median_us': median * 1e6}
-                out.write('  %-22s ok  median %9.1f us\n'
-                          % (label, median * 1e6))
-            if store.get_multi(keys) != [value] * len(keys):
-                raise _WrongAnswer('get_multi returned different values')
-            store.delete_multi(keys + ['one', 'locked'])
+        def body(out: ty.TextIO) -> int:
             try:
-                store.get('one')
-            except exception.NotFound:
-                timed['delete_multi'] = {}
-                out.write('  %-22s ok\n' % 'delete_multi')
-            else:
-                raise _WrongAnswer('delete_multi left a key behind')
-        except (_WrongAnswer, exception.BackendError, exception.LockTimeout,
-                exception.NotFound) as exc:
-            # The store is misbehaving: a symptom, reported like one.
-            result['error'] = str(exc)
-            out.write('FAILED: %s\n' % exc)
-            return common.EXIT_SYMPTOM
-        return common.EXIT_OK
-    return common.report(out, output_format, result, body)
-
-
-def run(conf: cfg.ConfigOpts, out: ty.TextIO, rounds: int = 200,
-        output_format: str = 'table') -> int:
-    """:func:`exercise` on a store configured from the command's group."""
-    common.require(rounds >= 1, '--rounds must be at least 1')
-    store = common.open_store(conf)
-    try:
-        return exercise(store, rounds, out, output_format)
-    finally:
-        store.close()
+                _exercise(store, rounds, out, timed)
+            except (_WrongAnswer, exception.BackendError,
+                    exception.LockTimeout, exception.NotFound) as exc:
+                # The store is misbehaving: a symptom, reported like one.
+                result['error'] = str(exc)
+                out.write('FAILED: %s\n' % exc)
+                return common.EXIT_SYMPTOM
+            return common.EXIT_OK
+        return common.report(out, output_format, result, body)

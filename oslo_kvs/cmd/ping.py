@@ -18,35 +18,42 @@ through the store itself (a ``get`` of a missing key), which also proves
 that authentication and TLS work.
 """
 
+import contextlib
 import math
 import socket
 import statistics
-import time
 import typing as ty
 import uuid
 
 from oslo_config import cfg
 
-from oslo_kvs.backends import address
 from oslo_kvs.cmd import common
 from oslo_kvs import core
 from oslo_kvs import exception
 
 
-def connect_time(server: address.Address, timeout: float) -> float:
-    """Seconds to open (and then close) a connection to ``server``.
+def connect_times(label: str, default_port: int | None, count: int,
+                  timeout: float) -> list[float] | None:
+    """Seconds of ``count`` connections to the server labelled ``label``.
 
-    :raises OSError: when it cannot be reached within ``timeout``.
+    Each connection is opened, then closed at once.
+
+    :returns: ``None`` when there is no address to connect to
+        (:func:`common.server_address`).
+    :raises OSError: when the server cannot be reached within ``timeout``.
     """
-    started = time.perf_counter()
-    if server.path is not None:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(timeout)
-            sock.connect(server.path)
-    else:
-        with socket.create_connection(server.tcp, timeout=timeout):
-            pass
-    return time.perf_counter() - started
+    server = common.server_address(label, default_port)
+    if server is None:
+        return None
+
+    def connect() -> None:
+        if server.path is not None:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(timeout)
+                sock.connect(server.path)
+        else:
+            socket.create_connection(server.tcp, timeout=timeout).close()
+    return common.timed(connect, count)
 
 
 def store_round_trips(store: core.KeyValueStore, count: int) -> list[float]:
@@ -55,23 +62,21 @@ def store_round_trips(store: core.KeyValueStore, count: int) -> list[float]:
     :raises exception.BackendError: when a request fails.
     """
     missing = 'oslo-kvs-ping-%s' % uuid.uuid4()
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
+
+    def get() -> None:
         try:
             store.get(missing)
         except exception.NotFound:
             pass
-        times.append(time.perf_counter() - started)
-    return times
+    return common.timed(get, count)
 
 
-def _times(times: list[float], count: int) -> tuple[dict[str, float], str]:
+def _times(times: list[float]) -> tuple[dict[str, float], str]:
     """Median and best of ``times``, for JSON and for the table."""
-    median, best = statistics.median(times), min(times)
-    return ({'median_ms': median * 1e3, 'best_ms': best * 1e3},
+    median, best = statistics.median(times) * 1e3, min(times) * 1e3
+    return ({'median_ms': median, 'best_ms': best},
             'median %.2f ms, best %.2f ms (%d tries)'
-            % (median * 1e3, best * 1e3, count))
+            % (median, best, len(times)))
 
 
 def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
@@ -94,27 +99,27 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
 
 def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
           result: dict[str, ty.Any]) -> int:
-    backing_store = result['backend']
+    name = result['backend']
     try:
         store = common.open_store(conf, **common.UNPROTECTED)
     except exception.BackendError as exc:
         # Backends that connect while configuring (Redis Cluster).
-        out.write('%s: UNREACHABLE while configuring: %s\n'
-                  % (backing_store, exc))
+        out.write('%s: UNREACHABLE while configuring: %s\n' % (name, exc))
         result['error'] = str(exc)
         return common.EXIT_SYMPTOM
-    try:
-        settings = common.store_settings(conf, **common.UNPROTECTED)
+    with contextlib.closing(store):
+        backend_cls = common.store_settings(
+            conf, **common.UNPROTECTED).backend_cls
         labels = store.servers()
-        if getattr(settings.backend_cls, 'local', False):
+        if getattr(backend_cls, 'local', False):
             out.write('%s keeps values in this process: there is no server '
-                      'to reach.\n' % backing_store)
+                      'to reach.\n' % name)
         elif not labels:
             out.write('%s does not name its servers; only the store round '
-                      'trip is measured.\n' % backing_store)
+                      'trip is measured.\n' % name)
         else:
-            out.write('%s: %d server(s)\n' % (backing_store, len(labels)))
-        port = getattr(settings.backend_cls, 'default_port', None)
+            out.write('%s: %d server(s)\n' % (name, len(labels)))
+        port = getattr(backend_cls, 'default_port', None)
         failures = sum(not _probe(label, port, count, timeout, out,
                                   result['servers']) for label in labels)
         if labels and failures == len(labels):
@@ -123,7 +128,7 @@ def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
             out.write('store round trip skipped: no server is reachable\n')
             return common.EXIT_SYMPTOM
         try:
-            times, text = _times(store_round_trips(store, count), count)
+            times, text = _times(store_round_trips(store, count))
         except exception.BackendError as exc:
             failures += 1
             result['round_trip'] = {'ok': False, 'error': str(exc)}
@@ -131,8 +136,6 @@ def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
         else:
             result['round_trip'] = dict(times, ok=True)
             out.write('store round trip (get of a missing key): %s\n' % text)
-    finally:
-        store.close()
     return common.EXIT_SYMPTOM if failures else common.EXIT_OK
 
 
@@ -142,23 +145,22 @@ def _probe(label: str, default_port: int | None, count: int, timeout: float,
 
     :returns: False when it could not be reached.
     """
-    server = common.server_address(label, default_port)
-    if server is None:
-        servers.append({'server': label, 'probed': False})
+    entry: dict[str, ty.Any] = {'server': label, 'probed': True}
+    servers.append(entry)
+    try:
+        times = connect_times(label, default_port, count, timeout)
+    except OSError as exc:
+        entry.update(reachable=False,
+                     error='%s: %s' % (type(exc).__name__, exc))
+        out.write('  %s  UNREACHABLE  %s\n' % (label, entry['error']))
+        return False
+    if times is None:
+        entry['probed'] = False
         out.write('  %s  not probed: no host and port to connect to\n'
                   % label)
         return True
-    try:
-        times, text = _times([connect_time(server, timeout)
-                              for _ in range(count)], count)
-    except OSError as exc:
-        error = '%s: %s' % (type(exc).__name__, exc)
-        servers.append({'server': label, 'probed': True,
-                        'reachable': False, 'error': error})
-        out.write('  %s  UNREACHABLE  %s\n' % (label, error))
-        return False
-    servers.append({'server': label, 'probed': True, 'reachable': True,
-                    'connect_median_ms': times['median_ms'],
-                    'connect_best_ms': times['best_ms']})
+    summary, text = _times(times)
+    entry.update(reachable=True, connect_median_ms=summary['median_ms'],
+                 connect_best_ms=summary['best_ms'])
     out.write('  %s  reachable  connect %s\n' % (label, text))
     return True
