@@ -403,7 +403,7 @@ def group_secrets(conf: cfg.ConfigOpts, group: str) -> list[str]:
         if not sep:
             found.append(entry.strip())  # not name:value: anything at all
         elif name == 'protection_keys':
-            found += [key.strip() for key in value.split(',') if key.strip()]
+            found += _str_list(group, name, value)
         else:
             found += address.secrets_in(
                 value, secret_names is None or name in secret_names)

@@ -56,9 +56,11 @@ MAX_COUNT = 2 ** 31 - 1
 class Option:
     """A backend argument: its type, default and historical aliases.
 
-    ``type`` is an oslo.config type or a :class:`Number`, so strings from
-    config files are coerced the way oslo.config coerces them (``"False"``
-    is false). ``secret`` arguments are never echoed in error messages.
+    ``type`` is an oslo.config type or, for a number, a :class:`Number`
+    (:func:`seconds`, :func:`count`), so strings from config files are
+    coerced the way oslo.config coerces them (``"False"`` is false) and
+    booleans are not numbers. ``secret`` arguments are never echoed in
+    error messages.
     """
 
     name: str
@@ -121,21 +123,14 @@ def coerce(owner: str, name: str, otype: ty.Callable[[ty.Any], ty.Any],
     :raises exception.ConfigurationError: naming ``owner`` and ``name`` and,
         unless ``secret``, the rejected value.
     """
-    if isinstance(value, bool) and isinstance(otype, (types.Integer,
-                                                      types.Float)):
-        # bool is an int subclass; True as a timeout is a mistake.
-        error: Exception | None = TypeError('a boolean is not a number')
-    else:
-        try:
-            return otype(value)
-        except (ValueError, TypeError, AttributeError,
-                OverflowError) as exc:
-            error = exc
-    shown = '<secret>' if secret else repr(value)
-    detail = 'not valid' if secret else str(error)
-    raise exception.ConfigurationError(
-        'Invalid value %s for argument %r of %s: %s'
-        % (shown, name, owner, detail), name) from None
+    try:
+        return otype(value)
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        shown = '<secret>' if secret else repr(value)
+        detail = 'not valid' if secret else str(exc)
+        raise exception.ConfigurationError(
+            'Invalid value %s for argument %r of %s: %s'
+            % (shown, name, owner, detail), name) from None
 
 
 def check_readable(owner: str, args: ty.Mapping[str, ty.Any],
