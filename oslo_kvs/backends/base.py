@@ -313,20 +313,13 @@ def translate_errors(method: ty.Callable[..., ty.Any]
     # CPython calls inline; *args and **kwargs would cost a tuple, a dict
     # and a slower call on every operation.
     call: ty.Callable[..., ty.Any]
-    if name == 'get_serialized':
-        def get_one(self, key):
+    if name in ('get_serialized', 'get_serialized_multi'):
+        def get(self, key_or_keys):
             try:
-                return method(self, key)
+                return method(self, key_or_keys)
             except BaseException as exc:
                 _raise_translated(self, exc, operation)
-        call = get_one
-    elif name == 'get_serialized_multi':
-        def get_many(self, keys):
-            try:
-                return method(self, keys)
-            except BaseException as exc:
-                _raise_translated(self, exc, operation)
-        call = get_many
+        call = get
     elif name == 'set_serialized':
         def set_one(self, key, value, ttl=None):
             try:
