@@ -608,15 +608,12 @@ class KeyValueStore:
         return KeyValueStoreLock(self, key, state.lock_key(key),
                                  state.backend, state.settings)
 
-    def _check_lock(self, key: str,
-                    lock: 'KeyValueStoreLock | None') -> bool:
+    def _check_lock(self, key: str, lock: KeyValueStoreLock) -> bool:
         """Check a write's lock; return whether the server must fence it.
 
         Last step before the write, so the window is measured as late as
         possible.
         """
-        if lock is None:
-            return False
         if not isinstance(lock, KeyValueStoreLock) or lock.store is not self:
             raise exception.LockError(
                 'lock must be a KeyValueStoreLock from store %r' % self.name)
