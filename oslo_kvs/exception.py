@@ -28,10 +28,9 @@ _short.maxstring = 80
 _short.maxother = 80
 _short.maxlist = 10
 
-
-def _describe(target: ty.Any) -> str:
-    """A bounded, printable rendering of a key or list of keys."""
-    return _short.repr(target)
+#: A bounded, printable rendering of a key or list of keys; the bound
+#: method itself, as a miss (NotFound) calls it.
+_describe: ty.Callable[[ty.Any], str] = _short.repr
 
 
 class KVSError(Exception):

@@ -28,19 +28,28 @@ rules make a write made with it safe to bet a token on:
   the server; a release hands the turn to the next thread at once. Other
   processes are met with short jittered retries, bounded by the caller's
   ``timeout``.
+
+:class:`RegionMutex` is the lock a plain dogpile.cache region takes on an
+oslo_kvs backend; it waits the same way.
 """
 
 import collections
 import logging
 import math
+import random
 import secrets
 import threading
 import time
 import typing as ty
 
+from dogpile.cache import api
+
 from oslo_kvs import _process
-from oslo_kvs.backends import base
 from oslo_kvs import exception
+
+if ty.TYPE_CHECKING:
+    from oslo_kvs.backends import base
+    from oslo_kvs import settings as kvs_settings
 
 LOG = logging.getLogger(__name__)
 
@@ -158,6 +167,82 @@ class _Turns:
 _turns = _process.PerProcess(_Turns)
 
 
+#: Longest pause between two tries to take a lock held elsewhere.
+MAX_BACKOFF = 0.05
+
+
+def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
+              blocking: bool = True,
+              deadline: float | None = None) -> float | None:
+    """Take ``backend``'s lock ``key`` for ``token``, retrying while held.
+
+    Tries again after pauses that double from 1 ms up to
+    :data:`MAX_BACKOFF`, each shortened by a random part, so that
+    processes waiting for one lock do not all ask at the same moment.
+
+    :param blocking: ``False`` tries once.
+    :param deadline: a :func:`time.monotonic` time after which no try
+        starts (None: no limit).
+    :returns: the monotonic time the winning try started (a lease
+        counted from then ends no later than the server's), or None when
+        the lock was not taken.
+    """
+    delay = 0.001
+    while True:
+        started = time.monotonic()
+        if backend.acquire_lock(key, token, ttl):
+            return started
+        if not blocking or (deadline is not None and started >= deadline):
+            return None
+        pause = delay * random.uniform(0.5, 1.0)
+        if deadline is not None:
+            pause = min(pause, max(deadline - time.monotonic(), 0))
+        time.sleep(pause)
+        delay = min(delay * 2, MAX_BACKOFF)
+
+
+class RegionMutex(api.CacheMutex):
+    """A dogpile region's mutex on an oslo_kvs backend's token lock.
+
+    It takes :meth:`oslo_kvs.backends.base.Backend.acquire_lock`, so it is
+    as far-reaching as that lock (across hosts on a server). Lock
+    keys get their own ``_lock:`` namespace, apart from the region's data
+    keys; a holder that dies frees the lock after :attr:`ttl` seconds.
+    """
+
+    ttl = 30.0
+
+    def __init__(self, backend: 'base.Backend', key: str) -> None:
+        self._backend = backend
+        self._key = '_lock:' + key
+        self._token: str | None = None
+
+    def acquire(self, wait: bool = True) -> bool:
+        """Take the lock; ``wait=False`` tries once. Return whether held."""
+        token = secrets.token_hex(16)
+        if take_lock(self._backend, self._key, token, self.ttl,
+                     blocking=wait) is None:
+            return False
+        self._token = token
+        return True
+
+    def release(self) -> None:
+        """Free the lock if this mutex holds it."""
+        token, self._token = self._token, None
+        if token is not None:
+            self._backend.release_lock(self._key, token)
+
+    def locked(self) -> bool:
+        """Whether anyone holds the lock (asks the backend)."""
+        if self._token is not None:
+            return True
+        probe = secrets.token_hex(16)
+        if self._backend.acquire_lock(self._key, probe, self.ttl):
+            self._backend.release_lock(self._key, probe)
+            return False
+        return True
+
+
 class KeyValueStoreLock:
     """A lock on one key of a store.
 
@@ -170,17 +255,18 @@ class KeyValueStoreLock:
     """
 
     def __init__(self, store: ty.Any, key: str, lock_key: str,
-                 state: ty.Any) -> None:
+                 backend: 'base.Backend',
+                 settings: 'kvs_settings.Settings') -> None:
         self.store = store
         self.key = key
         self._lock_key = lock_key
-        self._backend = state.backend
-        self._turn_key = (id(state.backend), lock_key)
-        self.enabled = state.locking
-        self.lock_timeout = state.lock_timeout
-        self.lock_window = state.lock_window
+        self._backend = backend
+        self._turn_key = (id(backend), lock_key)
+        self.enabled = settings.locking
+        self.lock_timeout = settings.lock_timeout
+        self.lock_window = settings.lock_window
         self.active = False
-        self._token: str | None = None
+        self._token = ''     # the lease's, while held
         self._acquired_at = 0.0
         self._turns: _Turns | None = None
 
@@ -215,8 +301,8 @@ class KeyValueStoreLock:
         self._turns = turns
         token = secrets.token_hex(16)
         try:
-            started = base.take_lock(self._backend, self._lock_key, token,
-                                     self.lock_timeout, blocking, deadline)
+            started = take_lock(self._backend, self._lock_key, token,
+                                self.lock_timeout, blocking, deadline)
         except BaseException:
             turns.give_up(self._turn_key, self)
             raise
@@ -242,7 +328,7 @@ class KeyValueStoreLock:
         expired = self.expired
         self.active = False
         if self.enabled:
-            token, self._token = self._token, None
+            token, self._token = self._token, ''
             try:
                 self._backend.release_lock(self._lock_key, token)
             finally:

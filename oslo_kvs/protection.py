@@ -172,7 +172,7 @@ def normalize_mode(mode: ty.Any) -> str:
     if normalized not in MODES:
         raise exception.ConfigurationError(
             'value_protection must be one of %s (any case), not %r'
-            % (', '.join(MODES), mode))
+            % (', '.join(MODES), mode), 'value_protection')
     return normalized
 
 
@@ -202,39 +202,22 @@ def check_secrets(secrets: ty.Iterable[ty.Any]) -> list[bytes]:
             secret = secret.encode('utf-8')
         if not isinstance(secret, bytes):
             raise exception.ConfigurationError(
-                'protection key #%d must be a string' % position)
+                'protection key #%d must be a string' % position,
+                'protection_keys')
         if len(secret) < MIN_KEY_BYTES:
             raise exception.ConfigurationError(
                 'protection key #%d is too short: use at least %d bytes, '
                 'for example from secrets.token_urlsafe(32)'
-                % (position, MIN_KEY_BYTES))
+                % (position, MIN_KEY_BYTES), 'protection_keys')
         if is_placeholder(secret):
             raise exception.ConfigurationError(
                 'protection key #%d is the placeholder of a documentation '
                 'example, not a secret: generate a key with python3 -c '
                 '"import secrets; print(secrets.token_urlsafe(32))"'
-                % position)
+                % position, 'protection_keys')
         if secret in checked:
             raise exception.ConfigurationError(
                 'protection key #%d repeats key #%d'
-                % (position, checked.index(secret) + 1))
+                % (position, checked.index(secret) + 1), 'protection_keys')
         checked.append(secret)
     return checked
-
-
-def make_protector(mode: ty.Any, secrets: ty.Iterable[ty.Any],
-                   namespace: str) -> Protector | None:
-    """Validate protection settings and build the store's protector.
-
-    :returns: ``None`` when ``mode`` is ``none``.
-    :raises exception.ConfigurationError: for a bad mode, a bad secret, or
-        ``mac``/``encrypt`` without any secret.
-    """
-    mode = normalize_mode(mode)
-    keys = check_secrets(secrets)
-    if mode == 'none':
-        return None
-    if not keys:
-        raise exception.ConfigurationError(
-            'value_protection=%s needs at least one protection key' % mode)
-    return Protector(mode, keys, namespace)

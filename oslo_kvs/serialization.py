@@ -40,9 +40,6 @@ _EXT_FROZENSET = 3
 _EXT_DATETIME = 4
 _EXT_BIGINT = 5
 
-SUPPORTED_TYPES = (type(None), bool, int, float, str, bytes, list, tuple,
-                   dict, set, frozenset, datetime.datetime)
-
 
 def _encode_ext(obj: ty.Any) -> msgpack.ExtType:
     kind = type(obj)

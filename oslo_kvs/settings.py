@@ -92,24 +92,6 @@ class Settings:
         """Whether the backend is an oslo_kvs backend (not a foreign one)."""
         return issubclass(self.backend_cls, base.Backend)
 
-    def secrets(self) -> list[str]:
-        """Every secret held here: for redacting what is shown."""
-        found = [key.decode('utf-8', 'replace')
-                 for key in self.protection_keys]
-        secret_names = (ty.cast(type[base.Backend], self.backend_cls)
-                        .argument_names(secret=True) if self.native
-                        else set())
-        for name, value in self.backend_args.items():
-            found += _secrets_in(value, name in secret_names)
-        return found
-
-
-def _secrets_in(value: ty.Any, secret: bool) -> list[str]:
-    if isinstance(value, (list, tuple)):
-        return [found for item in value
-                for found in _secrets_in(item, False)]
-    return address.secrets_in(str(value), secret) if value else []
-
 
 def _error(owner: str, argument: str,
            message: str) -> exception.ConfigurationError:
@@ -197,10 +179,10 @@ def _protection(owner: str, args: dict[str, ty.Any],
     except exception.ConfigurationError as exc:
         raise _error(owner, 'value_protection', str(exc)) from None
     given = args.pop('protection_keys', None)
+    secrets = _str_list(owner, 'protection_keys',
+                        kvs.protection_keys if given is None else given)
     try:
-        keys = protection.check_secrets(_str_list(
-            owner, 'protection_keys',
-            kvs.protection_keys if given is None else given))
+        keys = protection.check_secrets(secrets)
     except exception.ConfigurationError as exc:
         raise _error(owner, 'protection_keys', str(exc)) from None
     if mode != 'none' and not keys:
@@ -421,7 +403,7 @@ def group_secrets(conf: cfg.ConfigOpts, group: str) -> list[str]:
         if not sep:
             found.append(entry.strip())  # not name:value: anything at all
         elif name == 'protection_keys':
-            found += [key.strip() for key in value.split(',') if key.strip()]
+            found += _str_list(group, name, value)
         else:
             found += address.secrets_in(
                 value, secret_names is None or name in secret_names)

@@ -22,16 +22,15 @@ This module holds what every backend shares, written once: argument
 declarations (:class:`Option`, the shared option groups, bounded numbers),
 the translation of server faults into
 :class:`~oslo_kvs.exception.BackendError` (the :func:`translate_errors`
-decorator on each method that talks to a server) and the wait for a lock
-held elsewhere (:func:`take_lock`).
+decorator on each method that talks to a server) and the in-process lock
+table of backends without a server lock (:class:`LocalLocks`). Waiting for
+a lock is :mod:`oslo_kvs.locking`'s.
 """
 
 import dataclasses
 import functools
 import math
 import os
-import random
-import secrets
 import time
 import typing as ty
 
@@ -41,6 +40,7 @@ from oslo_config import types
 from oslo_kvs import _process
 from oslo_kvs.backends import address
 from oslo_kvs import exception
+from oslo_kvs import locking
 from oslo_kvs import serialization
 
 NO_VALUE = api.NO_VALUE
@@ -56,9 +56,11 @@ MAX_COUNT = 2 ** 31 - 1
 class Option:
     """A backend argument: its type, default and historical aliases.
 
-    ``type`` is an oslo.config type or a :class:`Number`, so strings from
-    config files are coerced the way oslo.config coerces them (``"False"``
-    is false). ``secret`` arguments are never echoed in error messages.
+    ``type`` is an oslo.config type or, for a number, a :class:`Number`
+    (:func:`seconds`, :func:`count`), so strings from config files are
+    coerced the way oslo.config coerces them (``"False"`` is false) and
+    booleans are not numbers. ``secret`` arguments are never echoed in
+    error messages.
     """
 
     name: str
@@ -121,21 +123,14 @@ def coerce(owner: str, name: str, otype: ty.Callable[[ty.Any], ty.Any],
     :raises exception.ConfigurationError: naming ``owner`` and ``name`` and,
         unless ``secret``, the rejected value.
     """
-    if isinstance(value, bool) and isinstance(otype, (types.Integer,
-                                                      types.Float)):
-        # bool is an int subclass; True as a timeout is a mistake.
-        error: Exception | None = TypeError('a boolean is not a number')
-    else:
-        try:
-            return otype(value)
-        except (ValueError, TypeError, AttributeError,
-                OverflowError) as exc:
-            error = exc
-    shown = '<secret>' if secret else repr(value)
-    detail = 'not valid' if secret else str(error)
-    raise exception.ConfigurationError(
-        'Invalid value %s for argument %r of %s: %s'
-        % (shown, name, owner, detail), name) from None
+    try:
+        return otype(value)
+    except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+        shown = '<secret>' if secret else repr(value)
+        detail = 'not valid' if secret else str(exc)
+        raise exception.ConfigurationError(
+            'Invalid value %s for argument %r of %s: %s'
+            % (shown, name, owner, detail), name) from None
 
 
 def check_readable(owner: str, args: ty.Mapping[str, ty.Any],
@@ -318,20 +313,13 @@ def translate_errors(method: ty.Callable[..., ty.Any]
     # CPython calls inline; *args and **kwargs would cost a tuple, a dict
     # and a slower call on every operation.
     call: ty.Callable[..., ty.Any]
-    if name == 'get_serialized':
-        def get_one(self, key):
+    if name in ('get_serialized', 'get_serialized_multi'):
+        def get(self, key_or_keys):
             try:
-                return method(self, key)
+                return method(self, key_or_keys)
             except BaseException as exc:
                 _raise_translated(self, exc, operation)
-        call = get_one
-    elif name == 'get_serialized_multi':
-        def get_many(self, keys):
-            try:
-                return method(self, keys)
-            except BaseException as exc:
-                _raise_translated(self, exc, operation)
-        call = get_many
+        call = get
     elif name == 'set_serialized':
         def set_one(self, key, value, ttl=None):
             try:
@@ -373,78 +361,6 @@ def _only_bytes(value: ty.Any) -> bytes:
                         'backend\'s own is the default)'
                         % type(value).__name__)
     return value
-
-
-#: Longest pause between two tries to take a lock held elsewhere.
-MAX_BACKOFF = 0.05
-
-
-def take_lock(backend: 'Backend', key: str, token: str, ttl: float,
-              blocking: bool = True,
-              deadline: float | None = None) -> float | None:
-    """Take ``backend``'s lock ``key`` for ``token``, retrying while held.
-
-    Tries again after pauses that double from 1 ms up to
-    :data:`MAX_BACKOFF`, each shortened by a random part, so that
-    processes waiting for one lock do not all ask at the same moment.
-
-    :param blocking: ``False`` tries once.
-    :param deadline: a :func:`time.monotonic` time after which no try
-        starts (None: no limit).
-    :returns: the monotonic time the winning try started (a lease
-        counted from then ends no later than the server's), or None when
-        the lock was not taken.
-    """
-    delay = 0.001
-    while True:
-        started = time.monotonic()
-        if backend.acquire_lock(key, token, ttl):
-            return started
-        if not blocking or (deadline is not None and started >= deadline):
-            return None
-        pause = delay * random.uniform(0.5, 1.0)
-        if deadline is not None:
-            pause = min(pause, max(deadline - time.monotonic(), 0))
-        time.sleep(pause)
-        delay = min(delay * 2, MAX_BACKOFF)
-
-
-class _RegionMutex(api.CacheMutex):
-    """A region's dogpile lock on :meth:`Backend.acquire_lock`.
-
-    As far-reaching as the backend's lock (across hosts on a server). Lock
-    keys get their own ``_lock:`` namespace, apart from the region's data
-    keys; a holder that dies frees the lock after :attr:`ttl` seconds.
-    """
-
-    ttl = 30.0
-
-    def __init__(self, backend: 'Backend', key: str) -> None:
-        self._backend = backend
-        self._key = '_lock:' + key
-        self._token: str | None = None
-
-    def acquire(self, wait: bool = True) -> bool:
-        token = secrets.token_hex(16)
-        if take_lock(self._backend, self._key, token, self.ttl,
-                     blocking=wait) is None:
-            return False
-        self._token = token
-        return True
-
-    def release(self) -> None:
-        token, self._token = self._token, None
-        if token is not None:
-            self._backend.release_lock(self._key, token)
-
-    def locked(self) -> bool:
-        if self._token is not None:
-            return True
-        probe = secrets.token_hex(16)
-        if self._backend.acquire_lock(self._key, probe, self.ttl):
-            self._backend.release_lock(self._key, probe)
-            return False
-        return True
 
 
 class Backend(api.CacheBackend):
@@ -498,7 +414,7 @@ class Backend(api.CacheBackend):
 
     def get_mutex(self, key: str) -> api.CacheMutex:
         """dogpile's per-key mutex, on this backend's token lock."""
-        return _RegionMutex(self, key)
+        return locking.RegionMutex(self, key)
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         self.args = parse_arguments(self.name, self.options, arguments)

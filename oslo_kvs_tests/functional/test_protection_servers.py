@@ -241,7 +241,8 @@ def test_wrong_key_and_rotation_on_server(raw):
     old_id = raw.get(only_key(raw))[2:6]
     rotated.set('k', 'v2')
     new_id = raw.get(only_key(raw))[2:6]
-    active = protection.make_protector('encrypt', [SECRET], writer.name)
+    active = protection.Protector('encrypt', [SECRET.encode()],
+                                  writer.name)
     assert new_id == active.active_key_id != old_id
     assert rotated.get('k') == 'v2'
 

@@ -212,7 +212,8 @@ def test_rotation_reads_old_values_and_writes_with_new_key():
     assert rotated.get('k') == 'written-with-old'
     rotated.set('k', 'rewritten')
     (new_envelope,) = raw_items(rotated).values()
-    active = protection.make_protector('encrypt', [NEW_SECRET], rotated.name)
+    active = protection.Protector('encrypt', [NEW_SECRET.encode()],
+                                  rotated.name)
     assert new_envelope[2:6] == active.active_key_id
     assert new_envelope[2:6] != old_envelope[2:6]
     assert rotated.get('k') == 'rewritten'
@@ -330,8 +331,8 @@ def test_secrets_never_in_logs_messages_or_repr(caplog):
     put(store, key, envelope[:-1] + bytes([envelope[-1] ^ 1]))
     with pytest.raises(exception.IntegrityError) as info:
         store.get('k')
-    protector = protection.make_protector(
-        'encrypt', [NEW_SECRET, OLD_SECRET], store.name)
+    protector = protection.Protector(
+        'encrypt', [NEW_SECRET.encode(), OLD_SECRET.encode()], store.name)
     texts += [str(info.value), repr(store), repr(protector),
               repr(protector._active)]
     short = 'tiny-' + NEW_SECRET[:8]
