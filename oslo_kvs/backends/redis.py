@@ -57,15 +57,22 @@ if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
 return redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3))
 """
 
-# Letters, digits and a few separators: enough for a namespace, and no
-# braces, which would pin every key to one Cluster slot (a hash tag).
-_KEY_PREFIX = re.compile(r'[A-Za-z0-9._:/-]{0,128}')
+
+def _key_prefix(value: str) -> str:
+    """Letters, digits and a few separators: enough for a namespace.
+
+    No braces, which would pin every key to one Cluster slot (a hash tag).
+    """
+    if not re.fullmatch(r'[A-Za-z0-9._:/-]{0,128}', value):
+        raise ValueError('use at most 128 letters, digits and ._:/- '
+                         'characters')
+    return value
+
 
 _OPTIONS = (
     Option('url', types.String(), secret=True,
            help='redis://[user:password@]host[:port][/db], rediss://... '
-                'for TLS, or unix:///path/to/socket[?db=N]. Excludes '
-                'host, port, sentinels and cluster_nodes.'),
+                '(TLS) or unix:///path/to/socket[?db=N].'),
     Option('host', types.String(),
            help='Server host name or address (default localhost).'),
     Option('port', types.Port(), help='Server port (default 6379).'),
@@ -74,15 +81,10 @@ _OPTIONS = (
     Option('username', types.String(), help='ACL user name.'),
     Option('password', types.String(), secret=True,
            help='Password of the ACL user, or requirepass.'),
-    Option('key_prefix', types.String(), '',
-           help='Namespace put before every stored key, for a Redis shared '
-                'with other applications: letters, digits and ._:/- only.'),
+    Option('key_prefix', _key_prefix, '',
+           help='Namespace put before every stored key.'),
     dataclasses.replace(base.SOCKET_TIMEOUT, default=3.0),
-    dataclasses.replace(
-        base.CONNECT_TIMEOUT,
-        help='Seconds to wait for a connection (default: socket_timeout). '
-             'Also the longest wait for a free pooled connection to a '
-             'single server.'),
+    base.CONNECT_TIMEOUT,
     *base.KEEPALIVE,
     dataclasses.replace(base.POOL_MAXSIZE, default=50),
     *base.TLS,
@@ -97,17 +99,12 @@ _OPTIONS = (
     Option('sentinel_password', types.String(), secret=True,
            help='Password for the sentinels (their requirepass).'),
     Option('cluster_nodes', types.List(),
-           help='Startup nodes of a Redis Cluster as host:port items; '
-                'selects Cluster mode.'),
+           help='Cluster startup nodes as host:port; selects Cluster mode.'),
     # oslo.cache's names, with its meaning (there for pymemcache).
     Option('enable_retry_client', types.Boolean(), True,
-           help='Repeat a call that failed because its connection was '
-                'dropped, on a new connection, when repeating it cannot '
-                'change its result: reads, plain writes and multi-key '
-                'deletes; never add, delete of one key, or locks.'),
+           help='Repeat a call whose connection dropped, if that is safe.'),
     Option('retry_attempts', base.count(min=1, max=10), 2,
-           help='Attempts of such a call, the first included (2: one '
-                'retry).'),
+           help='Attempts of such a call, the first included.'),
     Option('retry_delay', base.Number(float, 0, 10), 0.0,
            help='Seconds to wait before each retry.'),
 )
@@ -215,11 +212,6 @@ class RedisBackend(base.Backend):
         super().__init__(arguments)
         args = self.args
         self._prefix: str = args['key_prefix']
-        if not _KEY_PREFIX.fullmatch(self._prefix):
-            raise exception.ConfigurationError(
-                'Invalid key_prefix %r for %s: use at most 128 letters, '
-                'digits and ._:/- characters' % (self._prefix, self.name),
-                argument='key_prefix')
         modes = [n for n in ('url', 'sentinels', 'cluster_nodes') if args[n]]
         if len(modes) > 1:
             raise self._conflict(modes)
@@ -459,11 +451,14 @@ class StandaloneBackend(RedisBackend):
 
     def _prepare(self, args: dict[str, ty.Any],
                  connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
+        server = {'host': args['host'] or 'localhost',
+                  'port': args['port'] or self.default_port,
+                  'db': args['db'] or 0}
         if args['url']:
-            connection.update(self._parse_url(args['url'], args, connection))
-        else:
-            connection.update(host=args['host'], port=args['port'],
-                              db=args['db'])
+            # A url may leave any of host, port and db out.
+            parsed = self._parse_url(args['url'], args, connection)
+            server = parsed if 'path' in parsed else {**server, **parsed}
+        connection.update(server)
         ssl = connection.pop('ssl', False)
         if 'path' in connection:
             if ssl:
@@ -473,11 +468,6 @@ class StandaloneBackend(RedisBackend):
                           if not name.startswith('socket_keepalive')}
             self.where = 'unix://%s' % connection['path']
         else:
-            # A url may leave any of them out; host/port/db may be unset.
-            for name, default in (('host', 'localhost'),
-                                  ('port', self.default_port), ('db', 0)):
-                if connection.get(name) is None:
-                    connection[name] = default
             if ssl:
                 connection['connection_class'] = redis.SSLConnection
             self.where = '%s://%s/%d' % (
@@ -515,7 +505,6 @@ class StandaloneBackend(RedisBackend):
         for name in ('username', 'password'):
             if name in parsed and connection[name]:
                 raise self._conflict([name, 'a url with a %s' % name])
-        self.add_secrets(parsed.get('password'))
         return parsed
 
 
@@ -531,10 +520,8 @@ class SentinelBackend(RedisBackend):
                 'Argument sentinels of %s needs service_name' % self.name,
                 argument='service_name')
         # The sentinels get the same sockets, timeouts and TLS.
-        sentinel_kwargs = {k: v for k, v in connection.items()
-                           if k.startswith(('socket_', 'ssl')) or
-                           k in ('retry', 'protocol')}
-        sentinel_kwargs.update(username=args['sentinel_username'],
+        sentinel_kwargs = dict(connection,
+                               username=args['sentinel_username'],
                                password=args['sentinel_password'])
         connection.update(db=args['db'] or 0,
                           max_connections=args['pool_maxsize'])
