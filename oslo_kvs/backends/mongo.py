@@ -342,12 +342,9 @@ class MongoBackend(base.Backend):
         refusals = [
             ('password', args['password'] is not None and
              args['username'] is None, 'needs username'),
-            ('use_replica', args['use_replica'] and
-             not args['replicaset_name'],
-             'is true but replicaset_name is not set'),
-            ('use_replica', args['use_replica'] is False and
-             bool(args['replicaset_name']),
-             '(false) contradicts replicaset_name'),
+            ('use_replica', args['use_replica'] not in (
+                None, bool(args['replicaset_name'])),
+             'must be true exactly when replicaset_name is set'),
             ('tls_keyfile', args['tls_keyfile'] is not None and
              args['tls_keyfile'] != args['tls_certfile'],
              '(ssl_keyfile) must name the same file as tls_certfile: '
