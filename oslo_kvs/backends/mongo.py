@@ -169,10 +169,10 @@ OPTIONS = (
     base.Option('server_selection_timeout', base.seconds(),
                 help='Seconds to wait for a usable server before failing.'),
     dataclasses.replace(base.CONNECT_TIMEOUT, type=base.seconds(),
-                        help="Seconds (default: pymongo's); 0: no limit."),
+                        help="Seconds to connect (default: pymongo's)."),
     dataclasses.replace(base.SOCKET_TIMEOUT, type=base.seconds(),
                         default=None,
-                        help="Seconds (default: pymongo's); 0: no limit."),
+                        help="Seconds to wait for a reply; 0: no limit."),
     base.Option('enable_retry_client', types.Boolean(), True,
                 help="pymongo's retryable reads and writes."),
     base.Option('son_manipulator', _son_manipulator,
@@ -229,7 +229,7 @@ class MongoBackend(base.Backend):
     server_errors = (mongo_errors.PyMongoError,)
     too_large_errors = (mongo_errors.DocumentTooLarge,)
     # BSON strings are UTF-8: an unmangled key with a lone surrogate fails
-    # to encode, in the client, before its request is sent.
+    # to encode in the client, so no request carrying it is sent.
     key_errors = (UnicodeEncodeError,)
     distributed_lock = True
 
