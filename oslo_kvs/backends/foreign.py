@@ -45,38 +45,18 @@ import urllib.parse
 from dogpile.cache import api
 from dogpile.cache.backends import memcached as dogpile_memcached
 from pymemcache import exceptions as pymemcache_exceptions
+from pymemcache import serde as pymemcache_serde
 from redis import exceptions as redis_exceptions
 
 from oslo_kvs import _process
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 
-
-class RawBytesSerde:
-    """A pymemcache serde that never decodes: bytes in, bytes out.
-
-    pymemcache calls ``deserialize(key, value, flags)`` with the flags the
-    server returned; ignoring them is the point, since a hostile server
-    chooses them. The store hands only bytes to ``serialize``; dogpile's
-    memcached mutex hands it an int.
-    """
-
-    def serialize(self, key: ty.Any, value: ty.Any) -> tuple[bytes, int]:
-        if isinstance(value, bytes):
-            return value, 0
-        if type(value) is int:
-            # dogpile's memcached mutex (distributed_lock) writes 1 under
-            # its lock key; it only checks that the key exists.
-            return b'%d' % value, 0
-        raise TypeError('oslo_kvs stores only bytes in memcached, not %s'
-                        % type(value).__name__)
-
-    def deserialize(self, key: ty.Any, value: bytes, flags: int) -> bytes:
-        return value
-
-
-#: The serde every foreign pymemcache backend gets.
-RAW_BYTES_SERDE = RawBytesSerde()
+#: The serde every foreign pymemcache backend gets: pymemcache's own
+#: serde with neither function, which stores what it is given (the store
+#: gives bytes; pymemcache encodes the 1 dogpile's mutex writes) and
+#: returns the stored bytes whatever flags the server sends back.
+RAW_BYTES_SERDE = pymemcache_serde.LegacyWrappingSerde(None, None)
 
 
 def arguments(name: str, backend_cls: type,
@@ -97,19 +77,18 @@ def arguments(name: str, backend_cls: type,
             'dogpile backend %s is refused: its memcached client decodes '
             'values by the flags the server returns, unpickling them, so a '
             'hostile server could run code here; use openstack.kvs.Memcached'
-            ' or dogpile.cache.pymemcache' % name)
-    serde = args.get('serde', RAW_BYTES_SERDE)
-    if serde is not RAW_BYTES_SERDE:
+            ' or dogpile.cache.pymemcache' % name, argument='backing_store')
+    if args.get('serde', RAW_BYTES_SERDE) is not RAW_BYTES_SERDE:
         raise exception.ConfigurationError(
-            'Argument \'serde\' of dogpile backend %s cannot be set: oslo_kvs'
-            ' gives it a serde returning raw bytes whatever the server\'s '
-            'flags, so no server can make it unpickle' % name)
+            "Argument 'serde' of dogpile backend %s cannot be set: oslo_kvs "
+            "gives it one that never unpickles, whatever the server's flags"
+            % name, argument='serde')
     if args.get('hashclient_retry_attempts', 0) not in (0, '0'):
         raise exception.ConfigurationError(
             'Argument \'hashclient_retry_attempts\' of dogpile backend %s '
             'must be 0: while pymemcache retries a failed server it drops '
             'writes and deletes silently, which leaves stale values'
-            % name)
+            % name, argument='hashclient_retry_attempts')
     return dict(args, serde=RAW_BYTES_SERDE, hashclient_retry_attempts=0)
 
 
@@ -125,12 +104,9 @@ def server_labels(args: ty.Mapping[str, ty.Any]) -> list[str]:
         urls = ['%s:%s' % tuple(pair) for pair in args['sentinels']]
     elif urls is None and 'host' in args:
         urls = '%s:%s' % (args['host'], args.get('port', 6379))
-    if urls is None:
-        return []
     labels = []
-    for url in [urls] if isinstance(urls, str) else list(urls):
-        url = str(url)
-        # "host:port" has no scheme; give it one so both forms parse alike.
+    for url in map(str, [urls] if isinstance(urls, str) else urls or ()):
+        # "host:port" has no scheme; given one, both forms parse alike.
         split = urllib.parse.urlsplit(url if '//' in url else '//' + url)
         labels.append(split.netloc.rpartition('@')[2] or split.path)
     return labels
@@ -147,13 +123,11 @@ class DogpileAdapter(base.Backend):
     process-local.
     """
 
-    #: Client-library exceptions meaning "the server failed".
-    server_errors: ty.ClassVar[tuple[type[BaseException], ...]] = (
-        OSError, pymemcache_exceptions.MemcacheError,
-        redis_exceptions.RedisError)
-    #: A key the memcached client refuses (only with key mangling off).
-    key_errors: ty.ClassVar[tuple[type[BaseException], ...]] = (
-        pymemcache_exceptions.MemcacheIllegalInputError,)
+    # The client libraries' server faults, and the key the memcached
+    # client refuses (only with key mangling off).
+    server_errors = (OSError, pymemcache_exceptions.MemcacheError,
+                     redis_exceptions.RedisError)
+    key_errors = (pymemcache_exceptions.MemcacheIllegalInputError,)
 
     def __init__(self, backend: api.CacheBackend, name: str,
                  arguments: ty.Mapping[str, ty.Any] | None = None) -> None:
@@ -180,12 +154,26 @@ class DogpileAdapter(base.Backend):
         if ttl is not None:
             raise exception.ConfigurationError(
                 'dogpile backend %s expires values by its own arguments; '
-                'expire_time is not supported for it' % self.name)
+                'expire_time is not supported for it' % self.name,
+                argument='expire_time')
 
-    def _atomically(self, key: str) -> ty.ContextManager[ty.Any]:
-        mutex = self.backend.get_mutex(key)
-        return (_MutexContext(mutex) if mutex is not None
-                else self._mutex.get())
+    def _write_if(self, key: str, present: bool,
+                  write: ty.Callable[[], None]) -> bool:
+        """``write()`` if ``key`` is ``present`` (or absent); whether it ran.
+
+        Under the backend's dogpile mutex for ``key`` when it has one, else
+        a process-local lock: atomic only as far as that lock reaches.
+        """
+        mutex = self.backend.get_mutex(key) or self._mutex.get()
+        mutex.acquire()
+        try:
+            absent = self.backend.get_serialized(key) is base.NO_VALUE
+            if absent == present:
+                return False
+            write()
+            return True
+        finally:
+            mutex.release()
 
     @base.translate_errors
     def get_serialized(self, key):
@@ -211,36 +199,16 @@ class DogpileAdapter(base.Backend):
 
     @base.translate_errors
     def delete_existing(self, key):
-        with self._atomically(key):
-            if self.backend.get_serialized(key) is base.NO_VALUE:
-                return False
-            self.backend.delete(key)
-            return True
+        return self._write_if(key, True, lambda: self.backend.delete(key))
 
     @base.translate_errors
     def add_serialized(self, key, value, ttl=None):
         self._no_ttl(ttl)
-        with self._atomically(key):
-            if self.backend.get_serialized(key) is not base.NO_VALUE:
-                return False
-            self.backend.set_serialized(key, value)
-            return True
+        return self._write_if(
+            key, False, lambda: self.backend.set_serialized(key, value))
 
     def acquire_lock(self, key, token, ttl):
         return self._local.acquire(key, token, ttl)
 
     def release_lock(self, key, token):
         return self._local.release(key, token)
-
-
-class _MutexContext:
-    """A dogpile CacheMutex as a context manager."""
-
-    def __init__(self, mutex: api.CacheMutex) -> None:
-        self._mutex = mutex
-
-    def __enter__(self) -> None:
-        self._mutex.acquire()
-
-    def __exit__(self, *exc_info: ty.Any) -> None:
-        self._mutex.release()

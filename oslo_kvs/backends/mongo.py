@@ -65,19 +65,17 @@ def _hosts(value: ty.Any) -> list[str]:
     Messages never quote a URI: it may carry a password.
     """
     if isinstance(value, str):
-        if value.strip().startswith(_URI_SCHEMES):
-            return [value.strip()]
-        value = value.split(',')
+        value = ([value] if value.strip().startswith(_URI_SCHEMES) else
+                 value.split(','))
     if not isinstance(value, (list, tuple)):
         raise TypeError('expected a list of host:port or a mongodb:// URI')
     hosts = [str(item).strip() for item in value if str(item).strip()]
     if not hosts:
         raise ValueError('no host given')
-    if any(h.startswith(_URI_SCHEMES) for h in hosts):
-        if len(hosts) > 1:
-            raise ValueError('a mongodb:// URI must be the only entry')
-        return hosts
-    for host in hosts:
+    uris = [host for host in hosts if host.startswith(_URI_SCHEMES)]
+    if uris and len(hosts) > 1:
+        raise ValueError('a mongodb:// URI must be the only entry')
+    for host in [] if uris else hosts:
         try:
             address.Address.parse(host, 27017)
         except address.AddressError as exc:
@@ -93,22 +91,16 @@ def _write_concern(value: ty.Any) -> int | str | None:
     whether they succeeded.
     """
     if isinstance(value, str):
-        value = value.strip()
-        if re.fullmatch(r'-?\d+', value):
-            value = int(value)
-        elif not value:
-            raise ValueError('empty write concern')
-        else:
-            return value
+        if not re.fullmatch(r'\s*-?\d+\s*', value):
+            return value.strip()  # "majority" or a tag set name
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError('expected an integer, "majority" or a tag set name')
-    if value == -1:
-        return None
-    if value < 1:
+    if value < 1 and value != -1:
         raise ValueError('w must be at least 1 (unacknowledged writes '
                          'cannot report whether add, delete or a lock '
                          'succeeded) or -1 for the server default')
-    return value
+    return None if value == -1 else value
 
 
 def _choice(what: str, names: tuple[str, ...],
@@ -141,65 +133,50 @@ _cert_reqs = _choice('certificate checks', ('NONE', 'OPTIONAL', 'REQUIRED'),
                      prefix='cert')
 
 
-def _anything(value: ty.Any) -> ty.Any:
-    return value
+def _son_manipulator(value: ty.Any) -> ty.NoReturn:
+    raise ValueError('not supported: pymongo 4 removed SON manipulators '
+                     'and this backend stores only bytes')
 
 
 OPTIONS = (
     # Secret: a URI may carry a password, so a rejected value is not echoed.
     base.Option('db_hosts', _hosts, secret=True,
-                help='Servers as host:port (a list or comma-separated), or '
-                     'one mongodb:// or mongodb+srv:// URI. Required.'),
+                help='host:port list, or one mongodb:// URI. Required.'),
     base.Option('db_name', types.String(), help='Database. Required.'),
     base.Option('cache_collection', types.String(),
-                help='Collection holding the values and locks. Required.'),
+                help='Collection of the values and locks. Required.'),
     base.Option('username', types.String(), help='User to authenticate.'),
     base.Option('password', types.String(), secret=True,
                 help='Password of username.'),
     base.Option('auth_source', types.String(),
-                help='Database holding the user; by default db_name, where '
-                     'Keystone authenticated, unless the URI sets '
-                     'authSource.'),
-    base.Option('replicaset_name', types.String(),
-                help='Replica set name; the client then discovers and '
-                     'follows the members.'),
+                help="Database holding the user (default: db_name)."),
+    base.Option('replicaset_name', types.String(), help='Replica set name.'),
     base.Option('use_replica', types.Boolean(),
                 help="Keystone's switch; true requires replicaset_name."),
     base.Option('read_preference', _read_preference,
-                help='primary, primaryPreferred, secondary, '
-                     'secondaryPreferred or nearest (any case).'),
+                help='primary (default), secondary, nearest, ...'),
     base.Option('w', _write_concern,
-                help='Write concern: members to acknowledge (>= 1), '
-                     '"majority" or a tag set; -1 = server default.'),
+                help='Write concern: members, "majority" or a tag set.'),
     dataclasses.replace(base.POOL_MAXSIZE, default=None,
-                        help="Connections per server; pymongo's default if "
-                             'unset.'),
+                        help="Connections per server (default: pymongo's)."),
     *[dataclasses.replace(opt, default=None, aliases=(alias,))
       for opt, alias in zip(base.TLS[:4], ('ssl', 'ssl_ca_certs',
                                            'ssl_certfile', 'ssl_keyfile'))],
-
     base.Option('tls_cert_reqs', _cert_reqs, aliases=('ssl_cert_reqs',),
-                help='NONE disables server certificate verification; '
-                     'OPTIONAL and REQUIRED verify it.'),
+                help='NONE disables server certificate verification.'),
     base.Option('tls_allow_invalid_hostnames', types.Boolean(),
                 help='Accept a server certificate for another host name.'),
     base.Option('server_selection_timeout', base.seconds(),
                 help='Seconds to wait for a usable server before failing.'),
     dataclasses.replace(base.CONNECT_TIMEOUT, type=base.seconds(),
-                        help="Seconds to wait for a TCP connection "
-                             "(default: pymongo's); 0 = no limit."),
+                        help="Seconds to connect (default: pymongo's)."),
     dataclasses.replace(base.SOCKET_TIMEOUT, type=base.seconds(),
                         default=None,
-                        help="Seconds to wait for a reply (default: "
-                             "pymongo's); 0 = no limit."),
+                        help="Seconds to wait for a reply; 0: no limit."),
     base.Option('enable_retry_client', types.Boolean(), True,
-                help="pymongo's retryable reads and writes: a call that "
-                     'failed on a dropped connection is repeated once, '
-                     'and the server runs a write only once (writes need '
-                     'a replica set or sharded cluster). oslo.cache\'s '
-                     'name.'),
-    base.Option('son_manipulator', _anything,
-                help='Refused: pymongo 4 has no SON manipulators.'),
+                help="pymongo's retryable reads and writes."),
+    base.Option('son_manipulator', _son_manipulator,
+                help="Keystone's; refused."),
 )
 
 REQUIRED = ('db_hosts', 'db_name', 'cache_collection')
@@ -251,11 +228,16 @@ class MongoBackend(base.Backend):
     default_port = 27017
     server_errors = (mongo_errors.PyMongoError,)
     too_large_errors = (mongo_errors.DocumentTooLarge,)
+    # BSON strings are UTF-8: an unmangled key with a lone surrogate fails
+    # to encode in the client, so no request carrying it is sent.
+    key_errors = (UnicodeEncodeError,)
     distributed_lock = True
 
     #: Builds the client from (hosts, **kwargs); tests wrap it, e.g. to
     #: pass pymongo ``event_listeners`` that count commands on the wire.
     client_factory: ty.Callable[..., ty.Any] = pymongo.MongoClient
+    #: Whether this backend made sure of the TTL index.
+    _index_ready = False
 
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         super().__init__(arguments)
@@ -266,7 +248,6 @@ class MongoBackend(base.Backend):
                 '%s requires argument(s) %s' % (self.name, ', '.join(missing)),
                 argument=missing[0])
         hosts, kwargs = self._client_arguments(args)
-        self._servers = self._describe_servers(hosts)
         self.db_name: str = args['db_name']
         self.collection_name: str = args['cache_collection']
 
@@ -287,8 +268,7 @@ class MongoBackend(base.Backend):
             raise exception.ConfigurationError(
                 '%s cannot be configured with these arguments: %s: %s'
                 % (self.name, type(exc).__name__,
-                   self._redact(str(exc)))) from None
-        self._index_ready = False
+                   address.redact(str(exc), self.secrets))) from None
 
     @property
     def _collection(self) -> ty.Any:
@@ -309,7 +289,7 @@ class MongoBackend(base.Backend):
         """
         self._check_arguments(args)
         hosts: list[str] = args['db_hosts']
-        uri_options = self._uri_options(hosts[0])
+        uri_options = self._read_hosts(hosts)
         kwargs: dict[str, ty.Any] = {
             'connect': False, 'document_class': dict, 'tz_aware': False}
         if args['username'] is not None:
@@ -333,19 +313,26 @@ class MongoBackend(base.Backend):
                 kwargs[keyword] = args[name] * 1000
         return hosts, kwargs
 
-    def _uri_options(self, host: str) -> set[str]:
-        """The options a mongodb:// URI sets, in lower case."""
-        if not host.startswith(_URI_SCHEMES):
+    def _read_hosts(self, hosts: list[str]) -> set[str]:
+        """Take the server labels from ``hosts``; return what its URI sets.
+
+        The options a ``mongodb://`` URI sets are named in lower case.
+        Labels are host:port (or the SRV name), never credentials.
+        """
+        uri = (urllib.parse.urlsplit(hosts[0])
+               if hosts[0].startswith(_URI_SCHEMES) else None)
+        if uri is not None:
+            hosts = uri.netloc.rpartition('@')[2].split(',')
+        self._servers = [address.label(host, 27017) for host in hosts if host]
+        if uri is None or not uri.query:
             return set()
-        query = urllib.parse.urlsplit(host).query
         try:
             # pymongo only warns about a bad URI option and ignores it.
-            return set(uri_parser.split_options(query, warn=False)
-                       if query else ())
+            return set(uri_parser.split_options(uri.query, warn=False))
         except (mongo_errors.PyMongoError, ValueError) as exc:
             raise exception.ConfigurationError(
                 'Argument db_hosts of %s has a bad URI option: %s'
-                % (self.name, self._redact(str(exc))),
+                % (self.name, address.redact(str(exc), self.secrets)),
                 argument='db_hosts') from None
 
     def _check_arguments(self, args: dict[str, ty.Any]) -> None:
@@ -353,17 +340,11 @@ class MongoBackend(base.Backend):
         base.check_readable(self.name, args,
                             ('tls_cafile', 'tls_certfile', 'tls_keyfile'))
         refusals = [
-            ('son_manipulator', args['son_manipulator'] is not None,
-             'is not supported: pymongo 4 removed SON manipulators and '
-             'this backend stores only bytes'),
             ('password', args['password'] is not None and
              args['username'] is None, 'needs username'),
-            ('use_replica', args['use_replica'] and
-             not args['replicaset_name'],
-             'is true but replicaset_name is not set'),
-            ('use_replica', args['use_replica'] is False and
-             bool(args['replicaset_name']),
-             '(false) contradicts replicaset_name'),
+            ('use_replica', args['use_replica'] not in (
+                None, bool(args['replicaset_name'])),
+             'must be true exactly when replicaset_name is set'),
             ('tls_keyfile', args['tls_keyfile'] is not None and
              args['tls_keyfile'] != args['tls_certfile'],
              '(ssl_keyfile) must name the same file as tls_certfile: '
@@ -376,19 +357,6 @@ class MongoBackend(base.Backend):
                     'Argument %s of %s %s' % (name, self.name, why),
                     argument=name)
 
-    @staticmethod
-    def _describe_servers(hosts: list[str]) -> list[str]:
-        """host:port of each server (or the SRV name), never credentials."""
-        if hosts[0].startswith(_URI_SCHEMES):
-            netloc = urllib.parse.urlsplit(hosts[0]).netloc
-            hosts = [h for h in netloc.rpartition('@')[2].split(',') if h]
-        return [address.label(host, 27017) for host in hosts]
-
-    def _redact(self, text: str) -> str:
-        """``text`` without credentials, bounded in length."""
-        text = address.redact(text, self.secrets)
-        return text if len(text) <= 300 else text[:300] + '...'
-
     def describe_failure(self, exc: BaseException) -> str:
         code = getattr(exc, 'code', None)
         return '%s%s: %s (database %s)' % (
@@ -397,15 +365,6 @@ class MongoBackend(base.Backend):
 
     def servers(self) -> list[str]:
         return list(self._servers)
-
-    def check_key(self, key: str) -> None:
-        try:
-            key.encode('utf-8')
-        except UnicodeEncodeError:
-            raise exception.ConfigurationError(
-                '%s cannot store a key that is not valid Unicode (MongoDB '
-                'strings are UTF-8); enable the key mangler' % self.name
-            ) from None
 
     def close(self) -> None:
         made = self._clients.forget()
@@ -457,13 +416,11 @@ class MongoBackend(base.Backend):
         except mongo_errors.OperationFailure as exc:
             if exc.code not in _INDEX_REFUSALS:
                 raise
-            LOG.warning(
-                '%s: cannot create the TTL index on %s.%s (%s, code '
-                '%s); expired documents are never returned, but the '
-                'server will not delete them. Create it with '
-                'createIndex({expires_at: 1}, {expireAfterSeconds: 0}).',
-                self.name, self.db_name, self.collection_name,
-                type(exc).__name__, exc.code)
+            LOG.warning('%s: cannot create the TTL index on %s.%s (%s, code '
+                        '%s); expired documents stay on disk until it is '
+                        'made: createIndex({expires_at: 1}, '
+                        '{expireAfterSeconds: 0})', self.name, self.db_name,
+                        self.collection_name, type(exc).__name__, exc.code)
         self._index_ready = True
 
     def _insert_unless_live(self, key: str, doc: dict[str, ty.Any],

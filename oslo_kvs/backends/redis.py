@@ -23,12 +23,12 @@ Each mode is a small subclass of :class:`RedisBackend`
 hands out the one its arguments select.
 """
 
+import contextlib
 import dataclasses
 import functools
 import math
 import re
 import socket
-import time
 import typing as ty
 
 from oslo_config import types
@@ -47,45 +47,32 @@ from oslo_kvs import exception
 
 Option = base.Option
 
-# Deletes the lock only while it still holds the caller's token, so a
-# holder whose lock expired cannot free the next holder's lock.
-_RELEASE_SCRIPT = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
-# Fenced writes: the data key (KEYS[1]) is written or deleted only while
-# the lock key (KEYS[2]) holds the caller's token, in one atomic step.
-_SET_FENCED_SCRIPT = """
-if redis.call('get', KEYS[2]) ~= ARGV[2] then
-    return 0
-end
-if ARGV[3] == '' then
-    redis.call('set', KEYS[1], ARGV[1])
-else
-    redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[3])
-end
-return 1
-"""
-_DELETE_FENCED_SCRIPT = """
-if redis.call('get', KEYS[2]) ~= ARGV[1] then
-    return -1
-end
-return redis.call('del', KEYS[1])
+# Runs a command (ARGV[2], its arguments after it) on KEYS[1] only while
+# the lock key KEYS[2] holds the caller's token ARGV[1], in one atomic
+# step; -1 when it does not. Fenced writes name their data key; a release
+# names the lock key itself, so a holder whose lock expired cannot free
+# the next holder's lock.
+_IF_HELD_SCRIPT = """
+if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
+return redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3))
 """
 
 
-# Letters, digits and a few separators: enough for a namespace, and no
-# braces, which would pin every key to one Cluster slot (a hash tag).
-_KEY_PREFIX = re.compile(r'[A-Za-z0-9._:/-]{0,128}')
+def _key_prefix(value: str) -> str:
+    """Letters, digits and a few separators: enough for a namespace.
+
+    No braces, which would pin every key to one Cluster slot (a hash tag).
+    """
+    if not re.fullmatch(r'[A-Za-z0-9._:/-]{0,128}', value):
+        raise ValueError('use at most 128 letters, digits and ._:/- '
+                         'characters')
+    return value
+
 
 _OPTIONS = (
     Option('url', types.String(), secret=True,
            help='redis://[user:password@]host[:port][/db], rediss://... '
-                'for TLS, or unix:///path/to/socket[?db=N]. Excludes '
-                'host, port, sentinels and cluster_nodes.'),
+                '(TLS) or unix:///path/to/socket[?db=N].'),
     Option('host', types.String(),
            help='Server host name or address (default localhost).'),
     Option('port', types.Port(), help='Server port (default 6379).'),
@@ -94,15 +81,10 @@ _OPTIONS = (
     Option('username', types.String(), help='ACL user name.'),
     Option('password', types.String(), secret=True,
            help='Password of the ACL user, or requirepass.'),
-    Option('key_prefix', types.String(), '',
-           help='Namespace put before every stored key, for a Redis shared '
-                'with other applications: letters, digits and ._:/- only.'),
+    Option('key_prefix', _key_prefix, '',
+           help='Namespace put before every stored key.'),
     dataclasses.replace(base.SOCKET_TIMEOUT, default=3.0),
-    dataclasses.replace(
-        base.CONNECT_TIMEOUT,
-        help='Seconds to wait for a connection (default: socket_timeout). '
-             'Also the longest wait for a free pooled connection to a '
-             'single server.'),
+    base.CONNECT_TIMEOUT,
     *base.KEEPALIVE,
     dataclasses.replace(base.POOL_MAXSIZE, default=50),
     *base.TLS,
@@ -117,17 +99,12 @@ _OPTIONS = (
     Option('sentinel_password', types.String(), secret=True,
            help='Password for the sentinels (their requirepass).'),
     Option('cluster_nodes', types.List(),
-           help='Startup nodes of a Redis Cluster as host:port items; '
-                'selects Cluster mode.'),
+           help='Cluster startup nodes as host:port; selects Cluster mode.'),
     # oslo.cache's names, with its meaning (there for pymemcache).
     Option('enable_retry_client', types.Boolean(), True,
-           help='Repeat a call that failed because its connection was '
-                'dropped, on a new connection, when repeating it cannot '
-                'change its result: reads, plain writes and multi-key '
-                'deletes; never add, delete of one key, or locks.'),
+           help='Repeat a call whose connection dropped, if that is safe.'),
     Option('retry_attempts', base.count(min=1, max=10), 2,
-           help='Attempts of such a call, the first included (2: one '
-                'retry).'),
+           help='Attempts of such a call, the first included.'),
     Option('retry_delay', base.Number(float, 0, 10), 0.0,
            help='Seconds to wait before each retry.'),
 )
@@ -138,10 +115,14 @@ _OPTIONS = (
 # repeats only the calls it decorates.
 _NO_RETRY = redis_retry.Retry(redis_backoff.NoBackoff(), 0)
 
-# MaxConnectionsError is newer than the oldest redis-py supported.
-_NOT_DROPPED = (redis_exceptions.AuthenticationError,) + tuple(
-    getattr(redis_exceptions, name) for name in ('MaxConnectionsError',)
-    if hasattr(redis_exceptions, name))
+# A dropped connection is a ConnectionError; these ones are not drops.
+_NOT_DROPPED = (redis_exceptions.AuthenticationError,
+                redis_exceptions.MaxConnectionsError)
+
+
+def _unless_dropped(exc: Exception) -> None:
+    if isinstance(exc, _NOT_DROPPED):
+        raise exc
 
 
 def _repeated_when_dropped(method: ty.Callable[..., ty.Any]
@@ -161,16 +142,8 @@ def _repeated_when_dropped(method: ty.Callable[..., ty.Any]
     # would cost a dict on every call.
     @functools.wraps(method)
     def call(self: 'RedisBackend', *args: ty.Any) -> ty.Any:
-        for _ in range(self._repeats):
-            try:
-                return method(self, *args)
-            except redis_exceptions.ConnectionError as exc:
-                if isinstance(exc, _NOT_DROPPED):
-                    raise
-            if self._repeat_delay:
-                time.sleep(self._repeat_delay)
-        return method(self, *args)
-
+        return self._retry.call_with_retry(lambda: method(self, *args),
+                                           _unless_dropped)
     return call
 
 
@@ -182,6 +155,14 @@ _PIPELINE_ERROR = re.compile(
 # What redis-py's parse_url may return that a url is allowed to set.
 _URL_PARTS = frozenset(['host', 'port', 'db', 'username', 'password', 'path',
                         'connection_class'])
+
+#: The keepalive arguments, by the socket option each one sets.
+_KEEPALIVE_OPTIONS = (('TCP_KEEPIDLE', 'socket_keepalive_idle'),
+                      ('TCP_KEEPINTVL', 'socket_keepalive_interval'),
+                      ('TCP_KEEPCNT', 'socket_keepalive_count'))
+#: The TLS arguments; the first three name files.
+_TLS_ARGUMENTS = ('tls_cafile', 'tls_certfile', 'tls_keyfile',
+                  'tls_allowed_ciphers')
 
 
 def _px(seconds: float | None) -> int | None:
@@ -214,6 +195,8 @@ class RedisBackend(base.Backend):
     distributed_lock = True
     # One server runs a script on the data key and its lock key at once.
     fenced_writes = True
+    #: The server(s), for messages: set by the mode's :meth:`_prepare`.
+    where = '(not configured)'
 
     def __new__(cls, arguments: ty.Mapping[str, ty.Any]) -> 'RedisBackend':
         if cls is RedisBackend:
@@ -228,31 +211,24 @@ class RedisBackend(base.Backend):
     def __init__(self, arguments: ty.Mapping[str, ty.Any]) -> None:
         super().__init__(arguments)
         args = self.args
-        self._repeats = (args['retry_attempts'] - 1
-                         if args['enable_retry_client'] else 0)
-        self._repeat_delay: float = args['retry_delay']
         self._prefix: str = args['key_prefix']
-        if not _KEY_PREFIX.fullmatch(self._prefix):
-            raise exception.ConfigurationError(
-                'Invalid key_prefix %r for %s: use at most 128 letters, '
-                'digits and ._:/- characters' % (self._prefix, self.name),
-                argument='key_prefix')
         modes = [n for n in ('url', 'sentinels', 'cluster_nodes') if args[n]]
         if len(modes) > 1:
             raise self._conflict(modes)
-        self._where = '(not configured)'
+        self._retry = redis_retry.Retry(
+            redis_backoff.ConstantBackoff(args['retry_delay']),
+            args['retry_attempts'] - 1 if args['enable_retry_client'] else 0,
+            supported_errors=(redis_exceptions.ConnectionError,))
         self._servers: list[str] = []
         # The client and its pool are this process's own: a forked child
         # builds its own on first use. Built here too, so that bad
         # arguments fail now (and a Cluster that is down).
         self._clients = _process.PerProcess(
             self._prepare(args, self._connection_arguments(args)))
-        client = self._clients.get()
-        # Sent by their SHA1 (and loaded on a NOSCRIPT reply); every call
+        # Sent by its SHA1 (and loaded on a NOSCRIPT reply); every call
         # names this process's client.
-        self._release, self._set_fenced, self._delete_fenced = [
-            client.register_script(script) for script in (
-                _RELEASE_SCRIPT, _SET_FENCED_SCRIPT, _DELETE_FENCED_SCRIPT)]
+        self._if_held_script = self._clients.get().register_script(
+            _IF_HELD_SCRIPT)
 
     def _prepare(self, args: dict[str, ty.Any],
                  connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
@@ -268,7 +244,7 @@ class RedisBackend(base.Backend):
         return self._clients.get()
 
     def __repr__(self) -> str:
-        return '<%s %s>' % (type(self).__name__, self._where)
+        return '<%s %s>' % (type(self).__name__, self.where)
 
     # --- configuration ---------------------------------------------------
 
@@ -285,6 +261,10 @@ class RedisBackend(base.Backend):
             'socket_timeout': timeout,
             'socket_connect_timeout': args['connect_timeout'] or timeout,
             'socket_keepalive': args['socket_keepalive'],
+            'socket_keepalive_options': {
+                getattr(socket, name): args[option]
+                for name, option in _KEEPALIVE_OPTIONS
+                if args[option] is not None and hasattr(socket, name)},
             # Fail within the timeout; a later call reconnects by itself.
             'retry': _NO_RETRY,
             # RESP2: every Redis version speaks it, and its replies are
@@ -293,73 +273,51 @@ class RedisBackend(base.Backend):
             'username': args['username'],
             'password': args['password'],
         }
-        keepalive = {}
-        for name, value in (('TCP_KEEPIDLE', args['socket_keepalive_idle']),
-                            ('TCP_KEEPINTVL',
-                             args['socket_keepalive_interval']),
-                            ('TCP_KEEPCNT', args['socket_keepalive_count'])):
-            if value is not None and hasattr(socket, name):
-                keepalive[getattr(socket, name)] = value
-        if keepalive:
-            connection['socket_keepalive_options'] = keepalive
-        url = args['url']
-        if url and url.startswith('rediss://'):
+        if (args['url'] or '').startswith('rediss://'):
             args['tls_enabled'] = True
-        if args['tls_enabled']:
-            connection.update(self._tls_arguments(args))
-        else:
-            given = [n for n in ('tls_cafile', 'tls_certfile', 'tls_keyfile',
-                                 'tls_allowed_ciphers') if args[n]]
+        given = [n for n in _TLS_ARGUMENTS if args[n]]
+        if not args['tls_enabled']:
             if given:
                 # Refused rather than ignored: the user expects TLS.
                 raise exception.ConfigurationError(
                     'Argument(s) %s of %s need tls_enabled=True'
                     % (', '.join(given), self.name), argument=given[0])
-        return connection
-
-    def _tls_arguments(self, args: dict[str, ty.Any]) -> dict:
+            return connection
         if args['tls_keyfile'] and not args['tls_certfile']:
             raise exception.ConfigurationError(
                 'tls_keyfile of %s needs tls_certfile' % self.name,
                 argument='tls_keyfile')
-        base.check_readable(self.name, args,
-                            ('tls_cafile', 'tls_certfile', 'tls_keyfile'))
-        return {'ssl': True, 'ssl_cert_reqs': 'required',
-                'ssl_ca_certs': args['tls_cafile'],
-                'ssl_certfile': args['tls_certfile'],
-                'ssl_keyfile': args['tls_keyfile'],
-                'ssl_ciphers': args['tls_allowed_ciphers'],
-                'ssl_check_hostname': args['tls_check_hostname']}
+        base.check_readable(self.name, args, _TLS_ARGUMENTS[:3])
+        connection.update(
+            ssl=True, ssl_cert_reqs='required',
+            ssl_ca_certs=args['tls_cafile'], ssl_certfile=args['tls_certfile'],
+            ssl_keyfile=args['tls_keyfile'],
+            ssl_ciphers=args['tls_allowed_ciphers'],
+            ssl_check_hostname=args['tls_check_hostname'])
+        return connection
 
     def _addresses(self, name: str,
-                   items: list[str]) -> list[address.Address]:
-        """``items`` of argument ``name`` as host:port addresses.
+                   items: list[str]) -> list[tuple[str, int]]:
+        """``(host, port)`` of each of ``items``, as :meth:`servers` lists.
 
         ``name`` (sentinels, cluster_nodes) names many servers, so
         ``host`` and ``port``, which name one, are refused alongside.
         """
         if self.args['host'] is not None or self.args['port'] is not None:
             raise self._conflict([name, 'host/port'])
-        addresses = []
+        found = []
         for item in items:
             try:
-                found = address.Address.parse(item)
+                server = address.Address.parse(item)
+                found.append((server.label, server.tcp))
             except address.AddressError as exc:
-                found, why = None, exc
-            if found is None or found.is_unix:
                 raise exception.ConfigurationError(
                     'Argument %s of %s: %r is not host:port (%s)'
-                    % (name, self.name, item,
-                       why if found is None else 'a socket path'),
-                    argument=name)
-            addresses.append(found)
-        return addresses
+                    % (name, self.name, item, exc), argument=name) from None
+        self._servers = [label for label, _ in found]
+        return [tcp for _, tcp in found]
 
     # --- errors ----------------------------------------------------------
-
-    @property
-    def where(self) -> str:
-        return self._where
 
     def describe_failure(self, exc: BaseException) -> str:
         detail = _PIPELINE_ERROR.sub(r'pipelined command #\1: ', str(exc))
@@ -374,7 +332,7 @@ class RedisBackend(base.Backend):
             return base.NO_VALUE
         raise exception.BackendError(
             '%s: %s returned a %s where a value was expected'
-            % (self.name, self._where, type(reply).__name__))
+            % (self.name, self.where, type(reply).__name__))
 
     # --- the backend API -------------------------------------------------
 
@@ -434,36 +392,38 @@ class RedisBackend(base.Backend):
     def acquire_lock(self, key, token, ttl):
         return bool(self._client.set(
             self._prefix + key, token, nx=True,
-            px=_px(ttl + base.LOCK_EXPIRY_MARGIN) if ttl else None))
+            px=_px(ttl and ttl + base.LOCK_EXPIRY_MARGIN)))
 
     @base.translate_errors
     def release_lock(self, key, token):
-        return self._release(keys=[self._prefix + key], args=[token],
-                             client=self._client) == 1
+        return self._if_held(key, key, token, 'DEL') == 1
 
     @base.translate_errors
     def set_fenced(self, key, value, ttl, lock_key, token):
-        prefix = self._prefix
-        return self._set_fenced(
-            keys=[prefix + key, prefix + lock_key],
-            args=[value, token, _px(ttl) or ''], client=self._client) == 1
+        px = _px(ttl)
+        expiry = ('PX', px) if px else ()
+        return self._if_held(key, lock_key, token, 'SET', value,
+                             *expiry) != -1
 
     @base.translate_errors
     def delete_fenced(self, key, lock_key, token):
-        prefix = self._prefix
-        deleted = self._delete_fenced(
-            keys=[prefix + key, prefix + lock_key], args=[token],
-            client=self._client)
+        deleted = self._if_held(key, lock_key, token, 'DEL')
         return None if deleted == -1 else deleted == 1
+
+    def _if_held(self, key: str, lock_key: str, token: str,
+                 *command: ty.Any) -> ty.Any:
+        """``command`` on ``key`` while ``lock_key`` holds ``token``, or -1."""
+        prefix = self._prefix
+        return self._if_held_script(keys=[prefix + key, prefix + lock_key],
+                                    args=[token, *command],
+                                    client=self._client)
 
     def close(self) -> None:
         client = self._clients.forget()
-        if client is None:
-            return
-        try:
-            client.close()
-        except Exception:
-            pass  # closing a broken connection must not fail shutdown
+        if client is not None:
+            # Closing a broken connection must not fail shutdown.
+            with contextlib.suppress(Exception):
+                client.close()
 
     # --- multi-key calls on stored (prefixed) keys -----------------------
 
@@ -491,30 +451,30 @@ class StandaloneBackend(RedisBackend):
 
     def _prepare(self, args: dict[str, ty.Any],
                  connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
-        url = args['url']
-        if url:
-            connection.update(self._parse_url(url, args, connection))
-        else:
-            connection.update(host=args['host'] or 'localhost',
-                              port=args['port'] or self.default_port,
-                              db=args['db'] or 0)
+        server = {'host': args['host'] or 'localhost',
+                  'port': args['port'] or self.default_port,
+                  'db': args['db'] or 0}
+        if args['url']:
+            # A url may leave any of host, port and db out.
+            parsed = self._parse_url(args['url'], args, connection)
+            server = parsed if 'path' in parsed else {**server, **parsed}
+        connection.update(server)
         ssl = connection.pop('ssl', False)
         if 'path' in connection:
             if ssl:
                 raise self._conflict(['tls_enabled', 'a unix:// url'])
             # TCP keepalive does not apply to a Unix socket.
-            for name in list(connection):
-                if name.startswith('socket_keepalive'):
-                    del connection[name]
-            self._where = 'unix://%s' % connection['path']
+            connection = {name: value for name, value in connection.items()
+                          if not name.startswith('socket_keepalive')}
+            self.where = 'unix://%s' % connection['path']
         else:
             if ssl:
                 connection['connection_class'] = redis.SSLConnection
-            self._where = '%s://%s/%d' % (
+            self.where = '%s://%s/%d' % (
                 'rediss' if ssl else 'redis',
                 address.Address(connection['host'], connection['port']),
-                connection.get('db', 0))
-        self._servers = [self._where]
+                connection['db'])
+        self._servers = [self.where]
 
         def new_client() -> redis.Redis:
             # from_pool: closing the client closes the pool too.
@@ -545,7 +505,6 @@ class StandaloneBackend(RedisBackend):
         for name in ('username', 'password'):
             if name in parsed and connection[name]:
                 raise self._conflict([name, 'a url with a %s' % name])
-        self.add_secrets(parsed.get('password'))
         return parsed
 
 
@@ -555,31 +514,28 @@ class SentinelBackend(RedisBackend):
     def _prepare(self, args: dict[str, ty.Any],
                  connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
         sentinels = self._addresses('sentinels', args['sentinels'])
-        if not args['service_name']:
+        service = args['service_name']
+        if not service:
             raise exception.ConfigurationError(
                 'Argument sentinels of %s needs service_name' % self.name,
                 argument='service_name')
-        sentinel_kwargs = {k: v for k, v in connection.items()
-                           if k.startswith(('socket_', 'ssl')) or
-                           k in ('retry', 'protocol')}
-        sentinel_kwargs.update(username=args['sentinel_username'],
+        # The sentinels get the same sockets, timeouts and TLS.
+        sentinel_kwargs = dict(connection,
+                               username=args['sentinel_username'],
                                password=args['sentinel_password'])
         connection.update(db=args['db'] or 0,
                           max_connections=args['pool_maxsize'])
         if connection.pop('ssl', False):
             # SentinelManagedSSLConnection speaks TLS to each master.
-            sentinel_kwargs['ssl'] = True
             connection['connection_class'] = (
                 redis_sentinel.SentinelManagedSSLConnection)
-        self._where = 'service %s via sentinels %s' % (
-            args['service_name'], ','.join(args['sentinels']))
-        self._servers = [found.label for found in sentinels]
+        self.where = 'service %s via sentinels %s' % (
+            service, ','.join(args['sentinels']))
 
         def new_client() -> redis.Redis:
-            manager = redis_sentinel.Sentinel(
-                [found.tcp for found in sentinels],
-                sentinel_kwargs=sentinel_kwargs)
-            return manager.master_for(args['service_name'], **connection)
+            return redis_sentinel.Sentinel(
+                sentinels, sentinel_kwargs=sentinel_kwargs).master_for(
+                    service, **connection)
         return new_client
 
 
@@ -601,8 +557,7 @@ class ClusterBackend(RedisBackend):
             raise exception.ConfigurationError(
                 'Argument db of %s must be 0 with cluster_nodes: Redis '
                 'Cluster has only database 0' % self.name, argument='db')
-        self._where = 'cluster %s' % ','.join(args['cluster_nodes'])
-        self._servers = [found.label for found in nodes]
+        self.where = 'cluster %s' % ','.join(args['cluster_nodes'])
         retry = connection.pop('retry')
 
         def new_client() -> ty.Any:
@@ -614,8 +569,8 @@ class ClusterBackend(RedisBackend):
                 # another one, so the cluster starts with any one master
                 # down.
                 client = redis_cluster.RedisCluster(
-                    startup_nodes=[redis_cluster.ClusterNode(*found.tcp)
-                                   for found in nodes],
+                    startup_nodes=[redis_cluster.ClusterNode(*node)
+                                   for node in nodes],
                     max_connections=args['pool_maxsize'], **connection)
             except self.server_errors as exc:
                 raise base.backend_error(self, exc, 'connect')

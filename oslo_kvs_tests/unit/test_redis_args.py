@@ -167,6 +167,13 @@ class TestUrl:
         assert kwargs['ssl_check_hostname'] is False
         assert backend.servers() == ['rediss://127.0.0.1:6390/0']
 
+    def test_url_may_leave_out_port_and_db(self):
+        backend = make(url='redis://127.0.0.1')
+        kwargs = pool_kwargs(backend)
+        assert (kwargs['host'], kwargs['port'], kwargs['db']) == (
+            '127.0.0.1', 6379, 0)
+        assert backend.servers() == ['redis://127.0.0.1:6379/0']
+
     def test_unix_url(self):
         backend = make(url='unix:///run/redis/redis.sock?db=2')
         kwargs = pool_kwargs(backend)
