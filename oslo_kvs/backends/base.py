@@ -45,6 +45,9 @@ from oslo_kvs import serialization
 
 NO_VALUE = api.NO_VALUE
 
+#: The TLS arguments (:data:`TLS`) that name files.
+TLS_FILES = ('tls_cafile', 'tls_certfile', 'tls_keyfile')
+
 #: Longest duration any option or ttl may give (about 31 years); anything
 #: longer is a typo or an overflow waiting to happen in a client.
 MAX_SECONDS = 1e9
@@ -134,7 +137,7 @@ def coerce(owner: str, name: str, otype: ty.Callable[[ty.Any], ty.Any],
 
 
 def check_readable(owner: str, args: ty.Mapping[str, ty.Any],
-                   names: ty.Iterable[str]) -> None:
+                   names: ty.Iterable[str] = TLS_FILES) -> None:
     """Refuse file arguments (TLS files) that this process cannot read.
 
     :raises exception.ConfigurationError: naming the first such argument.
@@ -145,6 +148,31 @@ def check_readable(owner: str, args: ty.Mapping[str, ty.Any],
             raise exception.ConfigurationError(
                 'Argument %s of %s: cannot read %r' % (name, owner, path),
                 name)
+
+
+def check_tls(owner: str, args: ty.Mapping[str, ty.Any]) -> bool:
+    """Check the :data:`TLS` arguments of a backend; whether TLS is on.
+
+    TLS arguments without ``tls_enabled`` are refused rather than ignored
+    (whoever gave them expects TLS), as is a key file without its
+    certificate, or a file this process cannot read.
+
+    :raises exception.ConfigurationError: naming the argument at fault.
+    """
+    if not args['tls_enabled']:
+        given = [name for name in TLS_FILES + ('tls_allowed_ciphers',)
+                 if args.get(name)]
+        if given:
+            raise exception.ConfigurationError(
+                'Argument(s) %s of %s need tls_enabled=True'
+                % (', '.join(given), owner), given[0])
+        return False
+    if args.get('tls_keyfile') and not args.get('tls_certfile'):
+        raise exception.ConfigurationError(
+            'Argument tls_keyfile of %s needs tls_certfile' % owner,
+            'tls_keyfile')
+    check_readable(owner, args)
+    return True
 
 
 def is_unset(value: ty.Any) -> bool:
@@ -207,7 +235,6 @@ CONNECT_TIMEOUT = Option(
     'connect_timeout', seconds(min=0.001), None,
     aliases=('socket_connect_timeout',),
     help='Seconds to wait for a connection (default: socket_timeout).')
-TIMEOUTS = (SOCKET_TIMEOUT, CONNECT_TIMEOUT)
 
 POOL_MAXSIZE = Option(
     'pool_maxsize', count(min=1, max=10000), 10,

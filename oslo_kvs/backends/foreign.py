@@ -63,8 +63,8 @@ def arguments(name: str, backend_cls: type,
               args: dict[str, ty.Any]) -> dict[str, ty.Any]:
     """The arguments to create foreign backend ``backend_cls`` with.
 
-    The store-level expiry arguments were refused before (see
-    :func:`oslo_kvs.core.expiry_arguments`).
+    The store-level expiry arguments were refused before, by
+    :func:`oslo_kvs.settings.from_arguments`.
 
     :raises exception.ConfigurationError: for a memcached backend that
         would decode values by the server's flags, and for a ``serde``

@@ -68,7 +68,7 @@ OPTIONS = (
     base.Option('memcached_backend', types.String(choices=BACKEND_NAMES),
                 'pymemcache',
                 help="Keystone's client name; all are served by pymemcache."),
-    *base.TIMEOUTS,
+    base.SOCKET_TIMEOUT, base.CONNECT_TIMEOUT,
     _seconds('dead_retry', 30.0, 'dead_timeout',
              'Seconds an ejected server stays out before it is tried again.'),
     base.Option('retry_attempts', base.count(max=1000), 2,
@@ -239,15 +239,7 @@ class MemcachedBackend(base.Backend):
     def _tls_context(self, args: dict[str, ty.Any],
                      servers: list[tuple[ty.Any, str]]
                      ) -> ssl.SSLContext | None:
-        given = [name for name in ('tls_cafile', 'tls_certfile',
-                                   'tls_keyfile', 'tls_allowed_ciphers')
-                 if args[name]]
-        if not args['tls_enabled']:
-            if given:
-                # Refused rather than ignored: the user expects TLS.
-                raise exception.ConfigurationError(
-                    'Argument(s) %s of %s need tls_enabled=True'
-                    % (', '.join(given), self.name), argument=given[0])
+        if not base.check_tls(self.name, args):
             return None
         sockets = [label for server, label in servers
                    if not isinstance(server, tuple)]
@@ -255,10 +247,6 @@ class MemcachedBackend(base.Backend):
             raise exception.ConfigurationError(
                 'tls_enabled of %s cannot apply to unix socket %s'
                 % (self.name, ', '.join(sockets)), argument='tls_enabled')
-        if args['tls_keyfile'] and not args['tls_certfile']:
-            raise exception.ConfigurationError(
-                'Argument tls_keyfile of %s needs tls_certfile' % self.name,
-                argument='tls_keyfile')
         name = 'tls_cafile'
         try:
             context = ssl.create_default_context(cafile=args[name])

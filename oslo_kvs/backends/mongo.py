@@ -337,8 +337,7 @@ class MongoBackend(base.Backend):
 
     def _check_arguments(self, args: dict[str, ty.Any]) -> None:
         """Refuse arguments that contradict each other or pymongo 4."""
-        base.check_readable(self.name, args,
-                            ('tls_cafile', 'tls_certfile', 'tls_keyfile'))
+        base.check_readable(self.name, args)
         refusals = [
             ('password', args['password'] is not None and
              args['username'] is None, 'needs username'),

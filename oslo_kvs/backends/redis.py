@@ -160,9 +160,6 @@ _URL_PARTS = frozenset(['host', 'port', 'db', 'username', 'password', 'path',
 _KEEPALIVE_OPTIONS = (('TCP_KEEPIDLE', 'socket_keepalive_idle'),
                       ('TCP_KEEPINTVL', 'socket_keepalive_interval'),
                       ('TCP_KEEPCNT', 'socket_keepalive_count'))
-#: The TLS arguments; the first three name files.
-_TLS_ARGUMENTS = ('tls_cafile', 'tls_certfile', 'tls_keyfile',
-                  'tls_allowed_ciphers')
 
 
 def _px(seconds: float | None) -> int | None:
@@ -275,19 +272,8 @@ class RedisBackend(base.Backend):
         }
         if (args['url'] or '').startswith('rediss://'):
             args['tls_enabled'] = True
-        given = [n for n in _TLS_ARGUMENTS if args[n]]
-        if not args['tls_enabled']:
-            if given:
-                # Refused rather than ignored: the user expects TLS.
-                raise exception.ConfigurationError(
-                    'Argument(s) %s of %s need tls_enabled=True'
-                    % (', '.join(given), self.name), argument=given[0])
+        if not base.check_tls(self.name, args):
             return connection
-        if args['tls_keyfile'] and not args['tls_certfile']:
-            raise exception.ConfigurationError(
-                'tls_keyfile of %s needs tls_certfile' % self.name,
-                argument='tls_keyfile')
-        base.check_readable(self.name, args, _TLS_ARGUMENTS[:3])
         connection.update(
             ssl=True, ssl_cert_reqs='required',
             ssl_ca_certs=args['tls_cafile'], ssl_certfile=args['tls_certfile'],
