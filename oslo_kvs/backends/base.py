@@ -499,9 +499,12 @@ class Backend(api.CacheBackend):
         Only called when key mangling is off; mangled keys always fit.
         """
 
+    #: Labels of the servers, without secrets; a backend sets its own.
+    _servers: ty.Sequence[str] = ()
+
     def servers(self) -> list[str]:
         """The servers this backend talks to, as labels without secrets."""
-        return []
+        return list(self._servers)
 
     # dogpile's object API maps onto the bytes API.
     def get(self, key: str) -> ty.Any:

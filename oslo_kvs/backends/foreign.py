@@ -138,9 +138,6 @@ class DogpileAdapter(base.Backend):
         self._local = base.LocalLocks()
         self._mutex = _process.Primitive('Lock')
 
-    def servers(self) -> list[str]:
-        return list(self._servers)
-
     def describe_failure(self, exc: BaseException) -> str:
         # The class name only: a client's message may quote a URL with
         # its password.

@@ -151,7 +151,7 @@ class MemcachedBackend(base.Backend):
         super().__init__(arguments)
         args = self.args
         servers = self._parse_url(args['url'])
-        self._labels = [label for _, label in servers]
+        self._servers = [label for _, label in servers]
         keepalive = None
         if args['socket_keepalive']:
             keepalive = pymc_base.KeepaliveOpts(**{
@@ -275,9 +275,6 @@ class MemcachedBackend(base.Backend):
         return self.where
 
     # --- the backend API -----------------------------------------------
-
-    def servers(self) -> list[str]:
-        return list(self._labels)
 
     def check_key(self, key: str) -> None:
         try:

@@ -362,9 +362,6 @@ class MongoBackend(base.Backend):
             type(exc).__name__, '' if code is None else ' (code %s)' % code,
             exc, self.db_name)
 
-    def servers(self) -> list[str]:
-        return list(self._servers)
-
     def close(self) -> None:
         made = self._clients.forget()
         if made is not None:

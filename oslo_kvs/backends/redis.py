@@ -216,7 +216,7 @@ class RedisBackend(base.Backend):
             redis_backoff.ConstantBackoff(args['retry_delay']),
             args['retry_attempts'] - 1 if args['enable_retry_client'] else 0,
             supported_errors=(redis_exceptions.ConnectionError,))
-        self._servers: list[str] = []
+        self._servers = []
         # The client and its pool are this process's own: a forked child
         # builds its own on first use. Built here too, so that bad
         # arguments fail now (and a Cluster that is down).
@@ -321,9 +321,6 @@ class RedisBackend(base.Backend):
             % (self.name, self.where, type(reply).__name__))
 
     # --- the backend API -------------------------------------------------
-
-    def servers(self) -> list[str]:
-        return list(self._servers)
 
     # Reads call execute_command itself: redis-py's get() and mget() only
     # add a copy of the keys, for client-side caching, which is off.
