@@ -30,7 +30,7 @@ import redis
 import oslo_kvs
 from oslo_kvs import exception
 from oslo_kvs import protection
-from oslo_kvs_tests.functional import test_memcached
+from oslo_kvs_tests.functional import test_memcached_contract
 from oslo_kvs_tests.functional import test_mongo_contract
 from oslo_kvs_tests.functional import test_redis_contract
 from oslo_kvs_tests import servers
@@ -41,7 +41,8 @@ ENCRYPT = {'value_protection': 'encrypt', 'protection_keys': [SECRET]}
 MAC = {'value_protection': 'mac', 'protection_keys': [SECRET]}
 
 
-class TestMemcachedEncryptedContract(test_memcached.TestMemcachedContract):
+class TestMemcachedEncryptedContract(
+        test_memcached_contract.TestMemcachedContract):
     hypothesis_examples = 20
     protection_args = ENCRYPT
 
