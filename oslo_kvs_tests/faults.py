@@ -312,8 +312,11 @@ def stop_mid_run(store: ty.Any, server: ty.Any, down_for: float,
 
 def assert_stop_noticed_and_recovered(outcomes: list[tuple[str, float]],
                                       address: str, bound: float) -> None:
-    """The rounds of :func:`stop_mid_run` failed naming ``address``, then
-    recovered, and none took ``bound`` seconds or more."""
+    """Check the rounds of :func:`stop_mid_run`.
+
+    Some failed, each naming ``address``; the last succeeded; none took
+    ``bound`` seconds or more.
+    """
     failures = [outcome for outcome, _ in outcomes if outcome != 'ok']
     assert failures, 'the stop went unnoticed'
     assert all(address in outcome for outcome in failures), failures

@@ -44,13 +44,8 @@ from oslo_kvs_tests import stored
 MC = 'openstack.kvs.Memcached'
 
 
-def new_store(backend, **args):
-    """A store whose stored keys can be found (see stored.py)."""
-    return stored.make_store(backend, 'faults-%s' % uuid.uuid4(), **args)
-
-
 def fork_figures(name, backend, args, ops):
-    store = new_store(backend, **args)
+    store = stored.make_store(backend, **args)
     store.set('warm', 1)
     parent = {}
     results = faults.in_forked_children(
@@ -67,7 +62,7 @@ def fork_figures(name, backend, args, ops):
         doubles = sum(r.get('doubles', 0) for r in locks)
         crashes += sum('crash' in r for r in locks)
     extra = ({'pool_maxsize': 2} if backend == MC else {})
-    busy_store = new_store(backend, **dict(args, **extra))
+    busy_store = stored.make_store(backend, **dict(args, **extra))
     busy_store.set('warm', 1)
     with faults.BusyThreads(busy_store, 8):
         started = time.monotonic()
@@ -88,9 +83,9 @@ def hang_rejoin(rounds):
         cluster = servers.MemcachedCluster(3).start()
         try:
             victim = cluster.servers[0]
-            store = new_store(MC, url=cluster.addresses, socket_timeout=0.3,
-                              retry_attempts=1, retry_delay=0.1,
-                              dead_retry=1)
+            store = stored.make_store(
+                MC, url=cluster.addresses, socket_timeout=0.3,
+                retry_attempts=1, retry_delay=0.1, dead_retry=1)
             # Internal on purpose: where a key goes after an ejection is
             # the transport's placement, which no public API shows.
             cluster = store._state.backend._cluster
@@ -132,7 +127,7 @@ def restart_warm(rounds, ops):
     server = servers.MemcachedServer().start()
     failed = total = 0
     try:
-        store = new_store(MC, url=server.address, pool_maxsize=8)
+        store = stored.make_store(MC, url=server.address, pool_maxsize=8)
         for _ in range(rounds):
             burst = threading.Barrier(8)
             run_threads(lambda n: (burst.wait(), store.set('w%d' % n, n)), 8)
@@ -176,8 +171,9 @@ def kill_cycles(total_ops, cycles=3, threads=8):
     errors, stored_errors, healthy_errors, wrong = [], [], [], []
     lock = threading.Lock()
     try:
-        store = new_store(MC, url=cluster.addresses, socket_timeout=0.5,
-                          retry_attempts=1, retry_delay=0.1, dead_retry=1)
+        store = stored.make_store(
+            MC, url=cluster.addresses, socket_timeout=0.5,
+            retry_attempts=1, retry_delay=0.1, dead_retry=1)
         stop = threading.Event()
 
         def load(n):

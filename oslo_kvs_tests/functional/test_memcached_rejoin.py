@@ -18,7 +18,6 @@ timeouts short; waits are bounded generously and assert behaviour only.
 
 import threading
 import time
-import uuid
 
 import pytest
 
@@ -32,8 +31,7 @@ WAIT = 15  # seconds; generous bounds on waits for a state change
 def make_store(servers, **args):
     args.setdefault('socket_timeout', 0.3)
     return stored.make_store(
-        STORE, 'mc-rejoin-%s' % uuid.uuid4(),
-        url=[server.address for server in servers], **args)
+        STORE, url=[server.address for server in servers], **args)
 
 
 def owner(store, key):

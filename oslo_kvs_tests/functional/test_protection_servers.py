@@ -21,7 +21,6 @@ import pickle
 import socket
 import time
 import urllib.parse
-import uuid
 
 from pymemcache.client import base as pymc_base
 import pytest
@@ -34,6 +33,7 @@ from oslo_kvs_tests.functional import test_memcached_contract
 from oslo_kvs_tests.functional import test_mongo_contract
 from oslo_kvs_tests.functional import test_redis_contract
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored
 
 SECRET = 'functional-secret-' + 's' * 32
 PLAINTEXT = 'PLAINTEXT-MARKER-7331'
@@ -157,9 +157,8 @@ def backing_store(raw):
 
 
 def make_store(raw, **args):
-    store = oslo_kvs.get_key_value_store('protected-%s' % uuid.uuid4())
-    store.configure(backing_store(raw), **dict(raw.store_args, **args))
-    return store
+    return stored.make_store(backing_store(raw),
+                             **dict(raw.store_args, **args))
 
 
 def only_key(raw):

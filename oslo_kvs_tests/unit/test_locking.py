@@ -12,21 +12,18 @@
 
 """Lock rules on the memory backend: window, turns, bounded waits."""
 
+import functools
 import threading
 import time
-import uuid
 
 import pytest
 
-from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import locking
+from oslo_kvs_tests import stored
 
 
-def make_store(**args):
-    store = core.KeyValueStore('locking-%s' % uuid.uuid4().hex)
-    store.configure('openstack.kvs.Memory', **args)
-    return store
+make_store = functools.partial(stored.make_store, 'openstack.kvs.Memory')
 
 
 def waiters(lock):
@@ -58,7 +55,7 @@ def test_lock_window_values(args, window):
 
 @pytest.mark.parametrize('value', [-1, 'soon', True, float('inf'), 2.6])
 def test_bad_lock_window_is_refused_at_configure(value):
-    store = core.KeyValueStore('locking-%s' % uuid.uuid4().hex)
+    store = stored.new_store()
     with pytest.raises(exception.ConfigurationError, match='lock_window'):
         store.configure('openstack.kvs.Memory', lock_timeout=5,
                         lock_window=value)
