@@ -27,7 +27,11 @@ make_store = functools.partial(stored.make_store, 'openstack.kvs.Memory')
 
 
 def waiters(lock):
-    """Threads of this process queued behind ``lock``'s key."""
+    """Threads of this process queued behind ``lock``'s key.
+
+    Internal on purpose: the turn queue is the lock's own state; no public
+    API shows who waits, nor should just for tests.
+    """
     queue = locking._turns.get()._queues.get(lock._turn_key)
     return 0 if queue is None else len(queue.waiters)
 
@@ -110,6 +114,7 @@ def test_threads_get_the_lock_in_arrival_order():
         thread.join(10)
     assert order == [0, 1, 2, 3, 4, 'again']
     assert waiters(holder) == 0
+    # Internal, as in waiters(): an emptied queue is dropped, not kept.
     assert holder._turn_key not in locking._turns.get()._queues
 
 
