@@ -356,11 +356,37 @@ class MemcachedServer(ServerProcess):
                            % (self.socket_path, self.log()))
 
 
-class MemcachedCluster:
+class ServerGroup:
+    """Server processes started and cleaned up together.
+
+    Subclasses give :meth:`processes`; those that must wait for their
+    members to work together extend :meth:`start`.
+    """
+
+    def processes(self) -> list[ServerProcess]:
+        """Every process of the group, in the order they start and stop."""
+        raise NotImplementedError
+
+    def start(self) -> 'ServerGroup':
+        """Start every process; returns the group."""
+        for process in self.processes():
+            process.start()
+        return self
+
+    def cleanup(self) -> None:
+        """Stop every process and remove its files."""
+        for process in self.processes():
+            process.cleanup()
+
+
+class MemcachedCluster(ServerGroup):
     """Several memcached servers used together through one url list."""
 
     def __init__(self, count: int = 3) -> None:
         self.servers = [MemcachedServer() for _ in range(count)]
+
+    def processes(self) -> list[ServerProcess]:
+        return list(self.servers)
 
     @property
     def addresses(self) -> list[str]:
@@ -370,15 +396,6 @@ class MemcachedCluster:
     def store_args(self) -> dict[str, ty.Any]:
         """``configure()`` arguments naming every server of the cluster."""
         return {'url': self.addresses}
-
-    def start(self) -> 'MemcachedCluster':
-        for server in self.servers:
-            server.start()
-        return self
-
-    def cleanup(self) -> None:
-        for server in self.servers:
-            server.cleanup()
 
 
 @pytest.fixture(scope='session')
@@ -591,7 +608,7 @@ class RedisSentinel(ServerProcess):
                            password=self.password, socket_timeout=5)
 
 
-class RedisSentinelGroup:
+class RedisSentinelGroup(ServerGroup):
     """A master, one replica and three sentinels watching them."""
 
     service_name = 'kvs-master'
@@ -620,7 +637,11 @@ class RedisSentinelGroup:
             args['sentinel_password'] = self.sentinel_password
         return args
 
+    def processes(self) -> list[ServerProcess]:
+        return [*self.sentinels, *self.servers]
+
     def start(self) -> 'RedisSentinelGroup':
+        # The sentinels start once the replica follows the master.
         for server in self.servers:
             server.start()
         replica = self.replica.client()
@@ -644,12 +665,8 @@ class RedisSentinelGroup:
         _, port = sentinel.sentinel_get_master_addr_by_name(self.service_name)
         return next(s for s in self.servers if s.port == int(port))
 
-    def cleanup(self) -> None:
-        for process in self.sentinels + self.servers:
-            process.cleanup()
 
-
-class RedisClusterGroup:
+class RedisClusterGroup(ServerGroup):
     """Three Redis Cluster masters made with ``redis-cli --cluster create``."""
 
     def __init__(self, size: int = 3) -> None:
@@ -665,9 +682,11 @@ class RedisClusterGroup:
         """``configure()`` arguments of ``openstack.kvs.Redis`` for it."""
         return {'cluster_nodes': [node.address for node in self.nodes]}
 
+    def processes(self) -> list[ServerProcess]:
+        return list(self.nodes)
+
     def start(self) -> 'RedisClusterGroup':
-        for node in self.nodes:
-            node.start()
+        super().start()
         cli = require_binary('redis-cli')
         subprocess.run(
             [cli, '--cluster', 'create'] +
@@ -679,10 +698,6 @@ class RedisClusterGroup:
             _wait_until(lambda: client.cluster('info')['cluster_state']
                         == 'ok', 'cluster node %s to be ready' % node.address)
         return self
-
-    def cleanup(self) -> None:
-        for node in self.nodes:
-            node.cleanup()
 
 
 @pytest.fixture(scope='session')
