@@ -33,6 +33,7 @@ from oslo_kvs.backends import memory
 from oslo_kvs import exception
 from oslo_kvs import memoize
 from oslo_kvs import opts
+from oslo_kvs_tests import stored
 
 FLAKY = 'oslo_kvs_tests.unit.test_memoize.FlakyMemory'
 LOGGER = 'oslo_kvs.memoize'
@@ -126,9 +127,7 @@ class Env:
         self.calls = []
 
     def store(self, backing_store='openstack.kvs.Memory', **args):
-        store = oslo_kvs.get_key_value_store(
-            'memoize-test-%s' % uuid.uuid4(), conf=self.conf)
-        store.configure(backing_store, **args)
+        store = stored.make_store(backing_store, conf=self.conf, **args)
         self.stores.append(store)
         return store
 
