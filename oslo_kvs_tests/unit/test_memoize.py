@@ -786,8 +786,11 @@ def test_warm_makes_the_next_call_hit(env):
     assert env.calls == [7]
 
 
-def test_warm_queue_is_bounded_visible_and_deduplicated(env, monkeypatch):
-    monkeypatch.setattr(memoize.warm_queue, 'maxsize', 2)
+def warm_blocker(env):
+    """A memoized identity function whose call on 0 waits for ``release``.
+
+    Returns it, the event set once that call started, and ``release``.
+    """
     started, release = threading.Event(), threading.Event()
 
     @env.decorator()
@@ -797,7 +800,12 @@ def test_warm_queue_is_bounded_visible_and_deduplicated(env, monkeypatch):
             started.set()
             assert release.wait(10)
         return x
+    return slow, started, release
 
+
+def test_warm_queue_is_bounded_visible_and_deduplicated(env, monkeypatch):
+    monkeypatch.setattr(memoize.warm_queue, 'maxsize', 2)
+    slow, started, release = warm_blocker(env)
     assert slow.warm(0)
     assert started.wait(10)         # the worker is busy with 0
     assert slow.warm(1) and slow.warm(2)
@@ -814,16 +822,7 @@ def test_warm_queue_is_bounded_visible_and_deduplicated(env, monkeypatch):
 
 
 def test_warm_queue_clear_drops_waiting_calls(env):
-    started, release = threading.Event(), threading.Event()
-
-    @env.decorator()
-    def slow(x):
-        env.calls.append(x)
-        if x == 0:
-            started.set()
-            assert release.wait(10)
-        return x
-
+    slow, started, release = warm_blocker(env)
     slow.warm(0)
     assert started.wait(10)
     slow.warm(1)
