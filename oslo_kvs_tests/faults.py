@@ -322,3 +322,67 @@ def assert_stop_noticed_and_recovered(outcomes: list[tuple[str, float]],
     assert all(address in outcome for outcome in failures), failures
     assert outcomes[-1][0] == 'ok', 'no recovery after the restart'
     assert max(took for _, took in outcomes) < bound
+
+
+class WriteLoad:
+    """Threads writing and reading back keys of their own.
+
+    A context manager: the threads run inside it, while a test or a
+    benchmark kills and restarts servers.
+
+    Records every BackendError as ``(key, value, message)`` in
+    ``failures``, the keys of failed writes that were stored all the same
+    in ``stored_failures``, the keys that read back another value in
+    ``wrong``, and counts the operations in ``ops``.
+    """
+
+    def __init__(self, store: ty.Any, threads: int = 4,
+                 keys: int = 50) -> None:
+        self.store = store
+        self.keys = keys
+        self.stop = threading.Event()
+        self.failures: list[tuple[str, int, str]] = []
+        self.stored_failures: list[str] = []
+        self.wrong: list[str] = []
+        self.ops = 0
+        self._count = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(n,))
+                        for n in range(threads)]
+
+    def _run(self, n: int) -> None:
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            self._round('w%d-%d' % (n, i % self.keys), i)
+            with self._count:
+                self.ops += 2
+
+    def _round(self, key: str, value: int) -> None:
+        """Set ``key`` to ``value`` and read it back."""
+        try:
+            self.store.set(key, value)
+        except exception.BackendError as exc:
+            self.failures.append((key, value, str(exc)))
+            try:
+                if self.store.get(key) == value:
+                    self.stored_failures.append(key)
+            except exception.KVSError:
+                pass
+            return
+        try:
+            if self.store.get(key) != value:
+                self.wrong.append(key)
+        except exception.BackendError as exc:
+            self.failures.append((key, value, str(exc)))
+        except exception.NotFound:
+            pass  # the server died between the set and the get
+
+    def __enter__(self) -> 'WriteLoad':
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: ty.Any) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)

@@ -167,63 +167,31 @@ def run_threads(target, count):
 def kill_cycles(total_ops, cycles=3, threads=8):
     cluster = servers.MemcachedCluster(3).start()
     victim = cluster.servers[2]
-    done = [0]
-    errors, stored_errors, healthy_errors, wrong = [], [], [], []
-    lock = threading.Lock()
     try:
         store = stored.make_store(
             MC, url=cluster.addresses, socket_timeout=0.5,
             retry_attempts=1, retry_delay=0.1, dead_retry=1)
-        stop = threading.Event()
-
-        def load(n):
-            i = 0
-            while not stop.is_set():
-                i += 1
-                key = 'w%d-%d' % (n, i % 200)
-                try:
-                    store.set(key, i)
-                    got = store.get(key)
-                    if got != i:
-                        wrong.append(key)
-                except exception.BackendError as exc:
-                    errors.append(str(exc))
-                    if victim.address not in str(exc):
-                        healthy_errors.append(str(exc))
-                    try:
-                        if store.get(key) == i:
-                            stored_errors.append(key)
-                    except exception.KVSError:
-                        pass
-                except exception.NotFound:
-                    pass  # the victim died between set and get
-                with lock:
-                    done[0] += 2
-
-        workers = [threading.Thread(target=load, args=(n,))
-                   for n in range(threads)]
         started = time.monotonic()
-        for worker in workers:
-            worker.start()
-        for cycle in range(cycles):
-            target = total_ops * (cycle + 1) // (cycles + 1)
-            while done[0] < target:
+        with faults.WriteLoad(store, threads, keys=200) as load:
+            for cycle in range(cycles):
+                target = total_ops * (cycle + 1) // (cycles + 1)
+                while load.ops < target:
+                    time.sleep(0.05)
+                victim.kill()
+                time.sleep(1)
+                victim.start()
+            while load.ops < total_ops:
                 time.sleep(0.05)
-            victim.kill()
-            time.sleep(1)
-            victim.start()
-        while done[0] < total_ops:
-            time.sleep(0.05)
-        stop.set()
-        for worker in workers:
-            worker.join()
     finally:
         cluster.cleanup()
+    healthy = [message for _, _, message in load.failures
+               if victim.address not in message]
     print('memcached %d kill/restart cycles of 1 of 3 nodes, %d ops in '
           '%.0fs: %d BackendErrors (all naming the killed node: %s), %d for '
           'writes that were stored, %d wrong values read'
-          % (cycles, done[0], time.monotonic() - started, len(errors),
-             not healthy_errors, len(stored_errors), len(wrong)))
+          % (cycles, load.ops, time.monotonic() - started,
+             len(load.failures), not healthy, len(load.stored_failures),
+             len(load.wrong)))
 
 
 def main(argv=None):

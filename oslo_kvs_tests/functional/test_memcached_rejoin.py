@@ -22,6 +22,7 @@ import time
 import pytest
 
 from oslo_kvs import exception
+from oslo_kvs_tests import faults
 from oslo_kvs_tests import stored
 
 STORE = 'openstack.kvs.Memcached'
@@ -185,41 +186,16 @@ def test_kill_and_restart_of_one_of_three_under_load(memcached_factory):
     # machine from making a healthy server look failed.
     store = make_store(cluster, socket_timeout=5, retry_attempts=1,
                        retry_delay=0.05, dead_retry=0.5)
-    stop = threading.Event()
-    failed = []    # (key, value, message) of writes reported failed
-    wrong = []     # a failed write that was in fact stored
-
-    def load(n):
-        i = 0
-        while not stop.is_set():
-            i += 1
-            key = 'w%d-%d' % (n, i % 50)
-            try:
-                store.set(key, i)
-            except exception.BackendError as exc:
-                failed.append((key, i, str(exc)))
-                try:
-                    if store.get(key) == i:
-                        wrong.append(key)
-                except (exception.BackendError, exception.NotFound):
-                    pass
-
-    threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
+    with faults.WriteLoad(store, threads=4, keys=50) as load:
         for _ in range(2):
             time.sleep(0.3)
             victim.kill()
             time.sleep(0.3)
             victim.start()
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(WAIT)
-    assert failed, 'the kills went unnoticed'
-    assert all(victim.address in message for _, _, message in failed), (
-        [message for _, _, message in failed
-         if victim.address not in message][:3])
-    assert wrong == []
+    assert load.failures, 'the kills went unnoticed'
+    misnamed = [message for _, _, message in load.failures
+                if victim.address not in message]
+    assert not misnamed, misnamed[:3]
+    # No write reported failed was stored all the same.
+    assert load.stored_failures == []
