@@ -171,6 +171,22 @@ def in_forked_children(count: int, body: ty.Callable[[int], dict],
     return results
 
 
+def run_threads(target: ty.Callable[[int], ty.Any], count: int,
+                timeout: float | None = None) -> None:
+    """Run ``target(n)`` for n in ``range(count)``, each in a thread.
+
+    Returns once all have ended; with ``timeout``, fails when one is still
+    running that many seconds after the join began.
+    """
+    threads = [threading.Thread(target=target, args=(n,))
+               for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+        assert not thread.is_alive(), 'a thread is still running'
+
+
 class BusyThreads:
     """Threads that keep using a store until stopped (a context manager).
 

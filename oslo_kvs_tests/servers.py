@@ -127,15 +127,23 @@ class ServerProcess:
         """The command line that starts the server."""
         raise NotImplementedError
 
-    def start(self) -> 'ServerProcess':
+    def require(self) -> None:
+        """Skip the test (fail in CI) when the server is not installed."""
         require_binary(self.binary)
+
+    def spawn(self) -> subprocess.Popen:
+        """Run :meth:`command`, its output in ``server.log``; no waiting."""
+        self.require()
         log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
         self.process = subprocess.Popen(
             pinned(self.command(), self.cpu), stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=self.tmpdir)
         log.close()
-        wait_for_port(self.port, self.process)
+        return self.process
+
+    def start(self) -> 'ServerProcess':
+        wait_for_port(self.port, self.spawn())
         return self
 
     def stop(self) -> None:
@@ -334,13 +342,7 @@ class MemcachedServer(ServerProcess):
         return cmd + self.extra
 
     def start(self) -> 'MemcachedServer':
-        require_binary(self.binary)
-        log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
-        self.process = subprocess.Popen(
-            pinned(self.command(), self.cpu), stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=self.tmpdir)
-        log.close()
+        self.spawn()
         if not self.socket_path:
             wait_for_port(self.port, self.process, host=self.host)
             return self
@@ -791,18 +793,15 @@ class MongoServer(ServerProcess):
                 '--storage-path', os.path.join(self.tmpdir, 'data'),
                 '--log-level', 'WARNING']
 
-    def start(self) -> 'MongoServer':
+    def require(self) -> None:
         try:
             import secantus  # noqa: F401
         except ImportError:
             _missing('SecantusDB is not installed (pip install -r '
                      'test-requirements.txt)')
-        log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
-        self.process = subprocess.Popen(
-            pinned(self.command(), self.cpu), stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.tmpdir)
-        log.close()
+
+    def start(self) -> 'MongoServer':
+        self.spawn()
         try:
             # Importing the server and opening WiredTiger take a moment on
             # a busy machine; then it must answer the handshake.

@@ -130,7 +130,8 @@ def restart_warm(rounds, ops):
         store = stored.make_store(MC, url=server.address, pool_maxsize=8)
         for _ in range(rounds):
             burst = threading.Barrier(8)
-            run_threads(lambda n: (burst.wait(), store.set('w%d' % n, n)), 8)
+            faults.run_threads(
+                lambda n: (burst.wait(), store.set('w%d' % n, n)), 8)
             server.stop()
             server.start()
             counts = []
@@ -145,7 +146,7 @@ def restart_warm(rounds, ops):
                         bad += 1
                 counts.append(bad)
 
-            run_threads(work, 8)
+            faults.run_threads(work, 8)
             failed += sum(counts)
             total += 8 * ops * 2
     finally:
@@ -153,15 +154,6 @@ def restart_warm(rounds, ops):
     print('memcached restart with 8 warm pooled connections, %d restarts: '
           '%d failed of %d calls after the server answered'
           % (rounds, failed, total))
-
-
-def run_threads(target, count):
-    threads = [threading.Thread(target=target, args=(n,))
-               for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
 
 
 def kill_cycles(total_ops, cycles=3, threads=8):

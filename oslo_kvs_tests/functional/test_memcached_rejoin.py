@@ -158,13 +158,7 @@ def warm_up(store, count=8):
 
 
 def run_threads(target, count):
-    threads = [threading.Thread(target=target, args=(n,))
-               for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT * 2)
-        assert not thread.is_alive()
+    faults.run_threads(target, count, timeout=WAIT * 2)
 
 
 def test_idle_connections_are_closed_after_the_unused_timeout(
