@@ -102,15 +102,9 @@ def test_methods_of_two_classes_do_not_collide(env):
         assert Groups().get(1) == 'group-1'
 
 
-def test_cache_time(env):
-    env.override('cache_time', 1, group='token')
-    double = env.doubler(env.decorator())
-    double(1)
-    double(1)
-    assert env.calls == [1]
-    time.sleep(1.1)
-    double(1)
-    assert env.calls == [1, 1]
+# The unit tests' scenario, run on each real server by this module's env.
+test_cache_time_expires_results = (
+    unit_memoize.test_cache_time_expires_results)
 
 
 def test_toggles(env):
