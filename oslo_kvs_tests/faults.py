@@ -10,11 +10,14 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""Workloads for fault tests and their measurement script.
+"""Workloads and scenarios for fault tests, and their measurement script.
 
-Shared by ``oslo_kvs_tests/functional/test_fork.py`` (small, bounded runs
-that assert behaviour) and ``python -m oslo_kvs_tests.bench.faults`` (the
-large runs whose figures the documentation quotes).
+The fork workloads are shared by ``functional/test_fork.py`` (small,
+bounded runs that assert behaviour) and ``python -m
+oslo_kvs_tests.bench.faults`` (the large runs whose figures the
+documentation quotes). The server scenarios (a server stopped, restarted
+or stopped mid-run) are written once here and run by each backend's
+``functional/test_*_faults.py`` against servers it starts itself.
 """
 
 import ctypes
@@ -168,6 +171,22 @@ def in_forked_children(count: int, body: ty.Callable[[int], dict],
     return results
 
 
+def run_threads(target: ty.Callable[[int], ty.Any], count: int,
+                timeout: float | None = None) -> None:
+    """Run ``target(n)`` for n in ``range(count)``, each in a thread.
+
+    Returns once all have ended; with ``timeout``, fails when one is still
+    running that many seconds after the join began.
+    """
+    threads = [threading.Thread(target=target, args=(n,))
+               for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+        assert not thread.is_alive(), 'a thread is still running'
+
+
 class BusyThreads:
     """Threads that keep using a store until stopped (a context manager).
 
@@ -207,3 +226,179 @@ class BusyThreads:
         self.stop.set()
         for thread in self.threads:
             thread.join(10)
+
+
+# Scenarios shared by the backends' fault tests: each backend's test file
+# starts and stops its own server, these say what must hold meanwhile.
+
+def operations(store: ty.Any) -> dict[str, ty.Callable[[], ty.Any]]:
+    """Every kind of store call on keys ``k`` and ``j``, by name."""
+    return {
+        'get': lambda: store.get('k'),
+        'set': lambda: store.set('k', 1),
+        'get_multi': lambda: store.get_multi(['k', 'j']),
+        'set_multi': lambda: store.set_multi({'k': 1, 'j': 2}),
+        'delete_multi': lambda: store.delete_multi(['k', 'j']),
+        'add': lambda: store.add('k', 1),
+        'delete': lambda: store.delete('k'),
+        'lock': lambda: store.get_lock('k').acquire(blocking=False),
+    }
+
+
+def assert_every_operation_fails(store: ty.Any, address: str,
+                                 backing_store: str,
+                                 bound: float | None = None) -> None:
+    """Each operation raises BackendError naming the server and backend.
+
+    :param bound: seconds each failure may take at most (not checked when
+        ``None``); generous, it catches a hang.
+    """
+    for name, call in operations(store).items():
+        started = time.monotonic()
+        try:
+            call()
+        except exception.BackendError as exc:
+            message = str(exc)
+        else:
+            raise AssertionError('%s did not fail' % name)
+        if bound is not None:
+            assert time.monotonic() - started < bound, name
+        assert address in message, name
+        assert backing_store in message, name
+
+
+def assert_every_operation_works(store: ty.Any) -> None:
+    """Each operation does its job again (``k`` may hold anything)."""
+    store.set('k', 'after')
+    assert store.get('k') == 'after'
+    store.set_multi({'k': 1, 'j': 2})
+    assert store.get_multi(['k', 'j']) == [1, 2]
+    store.delete_multi(['j'])
+    assert store.add('j', 3)
+    store.delete('j')
+    with store.get_lock('k') as lock:
+        store.set('k', 'locked', lock=lock)
+    assert store.get('k') == 'locked'
+
+
+def stop_mid_run(store: ty.Any, server: ty.Any, down_for: float,
+                 recovery_deadline: float) -> list[tuple[str, float]]:
+    """Stop and restart ``server`` while a thread sets and gets a key.
+
+    Returns each round's outcome (``'ok'`` or the error's text) and the
+    seconds it took; the run ends once a round succeeds after the restart
+    or ``recovery_deadline`` seconds pass.
+    """
+    outcomes: list[tuple[str, float]] = []
+    stop = threading.Event()
+
+    def rounds() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            started = time.monotonic()
+            try:
+                store.set('k', n)
+                assert store.get('k') == n
+                outcome = 'ok'
+            except exception.BackendError as exc:
+                outcome = str(exc)
+            except Exception as exc:  # recorded, and fails the test
+                outcome = repr(exc)
+            outcomes.append((outcome, time.monotonic() - started))
+            time.sleep(0.005)
+
+    worker = threading.Thread(target=rounds)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not outcomes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        server.stop()
+        time.sleep(down_for)
+        server.start()
+        deadline = time.monotonic() + recovery_deadline
+        while outcomes[-1][0] != 'ok' and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join()
+    return outcomes
+
+
+def assert_stop_noticed_and_recovered(outcomes: list[tuple[str, float]],
+                                      address: str, bound: float) -> None:
+    """Check the rounds of :func:`stop_mid_run`.
+
+    Some failed, each naming ``address``; the last succeeded; none took
+    ``bound`` seconds or more.
+    """
+    failures = [outcome for outcome, _ in outcomes if outcome != 'ok']
+    assert failures, 'the stop went unnoticed'
+    assert all(address in outcome for outcome in failures), failures
+    assert outcomes[-1][0] == 'ok', 'no recovery after the restart'
+    assert max(took for _, took in outcomes) < bound
+
+
+class WriteLoad:
+    """Threads writing and reading back keys of their own.
+
+    A context manager: the threads run inside it, while a test or a
+    benchmark kills and restarts servers.
+
+    Records every BackendError as ``(key, value, message)`` in
+    ``failures``, the keys of failed writes that were stored all the same
+    in ``stored_failures``, the keys that read back another value in
+    ``wrong``, and counts the operations in ``ops``.
+    """
+
+    def __init__(self, store: ty.Any, threads: int = 4,
+                 keys: int = 50) -> None:
+        self.store = store
+        self.keys = keys
+        self.stop = threading.Event()
+        self.failures: list[tuple[str, int, str]] = []
+        self.stored_failures: list[str] = []
+        self.wrong: list[str] = []
+        self.ops = 0
+        self._count = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, args=(n,))
+                        for n in range(threads)]
+
+    def _run(self, n: int) -> None:
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            self._round('w%d-%d' % (n, i % self.keys), i)
+            with self._count:
+                self.ops += 2
+
+    def _round(self, key: str, value: int) -> None:
+        """Set ``key`` to ``value`` and read it back."""
+        try:
+            self.store.set(key, value)
+        except exception.BackendError as exc:
+            self.failures.append((key, value, str(exc)))
+            try:
+                if self.store.get(key) == value:
+                    self.stored_failures.append(key)
+            except exception.KVSError:
+                pass
+            return
+        try:
+            if self.store.get(key) != value:
+                self.wrong.append(key)
+        except exception.BackendError as exc:
+            self.failures.append((key, value, str(exc)))
+        except exception.NotFound:
+            pass  # the server died between the set and the get
+
+    def __enter__(self) -> 'WriteLoad':
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info: ty.Any) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(30)

@@ -127,15 +127,23 @@ class ServerProcess:
         """The command line that starts the server."""
         raise NotImplementedError
 
-    def start(self) -> 'ServerProcess':
+    def require(self) -> None:
+        """Skip the test (fail in CI) when the server is not installed."""
         require_binary(self.binary)
+
+    def spawn(self) -> subprocess.Popen:
+        """Run :meth:`command`, its output in ``server.log``; no waiting."""
+        self.require()
         log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
         self.process = subprocess.Popen(
             pinned(self.command(), self.cpu), stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=self.tmpdir)
         log.close()
-        wait_for_port(self.port, self.process)
+        return self.process
+
+    def start(self) -> 'ServerProcess':
+        wait_for_port(self.port, self.spawn())
         return self
 
     def stop(self) -> None:
@@ -334,13 +342,7 @@ class MemcachedServer(ServerProcess):
         return cmd + self.extra
 
     def start(self) -> 'MemcachedServer':
-        require_binary(self.binary)
-        log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
-        self.process = subprocess.Popen(
-            pinned(self.command(), self.cpu), stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=self.tmpdir)
-        log.close()
+        self.spawn()
         if not self.socket_path:
             wait_for_port(self.port, self.process, host=self.host)
             return self
@@ -356,11 +358,37 @@ class MemcachedServer(ServerProcess):
                            % (self.socket_path, self.log()))
 
 
-class MemcachedCluster:
+class ServerGroup:
+    """Server processes started and cleaned up together.
+
+    Subclasses give :meth:`processes`; those that must wait for their
+    members to work together extend :meth:`start`.
+    """
+
+    def processes(self) -> list[ServerProcess]:
+        """Every process of the group, in the order they start and stop."""
+        raise NotImplementedError
+
+    def start(self) -> 'ServerGroup':
+        """Start every process; returns the group."""
+        for process in self.processes():
+            process.start()
+        return self
+
+    def cleanup(self) -> None:
+        """Stop every process and remove its files."""
+        for process in self.processes():
+            process.cleanup()
+
+
+class MemcachedCluster(ServerGroup):
     """Several memcached servers used together through one url list."""
 
     def __init__(self, count: int = 3) -> None:
         self.servers = [MemcachedServer() for _ in range(count)]
+
+    def processes(self) -> list[ServerProcess]:
+        return list(self.servers)
 
     @property
     def addresses(self) -> list[str]:
@@ -370,15 +398,6 @@ class MemcachedCluster:
     def store_args(self) -> dict[str, ty.Any]:
         """``configure()`` arguments naming every server of the cluster."""
         return {'url': self.addresses}
-
-    def start(self) -> 'MemcachedCluster':
-        for server in self.servers:
-            server.start()
-        return self
-
-    def cleanup(self) -> None:
-        for server in self.servers:
-            server.cleanup()
 
 
 @pytest.fixture(scope='session')
@@ -591,7 +610,7 @@ class RedisSentinel(ServerProcess):
                            password=self.password, socket_timeout=5)
 
 
-class RedisSentinelGroup:
+class RedisSentinelGroup(ServerGroup):
     """A master, one replica and three sentinels watching them."""
 
     service_name = 'kvs-master'
@@ -620,7 +639,11 @@ class RedisSentinelGroup:
             args['sentinel_password'] = self.sentinel_password
         return args
 
+    def processes(self) -> list[ServerProcess]:
+        return [*self.sentinels, *self.servers]
+
     def start(self) -> 'RedisSentinelGroup':
+        # The sentinels start once the replica follows the master.
         for server in self.servers:
             server.start()
         replica = self.replica.client()
@@ -644,12 +667,8 @@ class RedisSentinelGroup:
         _, port = sentinel.sentinel_get_master_addr_by_name(self.service_name)
         return next(s for s in self.servers if s.port == int(port))
 
-    def cleanup(self) -> None:
-        for process in self.sentinels + self.servers:
-            process.cleanup()
 
-
-class RedisClusterGroup:
+class RedisClusterGroup(ServerGroup):
     """Three Redis Cluster masters made with ``redis-cli --cluster create``."""
 
     def __init__(self, size: int = 3) -> None:
@@ -665,9 +684,11 @@ class RedisClusterGroup:
         """``configure()`` arguments of ``openstack.kvs.Redis`` for it."""
         return {'cluster_nodes': [node.address for node in self.nodes]}
 
+    def processes(self) -> list[ServerProcess]:
+        return list(self.nodes)
+
     def start(self) -> 'RedisClusterGroup':
-        for node in self.nodes:
-            node.start()
+        super().start()
         cli = require_binary('redis-cli')
         subprocess.run(
             [cli, '--cluster', 'create'] +
@@ -679,10 +700,6 @@ class RedisClusterGroup:
             _wait_until(lambda: client.cluster('info')['cluster_state']
                         == 'ok', 'cluster node %s to be ready' % node.address)
         return self
-
-    def cleanup(self) -> None:
-        for node in self.nodes:
-            node.cleanup()
 
 
 @pytest.fixture(scope='session')
@@ -776,18 +793,15 @@ class MongoServer(ServerProcess):
                 '--storage-path', os.path.join(self.tmpdir, 'data'),
                 '--log-level', 'WARNING']
 
-    def start(self) -> 'MongoServer':
+    def require(self) -> None:
         try:
             import secantus  # noqa: F401
         except ImportError:
             _missing('SecantusDB is not installed (pip install -r '
                      'test-requirements.txt)')
-        log = open(os.path.join(self.tmpdir, 'server.log'), 'ab')
-        self.process = subprocess.Popen(
-            pinned(self.command(), self.cpu), stdout=log,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=self.tmpdir)
-        log.close()
+
+    def start(self) -> 'MongoServer':
+        self.spawn()
         try:
             # Importing the server and opening WiredTiger take a moment on
             # a busy machine; then it must answer the handshake.

@@ -23,6 +23,8 @@ import typing as ty
 import uuid
 import weakref
 
+from oslo_config import cfg
+
 import oslo_kvs
 from oslo_kvs import core
 from oslo_kvs import exception
@@ -58,11 +60,38 @@ def configure(store: oslo_kvs.KeyValueStore, backing_store: str,
     return store
 
 
+def configure_from_conf(store: oslo_kvs.KeyValueStore, group: str,
+                        **overrides: ty.Any) -> oslo_kvs.KeyValueStore:
+    """``store.configure_from_conf`` with a :class:`KeyRecorder`.
+
+    The recorder mangles as the default does, so the stored keys are
+    those of the operator's configuration. Returns ``store``.
+    """
+    recorder = KeyRecorder()
+    store.configure_from_conf(group, key_mangler=recorder, **overrides)
+    _recorders[store] = recorder
+    return store
+
+
+def new_store(name: str | None = None,
+              conf: cfg.ConfigOpts | None = None) -> oslo_kvs.KeyValueStore:
+    """A new, unconfigured store (unique name unless given).
+
+    :param conf: the store's ``ConfigOpts`` (``cfg.CONF`` by default).
+    """
+    return oslo_kvs.get_key_value_store(
+        name or 'stored-%s' % uuid.uuid4(), conf=conf)
+
+
 def make_store(backing_store: str, name: str | None = None,
+               conf: cfg.ConfigOpts | None = None,
                **args: ty.Any) -> oslo_kvs.KeyValueStore:
-    """A new store (unique name unless given) set up by :func:`configure`."""
-    store = oslo_kvs.get_key_value_store(name or 'stored-%s' % uuid.uuid4())
-    return configure(store, backing_store, **args)
+    """A new store (unique name unless given) set up by :func:`configure`.
+
+    The one store factory of the tests: files with defaults of their own
+    bind them with ``functools.partial``.
+    """
+    return configure(new_store(name, conf), backing_store, **args)
 
 
 def data_key(store: oslo_kvs.KeyValueStore, key: str) -> str:

@@ -44,13 +44,8 @@ from oslo_kvs_tests import stored
 MC = 'openstack.kvs.Memcached'
 
 
-def new_store(backend, **args):
-    """A store whose stored keys can be found (see stored.py)."""
-    return stored.make_store(backend, 'faults-%s' % uuid.uuid4(), **args)
-
-
 def fork_figures(name, backend, args, ops):
-    store = new_store(backend, **args)
+    store = stored.make_store(backend, **args)
     store.set('warm', 1)
     parent = {}
     results = faults.in_forked_children(
@@ -67,7 +62,7 @@ def fork_figures(name, backend, args, ops):
         doubles = sum(r.get('doubles', 0) for r in locks)
         crashes += sum('crash' in r for r in locks)
     extra = ({'pool_maxsize': 2} if backend == MC else {})
-    busy_store = new_store(backend, **dict(args, **extra))
+    busy_store = stored.make_store(backend, **dict(args, **extra))
     busy_store.set('warm', 1)
     with faults.BusyThreads(busy_store, 8):
         started = time.monotonic()
@@ -88,9 +83,9 @@ def hang_rejoin(rounds):
         cluster = servers.MemcachedCluster(3).start()
         try:
             victim = cluster.servers[0]
-            store = new_store(MC, url=cluster.addresses, socket_timeout=0.3,
-                              retry_attempts=1, retry_delay=0.1,
-                              dead_retry=1)
+            store = stored.make_store(
+                MC, url=cluster.addresses, socket_timeout=0.3,
+                retry_attempts=1, retry_delay=0.1, dead_retry=1)
             # Internal on purpose: where a key goes after an ejection is
             # the transport's placement, which no public API shows.
             cluster = store._state.backend._cluster
@@ -132,10 +127,11 @@ def restart_warm(rounds, ops):
     server = servers.MemcachedServer().start()
     failed = total = 0
     try:
-        store = new_store(MC, url=server.address, pool_maxsize=8)
+        store = stored.make_store(MC, url=server.address, pool_maxsize=8)
         for _ in range(rounds):
             burst = threading.Barrier(8)
-            run_threads(lambda n: (burst.wait(), store.set('w%d' % n, n)), 8)
+            faults.run_threads(
+                lambda n: (burst.wait(), store.set('w%d' % n, n)), 8)
             server.stop()
             server.start()
             counts = []
@@ -150,7 +146,7 @@ def restart_warm(rounds, ops):
                         bad += 1
                 counts.append(bad)
 
-            run_threads(work, 8)
+            faults.run_threads(work, 8)
             failed += sum(counts)
             total += 8 * ops * 2
     finally:
@@ -160,74 +156,34 @@ def restart_warm(rounds, ops):
           % (rounds, failed, total))
 
 
-def run_threads(target, count):
-    threads = [threading.Thread(target=target, args=(n,))
-               for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
 def kill_cycles(total_ops, cycles=3, threads=8):
     cluster = servers.MemcachedCluster(3).start()
     victim = cluster.servers[2]
-    done = [0]
-    errors, stored_errors, healthy_errors, wrong = [], [], [], []
-    lock = threading.Lock()
     try:
-        store = new_store(MC, url=cluster.addresses, socket_timeout=0.5,
-                          retry_attempts=1, retry_delay=0.1, dead_retry=1)
-        stop = threading.Event()
-
-        def load(n):
-            i = 0
-            while not stop.is_set():
-                i += 1
-                key = 'w%d-%d' % (n, i % 200)
-                try:
-                    store.set(key, i)
-                    got = store.get(key)
-                    if got != i:
-                        wrong.append(key)
-                except exception.BackendError as exc:
-                    errors.append(str(exc))
-                    if victim.address not in str(exc):
-                        healthy_errors.append(str(exc))
-                    try:
-                        if store.get(key) == i:
-                            stored_errors.append(key)
-                    except exception.KVSError:
-                        pass
-                except exception.NotFound:
-                    pass  # the victim died between set and get
-                with lock:
-                    done[0] += 2
-
-        workers = [threading.Thread(target=load, args=(n,))
-                   for n in range(threads)]
+        store = stored.make_store(
+            MC, url=cluster.addresses, socket_timeout=0.5,
+            retry_attempts=1, retry_delay=0.1, dead_retry=1)
         started = time.monotonic()
-        for worker in workers:
-            worker.start()
-        for cycle in range(cycles):
-            target = total_ops * (cycle + 1) // (cycles + 1)
-            while done[0] < target:
+        with faults.WriteLoad(store, threads, keys=200) as load:
+            for cycle in range(cycles):
+                target = total_ops * (cycle + 1) // (cycles + 1)
+                while load.ops < target:
+                    time.sleep(0.05)
+                victim.kill()
+                time.sleep(1)
+                victim.start()
+            while load.ops < total_ops:
                 time.sleep(0.05)
-            victim.kill()
-            time.sleep(1)
-            victim.start()
-        while done[0] < total_ops:
-            time.sleep(0.05)
-        stop.set()
-        for worker in workers:
-            worker.join()
     finally:
         cluster.cleanup()
+    healthy = [message for _, _, message in load.failures
+               if victim.address not in message]
     print('memcached %d kill/restart cycles of 1 of 3 nodes, %d ops in '
           '%.0fs: %d BackendErrors (all naming the killed node: %s), %d for '
           'writes that were stored, %d wrong values read'
-          % (cycles, done[0], time.monotonic() - started, len(errors),
-             not healthy_errors, len(stored_errors), len(wrong)))
+          % (cycles, load.ops, time.monotonic() - started,
+             len(load.failures), not healthy, len(load.stored_failures),
+             len(load.wrong)))
 
 
 def main(argv=None):

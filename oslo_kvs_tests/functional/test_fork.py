@@ -20,12 +20,10 @@ Each test forks with ``os.fork()`` and with libc's ``fork()`` called from
 C, which runs none of Python's fork hooks (as uWSGI forks by default).
 """
 
-import uuid
-
 import pytest
 
-import oslo_kvs
 from oslo_kvs_tests import faults
+from oslo_kvs_tests import stored
 
 BACKENDS = ['memory', 'memcached', 'memcached-3', 'redis', 'sentinel',
             'cluster']
@@ -53,8 +51,7 @@ def make_store(request):
                 'cluster': 'redis_cluster'}[name])
             backend, args = 'openstack.kvs.Redis', dict(group.store_args)
         args.update(extra)
-        store = oslo_kvs.get_key_value_store('fork-%s' % uuid.uuid4())
-        store.configure(backend, **args)
+        store = stored.make_store(backend, **args)
         # Warm: the parent holds open connections when it forks.
         store.set('warm', 'parent')
         assert store.get('warm') == 'parent'

@@ -39,8 +39,8 @@ from oslo_kvs.backends import memcached
 from oslo_kvs.backends import memory
 from oslo_kvs.backends import mongo
 from oslo_kvs.backends import redis as redis_backend
-from oslo_kvs import core
 from oslo_kvs import exception
+from oslo_kvs_tests import stored
 
 #: thread id -> a callable the next write of that thread calls first.
 _HOLD_UPS: dict[int, object] = {}
@@ -116,8 +116,7 @@ def make_store(request):
     def make(delayed=False, **extra):
         name = ('oslo_kvs_tests.' + delayed_cls.__name__ if delayed
                 else 'openstack.kvs.' + kind)
-        store = core.KeyValueStore('locks-%s' % uuid.uuid4().hex)
-        store.configure(name, **dict(args, **extra))
+        store = stored.make_store(name, **dict(args, **extra))
         made.append(store)
         return store
     make.kind = request.param

@@ -12,15 +12,15 @@
 
 """memcached's ASCII authentication against a real memcached with ``-Y``."""
 
-import uuid
+import functools
 
 import pytest
 
-import oslo_kvs
 from oslo_kvs.backends import memcache_pool
 from oslo_kvs.cmd import doctor
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored
 from oslo_kvs_tests.unit import test_cmd_doctor
 
 USER = 'svc'
@@ -33,10 +33,8 @@ def auth_server():
         users={USER: PASSWORD}))
 
 
-def new_store(**args):
-    store = oslo_kvs.get_key_value_store('auth-%s' % uuid.uuid4().hex)
-    store.configure('openstack.kvs.Memcached', lock_timeout=5, **args)
-    return store
+new_store = functools.partial(stored.make_store, 'openstack.kvs.Memcached',
+                              lock_timeout=5)
 
 
 def raw_client(server):

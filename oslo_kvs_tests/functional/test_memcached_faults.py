@@ -16,14 +16,15 @@ Every test starts its own servers (``memcached_factory``): stopping the
 shared session servers would break other tests.
 """
 
+import functools
 import threading
 import time
-import uuid
 
 from pymemcache.client import base as pymc_base
 import pytest
 
 from oslo_kvs import exception
+from oslo_kvs_tests import faults
 from oslo_kvs_tests import stored
 
 STORE = 'openstack.kvs.Memcached'
@@ -31,21 +32,7 @@ STORE = 'openstack.kvs.Memcached'
 SLACK = 3.0
 
 
-def make_store(**args):
-    return stored.make_store(STORE, 'mc-fault-%s' % uuid.uuid4(), **args)
-
-
-def operations(store):
-    return {
-        'get': lambda: store.get('k'),
-        'set': lambda: store.set('k', 1),
-        'get_multi': lambda: store.get_multi(['k', 'j']),
-        'set_multi': lambda: store.set_multi({'k': 1, 'j': 2}),
-        'delete_multi': lambda: store.delete_multi(['k', 'j']),
-        'add': lambda: store.add('k', 1),
-        'delete': lambda: store.delete('k'),
-        'lock': lambda: store.get_lock('k').acquire(blocking=False),
-    }
+make_store = functools.partial(stored.make_store, STORE)
 
 
 def test_only_server_stops_then_comes_back(memcached_factory):
@@ -53,67 +40,21 @@ def test_only_server_stops_then_comes_back(memcached_factory):
     store = make_store(url=server.address, socket_timeout=1)
     store.set('k', 'before')
     server.stop()
-    for name, call in operations(store).items():
-        with pytest.raises(exception.BackendError) as info:
-            call()
-        assert server.address in str(info.value), name
-        assert STORE in str(info.value)
+    faults.assert_every_operation_fails(store, server.address, STORE)
     server.start()
     # No reconfiguration: the next operations reconnect by themselves.
     with pytest.raises(exception.NotFound):
         store.get('k')  # a restarted memcached is empty
-    store.set('k', 'after')
-    assert store.get('k') == 'after'
-    store.set_multi({'k': 1, 'j': 2})
-    assert store.get_multi(['k', 'j']) == [1, 2]
-    store.delete_multi(['j'])
-    assert store.add('j', 3)
-    store.delete('j')
-    with store.get_lock('k') as lock:
-        store.set('k', 'locked', lock=lock)
-    assert store.get('k') == 'locked'
+    faults.assert_every_operation_works(store)
 
 
 def test_server_stopping_mid_run_fails_fast_and_recovers(memcached_factory):
     server = memcached_factory()
     store = make_store(url=server.address, socket_timeout=1)
-    outcomes = []
-    stop = threading.Event()
-
-    def workload():
-        n = 0
-        while not stop.is_set():
-            n += 1
-            started = time.monotonic()
-            try:
-                store.set('k', n)
-                assert store.get('k') == n
-                outcome = 'ok'
-            except exception.BackendError as exc:
-                outcome = str(exc)
-            except Exception as exc:  # recorded, and fails the test below
-                outcome = repr(exc)
-            outcomes.append((outcome, time.monotonic() - started))
-            time.sleep(0.005)
-
-    worker = threading.Thread(target=workload)
-    worker.start()
-    try:
-        time.sleep(0.2)
-        server.stop()
-        time.sleep(0.5)
-        server.start()
-        deadline = time.monotonic() + 10
-        while outcomes[-1][0] != 'ok' and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        stop.set()
-        worker.join()
-    failures = [outcome for outcome, _ in outcomes if outcome != 'ok']
-    assert failures, 'the stop went unnoticed'
-    assert all(server.address in outcome for outcome in failures), failures
-    assert outcomes[-1][0] == 'ok', 'no recovery after the restart'
-    assert max(took for _, took in outcomes) < 1 + SLACK
+    outcomes = faults.stop_mid_run(store, server, down_for=0.5,
+                                   recovery_deadline=10)
+    faults.assert_stop_noticed_and_recovered(outcomes, server.address,
+                                             bound=1 + SLACK)
 
 
 def test_hung_server_gives_backend_error_within_socket_timeout(

@@ -23,7 +23,7 @@ import uuid
 
 import pytest
 
-import oslo_kvs
+from oslo_kvs_tests import stored
 
 STORE = 'openstack.kvs.Memcached'
 PROCESSES = 4
@@ -31,9 +31,7 @@ INCREMENTS = 25
 
 
 def _store(name, args):
-    store = oslo_kvs.get_key_value_store(name)
-    store.configure(STORE, **args)
-    return store
+    return stored.make_store(STORE, name, **args)
 
 
 def _increment(name, args, times, barrier):

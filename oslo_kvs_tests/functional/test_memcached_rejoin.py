@@ -18,11 +18,11 @@ timeouts short; waits are bounded generously and assert behaviour only.
 
 import threading
 import time
-import uuid
 
 import pytest
 
 from oslo_kvs import exception
+from oslo_kvs_tests import faults
 from oslo_kvs_tests import stored
 
 STORE = 'openstack.kvs.Memcached'
@@ -32,8 +32,7 @@ WAIT = 15  # seconds; generous bounds on waits for a state change
 def make_store(servers, **args):
     args.setdefault('socket_timeout', 0.3)
     return stored.make_store(
-        STORE, 'mc-rejoin-%s' % uuid.uuid4(),
-        url=[server.address for server in servers], **args)
+        STORE, url=[server.address for server in servers], **args)
 
 
 def owner(store, key):
@@ -159,13 +158,7 @@ def warm_up(store, count=8):
 
 
 def run_threads(target, count):
-    threads = [threading.Thread(target=target, args=(n,))
-               for n in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(WAIT * 2)
-        assert not thread.is_alive()
+    faults.run_threads(target, count, timeout=WAIT * 2)
 
 
 def test_idle_connections_are_closed_after_the_unused_timeout(
@@ -187,41 +180,16 @@ def test_kill_and_restart_of_one_of_three_under_load(memcached_factory):
     # machine from making a healthy server look failed.
     store = make_store(cluster, socket_timeout=5, retry_attempts=1,
                        retry_delay=0.05, dead_retry=0.5)
-    stop = threading.Event()
-    failed = []    # (key, value, message) of writes reported failed
-    wrong = []     # a failed write that was in fact stored
-
-    def load(n):
-        i = 0
-        while not stop.is_set():
-            i += 1
-            key = 'w%d-%d' % (n, i % 50)
-            try:
-                store.set(key, i)
-            except exception.BackendError as exc:
-                failed.append((key, i, str(exc)))
-                try:
-                    if store.get(key) == i:
-                        wrong.append(key)
-                except (exception.BackendError, exception.NotFound):
-                    pass
-
-    threads = [threading.Thread(target=load, args=(n,)) for n in range(4)]
-    for thread in threads:
-        thread.start()
-    try:
+    with faults.WriteLoad(store, threads=4, keys=50) as load:
         for _ in range(2):
             time.sleep(0.3)
             victim.kill()
             time.sleep(0.3)
             victim.start()
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(WAIT)
-    assert failed, 'the kills went unnoticed'
-    assert all(victim.address in message for _, _, message in failed), (
-        [message for _, _, message in failed
-         if victim.address not in message][:3])
-    assert wrong == []
+    assert load.failures, 'the kills went unnoticed'
+    misnamed = [message for _, _, message in load.failures
+                if victim.address not in message]
+    assert not misnamed, misnamed[:3]
+    # No write reported failed was stored all the same.
+    assert load.stored_failures == []

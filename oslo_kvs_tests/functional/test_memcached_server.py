@@ -51,8 +51,7 @@ class _Trap:
 
 
 def make_store(args, **extra):
-    return stored.make_store(STORE, 'mc-%s' % uuid.uuid4(),
-                             **dict(args, **extra))
+    return stored.make_store(STORE, **dict(args, **extra))
 
 
 stored_key = stored.data_key

@@ -19,13 +19,9 @@ import sys
 import time
 import uuid
 
-from oslo_config import cfg
 import pytest
 
-import oslo_kvs
 from oslo_kvs import exception
-from oslo_kvs import memoize
-from oslo_kvs import opts
 from oslo_kvs_tests import servers
 from oslo_kvs_tests.unit import test_memoize as unit_memoize
 
@@ -37,44 +33,25 @@ FAST_FAILURE = {'memcached_server': {'socket_timeout': 1.0,
                                      'dead_retry': 0},
                 'redis_server': {'socket_timeout': 1.0,
                                  'socket_connect_timeout': 1.0}}
-LOGGER = 'oslo_kvs.memoize'
+LOGGER = unit_memoize.LOGGER
 
 
-class Env:
+class Env(unit_memoize.Env):
+    """The unit tests' Env, with its stores on a real server."""
+
     def __init__(self, fixture_name, server):
+        super().__init__()
+        self.conf.clear_override('backends', group='kvs')
         self.fixture_name = fixture_name
         self.server = server
         self.backing_store = BACKENDS[fixture_name]
-        self.conf = cfg.ConfigOpts()
-        opts.register_opts(self.conf)
-        memoize.register_opts(self.conf, 'token')
-        self.stores = []
-        self.calls = []
 
     def store(self, server=None, args=None, **extra):
         if args is None:
             args = (server or self.server).store_args
         args = dict(args, **FAST_FAILURE[self.fixture_name])
         args.update(extra)
-        store = oslo_kvs.get_key_value_store(
-            'memoize-servers-%s' % uuid.uuid4(), conf=self.conf)
-        store.configure(self.backing_store, **args)
-        self.stores.append(store)
-        return store
-
-    def decorator(self, store=None, **kwargs):
-        return memoize.get_memoization_decorator(
-            self.conf, 'token', store=store or self.store(), **kwargs)
-
-    def doubler(self, decorator):
-        @decorator
-        def double(x):
-            self.calls.append(x)
-            return x * 2
-        return double
-
-    def override(self, name, value, group='kvs'):
-        self.conf.set_override(name, value, group=group)
+        return super().store(self.backing_store, **args)
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -85,9 +62,7 @@ def env(request):
         store.close()
 
 
-def warnings_of(caplog):
-    return [r for r in caplog.records
-            if r.name == LOGGER and r.levelno == logging.WARNING]
+warnings_of = unit_memoize.warnings_of
 
 
 def test_hits_and_misses(env):
@@ -127,15 +102,9 @@ def test_methods_of_two_classes_do_not_collide(env):
         assert Groups().get(1) == 'group-1'
 
 
-def test_cache_time(env):
-    env.override('cache_time', 1, group='token')
-    double = env.doubler(env.decorator())
-    double(1)
-    double(1)
-    assert env.calls == [1]
-    time.sleep(1.1)
-    double(1)
-    assert env.calls == [1, 1]
+# The unit tests' scenario, run on each real server by this module's env.
+test_cache_time_expires_results = (
+    unit_memoize.test_cache_time_expires_results)
 
 
 def test_toggles(env):

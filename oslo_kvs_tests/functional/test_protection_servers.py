@@ -21,7 +21,6 @@ import pickle
 import socket
 import time
 import urllib.parse
-import uuid
 
 from pymemcache.client import base as pymc_base
 import pytest
@@ -30,10 +29,11 @@ import redis
 import oslo_kvs
 from oslo_kvs import exception
 from oslo_kvs import protection
-from oslo_kvs_tests.functional import test_memcached
+from oslo_kvs_tests.functional import test_memcached_contract
 from oslo_kvs_tests.functional import test_mongo_contract
 from oslo_kvs_tests.functional import test_redis_contract
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored
 
 SECRET = 'functional-secret-' + 's' * 32
 PLAINTEXT = 'PLAINTEXT-MARKER-7331'
@@ -41,7 +41,8 @@ ENCRYPT = {'value_protection': 'encrypt', 'protection_keys': [SECRET]}
 MAC = {'value_protection': 'mac', 'protection_keys': [SECRET]}
 
 
-class TestMemcachedEncryptedContract(test_memcached.TestMemcachedContract):
+class TestMemcachedEncryptedContract(
+        test_memcached_contract.TestMemcachedContract):
     hypothesis_examples = 20
     protection_args = ENCRYPT
 
@@ -156,9 +157,8 @@ def backing_store(raw):
 
 
 def make_store(raw, **args):
-    store = oslo_kvs.get_key_value_store('protected-%s' % uuid.uuid4())
-    store.configure(backing_store(raw), **dict(raw.store_args, **args))
-    return store
+    return stored.make_store(backing_store(raw),
+                             **dict(raw.store_args, **args))
 
 
 def only_key(raw):

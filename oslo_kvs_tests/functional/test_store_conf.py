@@ -32,6 +32,7 @@ import oslo_kvs
 from oslo_kvs import exception
 from oslo_kvs import opts
 from oslo_kvs import settings
+from oslo_kvs_tests import stored
 
 GROUP = 'token_store'
 # 32 bytes or more, not a placeholder the library refuses.
@@ -49,10 +50,6 @@ def conf_from(tmp_path, text: str) -> cfg.ConfigOpts:
     return conf
 
 
-def new_store(conf: cfg.ConfigOpts) -> oslo_kvs.KeyValueStore:
-    return oslo_kvs.KeyValueStore('svc-%s' % uuid.uuid4().hex, conf=conf)
-
-
 def test_operator_picks_redis_in_the_config_file(tmp_path, redis_server):
     conf = conf_from(tmp_path, """
         [token_store]
@@ -61,19 +58,17 @@ def test_operator_picks_redis_in_the_config_file(tmp_path, redis_server):
         backend_argument = socket_timeout:2.5
         expire_time = 120
         """ % redis_server.url)
-    store = new_store(conf)
-    store.configure_from_conf(GROUP)
+    store = stored.configure_from_conf(stored.new_store(conf=conf), GROUP)
     store.set('token', {'user': 'alice'})
     assert store.get('token') == {'user': 'alice'}
     assert store.servers() == [redis_server.url]
     # The value really is on that server, with the operator's expiry.
     client = redis_server.client()
-    state = store._state
-    assert 0 < client.pttl(state.data_key('token')) <= 120000
+    assert 0 < client.pttl(stored.data_key(store, 'token')) <= 120000
     store.set('forever', 1, expire_time=0)
-    assert client.pttl(state.data_key('forever')) == -1  # no expiry
+    assert client.pttl(stored.data_key(store, 'forever')) == -1  # no expiry
     store.delete_multi(['token', 'forever'])
-    assert not client.exists(state.data_key('token'))
+    assert not client.exists(stored.data_key(store, 'token'))
     client.close()
     store.close()
 
@@ -91,7 +86,7 @@ def test_unset_options_leave_the_kvs_defaults(tmp_path):
     assert parsed.value_protection == 'mac'
     assert parsed.lock_timeout == 7.0
     assert parsed.ttl is None
-    store = new_store(conf)
+    store = stored.new_store(conf=conf)
     store.configure_from_conf(GROUP)
     assert store.is_configured
 
@@ -112,7 +107,7 @@ def test_store_options_override_the_kvs_defaults(tmp_path):
     assert parsed.value_protection == 'encrypt'
     assert (parsed.lock_timeout, parsed.lock_window, parsed.ttl) == (
         3, 0.5, 30)
-    store = new_store(conf)
+    store = stored.new_store(conf=conf)
     store.configure_from_conf(GROUP)
     store.set('k', {'v'})
     assert store.get('k') == {'v'}
@@ -131,7 +126,7 @@ def test_keyword_overrides_win(tmp_path):
     assert parsed.ttl == 5.0
     assert parsed.no_expiry == ('b',)
     assert parsed.locking is False
-    store = new_store(conf)
+    store = stored.new_store(conf=conf)
     store.configure_from_conf(GROUP, **overrides)
     assert store.is_configured
 
@@ -142,13 +137,13 @@ def test_group_registered_on_demand(tmp_path):
                     'expire_time = 9\n')
     conf = cfg.ConfigOpts()
     conf(['--config-file', str(path)], default_config_files=[])
-    store = new_store(conf)
+    store = stored.new_store(conf=conf)
     store.configure_from_conf('late')
     assert settings.from_group(conf, 'late', 'test').ttl == 9.0
 
 
 def test_already_configured_as_configure(tmp_path):
-    store = new_store(conf_from(tmp_path, '[token_store]\n'))
+    store = stored.new_store(conf=conf_from(tmp_path, '[token_store]\n'))
     store.configure_from_conf(GROUP)
     with pytest.raises(exception.AlreadyConfigured):
         store.configure_from_conf(GROUP)
@@ -188,9 +183,10 @@ def test_bad_values_give_configures_error(tmp_path, lines, in_code,
                                           option):
     backing_store, arguments = in_code
     with pytest.raises(exception.ConfigurationError) as in_code_error:
-        new_store(cfg.ConfigOpts()).configure(backing_store, **arguments)
+        stored.new_store(conf=cfg.ConfigOpts()).configure(
+            backing_store, **arguments)
     conf = conf_from(tmp_path, '[token_store]\n' + '\n'.join(lines) + '\n')
-    store = new_store(conf)
+    store = stored.new_store(conf=conf)
     with pytest.raises(exception.ConfigurationError) as from_file:
         store.configure_from_conf(GROUP)
     message = str(from_file.value)
@@ -212,7 +208,7 @@ def test_bad_values_give_configures_error(tmp_path, lines, in_code,
 def test_values_oslo_config_refuses(tmp_path, lines, option):
     conf = conf_from(tmp_path, '[token_store]\n' + '\n'.join(lines) + '\n')
     with pytest.raises(exception.ConfigurationError) as caught:
-        new_store(conf).configure_from_conf(GROUP)
+        stored.new_store(conf=conf).configure_from_conf(GROUP)
     message = str(caught.value)
     assert option in message and '[%s]' % GROUP in message
     assert SECRET not in message
@@ -226,7 +222,7 @@ def test_argument_given_twice_is_refused(tmp_path):
         """)
     with pytest.raises(exception.ConfigurationError,
                        match=r"'expire_time' .*both .* \[token_store\]"):
-        new_store(conf).configure_from_conf(GROUP)
+        stored.new_store(conf=conf).configure_from_conf(GROUP)
     conf = conf_from(tmp_path, """
         [token_store]
         backend = openstack.kvs.Redis
@@ -235,7 +231,7 @@ def test_argument_given_twice_is_refused(tmp_path):
         """ % (SECRET, SECRET))
     with pytest.raises(exception.ConfigurationError,
                        match="'password' twice") as caught:
-        new_store(conf).configure_from_conf(GROUP)
+        stored.new_store(conf=conf).configure_from_conf(GROUP)
     assert SECRET not in str(caught.value)
 
 
@@ -253,7 +249,7 @@ def test_argument_given_twice_is_refused(tmp_path):
 def test_errors_never_show_a_secret(tmp_path, lines):
     conf = conf_from(tmp_path, '[token_store]\n' + '\n'.join(lines) + '\n')
     with pytest.raises(exception.ConfigurationError) as caught:
-        new_store(conf).configure_from_conf(GROUP)
+        stored.new_store(conf=conf).configure_from_conf(GROUP)
     assert SECRET not in str(caught.value)
     assert SECRET not in repr(caught.value.__cause__)
 
@@ -342,7 +338,7 @@ def test_a_bad_kvs_default_is_blamed_on_its_kvs_option(tmp_path):
         value_protection = mac
         """)
     with pytest.raises(exception.ConfigurationError) as caught:
-        new_store(conf).configure_from_conf(GROUP)
+        stored.new_store(conf=conf).configure_from_conf(GROUP)
     assert str(caught.value).startswith('[kvs] protection_keys: ')
     assert caught.value.argument == 'protection_keys'
     assert "s3cr3t-but-short" not in str(caught.value)

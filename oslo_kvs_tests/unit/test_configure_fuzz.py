@@ -26,6 +26,7 @@ import uuid
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
+from oslo_config import cfg
 import pytest
 
 import oslo_kvs
@@ -113,12 +114,12 @@ def test_blank_means_the_default(backend_cls, blank):
         if _numeric(opt) and opt.name not in arguments:
             arguments[opt.name] = blank
     arguments.update(lock_timeout=blank, expire_time=blank)
-    store = oslo_kvs.get_key_value_store(uuid.uuid4().hex)
-    store.configure(backend_cls.name, **arguments)
+    store = stored.make_store(backend_cls.name, **arguments)
     try:
         assert stored.expiry(store)[0] is None
+        # The store reads [kvs] of cfg.CONF, as it was given no conf.
         assert store.get_lock('k').lock_timeout == (
-            store._conf.kvs.default_lock_timeout)
+            cfg.CONF.kvs.default_lock_timeout)
     finally:
         store.close()
 

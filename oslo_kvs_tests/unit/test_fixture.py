@@ -159,6 +159,8 @@ def test_memoization_works_inside_the_fixture(conf):
 
 def test_failed_setup_undoes_what_was_done(conf):
     original_configure = core.KeyValueStore.configure
+    # Internal on purpose: the fixture swaps the store registry, which no
+    # public API shows; what is checked is that it is put back.
     registry = core._registry
     broken = fixture.KVSFixture(conf=conf, backing_store='no.such.backend')
     with pytest.raises(Exception, match='no.such.backend'):

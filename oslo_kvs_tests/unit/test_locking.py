@@ -12,25 +12,26 @@
 
 """Lock rules on the memory backend: window, turns, bounded waits."""
 
+import functools
 import threading
 import time
-import uuid
 
 import pytest
 
-from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import locking
+from oslo_kvs_tests import stored
 
 
-def make_store(**args):
-    store = core.KeyValueStore('locking-%s' % uuid.uuid4().hex)
-    store.configure('openstack.kvs.Memory', **args)
-    return store
+make_store = functools.partial(stored.make_store, 'openstack.kvs.Memory')
 
 
 def waiters(lock):
-    """Threads of this process queued behind ``lock``'s key."""
+    """Threads of this process queued behind ``lock``'s key.
+
+    Internal on purpose: the turn queue is the lock's own state; no public
+    API shows who waits, nor should just for tests.
+    """
     queue = locking._turns.get()._queues.get(lock._turn_key)
     return 0 if queue is None else len(queue.waiters)
 
@@ -58,7 +59,7 @@ def test_lock_window_values(args, window):
 
 @pytest.mark.parametrize('value', [-1, 'soon', True, float('inf'), 2.6])
 def test_bad_lock_window_is_refused_at_configure(value):
-    store = core.KeyValueStore('locking-%s' % uuid.uuid4().hex)
+    store = stored.new_store()
     with pytest.raises(exception.ConfigurationError, match='lock_window'):
         store.configure('openstack.kvs.Memory', lock_timeout=5,
                         lock_window=value)
@@ -113,6 +114,7 @@ def test_threads_get_the_lock_in_arrival_order():
         thread.join(10)
     assert order == [0, 1, 2, 3, 4, 'again']
     assert waiters(holder) == 0
+    # Internal, as in waiters(): an emptied queue is dropped, not kept.
     assert holder._turn_key not in locking._turns.get()._queues
 
 

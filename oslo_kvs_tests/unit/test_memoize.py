@@ -33,6 +33,7 @@ from oslo_kvs.backends import memory
 from oslo_kvs import exception
 from oslo_kvs import memoize
 from oslo_kvs import opts
+from oslo_kvs_tests import stored
 
 FLAKY = 'oslo_kvs_tests.unit.test_memoize.FlakyMemory'
 LOGGER = 'oslo_kvs.memoize'
@@ -126,9 +127,7 @@ class Env:
         self.calls = []
 
     def store(self, backing_store='openstack.kvs.Memory', **args):
-        store = oslo_kvs.get_key_value_store(
-            'memoize-test-%s' % uuid.uuid4(), conf=self.conf)
-        store.configure(backing_store, **args)
+        store = stored.make_store(backing_store, conf=self.conf, **args)
         self.stores.append(store)
         return store
 
@@ -787,8 +786,11 @@ def test_warm_makes_the_next_call_hit(env):
     assert env.calls == [7]
 
 
-def test_warm_queue_is_bounded_visible_and_deduplicated(env, monkeypatch):
-    monkeypatch.setattr(memoize.warm_queue, 'maxsize', 2)
+def warm_blocker(env):
+    """A memoized identity function whose call on 0 waits for ``release``.
+
+    Returns it, the event set once that call started, and ``release``.
+    """
     started, release = threading.Event(), threading.Event()
 
     @env.decorator()
@@ -798,7 +800,12 @@ def test_warm_queue_is_bounded_visible_and_deduplicated(env, monkeypatch):
             started.set()
             assert release.wait(10)
         return x
+    return slow, started, release
 
+
+def test_warm_queue_is_bounded_visible_and_deduplicated(env, monkeypatch):
+    monkeypatch.setattr(memoize.warm_queue, 'maxsize', 2)
+    slow, started, release = warm_blocker(env)
     assert slow.warm(0)
     assert started.wait(10)         # the worker is busy with 0
     assert slow.warm(1) and slow.warm(2)
@@ -815,16 +822,7 @@ def test_warm_queue_is_bounded_visible_and_deduplicated(env, monkeypatch):
 
 
 def test_warm_queue_clear_drops_waiting_calls(env):
-    started, release = threading.Event(), threading.Event()
-
-    @env.decorator()
-    def slow(x):
-        env.calls.append(x)
-        if x == 0:
-            started.set()
-            assert release.wait(10)
-        return x
-
+    slow, started, release = warm_blocker(env)
     slow.warm(0)
     assert started.wait(10)
     slow.warm(1)

@@ -12,14 +12,15 @@
 
 """The backend contract on ``openstack.kvs.Memory``, plus what is its own."""
 
+import functools
 import time
 
 import pytest
 
-import oslo_kvs
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 from oslo_kvs import testing
+from oslo_kvs_tests import stored
 
 
 class TestMemoryContract(testing.StoreContract):
@@ -62,10 +63,8 @@ def _backend_of(store):
 
 
 class TestMemoryBackend:
-    def make(self, **args):
-        store = oslo_kvs.get_key_value_store('memory-own-%s' % id(args))
-        store.configure('openstack.kvs.Memory', **args)
-        return store
+    make = staticmethod(functools.partial(stored.make_store,
+                                          'openstack.kvs.Memory'))
 
     def test_max_items_evicts_least_recently_used(self):
         store = self.make(max_items=3)

@@ -39,7 +39,9 @@ def test_made_once_per_process_and_anew_in_a_child(monkeypatch):
     as_child(monkeypatch)
     child = per.get()
     assert child is not parent and per.get() is child
-    assert list(per._made) == [-1]  # the parent's is dropped, not kept
+    # Internal on purpose: only the holder shows that the parent's object
+    # is dropped rather than kept alive.
+    assert list(per._made) == [-1]
 
 
 def test_threads_racing_in_a_new_process_share_one_object(monkeypatch):
@@ -127,7 +129,8 @@ def test_warm_runs_inline_in_a_uwsgi_master_before_the_fork(monkeypatch):
     caller = []
     assert queue.put('k', lambda: caller.append(threading.current_thread()))
     assert caller == [threading.current_thread()]
-    assert queue._work.peek() is None  # no queue, no thread made
+    # Internal on purpose: no public call tells that nothing was queued.
+    assert queue._work.peek() is None
 
 
 def test_warm_uses_its_thread_in_a_uwsgi_worker(monkeypatch):

@@ -27,6 +27,7 @@ from oslo_kvs.backends import memory
 from oslo_kvs import exception
 from oslo_kvs import protection
 from oslo_kvs import testing
+from oslo_kvs_tests import stored
 
 OLD_SECRET = 'old-secret-' + 'o' * 32
 NEW_SECRET = 'new-secret-' + 'n' * 32
@@ -70,14 +71,13 @@ _views = weakref.WeakKeyDictionary()
 def configure(store, **args):
     """Configure ``store`` on the memory backend with a :class:`RawView`."""
     view = RawView()
-    store.configure('openstack.kvs.Memory', proxy_list=[view], **args)
+    stored.configure(store, 'openstack.kvs.Memory', proxy_list=[view], **args)
     _views[store] = view
     return store
 
 
 def make_store(**args):
-    return configure(
-        oslo_kvs.get_key_value_store('protect-%s' % uuid.uuid4()), **args)
+    return configure(stored.new_store(), **args)
 
 
 def raw_values(store):
@@ -312,7 +312,7 @@ def test_bad_protection_settings(args, message):
 def test_protection_defaults_from_config():
     from oslo_config import cfg
     conf = cfg.ConfigOpts()
-    store = oslo_kvs.get_key_value_store('conf-%s' % uuid.uuid4(), conf=conf)
+    store = stored.new_store(conf=conf)
     conf.set_override('value_protection', 'Encrypt', group='kvs')
     conf.set_override('protection_keys', [NEW_SECRET], group='kvs')
     configure(store)
