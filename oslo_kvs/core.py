@@ -214,12 +214,18 @@ class _Configured:
             stored := cached(key)) is not None else new(key)
             for key in keys]
 
-    def ttl_of(self, stored: str, expire_time: ty.Any) -> float | None:
-        """A write's ttl: the call's, else the store's; none if exempt."""
-        if stored in self.no_expiry:
-            return None
+    def call_ttl(self, expire_time: ty.Any) -> float | None:
+        """The ttl a call asks for: its ``expire_time``, else the store's.
+
+        :raises TypeError: or ValueError for a bad ``expire_time``.
+        """
         return self.ttl if expire_time is None else _per_call_expiry(
             expire_time)
+
+    def ttl_of(self, stored: str, expire_time: ty.Any) -> float | None:
+        """:meth:`call_ttl` for ``stored``; none for a no-expiry key."""
+        ttl = self.call_ttl(expire_time)
+        return None if stored in self.no_expiry else ttl
 
     def encode(self, key: str, value: ty.Any) -> ty.Any:
         """What the backend stores for ``value`` under user key ``key``."""
@@ -556,14 +562,16 @@ class KeyValueStore:
         state = self._state
         if state is None:
             state = self._configured()  # raises NotConfigured
+        ttl = state.call_ttl(expire_time)
+        data_key, encode = state.data_key, state.encode
+        batch = {data_key(key): encode(key, value)
+                 for key, value in mapping.items()}
         # One backend call per ttl: no_expiry_keys may split the batch.
-        batches: dict[float | None, dict[str, ty.Any]] = {}
-        for key, value in mapping.items():
-            stored = state.data_key(key)
-            batches.setdefault(state.ttl_of(stored, expire_time), {})[
-                stored] = state.encode(key, value)
-        for ttl, batch in batches.items():
-            state.write(batch, ttl)
+        exempt = {stored: batch.pop(stored)
+                  for stored in state.no_expiry.intersection(batch)}
+        for part, part_ttl in ((batch, ttl), (exempt, None)):
+            if part:
+                state.write(part, part_ttl)
 
     def delete(self, key: str,
                lock: 'KeyValueStoreLock | None' = None) -> None:
