@@ -13,9 +13,9 @@
 """openstack.kvs.MongoDB after ``os.fork()``, on the session's server.
 
 A store a pre-fork server's master configured, or also used, before
-forking keeps working in every child, with a client of the child's own, also when a parent thread
-was mid-operation at the fork; parent and children never see each other's
-replies.
+forking keeps working in every child, with a client of the child's own,
+also when a parent thread was mid-operation at the fork; parent and
+children never see each other's replies.
 """
 
 import threading
