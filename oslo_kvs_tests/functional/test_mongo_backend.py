@@ -25,6 +25,7 @@ real: a loopback port nothing listens on.
 """
 
 import datetime
+import functools
 import logging
 import os
 import uuid
@@ -47,10 +48,8 @@ REQUIRED = {'db_hosts': '127.0.0.1:27017', 'db_name': DB_NAME,
             'cache_collection': COLLECTION}
 
 
-def make_store(**args):
-    """A store whose stored keys tests can find (see stored.py)."""
-    return stored_keys.make_store('openstack.kvs.MongoDB',
-                                  'mongo-%s' % uuid.uuid4(), **args)
+make_store = functools.partial(stored_keys.make_store,
+                               'openstack.kvs.MongoDB')
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ Round trips, the key prefix, TLS and ACL, failures and recovery, locks
 across processes, Cluster slots and Sentinel failover.
 """
 
+import functools
 import multiprocessing
 import random
 import re
@@ -38,9 +39,7 @@ from oslo_kvs_tests import stored
 BACKEND = 'openstack.kvs.Redis'
 
 
-def make_store(name=None, **args):
-    return stored.make_store(BACKEND, name or 'redis-%s' % uuid.uuid4(),
-                             **args)
+make_store = functools.partial(stored.make_store, BACKEND)
 
 
 def stored_key(store, key, key_prefix=''):
