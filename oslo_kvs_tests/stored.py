@@ -17,6 +17,9 @@ key. Rather than reading the store's internals, the store is configured
 with :class:`KeyRecorder` as its ``key_mangler`` (the default mangling
 function, so stored keys are what a default store writes); a store
 operation on the key then shows the stored key the mangler produced.
+
+It is also where tests look into a store where no public API can tell:
+:func:`expiry` and :func:`memcached_pool`.
 """
 
 import typing as ty
@@ -124,3 +127,13 @@ def expiry(store: oslo_kvs.KeyValueStore
     """
     state = store._state
     return state.ttl, state.no_expiry
+
+
+def memcached_pool(store: oslo_kvs.KeyValueStore) -> ty.Any:
+    """The connection pool of a one-server memcached store.
+
+    Read from the store's internals on purpose: the pool's own state
+    (open, idle or busy connections) is what fault and pool tests check,
+    and no public API shows it, nor should just for tests.
+    """
+    return store._state.backend._cluster.nodes[0]

@@ -77,7 +77,7 @@ def test_hung_server_gives_backend_error_within_socket_timeout(
         blocked = threading.Thread(target=_swallow_backend_error,
                                    args=(store.get, 'k'))
         blocked.start()
-        while pool_of(store)._idle:
+        while stored.memcached_pool(store)._idle:
             time.sleep(0.001)
         with pytest.raises(exception.BackendError,
                            match='no free connection'):
@@ -86,16 +86,6 @@ def test_hung_server_gives_backend_error_within_socket_timeout(
     finally:
         server.resume()
     assert store.get('k') == 1
-
-
-def pool_of(store):
-    """The connection pool of a one-server memcached store.
-
-    Internal on purpose: what is checked here is the pool's own state
-    (open, idle or busy connections), which no public API shows, nor
-    should just for tests.
-    """
-    return store._state.backend._cluster.nodes[0]
 
 
 def _swallow_backend_error(call, *args):

@@ -46,16 +46,6 @@ def owner(store, key):
     return cluster.node_for(stored.data_key(store, key)).server
 
 
-def pool_of(store):
-    """The connection pool of a one-server memcached store.
-
-    Internal on purpose: what is checked here is the pool's own state
-    (open, idle or busy connections), which no public API shows, nor
-    should just for tests.
-    """
-    return store._state.backend._cluster.nodes[0]
-
-
 def until(check, what):
     deadline = time.monotonic() + WAIT
     while not check():
@@ -147,7 +137,7 @@ def test_restart_with_warm_connections_fails_no_call(memcached_factory):
 
 def warm_up(store, count=8):
     """Open up to ``count`` pooled connections with bursts of threads."""
-    pool = pool_of(store)
+    pool = stored.memcached_pool(store)
     for _ in range(100):
         burst = threading.Barrier(count)
         run_threads(lambda n: (burst.wait(WAIT), store.set('k%d' % n, n)),
@@ -166,7 +156,7 @@ def test_idle_connections_are_closed_after_the_unused_timeout(
     server = memcached_factory()
     store = make_store([server], pool_maxsize=8, pool_unused_timeout=2)
     assert warm_up(store) > 1
-    pool = pool_of(store)
+    pool = stored.memcached_pool(store)
     time.sleep(2.5)
     store.get('k0')  # any call sweeps the idle ones
     assert pool.open_connections() == 1

@@ -305,7 +305,7 @@ class TestConnections:
         store.set('k', 1)
         # Internal on purpose: the socket options of a pooled connection
         # are visible only on that connection.
-        client, _ = store._state.backend._cluster.nodes[0]._idle[-1]
+        client, _ = stored.memcached_pool(store)._idle[-1]
         sock = client.sock
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 30

@@ -16,6 +16,7 @@ Round trips, the key prefix, TLS and ACL, failures and recovery, locks
 across processes, Cluster slots and Sentinel failover.
 """
 
+import functools
 import multiprocessing
 import random
 import re
@@ -38,9 +39,7 @@ from oslo_kvs_tests import stored
 BACKEND = 'openstack.kvs.Redis'
 
 
-def make_store(name=None, **args):
-    return stored.make_store(BACKEND, name or 'redis-%s' % uuid.uuid4(),
-                             **args)
+make_store = functools.partial(stored.make_store, BACKEND)
 
 
 def stored_key(store, key, key_prefix=''):
@@ -136,6 +135,8 @@ class TestRoundTrips:
                            **redis_server.store_args)
         key = 'locks:' + stored.lock_key(store, 'k')
         with store.get_lock('k') as lock:
+            # Internal on purpose: a lock shows no token, and only the
+            # token tells this lock's entry from any other value.
             assert raw.get(key) == lock._token.encode()
             assert 6000 < raw.pttl(key) <= 7100     # plus the margin
         assert raw.exists(key) == 0
@@ -438,6 +439,8 @@ def test_lock_across_processes_loses_no_update(redis_server):
 def test_the_arguments_pick_the_mode(request, servers_fixture, mode, fenced):
     args = request.getfixturevalue(servers_fixture).store_args
     store = make_store(lock_timeout=5, **args)
+    # Internal on purpose: the modes differ publicly only in fencing
+    # (checked below); only the backend's class names the mode.
     assert type(store._state.backend) is mode
     with store.get_lock('k') as lock:
         # Only one server checks a lock and writes in one step.

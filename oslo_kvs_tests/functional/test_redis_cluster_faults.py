@@ -15,16 +15,18 @@
 The test starts a Cluster of its own: it kills one of its masters.
 """
 
+import functools
 import time
-import uuid
 
 import pytest
 
-import oslo_kvs
 from oslo_kvs import exception
 from oslo_kvs_tests import servers
+from oslo_kvs_tests import stored
 
 SLACK = 3.0  # generous: catches a hang, does not measure speed
+
+make_store = functools.partial(stored.make_store, 'openstack.kvs.Redis')
 
 
 @pytest.fixture
@@ -46,9 +48,7 @@ def test_cluster_starts_with_the_slot_zero_master_down(own_cluster):
     others = [node.address for node in own_cluster.nodes if node is not down]
     down.kill()
     for listed in ([node.address for node in own_cluster.nodes], others):
-        store = oslo_kvs.get_key_value_store('cl-%s' % uuid.uuid4())
-        store.configure('openstack.kvs.Redis', cluster_nodes=listed,
-                        socket_timeout=0.5)
+        store = make_store(cluster_nodes=listed, socket_timeout=0.5)
         served = failed = 0
         for n in range(30):
             key = 'key-%d' % n
@@ -65,9 +65,7 @@ def test_cluster_starts_with_the_slot_zero_master_down(own_cluster):
 
 
 def test_calls_on_a_hung_master_end_within_the_socket_timeout(own_cluster):
-    store = oslo_kvs.get_key_value_store('cl-%s' % uuid.uuid4())
-    store.configure('openstack.kvs.Redis', socket_timeout=0.5,
-                    **own_cluster.store_args)
+    store = make_store(socket_timeout=0.5, **own_cluster.store_args)
     keys = ['key-%d' % n for n in range(40)]
     store.set_multi({key: 1 for key in keys})
     hung = slot_zero_master(own_cluster)

@@ -19,6 +19,7 @@ from oslo_kvs import testing
 
 class _RedisContract(testing.StoreContract):
     expire_time_alias = 'redis_expiration_time'
+    backing_store = 'openstack.kvs.Redis'
     # Redis expires keys to the millisecond.
     expiry_wait = 1.3
 
@@ -28,7 +29,6 @@ class TestRedisContract(_RedisContract):
 
     @pytest.fixture(autouse=True)
     def _backend(self, redis_server):
-        self.backing_store = 'openstack.kvs.Redis'
         self.backend_args = redis_server.store_args
 
 
@@ -39,7 +39,6 @@ class TestRedisKeyPrefixContract(_RedisContract):
 
     @pytest.fixture(autouse=True)
     def _backend(self, redis_server):
-        self.backing_store = 'openstack.kvs.Redis'
         self.backend_args = dict(redis_server.store_args,
                                  key_prefix='region-one:keystone/')
 
@@ -49,7 +48,6 @@ class TestRedisSentinelContract(_RedisContract):
 
     @pytest.fixture(autouse=True)
     def _backend(self, redis_sentinel_group):
-        self.backing_store = 'openstack.kvs.Redis'
         self.backend_args = redis_sentinel_group.store_args
 
 
@@ -58,5 +56,4 @@ class TestRedisClusterContract(_RedisContract):
 
     @pytest.fixture(autouse=True)
     def _backend(self, redis_cluster):
-        self.backing_store = 'openstack.kvs.Redis'
         self.backend_args = redis_cluster.store_args

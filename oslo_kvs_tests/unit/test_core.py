@@ -277,34 +277,22 @@ def test_default_mangler_is_fixed_length_hash():
     assert all(len(key) == 64 for key in _stored_keys(store))
 
 
-def test_explicit_mangler_is_used():
+# Who mangles: an explicit mangler beats the backend's, the backend's
+# beats the default, and a backend that insists beats them all.
+@pytest.mark.parametrize('backing_store, mangler, prefix', [
+    ('openstack.kvs.Memory', upper_mangler, 'UPPER:'),
+    ('openstack.kvs.ManglingBackend', None, 'backend:'),
+    ('openstack.kvs.ManglingBackend', upper_mangler, 'UPPER:'),
+    ('openstack.kvs.InsistingBackend', upper_mangler, 'backend:'),
+], ids=['explicit-is-used', 'backend-beats-default',
+        'explicit-beats-backend', 'insisting-backend-beats-explicit'])
+def test_mangler_precedence(mangling_backends, backing_store, mangler,
+                            prefix):
     store = fresh_store()
-    store.configure('openstack.kvs.Memory', key_mangler=upper_mangler)
+    store.configure(backing_store, key_mangler=mangler)
     store.set('k', 1)
-    assert all(key.startswith('UPPER:') for key in _stored_keys(store))
-
-
-def test_backend_mangler_beats_default(mangling_backends):
-    store = fresh_store()
-    store.configure('openstack.kvs.ManglingBackend')
-    store.set('k', 1)
-    assert _stored_keys(store)[0].startswith('backend:')
-
-
-def test_explicit_mangler_beats_backend_mangler(mangling_backends):
-    store = fresh_store()
-    store.configure('openstack.kvs.ManglingBackend',
-                    key_mangler=upper_mangler)
-    store.set('k', 1)
-    assert _stored_keys(store)[0].startswith('UPPER:')
-
-
-def test_insisting_backend_beats_explicit_mangler(mangling_backends):
-    store = fresh_store()
-    store.configure('openstack.kvs.InsistingBackend',
-                    key_mangler=upper_mangler)
-    store.set('k', 1)
-    assert _stored_keys(store)[0].startswith('backend:')
+    assert _stored_keys(store)
+    assert all(key.startswith(prefix) for key in _stored_keys(store))
 
 
 def test_disabled_mangler_stores_namespaced_keys():

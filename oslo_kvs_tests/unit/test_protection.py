@@ -26,8 +26,8 @@ from oslo_kvs import backends
 from oslo_kvs.backends import memory
 from oslo_kvs import exception
 from oslo_kvs import protection
-from oslo_kvs import testing
 from oslo_kvs_tests import stored
+from oslo_kvs_tests.unit import test_memory_contract
 
 OLD_SECRET = 'old-secret-' + 'o' * 32
 NEW_SECRET = 'new-secret-' + 'n' * 32
@@ -93,23 +93,19 @@ def put(store, key, value):
     _views[store].put(key, value)
 
 
-class TestMemoryEncryptedContract(testing.StoreContract):
-    expiry_wait = 1.2
-    hypothesis_examples = 30
+class TestMemoryEncryptedContract(test_memory_contract.TestMemoryContract):
+    """The memory backend's contract with every value encrypted."""
 
-    @pytest.fixture(autouse=True)
-    def _backend(self):
-        self.backing_store = 'openstack.kvs.Memory'
-        self.backend_args = {'value_protection': 'encrypt',
-                             'protection_keys': [NEW_SECRET, OLD_SECRET]}
+    hypothesis_examples = 30
+    protection_args = {'value_protection': 'encrypt',
+                       'protection_keys': [NEW_SECRET, OLD_SECRET]}
 
 
 class TestMemoryMacContract(TestMemoryEncryptedContract):
-    @pytest.fixture(autouse=True)
-    def _backend(self):
-        self.backing_store = 'openstack.kvs.Memory'
-        self.backend_args = {'value_protection': 'MAC',
-                             'protection_keys': NEW_SECRET}
+    """The memory backend's contract with every value authenticated."""
+
+    protection_args = {'value_protection': 'MAC',
+                       'protection_keys': NEW_SECRET}
 
 
 @pytest.mark.parametrize('mode', ['encrypt', 'ENCRYPT', 'Encrypt',

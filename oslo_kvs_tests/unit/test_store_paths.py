@@ -10,19 +10,20 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""The hot paths' shortcuts keep every rule of the slow paths.
+"""The store's one read path and one write path keep every API rule.
 
-Immutable values on the memory backend skip the serializer, stored keys
-are remembered per store, multi-key reads decode optimistically and the
-memory backend reads without its lock. Each shortcut must give the same
-results and the same errors as the path it replaces.
+Immutable values on the memory backend are kept as themselves, not
+serialized; the store remembers the stored keys of hot keys; multi-key
+reads decode every value and name the key that fails; the memory backend
+reads without its lock. Each must give the results and errors the API
+promises for every value, key and serializer.
 """
 
 import enum
+import functools
 import threading
 import time
 import urllib.parse
-import uuid
 
 from dogpile.cache import proxy
 from hypothesis import given
@@ -36,13 +37,22 @@ from oslo_kvs.backends import memory
 from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import serialization
+from oslo_kvs_tests import stored
 
 SECRET = 's3cret-protection-key-0123456789'
 
 
-def make_store(backend='openstack.kvs.Memory', **args):
-    store = oslo_kvs.get_key_value_store('fast-%s' % uuid.uuid4())
-    store.configure(backend, **args)
+make_store = functools.partial(stored.make_store, 'openstack.kvs.Memory')
+
+
+def default_store(**args):
+    """A memory store with the default key mangler (none given).
+
+    Not :func:`stored.make_store`: its recording mangler counts as a
+    caller's mangler, and the store remembers stored keys only for its own.
+    """
+    store = stored.new_store()
+    store.configure('openstack.kvs.Memory', **args)
     return store
 
 
@@ -54,7 +64,17 @@ def data_prefix(store):
 
 def held(store, key):
     """What the memory backend holds for ``key``, exactly."""
-    return store._state.backend._data[store._state.data_key(key)][0]
+    # Internal on purpose: only the backend's own entry shows a value kept
+    # as itself; a proxy, the public way to the backend, turns that off.
+    return store._state.backend._data[stored.data_key(store, key)][0]
+
+
+def put_raw(store, key, data):
+    """Make the memory backend hold ``data`` for ``key``, never expiring."""
+    # Internal on purpose: set_serialized would keep bytes as given too,
+    # but only a proxy reaches it, and a proxy changes what is stored.
+    store._state.backend._data[stored.data_key(store, key)] = (
+        data, float('inf'))
 
 
 IMMUTABLES = [None, True, False, 0, -1, 2 ** 70, 1.5, float('inf'), '',
@@ -150,8 +170,7 @@ def test_plain_value_is_refused_by_a_store_that_verifies():
     plain.set('k', 'v')
     protected = make_store(value_protection='mac', protection_keys=[SECRET])
     protected.set('k', 'x')
-    stored = protected._state.data_key('k')
-    protected._state.backend._data[stored] = (held(plain, 'k'), float('inf'))
+    put_raw(protected, 'k', held(plain, 'k'))
     with pytest.raises(exception.IntegrityError):
         protected.get('k')
     with pytest.raises(exception.IntegrityError):
@@ -196,9 +215,11 @@ def test_pickle_serializer_keeps_working_with_plain_values():
 
 
 # --- the store's memory of stored keys ---------------------------------------
+# Internal on purpose: the memory of stored keys changes no result, so
+# only the store's own table shows what it remembers.
 
 def test_key_cache_stays_within_its_bound():
-    store = make_store()
+    store = default_store()
     for i in range(core.KEY_CACHE_SIZE + 50):
         store.set('key-%d' % i, i)
         assert len(store._state.keys) <= core.KEY_CACHE_SIZE
@@ -209,7 +230,7 @@ def test_key_cache_stays_within_its_bound():
 
 @pytest.mark.parametrize('key', [Text('k'), b'k', 1, None])
 def test_cached_key_does_not_admit_other_types(key):
-    store = make_store()
+    store = default_store()
     store.set('k', 'v')
     assert 'k' in store._state.keys
     for call in (store.get, store.delete, lambda k: store.get_multi([k]),
@@ -219,7 +240,7 @@ def test_cached_key_does_not_admit_other_types(key):
 
 
 def test_cached_keys_match_the_mangler():
-    store = make_store()
+    store = default_store()
     store.set('k', 1)
     state = store._state
     assert state.keys['k'] == core.sha256_mangle_key(data_prefix(store) + 'k')
@@ -234,6 +255,8 @@ _TEXT = st.text(st.characters(codec=None, exclude_categories=()))
 def test_default_stored_keys_hash_the_whole_namespaced_key(name, key):
     # The store hashes its namespace once and the key per call; the
     # result must be the one hash of namespace + key, for any text.
+    # Internal on purpose: a recording mangler (stored.py) would replace
+    # the default path this checks.
     store = oslo_kvs.get_key_value_store(name)
     if not store.is_configured:
         store.configure('openstack.kvs.Memory')
@@ -246,7 +269,8 @@ def test_default_stored_keys_hash_the_whole_namespaced_key(name, key):
 
 def test_stored_keys_do_not_change_between_releases():
     # Values written by an earlier release must stay readable: the
-    # default store's stored keys are fixed for good.
+    # default store's stored keys are fixed for good. Internal on purpose:
+    # a recording mangler (stored.py) would replace the default path.
     store = oslo_kvs.get_key_value_store('golden')
     if not store.is_configured:
         store.configure('openstack.kvs.Memory')
@@ -262,9 +286,7 @@ def test_stored_keys_do_not_change_between_releases():
 def test_get_multi_names_the_corrupt_key():
     store = make_store()
     store.set_multi({'a': {'x': 1}, 'b': {'y': 2}, 'c': 'plain'})
-    state = store._state
-    stored = state.data_key('b')
-    state.backend._data[stored] = (b'\x01\xc1', float('inf'))
+    put_raw(store, 'b', b'\x01\xc1')
     with pytest.raises(exception.IntegrityError) as caught:
         store.get_multi(['a', 'b', 'c'])
     assert caught.value.target == 'b'
@@ -273,8 +295,7 @@ def test_get_multi_names_the_corrupt_key():
 def test_get_multi_missing_wins_over_corrupt():
     store = make_store()
     store.set_multi({'a': {'x': 1}, 'b': {'y': 2}})
-    stored = store._state.data_key('a')
-    store._state.backend._data[stored] = (b'junk', float('inf'))
+    put_raw(store, 'a', b'junk')
     with pytest.raises(exception.NotFound) as caught:
         store.get_multi(['a', 'b', 'gone'])
     assert not isinstance(caught.value, exception.IntegrityError)
@@ -295,6 +316,8 @@ def test_lock_free_read_never_returns_an_expired_value():
         store.get_multi(['a', 'b'])
     assert caught.value.target == ['a', 'b']
     store.set('c', 1)  # a write purges what expired
+    # Internal on purpose: purged or not, an expired entry reads as
+    # missing; only the backend's size tells.
     assert len(store._state.backend) == 1
 
 
@@ -370,7 +393,7 @@ def test_a_callers_mangler_is_called_on_every_operation():
         calls.append(key)
         return 'm-' + key[-40:]
 
-    store = make_store(key_mangler=mangler)
+    store = default_store(key_mangler=mangler)
     store.set('k', 1)
     store.get('k')
     store.get_multi(['k'])
