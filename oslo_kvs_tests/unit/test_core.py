@@ -597,3 +597,17 @@ def test_server_errors_become_backend_errors(password, monkeypatch):
     backend.failure = exception.ValueTooLarge('exact words')
     with pytest.raises(exception.ValueTooLarge, match='^exact words$'):
         store.get('k')
+
+
+@pytest.mark.parametrize('call', ['set', 'add', 'set_multi'])
+def test_bad_call_expiry_is_refused_for_a_no_expiry_key_too(call):
+    store = oslo_kvs.get_key_value_store('exempt-%s' % uuid.uuid4())
+    store.configure('openstack.kvs.Memory', no_expiry_keys=['k'])
+    write = getattr(store, call)
+    with pytest.raises(ValueError, match='expire_time'):
+        if call == 'set_multi':
+            write({'k': 1}, expire_time=-1)
+        else:
+            write('k', 1, expire_time=-1)
+    with pytest.raises(exception.NotFound):
+        store.get('k')
