@@ -154,7 +154,7 @@ class _Configured:
 
     __slots__ = ('io', 'backend', 'proxied', 'codec', 'keep_plain',
                  'settings', 'ttl', 'no_expiry', 'keys', 'cache_keys',
-                 'stored_data_key', 'lock_key')
+                 'stored_data_key', 'lock_key', 'encode', 'decode')
 
     def __init__(self, io: ty.Any, backend: base.Backend,
                  settings: _settings.Settings, mangler: ty.Any,
@@ -184,6 +184,10 @@ class _Configured:
         #: proxy expects bytes. See serialization.plain().
         self.keep_plain = (not self.proxied and codec.protector is None
                            and backend.local)
+        #: A value to what the backend stores, and back: the codec's own
+        #: functions, unless values may be kept as themselves.
+        self.encode = self._encode_kept if self.keep_plain else codec.encode
+        self.decode = self._decode_kept if self.keep_plain else codec.decode
         # Users name no_expiry_keys by their keys; writes see stored keys.
         self.no_expiry = frozenset(self.data_key(key)
                                    for key in settings.no_expiry)
@@ -227,24 +231,31 @@ class _Configured:
         ttl = self.call_ttl(expire_time)
         return None if stored in self.no_expiry else ttl
 
-    def encode(self, key: str, value: ty.Any) -> ty.Any:
-        """What the backend stores for ``value`` under user key ``key``."""
-        if self.keep_plain:
-            kept = serialization.plain(value)
-            if kept is not None:
-                return kept
-        return self.codec.encode(key, value)
+    def _encode_kept(self, key: str, value: ty.Any) -> ty.Any:
+        """An immutable value as itself, any other encoded."""
+        kept = serialization.plain(value)
+        return kept if kept is not None else self.codec.encode(key, value)
 
-    def decode(self, key: str, data: ty.Any) -> ty.Any:
-        """The value of ``data``; refuses data not written by our rules.
-
-        :raises ValueError: or IntegrityError, for such data.
-        """
+    def _decode_kept(self, key: str, data: ty.Any) -> ty.Any:
+        """The value of ``data``, which may be a value kept as itself."""
         if data.__class__ is serialization.Plain:
-            if self.keep_plain:
-                return data.value
-            raise ValueError('unprotected value')
+            return data.value
         return self.codec.decode(key, data)
+
+    def decode_many(self, keys: list[str], found: list[ty.Any]
+                    ) -> list[ty.Any]:
+        """The values of ``found``, some maybe kept as themselves.
+
+        :raises exception.IntegrityError: naming the first refused key.
+        """
+        try:
+            return self.codec.decode_many(keys, found)
+        except exception.IntegrityError:
+            if not self.keep_plain:
+                raise
+        plain, decode = serialization.Plain, self.codec.decode
+        return [data.value if data.__class__ is plain else decode(key, data)
+                for key, data in zip(keys, found)]
 
     def write(self, mapping: dict[str, ty.Any], ttl: float | None) -> None:
         """One backend write of ``mapping``, through the proxies if any."""
@@ -503,7 +514,7 @@ class KeyValueStore:
             raise exception.NotFound(key)
         try:
             return state.decode(key, data)
-        except (ValueError, exception.IntegrityError):
+        except exception.IntegrityError:
             raise self._refused(key) from None
 
     def get_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
@@ -517,22 +528,13 @@ class KeyValueStore:
         keys = list(keys)
         stored = state.data_keys(keys)
         found = state.io.get_serialized_multi(stored) if stored else []
-        missing = [key for key, data in zip(keys, found)
-                   if data is base.NO_VALUE]
-        if missing:
-            raise exception.NotFound(missing)
-        if not state.keep_plain:
-            try:
-                return state.codec.decode_many(keys, found)
-            except (ValueError, exception.IntegrityError) as exc:
-                raise self._refused(getattr(exc, 'target', keys)) from None
-        values = []
-        for key, data in zip(keys, found):
-            try:
-                values.append(state.decode(key, data))
-            except (ValueError, exception.IntegrityError):
-                raise self._refused(key) from None
-        return values
+        if base.NO_VALUE in found:
+            raise exception.NotFound([key for key, data in zip(keys, found)
+                                      if data is base.NO_VALUE])
+        try:
+            return state.decode_many(keys, found)
+        except exception.IntegrityError as exc:
+            raise self._refused(exc.target) from None
 
     def set(self, key: str, value: ty.Any,
             lock: 'KeyValueStoreLock | None' = None,
@@ -567,8 +569,10 @@ class KeyValueStore:
         batch = {data_key(key): encode(key, value)
                  for key, value in mapping.items()}
         # One backend call per ttl: no_expiry_keys may split the batch.
-        exempt = {stored: batch.pop(stored)
-                  for stored in state.no_expiry.intersection(batch)}
+        exempt = {}
+        if state.no_expiry:
+            exempt = {stored: batch.pop(stored)
+                      for stored in state.no_expiry.intersection(batch)}
         for part, part_ttl in ((batch, ttl), (exempt, None)):
             if part:
                 state.write(part, part_ttl)

@@ -285,12 +285,15 @@ class Codec:
     def decode(self, key: str, data: bytes) -> ty.Any:
         """The value :meth:`encode` made ``data`` of, under ``key``.
 
-        :raises exception.IntegrityError: when protection refuses it.
-        :raises ValueError: for bytes the serializer did not write.
+        :raises exception.IntegrityError: for data protection refuses or
+            the serializer did not write.
         """
-        if self.protector is not None:
-            data = self.protector.open(key, data)
-        return self._loads(data)
+        try:
+            if self.protector is not None:
+                data = self.protector.open(key, data)
+            return self._loads(data)
+        except (ValueError, TypeError):
+            raise exception.IntegrityError(key) from None
 
     def decode_many(self, keys: ty.Sequence[str],
                     values: ty.Sequence[bytes]) -> list[ty.Any]:
@@ -303,10 +306,4 @@ class Codec:
                 return loads_many(values)
             except ValueError:
                 pass  # find which one, below
-        decoded = []
-        for key, data in zip(keys, values):
-            try:
-                decoded.append(self.decode(key, data))
-            except (ValueError, TypeError):
-                raise exception.IntegrityError(key) from None
-        return decoded
+        return [self.decode(key, data) for key, data in zip(keys, values)]
