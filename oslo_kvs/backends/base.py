@@ -45,7 +45,7 @@ from oslo_kvs import serialization
 
 NO_VALUE = api.NO_VALUE
 
-#: The TLS arguments (:data:`TLS`) that name files.
+#: The TLS arguments (``TLS``) that name files.
 TLS_FILES = ('tls_cafile', 'tls_certfile', 'tls_keyfile')
 
 #: Longest duration any option or ttl may give (about 31 years); anything
@@ -151,7 +151,7 @@ def check_readable(owner: str, args: ty.Mapping[str, ty.Any],
 
 
 def check_tls(owner: str, args: ty.Mapping[str, ty.Any]) -> bool:
-    """Check the :data:`TLS` arguments of a backend; whether TLS is on.
+    """Check the ``TLS`` arguments of a backend; whether TLS is on.
 
     TLS arguments without ``tls_enabled`` are refused rather than ignored
     (whoever gave them expects TLS), as is a key file without its

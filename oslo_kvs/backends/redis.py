@@ -192,7 +192,7 @@ class RedisBackend(base.Backend):
     distributed_lock = True
     # One server runs a script on the data key and its lock key at once.
     fenced_writes = True
-    #: The server(s), for messages: set by the mode's :meth:`_prepare`.
+    #: The server(s), for messages: set by the mode when it is prepared.
     where = '(not configured)'
 
     def __new__(cls, arguments: ty.Mapping[str, ty.Any]) -> 'RedisBackend':
