@@ -101,14 +101,6 @@ def _enabled(conf: cfg.ConfigOpts, section: str, value: ty.Any = None) -> bool:
     return bool(conf.kvs.memoize_enabled and conf[section].caching)
 
 
-def _cache_time(conf: cfg.ConfigOpts, section: str) -> float | None:
-    """Seconds results stay valid, or None for no limit."""
-    seconds = conf[section].cache_time
-    if seconds is None:
-        seconds = conf.kvs.memoize_expiration_time
-    return seconds or None
-
-
 def should_cache_fn(section: str, conf: cfg.ConfigOpts | None = None
                     ) -> ty.Callable[[ty.Any], bool]:
     """Keystone's ``should_cache_fn``: whether ``section`` memoizes now.
@@ -443,8 +435,11 @@ class MemoizedFunction:
         if type(entry) is not tuple or len(entry) != 2 or (
                 type(entry[0]) is not float):
             return None
-        ttl = _cache_time(self._conf, self._expiration_group)
-        return _Entry(entry[1], ttl is None or time.time() - entry[0] <= ttl)
+        # Seconds results stay valid; 0 for no limit.
+        ttl = self._conf[self._expiration_group].cache_time
+        if ttl is None:
+            ttl = self._conf.kvs.memoize_expiration_time
+        return _Entry(entry[1], not ttl or time.time() - entry[0] <= ttl)
 
     def _write(self, store: core.KeyValueStore, key: str, value: ty.Any,
                refused: str | None = 'value') -> None:
