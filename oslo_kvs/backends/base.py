@@ -63,7 +63,8 @@ class Option:
     (:func:`seconds`, :func:`count`), so strings from config files are
     coerced the way oslo.config coerces them (``"False"`` is false) and
     booleans are not numbers. ``secret`` arguments are never echoed in
-    error messages.
+    error messages. ``server`` arguments name servers (addresses or URLs),
+    which ``oslo-kvs doctor`` reads to find the hosts a backend reaches.
     """
 
     name: str
@@ -72,6 +73,7 @@ class Option:
     aliases: tuple[str, ...] = ()
     secret: bool = False
     help: str = ''
+    server: bool = False
 
 
 class Number:
@@ -254,6 +256,21 @@ KEEPALIVE = (
            help='Unanswered probes before the connection is dropped '
                 '(default: the system\'s).'),
 )
+
+
+def keepalive_settings(args: ty.Mapping[str, ty.Any]) -> dict[str, int]:
+    """The ``KEEPALIVE`` settings given, by their TCP names.
+
+    The names are ``idle``, ``intvl`` and ``cnt``: pymemcache's keywords,
+    and the ends of the socket options they set (``TCP_KEEPIDLE``...).
+    Settings left unset keep the system's defaults.
+    """
+    given = {'idle': args['socket_keepalive_idle'],
+             'intvl': args['socket_keepalive_interval'],
+             'cnt': args['socket_keepalive_count']}
+    return {name: value for name, value in given.items()
+            if value is not None}
+
 
 TLS = (
     Option('tls_enabled', types.Boolean(), False, help='Use TLS.'),
@@ -566,8 +583,31 @@ class Backend(api.CacheBackend):
         """Free the lock ``key`` only if ``token`` still holds it."""
         raise NotImplementedError
 
+    #: This process's client (see :meth:`_per_process`); unset: no server.
+    _clients: _process.PerProcess[ty.Any]
+
+    def _per_process(self, factory: ty.Callable[[], ty.Any]) -> None:
+        """Let ``factory`` make the client, anew in each process.
+
+        A client and its pool are the process's own: a forked child makes
+        its own on first use (``self._clients.get()``) and drops the
+        parent's unclosed, since the parent still uses it.
+        """
+        self._clients = _process.PerProcess(factory)
+
+    def _close_client(self, client: ty.Any) -> None:
+        """Close what the factory of :meth:`_per_process` made."""
+        client.close()
+
     def close(self) -> None:
-        """Release connections; idempotent."""
+        """Release this process's connections; idempotent."""
+        clients = getattr(self, '_clients', None)
+        made = clients.forget() if clients is not None else None
+        if made is not None:
+            self._close_client(made)
+
+    def __repr__(self) -> str:
+        return '<%s %s>' % (type(self).__name__, self.where)
 
     # --- fenced writes (optional) ---------------------------------------
 

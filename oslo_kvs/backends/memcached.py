@@ -34,7 +34,6 @@ from oslo_config import types
 from pymemcache.client import base as pymc_base
 from pymemcache import exceptions as pymc_exc
 
-from oslo_kvs import _process
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs.backends import memcache_pool
@@ -62,7 +61,7 @@ def _seconds(name: str, default: float, alias: str, help: str) -> base.Option:
 
 
 OPTIONS = (
-    base.Option('url', types.List(), ['localhost:11211'], help=(
+    base.Option('url', types.List(), ['localhost:11211'], server=True, help=(
         'memcached servers: a list or comma-separated string of host:port, '
         '[IPv6]:port or unix socket paths (/path or unix:/path).')),
     base.Option('memcached_backend', types.String(choices=BACKEND_NAMES),
@@ -154,12 +153,8 @@ class MemcachedBackend(base.Backend):
         self._servers = [label for _, label in servers]
         keepalive = None
         if args['socket_keepalive']:
-            keepalive = pymc_base.KeepaliveOpts(**{
-                name: args[option] for name, option in (
-                    ('idle', 'socket_keepalive_idle'),
-                    ('intvl', 'socket_keepalive_interval'),
-                    ('cnt', 'socket_keepalive_count'))
-                if args[option] is not None})
+            keepalive = pymc_base.KeepaliveOpts(
+                **base.keepalive_settings(args))
         pool_args = dict(
             max_size=args['pool_maxsize'],
             idle_timeout=args['pool_unused_timeout'],
@@ -184,12 +179,12 @@ class MemcachedBackend(base.Backend):
 
         # Connections, pool accounting and node health are this process's
         # own: a forked child builds its own on first use.
-        self._clusters = _process.PerProcess(make_cluster)
+        self._per_process(make_cluster)
 
     @property
     def _cluster(self) -> memcache_pool.Cluster:
         """This process's cluster."""
-        return self._clusters.get()
+        return self._clients.get()
 
     def _parse_url(self, urls: list[str]) -> list[tuple[ty.Any, str]]:
         """Each ``url`` entry as a pymemcache server and a label."""
@@ -295,19 +290,19 @@ class MemcachedBackend(base.Backend):
 
     @base.translate_errors
     def get_serialized(self, key):
-        value = self._clusters.get().node_for(key).run('get', key)
+        value = self._clients.get().node_for(key).run('get', key)
         return base.NO_VALUE if value is None else value
 
     @base.translate_errors
     def get_serialized_multi(self, keys):
         found: dict[str, bytes] = {}
-        for node, group in self._clusters.get().group(keys).items():
+        for node, group in self._clients.get().group(keys).items():
             found.update(node.run('get_many', group))
         return [found.get(key, base.NO_VALUE) for key in keys]
 
     @base.translate_errors
     def set_serialized(self, key, value, ttl=None):
-        node = self._clusters.get().node_for(key)
+        node = self._clients.get().node_for(key)
         try:
             stored = node.run('set', key, value, exptime(ttl) if ttl else 0)
         except memcache_pool.TooLarge:
@@ -320,7 +315,7 @@ class MemcachedBackend(base.Backend):
     def set_serialized_multi(self, mapping, ttl=None):
         expire = exptime(ttl) if ttl else 0
         try:
-            for node, group in self._clusters.get().group(mapping).items():
+            for node, group in self._clients.get().group(mapping).items():
                 failed = node.run('set_many', {key: mapping[key]
                                                for key in group}, expire)
                 if failed:
@@ -334,34 +329,29 @@ class MemcachedBackend(base.Backend):
 
     @base.translate_errors
     def delete_multi(self, keys):
-        for node, group in self._clusters.get().group(keys).items():
+        for node, group in self._clients.get().group(keys).items():
             node.run('delete_many', group)
 
     @base.translate_errors
     def delete_existing(self, key):
-        return bool(self._clusters.get().node_for(key).run('delete', key))
+        return bool(self._clients.get().node_for(key).run('delete', key))
 
     @base.translate_errors
     def add_serialized(self, key, value, ttl=None):
-        return bool(self._clusters.get().node_for(key).run(
+        return bool(self._clients.get().node_for(key).run(
             'add', key, value, exptime(ttl) if ttl else 0))
 
     @base.translate_errors
     def acquire_lock(self, key, token, ttl):
-        return bool(self._clusters.get().node_for(key).run(
+        return bool(self._clients.get().node_for(key).run(
             'add', key, token.encode('ascii'), lock_exptime(ttl)))
 
     @base.translate_errors
     def release_lock(self, key, token):
-        node = self._clusters.get().node_for(key)
+        node = self._clients.get().node_for(key)
         value, cas = node.run('gets', key)
         if value != token.encode('ascii'):
             return False
         # Expire it only if nobody changed it since gets: a lock taken by
         # someone else meanwhile has another cas value and stays.
         return bool(node.run('cas', key, b'', cas, -1))
-
-    def close(self) -> None:
-        cluster = self._clusters.forget()
-        if cluster is not None:
-            cluster.close()

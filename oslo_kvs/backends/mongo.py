@@ -40,7 +40,6 @@ import pymongo
 from pymongo import errors as mongo_errors
 from pymongo import uri_parser
 
-from oslo_kvs import _process
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs import exception
@@ -140,7 +139,7 @@ def _son_manipulator(value: ty.Any) -> ty.NoReturn:
 
 OPTIONS = (
     # Secret: a URI may carry a password, so a rejected value is not echoed.
-    base.Option('db_hosts', _hosts, secret=True,
+    base.Option('db_hosts', _hosts, secret=True, server=True,
                 help='host:port list, or one mongodb:// URI. Required.'),
     base.Option('db_name', types.String(), help='Database. Required.'),
     base.Option('cache_collection', types.String(),
@@ -260,7 +259,7 @@ class MongoBackend(base.Backend):
         # process builds its own (connect=False, so no I/O then). A
         # parent's client is dropped unclosed, as closing would end the
         # parent's server sessions.
-        self._clients = _process.PerProcess(connect)
+        self._per_process(connect)
         try:
             self._clients.get()
         except (mongo_errors.PyMongoError, ValueError, TypeError,
@@ -362,10 +361,8 @@ class MongoBackend(base.Backend):
             type(exc).__name__, '' if code is None else ' (code %s)' % code,
             exc, self.db_name)
 
-    def close(self) -> None:
-        made = self._clients.forget()
-        if made is not None:
-            made[0].close()
+    def _close_client(self, client: tuple[ty.Any, ty.Any]) -> None:
+        client[0].close()
 
     # --- plumbing --------------------------------------------------------
 

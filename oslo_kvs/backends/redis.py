@@ -40,7 +40,6 @@ from redis import exceptions as redis_exceptions
 from redis import retry as redis_retry
 from redis import sentinel as redis_sentinel
 
-from oslo_kvs import _process
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs import exception
@@ -70,10 +69,10 @@ def _key_prefix(value: str) -> str:
 
 
 _OPTIONS = (
-    Option('url', types.String(), secret=True,
+    Option('url', types.String(), secret=True, server=True,
            help='redis://[user:password@]host[:port][/db], rediss://... '
                 '(TLS) or unix:///path/to/socket[?db=N].'),
-    Option('host', types.String(),
+    Option('host', types.String(), server=True,
            help='Server host name or address (default localhost).'),
     Option('port', types.Port(), help='Server port (default 6379).'),
     Option('db', base.count(),
@@ -90,7 +89,7 @@ _OPTIONS = (
     *base.TLS,
     Option('tls_check_hostname', types.Boolean(), True,
            help='Check that the server certificate names the host.'),
-    Option('sentinels', types.List(),
+    Option('sentinels', types.List(), server=True,
            help='Sentinels as host:port items; selects Sentinel mode.'),
     Option('service_name', types.String(),
            help='The master name the sentinels monitor.'),
@@ -98,7 +97,7 @@ _OPTIONS = (
            help='ACL user name for the sentinels.'),
     Option('sentinel_password', types.String(), secret=True,
            help='Password for the sentinels (their requirepass).'),
-    Option('cluster_nodes', types.List(),
+    Option('cluster_nodes', types.List(), server=True,
            help='Cluster startup nodes as host:port; selects Cluster mode.'),
     # oslo.cache's names, with its meaning (there for pymemcache).
     Option('enable_retry_client', types.Boolean(), True,
@@ -155,11 +154,6 @@ _PIPELINE_ERROR = re.compile(
 # What redis-py's parse_url may return that a url is allowed to set.
 _URL_PARTS = frozenset(['host', 'port', 'db', 'username', 'password', 'path',
                         'connection_class'])
-
-#: The keepalive arguments, by the socket option each one sets.
-_KEEPALIVE_OPTIONS = (('TCP_KEEPIDLE', 'socket_keepalive_idle'),
-                      ('TCP_KEEPINTVL', 'socket_keepalive_interval'),
-                      ('TCP_KEEPCNT', 'socket_keepalive_count'))
 
 
 def _px(seconds: float | None) -> int | None:
@@ -220,11 +214,11 @@ class RedisBackend(base.Backend):
         # The client and its pool are this process's own: a forked child
         # builds its own on first use. Built here too, so that bad
         # arguments fail now (and a Cluster that is down).
-        self._clients = _process.PerProcess(
+        self._per_process(
             self._prepare(args, self._connection_arguments(args)))
         # Sent by its SHA1 (and loaded on a NOSCRIPT reply); every call
         # names this process's client.
-        self._if_held_script = self._clients.get().register_script(
+        self._if_held_script = self._client.register_script(
             _IF_HELD_SCRIPT)
 
     def _prepare(self, args: dict[str, ty.Any],
@@ -239,9 +233,6 @@ class RedisBackend(base.Backend):
     @property
     def _client(self) -> ty.Any:
         return self._clients.get()
-
-    def __repr__(self) -> str:
-        return '<%s %s>' % (type(self).__name__, self.where)
 
     # --- configuration ---------------------------------------------------
 
@@ -259,9 +250,9 @@ class RedisBackend(base.Backend):
             'socket_connect_timeout': args['connect_timeout'] or timeout,
             'socket_keepalive': args['socket_keepalive'],
             'socket_keepalive_options': {
-                getattr(socket, name): args[option]
-                for name, option in _KEEPALIVE_OPTIONS
-                if args[option] is not None and hasattr(socket, name)},
+                getattr(socket, 'TCP_KEEP' + name.upper()): value
+                for name, value in base.keepalive_settings(args).items()
+                if hasattr(socket, 'TCP_KEEP' + name.upper())},
             # Fail within the timeout; a later call reconnects by itself.
             'retry': _NO_RETRY,
             # RESP2: every Redis version speaks it, and its replies are
@@ -401,12 +392,10 @@ class RedisBackend(base.Backend):
                                     args=[token, *command],
                                     client=self._client)
 
-    def close(self) -> None:
-        client = self._clients.forget()
-        if client is not None:
-            # Closing a broken connection must not fail shutdown.
-            with contextlib.suppress(Exception):
-                client.close()
+    def _close_client(self, client: ty.Any) -> None:
+        # Closing a broken connection must not fail shutdown.
+        with contextlib.suppress(Exception):
+            client.close()
 
     # --- multi-key calls on stored (prefixed) keys -----------------------
 

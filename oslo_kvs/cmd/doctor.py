@@ -54,8 +54,9 @@ token_opts = [
              'expire_time would drop tokens before they expire.'),
 ]
 
-# Arguments in which backends name their servers.
-_SERVER_ARGUMENTS = ('url', 'host', 'db_hosts', 'sentinels', 'cluster_nodes')
+# Where a foreign dogpile.cache backend's arguments name its servers.
+_FOREIGN_SERVER_ARGUMENTS = ('url', 'host', 'db_hosts', 'sentinels',
+                             'cluster_nodes')
 _TLS_SCHEMES = ('rediss://', 'mongodb+srv://')
 _TLS_QUERY = ('tls=true', 'ssl=true')
 
@@ -227,17 +228,27 @@ def symptom_unprotected_values_on_network_backend(check: Checkup) -> bool:
             check.setting('value_protection') in (None, 'none'))
 
 
-def _hosts_in_clear(arguments: ty.Mapping[str, ty.Any]) -> list[str]:
-    """Hosts off this machine that backend ``arguments`` reach without TLS.
+def _server_arguments(backend_cls: type | None) -> ty.Iterable[str]:
+    """The names of the arguments in which ``backend_cls`` names servers."""
+    if not (isinstance(backend_cls, type) and
+            issubclass(backend_cls, base.Backend)):
+        return _FOREIGN_SERVER_ARGUMENTS
+    return [name for opt in backend_cls.options if opt.server
+            for name in (opt.name,) + opt.aliases]
+
+
+def _hosts_in_clear(check: Checkup) -> list[str]:
+    """Hosts off this machine that the backend arguments reach without TLS.
 
     Reads the arguments only: nothing is resolved or connected to. A
     server argument is a list, or a comma-separated string, of addresses
     or URLs; a URL may name several hosts (``mongodb://a,b/``).
     """
+    arguments = check.arguments
     # ssl: the historical name in dogpile.cache and Keystone's MongoDB.
     tls = any(_true(arguments.get(flag)) for flag in ('tls_enabled', 'ssl'))
     hosts = []
-    for name in _SERVER_ARGUMENTS:
+    for name in _server_arguments(check.backend_cls):
         value = arguments.get(name) or ()
         for item in [value] if isinstance(value, str) else value:
             lowered = item.strip().lower()
@@ -268,7 +279,7 @@ def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
     """
     if check.backend_cls is None or check.local:
         return False
-    for host in _hosts_in_clear(check.arguments):
+    for host in _hosts_in_clear(check):
         check.note('no TLS toward %s' % host)
     return bool(check.notes)
 
@@ -284,7 +295,7 @@ def symptom_memcached_password_without_tls(check: Checkup) -> bool:
     if not (_is_memcached(check.backend_cls) and
             check.arguments.get('password')):
         return False
-    for host in _hosts_in_clear(check.arguments):
+    for host in _hosts_in_clear(check):
         check.note('the password goes to %s in clear' % host)
     return bool(check.notes)
 
