@@ -480,9 +480,15 @@ class Backend(api.CacheBackend):
                 self.add_secrets(item, secret=False)
 
     @classmethod
-    def argument_names(cls, secret: bool = False) -> set[str]:
-        """Names and aliases of the arguments (only secret ones if asked)."""
-        return {name for opt in cls.options if opt.secret or not secret
+    def argument_names(cls, secret: bool = False,
+                       server: bool = False) -> set[str]:
+        """Names and aliases of the arguments.
+
+        Only the secret ones if ``secret``, only those that name servers
+        if ``server``.
+        """
+        return {name for opt in cls.options
+                if (opt.secret or not secret) and (opt.server or not server)
                 for name in (opt.name,) + opt.aliases}
 
     @property

@@ -228,15 +228,6 @@ def symptom_unprotected_values_on_network_backend(check: Checkup) -> bool:
             check.setting('value_protection') in (None, 'none'))
 
 
-def _server_arguments(backend_cls: type | None) -> ty.Iterable[str]:
-    """The names of the arguments in which ``backend_cls`` names servers."""
-    if not (isinstance(backend_cls, type) and
-            issubclass(backend_cls, base.Backend)):
-        return _FOREIGN_SERVER_ARGUMENTS
-    return [name for opt in backend_cls.options if opt.server
-            for name in (opt.name,) + opt.aliases]
-
-
 def _hosts_in_clear(check: Checkup) -> list[str]:
     """Hosts off this machine that the backend arguments reach without TLS.
 
@@ -244,11 +235,14 @@ def _hosts_in_clear(check: Checkup) -> list[str]:
     server argument is a list, or a comma-separated string, of addresses
     or URLs; a URL may name several hosts (``mongodb://a,b/``).
     """
-    arguments = check.arguments
+    arguments, cls = check.arguments, check.backend_cls
+    names = (sorted(cls.argument_names(server=True))
+             if isinstance(cls, type) and issubclass(cls, base.Backend)
+             else _FOREIGN_SERVER_ARGUMENTS)
     # ssl: the historical name in dogpile.cache and Keystone's MongoDB.
     tls = any(_true(arguments.get(flag)) for flag in ('tls_enabled', 'ssl'))
     hosts = []
-    for name in _server_arguments(check.backend_cls):
+    for name in names:
         value = arguments.get(name) or ()
         for item in [value] if isinstance(value, str) else value:
             lowered = item.strip().lower()
