@@ -204,6 +204,8 @@ class TestTLSOffTowardRemoteServer:
         ('openstack.kvs.MongoDB', ['db_hosts:mongodb://u:%s@%s/ks'
                                    % (PASSWORD, REMOTE),
                                    'db_name:ks', 'cache_collection:c']),
+        # A foreign backend's arguments are read by their usual names.
+        ('dogpile.cache.pymemcache', ['url:%s:11211' % REMOTE]),
     ])
     def test_detected(self, tmp_path, store, arguments):
         check = checkup(tmp_path, '[kvs]\nbacking_store = %s\n%s' % (
