@@ -86,6 +86,18 @@ class TestUrl:
     def test_forms(self, url, servers):
         assert backend(url=url).servers() == servers
 
+    def test_repr_names_the_class_and_servers(self):
+        assert repr(backend(url='a:1,b:2')) == '<MemcachedBackend a:1, b:2>'
+
+    def test_close_closes_the_cluster_once(self, monkeypatch):
+        be = backend(url='a:1')
+        closed = []
+        monkeypatch.setattr(cluster_of(be), 'close',
+                            lambda: closed.append(True))
+        be.close()
+        be.close()
+        assert closed == [True]
+
     def test_ipv6_server_is_a_host_port_pair(self):
         assert pool_of(backend(url='[::1]:11300')).server == ('::1', 11300)
 
