@@ -17,7 +17,7 @@ import pytest
 
 from oslo_kvs import opts
 
-# Server fixtures (memcached, Redis) live in servers.py.
+# Server fixtures (memcached, Redis, MongoDB) live in the servers package.
 pytest_plugins = ['oslo_kvs_tests.servers']
 
 

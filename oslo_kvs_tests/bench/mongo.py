@@ -12,7 +12,7 @@
 
 """oslo_kvs on MongoDB against raw pymongo with the same serializer.
 
-The suite starts its own SecantusDB (see oslo_kvs_tests/servers.py) on a
+The suite starts its own SecantusDB (see oslo_kvs_tests/servers/mongo.py) on a
 free loopback port, or uses the real server ``OSLO_KVS_MONGO_URL`` names
 (a fresh collection, dropped afterwards), and measures, interleaved on that
 one server:

@@ -38,7 +38,6 @@ import unittest
 import pytest
 
 import oslo_kvs
-from oslo_kvs_tests import mongomock_server
 from oslo_kvs_tests import servers
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -132,7 +131,7 @@ def _mongodb_page(request) -> Example:
     # No MongoDB server in CI: the page runs on mongomock, which accepts
     # any address and credentials.
     monkeypatch = request.getfixturevalue('monkeypatch')
-    mongomock_server.install(monkeypatch)
+    servers.install_mongomock(monkeypatch)
     return Example({'store': oslo_kvs.get_key_value_store('tokens'),
                     'secret': secrets.token_urlsafe(16)}, {})
 
