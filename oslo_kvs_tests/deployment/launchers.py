@@ -422,7 +422,7 @@ class Eventlet(Program):
             try:
                 import hiredis  # noqa: F401
             except ImportError:
-                servers._missing('hiredis is not installed')
+                servers.missing('hiredis is not installed')
         return super().start()
 
 
