@@ -34,21 +34,17 @@ FORMAT_MSGPACK = b'\x01'
 FORMAT_PICKLE = b'\x02'
 SERIALIZERS = ('msgpack', 'pickle')
 
-_EXT_TUPLE = 1
-_EXT_SET = 2
-_EXT_FROZENSET = 3
 _EXT_DATETIME = 4
 _EXT_BIGINT = 5
+#: Extension codes of the containers MessagePack would read back as lists.
+_EXT_CONTAINERS = {tuple: 1, set: 2, frozenset: 3}
+_CONTAINER_OF_EXT = {code: kind for kind, code in _EXT_CONTAINERS.items()}
 
 
 def _encode_ext(obj: ty.Any) -> msgpack.ExtType:
     kind = type(obj)
-    if kind is tuple:
-        return msgpack.ExtType(_EXT_TUPLE, _pack(list(obj)))
-    if kind is set:
-        return msgpack.ExtType(_EXT_SET, _pack(list(obj)))
-    if kind is frozenset:
-        return msgpack.ExtType(_EXT_FROZENSET, _pack(list(obj)))
+    if kind in _EXT_CONTAINERS:
+        return msgpack.ExtType(_EXT_CONTAINERS[kind], _pack(list(obj)))
     if kind is datetime.datetime:
         offset = obj.utcoffset()
         offset_us = (None if offset is None
@@ -67,12 +63,8 @@ def _encode_ext(obj: ty.Any) -> msgpack.ExtType:
 
 
 def _decode_ext(code: int, data: bytes) -> ty.Any:
-    if code == _EXT_TUPLE:
-        return tuple(_unpack(data))
-    if code == _EXT_SET:
-        return set(_unpack(data))
-    if code == _EXT_FROZENSET:
-        return frozenset(_unpack(data))
+    if code in _CONTAINER_OF_EXT:
+        return _CONTAINER_OF_EXT[code](_unpack(data))
     if code == _EXT_DATETIME:
         year, month, day, hour, minute, second, micro, fold, offset_us = (
             _unpack(data))
@@ -104,26 +96,17 @@ def _unpack(data: bytes) -> ty.Any:
 _packers = threading.local()
 
 
-def _thread_packer() -> ty.Callable[[ty.Any], bytes]:
-    pack = _packers.pack = msgpack.Packer(
-        use_bin_type=True, strict_types=True, default=_encode_ext).pack
-    return pack
-
-
 # dumps() looks for MessagePack's bin headers (0xc4-0xc6): msgpack packs
 # bytearray and memoryview as bin itself, without asking _encode_ext, and
 # they would come back as bytes.
-_CONTAINERS = (list, tuple, set, frozenset)
+_CONTAINERS = (list, tuple, set, frozenset, dict)
 
 
 def _refuse_buffers(value: ty.Any) -> None:
     """Raise TypeError if ``value`` holds a bytearray or memoryview."""
     kind = type(value)
-    if kind is dict:
-        for item in value.items():
-            _refuse_buffers(item)
-    elif kind in _CONTAINERS:
-        for item in value:
+    if kind in _CONTAINERS:
+        for item in value.items() if kind is dict else value:
             _refuse_buffers(item)
     elif isinstance(value, (bytearray, memoryview)):
         raise TypeError(
@@ -140,7 +123,8 @@ def dumps(value: ty.Any) -> bytes:
     try:
         pack = _packers.pack
     except AttributeError:
-        pack = _thread_packer()
+        pack = _packers.pack = msgpack.Packer(
+            use_bin_type=True, strict_types=True, default=_encode_ext).pack
     try:
         packed = pack(value)
     except (OverflowError, UnicodeEncodeError, ValueError) as exc:

@@ -93,15 +93,12 @@ class Number:
                                                              float)):
             raise TypeError('expected a number, not %s'
                             % type(value).__name__)
-        number = float(value) if isinstance(value, str) else value
+        number = float(value)
         if not math.isfinite(number):
             raise ValueError('must be a finite number')
-        if self.kind is int:
-            if number != int(number):
-                raise ValueError('must be a whole number')
-            number = int(number)
-        else:
-            number = float(number)
+        if self.kind is int and not number.is_integer():
+            raise ValueError('must be a whole number')
+        number = self.kind(number)
         if not self.min <= number <= self.max:
             raise ValueError('must be between %s and %s'
                              % (self.min, self.max))
@@ -191,10 +188,7 @@ def parse_arguments(owner: str, options: ty.Iterable[Option],
     default".
     """
     options = list(options)
-    known = {}
-    for opt in options:
-        for alias in (opt.name,) + opt.aliases:
-            known[alias] = opt
+    known = {name for opt in options for name in (opt.name,) + opt.aliases}
     unknown = sorted(str(name) for name in set(arguments) - set(known))
     if unknown:
         raise exception.ConfigurationError(
@@ -265,11 +259,11 @@ def keepalive_settings(args: ty.Mapping[str, ty.Any]) -> dict[str, int]:
     and the ends of the socket options they set (``TCP_KEEPIDLE``...).
     Settings left unset keep the system's defaults.
     """
-    given = {'idle': args['socket_keepalive_idle'],
-             'intvl': args['socket_keepalive_interval'],
-             'cnt': args['socket_keepalive_count']}
-    return {name: value for name, value in given.items()
-            if value is not None}
+    given = (('idle', 'socket_keepalive_idle'),
+             ('intvl', 'socket_keepalive_interval'),
+             ('cnt', 'socket_keepalive_count'))
+    return {tcp: args[name] for tcp, name in given
+            if args[name] is not None}
 
 
 TLS = (
@@ -413,9 +407,11 @@ class Backend(api.CacheBackend):
     Subclasses set :attr:`name`, :attr:`options` and
     :attr:`server_errors`, then implement the ``*_serialized`` methods,
     :meth:`delete_multi`, :meth:`delete_existing`, :meth:`acquire_lock`
-    and :meth:`release_lock`. ``ttl`` arguments are seconds (> 0) or
-    ``None`` for never; a backend rounds a ttl up to its server's
-    granularity, never down.
+    and :meth:`release_lock` (dogpile.cache declares
+    ``get_serialized_multi``, which gives :data:`NO_VALUE` for a missing
+    key, and ``delete_multi``, which ignores missing keys). ``ttl``
+    arguments are seconds (> 0) or ``None`` for never; a backend rounds a
+    ttl up to its server's granularity, never down.
 
     Each method that talks to a server is decorated with
     :func:`translate_errors`, so that a fault of a type listed in
@@ -533,7 +529,7 @@ class Backend(api.CacheBackend):
     def get(self, key: str) -> ty.Any:
         return self.get_serialized(key)
 
-    def get_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
+    def get_multi(self, keys: ty.Iterable[str]) -> ty.Sequence[ty.Any]:
         return self.get_serialized_multi(keys)
 
     def set(self, key: str, value: ty.Any) -> None:
@@ -547,10 +543,6 @@ class Backend(api.CacheBackend):
     def delete(self, key: str) -> None:
         self.delete_existing(key)
 
-    def get_serialized_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
-        """Values for ``keys`` in order; :data:`NO_VALUE` where missing."""
-        raise NotImplementedError
-
     def set_serialized(self, key: str, value: bytes,
                        ttl: float | None = None) -> None:
         """Store ``value``; it expires after ``ttl`` seconds (None: never)."""
@@ -559,10 +551,6 @@ class Backend(api.CacheBackend):
     def set_serialized_multi(self, mapping: ty.Mapping[str, bytes],
                              ttl: float | None = None) -> None:
         """Store every item, all with the same ``ttl``."""
-        raise NotImplementedError
-
-    def delete_multi(self, keys: ty.Iterable[str]) -> None:
-        """Remove the keys; missing ones are ignored."""
         raise NotImplementedError
 
     def delete_existing(self, key: str) -> bool:
