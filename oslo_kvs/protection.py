@@ -69,21 +69,6 @@ def _length_prefixed(text: str) -> bytes:
     return len(data).to_bytes(4, 'big') + data
 
 
-class _Key:
-    """The material one secret yields; never printed."""
-
-    __slots__ = ('key_id', 'aead', 'mac')
-
-    def __init__(self, secret: bytes) -> None:
-        self.key_id = _derive(secret, b'key id', 4)
-        self.aead = AESGCM(_derive(secret, b'encrypt', 32))
-        # Copied per tag: the key's pads are not derived again each time.
-        self.mac = hmac.new(_derive(secret, b'mac', 32), digestmod='sha256')
-
-    def __repr__(self) -> str:
-        return '<protection key %s>' % self.key_id.hex()
-
-
 class Protector:
     """Seals and opens values for one store.
 
@@ -96,45 +81,37 @@ class Protector:
                  namespace: str) -> None:
         self.mode = mode
         self._encrypt = mode == 'encrypt'
-        keys = [_Key(secret) for secret in secrets]
-        self._active = keys[0]
-        self._header = MAGIC + _MODE_BYTES[mode] + self._active.key_id
+        self._magic_mode = MAGIC + _MODE_BYTES[mode]
         self._min_length = _HEADER + (_NONCE + 16 if self._encrypt
                                       else _MAC)
-        # Per key id, the key and the start of its associated data (header
-        # and namespace), made once: only the caller's key varies per call.
-        prefix = MAGIC + _MODE_BYTES[mode]
-        namespace_data = _length_prefixed(namespace)
-        self._by_id = {key.key_id: (key, prefix + key.key_id +
-                                    namespace_data) for key in keys}
-        self._magic_mode = prefix
-        self._seal_prefix = self._by_id[self._active.key_id][1]
+        # Per key id, its AEAD, its HMAC (copied per tag, so the key's pads
+        # are not derived again each time) and the start of its associated
+        # data: header and namespace. Only the caller's key varies per call.
+        self._by_id = {}
+        for secret in secrets:
+            key_id = _derive(secret, b'key id', 4)
+            self._by_id[key_id] = (
+                AESGCM(_derive(secret, b'encrypt', 32)),
+                hmac.new(_derive(secret, b'mac', 32), digestmod='sha256'),
+                self._magic_mode + key_id + _length_prefixed(namespace))
+        #: The public id of the key that protects new values.
+        self.active_key_id = next(iter(self._by_id))
+        self._active = self._by_id[self.active_key_id]
+        self._header = self._active[2][:_HEADER]
 
     def __repr__(self) -> str:
         return '<Protector mode=%s key ids=%s>' % (
             self.mode, ','.join(k.hex() for k in self._by_id))
 
-    @property
-    def active_key_id(self) -> bytes:
-        """The public id of the key that protects new values."""
-        return self._active.key_id
-
-    @staticmethod
-    def _tag(material: _Key, associated: bytes, data: bytes) -> bytes:
-        mac = material.mac.copy()
-        mac.update(associated)
-        mac.update(data)
-        return mac.digest()
-
     def seal(self, key: str, data: bytes) -> bytes:
         """Protect serialized ``data`` stored under the caller's ``key``."""
-        associated = self._seal_prefix + _length_prefixed(key)
+        aead, mac, prefix = self._active
+        associated = prefix + _length_prefixed(key)
         if self._encrypt:
             nonce = os.urandom(_NONCE)
-            return b''.join((self._header, nonce, self._active.aead.encrypt(
+            return b''.join((self._header, nonce, aead.encrypt(
                 nonce, data, associated)))
-        return b''.join((self._header, data, self._tag(
-            self._active, associated, data)))
+        return b''.join((self._header, data, _tag(mac, associated, data)))
 
     def open(self, key: str, envelope: bytes) -> bytes:
         """Verify ``envelope`` and return the serialized value inside.
@@ -146,20 +123,26 @@ class Protector:
         if (found is None or not envelope.startswith(self._magic_mode) or
                 len(envelope) < self._min_length):
             raise exception.IntegrityError(key)
-        material, prefix = found
+        aead, mac, prefix = found
         associated = prefix + _length_prefixed(key)
         if self._encrypt:
             try:
-                return material.aead.decrypt(
-                    envelope[_HEADER:_HEADER + _NONCE],
-                    envelope[_HEADER + _NONCE:], associated)
+                return aead.decrypt(envelope[_HEADER:_HEADER + _NONCE],
+                                    envelope[_HEADER + _NONCE:], associated)
             except InvalidTag:
                 raise exception.IntegrityError(key) from None
         data = envelope[_HEADER:-_MAC]
-        if not hmac.compare_digest(envelope[-_MAC:], self._tag(
-                material, associated, data)):
+        if not hmac.compare_digest(envelope[-_MAC:],
+                                   _tag(mac, associated, data)):
             raise exception.IntegrityError(key)
         return data
+
+
+def _tag(mac: ty.Any, associated: bytes, data: bytes) -> bytes:
+    mac = mac.copy()
+    mac.update(associated)
+    mac.update(data)
+    return mac.digest()
 
 
 def normalize_mode(mode: ty.Any) -> str:

@@ -37,7 +37,7 @@ SERIALIZERS = ('msgpack', 'pickle')
 _EXT_DATETIME = 4
 _EXT_BIGINT = 5
 #: Extension codes of the containers MessagePack would read back as lists.
-_EXT_CONTAINERS = {tuple: 1, set: 2, frozenset: 3}
+_EXT_CONTAINERS: dict[type, int] = {tuple: 1, set: 2, frozenset: 3}
 _CONTAINER_OF_EXT = {code: kind for kind, code in _EXT_CONTAINERS.items()}
 
 
