@@ -47,10 +47,8 @@ class NotFound(KVSError):
     def __init__(self, target: ty.Any, message: str | None = None) -> None:
         self.target = target
         if message is None:
-            if isinstance(target, list):
-                message = 'Keys not found: %s' % _describe(target)
-            else:
-                message = 'Key not found: %s' % _describe(target)
+            message = ('Keys not found: %s' if isinstance(target, list)
+                       else 'Key not found: %s') % _describe(target)
         super().__init__(message)
 
 
