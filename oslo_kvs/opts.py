@@ -244,8 +244,7 @@ def register_command_opts(conf: cfg.ConfigOpts) -> None:
     The store options of ``[kvs]`` are registered too; those of another
     group once the command line names it (:func:`register_store_opts`).
     """
-    register_opts(conf)
-    register_store_opts(conf, GROUP)
+    register_store_opts(conf, GROUP)  # [kvs] included
     conf.register_cli_opt(group_opt)
 
 

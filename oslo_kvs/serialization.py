@@ -21,6 +21,7 @@ The encoded form starts with one format byte so that a later format (or an
 opt-in one) can be recognised without guessing.
 """
 
+import dataclasses
 import datetime
 import pickle
 import threading
@@ -189,6 +190,7 @@ def loads_many(values: ty.Sequence[bytes]) -> list[ty.Any]:
 _IMMUTABLE_TYPES = frozenset([type(None), bool, int, float, str, bytes])
 
 
+@dataclasses.dataclass(slots=True, eq=False, repr=False)
 class Plain:
     """An immutable value kept as itself, not encoded.
 
@@ -196,10 +198,7 @@ class Plain:
     can change the object, so sharing it isolates as well as a copy does.
     """
 
-    __slots__ = ('value',)
-
-    def __init__(self, value: ty.Any) -> None:
-        self.value = value
+    value: ty.Any
 
 
 def plain(value: ty.Any) -> Plain | None:

@@ -254,11 +254,10 @@ def redirect_arguments(backing_store: str, target_cls: type,
     becomes ``expire_time``, and backend arguments the target does not
     take (servers, passwords, TLS files) are dropped.
     """
-    native = issubclass(target_cls, base.Backend)
-    accepted = set(STORE_ARGUMENTS if native else
-                   STORE_ARGUMENTS - EXPIRY_ARGUMENTS)
-    if native:
-        accepted |= ty.cast(type[base.Backend], target_cls).argument_names()
+    if issubclass(target_cls, base.Backend):
+        accepted = STORE_ARGUMENTS | target_cls.argument_names()
+    else:
+        accepted = STORE_ARGUMENTS - EXPIRY_ARGUMENTS
     kept = {name: value for name, value in arguments.items()
             if name in accepted}
     try:
