@@ -71,14 +71,14 @@ class Progress:
     def __init__(self, stream: ty.TextIO, operations: int,
                  duration: float) -> None:
         self._stream = stream
-        self._enabled = stream.isatty()
         self._bounds = operations, duration
-        self._next = self.delay
+        # Off a terminal, the time of the first redraw never comes.
+        self._next = self.delay if stream.isatty() else math.inf
         self._shown = False
 
     def update(self, done: int, elapsed: float) -> None:
         """Redraw, at most ten times a second."""
-        if not self._enabled or elapsed < self._next:
+        if elapsed < self._next:
             return
         self._next = elapsed + 0.1
         operations, duration = self._bounds
@@ -231,7 +231,8 @@ def plot(result: dict[str, ty.Any], path: str) -> None:
     """Draw latency against percentile, one line per operation."""
     from matplotlib import figure
 
-    axes = figure.Figure(figsize=(8, 5)).subplots()
+    drawing = figure.Figure(figsize=(8, 5))
+    axes = drawing.subplots()
     positions = range(len(PERCENTILES))
     for name, row in result['results'].items():
         values = [row['p%g_ms' % pct] for pct in PERCENTILES]
@@ -244,7 +245,7 @@ def plot(result: dict[str, ty.Any], path: str) -> None:
     axes.grid(True, which='both', alpha=0.3)
     axes.legend()
     try:
-        axes.figure.savefig(path, dpi=100)
+        drawing.savefig(path, dpi=100)
     except OSError as exc:
         raise common.CommandError('cannot write the plot to %s: %s'
                                   % (path, exc.strerror)) from None
