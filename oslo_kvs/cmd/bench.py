@@ -55,9 +55,9 @@ def summary(latencies: list[float]) -> dict[str, ty.Any]:
     row: dict[str, ty.Any] = {
         'count': len(ordered),
         'ops_per_second': len(ordered) / total if total else 0.0}
-    names = ['p%g_ms' % pct for pct in PERCENTILES] + ['max_ms']
-    for name, pct in zip(names, PERCENTILES + (100,)):
-        row[name] = percentile(ordered, pct) * 1e3 if ordered else None
+    for pct in PERCENTILES + (100,):
+        row['max_ms' if pct == 100 else 'p%g_ms' % pct] = (
+            percentile(ordered, pct) * 1e3 if ordered else None)
     return row
 
 
@@ -71,31 +71,32 @@ class Progress:
     def __init__(self, stream: ty.TextIO, operations: int,
                  duration: float) -> None:
         self._stream = stream
-        self._enabled = stream.isatty()
-        self._operations = operations
-        self._duration = duration
-        self._next = self.delay
+        self._bounds = operations, duration
+        # Off a terminal, the time of the first redraw never comes.
+        self._next = self.delay if stream.isatty() else math.inf
         self._shown = False
 
     def update(self, done: int, elapsed: float) -> None:
         """Redraw, at most ten times a second."""
-        if not self._enabled or elapsed < self._next:
+        if elapsed < self._next:
             return
         self._next = elapsed + 0.1
-        fraction = min(max(done / self._operations,
-                           elapsed / self._duration), 1.0)
+        operations, duration = self._bounds
+        fraction = min(max(done / operations, elapsed / duration), 1.0)
         filled = int(fraction * self.width)
-        self._stream.write('\r[%s%s] %3d%%  %d ops  %.1fs' % (
+        self._write('\r[%s%s] %3d%%  %d ops  %.1fs' % (
             '#' * filled, '.' * (self.width - filled), fraction * 100,
             done, elapsed))
-        self._stream.flush()
         self._shown = True
 
     def finish(self) -> None:
         """Erase the bar."""
         if self._shown:
-            self._stream.write('\r%s\r' % (' ' * (self.width + 40)))
-            self._stream.flush()
+            self._write('\r%s\r' % (' ' * (self.width + 40)))
+
+    def _write(self, text: str) -> None:
+        self._stream.write(text)
+        self._stream.flush()
 
 
 class Workload:
@@ -152,55 +153,34 @@ class Workload:
         for start in range(0, len(written), _BATCH):
             self.store.delete_multi(written[start:start + _BATCH])
 
+    def run(self, operations: int, duration: float, progress: Progress
+            ) -> tuple[dict[str, list[float]], float, bool]:
+        """Run the mix.
 
-def run_workload(workload: Workload, operations: int, duration: float,
-                 progress: Progress
-                 ) -> tuple[dict[str, list[float]], float, bool]:
-    """Run the mix.
-
-    :returns: each operation's latencies (seconds), the wall time, and
-        whether Ctrl-C ended the run early.
-    """
-    names = list(MIX)
-    weights = list(MIX.values())
-    calls = {name: getattr(workload, name) for name in names}
-    latencies: dict[str, list[float]] = {name: [] for name in names}
-    clock = time.perf_counter
-    started = clock()
-    done = 0
-    elapsed = 0.0
-    interrupted = False
-    try:
-        while done < operations and elapsed < duration:
-            name = workload.random.choices(names, weights)[0]
-            before = clock()
-            calls[name]()
-            after = clock()
-            latencies[name].append(after - before)
-            done += 1
-            elapsed = after - started
-            progress.update(done, elapsed)
-    except KeyboardInterrupt:
-        # Ctrl-C ends a long run early; what was measured is reported.
-        elapsed = clock() - started
-        interrupted = True
-    finally:
-        progress.finish()
-    return latencies, elapsed, interrupted
-
-
-def report(conf: cfg.ConfigOpts, latencies: dict[str, list[float]],
-           wall: float) -> dict[str, ty.Any]:
-    """What the run measured, as JSON-ready entries of the result."""
-    total = sum(len(times) for times in latencies.values())
-    return {
-        'backend': common.backing_store(conf),
-        'operations': total,
-        'seconds': wall,
-        'ops_per_second': total / wall if wall else 0.0,
-        'results': {name: summary(times)
-                    for name, times in latencies.items()},
-    }
+        :returns: each operation's latencies (seconds), the wall time, and
+            whether Ctrl-C ended the run early.
+        """
+        names, weights = list(MIX), list(MIX.values())
+        calls = {name: getattr(self, name) for name in names}
+        latencies: dict[str, list[float]] = {name: [] for name in names}
+        clock = time.perf_counter
+        started = after = clock()
+        done = 0
+        try:
+            while done < operations and after - started < duration:
+                name = self.random.choices(names, weights)[0]
+                before = clock()
+                calls[name]()
+                after = clock()
+                latencies[name].append(after - before)
+                done += 1
+                progress.update(done, after - started)
+        except KeyboardInterrupt:
+            # Ctrl-C ends a long run early; what was measured is reported.
+            return latencies, clock() - started, True
+        finally:
+            progress.finish()
+        return latencies, after - started, False
 
 
 def _ms(value: float | None) -> str:
@@ -220,8 +200,8 @@ def write_table(result: dict[str, ty.Any], out: ty.TextIO) -> None:
             _ms(row['p99_ms'])))
 
 
-def figure_class(path: str) -> ty.Any:
-    """matplotlib's Figure, once sure it can write the plot to ``path``.
+def check_plot(path: str) -> None:
+    """Make sure matplotlib can write the ``--plot`` to ``path``.
 
     Checked before the run, not after minutes of it.
 
@@ -245,29 +225,27 @@ def figure_class(path: str) -> ty.Any:
     common.require(os.path.isdir(directory),
                    '--plot %s: directory %s does not exist'
                    % (path, directory))
-    return figure.Figure
 
 
-def plot(figure_cls: ty.Any, result: dict[str, ty.Any], path: str) -> None:
+def plot(result: dict[str, ty.Any], path: str) -> None:
     """Draw latency against percentile, one line per operation."""
-    figure = figure_cls(figsize=(8, 5))
-    axes = figure.subplots()
+    from matplotlib import figure
+
+    drawing = figure.Figure(figsize=(8, 5))
+    axes = drawing.subplots()
     positions = range(len(PERCENTILES))
     for name, row in result['results'].items():
         values = [row['p%g_ms' % pct] for pct in PERCENTILES]
         if None not in values:
             axes.plot(positions, values, marker='o', label=name)
-    axes.set_xticks(list(positions))
-    axes.set_xticklabels(['p%g' % pct for pct in PERCENTILES])
-    axes.set_yscale('log')
-    axes.set_xlabel('percentile')
-    axes.set_ylabel('latency (ms)')
-    axes.set_title('oslo-kvs bench: %s, %d operations'
+    axes.set_xticks(list(positions), ['p%g' % pct for pct in PERCENTILES])
+    axes.set(yscale='log', xlabel='percentile', ylabel='latency (ms)',
+             title='oslo-kvs bench: %s, %d operations'
                    % (result['backend'], result['operations']))
     axes.grid(True, which='both', alpha=0.3)
     axes.legend()
     try:
-        figure.savefig(path, dpi=100)
+        drawing.savefig(path, dpi=100)
     except OSError as exc:
         raise common.CommandError('cannot write the plot to %s: %s'
                                   % (path, exc.strerror)) from None
@@ -286,11 +264,11 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
     for name, value in (('--operations', operations), ('--keys', keys),
                         ('--batch', batch)):
         common.require(value >= 1, '%s must be at least 1' % name)
-    common.require(math.isfinite(duration) and duration > 0 and
-                   value_size >= 0,
+    common.require(0 < duration < math.inf and value_size >= 0,
                    '--duration must be positive and --value-size not '
                    'negative')
-    figure_cls = figure_class(plot_path) if plot_path else None
+    if plot_path:
+        check_plot(plot_path)
     result: dict[str, ty.Any] = {'command': 'bench', 'parameters': {
         'operations': operations, 'duration': duration, 'keys': keys,
         'value_size': value_size, 'batch': batch, 'seed': seed,
@@ -300,19 +278,24 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
         def body(table: ty.TextIO) -> int:
             workload = Workload(store, keys, value_size, batch, seed)
             workload.prepare()
-            progress = Progress(progress_stream or sys.stderr, operations,
-                                duration)
-            latencies, wall, result['interrupted'] = run_workload(
-                workload, operations, duration, progress)
+            latencies, wall, result['interrupted'] = workload.run(
+                operations, duration,
+                Progress(progress_stream or sys.stderr, operations,
+                         duration))
             # After a failure the keys are left to expire: the server is
             # failing, and the store's random name keeps them apart anyway.
             workload.cleanup()
-            result.update(report(conf, latencies, wall))
+            total = sum(len(times) for times in latencies.values())
+            result.update(
+                backend=common.backing_store(conf), operations=total,
+                seconds=wall, ops_per_second=total / wall if wall else 0.0,
+                results={name: summary(times)
+                         for name, times in latencies.items()})
             write_table(result, table)
             return common.EXIT_OK
         status = common.report(out, output_format, result, body)
-    if figure_cls is not None and plot_path:
-        plot(figure_cls, result, plot_path)
+    if plot_path:
+        plot(result, plot_path)
         if output_format != 'json':
             out.write('latency plot written to %s\n' % plot_path)
     return status

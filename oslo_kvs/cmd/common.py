@@ -30,8 +30,10 @@ import uuid
 
 from oslo_config import cfg
 
+from oslo_kvs import backends
 from oslo_kvs.backends import address
 from oslo_kvs import core
+from oslo_kvs import exception
 from oslo_kvs import opts
 from oslo_kvs import settings
 
@@ -52,14 +54,13 @@ def backing_store(conf: cfg.ConfigOpts) -> str:
     return conf[store_group(conf)].backend
 
 
-def store_settings(conf: cfg.ConfigOpts,
-                   **overrides: ty.Any) -> settings.Settings:
-    """The settings of the command's store, parsed as a service would.
-
-    :raises exception.ConfigurationError: naming the group and option.
-    """
-    return settings.from_group(conf, store_group(conf), owner='oslo-kvs',
-                               **overrides)
+def backend_class(conf: cfg.ConfigOpts) -> type | None:
+    """The class of the ``backend``; ``None`` when it cannot be loaded."""
+    try:
+        backends.register_backends(conf.kvs.backends)
+        return backends.load_class(backing_store(conf))
+    except exception.ConfigurationError:
+        return None
 
 
 #: Overrides for a store that only reaches its servers: value protection

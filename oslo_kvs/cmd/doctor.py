@@ -33,8 +33,8 @@ import typing as ty
 
 from oslo_config import cfg
 from oslo_config import types
+from oslo_utils import strutils
 
-from oslo_kvs import backends
 from oslo_kvs.backends import base
 from oslo_kvs.cmd import common
 from oslo_kvs.cmd import ping
@@ -57,8 +57,8 @@ token_opts = [
 # Where a foreign dogpile.cache backend's arguments name its servers.
 _FOREIGN_SERVER_ARGUMENTS = ('url', 'host', 'db_hosts', 'sentinels',
                              'cluster_nodes')
-_TLS_SCHEMES = ('rediss://', 'mongodb+srv://')
-_TLS_QUERY = ('tls=true', 'ssl=true')
+# What turns TLS on within a server argument.
+_TLS_MARKS = ('rediss://', 'mongodb+srv://', 'tls=true', 'ssl=true')
 
 
 class Checkup:
@@ -82,24 +82,23 @@ class Checkup:
         self.errors: list[str] = []
         self.connect_error: str | None = None
         self.unreachable = False
-        self.group = common.store_group(conf)
-        self.backing_store: str = conf[self.group].backend
+        self.backing_store = common.backing_store(conf)
+        self.backend_cls = common.backend_class(conf)
         #: The ``configure()`` arguments as the group gives them.
         self.arguments: dict[str, ty.Any] = {}
         #: The parsed settings; ``None`` when they do not parse.
         self.settings: settings.Settings | None = None
         self._store: core.KeyValueStore | None = None
         self._opened = False
+        group = common.store_group(conf)
         try:
-            self.arguments = settings.read_group(conf, self.group)[1]
-            self.settings = settings.from_group(conf, self.group,
+            self.arguments = settings.read_group(conf, group)[1]
+            self.settings = settings.from_group(conf, group,
                                                 owner='oslo-kvs')
         except ValueError as exc:
             # ConfigurationError, or oslo.config's error for an invalid
             # [kvs] option.
             self.errors.append(str(exc))
-        self.backend_cls = (self.settings.backend_cls if self.settings
-                            else _backend_class(conf, self.backing_store))
 
     def note(self, text: str) -> None:
         """Add a detail line to the symptom being checked."""
@@ -114,10 +113,8 @@ class Checkup:
         if self.settings is not None:
             return getattr(self.settings, name)
         parse, default = _ALONE[name]
-        value = self.arguments.get(name)
         try:
-            return parse(getattr(self.conf.kvs, default)
-                         if value is None else value)
+            return parse(self.arguments.get(name, self.conf.kvs[default]))
         except ValueError:
             return None
 
@@ -125,13 +122,6 @@ class Checkup:
     def local(self) -> bool:
         """Whether values stay in this process (no server involved)."""
         return bool(getattr(self.backend_cls, 'local', False))
-
-    def protection_keys(self) -> list[str]:
-        """The protection keys as written, which must never be printed."""
-        keys = self.arguments.get('protection_keys')
-        if keys is None:
-            keys = self.conf.kvs.protection_keys
-        return types.List()(keys) if isinstance(keys, str) else list(keys)
 
     def store(self) -> core.KeyValueStore | None:
         """A store on the configured servers, or ``None``.
@@ -166,15 +156,6 @@ _ALONE: dict[str, tuple[ty.Callable[[ty.Any], ty.Any], str]] = {
     'value_protection': (protection.normalize_mode, 'value_protection'),
     'lock_timeout': (base.seconds(), 'default_lock_timeout'),
 }
-
-
-def _backend_class(conf: cfg.ConfigOpts, name: str) -> type | None:
-    """The class of backend ``name``; ``None`` when it cannot be loaded."""
-    try:
-        backends.register_backends(conf.kvs.backends)
-        return backends.load_class(name)
-    except exception.ConfigurationError:
-        return None
 
 
 def symptom_invalid_configuration(check: Checkup) -> bool:
@@ -240,14 +221,13 @@ def _hosts_in_clear(check: Checkup) -> list[str]:
              if isinstance(cls, type) and issubclass(cls, base.Backend)
              else _FOREIGN_SERVER_ARGUMENTS)
     # ssl: the historical name in dogpile.cache and Keystone's MongoDB.
-    tls = any(_true(arguments.get(flag)) for flag in ('tls_enabled', 'ssl'))
+    tls = any(strutils.bool_from_string(arguments.get(flag))
+              for flag in ('tls_enabled', 'ssl'))
     hosts = []
     for name in names:
         value = arguments.get(name) or ()
         for item in [value] if isinstance(value, str) else value:
-            lowered = item.strip().lower()
-            tls = tls or lowered.startswith(_TLS_SCHEMES) or any(
-                flag in lowered for flag in _TLS_QUERY)
+            tls = tls or any(mark in item.lower() for mark in _TLS_MARKS)
             scheme, sep, rest = item.strip().rpartition('://')
             for part in rest.split(','):
                 server = common.server_address(scheme + sep + part, 1)
@@ -257,11 +237,11 @@ def _hosts_in_clear(check: Checkup) -> list[str]:
                            if not common.is_loopback(host)]
 
 
-def _true(value: ty.Any) -> bool:
-    try:
-        return bool(types.Boolean()(value or False))
-    except ValueError:
-        return False
+def _note_hosts_in_clear(check: Checkup, text: str) -> bool:
+    """Note ``text`` about each host of :func:`_hosts_in_clear`."""
+    for host in _hosts_in_clear(check):
+        check.note(text % host)
+    return bool(check.notes)
 
 
 def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
@@ -271,11 +251,8 @@ def symptom_tls_off_toward_remote_server(check: Checkup) -> bool:
     TLS for the backend (``tls_enabled:true`` with ``tls_cafile``, or a
     ``rediss://`` URL for Redis), or keep the server on this host.
     """
-    if check.backend_cls is None or check.local:
-        return False
-    for host in _hosts_in_clear(check):
-        check.note('no TLS toward %s' % host)
-    return bool(check.notes)
+    return (check.backend_cls is not None and not check.local and
+            _note_hosts_in_clear(check, 'no TLS toward %s'))
 
 
 def symptom_memcached_password_without_tls(check: Checkup) -> bool:
@@ -286,12 +263,9 @@ def symptom_memcached_password_without_tls(check: Checkup) -> bool:
     them. Turn on TLS (``tls_enabled:true`` with ``tls_cafile``; memcached
     started with ``-Z``), or keep the servers on this host.
     """
-    if not (_is_memcached(check.backend_cls) and
-            check.arguments.get('password')):
-        return False
-    for host in _hosts_in_clear(check):
-        check.note('the password goes to %s in clear' % host)
-    return bool(check.notes)
+    return (_is_memcached(check.backend_cls) and
+            bool(check.arguments.get('password')) and
+            _note_hosts_in_clear(check, 'the password goes to %s in clear'))
 
 
 def estimated_bits(secret: str) -> float:
@@ -301,16 +275,13 @@ def estimated_bits(secret: str) -> float:
     repeated pattern once: ``'a' * 40`` and ``'password' * 5`` score low,
     ``secrets.token_urlsafe(32)`` about 200.
     """
-    for period in range(1, len(secret) // 2 + 1):
-        if (secret[:period] * len(secret))[:len(secret)] == secret:
-            secret = secret[:period]
-            break
-    counts = collections.Counter(secret)
-    total = len(secret)
-    if not total:
-        return 0.0
-    return total * -sum(n / total * math.log2(n / total)
-                        for n in counts.values())
+    # The shortest period of a string that repeats a pattern at least
+    # twice (``secret[:period]`` repeated makes ``secret``).
+    period = next((period for period in range(1, len(secret) // 2 + 1)
+                   if secret[period:] == secret[:-period]), len(secret))
+    pattern = secret[:period]
+    return len(pattern) * -sum(n / period * math.log2(n / period)
+                               for n in collections.Counter(pattern).values())
 
 
 #: Keys estimated below this many bits are reported as guessable.
@@ -326,7 +297,11 @@ def symptom_protection_keys_weak(check: Checkup) -> bool:
     placeholder from the documentation, or a repeat of another is refused
     outright: see the invalid configuration above.)
     """
-    for position, key in enumerate(check.protection_keys(), 1):
+    # As written (which must never be printed), also when the settings do
+    # not parse.
+    keys = types.List()(check.arguments.get('protection_keys',
+                                            check.conf.kvs.protection_keys))
+    for position, key in enumerate(keys, 1):
         bits = estimated_bits(key)
         if bits < MIN_KEY_BITS:
             check.note('key #%d looks guessable: about %d bits of entropy, '
@@ -364,11 +339,10 @@ def symptom_expiry_shorter_than_token_lifetime(check: Checkup) -> bool:
             check.note('[token] expiration is not valid: %s' % exc)
             return True
     expire_time = check.settings.ttl if check.settings else None
-    if not lifetime or not expire_time or expire_time >= lifetime:
-        return False
-    check.note('expire_time is %gs, the token lifetime %ds'
-               % (expire_time, lifetime))
-    return True
+    if lifetime and expire_time and expire_time < lifetime:
+        check.note('expire_time is %gs, the token lifetime %ds'
+                   % (expire_time, lifetime))
+    return bool(check.notes)
 
 
 def symptom_unreachable_servers(check: Checkup) -> bool:
@@ -382,7 +356,6 @@ def symptom_unreachable_servers(check: Checkup) -> bool:
     store = check.store()
     if check.connect_error is not None:
         check.note(check.connect_error)
-        return True
     for label in store.servers() if store is not None else ():
         try:
             ping.connect_times(label, getattr(check.backend_cls,
@@ -435,7 +408,7 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO,
     """
     common.require(token_lifetime is None or token_lifetime >= 0,
                    '--token-lifetime must not be negative')
-    common.require(timeout > 0 and math.isfinite(timeout),
+    common.require(0 < timeout < math.inf,
                    '--timeout must be a positive number of seconds')
     conf.register_opts(token_opts, group='token')
     with contextlib.closing(Checkup(conf, token_lifetime, timeout)) as check:
@@ -447,13 +420,23 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO,
 
 def _examine(check: Checkup, result: dict[str, ty.Any],
              out: ty.TextIO) -> int:
-    """Run every check; print and add to ``result`` each symptom found."""
+    """Run every check; print and add to ``result`` each symptom found.
+
+    With its details and advice.
+    """
     found = result['symptoms']
     try:
         for symptom in symptoms():
             check.notes = []
-            if symptom(check):
-                found.append(_report(symptom, check.notes, out))
+            if not symptom(check):
+                continue
+            headline, advice = describe(symptom)
+            out.write('\n[%s] %s\n' % (symptom.__name__, headline))
+            out.write(''.join('  - %s\n' % line for line in check.notes))
+            out.write(''.join('  %s\n' % line
+                              for line in advice.splitlines()))
+            found.append({'name': symptom.__name__, 'headline': headline,
+                          'details': check.notes, 'advice': advice})
     except KeyboardInterrupt:
         out.write('\n%d symptom(s) found before the checks were '
                   'interrupted.\n' % len(found))
@@ -465,14 +448,3 @@ def _examine(check: Checkup, result: dict[str, ty.Any],
     out.write('\n%d of %d checks found a symptom in the %s store.\n'
               % (len(found), result['checks'], check.backing_store))
     return common.EXIT_SYMPTOM
-
-
-def _report(symptom: ty.Callable[..., ty.Any], notes: list[str],
-            out: ty.TextIO) -> dict[str, ty.Any]:
-    """Print a symptom found, with its details and advice; as JSON."""
-    headline, advice = describe(symptom)
-    out.write('\n[%s] %s\n' % (symptom.__name__, headline))
-    out.write(''.join('  - %s\n' % line for line in notes))
-    out.write(''.join('  %s\n' % line for line in advice.splitlines()))
-    return {'name': symptom.__name__, 'headline': headline,
-            'details': list(notes), 'advice': advice}

@@ -32,30 +32,6 @@ class _WrongAnswer(Exception):
     """An operation returned something other than what was stored."""
 
 
-def _steps(store: oslo_kvs.KeyValueStore, keys: list[str],
-           value: ty.Any) -> list[tuple[str, ty.Callable[[], ty.Any]]]:
-    """The operations :func:`run` times, by label."""
-
-    def lock_cycle():
-        with store.get_lock('locked') as lock:
-            store.set('locked', value, lock=lock)
-
-    def add_delete():
-        if not store.add('added', value):
-            raise _WrongAnswer('add refused a key that was absent')
-        store.delete('added')
-
-    return [
-        ('set', lambda: store.set('one', value)),
-        ('get', lambda: store.get('one')),
-        ('set_multi (100 keys)',
-         lambda: store.set_multi(dict.fromkeys(keys, value))),
-        ('get_multi (100 keys)', lambda: store.get_multi(keys)),
-        ('add + delete', add_delete),
-        ('lock + set', lock_cycle),
-    ]
-
-
 def _exercise(store: oslo_kvs.KeyValueStore, rounds: int, out: ty.TextIO,
               timed: dict[str, ty.Any]) -> None:
     """Time each operation into ``timed``, then check what is stored.
@@ -68,20 +44,35 @@ def _exercise(store: oslo_kvs.KeyValueStore, rounds: int, out: ty.TextIO,
     out.write('store %r on %s, %d rounds each\n'
               % (store.name, ', '.join(store.servers()) or 'this process',
                  rounds))
-    for label, operation in _steps(store, keys, value):
+
+    def lock_cycle() -> None:
+        with store.get_lock('locked') as lock:
+            store.set('locked', value, lock=lock)
+
+    def add_delete() -> None:
+        if not store.add('added', value):
+            raise _WrongAnswer('add refused a key that was absent')
+        store.delete('added')
+
+    for label, operation in [
+            ('set', lambda: store.set('one', value)),
+            ('get', lambda: store.get('one')),
+            ('set_multi (100 keys)',
+             lambda: store.set_multi(dict.fromkeys(keys, value))),
+            ('get_multi (100 keys)', lambda: store.get_multi(keys)),
+            ('add + delete', add_delete),
+            ('lock + set', lock_cycle)]:
         median = statistics.median(common.timed(operation, rounds))
         timed[label] = {'median_us': median * 1e6}
         out.write('  %-22s ok  median %9.1f us\n' % (label, median * 1e6))
     if store.get_multi(keys) != [value] * len(keys):
         raise _WrongAnswer('get_multi returned different values')
     store.delete_multi(keys + ['one', 'locked'])
-    try:
+    with contextlib.suppress(exception.NotFound):
         store.get('one')
-    except exception.NotFound:
-        timed['delete_multi'] = {}
-        out.write('  %-22s ok\n' % 'delete_multi')
-    else:
         raise _WrongAnswer('delete_multi left a key behind')
+    timed['delete_multi'] = {}
+    out.write('  %-22s ok\n' % 'delete_multi')
 
 
 def run(conf: cfg.ConfigOpts, out: ty.TextIO, rounds: int = 200,

@@ -47,12 +47,12 @@ def connect_times(label: str, default_port: int | None, count: int,
         return None
 
     def connect() -> None:
-        if server.path is not None:
-            with socket.socket(socket.AF_UNIX) as sock:
-                sock.settimeout(timeout)
-                sock.connect(server.path)
-        else:
+        if server.path is None:
             socket.create_connection(server.tcp, timeout=timeout).close()
+            return
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout)
+            sock.connect(server.path)
     return common.timed(connect, count)
 
 
@@ -64,19 +64,16 @@ def store_round_trips(store: core.KeyValueStore, count: int) -> list[float]:
     missing = 'oslo-kvs-ping-%s' % uuid.uuid4()
 
     def get() -> None:
-        try:
+        with contextlib.suppress(exception.NotFound):
             store.get(missing)
-        except exception.NotFound:
-            pass
     return common.timed(get, count)
 
 
-def _times(times: list[float]) -> tuple[dict[str, float], str]:
-    """Median and best of ``times``, for JSON and for the table."""
+def _times(times: list[float]) -> tuple[float, float, str]:
+    """Median and best (ms) of ``times``, and them as text."""
     median, best = statistics.median(times) * 1e3, min(times) * 1e3
-    return ({'median_ms': median, 'best_ms': best},
-            'median %.2f ms, best %.2f ms (%d tries)'
-            % (median, best, len(times)))
+    return median, best, ('median %.2f ms, best %.2f ms (%d tries)'
+                          % (median, best, len(times)))
 
 
 def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
@@ -87,7 +84,7 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, count: int = 3,
         interrupted (the servers probed so far are reported).
     """
     common.require(count >= 1, '--count must be at least 1')
-    common.require(timeout > 0 and math.isfinite(timeout),
+    common.require(0 < timeout < math.inf,
                    '--timeout must be a positive number of seconds')
     result: dict[str, ty.Any] = {
         'command': 'ping', 'backend': common.backing_store(conf),
@@ -108,8 +105,7 @@ def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
         result['error'] = str(exc)
         return common.EXIT_SYMPTOM
     with contextlib.closing(store):
-        backend_cls = common.store_settings(
-            conf, **common.UNPROTECTED).backend_cls
+        backend_cls = common.backend_class(conf)
         labels = store.servers()
         if getattr(backend_cls, 'local', False):
             out.write('%s keeps values in this process: there is no server '
@@ -128,14 +124,14 @@ def _ping(conf: cfg.ConfigOpts, out: ty.TextIO, count: int, timeout: float,
             out.write('store round trip skipped: no server is reachable\n')
             return common.EXIT_SYMPTOM
         try:
-            times, text = _times(store_round_trips(store, count))
+            median, best, text = _times(store_round_trips(store, count))
         except exception.BackendError as exc:
-            failures += 1
             result['round_trip'] = {'ok': False, 'error': str(exc)}
             out.write('store round trip FAILED: %s\n' % exc)
-        else:
-            result['round_trip'] = dict(times, ok=True)
-            out.write('store round trip (get of a missing key): %s\n' % text)
+            return common.EXIT_SYMPTOM
+        result['round_trip'] = {'median_ms': median, 'best_ms': best,
+                                'ok': True}
+        out.write('store round trip (get of a missing key): %s\n' % text)
     return common.EXIT_SYMPTOM if failures else common.EXIT_OK
 
 
@@ -159,8 +155,8 @@ def _probe(label: str, default_port: int | None, count: int, timeout: float,
         out.write('  %s  not probed: no host and port to connect to\n'
                   % label)
         return True
-    summary, text = _times(times)
-    entry.update(reachable=True, connect_median_ms=summary['median_ms'],
-                 connect_best_ms=summary['best_ms'])
+    median, best, text = _times(times)
+    entry.update(reachable=True, connect_median_ms=median,
+                 connect_best_ms=best)
     out.write('  %s  reachable  connect %s\n' % (label, text))
     return True
