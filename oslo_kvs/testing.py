@@ -45,7 +45,9 @@ model-based test is skipped, every other test runs.
 """
 
 from concurrent import futures
+import contextlib
 import datetime
+import functools
 import math
 import threading
 import time
@@ -103,6 +105,12 @@ def value_strategy() -> 'st.SearchStrategy[ty.Any]':
                        st.dictionaries(st.text(max_size=5), inner,
                                        max_size=4)),
         max_leaves=10)
+
+
+def _not_found_if(missing: ty.Any) -> ty.ContextManager[ty.Any]:
+    """``pytest.raises(exception.NotFound)`` if ``missing``, else a no-op."""
+    return (pytest.raises(exception.NotFound) if missing
+            else contextlib.nullcontext())
 
 
 class StoreContract:
@@ -167,11 +175,18 @@ class StoreContract:
             pytest.skip('%s has no expire_time' % self.backing_store)
 
     @staticmethod
-    def assert_missing(store: oslo_kvs.KeyValueStore, *keys: str) -> None:
+    def assert_raises(error: type[Exception],
+                      *calls: ty.Callable[[], ty.Any]) -> None:
+        """Each of ``calls`` raises ``error``."""
+        for call in calls:
+            with pytest.raises(error):
+                call()
+
+    def assert_missing(self, store: oslo_kvs.KeyValueStore,
+                       *keys: str) -> None:
         """Each of ``keys`` is missing from ``store``."""
-        for key in keys:
-            with pytest.raises(exception.NotFound):
-                store.get(key)
+        self.assert_raises(exception.NotFound,
+                           *[functools.partial(store.get, k) for k in keys])
 
     # --- missing keys ----------------------------------------------------
 
@@ -179,8 +194,7 @@ class StoreContract:
         with pytest.raises(exception.NotFound) as info:
             store.get('missing')
         assert info.value.target == 'missing'
-        with pytest.raises(exception.NotFound):
-            store.delete('missing')
+        self.assert_raises(exception.NotFound, lambda: store.delete('missing'))
         store.set('k', 'v')
         store.delete('k')
         self.assert_missing(store, 'k')
@@ -224,23 +238,20 @@ class StoreContract:
 
     def test_unsupported_value_type_keeps_old_value(self, store):
         store.set('k', 'old')
-        with pytest.raises(TypeError):
-            store.set('k', object())
-        with pytest.raises(TypeError):
-            store.set_multi({'k': 'new', 'other': object()})
+        self.assert_raises(
+            TypeError, lambda: store.set('k', object()),
+            lambda: store.set_multi({'k': 'new', 'other': object()}))
         assert store.get('k') == 'old'
 
     # --- keys ------------------------------------------------------------
 
     @pytest.mark.parametrize('key', [b'bytes', 1, None, ('t',)], ids=repr)
     def test_non_str_key_raises_type_error(self, store, key):
-        for method, *args in [
-                ('get', key), ('set', key, 1), ('delete', key),
-                ('add', key, 1), ('get_multi', [key]),
-                ('set_multi', {key: 1}), ('delete_multi', [key]),
-                ('get_lock', key)]:
-            with pytest.raises(TypeError):
-                getattr(store, method)(*args)
+        self.assert_raises(
+            TypeError, lambda: store.get(key), lambda: store.set(key, 1),
+            lambda: store.delete(key), lambda: store.add(key, 1),
+            lambda: store.get_multi([key]), lambda: store.set_multi({key: 1}),
+            lambda: store.delete_multi([key]), lambda: store.get_lock(key))
 
     def test_special_keys_are_distinct_and_stored(self, store):
         store.set_multi({key: index for index, key in enumerate(SPECIAL_KEYS)})
@@ -259,21 +270,8 @@ class StoreContract:
 
     # --- close and servers ----------------------------------------------
 
-    def test_close_unconfigures_and_configure_works_again(self):
-        store = self.make_store()
-        store.set('k', 'before')
-        store.close()
-        store.close()  # idempotent
-        assert not store.is_configured
-        for call in (lambda: store.get('k'), lambda: store.set('k', 1),
-                     store.servers):
-            with pytest.raises(exception.NotConfigured):
-                call()
-        self._configure(store)
-        store.set('k', 'after')
-        assert store.get('k') == 'after'
-
-    def test_servers_are_labels_without_secrets(self, store):
+    def test_servers_and_close(self, store):
+        # servers() gives labels without secrets.
         labels = store.servers()
         assert all(isinstance(label, str) and label for label in labels)
         secrets = [str(value) for name, value in self.backend_args.items()
@@ -281,6 +279,16 @@ class StoreContract:
         for label in labels:
             assert '@' not in label
             assert not any(secret in label for secret in secrets)
+        # close() unconfigures, idempotently; configure() works again.
+        store.set('k', 'before')
+        store.close()
+        store.close()
+        assert not store.is_configured
+        self.assert_raises(exception.NotConfigured, lambda: store.get('k'),
+                           lambda: store.set('k', 1), store.servers)
+        self._configure(store)
+        store.set('k', 'after')
+        assert store.get('k') == 'after'
 
     # --- multi operations ------------------------------------------------
 
@@ -327,34 +335,27 @@ class StoreContract:
             store.delete('k', lock=lock)
         assert not lock.active
         # A lock for another key, or an inactive one, is refused.
-        with store.get_lock('other') as other:
-            with pytest.raises(exception.LockError):
-                store.set('k', 'v', lock=other)
         inactive = store.get_lock('k')
-        for refused in (lambda: store.set('k', 'v', lock=inactive),
-                        lambda: store.delete('k', lock=lock),
-                        lock.release):
-            with pytest.raises(exception.LockError):
-                refused()
+        with store.get_lock('other') as other:
+            self.assert_raises(
+                exception.LockError, lambda: store.set('k', 'v', lock=other),
+                lambda: store.set('k', 'v', lock=inactive),
+                lambda: store.delete('k', lock=lock), lock.release)
         self.assert_missing(store, 'k')
 
     def test_lock_excludes_second_holder(self, store):
-        first = store.get_lock('k')
-        second = store.get_lock('k')
+        first, second = store.get_lock('k'), store.get_lock('k')
         assert first.acquire()
-        try:
-            assert second.acquire(blocking=False) is False
-            assert second.acquire(timeout=0.05) is False
-        finally:
-            first.release()
+        assert second.acquire(blocking=False) is False
+        assert second.acquire(timeout=0.05) is False
+        first.release()
         assert second.acquire(blocking=False) is True
         second.release()
 
     def test_abandoned_lock_frees_itself_and_its_release_frees_nothing(self):
         store = self.make_store(lock_timeout=1)
-        abandoned = store.get_lock('k')
+        abandoned, waiter = store.get_lock('k'), store.get_lock('k')
         abandoned.acquire()
-        waiter = store.get_lock('k')
         assert waiter.acquire(blocking=False) is False
         assert waiter.acquire(timeout=self.expiry_wait + 2)
         abandoned.release()  # expired: must not remove waiter's lock
@@ -437,7 +438,7 @@ class StoreContract:
     def test_random_operations_match_dict_model(self):
         if st is None:
             pytest.skip('the model-based test needs hypothesis')
-        make_store, assert_missing = self.make_store, self.assert_missing
+        make_store = self.make_store
         keys = st.sampled_from(['a', 'b', 'c', 'ключ', 'x' * 300])
 
         class Model(stateful.RuleBasedStateMachine):
@@ -453,19 +454,14 @@ class StoreContract:
 
             @stateful.rule(key=keys)
             def get(self, key):
-                if key in self.model:
+                with _not_found_if(key not in self.model):
                     assert self.store.get(key) == self.model[key]
-                else:
-                    assert_missing(self.store, key)
 
             @stateful.rule(key=keys)
             def delete(self, key):
-                if key in self.model:
+                with _not_found_if(key not in self.model):
                     self.store.delete(key)
-                    del self.model[key]
-                else:
-                    with pytest.raises(exception.NotFound):
-                        self.store.delete(key)
+                self.model.pop(key, None)
 
             @stateful.rule(key=keys, value=value_strategy())
             def add(self, key, value):
@@ -481,13 +477,10 @@ class StoreContract:
             @stateful.rule(chosen=st.lists(keys, max_size=4))
             def get_multi(self, chosen):
                 missing = [k for k in chosen if k not in self.model]
-                if missing:
-                    with pytest.raises(exception.NotFound) as info:
-                        self.store.get_multi(chosen)
-                    assert info.value.target == missing
-                else:
+                with _not_found_if(missing) as info:
                     assert self.store.get_multi(chosen) == [
                         self.model[k] for k in chosen]
+                assert not missing or info.value.target == missing
 
             @stateful.rule(chosen=st.lists(keys, max_size=4))
             def delete_multi(self, chosen):
