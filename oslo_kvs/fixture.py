@@ -86,10 +86,8 @@ class KVSFixture(fixtures.Fixture):
     def _setUp(self) -> None:
         opts.register_opts(self.conf)
         memoize.register_opts(self.conf)
-        with core._registry_lock:
-            saved = core._registry
-            core._registry = weakref.WeakValueDictionary()
-        self.addCleanup(self._restore_registry, saved)
+        self.addCleanup(self._swap_registry, self._swap_registry(
+            weakref.WeakValueDictionary()))
         self.addCleanup(self._stores.clear)
         if self.force_backing_store:
             original = core.KeyValueStore.__dict__['configure']
@@ -106,9 +104,11 @@ class KVSFixture(fixtures.Fixture):
         self.addCleanup(memoize.warm_queue.clear)
 
     @staticmethod
-    def _restore_registry(saved: ty.Any) -> None:
+    def _swap_registry(registry: ty.Any) -> ty.Any:
+        """Make ``registry`` the store registry; return the previous one."""
         with core._registry_lock:
-            core._registry = saved
+            saved, core._registry = core._registry, registry
+        return saved
 
     def _redirect(self, original: ty.Callable[..., None]
                   ) -> ty.Callable[..., None]:

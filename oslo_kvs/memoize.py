@@ -69,12 +69,12 @@ DEFAULT_STORE = 'oslo_kvs.memoize'
 #: or another) when the store's ``lock_timeout`` is 0 (locks never expire).
 MAX_LOCK_WAIT = 60.0
 
-# Parameter names that mark a method's instance or class, kept out of keys.
-_SELF_NAMES = ('self', 'cls')
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY,
-               inspect.Parameter.POSITIONAL_OR_KEYWORD)
 # Argument types whose repr is the same in every process.
 _REPR_TYPES = (bool, int, float, str, bytes, datetime.date, uuid.UUID)
+# What _read gives for a key holding no result.
+_MISSING = object()
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY,
+               inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def register_opts(conf: cfg.ConfigOpts, group: str | None = None,
@@ -183,14 +183,6 @@ _retry_at: 'weakref.WeakKeyDictionary[core.KeyValueStore, float]' = (
     weakref.WeakKeyDictionary())
 
 
-class _Entry(ty.NamedTuple):
-    """A result found in the store: stored as ``(stored_at, value)``."""
-
-    value: ty.Any
-    #: Whether it is younger than the section's ``cache_time``.
-    fresh: bool
-
-
 class MemoizedFunction:
     """A memoized function; made by :func:`get_memoization_decorator`.
 
@@ -228,9 +220,10 @@ class MemoizedFunction:
         self._expiration_group = expiration_group
         self._store_or_name = store or DEFAULT_STORE
         self._signature = inspect.signature(fn)
-        params = list(self._signature.parameters.values())
-        self._skip_first = bool(params and params[0].name in _SELF_NAMES
-                                and params[0].kind in _POSITIONAL)
+        # A method's instance or class is kept out of keys.
+        first = next(iter(self._signature.parameters.values()), None)
+        self._skip_first = bool(first and first.name in ('self', 'cls')
+                                and first.kind in _POSITIONAL)
         self._name = '%s.%s' % (fn.__module__, fn.__qualname__)
         # Shared with the bound copies __get__ makes.
         self._warned: dict[str, object] = {}
@@ -290,9 +283,9 @@ class MemoizedFunction:
         """
         key = self.key(*args, **kwargs)
         with contextlib.suppress(_Bypass):
-            entry = self._read(self._store(), key)
-            if entry is not None and entry.fresh:
-                return entry.value
+            value, fresh = self._read(self._store(), key)
+            if fresh:
+                return value
         raise exception.NotFound(key)
 
     def set(self, value: ty.Any, *args: ty.Any, **kwargs: ty.Any) -> None:
@@ -425,8 +418,12 @@ class MemoizedFunction:
             LOG.info('Memoization store %r answers again', store.name)
         return result
 
-    def _read(self, store: core.KeyValueStore, key: str) -> '_Entry | None':
-        """The result stored under ``key``, fresh or not; None if none.
+    def _read(self, store: core.KeyValueStore, key: str
+              ) -> tuple[ty.Any, bool]:
+        """The result stored under ``key`` and whether it is fresh.
+
+        Results are stored as ``(stored_at, value)``; the value is
+        :data:`_MISSING` when there is none.
 
         :raises _Bypass: when the store fails or cannot take the key.
         """
@@ -434,12 +431,12 @@ class MemoizedFunction:
         # Anything else under this key (another writer's format) is a miss.
         if type(entry) is not tuple or len(entry) != 2 or (
                 type(entry[0]) is not float):
-            return None
+            return _MISSING, False
         # Seconds results stay valid; 0 for no limit.
         ttl = self._conf[self._expiration_group].cache_time
         if ttl is None:
             ttl = self._conf.kvs.memoize_expiration_time
-        return _Entry(entry[1], not ttl or time.time() - entry[0] <= ttl)
+        return entry[1], not ttl or time.time() - entry[0] <= ttl
 
     def _write(self, store: core.KeyValueStore, key: str, value: ty.Any,
                refused: str | None = 'value') -> None:
@@ -477,22 +474,22 @@ class MemoizedFunction:
         store = self._store()
         if time.monotonic() < _retry_at.get(store, -float('inf')):
             raise _Bypass()     # an outage: skipped until the retry time
-        entry = self._read(store, key)
-        if entry is not None and entry.fresh:
-            return entry.value
+        value, fresh = self._read(store, key)
+        if fresh:
+            return value
         lock = self._use(store, store.get_lock, key)
-        if not self._use(store, lock.acquire, entry is None,
+        if not self._use(store, lock.acquire, value is _MISSING,
                          lock.lock_timeout * 2 or MAX_LOCK_WAIT):
-            if entry is not None:
-                return entry.value
+            if value is not _MISSING:
+                return value
             LOG.debug('Gave up waiting for another computation of %s',
                       self._name)
             raise _Bypass()
         try:
             # Whoever held the lock before has probably stored it.
-            entry = self._read(store, key)
-            if entry is not None and entry.fresh:
-                return entry.value
+            value, fresh = self._read(store, key)
+            if fresh:
+                return value
             value = self._fn(*args, **kwargs)
             with contextlib.suppress(_Bypass):
                 self._write(store, key, value)
@@ -606,10 +603,9 @@ class WarmQueue:
         """Drop the waiting calls; return how many were dropped."""
         work = self._work.get()
         with work.cond:
-            dropped = len(work.waiting)
-            work.waiting.clear()
+            dropped, work.waiting = len(work.waiting), {}
             work.cond.notify_all()
-            return dropped
+        return dropped
 
 
 #: The queue behind :meth:`MemoizedFunction.warm`, shared by all functions.
