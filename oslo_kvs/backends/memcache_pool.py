@@ -283,10 +283,14 @@ class Cluster:
     before it serves again, and stays out if the flush fails.
     """
 
-    def __init__(self, nodes: ty.Sequence[Node], *, retry_attempts: int,
+    def __init__(self, servers: ty.Sequence[tuple[ty.Any, str]],
+                 node_args: dict[str, ty.Any], *, retry_attempts: int,
                  retry_delay: float, dead_retry: float,
                  flush_on_rejoin: bool) -> None:
-        self.nodes = list(nodes)
+        #: A :class:`Node` for each ``(server, label)``, made with
+        #: ``node_args``.
+        self.nodes = [Node(server, label=label, **node_args)
+                      for server, label in servers]
         self.retry_attempts = retry_attempts
         self.retry_delay = retry_delay
         self.dead_retry = dead_retry

@@ -24,6 +24,7 @@ The clients never deserialize: values are bytes in and bytes out whatever
 flags the server holds, so no server can make this process unpickle.
 """
 
+import functools
 import math
 import re
 import ssl
@@ -140,10 +141,8 @@ class MemcachedBackend(base.Backend):
         super().__init__(arguments)
         args = self.args
         servers = self._parse_url(args['url'])
-        keepalive = None
-        if args['socket_keepalive']:
-            keepalive = pymc_base.KeepaliveOpts(
-                **base.keepalive_settings(args))
+        keepalive = (pymc_base.KeepaliveOpts(**base.keepalive_settings(args))
+                     if args['socket_keepalive'] else None)
         pool_args = dict(
             max_size=args['pool_maxsize'],
             idle_timeout=args['pool_unused_timeout'],
@@ -158,19 +157,12 @@ class MemcachedBackend(base.Backend):
             no_delay=True, socket_keepalive=keepalive,
             allow_unicode_keys=True, default_noreply=False,
             tls_context=self._tls_context(args, servers))
-
-        def make_cluster() -> memcache_pool.Cluster:
-            return memcache_pool.Cluster(
-                [memcache_pool.Node(server, label=label, **pool_args)
-                 for server, label in servers],
-                retry_attempts=args['retry_attempts'],
-                retry_delay=args['retry_delay'],
-                dead_retry=args['dead_retry'],
-                flush_on_rejoin=args['flush_on_rejoin'])
-
+        health = {name: args[name] for name in (
+            'retry_attempts', 'retry_delay', 'dead_retry', 'flush_on_rejoin')}
         # Connections, pool accounting and node health are this process's
         # own: a forked child builds its own on first use.
-        self._per_process(make_cluster)
+        self._per_process(functools.partial(
+            memcache_pool.Cluster, servers, pool_args, **health))
 
     def _parse_url(self, urls: list[str]) -> list[tuple[ty.Any, str]]:
         """Each ``url`` entry as a pymemcache server and a label."""
