@@ -136,4 +136,4 @@ def memcached_pool(store: oslo_kvs.KeyValueStore) -> ty.Any:
     (open, idle or busy connections) is what fault and pool tests check,
     and no public API shows it, nor should just for tests.
     """
-    return store._state.backend._cluster.nodes[0]
+    return store._state.backend._clients.get().nodes[0]

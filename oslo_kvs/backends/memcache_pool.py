@@ -80,35 +80,8 @@ class ServerError(Exception):
         self.label = label
 
 
-class ServerDown(ServerError):
-    """The server is down, hung or talking nonsense: it counts as failed."""
-
-
 class TooLarge(ServerError):
     """The server refused a value larger than its item size limit."""
-
-
-def _server_error(label: str, exc: BaseException) -> ServerError | None:
-    """What a client's exception says of the server, or None.
-
-    None for an exception about the call itself (a programming error or an
-    illegal key), which stays what it is.
-    """
-    if isinstance(exc, NODE_FAULTS):
-        kind: type[ServerError] = ServerDown
-    elif isinstance(exc, pymc_exc.MemcacheServerError) and \
-            'too large' in str(exc):
-        kind = TooLarge
-    elif isinstance(exc, pymc_exc.MemcacheError) and \
-            not isinstance(exc, pymc_exc.MemcacheIllegalInputError):
-        kind = ServerError
-    else:
-        return None
-    return kind(label, '%s: %s' % (type(exc).__name__, exc))
-
-
-def _ignore(node: 'Node', ok: bool) -> None:
-    """The health callback of a node outside any cluster."""
 
 
 class Node:
@@ -150,8 +123,10 @@ class Node:
         self._cond = threading.Condition(threading.Lock())
         self._size = 0
         self._waiters = 0
-        #: Told ``(node, ok)`` of a failure and of the success after one.
-        self.on_health: ty.Callable[[Node, bool], None] = _ignore
+        #: Told ``(node, ok)`` of a failure and of the success after one;
+        #: outside a cluster, nobody is.
+        self.on_health: ty.Callable[[Node, bool], None] = (
+            lambda node, ok: None)
         self.failures = 0
         self.last_failure = 0.0
         self.retry_delay = 0.0
@@ -201,8 +176,13 @@ class Node:
         except IndexError:
             client = self._checkout()
         else:
-            if now - last_used > TRUSTED_IDLE:
-                self._drop_if_stale(client, now - last_used)
+            # Close it, to reconnect, if idle too long or if its server
+            # hung up on it (see the class).
+            if now - last_used > TRUSTED_IDLE and client.sock and (
+                    (self.idle_timeout and
+                     now - last_used > self.idle_timeout) or
+                    select.select((client.sock,), (), (), 0)[0]):
+                client.close()
         try:
             if client.sock is None and self._auth is not None:
                 self._authenticate(client)
@@ -210,12 +190,15 @@ class Node:
         except BaseException as exc:
             # A reply may be half read; never reuse that connection.
             client.close()
-            error = _server_error(self.label, exc)
-            if error is None:
-                raise
-            if isinstance(error, ServerDown):
-                self.on_health(self, False)
-            raise error from exc
+            if isinstance(exc, NODE_FAULTS):
+                self.on_health(self, False)  # the server counts as failed
+            elif not isinstance(exc, pymc_exc.MemcacheError) or isinstance(
+                    exc, pymc_exc.MemcacheIllegalInputError):
+                raise  # about the call (a bug, an illegal key), not a server
+            kind = (TooLarge if isinstance(exc, pymc_exc.MemcacheServerError)
+                    and 'too large' in str(exc) else ServerError)
+            raise kind(self.label,
+                       '%s: %s' % (type(exc).__name__, exc)) from exc
         else:
             if self.failures:  # counted by the cluster: it is back
                 self.on_health(self, True)
@@ -233,17 +216,6 @@ class Node:
                     oldest = now
                 if oldest < now - self.idle_timeout:
                     self._reap(now)
-
-    def _drop_if_stale(self, client: pymc_base.Client, idle: float) -> None:
-        """Close ``client`` if idle too long or its server hung up on it.
-
-        It reconnects on its next use.
-        """
-        sock = client.sock
-        if sock is not None and (
-                (self.idle_timeout and idle > self.idle_timeout) or
-                select.select((sock,), (), (), 0)[0]):
-            client.close()
 
     def _authenticate(self, client: pymc_base.Client) -> None:
         """memcached's ASCII authentication, on a new connection.
@@ -286,12 +258,8 @@ class Node:
         return sum(client.sock is not None for client, _ in list(self._idle))
 
     def close(self) -> None:
-        """Close the idle connections."""
-        while self._idle:
-            try:
-                client, _ = self._idle.pop()
-            except IndexError:
-                break
+        """Close the idle connections; a later call would reopen them."""
+        for client, _ in list(self._idle):
             client.close()
 
 
@@ -315,10 +283,14 @@ class Cluster:
     before it serves again, and stays out if the flush fails.
     """
 
-    def __init__(self, nodes: ty.Sequence[Node], *, retry_attempts: int,
+    def __init__(self, servers: ty.Sequence[tuple[ty.Any, str]],
+                 node_args: dict[str, ty.Any], *, retry_attempts: int,
                  retry_delay: float, dead_retry: float,
                  flush_on_rejoin: bool) -> None:
-        self.nodes = list(nodes)
+        #: A :class:`Node` for each ``(server, label)``, made with
+        #: ``node_args``.
+        self.nodes = [Node(server, label=label, **node_args)
+                      for server, label in servers]
         self.retry_attempts = retry_attempts
         self.retry_delay = retry_delay
         self.dead_retry = dead_retry

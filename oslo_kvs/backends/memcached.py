@@ -24,6 +24,7 @@ The clients never deserialize: values are bytes in and bytes out whatever
 flags the server holds, so no server can make this process unpickle.
 """
 
+import functools
 import math
 import re
 import ssl
@@ -117,16 +118,6 @@ def lock_exptime(ttl: float) -> int:
     return exptime(ttl + 1) if ttl else 0
 
 
-class _RawSerde:
-    """Bytes through unchanged; server-held flags are ignored on reads."""
-
-    def serialize(self, key: ty.Any, value: bytes) -> tuple[bytes, int]:
-        return value, 0
-
-    def deserialize(self, key: ty.Any, value: bytes, flags: int) -> bytes:
-        return value
-
-
 class MemcachedBackend(base.Backend):
     """memcached on pymemcache: one server or several sharing the keys.
 
@@ -150,41 +141,28 @@ class MemcachedBackend(base.Backend):
         super().__init__(arguments)
         args = self.args
         servers = self._parse_url(args['url'])
-        self._servers = [label for _, label in servers]
-        keepalive = None
-        if args['socket_keepalive']:
-            keepalive = pymc_base.KeepaliveOpts(
-                **base.keepalive_settings(args))
+        keepalive = (pymc_base.KeepaliveOpts(**base.keepalive_settings(args))
+                     if args['socket_keepalive'] else None)
         pool_args = dict(
             max_size=args['pool_maxsize'],
             idle_timeout=args['pool_unused_timeout'],
             wait_timeout=args['pool_connection_get_timeout'],
             credentials=self._credentials(args),
-            # What each pymemcache client is made with.
-            serde=_RawSerde(), timeout=args['socket_timeout'],
+            # What each pymemcache client is made with. No serde: its
+            # default passes bytes through whatever the server's flags,
+            # so no server can make this process unpickle.
+            timeout=args['socket_timeout'],
             connect_timeout=(args['connect_timeout'] or
                              args['socket_timeout']),
             no_delay=True, socket_keepalive=keepalive,
             allow_unicode_keys=True, default_noreply=False,
             tls_context=self._tls_context(args, servers))
-
-        def make_cluster() -> memcache_pool.Cluster:
-            return memcache_pool.Cluster(
-                [memcache_pool.Node(server, label=label, **pool_args)
-                 for server, label in servers],
-                retry_attempts=args['retry_attempts'],
-                retry_delay=args['retry_delay'],
-                dead_retry=args['dead_retry'],
-                flush_on_rejoin=args['flush_on_rejoin'])
-
+        health = {name: args[name] for name in (
+            'retry_attempts', 'retry_delay', 'dead_retry', 'flush_on_rejoin')}
         # Connections, pool accounting and node health are this process's
         # own: a forked child builds its own on first use.
-        self._per_process(make_cluster)
-
-    @property
-    def _cluster(self) -> memcache_pool.Cluster:
-        """This process's cluster."""
-        return self._clients.get()
+        self._per_process(functools.partial(
+            memcache_pool.Cluster, servers, pool_args, **health))
 
     def _parse_url(self, urls: list[str]) -> list[tuple[ty.Any, str]]:
         """Each ``url`` entry as a pymemcache server and a label."""
@@ -204,11 +182,11 @@ class MemcachedBackend(base.Backend):
             raise exception.ConfigurationError(
                 'Argument url of %s names no server' % self.name,
                 argument='url')
-        labels = [label for _, label in servers]
-        if len(set(labels)) < len(labels):
+        self._servers = [label for _, label in servers]
+        if len(set(self._servers)) < len(servers):
             raise exception.ConfigurationError(
                 'Argument url of %s names a server twice: %s'
-                % (self.name, ', '.join(labels)), argument='url')
+                % (self.name, self.where), argument='url')
         return servers
 
     def _credentials(self, args: dict[str, ty.Any]
@@ -221,14 +199,13 @@ class MemcachedBackend(base.Backend):
                 'Arguments username and password of %s go together'
                 % self.name,
                 argument='username' if user is None else 'password')
-        if not _AUTH_USER.fullmatch(user):
-            raise exception.ConfigurationError(
-                'Invalid username for %s: 1 to 250 characters, no space or '
-                '":"' % self.name, argument='username')
-        if not _AUTH_PASSWORD.fullmatch(password):
-            raise exception.ConfigurationError(
-                'Invalid password for %s: 1 to 250 characters on one line'
-                % self.name, argument='password')
+        for name, value, form, rule in (
+                ('username', user, _AUTH_USER, ', no space or ":"'),
+                ('password', password, _AUTH_PASSWORD, ' on one line')):
+            if not form.fullmatch(value):
+                raise exception.ConfigurationError(
+                    'Invalid %s for %s: 1 to 250 characters%s'
+                    % (name, self.name, rule), argument=name)
         return user, password
 
     def _tls_context(self, args: dict[str, ty.Any],

@@ -28,6 +28,8 @@ MAX_ITEMS = base.Option(
 
 
 _NEVER = math.inf
+#: The entry of a missing key: it reads as expired.
+_MISSING = (base.NO_VALUE, 0.0)
 
 
 class MemoryBackend(base.Backend):
@@ -66,11 +68,9 @@ class MemoryBackend(base.Backend):
 
     # Callers hold self._mutex for every helper below.
     def _read(self, key: str, now: float) -> ty.Any:
-        entry = self._data.get(key)
-        if entry is None:
-            return base.NO_VALUE
+        entry = self._data.get(key, _MISSING)
         if entry[1] <= now:
-            del self._data[key]
+            self._data.pop(key, None)  # expired, or missing
             return base.NO_VALUE
         if self.max_items:
             self._data.move_to_end(key)
@@ -105,13 +105,10 @@ class MemoryBackend(base.Backend):
 
     def get_serialized(self, key):
         if not self.max_items:
-            entry = self._data.get(key)
-            if entry is None:
-                return base.NO_VALUE
             # Expired entries are left to the purge of the next write.
-            expires_at = entry[1]
+            value, expires_at = self._data.get(key, _MISSING)
             if expires_at is _NEVER or expires_at > time.monotonic():
-                return entry[0]
+                return value
             return base.NO_VALUE
         with self._mutex.get():
             return self._read(key, time.monotonic())
@@ -119,9 +116,9 @@ class MemoryBackend(base.Backend):
     def get_serialized_multi(self, keys):
         now = time.monotonic()
         if not self.max_items:
-            get, missing = self._data.get, (base.NO_VALUE, 0.0)
+            get = self._data.get
             return [entry[0] if entry[1] > now else base.NO_VALUE
-                    for entry in [get(key, missing) for key in keys]]
+                    for entry in [get(key, _MISSING) for key in keys]]
         with self._mutex.get():
             return [self._read(key, now) for key in keys]
 

@@ -88,7 +88,7 @@ def hang_rejoin(rounds):
                 retry_attempts=1, retry_delay=0.1, dead_retry=1)
             # Internal on purpose: where a key goes after an ejection is
             # the transport's placement, which no public API shows.
-            cluster = store._state.backend._cluster
+            cluster = store._state.backend._clients.get()
 
             def owner(key):
                 return cluster.node_for(stored.data_key(store, key)).label

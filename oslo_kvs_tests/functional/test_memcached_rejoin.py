@@ -42,7 +42,7 @@ def owner(store, key):
     transport's placement, which no public API shows (nor should, just for
     tests).
     """
-    cluster = store._state.backend._cluster
+    cluster = store._state.backend._clients.get()
     return cluster.node_for(stored.data_key(store, key)).server
 
 

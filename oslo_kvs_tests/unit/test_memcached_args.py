@@ -59,7 +59,7 @@ def cluster_of(be):
     cluster and client settings, which only the transport shows; no
     public API should exist just for that.
     """
-    return be._cluster
+    return be._clients.get()
 
 
 def pool_of(be):
@@ -193,8 +193,9 @@ class TestArguments:
         with pytest.raises(exception.ConfigurationError, match=name):
             configure(url=dead_url, **{name: value})
 
-    def test_raw_bytes_whatever_the_flags(self):
-        serde = memcached._RawSerde()
+    def test_raw_bytes_whatever_the_flags(self, dead_url):
+        # The serde of the clients the pool makes: pymemcache's default.
+        serde = pool_of(backend(url=dead_url))._make().serde
         assert serde.serialize('k', b'v') == (b'v', 0)
         for flags in (0, 1, 2, 4, 0xffff):
             assert serde.deserialize('k', b'\x80\x04K\x01.', flags) == (
