@@ -47,7 +47,6 @@ from oslo_kvs import exception
 LOG = logging.getLogger(__name__)
 
 _URI_SCHEMES = ('mongodb://', 'mongodb+srv://')
-_PORT = 27017
 #: Spellings of tls_cert_reqs (any case); OPTIONAL verifies like REQUIRED.
 _CERT_REQS = ('NONE', 'OPTIONAL', 'REQUIRED', 'CERT_NONE', 'CERT_OPTIONAL',
               'CERT_REQUIRED')
@@ -81,7 +80,8 @@ def _hosts(value: ty.Any) -> list[str]:
             raise ValueError('a mongodb:// URI must be the only entry')
         return hosts
     try:
-        return [address.Address.parse(host, _PORT).label for host in hosts]
+        return [address.Address.parse(host, pymongo.MongoClient.PORT).label
+                for host in hosts]
     except address.AddressError as exc:
         raise ValueError('bad entry: %s' % exc) from None
 
@@ -188,8 +188,7 @@ def _utcnow() -> datetime.datetime:
 def _expiry(now: datetime.datetime, ttl: float) -> datetime.datetime:
     """``now + ttl`` rounded up to BSON's millisecond, never down."""
     at = now + datetime.timedelta(seconds=ttl)
-    extra = at.microsecond % 1000
-    return at + datetime.timedelta(microseconds=1000 - extra) if extra else at
+    return at + datetime.timedelta(microseconds=-at.microsecond % 1000)
 
 
 def _live(now: datetime.datetime) -> dict[str, ty.Any]:
@@ -213,7 +212,7 @@ class MongoBackend(base.Backend):
     distributed_lock = True
 
     # The server, its client and the client's errors.
-    default_port = _PORT
+    default_port = pymongo.MongoClient.PORT
     #: Builds the client from (hosts, **kwargs); tests wrap it, e.g. to
     #: pass pymongo ``event_listeners`` that count commands on the wire.
     client_factory: ty.Callable[..., ty.Any] = pymongo.MongoClient
@@ -272,7 +271,24 @@ class MongoBackend(base.Backend):
         Everything is validated here, before any connection: a wrong
         argument fails ``configure()``, not the first request.
         """
-        self._check_arguments(args)
+        base.check_readable(self.name, args)
+        refusals = [
+            ('password', args['password'] is not None and
+             args['username'] is None, 'needs username'),
+            ('use_replica', args['use_replica'] not in (
+                None, bool(args['replicaset_name'])),
+             'must be true exactly when replicaset_name is set'),
+            ('tls_keyfile', args['tls_keyfile'] is not None and
+             args['tls_keyfile'] != args['tls_certfile'],
+             '(ssl_keyfile) must name the same file as tls_certfile: '
+             'pymongo 4 reads the client certificate and its key from '
+             'one PEM file; put both in tls_certfile'),
+        ]
+        for name, refused, why in refusals:
+            if refused:
+                raise exception.ConfigurationError(
+                    'Argument %s of %s %s' % (name, self.name, why),
+                    argument=name)
         uri_options = self._read_hosts(args['db_hosts'])
         kwargs: dict[str, ty.Any] = {
             'connect': False, 'document_class': dict, 'tz_aware': False}
@@ -305,7 +321,7 @@ class MongoBackend(base.Backend):
             self._servers = hosts  # labels already
             return set()
         uri = urllib.parse.urlsplit(hosts[0])
-        self._servers = [address.label(host, _PORT) for host in
+        self._servers = [address.label(host, self.default_port) for host in
                          uri.netloc.rpartition('@')[2].split(',') if host]
         try:
             # pymongo only warns about a bad URI option and ignores it.
@@ -316,27 +332,6 @@ class MongoBackend(base.Backend):
                 'Argument db_hosts of %s has a bad URI option: %s'
                 % (self.name, address.redact(str(exc), self.secrets)),
                 argument='db_hosts') from None
-
-    def _check_arguments(self, args: dict[str, ty.Any]) -> None:
-        """Refuse arguments that contradict each other or pymongo 4."""
-        base.check_readable(self.name, args)
-        refusals = [
-            ('password', args['password'] is not None and
-             args['username'] is None, 'needs username'),
-            ('use_replica', args['use_replica'] not in (
-                None, bool(args['replicaset_name'])),
-             'must be true exactly when replicaset_name is set'),
-            ('tls_keyfile', args['tls_keyfile'] is not None and
-             args['tls_keyfile'] != args['tls_certfile'],
-             '(ssl_keyfile) must name the same file as tls_certfile: '
-             'pymongo 4 reads the client certificate and its key from '
-             'one PEM file; put both in tls_certfile'),
-        ]
-        for name, refused, why in refusals:
-            if refused:
-                raise exception.ConfigurationError(
-                    'Argument %s of %s %s' % (name, self.name, why),
-                    argument=name)
 
     def describe_failure(self, exc: BaseException) -> str:
         code = getattr(exc, 'code', None)
@@ -470,9 +465,8 @@ class MongoBackend(base.Backend):
     def delete_existing(self, key):
         # An expired document still waiting for the TTL monitor counts as
         # absent; it is left for the monitor.
-        result = self._collection.delete_one(
-            {'_id': key, **_live(_utcnow())})
-        return result.deleted_count == 1
+        return self._collection.delete_one(
+            {'_id': key, **_live(_utcnow())}).deleted_count == 1
 
     @base.translate_errors
     def add_serialized(self, key, value, ttl=None):
@@ -490,5 +484,5 @@ class MongoBackend(base.Backend):
 
     @base.translate_errors
     def release_lock(self, key, token):
-        result = self._collection.delete_one({'_id': key, 'token': token})
-        return result.deleted_count == 1
+        return self._collection.delete_one(
+            {'_id': key, 'token': token}).deleted_count == 1
