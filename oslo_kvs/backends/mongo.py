@@ -95,7 +95,7 @@ def _write_concern(value: ty.Any) -> int | str | None:
     """
     if isinstance(value, str) and not re.fullmatch(r'\s*-?\d+\s*', value):
         return value.strip()  # "majority" or a tag set name
-    members = base.count(min=-1)(value)
+    members = int(base.count(min=-1)(value))
     if members == 0:
         raise ValueError('w must be at least 1 (unacknowledged writes '
                          'cannot report whether add, delete or a lock '
