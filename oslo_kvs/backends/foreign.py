@@ -40,7 +40,6 @@ refused for it with a ``ConfigurationError`` rather than silently ignored.
 """
 
 import typing as ty
-import urllib.parse
 
 from dogpile.cache import api
 from dogpile.cache.backends import memcached as dogpile_memcached
@@ -49,6 +48,7 @@ from pymemcache import serde as pymemcache_serde
 from redis import exceptions as redis_exceptions
 
 from oslo_kvs import _process
+from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 
@@ -104,12 +104,8 @@ def server_labels(args: ty.Mapping[str, ty.Any]) -> list[str]:
         urls = ['%s:%s' % tuple(pair) for pair in args['sentinels']]
     elif urls is None and 'host' in args:
         urls = '%s:%s' % (args['host'], args.get('port', 6379))
-    labels = []
-    for url in map(str, [urls] if isinstance(urls, str) else urls or ()):
-        # "host:port" has no scheme; given one, both forms parse alike.
-        split = urllib.parse.urlsplit(url if '//' in url else '//' + url)
-        labels.append(split.netloc.rpartition('@')[2] or split.path)
-    return labels
+    return [address.label(str(url))
+            for url in ([urls] if isinstance(urls, str) else urls or ())]
 
 
 class DogpileAdapter(base.Backend):

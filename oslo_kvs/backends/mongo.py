@@ -47,6 +47,9 @@ from oslo_kvs import exception
 LOG = logging.getLogger(__name__)
 
 _URI_SCHEMES = ('mongodb://', 'mongodb+srv://')
+#: Spellings of tls_cert_reqs (any case); OPTIONAL verifies like REQUIRED.
+_CERT_REQS = ('NONE', 'OPTIONAL', 'REQUIRED', 'CERT_NONE', 'CERT_OPTIONAL',
+              'CERT_REQUIRED')
 
 #: BSON's document limit; a value near it cannot be stored.
 MAX_DOCUMENT_SIZE = 16 * 1024 * 1024
@@ -61,7 +64,8 @@ _INDEX_REFUSALS = frozenset([13, 85, 86])
 def _hosts(value: ty.Any) -> list[str]:
     """``db_hosts``: a list (or comma string) of host:port, or one URI.
 
-    Messages never quote a URI: it may carry a password.
+    Host entries come back as their labels (``host:port``, the default
+    port added). Messages never quote a URI: it may carry a password.
     """
     if isinstance(value, str):
         value = ([value] if value.strip().startswith(_URI_SCHEMES) else
@@ -71,15 +75,15 @@ def _hosts(value: ty.Any) -> list[str]:
     hosts = [str(item).strip() for item in value if str(item).strip()]
     if not hosts:
         raise ValueError('no host given')
-    uris = [host for host in hosts if host.startswith(_URI_SCHEMES)]
-    if uris and len(hosts) > 1:
-        raise ValueError('a mongodb:// URI must be the only entry')
-    for host in [] if uris else hosts:
-        try:
-            address.Address.parse(host, 27017)
-        except address.AddressError as exc:
-            raise ValueError('bad entry %r: %s' % (host, exc)) from None
-    return hosts
+    if any(host.startswith(_URI_SCHEMES) for host in hosts):
+        if len(hosts) > 1:
+            raise ValueError('a mongodb:// URI must be the only entry')
+        return hosts
+    try:
+        return [address.Address.parse(host, pymongo.MongoClient.PORT).label
+                for host in hosts]
+    except address.AddressError as exc:
+        raise ValueError('bad entry: %s' % exc) from None
 
 
 def _write_concern(value: ty.Any) -> int | str | None:
@@ -89,47 +93,29 @@ def _write_concern(value: ty.Any) -> int | str | None:
     unacknowledged writes cannot tell ``add``, ``delete`` or a lock
     whether they succeeded.
     """
-    if isinstance(value, str):
-        if not re.fullmatch(r'\s*-?\d+\s*', value):
-            return value.strip()  # "majority" or a tag set name
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError('expected an integer, "majority" or a tag set name')
-    if value < 1 and value != -1:
+    if isinstance(value, str) and not re.fullmatch(r'\s*-?\d+\s*', value):
+        return value.strip()  # "majority" or a tag set name
+    members = int(base.count(min=-1)(value))
+    if members == 0:
         raise ValueError('w must be at least 1 (unacknowledged writes '
                          'cannot report whether add, delete or a lock '
                          'succeeded) or -1 for the server default')
-    return None if value == -1 else value
+    return None if members == -1 else members
 
 
-def _choice(what: str, names: tuple[str, ...],
-            prefix: str = '') -> ty.Callable[[ty.Any], str]:
-    """An option type taking one of ``names``, spelled loosely.
-
-    Any case, with or without ``_`` and ``prefix``: for read preferences
-    ``PRIMARY_PREFERRED`` is ``primaryPreferred``, for certificate checks
-    ``CERT_NONE`` is ``NONE``.
-    """
-    known = {name.replace('_', '').lower(): name for name in names}
-
-    def parse(value: ty.Any) -> str:
-        if not isinstance(value, str):
-            raise TypeError('expected %s' % what)
-        loose = value.strip().replace('_', '').lower()
-        if prefix and loose.startswith(prefix):
-            loose = loose[len(prefix):]
-        if loose not in known:
-            raise ValueError('valid %s are %s (any case)'
-                             % (what, ', '.join(names)))
-        return known[loose]
-    return parse
-
-
-_read_preference = _choice('read preferences', (
+#: pymongo's read preference modes, by their spelling without case or _.
+_READ_MODES = {mode.lower(): mode for mode in (
     'primary', 'primaryPreferred', 'secondary', 'secondaryPreferred',
-    'nearest'))
-_cert_reqs = _choice('certificate checks', ('NONE', 'OPTIONAL', 'REQUIRED'),
-                     prefix='cert')
+    'nearest')}
+
+
+def _read_preference(value: ty.Any) -> str:
+    """A read preference in any case, ``PRIMARY_PREFERRED`` too."""
+    mode = _READ_MODES.get(str(value).replace('_', '').lower())
+    if mode is None:
+        raise ValueError('valid read preferences are %s (any case)'
+                         % ', '.join(_READ_MODES.values()))
+    return mode
 
 
 def _son_manipulator(value: ty.Any) -> ty.NoReturn:
@@ -161,7 +147,9 @@ OPTIONS = (
     *[dataclasses.replace(opt, default=None, aliases=(alias,))
       for opt, alias in zip(base.TLS[:4], ('ssl', 'ssl_ca_certs',
                                            'ssl_certfile', 'ssl_keyfile'))],
-    base.Option('tls_cert_reqs', _cert_reqs, aliases=('ssl_cert_reqs',),
+    base.Option('tls_cert_reqs',
+                types.String(choices=_CERT_REQS, ignore_case=True),
+                aliases=('ssl_cert_reqs',),
                 help='NONE disables server certificate verification.'),
     base.Option('tls_allow_invalid_hostnames', types.Boolean(),
                 help='Accept a server certificate for another host name.'),
@@ -180,18 +168,16 @@ OPTIONS = (
 
 REQUIRED = ('db_hosts', 'db_name', 'cache_collection')
 
-#: Arguments that pymongo takes as they are, and its names for them.
+#: Arguments pymongo takes as they are, by its names for them; durations
+#: (its ``...MS`` keywords) are in seconds here, milliseconds there.
 _CLIENT_KEYWORDS = {
     'auth_source': 'authSource', 'replicaset_name': 'replicaSet',
     'read_preference': 'readPreference', 'w': 'w',
     'pool_maxsize': 'maxPoolSize', 'tls_enabled': 'tls',
     'tls_cafile': 'tlsCAFile', 'tls_certfile': 'tlsCertificateKeyFile',
-    'tls_allow_invalid_hostnames': 'tlsAllowInvalidHostnames'}
-#: Durations in seconds that pymongo takes in milliseconds.
-_MILLISECOND_KEYWORDS = {
+    'tls_allow_invalid_hostnames': 'tlsAllowInvalidHostnames',
     'server_selection_timeout': 'serverSelectionTimeoutMS',
-    'connect_timeout': 'connectTimeoutMS',
-    'socket_timeout': 'socketTimeoutMS'}
+    'connect_timeout': 'connectTimeoutMS', 'socket_timeout': 'socketTimeoutMS'}
 
 
 def _utcnow() -> datetime.datetime:
@@ -202,8 +188,7 @@ def _utcnow() -> datetime.datetime:
 def _expiry(now: datetime.datetime, ttl: float) -> datetime.datetime:
     """``now + ttl`` rounded up to BSON's millisecond, never down."""
     at = now + datetime.timedelta(seconds=ttl)
-    extra = at.microsecond % 1000
-    return at + datetime.timedelta(microseconds=1000 - extra) if extra else at
+    return at + datetime.timedelta(microseconds=-at.microsecond % 1000)
 
 
 def _live(now: datetime.datetime) -> dict[str, ty.Any]:
@@ -224,17 +209,18 @@ class MongoBackend(base.Backend):
     name = 'openstack.kvs.MongoDB'
     options = OPTIONS
     expire_time_alias = 'mongo_ttl_seconds'
-    default_port = 27017
+    distributed_lock = True
+
+    # The server, its client and the client's errors.
+    default_port = pymongo.MongoClient.PORT
+    #: Builds the client from (hosts, **kwargs); tests wrap it, e.g. to
+    #: pass pymongo ``event_listeners`` that count commands on the wire.
+    client_factory: ty.Callable[..., ty.Any] = pymongo.MongoClient
     server_errors = (mongo_errors.PyMongoError,)
     too_large_errors = (mongo_errors.DocumentTooLarge,)
     # BSON strings are UTF-8: an unmangled key with a lone surrogate fails
     # to encode in the client, so no request carrying it is sent.
     key_errors = (UnicodeEncodeError,)
-    distributed_lock = True
-
-    #: Builds the client from (hosts, **kwargs); tests wrap it, e.g. to
-    #: pass pymongo ``event_listeners`` that count commands on the wire.
-    client_factory: ty.Callable[..., ty.Any] = pymongo.MongoClient
     #: Whether this backend made sure of the TTL index.
     _index_ready = False
 
@@ -246,7 +232,7 @@ class MongoBackend(base.Backend):
             raise exception.ConfigurationError(
                 '%s requires argument(s) %s' % (self.name, ', '.join(missing)),
                 argument=missing[0])
-        hosts, kwargs = self._client_arguments(args)
+        hosts, kwargs = args['db_hosts'], self._client_arguments(args)
         self.db_name: str = args['db_name']
         self.collection_name: str = args['cache_collection']
 
@@ -279,63 +265,12 @@ class MongoBackend(base.Backend):
 
     # --- configuration ---------------------------------------------------
 
-    def _client_arguments(self, args: dict[str, ty.Any]) -> tuple[
-            list[str], dict[str, ty.Any]]:
-        """pymongo's host list and keyword arguments.
+    def _client_arguments(self, args: dict[str, ty.Any]) -> dict[str, ty.Any]:
+        """pymongo's keyword arguments.
 
         Everything is validated here, before any connection: a wrong
         argument fails ``configure()``, not the first request.
         """
-        self._check_arguments(args)
-        hosts: list[str] = args['db_hosts']
-        uri_options = self._read_hosts(hosts)
-        kwargs: dict[str, ty.Any] = {
-            'connect': False, 'document_class': dict, 'tz_aware': False}
-        if args['username'] is not None:
-            kwargs['username'] = args['username']
-            kwargs['password'] = args['password']
-            if args['auth_source'] is None and 'authsource' not in uri_options:
-                # Keystone authenticated against db_name itself.
-                kwargs['authSource'] = args['db_name']
-        for name, keyword in _CLIENT_KEYWORDS.items():
-            if args[name] is not None:
-                kwargs[keyword] = args[name]
-        for keyword in ('retryReads', 'retryWrites'):
-            if keyword.lower() not in uri_options:
-                kwargs[keyword] = args['enable_retry_client']
-        if args['tls_cert_reqs'] is not None:
-            # For a client, OPTIONAL verifies like REQUIRED (as in ssl).
-            kwargs['tlsAllowInvalidCertificates'] = (
-                args['tls_cert_reqs'] == 'NONE')
-        for name, keyword in _MILLISECOND_KEYWORDS.items():
-            if args[name] is not None:
-                kwargs[keyword] = args[name] * 1000
-        return hosts, kwargs
-
-    def _read_hosts(self, hosts: list[str]) -> set[str]:
-        """Take the server labels from ``hosts``; return what its URI sets.
-
-        The options a ``mongodb://`` URI sets are named in lower case.
-        Labels are host:port (or the SRV name), never credentials.
-        """
-        uri = (urllib.parse.urlsplit(hosts[0])
-               if hosts[0].startswith(_URI_SCHEMES) else None)
-        if uri is not None:
-            hosts = uri.netloc.rpartition('@')[2].split(',')
-        self._servers = [address.label(host, 27017) for host in hosts if host]
-        if uri is None or not uri.query:
-            return set()
-        try:
-            # pymongo only warns about a bad URI option and ignores it.
-            return set(uri_parser.split_options(uri.query, warn=False))
-        except (mongo_errors.PyMongoError, ValueError) as exc:
-            raise exception.ConfigurationError(
-                'Argument db_hosts of %s has a bad URI option: %s'
-                % (self.name, address.redact(str(exc), self.secrets)),
-                argument='db_hosts') from None
-
-    def _check_arguments(self, args: dict[str, ty.Any]) -> None:
-        """Refuse arguments that contradict each other or pymongo 4."""
         base.check_readable(self.name, args)
         refusals = [
             ('password', args['password'] is not None and
@@ -354,6 +289,49 @@ class MongoBackend(base.Backend):
                 raise exception.ConfigurationError(
                     'Argument %s of %s %s' % (name, self.name, why),
                     argument=name)
+        uri_options = self._read_hosts(args['db_hosts'])
+        kwargs: dict[str, ty.Any] = {
+            'connect': False, 'document_class': dict, 'tz_aware': False}
+        if args['username'] is not None:
+            kwargs['username'] = args['username']
+            kwargs['password'] = args['password']
+            if args['auth_source'] is None and 'authsource' not in uri_options:
+                # Keystone authenticated against db_name itself.
+                kwargs['authSource'] = args['db_name']
+        for name, keyword in _CLIENT_KEYWORDS.items():
+            if args[name] is not None:
+                kwargs[keyword] = (args[name] * 1000 if keyword.endswith('MS')
+                                   else args[name])
+        for keyword in ('retryReads', 'retryWrites'):
+            if keyword.lower() not in uri_options:
+                kwargs[keyword] = args['enable_retry_client']
+        if args['tls_cert_reqs'] is not None:
+            # For a client, OPTIONAL verifies like REQUIRED (as in ssl).
+            kwargs['tlsAllowInvalidCertificates'] = (
+                args['tls_cert_reqs'].upper().endswith('NONE'))
+        return kwargs
+
+    def _read_hosts(self, hosts: list[str]) -> set[str]:
+        """Take the server labels from ``hosts``; return what its URI sets.
+
+        The options a ``mongodb://`` URI sets are named in lower case.
+        Labels are host:port (or the SRV name), never credentials.
+        """
+        if not hosts[0].startswith(_URI_SCHEMES):
+            self._servers = hosts  # labels already
+            return set()
+        uri = urllib.parse.urlsplit(hosts[0])
+        self._servers = [address.label(host, self.default_port) for host in
+                         uri.netloc.rpartition('@')[2].split(',') if host]
+        try:
+            # pymongo only warns about a bad URI option and ignores it.
+            return set(uri_parser.split_options(uri.query, warn=False)
+                       if uri.query else ())
+        except (mongo_errors.PyMongoError, ValueError) as exc:
+            raise exception.ConfigurationError(
+                'Argument db_hosts of %s has a bad URI option: %s'
+                % (self.name, address.redact(str(exc), self.secrets)),
+                argument='db_hosts') from None
 
     def describe_failure(self, exc: BaseException) -> str:
         code = getattr(exc, 'code', None)
@@ -487,9 +465,8 @@ class MongoBackend(base.Backend):
     def delete_existing(self, key):
         # An expired document still waiting for the TTL monitor counts as
         # absent; it is left for the monitor.
-        result = self._collection.delete_one(
-            {'_id': key, **_live(_utcnow())})
-        return result.deleted_count == 1
+        return self._collection.delete_one(
+            {'_id': key, **_live(_utcnow())}).deleted_count == 1
 
     @base.translate_errors
     def add_serialized(self, key, value, ttl=None):
@@ -507,5 +484,5 @@ class MongoBackend(base.Backend):
 
     @base.translate_errors
     def release_lock(self, key, token):
-        result = self._collection.delete_one({'_id': key, 'token': token})
-        return result.deleted_count == 1
+        return self._collection.delete_one(
+            {'_id': key, 'token': token}).deleted_count == 1
