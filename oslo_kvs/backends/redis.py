@@ -201,22 +201,19 @@ class RedisBackend(base.Backend):
             supported_errors=(redis.ConnectionError,))
         # redis-py connection keywords shared by every mode.
         timeout = args['socket_timeout']
-        connection: dict[str, ty.Any] = {
-            'socket_timeout': timeout,
-            'socket_connect_timeout': args['connect_timeout'] or timeout,
-            'socket_keepalive': args['socket_keepalive'],
-            'socket_keepalive_options': {
+        connection: dict[str, ty.Any] = dict(
+            socket_timeout=timeout,
+            socket_connect_timeout=args['connect_timeout'] or timeout,
+            socket_keepalive=args['socket_keepalive'],
+            socket_keepalive_options={
                 getattr(socket, 'TCP_KEEP' + name.upper()): value
                 for name, value in base.keepalive_settings(args).items()
                 if hasattr(socket, 'TCP_KEEP' + name.upper())},
             # Fail within the timeout; a later call reconnects by itself.
-            'retry': _NO_RETRY,
             # RESP2: every Redis version speaks it, and its replies are
             # plain strings, integers and arrays.
-            'protocol': 2,
-            'username': args['username'],
-            'password': args['password'],
-        }
+            retry=_NO_RETRY, protocol=2,
+            username=args['username'], password=args['password'])
         if (args['url'] or '').startswith('rediss://'):
             args['tls_enabled'] = True
         if base.check_tls(self.name, args):
