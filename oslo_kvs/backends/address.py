@@ -88,9 +88,7 @@ class Address:
                 raise AddressError('a unix socket path must be absolute')
         if entry.startswith('/'):
             return cls(path=entry)
-        for prefix in ('inet6:', 'inet:'):
-            if entry.startswith(prefix):
-                entry = entry[len(prefix):]
+        entry = entry.removeprefix('inet6:').removeprefix('inet:')
         if '://' in entry:
             split = urllib.parse.urlsplit(entry)
             try:

@@ -38,7 +38,6 @@ from redis import cluster as redis_cluster
 from redis import connection as redis_connection
 from redis import exceptions as redis_exceptions
 from redis import retry as redis_retry
-from redis import sentinel as redis_sentinel
 
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
@@ -57,17 +56,6 @@ return redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3))
 """
 
 
-def _key_prefix(value: str) -> str:
-    """Letters, digits and a few separators: enough for a namespace.
-
-    No braces, which would pin every key to one Cluster slot (a hash tag).
-    """
-    if not re.fullmatch(r'[A-Za-z0-9._:/-]{0,128}', value):
-        raise ValueError('use at most 128 letters, digits and ._:/- '
-                         'characters')
-    return value
-
-
 _OPTIONS = (
     Option('url', types.String(), secret=True, server=True,
            help='redis://[user:password@]host[:port][/db], rediss://... '
@@ -80,8 +68,11 @@ _OPTIONS = (
     Option('username', types.String(), help='ACL user name.'),
     Option('password', types.String(), secret=True,
            help='Password of the ACL user, or requirepass.'),
-    Option('key_prefix', _key_prefix, '',
-           help='Namespace put before every stored key.'),
+    # At most 128 letters, digits and ._:/- characters; no braces, which
+    # would pin every key to one Cluster slot (a hash tag).
+    Option('key_prefix', types.String(regex=r'^[A-Za-z0-9._:/-]*\Z',
+                                      max_length=128),
+           '', help='Namespace put before every stored key.'),
     dataclasses.replace(base.SOCKET_TIMEOUT, default=3.0),
     base.CONNECT_TIMEOUT,
     *base.KEEPALIVE,
@@ -114,13 +105,11 @@ _OPTIONS = (
 # repeats only the calls it decorates.
 _NO_RETRY = redis_retry.Retry(redis_backoff.NoBackoff(), 0)
 
-# A dropped connection is a ConnectionError; these ones are not drops.
-_NOT_DROPPED = (redis_exceptions.AuthenticationError,
-                redis_exceptions.MaxConnectionsError)
-
 
 def _unless_dropped(exc: Exception) -> None:
-    if isinstance(exc, _NOT_DROPPED):
+    # A dropped connection is a ConnectionError; these ones are not drops.
+    if isinstance(exc, (redis.AuthenticationError,
+                        redis_exceptions.MaxConnectionsError)):
         raise exc
 
 
@@ -181,7 +170,7 @@ class RedisBackend(base.Backend):
     expire_time_alias = 'redis_expiration_time'
     default_port = 6379
     # RedisClusterException is no RedisError; OSError covers raw sockets.
-    server_errors = (redis_exceptions.RedisError,
+    server_errors = (redis.RedisError,
                      redis_exceptions.RedisClusterException, OSError)
     distributed_lock = True
     # One server runs a script on the data key and its lock key at once.
@@ -209,20 +198,42 @@ class RedisBackend(base.Backend):
         self._retry = redis_retry.Retry(
             redis_backoff.ConstantBackoff(args['retry_delay']),
             args['retry_attempts'] - 1 if args['enable_retry_client'] else 0,
-            supported_errors=(redis_exceptions.ConnectionError,))
-        self._servers = []
+            supported_errors=(redis.ConnectionError,))
+        # redis-py connection keywords shared by every mode.
+        timeout = args['socket_timeout']
+        connection: dict[str, ty.Any] = dict(
+            socket_timeout=timeout,
+            socket_connect_timeout=args['connect_timeout'] or timeout,
+            socket_keepalive=args['socket_keepalive'],
+            socket_keepalive_options={
+                getattr(socket, 'TCP_KEEP' + name.upper()): value
+                for name, value in base.keepalive_settings(args).items()
+                if hasattr(socket, 'TCP_KEEP' + name.upper())},
+            # Fail within the timeout; a later call reconnects by itself.
+            # RESP2: every Redis version speaks it, and its replies are
+            # plain strings, integers and arrays.
+            retry=_NO_RETRY, protocol=2,
+            username=args['username'], password=args['password'])
+        if (args['url'] or '').startswith('rediss://'):
+            args['tls_enabled'] = True
+        if base.check_tls(self.name, args):
+            connection.update(
+                ssl=True, ssl_cert_reqs='required',
+                ssl_ca_certs=args['tls_cafile'],
+                ssl_certfile=args['tls_certfile'],
+                ssl_keyfile=args['tls_keyfile'],
+                ssl_ciphers=args['tls_allowed_ciphers'],
+                ssl_check_hostname=args['tls_check_hostname'])
         # The client and its pool are this process's own: a forked child
         # builds its own on first use. Built here too, so that bad
         # arguments fail now (and a Cluster that is down).
-        self._per_process(
-            self._prepare(args, self._connection_arguments(args)))
+        self._per_process(self._prepare(args, connection))
         # Sent by its SHA1 (and loaded on a NOSCRIPT reply); every call
         # names this process's client.
         self._if_held_script = self._client.register_script(
             _IF_HELD_SCRIPT)
 
-    def _prepare(self, args: dict[str, ty.Any],
-                 connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
+    def _prepare(self, args: dict, connection: dict) -> ty.Callable:
         """Check the mode's arguments; return what builds a client.
 
         Sets the labels (:attr:`where`, :meth:`servers`). ``connection``
@@ -241,37 +252,6 @@ class RedisBackend(base.Backend):
         return exception.ConfigurationError(
             'Arguments %s of %s cannot be used together'
             % (' and '.join(names), self.name), argument=names[0])
-
-    def _connection_arguments(self, args: dict[str, ty.Any]) -> dict:
-        """redis-py connection keywords shared by every mode."""
-        timeout = args['socket_timeout']
-        connection: dict[str, ty.Any] = {
-            'socket_timeout': timeout,
-            'socket_connect_timeout': args['connect_timeout'] or timeout,
-            'socket_keepalive': args['socket_keepalive'],
-            'socket_keepalive_options': {
-                getattr(socket, 'TCP_KEEP' + name.upper()): value
-                for name, value in base.keepalive_settings(args).items()
-                if hasattr(socket, 'TCP_KEEP' + name.upper())},
-            # Fail within the timeout; a later call reconnects by itself.
-            'retry': _NO_RETRY,
-            # RESP2: every Redis version speaks it, and its replies are
-            # plain strings, integers and arrays.
-            'protocol': 2,
-            'username': args['username'],
-            'password': args['password'],
-        }
-        if (args['url'] or '').startswith('rediss://'):
-            args['tls_enabled'] = True
-        if not base.check_tls(self.name, args):
-            return connection
-        connection.update(
-            ssl=True, ssl_cert_reqs='required',
-            ssl_ca_certs=args['tls_cafile'], ssl_certfile=args['tls_certfile'],
-            ssl_keyfile=args['tls_keyfile'],
-            ssl_ciphers=args['tls_allowed_ciphers'],
-            ssl_check_hostname=args['tls_check_hostname'])
-        return connection
 
     def _addresses(self, name: str,
                    items: list[str]) -> list[tuple[str, int]]:
@@ -298,7 +278,7 @@ class RedisBackend(base.Backend):
 
     def describe_failure(self, exc: BaseException) -> str:
         detail = _PIPELINE_ERROR.sub(r'pipelined command #\1: ', str(exc))
-        if isinstance(exc, redis_exceptions.AuthenticationError):
+        if isinstance(exc, redis.AuthenticationError):
             return ('authentication failed; check username and password '
                     '(%s)' % detail)
         return '%s: %s' % (type(exc).__name__, detail)
@@ -319,9 +299,7 @@ class RedisBackend(base.Backend):
     @_repeated_when_dropped
     def get_serialized(self, key):
         value = self._client.execute_command('GET', self._prefix + key)
-        if value.__class__ is bytes:
-            return value
-        return self._missing(value)
+        return value if value.__class__ is bytes else self._missing(value)
 
     @base.translate_errors
     @_repeated_when_dropped
@@ -344,8 +322,8 @@ class RedisBackend(base.Backend):
     @_repeated_when_dropped
     def set_serialized_multi(self, mapping, ttl=None):
         prefix = self._prefix
-        self._set_many([(prefix + key, value)
-                        for key, value in mapping.items()], _px(ttl))
+        self._set_many({prefix + key: value
+                        for key, value in mapping.items()}, _px(ttl))
 
     @base.translate_errors
     @_repeated_when_dropped
@@ -375,9 +353,8 @@ class RedisBackend(base.Backend):
     @base.translate_errors
     def set_fenced(self, key, value, ttl, lock_key, token):
         px = _px(ttl)
-        expiry = ('PX', px) if px else ()
         return self._if_held(key, lock_key, token, 'SET', value,
-                             *expiry) != -1
+                             *(('PX', px) if px else ())) != -1
 
     @base.translate_errors
     def delete_fenced(self, key, lock_key, token):
@@ -402,15 +379,13 @@ class RedisBackend(base.Backend):
     def _get_many(self, keys: list[str]) -> list[ty.Any]:
         return self._client.execute_command('MGET', *keys)
 
-    def _set_many(self, items: list[tuple[str, bytes]],
-                  px: int | None) -> None:
+    def _set_many(self, items: dict[str, bytes], px: int | None) -> None:
         if px is None:
             # Nothing expires: one MSET.
-            self._client.execute_command(
-                'MSET', *[x for item in items for x in item])
+            self._client.mset(items)
             return
         pipe = self._client.pipeline(transaction=False)
-        for key, value in items:
+        for key, value in items.items():
             pipe.execute_command('SET', key, value, 'PX', px)
         pipe.execute()
 
@@ -421,27 +396,44 @@ class RedisBackend(base.Backend):
 class StandaloneBackend(RedisBackend):
     """One Redis server, by ``url`` or ``host``/``port``/``db``."""
 
-    def _prepare(self, args: dict[str, ty.Any],
-                 connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
-        server = {'host': args['host'] or 'localhost',
-                  'port': args['port'] or self.default_port,
-                  'db': args['db'] or 0}
-        if args['url']:
-            # A url may leave any of host, port and db out.
-            parsed = self._parse_url(args['url'], args, connection)
-            server = parsed if 'path' in parsed else {**server, **parsed}
-        connection.update(server)
+    def _prepare(self, args: dict, connection: dict) -> ty.Callable:
         ssl = connection.pop('ssl', False)
+        if ssl:
+            connection['connection_class'] = redis.SSLConnection
+        # A url may leave any of host, port and db out.
+        connection.update(host=args['host'] or 'localhost',
+                          port=args['port'] or self.default_port,
+                          db=args['db'] or 0)
+        if args['url']:
+            if any(args[n] is not None for n in ('host', 'port', 'db')):
+                raise self._conflict(['url', 'host/port/db'])
+            try:
+                parsed = redis_connection.parse_url(args['url'])
+            except ValueError as exc:
+                # Not the URL itself: it may hold a password.
+                raise exception.ConfigurationError(
+                    'Invalid url for %s: %s' % (self.name, exc),
+                    argument='url') from None
+            # Only what the backend's own arguments cannot say; settings
+            # such as decode_responses must not come in through the query.
+            unsupported = sorted(set(parsed) - _URL_PARTS)
+            if unsupported:
+                raise exception.ConfigurationError(
+                    'url of %s may not set %s; use the backend arguments'
+                    % (self.name, ', '.join(unsupported)), argument='url')
+            for name in ('username', 'password'):
+                if name in parsed and connection[name]:
+                    raise self._conflict([name, 'a url with a %s' % name])
+            connection.update(parsed)
         if 'path' in connection:
             if ssl:
                 raise self._conflict(['tls_enabled', 'a unix:// url'])
-            # TCP keepalive does not apply to a Unix socket.
+            # Neither host and port nor TCP keepalive apply to a socket.
             connection = {name: value for name, value in connection.items()
-                          if not name.startswith('socket_keepalive')}
+                          if name not in ('host', 'port') and
+                          not name.startswith('socket_keepalive')}
             self.where = 'unix://%s' % connection['path']
         else:
-            if ssl:
-                connection['connection_class'] = redis.SSLConnection
             self.where = '%s://%s/%d' % (
                 'rediss' if ssl else 'redis',
                 address.Address(connection['host'], connection['port']),
@@ -455,36 +447,11 @@ class StandaloneBackend(RedisBackend):
                 timeout=connection['socket_connect_timeout'], **connection))
         return new_client
 
-    def _parse_url(self, url: str, args: dict[str, ty.Any],
-                   connection: dict[str, ty.Any]) -> dict[str, ty.Any]:
-        """redis-py's connection keywords from ``url``, checked."""
-        if any(args[n] is not None for n in ('host', 'port', 'db')):
-            raise self._conflict(['url', 'host/port/db'])
-        try:
-            parsed = redis_connection.parse_url(url)
-        except ValueError as exc:
-            # Not the URL itself: it may hold a password.
-            raise exception.ConfigurationError(
-                'Invalid url for %s: %s' % (self.name, exc),
-                argument='url') from None
-        # Only what the backend's own arguments cannot say; settings such
-        # as decode_responses must not come in through the query.
-        unsupported = sorted(set(parsed) - _URL_PARTS)
-        if unsupported:
-            raise exception.ConfigurationError(
-                'url of %s may not set %s; use the backend arguments'
-                % (self.name, ', '.join(unsupported)), argument='url')
-        for name in ('username', 'password'):
-            if name in parsed and connection[name]:
-                raise self._conflict([name, 'a url with a %s' % name])
-        return parsed
-
 
 class SentinelBackend(RedisBackend):
     """The master of ``service_name``, found through ``sentinels``."""
 
-    def _prepare(self, args: dict[str, ty.Any],
-                 connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
+    def _prepare(self, args: dict, connection: dict) -> ty.Callable:
         sentinels = self._addresses('sentinels', args['sentinels'])
         service = args['service_name']
         if not service:
@@ -500,12 +467,12 @@ class SentinelBackend(RedisBackend):
         if connection.pop('ssl', False):
             # SentinelManagedSSLConnection speaks TLS to each master.
             connection['connection_class'] = (
-                redis_sentinel.SentinelManagedSSLConnection)
+                redis.SentinelManagedSSLConnection)
         self.where = 'service %s via sentinels %s' % (
             service, ','.join(args['sentinels']))
 
         def new_client() -> redis.Redis:
-            return redis_sentinel.Sentinel(
+            return redis.Sentinel(
                 sentinels, sentinel_kwargs=sentinel_kwargs).master_for(
                     service, **connection)
         return new_client
@@ -522,8 +489,7 @@ class ClusterBackend(RedisBackend):
     # can only touch one slot, so the store falls back to its lock_window.
     fenced_writes = False
 
-    def _prepare(self, args: dict[str, ty.Any],
-                 connection: dict[str, ty.Any]) -> ty.Callable[[], ty.Any]:
+    def _prepare(self, args: dict, connection: dict) -> ty.Callable:
         nodes = self._addresses('cluster_nodes', args['cluster_nodes'])
         if args['db']:
             raise exception.ConfigurationError(
@@ -540,7 +506,7 @@ class ClusterBackend(RedisBackend):
                 # and when that master is down the retry moves it to
                 # another one, so the cluster starts with any one master
                 # down.
-                client = redis_cluster.RedisCluster(
+                client = redis.RedisCluster(
                     startup_nodes=[redis_cluster.ClusterNode(*node)
                                    for node in nodes],
                     max_connections=args['pool_maxsize'], **connection)
@@ -555,11 +521,10 @@ class ClusterBackend(RedisBackend):
     def _get_many(self, keys: list[str]) -> list[ty.Any]:
         return self._on_nodes([('GET', key) for key in keys])
 
-    def _set_many(self, items: list[tuple[str, bytes]],
-                  px: int | None) -> None:
+    def _set_many(self, items: dict[str, bytes], px: int | None) -> None:
         expiry = () if px is None else ('PX', px)
         self._on_nodes([('SET', key, value) + expiry
-                        for key, value in items])
+                        for key, value in items.items()])
 
     def _delete_many(self, keys: list[str]) -> None:
         self._on_nodes([('DEL', key) for key in keys])
@@ -588,13 +553,13 @@ class ClusterBackend(RedisBackend):
                 pipe.execute_command(*commands[index])
             try:
                 results = pipe.execute(raise_on_error=False)
-            except redis_exceptions.TimeoutError as exc:
-                raise redis_exceptions.TimeoutError(
+            except redis.TimeoutError as exc:
+                raise redis.TimeoutError(
                     'node %s: %s' % (node.name, exc)) from None
-            except redis_exceptions.ConnectionError as exc:
+            except redis.ConnectionError as exc:
                 results = [exc] * len(indexes)
             for index, result in zip(indexes, results):
-                if isinstance(result, redis_exceptions.RedisError):
+                if isinstance(result, redis.RedisError):
                     result = client.execute_command(*commands[index])
                 replies[index] = result
         return replies
