@@ -482,8 +482,7 @@ class MemoizedFunction:
                          lock.lock_timeout * 2 or MAX_LOCK_WAIT):
             if value is not _MISSING:
                 return value
-            LOG.debug('Gave up waiting for another computation of %s',
-                      self._name)
+            LOG.debug('Gave up waiting for %s computed elsewhere', self._name)
             raise _Bypass()
         try:
             # Whoever held the lock before has probably stored it.
