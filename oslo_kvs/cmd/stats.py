@@ -173,7 +173,7 @@ def write_table(result: dict[str, ty.Any], out: ty.TextIO) -> None:
                           'items', 'memory', 'limit', 'used%', 'conns'))
     for row in result['servers'] + [result['total']]:
         if row['error'] is not None:
-            out.write('%-24s FAILED\n' % row['server'])
+            out.write('%-22s FAILED\n' % row['server'])
             continue
         out.write(_COLUMNS % (
             row['server'], _count(row['hits']), _count(row['misses']),
