@@ -422,7 +422,7 @@ class Backend(api.CacheBackend):
 
     Subclasses set :attr:`name`, :attr:`options` and
     :attr:`server_errors`, then implement the ``*_serialized`` methods,
-    :meth:`delete_multi`, :meth:`delete_existing`, :meth:`acquire_lock`
+    ``delete_multi``, :meth:`delete_existing`, :meth:`acquire_lock`
     and :meth:`release_lock` (dogpile.cache declares
     ``get_serialized_multi``, which gives :data:`NO_VALUE` for a missing
     key, and ``delete_multi``, which ignores missing keys). ``ttl``

@@ -553,10 +553,12 @@ class ClusterBackend(RedisBackend):
 
     def stat_sources(self):
         client = self._client
+        # In a stable order, for --watch.
+        primaries = sorted(client.get_primaries(), key=lambda node: node.name)
         return [(address.Address(node.host, node.port).label,
                  functools.partial(_stats_of,
                                    client.get_redis_connection(node)))
-                for node in client.get_primaries()]
+                for node in primaries]
 
     def _get_many(self, keys: list[str]) -> list[ty.Any]:
         return self._on_nodes([('GET', key) for key in keys])
