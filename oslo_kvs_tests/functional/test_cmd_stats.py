@@ -207,3 +207,13 @@ def test_watch_shows_reads_between_samples(tmp_path, capsys, monkeypatch,
     assert second['total']['delta'] == {'hits': 3, 'misses': 2,
                                         'hit_ratio': 0.6}
     assert second['servers'][0]['delta']['hits'] == 3
+
+
+def test_cluster_down_while_configuring(tmp_path, capsys):
+    dead = '127.0.0.1:%d' % servers.free_port()
+    text = conf_text('openstack.kvs.Redis', {'cluster_nodes': [dead]})
+    status, out, _ = run(tmp_path, capsys, text, 'stats', '--format', 'json')
+    assert status == 1
+    result = json.loads(out)
+    assert set(result) == {'command', 'backend', 'interrupted', 'error'}
+    assert dead in result['error']
