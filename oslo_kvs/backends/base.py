@@ -383,6 +383,22 @@ def translate_errors(method: ty.Callable[..., ty.Any]
     return functools.update_wrapper(call, method)
 
 
+#: What :meth:`Backend.server_stats` gives for every server, each the
+#: server's own count (None where it keeps none): reads that found a value
+#: (``hits``) or not (``misses``), items dropped to make room
+#: (``evictions``), items held, bytes used and the limit (None:
+#: unlimited), open client connections.
+STAT_KEYS = ('hits', 'misses', 'evictions', 'items', 'bytes_used',
+             'bytes_limit', 'connections')
+
+
+@translate_errors
+def stats(backend: 'Backend', read: ty.Callable[[], dict[str, ty.Any]]
+          ) -> dict[str, ty.Any]:
+    """``read()``: a server's statistics, its faults translated."""
+    return read()
+
+
 def _region_loads(data: bytes) -> ty.Any:
     """:func:`serialization.loads` for a dogpile region: bad bytes miss."""
     try:
@@ -406,7 +422,7 @@ class Backend(api.CacheBackend):
 
     Subclasses set :attr:`name`, :attr:`options` and
     :attr:`server_errors`, then implement the ``*_serialized`` methods,
-    :meth:`delete_multi`, :meth:`delete_existing`, :meth:`acquire_lock`
+    ``delete_multi``, :meth:`delete_existing`, :meth:`acquire_lock`
     and :meth:`release_lock` (dogpile.cache declares
     ``get_serialized_multi``, which gives :data:`NO_VALUE` for a missing
     key, and ``delete_multi``, which ignores missing keys). ``ttl``
@@ -524,6 +540,31 @@ class Backend(api.CacheBackend):
     def servers(self) -> list[str]:
         """The servers this backend talks to, as labels without secrets."""
         return list(self._servers)
+
+    def server_stats(self) -> dict[str, dict[str, ty.Any]]:
+        """What each server says about itself, by server label.
+
+        Each server gives :data:`STAT_KEYS` and what else its backend
+        finds useful (version, uptime, ...); the counts are the server's,
+        for every client and store on it. A server that fails gives
+        ``{'error': message}``, the message of the
+        :class:`~oslo_kvs.exception.BackendError` that names it, and the
+        other servers are still asked.
+
+        :raises NotImplementedError: when the backend cannot tell.
+        """
+        found = {}
+        for label, read in self.stat_sources():
+            try:
+                found[label] = stats(self, read)
+            except exception.BackendError as exc:
+                found[label] = {'error': str(exc)}
+        return found
+
+    def stat_sources(self) -> list[tuple[str, ty.Callable[[], dict]]]:
+        """Each server's label and what reads its :meth:`server_stats`."""
+        raise NotImplementedError('%s does not report server statistics'
+                                  % self.name)
 
     # dogpile's object API maps onto the bytes API.
     def get(self, key: str) -> ty.Any:

@@ -95,6 +95,22 @@ OPTIONS = (
 )
 
 
+#: memcached's ``stats`` names of :data:`base.STAT_KEYS` and extras.
+STATS = {'hits': b'get_hits', 'misses': b'get_misses',
+         'evictions': b'evictions', 'items': b'curr_items',
+         'bytes_used': b'bytes', 'bytes_limit': b'limit_maxbytes',
+         'connections': b'curr_connections', 'version': b'version',
+         'uptime': b'uptime', 'expired_unfetched': b'expired_unfetched'}
+
+
+def _stats_of(node: memcache_pool.Node) -> dict[str, ty.Any]:
+    found = node.run('stats')
+    named = {name: found.get(key) for name, key in STATS.items()}
+    if isinstance(named['version'], bytes):
+        named['version'] = named['version'].decode('ascii', 'replace')
+    return named
+
+
 def exptime(seconds: float) -> int:
     """memcached's exptime for a lifetime of ``seconds``, rounded up.
 
@@ -247,6 +263,10 @@ class MemcachedBackend(base.Backend):
         return self.where
 
     # --- the backend API -----------------------------------------------
+
+    def stat_sources(self):
+        return [(node.label, functools.partial(_stats_of, node))
+                for node in self._clients.get().nodes]
 
     def check_key(self, key: str) -> None:
         try:

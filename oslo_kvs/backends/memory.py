@@ -66,6 +66,12 @@ class MemoryBackend(base.Backend):
         """Live entries, counting ones expired but not yet purged."""
         return len(self._data)
 
+    def stat_sources(self):
+        # No server: this process's own entries.
+        return [('this process', lambda: {
+            'items': len(self), 'bytes_limit': None,
+            'max_items': self.max_items or None})]
+
     # Callers hold self._mutex for every helper below.
     def _read(self, key: str, now: float) -> ty.Any:
         entry = self._data.get(key, _MISSING)

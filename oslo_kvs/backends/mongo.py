@@ -411,6 +411,35 @@ class MongoBackend(base.Backend):
             return False
         return True
 
+    def stat_sources(self):
+        return [(self.where, self._collection_stats)]
+
+    def _collection_stats(self) -> dict[str, ty.Any]:
+        """The collection's documents and size, and its TTL index.
+
+        A MongoDB collection keeps no hit or eviction counts; its size
+        has no limit here.
+        """
+        collection = self._collection
+        try:
+            # One document per shard; one in all on a replica set.
+            shards = [found['storageStats'] for found in collection.aggregate(
+                [{'$collStats': {'storageStats': {}}}])]
+        except mongo_errors.OperationFailure as exc:
+            if exc.code != 26:  # NamespaceNotFound: nothing written yet
+                raise
+            shards = []
+
+        def total(name: str) -> int:
+            return sum(shard.get(name, 0) for shard in shards)
+        indexes = collection.index_information().values()
+        return {'items': total('count'), 'bytes_used': total('size'),
+                'storage_bytes': total('storageSize'),
+                'collection': '%s.%s' % (self.db_name, self.collection_name),
+                'ttl_index': any(index['key'] == [('expires_at', 1)] and
+                                 'expireAfterSeconds' in index
+                                 for index in indexes)}
+
     # --- the backend API -------------------------------------------------
 
     @base.translate_errors

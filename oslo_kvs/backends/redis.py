@@ -145,6 +145,26 @@ _URL_PARTS = frozenset(['host', 'port', 'db', 'username', 'password', 'path',
                         'connection_class'])
 
 
+#: ``INFO`` names of :data:`base.STAT_KEYS` and extras; ``items`` and
+#: ``bytes_limit`` are worked out in :func:`_stats_of`.
+_STATS = {'hits': 'keyspace_hits', 'misses': 'keyspace_misses',
+          'evictions': 'evicted_keys', 'bytes_used': 'used_memory',
+          'connections': 'connected_clients', 'version': 'redis_version',
+          'uptime': 'uptime_in_seconds', 'expired_keys': 'expired_keys',
+          'maxmemory_policy': 'maxmemory_policy'}
+
+
+def _stats_of(client: ty.Any) -> dict[str, ty.Any]:
+    """A server's ``INFO``, as :meth:`base.Backend.server_stats` gives it."""
+    info = client.info()
+    found = {name: info.get(key) for name, key in _STATS.items()}
+    # The keys of every database, from the keyspace section (db0, ...).
+    found['items'] = sum(value.get('keys', 0) for name, value in
+                         info.items() if re.fullmatch(r'db\d+', name))
+    found['bytes_limit'] = info.get('maxmemory') or None  # 0: unlimited
+    return found
+
+
 def _px(seconds: float | None) -> int | None:
     """Whole milliseconds, rounded up so nothing expires early; None: never."""
     return max(1, math.ceil(seconds * 1000)) if seconds else None
@@ -290,6 +310,9 @@ class RedisBackend(base.Backend):
         raise exception.BackendError(
             '%s: %s returned a %s where a value was expected'
             % (self.name, self.where, type(reply).__name__))
+
+    def stat_sources(self):
+        return [(self.where, lambda: _stats_of(self._client))]
 
     # --- the backend API -------------------------------------------------
 
@@ -477,6 +500,16 @@ class SentinelBackend(RedisBackend):
                     service, **connection)
         return new_client
 
+    def stat_sources(self):
+        # The master the sentinels name now, if they answer.
+        client = self._client
+        try:
+            label = address.Address(
+                *client.connection_pool.get_master_address()).label
+        except self.server_errors:
+            label = self.where
+        return [(label, lambda: _stats_of(client))]
+
 
 class ClusterBackend(RedisBackend):
     """A Redis Cluster, reached through any of ``cluster_nodes``.
@@ -517,6 +550,15 @@ class ClusterBackend(RedisBackend):
             client.set_retry(retry)
             return client
         return new_client
+
+    def stat_sources(self):
+        client = self._client
+        # In a stable order, for --watch.
+        primaries = sorted(client.get_primaries(), key=lambda node: node.name)
+        return [(address.Address(node.host, node.port).label,
+                 functools.partial(_stats_of,
+                                   client.get_redis_connection(node)))
+                for node in primaries]
 
     def _get_many(self, keys: list[str]) -> list[ty.Any]:
         return self._on_nodes([('GET', key) for key in keys])

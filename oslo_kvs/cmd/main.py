@@ -27,7 +27,10 @@ backend by default):
     runs a mixed workload and reports throughput and latency
     (:mod:`oslo_kvs.cmd.bench`);
 ``ping``
-    measures how each server answers (:mod:`oslo_kvs.cmd.ping`).
+    measures how each server answers (:mod:`oslo_kvs.cmd.ping`);
+``stats``
+    shows what each server reports: hit ratio, evictions, memory
+    (:mod:`oslo_kvs.cmd.stats`).
 
 Nothing printed contains a password or protection key.
 """
@@ -43,6 +46,7 @@ from oslo_kvs.cmd import common
 from oslo_kvs.cmd import doctor
 from oslo_kvs.cmd import exercise
 from oslo_kvs.cmd import ping
+from oslo_kvs.cmd import stats
 from oslo_kvs import exception
 from oslo_kvs import opts
 
@@ -95,6 +99,12 @@ COMMANDS: dict[str, tuple[ty.Callable[..., int], str,
         {'--count': dict(type=int, default=3,
                          help='tries per server (default 3)'),
          '--timeout': _seconds(2.0, 'longest wait for a connection')}),
+    'stats': (
+        stats.run, 'hits, misses, evictions and memory each server '
+                   'reports; exit status 1 when one does not answer',
+        {'--watch': dict(type=float, default=None, metavar='SECONDS',
+                         help='take a sample every SECONDS until Ctrl-C '
+                              '(default: once)')}),
 }
 
 

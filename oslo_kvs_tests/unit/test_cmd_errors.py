@@ -28,10 +28,11 @@ import pytest
 from oslo_kvs.cmd import main
 from oslo_kvs.cmd import ping
 
-COMMANDS = ['exercise', 'doctor', 'bench', 'ping']
+COMMANDS = ['exercise', 'doctor', 'bench', 'ping', 'stats']
 # Small enough to run quickly; every subcommand accepts these.
 QUICK = {'exercise': ['--rounds', '2'], 'doctor': [],
-         'bench': ['--operations', '50'], 'ping': ['--count', '1']}
+         'bench': ['--operations', '50'], 'ping': ['--count', '1'],
+         'stats': []}
 
 
 def oslo_kvs(*argv, cwd=None):
