@@ -71,33 +71,14 @@ def _key_function(prefix: str, mangler: ty.Callable[[str], str] | None,
     without a mangler; the function raises TypeError for a key that is not
     exactly a str.
     """
-    def refuse(key: ty.Any) -> ty.NoReturn:
-        raise TypeError('KVS keys must be str, not %s' % type(key).__name__)
-
-    if mangler is sha256_mangle_key:
-        # The prefix's hash state is made once and copied per key. UTF-8
-        # (with surrogatepass) encodes code point by code point, so this
-        # hashes exactly the bytes sha256_mangle_key(prefix + key) would.
-        start = hashlib.sha256(prefix.encode('utf-8', 'surrogatepass'))
-
-        def stored(key: ty.Any) -> str:
-            if type(key) is not str:
-                refuse(key)
-            digest = start.copy()
-            digest.update(key.encode('utf-8', 'surrogatepass'))
-            return digest.hexdigest()
-    elif mangler is None:
-        def stored(key: ty.Any) -> str:
-            if type(key) is not str:
-                refuse(key)
-            full = prefix + key
-            check_key(full)
-            return full
-    else:
-        def stored(key: ty.Any) -> str:
-            if type(key) is not str:
-                refuse(key)
+    def stored(key: ty.Any) -> str:
+        if type(key) is not str:
+            raise TypeError('KVS keys must be str, not %s'
+                            % type(key).__name__)
+        if mangler is not None:
             return mangler(prefix + key)
+        check_key(prefix + key)
+        return prefix + key
     return stored
 
 
@@ -108,16 +89,6 @@ def _key_function(prefix: str, mangler: ty.Callable[[str], str] | None,
 KEY_CACHE_SIZE = 4096
 
 _SECONDS = base.seconds()
-
-
-def _per_call_expiry(expire_time: ty.Any) -> float | None:
-    """Seconds from a call's ``expire_time``; None for 0 (never)."""
-    try:
-        seconds = _SECONDS(expire_time)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)('expire_time: %s' % exc) from None
-    return seconds or None
-
 
 # What a call through the proxies hands the innermost proxy beside the
 # key and value dogpile's ProxyBackend passes: the write's ttl, and it
@@ -144,17 +115,44 @@ class _Bottom(dogpile_proxy.ProxyBackend):
             key))
 
 
+def _through(write: ty.Callable[..., None]
+             ) -> ty.Callable[..., None]:
+    """``write`` of a proxy chain, taking the ttl last as a backend does."""
+    def call(*args: ty.Any) -> None:
+        token = _WRITE_TTL.set(args[-1])
+        try:
+            write(*args[:-1])
+        finally:
+            _WRITE_TTL.reset(token)
+    return call
+
+
+def _delete_through(io: ty.Any) -> ty.Callable[[str], bool]:
+    """``delete_existing`` of a proxy chain: whether the key was there."""
+    def delete_existing(stored: str) -> bool:
+        token = _EXISTED.set(False)
+        try:
+            io.delete(stored)
+            return _EXISTED.get()
+        finally:
+            _EXISTED.reset(token)
+    return delete_existing
+
+
 class _Configured:
     """Everything a configured store needs on its hot path.
 
     Built completely by ``configure()`` and then published with a single
     assignment, so other threads see either no configuration or all of it.
-    ``io`` is the backend, or the proxy chain over it.
+    ``io`` is the backend, or the proxy chain over it; ``set_one``,
+    ``set_many`` and ``delete_existing`` are the backend's methods of
+    those names, through the proxies if any.
     """
 
-    __slots__ = ('io', 'backend', 'proxied', 'codec', 'keep_plain',
-                 'settings', 'ttl', 'no_expiry', 'keys', 'cache_keys',
-                 'stored_data_key', 'lock_key', 'encode', 'decode')
+    __slots__ = ('io', 'backend', 'codec', 'keep_plain', 'settings', 'ttl',
+                 'no_expiry', 'keys', 'cache_keys', 'stored_data_key',
+                 'lock_key', 'encode', 'decode', 'set_one', 'set_many',
+                 'delete_existing')
 
     def __init__(self, io: ty.Any, backend: base.Backend,
                  settings: _settings.Settings, mangler: ty.Any,
@@ -162,12 +160,18 @@ class _Configured:
         self.io = io
         self.backend = backend
         self.settings = settings
-        #: Whether ``io`` is a proxy chain over an oslo_kvs backend (the
-        #: ttl and delete's result travel in context variables).
-        self.proxied = io is not backend
         self.codec = codec
         # settings.ttl, one attribute lookup nearer for every write.
         self.ttl = settings.ttl
+        if io is backend:
+            self.set_one, self.set_many = (backend.set_serialized,
+                                           backend.set_serialized_multi)
+            self.delete_existing = backend.delete_existing
+        else:
+            # The ttl and delete's result travel in context variables.
+            self.set_one = _through(io.set_serialized)
+            self.set_many = _through(io.set_serialized_multi)
+            self.delete_existing = _delete_through(io)
         #: User key -> stored key, one function per namespace.
         self.stored_data_key = _key_function(prefix + 'k:', mangler,
                                              backend.check_key)
@@ -182,7 +186,7 @@ class _Configured:
         #: Whether immutable values are kept as themselves: only when the
         #: values stay in this process, nothing is to be protected and no
         #: proxy expects bytes. See serialization.plain().
-        self.keep_plain = (not self.proxied and codec.protector is None
+        self.keep_plain = (io is backend and codec.protector is None
                            and backend.local)
         #: A value to what the backend stores, and back: the codec's own
         #: functions, unless values may be kept as themselves.
@@ -200,35 +204,33 @@ class _Configured:
             stored = self.keys.get(key)
             if stored is not None:
                 return stored
-        return self._new_data_key(key)
-
-    def _new_data_key(self, key: ty.Any) -> str:
         stored = self.stored_data_key(key)
         if self.cache_keys:
-            keys = self.keys
-            if len(keys) >= KEY_CACHE_SIZE:
-                keys.clear()
-            keys[key] = stored
+            if len(self.keys) >= KEY_CACHE_SIZE:
+                self.keys.clear()
+            self.keys[key] = stored
         return stored
 
     def data_keys(self, keys: list[ty.Any]) -> list[str]:
         """:meth:`data_key` of each key, in one pass for multi operations."""
-        cached, new = self.keys.get, self._new_data_key
+        cached, new = self.keys.get, self.data_key
         return [stored if type(key) is str and (
             stored := cached(key)) is not None else new(key)
             for key in keys]
 
-    def call_ttl(self, expire_time: ty.Any) -> float | None:
-        """The ttl a call asks for: its ``expire_time``, else the store's.
+    def ttl_of(self, expire_time: ty.Any, stored: str = '') -> float | None:
+        """The ttl a write asks for: its ``expire_time``, else the store's.
+
+        None (never) for 0 and for a no-expiry ``stored`` key.
 
         :raises TypeError: or ValueError for a bad ``expire_time``.
         """
-        return self.ttl if expire_time is None else _per_call_expiry(
-            expire_time)
-
-    def ttl_of(self, stored: str, expire_time: ty.Any) -> float | None:
-        """:meth:`call_ttl` for ``stored``; none for a no-expiry key."""
-        ttl = self.call_ttl(expire_time)
+        ttl = self.ttl
+        if expire_time is not None:
+            try:
+                ttl = _SECONDS(expire_time) or None
+            except (TypeError, ValueError) as exc:
+                raise type(exc)('expire_time: %s' % exc) from None
         return None if stored in self.no_expiry else ttl
 
     def _encode_kept(self, key: str, value: ty.Any) -> ty.Any:
@@ -253,38 +255,8 @@ class _Configured:
         except exception.IntegrityError:
             if not self.keep_plain:
                 raise
-        plain, decode = serialization.Plain, self.codec.decode
-        return [data.value if data.__class__ is plain else decode(key, data)
-                for key, data in zip(keys, found)]
-
-    def write(self, mapping: dict[str, ty.Any], ttl: float | None) -> None:
-        """One backend write of ``mapping``, through the proxies if any."""
-        token = _WRITE_TTL.set(ttl) if self.proxied else None
-        try:
-            if len(mapping) == 1:
-                (key, value), = mapping.items()
-                if self.proxied:
-                    self.io.set_serialized(key, value)
-                else:
-                    self.io.set_serialized(key, value, ttl)
-            elif self.proxied:
-                self.io.set_serialized_multi(mapping)
-            else:
-                self.io.set_serialized_multi(mapping, ttl)
-        finally:
-            if token is not None:
-                _WRITE_TTL.reset(token)
-
-    def delete(self, stored: str) -> bool:
-        """Delete through the proxies if any; whether ``stored`` was there."""
-        if not self.proxied:
-            return self.backend.delete_existing(stored)
-        token = _EXISTED.set(False)
-        try:
-            self.io.delete(stored)
-            return _EXISTED.get()
-        finally:
-            _EXISTED.reset(token)
+        decode = self._decode_kept
+        return [decode(key, data) for key, data in zip(keys, found)]
 
 
 class KeyValueStore:
@@ -506,9 +478,7 @@ class KeyValueStore:
 
         :raises exception.NotFound: when the key is missing or expired.
         """
-        state = self._state
-        if state is None:
-            state = self._configured()  # raises NotConfigured
+        state = self._state or self._configured()
         data = state.io.get_serialized(state.data_key(key))
         if data is base.NO_VALUE:
             raise exception.NotFound(key)
@@ -522,9 +492,7 @@ class KeyValueStore:
 
         :raises exception.NotFound: naming every missing key in ``target``.
         """
-        state = self._state
-        if state is None:
-            state = self._configured()  # raises NotConfigured
+        state = self._state or self._configured()
         keys = list(keys)
         stored = state.data_keys(keys)
         found = state.io.get_serialized_multi(stored) if stored else []
@@ -544,16 +512,14 @@ class KeyValueStore:
         :param expire_time: seconds this value lives (0: never), instead
             of the store's ``expire_time``; ``no_expiry_keys`` still win.
         """
-        state = self._state
-        if state is None:
-            state = self._configured()  # raises NotConfigured
+        state = self._state or self._configured()
         stored = state.data_key(key)
-        ttl = state.ttl_of(stored, expire_time)
+        ttl = state.ttl_of(expire_time, stored)
         data = state.encode(key, value)
         if lock is not None and self._check_lock(key, lock):
             lock.set_fenced(stored, data, ttl)
         else:
-            state.write({stored: data}, ttl)
+            state.set_one(stored, data, ttl)
 
     def set_multi(self, mapping: ty.Mapping[str, ty.Any],
                   expire_time: float | None = None) -> None:
@@ -561,21 +527,17 @@ class KeyValueStore:
 
         :param expire_time: as for :meth:`set`, for every item.
         """
-        state = self._state
-        if state is None:
-            state = self._configured()  # raises NotConfigured
-        ttl = state.call_ttl(expire_time)
+        state = self._state or self._configured()
+        ttl = state.ttl_of(expire_time)
         data_key, encode = state.data_key, state.encode
         batch = {data_key(key): encode(key, value)
                  for key, value in mapping.items()}
         # One backend call per ttl: no_expiry_keys may split the batch.
-        exempt = {}
-        if state.no_expiry:
-            exempt = {stored: batch.pop(stored)
-                      for stored in state.no_expiry.intersection(batch)}
+        exempt = {stored: batch.pop(stored)
+                  for stored in batch.keys() & state.no_expiry}
         for part, part_ttl in ((batch, ttl), (exempt, None)):
             if part:
-                state.write(part, part_ttl)
+                state.set_many(part, part_ttl)
 
     def delete(self, key: str,
                lock: 'KeyValueStoreLock | None' = None) -> None:
@@ -588,7 +550,7 @@ class KeyValueStore:
         if lock is not None and self._check_lock(key, lock):
             existed = lock.delete_fenced(stored)
         else:
-            existed = state.delete(stored)
+            existed = state.delete_existing(stored)
         if not existed:
             raise exception.NotFound(key)
 
@@ -608,9 +570,8 @@ class KeyValueStore:
         """
         state = self._configured()
         stored = state.data_key(key)
-        return state.backend.add_serialized(
-            stored, state.encode(key, value),
-            state.ttl_of(stored, expire_time))
+        return state.backend.add_serialized(stored, state.encode(key, value),
+                                            state.ttl_of(expire_time, stored))
 
     # --- locks ---------------------------------------------------------
 
@@ -621,23 +582,11 @@ class KeyValueStore:
                                  state.backend, state.settings)
 
     def _check_lock(self, key: str, lock: KeyValueStoreLock) -> bool:
-        """Check a write's lock; return whether the server must fence it.
-
-        Last step before the write, so the window is measured as late as
-        possible.
-        """
-        if not isinstance(lock, KeyValueStoreLock) or lock.store is not self:
+        """Check a write's lock; return whether the server must fence it."""
+        if not isinstance(lock, KeyValueStoreLock):
             raise exception.LockError(
                 'lock must be a KeyValueStoreLock from store %r' % self.name)
-        if lock.key != key:
-            raise exception.LockError(
-                'lock is for another key (%s) than the target (%s)'
-                % (exception._describe(lock.key), exception._describe(key)))
-        if not lock.active:
-            raise exception.LockError(
-                'lock for %s is not held' % exception._describe(key))
-        lock.check_window()
-        return lock.fenced
+        return lock.check_write(self, key)
 
 
 #: Names of stores garbage-collected while configured (a few per process).

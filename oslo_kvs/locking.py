@@ -34,6 +34,7 @@ oslo_kvs backend; it waits the same way.
 """
 
 import collections
+import dataclasses
 import logging
 import math
 import random
@@ -54,16 +55,14 @@ if ty.TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass
 class _Queue:
     """The threads of this process that want one lock, in arrival order."""
 
-    __slots__ = ('owner', 'lease_end', 'waiters', 'users')
-
-    def __init__(self) -> None:
-        self.owner: object | None = None    # the lock object with the turn
-        self.lease_end = math.inf           # when the owner's lease ends
-        self.waiters: collections.deque = collections.deque()
-        self.users = 0
+    owner: object | None = None        # the lock object with the turn
+    lease_end: float = math.inf        # when the owner's lease ends
+    waiters: collections.deque = dataclasses.field(
+        default_factory=collections.deque)
 
 
 class _Turns:
@@ -74,68 +73,44 @@ class _Turns:
     to the longest waiting thread instead of back to the releasing one.
     A turn whose owner's lease ran out (an owner that never released) is
     taken by the head of the queue, as the server would free the lock.
+    Every change of turn or lease wakes the waiters to look again.
     """
 
     def __init__(self) -> None:
-        self._mutex = threading.Lock()
+        self._changed = threading.Condition()
         self._queues: dict[tuple[int, str], _Queue] = {}
 
     def take(self, key: tuple[int, str], owner: object,
              deadline: float | None, blocking: bool) -> bool:
         """Wait for the turn until ``deadline``; return whether it came."""
-        with self._mutex:
-            queue = self._queues.get(key)
-            if queue is None:
-                queue = self._queues[key] = _Queue()
-            if not queue.waiters and (queue.owner is None or
-                                      queue.lease_end <= time.monotonic()):
-                if queue.owner is None:
-                    queue.users += 1
-                # else the owner's lease ran out without a release: as on
-                # the server, its place is free, and it no longer counts.
-                queue.owner, queue.lease_end = owner, math.inf
-                return True
-            if not blocking:
-                return False
-            queue.users += 1
-            called = threading.Event()
-            queue.waiters.append(called)
-        while True:
-            now = time.monotonic()
-            lease_end = queue.lease_end
-            if lease_end <= now:
-                # Let the head of the queue take the turn over first.
-                lease_end = now + 0.01
-            wait_until = min(lease_end,
-                             math.inf if deadline is None else deadline)
-            called.wait(None if wait_until == math.inf
-                        else max(wait_until - now, 0))
-            with self._mutex:
-                if called.is_set():
-                    # A release handed the turn over (maybe just as the
-                    # wait timed out).
-                    queue.owner, queue.lease_end = owner, math.inf
-                    return True
+        with self._changed:
+            queue = self._queues.setdefault(key, _Queue())
+            queue.waiters.append(owner)
+            while True:
                 now = time.monotonic()
-                if queue.waiters[0] is called and queue.lease_end <= now:
-                    # The owner's lease ran out without a release: the
-                    # server frees such a lock, and so does its turn.
+                head = queue.waiters[0] is owner
+                if head and (queue.owner is None or queue.lease_end <= now):
                     queue.waiters.popleft()
                     queue.owner, queue.lease_end = owner, math.inf
-                    queue.users -= 1    # the old owner no longer counts
                     return True
-                if deadline is not None and now >= deadline:
-                    queue.waiters.remove(called)
-                    self._leave(key, queue)
+                if not blocking or (deadline is not None and now >= deadline):
+                    queue.waiters.remove(owner)
+                    self._changed.notify_all()    # maybe a new head
+                    self._drop_idle(key, queue)
                     return False
+                # Only the head waits for the lease to run out.
+                wake = min(queue.lease_end if head else math.inf,
+                           math.inf if deadline is None else deadline)
+                self._changed.wait(None if wake == math.inf else wake - now)
 
     def hold(self, key: tuple[int, str], owner: object,
              lease_end: float) -> None:
         """Record when the owner's lease ends (it now holds the lock)."""
-        with self._mutex:
+        with self._changed:
             queue = self._queues.get(key)
             if queue is not None and queue.owner is owner:
                 queue.lease_end = lease_end
+                self._changed.notify_all()
 
     def give_up(self, key: tuple[int, str], owner: object) -> None:
         """Pass the turn of ``owner`` to the next waiter.
@@ -143,22 +118,15 @@ class _Turns:
         Only if ``owner`` still has it: a turn taken over after the
         owner's lease ran out stays where it is.
         """
-        with self._mutex:
+        with self._changed:
             queue = self._queues.get(key)
-            if queue is None or queue.owner is not owner:
-                return
-            queue.owner, queue.lease_end = None, math.inf
-            if queue.waiters:
-                # The turn belongs to the called waiter from now on, so a
-                # thread arriving before it wakes queues behind it.
-                called = queue.waiters.popleft()
-                queue.owner = called
-                called.set()
-            self._leave(key, queue)
+            if queue is not None and queue.owner is owner:
+                queue.owner, queue.lease_end = None, math.inf
+                self._changed.notify_all()
+                self._drop_idle(key, queue)
 
-    def _leave(self, key: tuple[int, str], queue: _Queue) -> None:
-        queue.users -= 1
-        if not queue.users:
+    def _drop_idle(self, key: tuple[int, str], queue: _Queue) -> None:
+        if queue.owner is None and not queue.waiters:
             del self._queues[key]
 
 
@@ -300,14 +268,14 @@ class KeyValueStoreLock:
             return False
         self._turns = turns
         token = secrets.token_hex(16)
+        started = None
         try:
             started = take_lock(self._backend, self._lock_key, token,
                                 self.lock_timeout, blocking, deadline)
-        except BaseException:
-            turns.give_up(self._turn_key, self)
-            raise
+        finally:
+            if started is None:
+                turns.give_up(self._turn_key, self)
         if started is None:
-            turns.give_up(self._turn_key, self)
             return False
         self._token, self._acquired_at = token, started
         if self.lock_timeout:
@@ -352,20 +320,34 @@ class KeyValueStoreLock:
         """Whether writes with this lock are checked by the server."""
         return self.enabled and self._backend.fenced_writes
 
-    def check_window(self) -> None:
-        """Refuse a write made too late in the lease to land safely.
+    def check_write(self, store: ty.Any, key: str) -> bool:
+        """Check a write made with this lock; whether the server must fence it.
 
+        The store calls it last before the write, so the lease left is
+        measured as late as possible.
+
+        :raises exception.LockError: for a lock of another store or key, or
+            one not held.
         :raises exception.LockTimeout: when the lease has expired, or
-            (unless the backend fences writes) ends within ``lock_window``.
+            (while locking, unless the backend fences writes) ends within
+            ``lock_window``.
         """
-        if not (self.enabled and self.lock_timeout):
-            if self.expired:
-                raise exception.LockTimeout(self.key)
-            return
-        margin = 0.0 if self._backend.fenced_writes else self.lock_window
-        if time.monotonic() >= (self._acquired_at + self.lock_timeout -
-                                margin):
+        if self.store is not store:
+            raise exception.LockError(
+                'lock must be a KeyValueStoreLock from store %r' % store.name)
+        if self.key != key:
+            raise exception.LockError(
+                'lock is for another key (%s) than the target (%s)'
+                % (exception._describe(self.key), exception._describe(key)))
+        if not self.active:
+            raise exception.LockError(
+                'lock for %s is not held' % exception._describe(key))
+        fenced = self.fenced
+        margin = self.lock_window if self.enabled and not fenced else 0.0
+        if self.lock_timeout and time.monotonic() >= (
+                self._acquired_at + self.lock_timeout - margin):
             raise exception.LockTimeout(self.key)
+        return fenced
 
     def set_fenced(self, stored_key: str, value: bytes,
                    ttl: float | None) -> None:
