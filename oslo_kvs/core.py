@@ -62,26 +62,6 @@ def sha256_mangle_key(key: str) -> str:
     return hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()
 
 
-def _key_function(prefix: str, mangler: ty.Callable[[str], str] | None,
-                  check_key: ty.Callable[[str], None]
-                  ) -> ty.Callable[[ty.Any], str]:
-    """The stored key of a user key in the namespace ``prefix``.
-
-    Always ``mangler(prefix + key)``, or the checked ``prefix + key``
-    without a mangler; the function raises TypeError for a key that is not
-    exactly a str.
-    """
-    def stored(key: ty.Any) -> str:
-        if type(key) is not str:
-            raise TypeError('KVS keys must be str, not %s'
-                            % type(key).__name__)
-        if mangler is not None:
-            return mangler(prefix + key)
-        check_key(prefix + key)
-        return prefix + key
-    return stored
-
-
 #: Most user keys a store remembers the stored key of. Hot keys (a token
 #: checked on every request) are namespaced and mangled once; keys that
 #: are seen once (random ones) empty the memory when it is full rather
@@ -91,12 +71,10 @@ KEY_CACHE_SIZE = 4096
 _SECONDS = base.seconds()
 
 # What a call through the proxies hands the innermost proxy beside the
-# key and value dogpile's ProxyBackend passes: the write's ttl, and it
-# hands back whether a deleted key existed.
-_WRITE_TTL: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    'oslo_kvs_write_ttl', default=None)
-_EXISTED: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    'oslo_kvs_existed', default=False)
+# key and value dogpile's ProxyBackend passes: a cell holding the write's
+# ttl, in which a delete leaves whether the key existed.
+_CALL: contextvars.ContextVar[list[ty.Any]] = contextvars.ContextVar(
+    'oslo_kvs_call')
 
 
 class _Bottom(dogpile_proxy.ProxyBackend):
@@ -104,39 +82,31 @@ class _Bottom(dogpile_proxy.ProxyBackend):
 
     def set_serialized(self, key, value):
         self.proxied.set_serialized(  # type: ignore[call-arg]
-            key, value, _WRITE_TTL.get())
+            key, value, _CALL.get()[0])
 
     def set_serialized_multi(self, mapping):
         self.proxied.set_serialized_multi(  # type: ignore[call-arg]
-            mapping, _WRITE_TTL.get())
+            mapping, _CALL.get()[0])
 
     def delete(self, key):
-        _EXISTED.set(self.proxied.delete_existing(  # type: ignore
-            key))
+        _CALL.get()[0] = self.proxied.delete_existing(key)  # type: ignore
 
 
-def _through(write: ty.Callable[..., None]
-             ) -> ty.Callable[..., None]:
-    """``write`` of a proxy chain, taking the ttl last as a backend does."""
-    def call(*args: ty.Any) -> None:
-        token = _WRITE_TTL.set(args[-1])
+def _through(method: ty.Callable[..., None]) -> ty.Callable[..., ty.Any]:
+    """``method`` of a proxy chain, its last argument put in the cell.
+
+    Called as the backend's own method would be (a write's ttl last);
+    returns what :class:`_Bottom` left in the cell.
+    """
+    def call(*args: ty.Any) -> ty.Any:
+        cell = [args[-1]]
+        token = _CALL.set(cell)
         try:
-            write(*args[:-1])
+            method(*args[:-1])
         finally:
-            _WRITE_TTL.reset(token)
+            _CALL.reset(token)
+        return cell[0]
     return call
-
-
-def _delete_through(io: ty.Any) -> ty.Callable[[str], bool]:
-    """``delete_existing`` of a proxy chain: whether the key was there."""
-    def delete_existing(stored: str) -> bool:
-        token = _EXISTED.set(False)
-        try:
-            io.delete(stored)
-            return _EXISTED.get()
-        finally:
-            _EXISTED.reset(token)
-    return delete_existing
 
 
 class _Configured:
@@ -150,8 +120,8 @@ class _Configured:
     """
 
     __slots__ = ('io', 'backend', 'codec', 'keep_plain', 'settings', 'ttl',
-                 'no_expiry', 'keys', 'cache_keys', 'stored_data_key',
-                 'lock_key', 'encode', 'decode', 'set_one', 'set_many',
+                 'no_expiry', 'keys', 'cache_keys', 'prefix', 'mangler',
+                 'encode', 'decode', 'set_one', 'set_many',
                  'delete_existing')
 
     def __init__(self, io: ty.Any, backend: base.Backend,
@@ -168,15 +138,14 @@ class _Configured:
                                            backend.set_serialized_multi)
             self.delete_existing = backend.delete_existing
         else:
-            # The ttl and delete's result travel in context variables.
+            # The ttl and delete's result travel in a context variable.
             self.set_one = _through(io.set_serialized)
             self.set_many = _through(io.set_serialized_multi)
-            self.delete_existing = _delete_through(io)
-        #: User key -> stored key, one function per namespace.
-        self.stored_data_key = _key_function(prefix + 'k:', mangler,
-                                             backend.check_key)
-        self.lock_key = _key_function(prefix + 'l:', mangler,
-                                      backend.check_key)
+            deleting = _through(io.delete)
+            # Missing, unless the backend under the proxies says it was
+            # there.
+            self.delete_existing = lambda stored: deleting(stored, False)
+        self.prefix, self.mangler = prefix, mangler
         #: User key -> stored key, at most KEY_CACHE_SIZE of them; a key
         #: is only cached after it passed every check. Only for the
         #: default mangler (or none), a pure function of the key: a
@@ -196,6 +165,26 @@ class _Configured:
         self.no_expiry = frozenset(self.data_key(key)
                                    for key in settings.no_expiry)
 
+    def stored_key(self, key: ty.Any, space: str = 'k:') -> str:
+        """``key`` as stored, in ``space`` (``k:`` data, ``l:`` locks).
+
+        Always ``mangler(prefix + space + key)``, or the checked
+        ``prefix + space + key`` without a mangler.
+
+        :raises TypeError: for a key that is not exactly a str.
+        """
+        if type(key) is not str:
+            raise TypeError('KVS keys must be str, not %s'
+                            % type(key).__name__)
+        if self.mangler is not None:
+            return self.mangler(self.prefix + space + key)
+        self.backend.check_key(self.prefix + space + key)
+        return self.prefix + space + key
+
+    def lock_key(self, key: ty.Any) -> str:
+        """The stored key of the lock on ``key``."""
+        return self.stored_key(key, 'l:')
+
     def data_key(self, key: ty.Any) -> str:
         """The stored key of ``key``; TypeError unless it is a str."""
         # The exact type first: a str subclass could hash and compare
@@ -204,7 +193,7 @@ class _Configured:
             stored = self.keys.get(key)
             if stored is not None:
                 return stored
-        stored = self.stored_data_key(key)
+        stored = self.stored_key(key)
         if self.cache_keys:
             if len(self.keys) >= KEY_CACHE_SIZE:
                 self.keys.clear()
@@ -273,8 +262,8 @@ class KeyValueStore:
         if not isinstance(name, str):
             # Keystone's KeyValueStore(kvs_region) took no name.
             raise TypeError(
-                'KeyValueStore() takes the store name (a str) first, not '
-                '%s; Keystone-style KeyValueStore(region) is now '
+                'KVS store names must be str, not %s; Keystone-style '
+                'KeyValueStore(region) is now '
                 'oslo_kvs.get_key_value_store(name, kvs_region=region)'
                 % type(name).__name__)
         self.name = name
@@ -333,8 +322,8 @@ class KeyValueStore:
         if self._state is not None:
             raise exception.AlreadyConfigured(self.name)
         self._apply(_settings.from_arguments(
-            self._conf, self._owner, backing_store, key_mangler, proxy_list,
-            locking, **region_config_args))
+            self._conf, 'KVS store %r' % self.name, backing_store,
+            key_mangler, proxy_list, locking, **region_config_args))
 
     def configure_from_conf(self, group: str, **overrides: ty.Any) -> None:
         """Configure from the store options in ``[group]`` of the store's conf.
@@ -355,14 +344,10 @@ class KeyValueStore:
         """
         if self._state is not None:
             raise exception.AlreadyConfigured(self.name)
-        parsed = _settings.from_group(self._conf, group, self._owner,
-                                      **overrides)
+        parsed = _settings.from_group(self._conf, group,
+                                      'KVS store %r' % self.name, **overrides)
         with _settings.blaming(group, parsed.sources):
             self._apply(parsed)
-
-    @property
-    def _owner(self) -> str:
-        return 'KVS store %r' % self.name
 
     def _apply(self, settings: _settings.Settings) -> None:
         """Configure the store as ``settings`` say; once."""
@@ -626,9 +611,6 @@ def get_key_value_store(name: str,
     :param conf: the ``ConfigOpts`` holding ``[kvs]``; ``cfg.CONF`` by
         default.
     """
-    if not isinstance(name, str):
-        raise TypeError('KVS store names must be str, not %s'
-                        % type(name).__name__)
     with _registry_lock:
         store = _registry.get(name)
         if store is None:

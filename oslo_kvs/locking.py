@@ -235,7 +235,7 @@ class KeyValueStoreLock:
         self.lock_window = settings.lock_window
         self.active = False
         self._token = ''     # the lease's, while held
-        self._acquired_at = 0.0
+        self._lease_end = math.inf     # monotonic time, while held
         self._turns: _Turns | None = None
 
     def __repr__(self) -> str:
@@ -258,28 +258,26 @@ class KeyValueStoreLock:
         if self.active:
             raise exception.LockError(
                 'lock for %s is already held' % exception._describe(self.key))
-        if not self.enabled:
-            self._acquired_at = time.monotonic()
-            self.active = True
-            return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        turns = _turns.get()
-        if not turns.take(self._turn_key, self, deadline, blocking):
-            return False
-        self._turns = turns
-        token = secrets.token_hex(16)
-        started = None
-        try:
-            started = take_lock(self._backend, self._lock_key, token,
+        lease = self.lock_timeout or math.inf
+        started = time.monotonic()
+        if self.enabled:
+            deadline = None if timeout is None else started + timeout
+            turns = self._turns = _turns.get()
+            if not turns.take(self._turn_key, self, deadline, blocking):
+                return False
+            token = secrets.token_hex(16)
+            won = None
+            try:
+                won = take_lock(self._backend, self._lock_key, token,
                                 self.lock_timeout, blocking, deadline)
-        finally:
-            if started is None:
-                turns.give_up(self._turn_key, self)
-        if started is None:
-            return False
-        self._token, self._acquired_at = token, started
-        if self.lock_timeout:
-            turns.hold(self._turn_key, self, started + self.lock_timeout)
+            finally:
+                if won is None:
+                    turns.give_up(self._turn_key, self)
+            if won is None:
+                return False
+            started, self._token = won, token
+            turns.hold(self._turn_key, self, started + lease)
+        self._lease_end = started + lease
         self.active = True
         return True
 
@@ -296,13 +294,11 @@ class KeyValueStoreLock:
         expired = self.expired
         self.active = False
         if self.enabled:
-            token, self._token = self._token, ''
             try:
-                self._backend.release_lock(self._lock_key, token)
+                self._backend.release_lock(self._lock_key, self._token)
             finally:
                 if self._turns is _turns.get():    # not after a fork
                     self._turns.give_up(self._turn_key, self)
-                self._turns = None
         if expired:
             LOG.warning('KVS store %r: a lock was held longer than its '
                         'lock_timeout (%ss) and may have been taken by '
@@ -312,8 +308,7 @@ class KeyValueStoreLock:
     @property
     def expired(self) -> bool:
         """Whether the held lock outlived ``lock_timeout``."""
-        return bool(self.active and self.lock_timeout and
-                    time.monotonic() >= self._acquired_at + self.lock_timeout)
+        return self.active and time.monotonic() >= self._lease_end
 
     @property
     def fenced(self) -> bool:
@@ -344,8 +339,7 @@ class KeyValueStoreLock:
                 'lock for %s is not held' % exception._describe(key))
         fenced = self.fenced
         margin = self.lock_window if self.enabled and not fenced else 0.0
-        if self.lock_timeout and time.monotonic() >= (
-                self._acquired_at + self.lock_timeout - margin):
+        if time.monotonic() >= self._lease_end - margin:
             raise exception.LockTimeout(self.key)
         return fenced
 
