@@ -41,6 +41,7 @@ from oslo_config import cfg
 from oslo_kvs import _process
 from oslo_kvs.backends import base
 from oslo_kvs import exception
+from oslo_kvs import locking
 from oslo_kvs.locking import KeyValueStoreLock
 from oslo_kvs import opts
 from oslo_kvs import protection
@@ -501,10 +502,11 @@ class KeyValueStore:
         stored = state.data_key(key)
         ttl = state.ttl_of(expire_time, stored)
         data = state.encode(key, value)
-        if lock is not None and self._check_lock(key, lock):
-            lock.set_fenced(stored, data, ttl)
-        else:
+        fence = None if lock is None else locking.check_write(lock, self, key)
+        if fence is None:
             state.set_one(stored, data, ttl)
+        elif not state.backend.set_fenced(stored, data, ttl, *fence):
+            raise exception.LockTimeout(key)    # the lock passed on
 
     def set_multi(self, mapping: ty.Mapping[str, ty.Any],
                   expire_time: float | None = None) -> None:
@@ -532,10 +534,13 @@ class KeyValueStore:
         """
         state = self._configured()
         stored = state.data_key(key)
-        if lock is not None and self._check_lock(key, lock):
-            existed = lock.delete_fenced(stored)
-        else:
+        fence = None if lock is None else locking.check_write(lock, self, key)
+        if fence is None:
             existed = state.delete_existing(stored)
+        else:
+            existed = state.backend.delete_fenced(stored, *fence)
+            if existed is None:
+                raise exception.LockTimeout(key)    # the lock passed on
         if not existed:
             raise exception.NotFound(key)
 
@@ -565,13 +570,6 @@ class KeyValueStore:
         state = self._configured()
         return KeyValueStoreLock(self, key, state.lock_key(key),
                                  state.backend, state.settings)
-
-    def _check_lock(self, key: str, lock: KeyValueStoreLock) -> bool:
-        """Check a write's lock; return whether the server must fence it."""
-        if not isinstance(lock, KeyValueStoreLock):
-            raise exception.LockError(
-                'lock must be a KeyValueStoreLock from store %r' % self.name)
-        return lock.check_write(self, key)
 
 
 #: Names of stores garbage-collected while configured (a few per process).
@@ -614,6 +612,6 @@ def get_key_value_store(name: str,
     with _registry_lock:
         store = _registry.get(name)
         if store is None:
-            store = KeyValueStore(name, kvs_region=kvs_region, conf=conf)
-            _registry[name] = store
+            store = _registry[name] = KeyValueStore(
+                name, kvs_region=kvs_region, conf=conf)
         return store

@@ -81,7 +81,7 @@ class _Turns:
         self._queues: dict[tuple[int, str], _Queue] = {}
 
     def take(self, key: tuple[int, str], owner: object,
-             deadline: float | None, blocking: bool) -> bool:
+             deadline: float, blocking: bool) -> bool:
         """Wait for the turn until ``deadline``; return whether it came."""
         with self._changed:
             queue = self._queues.setdefault(key, _Queue())
@@ -93,14 +93,13 @@ class _Turns:
                     queue.waiters.popleft()
                     queue.owner, queue.lease_end = owner, math.inf
                     return True
-                if not blocking or (deadline is not None and now >= deadline):
+                if not blocking or now >= deadline:
                     queue.waiters.remove(owner)
                     self._changed.notify_all()    # maybe a new head
                     self._drop_idle(key, queue)
                     return False
                 # Only the head waits for the lease to run out.
-                wake = min(queue.lease_end if head else math.inf,
-                           math.inf if deadline is None else deadline)
+                wake = min(queue.lease_end if head else math.inf, deadline)
                 self._changed.wait(None if wake == math.inf else wake - now)
 
     def hold(self, key: tuple[int, str], owner: object,
@@ -141,7 +140,7 @@ MAX_BACKOFF = 0.05
 
 def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
               blocking: bool = True,
-              deadline: float | None = None) -> float | None:
+              deadline: float = math.inf) -> float | None:
     """Take ``backend``'s lock ``key`` for ``token``, retrying while held.
 
     Tries again after pauses that double from 1 ms up to
@@ -150,7 +149,7 @@ def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
 
     :param blocking: ``False`` tries once.
     :param deadline: a :func:`time.monotonic` time after which no try
-        starts (None: no limit).
+        starts (default: no limit).
     :returns: the monotonic time the winning try started (a lease
         counted from then ends no later than the server's), or None when
         the lock was not taken.
@@ -160,12 +159,10 @@ def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
         started = time.monotonic()
         if backend.acquire_lock(key, token, ttl):
             return started
-        if not blocking or (deadline is not None and started >= deadline):
+        if not blocking or started >= deadline:
             return None
-        pause = delay * random.uniform(0.5, 1.0)
-        if deadline is not None:
-            pause = min(pause, max(deadline - time.monotonic(), 0))
-        time.sleep(pause)
+        time.sleep(min(delay * random.uniform(0.5, 1.0),
+                       max(deadline - time.monotonic(), 0)))
         delay = min(delay * 2, MAX_BACKOFF)
 
 
@@ -261,7 +258,7 @@ class KeyValueStoreLock:
         lease = self.lock_timeout or math.inf
         started = time.monotonic()
         if self.enabled:
-            deadline = None if timeout is None else started + timeout
+            deadline = math.inf if timeout is None else started + timeout
             turns = self._turns = _turns.get()
             if not turns.take(self._turn_key, self, deadline, blocking):
                 return False
@@ -315,61 +312,41 @@ class KeyValueStoreLock:
         """Whether writes with this lock are checked by the server."""
         return self.enabled and self._backend.fenced_writes
 
-    def check_write(self, store: ty.Any, key: str) -> bool:
-        """Check a write made with this lock; whether the server must fence it.
-
-        The store calls it last before the write, so the lease left is
-        measured as late as possible.
-
-        :raises exception.LockError: for a lock of another store or key, or
-            one not held.
-        :raises exception.LockTimeout: when the lease has expired, or
-            (while locking, unless the backend fences writes) ends within
-            ``lock_window``.
-        """
-        if self.store is not store:
-            raise exception.LockError(
-                'lock must be a KeyValueStoreLock from store %r' % store.name)
-        if self.key != key:
-            raise exception.LockError(
-                'lock is for another key (%s) than the target (%s)'
-                % (exception._describe(self.key), exception._describe(key)))
-        if not self.active:
-            raise exception.LockError(
-                'lock for %s is not held' % exception._describe(key))
-        fenced = self.fenced
-        margin = self.lock_window if self.enabled and not fenced else 0.0
-        if time.monotonic() >= self._lease_end - margin:
-            raise exception.LockTimeout(self.key)
-        return fenced
-
-    def set_fenced(self, stored_key: str, value: bytes,
-                   ttl: float | None) -> None:
-        """Write through the backend only while this lock holds.
-
-        :raises exception.LockTimeout: when the server says the lock has
-            passed on; nothing was written.
-        """
-        if not self._backend.set_fenced(stored_key, value, ttl,
-                                        self._lock_key, self._token):
-            raise exception.LockTimeout(self.key)
-
-    def delete_fenced(self, stored_key: str) -> bool:
-        """Delete through the backend only while this lock holds.
-
-        :returns: whether the key existed.
-        :raises exception.LockTimeout: when the server says the lock has
-            passed on; nothing was deleted.
-        """
-        existed = self._backend.delete_fenced(stored_key, self._lock_key,
-                                              self._token)
-        if existed is None:
-            raise exception.LockTimeout(self.key)
-        return existed
-
     def __enter__(self) -> 'KeyValueStoreLock':
         self.acquire()
         return self
 
     def __exit__(self, *exc_info: ty.Any) -> None:
         self.release()
+
+
+def check_write(lock: ty.Any, store: ty.Any,
+                key: str) -> tuple[str, str] | None:
+    """Check a write to ``key`` of ``store`` made with ``lock``.
+
+    The store calls it last before the write, so the lease left is
+    measured as late as possible.
+
+    :returns: the fence, ``(lock key, token)``, when the backend must
+        check the lock and write in one step; None when it need not.
+    :raises exception.LockError: for anything but a held lock of this
+        store on this key.
+    :raises exception.LockTimeout: when the lease has expired, or (while
+        locking, unless the backend fences writes) ends within
+        ``lock_window``.
+    """
+    if not isinstance(lock, KeyValueStoreLock) or lock.store is not store:
+        raise exception.LockError(
+            'lock must be a KeyValueStoreLock from store %r' % store.name)
+    if lock.key != key:
+        raise exception.LockError(
+            'lock is for another key (%s) than the target (%s)'
+            % (exception._describe(lock.key), exception._describe(key)))
+    if not lock.active:
+        raise exception.LockError(
+            'lock for %s is not held' % exception._describe(key))
+    fenced = lock.fenced
+    margin = lock.lock_window if lock.enabled and not fenced else 0.0
+    if time.monotonic() >= lock._lease_end - margin:
+        raise exception.LockTimeout(key)
+    return (lock._lock_key, lock._token) if fenced else None
