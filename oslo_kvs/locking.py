@@ -94,39 +94,33 @@ class _Turns:
                     queue.owner, queue.lease_end = owner, math.inf
                     return True
                 if not blocking or now >= deadline:
+                    # Someone else holds or is next, so the queue stays.
                     queue.waiters.remove(owner)
                     self._changed.notify_all()    # maybe a new head
-                    self._drop_idle(key, queue)
                     return False
                 # Only the head waits for the lease to run out.
                 wake = min(queue.lease_end if head else math.inf, deadline)
                 self._changed.wait(None if wake == math.inf else wake - now)
 
     def hold(self, key: tuple[int, str], owner: object,
-             lease_end: float) -> None:
-        """Record when the owner's lease ends (it now holds the lock)."""
-        with self._changed:
-            queue = self._queues.get(key)
-            if queue is not None and queue.owner is owner:
-                queue.lease_end = lease_end
-                self._changed.notify_all()
+             lease_end: float | None) -> None:
+        """Record when the lease of ``owner`` ends (it now holds the lock).
 
-    def give_up(self, key: tuple[int, str], owner: object) -> None:
-        """Pass the turn of ``owner`` to the next waiter.
-
-        Only if ``owner`` still has it: a turn taken over after the
-        owner's lease ran out stays where it is.
+        ``None`` passes its turn to the next waiter instead. Only while
+        ``owner`` has the turn: a turn taken over after the owner's lease
+        ran out stays where it is.
         """
         with self._changed:
             queue = self._queues.get(key)
-            if queue is not None and queue.owner is owner:
+            if queue is None or queue.owner is not owner:
+                return
+            self._changed.notify_all()
+            if lease_end is not None:
+                queue.lease_end = lease_end
+            elif queue.waiters:
                 queue.owner, queue.lease_end = None, math.inf
-                self._changed.notify_all()
-                self._drop_idle(key, queue)
-
-    def _drop_idle(self, key: tuple[int, str], queue: _Queue) -> None:
-        if queue.owner is None and not queue.waiters:
-            del self._queues[key]
+            else:
+                del self._queues[key]    # nobody wants it any more
 
 
 # This process's turns: a forked child must not wait for threads of its
@@ -269,7 +263,7 @@ class KeyValueStoreLock:
                                 self.lock_timeout, blocking, deadline)
             finally:
                 if won is None:
-                    turns.give_up(self._turn_key, self)
+                    turns.hold(self._turn_key, self, None)
             if won is None:
                 return False
             started, self._token = won, token
@@ -295,7 +289,7 @@ class KeyValueStoreLock:
                 self._backend.release_lock(self._lock_key, self._token)
             finally:
                 if self._turns is _turns.get():    # not after a fork
-                    self._turns.give_up(self._turn_key, self)
+                    self._turns.hold(self._turn_key, self, None)
         if expired:
             LOG.warning('KVS store %r: a lock was held longer than its '
                         'lock_timeout (%ss) and may have been taken by '
