@@ -72,8 +72,10 @@ KEY_CACHE_SIZE = 4096
 _SECONDS = base.seconds()
 
 # What a call through the proxies hands the innermost proxy beside the
-# key and value dogpile's ProxyBackend passes: a cell holding the write's
-# ttl, in which a delete leaves whether the key existed.
+# key and value dogpile's ProxyBackend passes: cells holding the write's
+# ttl and, from a delete, whether the key existed. A call through the
+# proxies made elsewhere (the proxies' own callers) finds none: its writes
+# get no ttl.
 _CALL: contextvars.ContextVar[list[ty.Any]] = contextvars.ContextVar(
     'oslo_kvs_call')
 
@@ -83,30 +85,31 @@ class _Bottom(dogpile_proxy.ProxyBackend):
 
     def set_serialized(self, key, value):
         self.proxied.set_serialized(  # type: ignore[call-arg]
-            key, value, _CALL.get()[0])
+            key, value, _CALL.get([None, False])[0])
 
     def set_serialized_multi(self, mapping):
         self.proxied.set_serialized_multi(  # type: ignore[call-arg]
-            mapping, _CALL.get()[0])
+            mapping, _CALL.get([None, False])[0])
 
     def delete(self, key):
-        _CALL.get()[0] = self.proxied.delete_existing(key)  # type: ignore
+        existed = self.proxied.delete_existing(key)  # type: ignore
+        _CALL.get([None, False])[1] = existed
 
 
 def _through(method: ty.Callable[..., None]) -> ty.Callable[..., ty.Any]:
-    """``method`` of a proxy chain, its last argument put in the cell.
+    """``method`` of a proxy chain, called as the backend's own would be.
 
-    Called as the backend's own method would be (a write's ttl last);
-    returns what :class:`_Bottom` left in the cell.
+    The last argument is the ttl; returns whether :class:`_Bottom` found
+    a deleted key.
     """
     def call(*args: ty.Any) -> ty.Any:
-        cell = [args[-1]]
-        token = _CALL.set(cell)
+        cells = [args[-1], False]
+        token = _CALL.set(cells)
         try:
             method(*args[:-1])
         finally:
             _CALL.reset(token)
-        return cell[0]
+        return cells[1]
     return call
 
 
@@ -143,9 +146,7 @@ class _Configured:
             self.set_one = _through(io.set_serialized)
             self.set_many = _through(io.set_serialized_multi)
             deleting = _through(io.delete)
-            # Missing, unless the backend under the proxies says it was
-            # there.
-            self.delete_existing = lambda stored: deleting(stored, False)
+            self.delete_existing = lambda stored: deleting(stored, None)
         self.prefix, self.mangler = prefix, mangler
         #: User key -> stored key, at most KEY_CACHE_SIZE of them; a key
         #: is only cached after it passed every check. Only for the
