@@ -125,7 +125,7 @@ class _Configured:
 
     __slots__ = ('io', 'backend', 'codec', 'keep_plain', 'settings', 'ttl',
                  'no_expiry', 'keys', 'cache_keys', 'prefix', 'mangler',
-                 'encode', 'decode', 'set_one', 'set_many',
+                 'hashed', 'encode', 'decode', 'set_one', 'set_many',
                  'delete_existing')
 
     def __init__(self, io: ty.Any, backend: base.Backend,
@@ -148,6 +148,12 @@ class _Configured:
             deleting = _through(io.delete)
             self.delete_existing = lambda stored: deleting(stored, None)
         self.prefix, self.mangler = prefix, mangler
+        # The default mangler's hash of each namespace, made once and
+        # copied per key. UTF-8 (with surrogatepass) encodes code point by
+        # code point, so this hashes exactly the bytes of the whole key.
+        self.hashed = None if mangler is not sha256_mangle_key else {
+            space: hashlib.sha256((prefix + space).encode(
+                'utf-8', 'surrogatepass')) for space in ('k:', 'l:')}
         #: User key -> stored key, at most KEY_CACHE_SIZE of them; a key
         #: is only cached after it passed every check. Only for the
         #: default mangler (or none), a pure function of the key: a
@@ -178,6 +184,10 @@ class _Configured:
         if type(key) is not str:
             raise TypeError('KVS keys must be str, not %s'
                             % type(key).__name__)
+        if self.hashed is not None:
+            digest = self.hashed[space].copy()
+            digest.update(key.encode('utf-8', 'surrogatepass'))
+            return digest.hexdigest()
         if self.mangler is not None:
             return self.mangler(self.prefix + space + key)
         self.backend.check_key(self.prefix + space + key)
