@@ -262,12 +262,12 @@ class KeyValueStoreLock:
                 won = take_lock(self._backend, self._lock_key, token,
                                 self.lock_timeout, blocking, deadline)
             finally:
-                if won is None:
-                    turns.hold(self._turn_key, self, None)
+                # The lease's end, or (not taken) the turn passes on.
+                turns.hold(self._turn_key, self,
+                           None if won is None else won + lease)
             if won is None:
                 return False
             started, self._token = won, token
-            turns.hold(self._turn_key, self, started + lease)
         self._lease_end = started + lease
         self.active = True
         return True
