@@ -62,20 +62,17 @@ class PerProcess(ty.Generic[T]):
 
     def get(self) -> T:
         """This process's object, made now if this is its first use here."""
-        made = self._made.get(os.getpid())
-        if made is None:
-            return self._make()
-        return made
-
-    def _make(self) -> T:
         pid = os.getpid()
-        for other in [p for p in self._made if p != pid]:
-            # The parent's: dropped, never closed, as the parent still
-            # uses it. Only other pids are popped, so two threads making
-            # this process's object cannot drop each other's.
-            self._made.pop(other, None)
-        # dict.setdefault is atomic: threads racing here share one object.
-        return self._made.setdefault(pid, self._factory())
+        made = self._made.get(pid)
+        if made is None:
+            for other in [p for p in self._made if p != pid]:
+                # The parent's: dropped, never closed, as the parent still
+                # uses it. Only other pids are popped, so two threads
+                # making this process's object cannot drop each other's.
+                self._made.pop(other, None)
+            # dict.setdefault is atomic: threads racing here share one.
+            made = self._made.setdefault(pid, self._factory())
+        return made
 
     def peek(self) -> T | None:
         """This process's object if it was made, else ``None``."""

@@ -41,6 +41,7 @@ from oslo_config import cfg
 from oslo_kvs import _process
 from oslo_kvs.backends import base
 from oslo_kvs import exception
+from oslo_kvs import locking
 from oslo_kvs.locking import KeyValueStoreLock
 from oslo_kvs import opts
 from oslo_kvs import protection
@@ -62,45 +63,6 @@ def sha256_mangle_key(key: str) -> str:
     return hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()
 
 
-def _key_function(prefix: str, mangler: ty.Callable[[str], str] | None,
-                  check_key: ty.Callable[[str], None]
-                  ) -> ty.Callable[[ty.Any], str]:
-    """The stored key of a user key in the namespace ``prefix``.
-
-    Always ``mangler(prefix + key)``, or the checked ``prefix + key``
-    without a mangler; the function raises TypeError for a key that is not
-    exactly a str.
-    """
-    def refuse(key: ty.Any) -> ty.NoReturn:
-        raise TypeError('KVS keys must be str, not %s' % type(key).__name__)
-
-    if mangler is sha256_mangle_key:
-        # The prefix's hash state is made once and copied per key. UTF-8
-        # (with surrogatepass) encodes code point by code point, so this
-        # hashes exactly the bytes sha256_mangle_key(prefix + key) would.
-        start = hashlib.sha256(prefix.encode('utf-8', 'surrogatepass'))
-
-        def stored(key: ty.Any) -> str:
-            if type(key) is not str:
-                refuse(key)
-            digest = start.copy()
-            digest.update(key.encode('utf-8', 'surrogatepass'))
-            return digest.hexdigest()
-    elif mangler is None:
-        def stored(key: ty.Any) -> str:
-            if type(key) is not str:
-                refuse(key)
-            full = prefix + key
-            check_key(full)
-            return full
-    else:
-        def stored(key: ty.Any) -> str:
-            if type(key) is not str:
-                refuse(key)
-            return mangler(prefix + key)
-    return stored
-
-
 #: Most user keys a store remembers the stored key of. Hot keys (a token
 #: checked on every request) are namespaced and mangled once; keys that
 #: are seen once (random ones) empty the memory when it is full rather
@@ -109,23 +71,13 @@ KEY_CACHE_SIZE = 4096
 
 _SECONDS = base.seconds()
 
-
-def _per_call_expiry(expire_time: ty.Any) -> float | None:
-    """Seconds from a call's ``expire_time``; None for 0 (never)."""
-    try:
-        seconds = _SECONDS(expire_time)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)('expire_time: %s' % exc) from None
-    return seconds or None
-
-
 # What a call through the proxies hands the innermost proxy beside the
-# key and value dogpile's ProxyBackend passes: the write's ttl, and it
-# hands back whether a deleted key existed.
-_WRITE_TTL: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    'oslo_kvs_write_ttl', default=None)
-_EXISTED: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    'oslo_kvs_existed', default=False)
+# key and value dogpile's ProxyBackend passes: cells holding the write's
+# ttl and, from a delete, whether the key existed. A call through the
+# proxies made elsewhere (the proxies' own callers) finds none: its writes
+# get no ttl.
+_CALL: contextvars.ContextVar[list[ty.Any]] = contextvars.ContextVar(
+    'oslo_kvs_call')
 
 
 class _Bottom(dogpile_proxy.ProxyBackend):
@@ -133,15 +85,32 @@ class _Bottom(dogpile_proxy.ProxyBackend):
 
     def set_serialized(self, key, value):
         self.proxied.set_serialized(  # type: ignore[call-arg]
-            key, value, _WRITE_TTL.get())
+            key, value, _CALL.get([None, False])[0])
 
     def set_serialized_multi(self, mapping):
         self.proxied.set_serialized_multi(  # type: ignore[call-arg]
-            mapping, _WRITE_TTL.get())
+            mapping, _CALL.get([None, False])[0])
 
     def delete(self, key):
-        _EXISTED.set(self.proxied.delete_existing(  # type: ignore
-            key))
+        existed = self.proxied.delete_existing(key)  # type: ignore
+        _CALL.get([None, False])[1] = existed
+
+
+def _through(method: ty.Callable[..., None]) -> ty.Callable[..., ty.Any]:
+    """``method`` of a proxy chain, called as the backend's own would be.
+
+    The last argument is the ttl; returns whether :class:`_Bottom` found
+    a deleted key.
+    """
+    def call(*args: ty.Any) -> ty.Any:
+        cells = [args[-1], False]
+        token = _CALL.set(cells)
+        try:
+            method(*args[:-1])
+        finally:
+            _CALL.reset(token)
+        return cells[1]
+    return call
 
 
 class _Configured:
@@ -149,12 +118,15 @@ class _Configured:
 
     Built completely by ``configure()`` and then published with a single
     assignment, so other threads see either no configuration or all of it.
-    ``io`` is the backend, or the proxy chain over it.
+    ``io`` is the backend, or the proxy chain over it; ``set_one``,
+    ``set_many`` and ``delete_existing`` are the backend's methods of
+    those names, through the proxies if any.
     """
 
-    __slots__ = ('io', 'backend', 'proxied', 'codec', 'keep_plain',
-                 'settings', 'ttl', 'no_expiry', 'keys', 'cache_keys',
-                 'stored_data_key', 'lock_key', 'encode', 'decode')
+    __slots__ = ('io', 'backend', 'codec', 'keep_plain', 'settings', 'ttl',
+                 'no_expiry', 'keys', 'cache_keys', 'prefix', 'mangler',
+                 'hashed', 'encode', 'decode', 'set_one', 'set_many',
+                 'delete_existing')
 
     def __init__(self, io: ty.Any, backend: base.Backend,
                  settings: _settings.Settings, mangler: ty.Any,
@@ -162,17 +134,26 @@ class _Configured:
         self.io = io
         self.backend = backend
         self.settings = settings
-        #: Whether ``io`` is a proxy chain over an oslo_kvs backend (the
-        #: ttl and delete's result travel in context variables).
-        self.proxied = io is not backend
         self.codec = codec
         # settings.ttl, one attribute lookup nearer for every write.
         self.ttl = settings.ttl
-        #: User key -> stored key, one function per namespace.
-        self.stored_data_key = _key_function(prefix + 'k:', mangler,
-                                             backend.check_key)
-        self.lock_key = _key_function(prefix + 'l:', mangler,
-                                      backend.check_key)
+        if io is backend:
+            self.set_one, self.set_many = (backend.set_serialized,
+                                           backend.set_serialized_multi)
+            self.delete_existing = backend.delete_existing
+        else:
+            # The ttl and delete's result travel in a context variable.
+            self.set_one = _through(io.set_serialized)
+            self.set_many = _through(io.set_serialized_multi)
+            deleting = _through(io.delete)
+            self.delete_existing = lambda stored: deleting(stored, None)
+        self.prefix, self.mangler = prefix, mangler
+        # The default mangler's hash of each namespace, made once and
+        # copied per key. UTF-8 (with surrogatepass) encodes code point by
+        # code point, so this hashes exactly the bytes of the whole key.
+        self.hashed = None if mangler is not sha256_mangle_key else {
+            space: hashlib.sha256((prefix + space).encode(
+                'utf-8', 'surrogatepass')) for space in ('k:', 'l:')}
         #: User key -> stored key, at most KEY_CACHE_SIZE of them; a key
         #: is only cached after it passed every check. Only for the
         #: default mangler (or none), a pure function of the key: a
@@ -182,7 +163,7 @@ class _Configured:
         #: Whether immutable values are kept as themselves: only when the
         #: values stay in this process, nothing is to be protected and no
         #: proxy expects bytes. See serialization.plain().
-        self.keep_plain = (not self.proxied and codec.protector is None
+        self.keep_plain = (io is backend and codec.protector is None
                            and backend.local)
         #: A value to what the backend stores, and back: the codec's own
         #: functions, unless values may be kept as themselves.
@@ -192,6 +173,30 @@ class _Configured:
         self.no_expiry = frozenset(self.data_key(key)
                                    for key in settings.no_expiry)
 
+    def stored_key(self, key: ty.Any, space: str = 'k:') -> str:
+        """``key`` as stored, in ``space`` (``k:`` data, ``l:`` locks).
+
+        Always ``mangler(prefix + space + key)``, or the checked
+        ``prefix + space + key`` without a mangler.
+
+        :raises TypeError: for a key that is not exactly a str.
+        """
+        if type(key) is not str:
+            raise TypeError('KVS keys must be str, not %s'
+                            % type(key).__name__)
+        if self.hashed is not None:
+            digest = self.hashed[space].copy()
+            digest.update(key.encode('utf-8', 'surrogatepass'))
+            return digest.hexdigest()
+        if self.mangler is not None:
+            return self.mangler(self.prefix + space + key)
+        self.backend.check_key(self.prefix + space + key)
+        return self.prefix + space + key
+
+    def lock_key(self, key: ty.Any) -> str:
+        """The stored key of the lock on ``key``."""
+        return self.stored_key(key, 'l:')
+
     def data_key(self, key: ty.Any) -> str:
         """The stored key of ``key``; TypeError unless it is a str."""
         # The exact type first: a str subclass could hash and compare
@@ -200,35 +205,33 @@ class _Configured:
             stored = self.keys.get(key)
             if stored is not None:
                 return stored
-        return self._new_data_key(key)
-
-    def _new_data_key(self, key: ty.Any) -> str:
-        stored = self.stored_data_key(key)
+        stored = self.stored_key(key)
         if self.cache_keys:
-            keys = self.keys
-            if len(keys) >= KEY_CACHE_SIZE:
-                keys.clear()
-            keys[key] = stored
+            if len(self.keys) >= KEY_CACHE_SIZE:
+                self.keys.clear()
+            self.keys[key] = stored
         return stored
 
     def data_keys(self, keys: list[ty.Any]) -> list[str]:
         """:meth:`data_key` of each key, in one pass for multi operations."""
-        cached, new = self.keys.get, self._new_data_key
+        cached, new = self.keys.get, self.data_key
         return [stored if type(key) is str and (
             stored := cached(key)) is not None else new(key)
             for key in keys]
 
-    def call_ttl(self, expire_time: ty.Any) -> float | None:
-        """The ttl a call asks for: its ``expire_time``, else the store's.
+    def ttl_of(self, expire_time: ty.Any, stored: str = '') -> float | None:
+        """The ttl a write asks for: its ``expire_time``, else the store's.
+
+        None (never) for 0 and for a no-expiry ``stored`` key.
 
         :raises TypeError: or ValueError for a bad ``expire_time``.
         """
-        return self.ttl if expire_time is None else _per_call_expiry(
-            expire_time)
-
-    def ttl_of(self, stored: str, expire_time: ty.Any) -> float | None:
-        """:meth:`call_ttl` for ``stored``; none for a no-expiry key."""
-        ttl = self.call_ttl(expire_time)
+        ttl = self.ttl
+        if expire_time is not None:
+            try:
+                ttl = _SECONDS(expire_time) or None
+            except (TypeError, ValueError) as exc:
+                raise type(exc)('expire_time: %s' % exc) from None
         return None if stored in self.no_expiry else ttl
 
     def _encode_kept(self, key: str, value: ty.Any) -> ty.Any:
@@ -253,38 +256,8 @@ class _Configured:
         except exception.IntegrityError:
             if not self.keep_plain:
                 raise
-        plain, decode = serialization.Plain, self.codec.decode
-        return [data.value if data.__class__ is plain else decode(key, data)
-                for key, data in zip(keys, found)]
-
-    def write(self, mapping: dict[str, ty.Any], ttl: float | None) -> None:
-        """One backend write of ``mapping``, through the proxies if any."""
-        token = _WRITE_TTL.set(ttl) if self.proxied else None
-        try:
-            if len(mapping) == 1:
-                (key, value), = mapping.items()
-                if self.proxied:
-                    self.io.set_serialized(key, value)
-                else:
-                    self.io.set_serialized(key, value, ttl)
-            elif self.proxied:
-                self.io.set_serialized_multi(mapping)
-            else:
-                self.io.set_serialized_multi(mapping, ttl)
-        finally:
-            if token is not None:
-                _WRITE_TTL.reset(token)
-
-    def delete(self, stored: str) -> bool:
-        """Delete through the proxies if any; whether ``stored`` was there."""
-        if not self.proxied:
-            return self.backend.delete_existing(stored)
-        token = _EXISTED.set(False)
-        try:
-            self.io.delete(stored)
-            return _EXISTED.get()
-        finally:
-            _EXISTED.reset(token)
+        decode = self._decode_kept
+        return [decode(key, data) for key, data in zip(keys, found)]
 
 
 class KeyValueStore:
@@ -301,8 +274,8 @@ class KeyValueStore:
         if not isinstance(name, str):
             # Keystone's KeyValueStore(kvs_region) took no name.
             raise TypeError(
-                'KeyValueStore() takes the store name (a str) first, not '
-                '%s; Keystone-style KeyValueStore(region) is now '
+                'KVS store names must be str, not %s; Keystone-style '
+                'KeyValueStore(region) is now '
                 'oslo_kvs.get_key_value_store(name, kvs_region=region)'
                 % type(name).__name__)
         self.name = name
@@ -361,8 +334,8 @@ class KeyValueStore:
         if self._state is not None:
             raise exception.AlreadyConfigured(self.name)
         self._apply(_settings.from_arguments(
-            self._conf, self._owner, backing_store, key_mangler, proxy_list,
-            locking, **region_config_args))
+            self._conf, 'KVS store %r' % self.name, backing_store,
+            key_mangler, proxy_list, locking, **region_config_args))
 
     def configure_from_conf(self, group: str, **overrides: ty.Any) -> None:
         """Configure from the store options in ``[group]`` of the store's conf.
@@ -383,14 +356,10 @@ class KeyValueStore:
         """
         if self._state is not None:
             raise exception.AlreadyConfigured(self.name)
-        parsed = _settings.from_group(self._conf, group, self._owner,
-                                      **overrides)
+        parsed = _settings.from_group(self._conf, group,
+                                      'KVS store %r' % self.name, **overrides)
         with _settings.blaming(group, parsed.sources):
             self._apply(parsed)
-
-    @property
-    def _owner(self) -> str:
-        return 'KVS store %r' % self.name
 
     def _apply(self, settings: _settings.Settings) -> None:
         """Configure the store as ``settings`` say; once."""
@@ -506,9 +475,7 @@ class KeyValueStore:
 
         :raises exception.NotFound: when the key is missing or expired.
         """
-        state = self._state
-        if state is None:
-            state = self._configured()  # raises NotConfigured
+        state = self._state or self._configured()
         data = state.io.get_serialized(state.data_key(key))
         if data is base.NO_VALUE:
             raise exception.NotFound(key)
@@ -522,9 +489,7 @@ class KeyValueStore:
 
         :raises exception.NotFound: naming every missing key in ``target``.
         """
-        state = self._state
-        if state is None:
-            state = self._configured()  # raises NotConfigured
+        state = self._state or self._configured()
         keys = list(keys)
         stored = state.data_keys(keys)
         found = state.io.get_serialized_multi(stored) if stored else []
@@ -544,16 +509,15 @@ class KeyValueStore:
         :param expire_time: seconds this value lives (0: never), instead
             of the store's ``expire_time``; ``no_expiry_keys`` still win.
         """
-        state = self._state
-        if state is None:
-            state = self._configured()  # raises NotConfigured
+        state = self._state or self._configured()
         stored = state.data_key(key)
-        ttl = state.ttl_of(stored, expire_time)
+        ttl = state.ttl_of(expire_time, stored)
         data = state.encode(key, value)
-        if lock is not None and self._check_lock(key, lock):
-            lock.set_fenced(stored, data, ttl)
-        else:
-            state.write({stored: data}, ttl)
+        fence = None if lock is None else locking.check_write(lock, self, key)
+        if fence is None:
+            state.set_one(stored, data, ttl)
+        elif not state.backend.set_fenced(stored, data, ttl, *fence):
+            raise exception.LockTimeout(key)    # the lock passed on
 
     def set_multi(self, mapping: ty.Mapping[str, ty.Any],
                   expire_time: float | None = None) -> None:
@@ -561,21 +525,17 @@ class KeyValueStore:
 
         :param expire_time: as for :meth:`set`, for every item.
         """
-        state = self._state
-        if state is None:
-            state = self._configured()  # raises NotConfigured
-        ttl = state.call_ttl(expire_time)
+        state = self._state or self._configured()
+        ttl = state.ttl_of(expire_time)
         data_key, encode = state.data_key, state.encode
         batch = {data_key(key): encode(key, value)
                  for key, value in mapping.items()}
         # One backend call per ttl: no_expiry_keys may split the batch.
-        exempt = {}
-        if state.no_expiry:
-            exempt = {stored: batch.pop(stored)
-                      for stored in state.no_expiry.intersection(batch)}
+        exempt = {stored: batch.pop(stored)
+                  for stored in batch.keys() & state.no_expiry}
         for part, part_ttl in ((batch, ttl), (exempt, None)):
             if part:
-                state.write(part, part_ttl)
+                state.set_many(part, part_ttl)
 
     def delete(self, key: str,
                lock: 'KeyValueStoreLock | None' = None) -> None:
@@ -585,10 +545,13 @@ class KeyValueStore:
         """
         state = self._configured()
         stored = state.data_key(key)
-        if lock is not None and self._check_lock(key, lock):
-            existed = lock.delete_fenced(stored)
+        fence = None if lock is None else locking.check_write(lock, self, key)
+        if fence is None:
+            existed = state.delete_existing(stored)
         else:
-            existed = state.delete(stored)
+            existed = state.backend.delete_fenced(stored, *fence)
+            if existed is None:
+                raise exception.LockTimeout(key)    # the lock passed on
         if not existed:
             raise exception.NotFound(key)
 
@@ -608,9 +571,8 @@ class KeyValueStore:
         """
         state = self._configured()
         stored = state.data_key(key)
-        return state.backend.add_serialized(
-            stored, state.encode(key, value),
-            state.ttl_of(stored, expire_time))
+        return state.backend.add_serialized(stored, state.encode(key, value),
+                                            state.ttl_of(expire_time, stored))
 
     # --- locks ---------------------------------------------------------
 
@@ -619,25 +581,6 @@ class KeyValueStore:
         state = self._configured()
         return KeyValueStoreLock(self, key, state.lock_key(key),
                                  state.backend, state.settings)
-
-    def _check_lock(self, key: str, lock: KeyValueStoreLock) -> bool:
-        """Check a write's lock; return whether the server must fence it.
-
-        Last step before the write, so the window is measured as late as
-        possible.
-        """
-        if not isinstance(lock, KeyValueStoreLock) or lock.store is not self:
-            raise exception.LockError(
-                'lock must be a KeyValueStoreLock from store %r' % self.name)
-        if lock.key != key:
-            raise exception.LockError(
-                'lock is for another key (%s) than the target (%s)'
-                % (exception._describe(lock.key), exception._describe(key)))
-        if not lock.active:
-            raise exception.LockError(
-                'lock for %s is not held' % exception._describe(key))
-        lock.check_window()
-        return lock.fenced
 
 
 #: Names of stores garbage-collected while configured (a few per process).
@@ -677,12 +620,9 @@ def get_key_value_store(name: str,
     :param conf: the ``ConfigOpts`` holding ``[kvs]``; ``cfg.CONF`` by
         default.
     """
-    if not isinstance(name, str):
-        raise TypeError('KVS store names must be str, not %s'
-                        % type(name).__name__)
     with _registry_lock:
         store = _registry.get(name)
         if store is None:
-            store = KeyValueStore(name, kvs_region=kvs_region, conf=conf)
-            _registry[name] = store
+            store = _registry[name] = KeyValueStore(
+                name, kvs_region=kvs_region, conf=conf)
         return store

@@ -34,6 +34,7 @@ oslo_kvs backend; it waits the same way.
 """
 
 import collections
+import dataclasses
 import logging
 import math
 import random
@@ -54,16 +55,14 @@ if ty.TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 
+@dataclasses.dataclass
 class _Queue:
     """The threads of this process that want one lock, in arrival order."""
 
-    __slots__ = ('owner', 'lease_end', 'waiters', 'users')
-
-    def __init__(self) -> None:
-        self.owner: object | None = None    # the lock object with the turn
-        self.lease_end = math.inf           # when the owner's lease ends
-        self.waiters: collections.deque = collections.deque()
-        self.users = 0
+    owner: object | None = None        # the lock object with the turn
+    lease_end: float = math.inf        # when the owner's lease ends
+    waiters: collections.deque = dataclasses.field(
+        default_factory=collections.deque)
 
 
 class _Turns:
@@ -74,92 +73,54 @@ class _Turns:
     to the longest waiting thread instead of back to the releasing one.
     A turn whose owner's lease ran out (an owner that never released) is
     taken by the head of the queue, as the server would free the lock.
+    Every change of turn or lease wakes the waiters to look again.
     """
 
     def __init__(self) -> None:
-        self._mutex = threading.Lock()
+        self._changed = threading.Condition()
         self._queues: dict[tuple[int, str], _Queue] = {}
 
     def take(self, key: tuple[int, str], owner: object,
-             deadline: float | None, blocking: bool) -> bool:
+             deadline: float, blocking: bool) -> bool:
         """Wait for the turn until ``deadline``; return whether it came."""
-        with self._mutex:
-            queue = self._queues.get(key)
-            if queue is None:
-                queue = self._queues[key] = _Queue()
-            if not queue.waiters and (queue.owner is None or
-                                      queue.lease_end <= time.monotonic()):
-                if queue.owner is None:
-                    queue.users += 1
-                # else the owner's lease ran out without a release: as on
-                # the server, its place is free, and it no longer counts.
-                queue.owner, queue.lease_end = owner, math.inf
-                return True
-            if not blocking:
-                return False
-            queue.users += 1
-            called = threading.Event()
-            queue.waiters.append(called)
-        while True:
-            now = time.monotonic()
-            lease_end = queue.lease_end
-            if lease_end <= now:
-                # Let the head of the queue take the turn over first.
-                lease_end = now + 0.01
-            wait_until = min(lease_end,
-                             math.inf if deadline is None else deadline)
-            called.wait(None if wait_until == math.inf
-                        else max(wait_until - now, 0))
-            with self._mutex:
-                if called.is_set():
-                    # A release handed the turn over (maybe just as the
-                    # wait timed out).
-                    queue.owner, queue.lease_end = owner, math.inf
-                    return True
+        with self._changed:
+            queue = self._queues.setdefault(key, _Queue())
+            queue.waiters.append(owner)
+            while True:
                 now = time.monotonic()
-                if queue.waiters[0] is called and queue.lease_end <= now:
-                    # The owner's lease ran out without a release: the
-                    # server frees such a lock, and so does its turn.
+                head = queue.waiters[0] is owner
+                if head and (queue.owner is None or queue.lease_end <= now):
                     queue.waiters.popleft()
                     queue.owner, queue.lease_end = owner, math.inf
-                    queue.users -= 1    # the old owner no longer counts
                     return True
-                if deadline is not None and now >= deadline:
-                    queue.waiters.remove(called)
-                    self._leave(key, queue)
+                if not blocking or now >= deadline:
+                    # Someone else holds or is next, so the queue stays.
+                    queue.waiters.remove(owner)
+                    self._changed.notify_all()    # maybe a new head
                     return False
+                # Only the head waits for the lease to run out.
+                wake = min(queue.lease_end if head else math.inf, deadline)
+                self._changed.wait(None if wake == math.inf else wake - now)
 
     def hold(self, key: tuple[int, str], owner: object,
-             lease_end: float) -> None:
-        """Record when the owner's lease ends (it now holds the lock)."""
-        with self._mutex:
-            queue = self._queues.get(key)
-            if queue is not None and queue.owner is owner:
-                queue.lease_end = lease_end
+             lease_end: float | None) -> None:
+        """Record when the lease of ``owner`` ends (it now holds the lock).
 
-    def give_up(self, key: tuple[int, str], owner: object) -> None:
-        """Pass the turn of ``owner`` to the next waiter.
-
-        Only if ``owner`` still has it: a turn taken over after the
-        owner's lease ran out stays where it is.
+        ``None`` passes its turn to the next waiter instead. Only while
+        ``owner`` has the turn: a turn taken over after the owner's lease
+        ran out stays where it is.
         """
-        with self._mutex:
+        with self._changed:
             queue = self._queues.get(key)
             if queue is None or queue.owner is not owner:
                 return
-            queue.owner, queue.lease_end = None, math.inf
-            if queue.waiters:
-                # The turn belongs to the called waiter from now on, so a
-                # thread arriving before it wakes queues behind it.
-                called = queue.waiters.popleft()
-                queue.owner = called
-                called.set()
-            self._leave(key, queue)
-
-    def _leave(self, key: tuple[int, str], queue: _Queue) -> None:
-        queue.users -= 1
-        if not queue.users:
-            del self._queues[key]
+            self._changed.notify_all()
+            if lease_end is not None:
+                queue.lease_end = lease_end
+            elif queue.waiters:
+                queue.owner, queue.lease_end = None, math.inf
+            else:
+                del self._queues[key]    # nobody wants it any more
 
 
 # This process's turns: a forked child must not wait for threads of its
@@ -173,7 +134,7 @@ MAX_BACKOFF = 0.05
 
 def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
               blocking: bool = True,
-              deadline: float | None = None) -> float | None:
+              deadline: float = math.inf) -> float | None:
     """Take ``backend``'s lock ``key`` for ``token``, retrying while held.
 
     Tries again after pauses that double from 1 ms up to
@@ -182,7 +143,7 @@ def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
 
     :param blocking: ``False`` tries once.
     :param deadline: a :func:`time.monotonic` time after which no try
-        starts (None: no limit).
+        starts (default: no limit).
     :returns: the monotonic time the winning try started (a lease
         counted from then ends no later than the server's), or None when
         the lock was not taken.
@@ -192,12 +153,10 @@ def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
         started = time.monotonic()
         if backend.acquire_lock(key, token, ttl):
             return started
-        if not blocking or (deadline is not None and started >= deadline):
+        if not blocking or started >= deadline:
             return None
-        pause = delay * random.uniform(0.5, 1.0)
-        if deadline is not None:
-            pause = min(pause, max(deadline - time.monotonic(), 0))
-        time.sleep(pause)
+        time.sleep(min(delay * random.uniform(0.5, 1.0),
+                       max(deadline - time.monotonic(), 0)))
         delay = min(delay * 2, MAX_BACKOFF)
 
 
@@ -267,7 +226,7 @@ class KeyValueStoreLock:
         self.lock_window = settings.lock_window
         self.active = False
         self._token = ''     # the lease's, while held
-        self._acquired_at = 0.0
+        self._lease_end = math.inf     # monotonic time, while held
         self._turns: _Turns | None = None
 
     def __repr__(self) -> str:
@@ -290,28 +249,26 @@ class KeyValueStoreLock:
         if self.active:
             raise exception.LockError(
                 'lock for %s is already held' % exception._describe(self.key))
-        if not self.enabled:
-            self._acquired_at = time.monotonic()
-            self.active = True
-            return True
-        deadline = None if timeout is None else time.monotonic() + timeout
-        turns = _turns.get()
-        if not turns.take(self._turn_key, self, deadline, blocking):
-            return False
-        self._turns = turns
-        token = secrets.token_hex(16)
-        try:
-            started = take_lock(self._backend, self._lock_key, token,
+        lease = self.lock_timeout or math.inf
+        started = time.monotonic()
+        if self.enabled:
+            deadline = math.inf if timeout is None else started + timeout
+            turns = self._turns = _turns.get()
+            if not turns.take(self._turn_key, self, deadline, blocking):
+                return False
+            token = secrets.token_hex(16)
+            won = None
+            try:
+                won = take_lock(self._backend, self._lock_key, token,
                                 self.lock_timeout, blocking, deadline)
-        except BaseException:
-            turns.give_up(self._turn_key, self)
-            raise
-        if started is None:
-            turns.give_up(self._turn_key, self)
-            return False
-        self._token, self._acquired_at = token, started
-        if self.lock_timeout:
-            turns.hold(self._turn_key, self, started + self.lock_timeout)
+            finally:
+                # The lease's end, or (not taken) the turn passes on.
+                turns.hold(self._turn_key, self,
+                           None if won is None else won + lease)
+            if won is None:
+                return False
+            started, self._token = won, token
+        self._lease_end = started + lease
         self.active = True
         return True
 
@@ -328,13 +285,11 @@ class KeyValueStoreLock:
         expired = self.expired
         self.active = False
         if self.enabled:
-            token, self._token = self._token, ''
             try:
-                self._backend.release_lock(self._lock_key, token)
+                self._backend.release_lock(self._lock_key, self._token)
             finally:
                 if self._turns is _turns.get():    # not after a fork
-                    self._turns.give_up(self._turn_key, self)
-                self._turns = None
+                    self._turns.hold(self._turn_key, self, None)
         if expired:
             LOG.warning('KVS store %r: a lock was held longer than its '
                         'lock_timeout (%ss) and may have been taken by '
@@ -344,52 +299,12 @@ class KeyValueStoreLock:
     @property
     def expired(self) -> bool:
         """Whether the held lock outlived ``lock_timeout``."""
-        return bool(self.active and self.lock_timeout and
-                    time.monotonic() >= self._acquired_at + self.lock_timeout)
+        return self.active and time.monotonic() >= self._lease_end
 
     @property
     def fenced(self) -> bool:
         """Whether writes with this lock are checked by the server."""
         return self.enabled and self._backend.fenced_writes
-
-    def check_window(self) -> None:
-        """Refuse a write made too late in the lease to land safely.
-
-        :raises exception.LockTimeout: when the lease has expired, or
-            (unless the backend fences writes) ends within ``lock_window``.
-        """
-        if not (self.enabled and self.lock_timeout):
-            if self.expired:
-                raise exception.LockTimeout(self.key)
-            return
-        margin = 0.0 if self._backend.fenced_writes else self.lock_window
-        if time.monotonic() >= (self._acquired_at + self.lock_timeout -
-                                margin):
-            raise exception.LockTimeout(self.key)
-
-    def set_fenced(self, stored_key: str, value: bytes,
-                   ttl: float | None) -> None:
-        """Write through the backend only while this lock holds.
-
-        :raises exception.LockTimeout: when the server says the lock has
-            passed on; nothing was written.
-        """
-        if not self._backend.set_fenced(stored_key, value, ttl,
-                                        self._lock_key, self._token):
-            raise exception.LockTimeout(self.key)
-
-    def delete_fenced(self, stored_key: str) -> bool:
-        """Delete through the backend only while this lock holds.
-
-        :returns: whether the key existed.
-        :raises exception.LockTimeout: when the server says the lock has
-            passed on; nothing was deleted.
-        """
-        existed = self._backend.delete_fenced(stored_key, self._lock_key,
-                                              self._token)
-        if existed is None:
-            raise exception.LockTimeout(self.key)
-        return existed
 
     def __enter__(self) -> 'KeyValueStoreLock':
         self.acquire()
@@ -397,3 +312,35 @@ class KeyValueStoreLock:
 
     def __exit__(self, *exc_info: ty.Any) -> None:
         self.release()
+
+
+def check_write(lock: ty.Any, store: ty.Any,
+                key: str) -> tuple[str, str] | None:
+    """Check a write to ``key`` of ``store`` made with ``lock``.
+
+    The store calls it last before the write, so the lease left is
+    measured as late as possible.
+
+    :returns: the fence, ``(lock key, token)``, when the backend must
+        check the lock and write in one step; None when it need not.
+    :raises exception.LockError: for anything but a held lock of this
+        store on this key.
+    :raises exception.LockTimeout: when the lease has expired, or (while
+        locking, unless the backend fences writes) ends within
+        ``lock_window``.
+    """
+    if not isinstance(lock, KeyValueStoreLock) or lock.store is not store:
+        raise exception.LockError(
+            'lock must be a KeyValueStoreLock from store %r' % store.name)
+    if lock.key != key:
+        raise exception.LockError(
+            'lock is for another key (%s) than the target (%s)'
+            % (exception._describe(lock.key), exception._describe(key)))
+    if not lock.active:
+        raise exception.LockError(
+            'lock for %s is not held' % exception._describe(key))
+    fenced = lock.fenced
+    margin = lock.lock_window if lock.enabled and not fenced else 0.0
+    if time.monotonic() >= lock._lease_end - margin:
+        raise exception.LockTimeout(key)
+    return (lock._lock_key, lock._token) if fenced else None

@@ -18,6 +18,7 @@ it, and nothing else. The real forks are in ``functional/test_fork.py``
 and the WSGI servers in ``deployment/``.
 """
 
+import math
 import sys
 import threading
 
@@ -92,11 +93,11 @@ def test_local_locks_held_by_parent_threads_are_free_in_the_child(
 
 def test_lock_turns_of_the_parent_are_not_waited_for(monkeypatch):
     turns = locking._turns.get()
-    assert turns.take(('b', 'k'), 'parent', None, True)
+    assert turns.take(('b', 'k'), 'parent', math.inf, True)
     as_child(monkeypatch)
     child = locking._turns.get()
     assert child is not turns
-    assert child.take(('b', 'k'), 'child', None, False)
+    assert child.take(('b', 'k'), 'child', math.inf, False)
 
 
 def test_warm_queue_starts_its_own_thread_in_a_child(monkeypatch):
