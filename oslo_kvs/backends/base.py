@@ -571,7 +571,9 @@ class Backend(api.CacheBackend):
         return self.get_serialized(key)
 
     def get_multi(self, keys: ty.Iterable[str]) -> ty.Sequence[ty.Any]:
-        return self.get_serialized_multi(keys)
+        # Older dogpile.cache releases type get_serialized_multi's keys as
+        # a Sequence.
+        return self.get_serialized_multi(list(keys))
 
     def set(self, key: str, value: ty.Any) -> None:
         self.set_serialized(key, _only_bytes(value))
