@@ -100,8 +100,9 @@ def _outcome_of(operation: str, result: ty.Any) -> str:
 #: A kind of call: (operation, outcome, exception class or None).
 Kind = tuple[str, str, ty.Optional[type]]
 #: Counter name -> its kind of call, for reading.
-_SPLIT: dict[str, Kind] = {_key(operation, outcome): (operation, outcome, None)
-          for operation in OPERATIONS for outcome in _PLURAL}
+_SPLIT: dict[str, Kind] = {
+    _key(operation, outcome): (operation, outcome, None)
+    for operation in OPERATIONS for outcome in _PLURAL}
 
 
 class Counts:
