@@ -29,6 +29,7 @@ go to the backend.
 import contextvars
 import hashlib
 import logging
+import operator
 import typing as ty
 import urllib.parse
 import weakref
@@ -43,6 +44,7 @@ from oslo_kvs.backends import base
 from oslo_kvs import exception
 from oslo_kvs import locking
 from oslo_kvs.locking import KeyValueStoreLock
+from oslo_kvs import observe
 from oslo_kvs import opts
 from oslo_kvs import protection
 from oslo_kvs import serialization
@@ -70,6 +72,9 @@ def sha256_mangle_key(key: str) -> str:
 KEY_CACHE_SIZE = 4096
 
 _SECONDS = base.seconds()
+
+#: A store's observer (counts, instruments), None while not configured.
+_observer = operator.attrgetter('_observer')
 
 # What a call through the proxies hands the innermost proxy beside the
 # key and value dogpile's ProxyBackend passes: cells holding the write's
@@ -284,6 +289,7 @@ class KeyValueStore:
         self._region = kvs_region
         self._configure_lock = _process.Primitive('Lock')
         self._state: _Configured | None = None
+        self._observer: observe.Observer | None = None
         # [configured?], shared with the finalizer, which cannot hold self.
         self._in_use = [False]
         finalizer = weakref.finalize(self, _collected, name, self._in_use)
@@ -367,6 +373,8 @@ class KeyValueStore:
             if self._state is not None:
                 raise exception.AlreadyConfigured(self.name)
             self._state = self._build(settings)
+            self._observer = observe.Observer(
+                self.name, self._state.backend) if observe.ENABLED else None
             self._in_use[0] = True
         LOG.info('KVS store %r configured with backend %s', self.name,
                  settings.backing_store)
@@ -385,11 +393,52 @@ class KeyValueStore:
         """
         with self._configure_lock:
             state, self._state = self._state, None
+            observe.forget(self._observer)
+            self._observer = None
             self._region = None
             self._in_use[0] = False
         if state is not None:
             state.backend.close()
             LOG.info('KVS store %r closed', self.name)
+
+    def stats(self) -> dict[str, ty.Any]:
+        """This process's counts of the store's operations since configure.
+
+        A plain dict, cheap to make (no server is asked; for what the
+        servers count, see ``oslo-kvs stats``)::
+
+            {'store': 'tokens', 'backend': 'openstack.kvs.Memcached',
+             'since': 1748872991.5,
+             'operations': {
+                 'get': {'calls': 120, 'hits': 100, 'misses': 18,
+                         'ok': 0, 'refused': 1,
+                         'errors': {'BackendError': 1}},
+                 'get_multi': {...}, 'set': {...}, 'set_multi': {...},
+                 'delete': {...}, 'delete_multi': {...}, 'add': {...},
+                 'lock': {...}}}
+
+        Every operation is listed, with every key. ``calls`` is the sum
+        of the others: ``hits`` (reads that found their value;
+        ``get_multi`` counts per call, a hit when every key was found),
+        ``misses`` (``NotFound``: a missing key read or deleted; a lock
+        ``acquire`` that returned ``False``), ``refused`` (values that
+        failed value protection's check: ``IntegrityError``), ``errors``
+        (any other exception, by class name) and ``ok`` (every other
+        completed call). ``lock`` counts ``KeyValueStoreLock.acquire``.
+        ``since`` is when this process started counting (seconds since
+        the epoch): the configure, or in a forked child its first
+        operation; a child never sees its parent's counts. Counts are
+        exact under threads. A call made while the store is not
+        configured is not counted.
+
+        :raises exception.NotConfigured: when the store is not configured.
+        """
+        state = self._configured()
+        observer = self._observer
+        stats = observer.stats() if observer is not None else {
+            'since': None, 'operations': observe.summary(
+                observe.Counts().read())}
+        return dict(stats, store=self.name, backend=state.backend.name)
 
     def servers(self) -> list[str]:
         """The servers the store talks to, as ``"host:port"`` labels.
@@ -470,6 +519,7 @@ class KeyValueStore:
                     'or decoding and is treated as missing', self.name)
         return exception.IntegrityError(key)
 
+    @observe.operation('get', _observer)
     def get(self, key: str) -> ty.Any:
         """Return the value of ``key``.
 
@@ -484,6 +534,7 @@ class KeyValueStore:
         except exception.IntegrityError:
             raise self._refused(key) from None
 
+    @observe.operation('get_multi', _observer)
     def get_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
         """Return the values of ``keys``, in the same order.
 
@@ -501,6 +552,7 @@ class KeyValueStore:
         except exception.IntegrityError as exc:
             raise self._refused(exc.target) from None
 
+    @observe.operation('set', _observer)
     def set(self, key: str, value: ty.Any,
             lock: 'KeyValueStoreLock | None' = None,
             expire_time: float | None = None) -> None:
@@ -519,6 +571,7 @@ class KeyValueStore:
         elif not state.backend.set_fenced(stored, data, ttl, *fence):
             raise exception.LockTimeout(key)    # the lock passed on
 
+    @observe.operation('set_multi', _observer)
     def set_multi(self, mapping: ty.Mapping[str, ty.Any],
                   expire_time: float | None = None) -> None:
         """Store every item of ``mapping``.
@@ -537,6 +590,7 @@ class KeyValueStore:
             if part:
                 state.set_many(part, part_ttl)
 
+    @observe.operation('delete', _observer)
     def delete(self, key: str,
                lock: 'KeyValueStoreLock | None' = None) -> None:
         """Remove ``key``.
@@ -555,6 +609,7 @@ class KeyValueStore:
         if not existed:
             raise exception.NotFound(key)
 
+    @observe.operation('delete_multi', _observer)
     def delete_multi(self, keys: ty.Iterable[str]) -> None:
         """Remove ``keys``; missing keys are ignored."""
         state = self._configured()
@@ -562,6 +617,7 @@ class KeyValueStore:
         if stored:
             state.io.delete_multi(stored)
 
+    @observe.operation('add', _observer)
     def add(self, key: str, value: ty.Any,
             expire_time: float | None = None) -> bool:
         """Store ``value`` only if ``key`` is absent, atomically.

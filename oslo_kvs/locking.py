@@ -47,6 +47,7 @@ from dogpile.cache import api
 
 from oslo_kvs import _process
 from oslo_kvs import exception
+from oslo_kvs import observe
 
 if ty.TYPE_CHECKING:
     from oslo_kvs.backends import base
@@ -233,6 +234,8 @@ class KeyValueStoreLock:
         return '<KeyValueStoreLock %s active=%s>' % (
             exception._describe(self.key), self.active)
 
+    @observe.operation('lock', lambda lock: getattr(lock.store, '_observer',
+                                                    None))
     def acquire(self, blocking: bool = True,
                 timeout: float | None = None) -> bool:
         """Take the lock, in turn among this process's threads.

@@ -438,6 +438,9 @@ class Backend(api.CacheBackend):
 
     #: The name users give to ``configure()``.
     name: str = 'openstack.kvs.Backend'
+    #: The server's ``db.system.name`` in OpenTelemetry's semantic
+    #: conventions (``memcached``, ``redis``, ``mongodb``), None if none.
+    db_system: ty.ClassVar[str | None] = None
     #: Arguments this backend accepts.
     options: ty.ClassVar[tuple[Option, ...]] = ()
     #: The backend's historical name for the store's ``expire_time``.

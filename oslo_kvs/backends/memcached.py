@@ -145,6 +145,7 @@ class MemcachedBackend(base.Backend):
     """
 
     name = 'openstack.kvs.Memcached'
+    db_system = 'memcached'
     options = OPTIONS
     expire_time_alias = 'memcached_expire_time'
     default_port = 11211

@@ -207,6 +207,7 @@ class MongoBackend(base.Backend):
     """
 
     name = 'openstack.kvs.MongoDB'
+    db_system = 'mongodb'
     options = OPTIONS
     expire_time_alias = 'mongo_ttl_seconds'
     distributed_lock = True

@@ -186,6 +186,7 @@ class RedisBackend(base.Backend):
     """
 
     name = 'openstack.kvs.Redis'
+    db_system = 'redis'
     options = _OPTIONS
     expire_time_alias = 'redis_expiration_time'
     default_port = 6379
