@@ -600,6 +600,7 @@ class StoreContract:
             pytest.skip('the model-based test needs hypothesis')
         make_store = self.make_store
         keys = st.sampled_from(['a', 'b', 'c', 'ключ', 'x' * 300])
+        atomic = stateful.precondition(lambda _: self.supports_update)
 
         class Model(stateful.RuleBasedStateMachine):
             def __init__(self):
@@ -647,6 +648,31 @@ class StoreContract:
                 self.store.delete_multi(chosen)
                 for key in chosen:
                     self.model.pop(key, None)
+
+            @atomic
+            @stateful.rule(key=keys, value=value_strategy())
+            def update(self, key, value):
+                new = [self.model.get(key), value]  # a missing key: None
+                assert self.store.update(key, lambda old: [old, value],
+                                         default=None) == new
+                self.model[key] = new
+
+            @atomic
+            @stateful.rule(key=keys, delta=st.integers())
+            def incr(self, key, delta):
+                old = self.model.get(key, 0)
+                if type(old) is not int:
+                    with pytest.raises(TypeError):
+                        self.store.incr(key, delta)
+                    return
+                assert self.store.incr(key, delta) == old + delta
+                self.model[key] = old + delta
+
+            @atomic
+            @stateful.rule(key=keys)
+            def touch(self, key):
+                with _not_found_if(key not in self.model):
+                    self.store.touch(key, expire_time=0)
 
         stateful.run_state_machine_as_test(Model, settings=settings(
             max_examples=self.hypothesis_examples, stateful_step_count=15,
