@@ -14,7 +14,8 @@
 
 :class:`StoreContract` holds the rules every backend must follow, checked
 through the public store API (``get``/``set``/``add``/``delete``, their
-``*_multi`` forms, locks, expiry, value types). oslo_kvs runs it against
+``*_multi`` forms, ``update``/``incr``/``touch``, locks, expiry, value
+types). oslo_kvs runs it against
 each of its own backends; the author of a backend listed in
 ``[kvs] backends`` runs it against that backend with a few lines, the way
 dogpile.cache ships ``dogpile.testing.fixtures`` for its backends.
