@@ -24,7 +24,7 @@ import sys
 
 from oslo_kvs_tests.bench import common
 
-SUITES = ['memory', 'memcached', 'redis', 'mongo', 'protection']
+SUITES = ['memory', 'memcached', 'redis', 'mongo', 'protection', 'atomic']
 
 
 def main(argv=None):
