@@ -22,14 +22,17 @@ bytes; :mod:`oslo_kvs.settings` parses the configuration; locks are in
 
 Proxies (``proxy_list``) wrap every operation dogpile.cache's
 ``ProxyBackend`` has (get, get_multi, set, set_multi, delete,
-delete_multi); ``add``, locks and fenced writes have no proxy method and
-go to the backend.
+delete_multi); ``add``, ``update``, ``incr``, ``touch``, locks and fenced
+writes have no proxy method and go to the backend.
 """
 
 import contextvars
+import copy
 import hashlib
 import logging
 import operator
+import random
+import time
 import typing as ty
 import urllib.parse
 import weakref
@@ -75,6 +78,18 @@ _SECONDS = base.seconds()
 
 #: A store's observer (counts, instruments), None while not configured.
 _observer = operator.attrgetter('_observer')
+
+#: Shortest unit of the pause after a lost compare-and-set race, in
+#: seconds. The unit is the lost attempt's own duration (a round trip or
+#: two, and fn), so the pause scales with the server; after the n-th lost
+#: race an update sleeps a random fraction of 2**n units (n at most
+#: UPDATE_BACKOFF_DOUBLINGS), so racing writers spread out until each
+#: finds a quiet moment.
+UPDATE_BACKOFF = 0.0005
+UPDATE_BACKOFF_DOUBLINGS = 7
+
+#: ``update()`` without a ``default``: a missing key is NotFound.
+_REQUIRED: ty.Any = object()
 
 # What a call through the proxies hands the innermost proxy beside the
 # key and value dogpile's ProxyBackend passes: cells holding the write's
@@ -629,6 +644,114 @@ class KeyValueStore:
         stored = state.data_key(key)
         return state.backend.add_serialized(stored, state.encode(key, value),
                                             state.ttl_of(expire_time, stored))
+
+    # --- atomic read-modify-write ---------------------------------------
+    # Built on the backend's get_versioned/compare_and_set/touch_serialized
+    # and, like add, not on the proxies (they have no such methods).
+
+    @observe.operation('update', _observer)
+    def update(self, key: str, fn: ty.Callable[[ty.Any], ty.Any],
+               default: ty.Any = _REQUIRED,
+               expire_time: float | None = None) -> ty.Any:
+        """Replace the value of ``key`` by ``fn(value)``, atomically.
+
+        Reads the value, calls ``fn`` and writes its result only if no
+        one changed the key meanwhile (compare-and-set); if someone did,
+        reads again and calls ``fn`` again, after a short random pause,
+        up to ``[kvs] update_attempts`` times. So ``fn`` may run more
+        than once, and must only compute the new value. If ``fn`` raises,
+        nothing is written and the exception propagates.
+
+        :param default: the value ``fn`` gets for a missing key (a copy
+            of it); without it a missing key raises ``NotFound``.
+        :param expire_time: as for :meth:`set`, for the new value.
+        :returns: the new value, as ``fn`` returned it.
+        :raises exception.NotFound: for a missing key without ``default``.
+        :raises exception.IntegrityError: for a stored value that fails
+            verification; ``fn`` never sees it.
+        :raises exception.Conflict: after ``update_attempts`` lost races;
+            nothing was written.
+        :raises NotImplementedError: on a backend without compare-and-set.
+        """
+        return self._update(key, fn, default, expire_time)
+
+    def _update(self, key: str, fn: ty.Callable[[ty.Any], ty.Any],
+                default: ty.Any, expire_time: float | None) -> ty.Any:
+        """:meth:`update`, which :meth:`incr` uses too (counted once)."""
+        state = self._configured()
+        stored = state.data_key(key)
+        ttl = state.ttl_of(expire_time, stored)
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            data, version = state.backend.get_versioned(stored)
+            if data is not base.NO_VALUE:
+                value = self._decoded(state, key, data)
+            elif default is _REQUIRED:
+                raise exception.NotFound(key)
+            else:
+                value = copy.deepcopy(default)  # fn may change it in place
+            new = fn(value)
+            if state.backend.compare_and_set(
+                    stored, version, state.encode(key, new), ttl):
+                return new
+            attempt += 1
+            if attempt >= self._conf.kvs.update_attempts:
+                raise exception.Conflict(key, attempt)
+            unit = max(time.monotonic() - started, UPDATE_BACKOFF)
+            time.sleep(random.uniform(0, unit * 2 ** min(
+                attempt, UPDATE_BACKOFF_DOUBLINGS)))
+
+    def _decoded(self, state: _Configured, key: str, data: ty.Any) -> ty.Any:
+        """The value of ``data``, read for ``key``; IntegrityError if bad."""
+        try:
+            return state.decode(key, data)
+        except exception.IntegrityError:
+            raise self._refused(key) from None
+
+    @observe.operation('incr', _observer)
+    def incr(self, key: str, delta: int = 1,
+             expire_time: float | None = None) -> int:
+        """Add ``delta`` to the int stored under ``key``, atomically.
+
+        A missing key counts from 0; ``delta`` may be negative and the
+        result may go below 0. The value stays an ordinary int value
+        (``get`` returns it; ``set(key, 5)`` then ``incr(key)`` gives 6),
+        encoded and protected like any other, so the increment is a
+        compare-and-set (:meth:`update`) on every backend.
+
+        :param expire_time: as for :meth:`set`, for the new value.
+        :returns: the new value.
+        :raises TypeError: for a ``delta`` or stored value that is not an
+            int (bool is not); nothing is written.
+        :raises exception.Conflict: as :meth:`update` does.
+        """
+        if type(delta) is not int:
+            raise TypeError('incr() delta must be an int, not %s'
+                            % type(delta).__name__)
+
+        def add(value: ty.Any) -> int:
+            if type(value) is not int:
+                raise TypeError('incr() needs an int value; key %s holds '
+                                'a %s' % (exception._describe(key),
+                                          type(value).__name__))
+            return value + delta
+        return self._update(key, add, 0, expire_time)
+
+    @observe.operation('touch', _observer)
+    def touch(self, key: str, expire_time: float | None = None) -> None:
+        """Give the value of ``key`` a new expiry, without rewriting it.
+
+        :param expire_time: seconds from now (0: never); None: the
+            store's ``expire_time``. ``no_expiry_keys`` still win.
+        :raises exception.NotFound: when the key is missing.
+        :raises NotImplementedError: on a backend that cannot touch.
+        """
+        state = self._configured()
+        stored = state.data_key(key)
+        if not state.backend.touch_serialized(
+                stored, state.ttl_of(expire_time, stored)):
+            raise exception.NotFound(key)
 
     # --- locks ---------------------------------------------------------
 

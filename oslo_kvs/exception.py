@@ -117,3 +117,19 @@ class IntegrityError(NotFound):
         super().__init__(
             target, 'Stored value for %s failed integrity verification'
             % _describe(target))
+
+
+class Conflict(KVSError):
+    """``update()`` lost ``[kvs] update_attempts`` races in a row.
+
+    Other writers changed the key between each read and its
+    compare-and-set; nothing of this call was written. ``target`` is the
+    key, ``attempts`` how many times it was tried.
+    """
+
+    def __init__(self, target: ty.Any, attempts: int) -> None:
+        self.target = target
+        self.attempts = attempts
+        super().__init__(
+            'Update of key %s lost %d races in a row to other writers; '
+            'nothing was written' % (_describe(target), attempts))

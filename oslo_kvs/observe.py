@@ -59,7 +59,7 @@ from oslo_kvs import exception
 
 #: Operation names, in the order :meth:`Counts.read` lists them.
 OPERATIONS = ('get', 'get_multi', 'set', 'set_multi', 'delete',
-              'delete_multi', 'add', 'lock')
+              'delete_multi', 'add', 'update', 'incr', 'touch', 'lock')
 #: Outcome names (``oslo_kvs.outcome`` in OpenTelemetry).
 OUTCOMES = ('hit', 'miss', 'ok', 'refused', 'error')
 #: The keys of each operation's entry in ``stats()``, by outcome.

@@ -52,6 +52,12 @@ kvs_opts = [
              'not release it (for example because the holder died). '
              '0 means locks never expire, which can leave a distributed '
              'lock held forever.'),
+    cfg.IntOpt(
+        'update_attempts', default=10, min=1, max=1000,
+        help='Times a store\'s update() and incr() read, change and try '
+             'to write a value while other writers keep changing it '
+             'first; then they raise Conflict, having written nothing. '
+             'Attempts are a few milliseconds apart, with random jitter.'),
     cfg.StrOpt(
         'value_protection', default='none',
         help='Protection of stored values, for stores that do not set '

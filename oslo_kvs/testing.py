@@ -14,7 +14,8 @@
 
 :class:`StoreContract` holds the rules every backend must follow, checked
 through the public store API (``get``/``set``/``add``/``delete``, their
-``*_multi`` forms, locks, expiry, value types). oslo_kvs runs it against
+``*_multi`` forms, ``update``/``incr``/``touch``, locks, expiry, value
+types). oslo_kvs runs it against
 each of its own backends; the author of a backend listed in
 ``[kvs] backends`` runs it against that backend with a few lines, the way
 dogpile.cache ships ``dogpile.testing.fixtures`` for its backends.
@@ -49,10 +50,13 @@ import contextlib
 import datetime
 import functools
 import math
+import operator
 import threading
 import time
 import typing as ty
 import uuid
+
+from oslo_config import cfg
 
 try:
     import pytest
@@ -138,6 +142,10 @@ class StoreContract:
     hypothesis_examples = 60
     #: Value protection arguments added to every store (see test_protection).
     protection_args: dict[str, ty.Any] = {}
+    #: False for backends without compare-and-set and touch (foreign
+    #: dogpile backends): update, incr and touch must then raise
+    #: NotImplementedError naming the backend method.
+    supports_update = True
 
     @pytest.fixture(autouse=True)
     def _close_stores(self):
@@ -326,6 +334,159 @@ class StoreContract:
         assert won.count(True) == 1
         assert store.get('contended') == won.index(True)
 
+    # --- update, incr, touch --------------------------------------------
+
+    @pytest.fixture
+    def atomic(self) -> None:
+        """Skips a test of update/incr/touch on a backend without them."""
+        if not self.supports_update:
+            pytest.skip('%s has no compare-and-set' % self.backing_store)
+
+    def test_update_reads_changes_and_returns(self, store, atomic):
+        with pytest.raises(exception.NotFound) as info:
+            store.update('k', lambda value: value)
+        assert info.value.target == 'k'
+        self.assert_missing(store, 'k')
+        default = ['kept']
+        assert store.update('k', lambda v: v + ['a'], default=default) == [
+            'kept', 'a']
+        assert store.update('k', lambda v: v + ['b']) == ['kept', 'a', 'b']
+        assert store.get('k') == ['kept', 'a', 'b']
+        # fn may change what it is given in place; the default is a copy.
+        store.update('in-place', lambda v: v.append(1) or v, default=default)
+        assert default == ['kept']
+        assert store.get('in-place') == ['kept', 1]
+        # None is a value, not a missing key.
+        store.set('none', None)
+        assert store.update('none', lambda v: [v], default='unused') == [None]
+
+    def test_update_writes_nothing_when_fn_raises(self, store, atomic):
+        store.set('k', 'old')
+
+        def fail(value):
+            raise ZeroDivisionError(value)
+        self.assert_raises(ZeroDivisionError,
+                           lambda: store.update('k', fail),
+                           lambda: store.update('new', fail, default=1))
+        self.assert_raises(TypeError,
+                           lambda: store.update('k', lambda v: object()))
+        assert store.get('k') == 'old'
+        self.assert_missing(store, 'new')
+
+    def test_update_retries_after_a_race(self, store, atomic):
+        store.set('k', 1)
+        seen = []
+
+        def racing(value):
+            seen.append(value)
+            if len(seen) == 1:
+                store.set('k', 10)  # another writer wins the first race
+            return value + 1
+        assert store.update('k', racing) == 11
+        assert seen == [1, 10]
+        assert store.get('k') == 11
+        # A key that appears or vanishes meanwhile is a race too.
+        seen.clear()
+
+        def appearing(value):
+            seen.append(value)
+            if len(seen) == 1:
+                store.set('new', 'there')
+            return [value]
+        assert store.update('new', appearing, default=None) == ['there']
+        assert seen == [None, 'there']
+
+    def test_update_gives_up_with_conflict(self, store, atomic):
+        store.set('k', 0)
+        calls = []
+
+        def always_losing(value):
+            calls.append(value)
+            store.set('k', len(calls))
+            return 'never stored'
+        with pytest.raises(exception.Conflict) as info:
+            store.update('k', always_losing)
+        attempts = cfg.CONF.kvs.update_attempts
+        assert info.value.target == 'k'
+        assert len(calls) == info.value.attempts == attempts
+        assert store.get('k') == attempts
+
+    def test_incr(self, store, atomic):
+        assert store.incr('n') == 1
+        assert store.incr('n', 41) == 42
+        assert store.incr('n', -50) == -8
+        assert store.get('n') == -8
+        assert type(store.get('n')) is int
+        store.set('five', 5)
+        assert store.incr('five') == 6
+        assert store.incr('big', 2 ** 70) == 2 ** 70
+        store.set('text', 'x')
+        self.assert_raises(TypeError, lambda: store.incr('text'),
+                           lambda: store.incr('n', 1.5),
+                           lambda: store.incr('n', True))
+        assert store.get_multi(['text', 'n']) == ['x', -8]
+
+    def test_update_and_incr_are_atomic_across_threads(self, store, atomic):
+        threads, each = 8, 15
+        barrier = threading.Barrier(threads)
+
+        def work(n):
+            barrier.wait()
+            for i in range(each):
+                store.update('list', operator.methodcaller(
+                    '__add__', [(n, i)]), default=[])
+                store.incr('counter')
+
+        with futures.ThreadPoolExecutor(threads) as pool:
+            list(pool.map(work, range(threads)))
+        got = store.get('list')
+        assert sorted(got) == [(n, i) for n in range(threads)
+                               for i in range(each)]
+        assert store.get('counter') == threads * each
+
+    def test_touch(self, store, atomic):
+        with pytest.raises(exception.NotFound) as info:
+            store.touch('missing')
+        assert info.value.target == 'missing'
+        self.assert_missing(store, 'missing')
+        store.set('k', {'v': 1})
+        store.touch('k')
+        store.touch('k', expire_time=0)
+        assert store.get('k') == {'v': 1}
+
+    def test_touch_update_incr_expiry(self, expiry, atomic):
+        short = self.make_store(expire_time=1, no_expiry_keys=['keep'])
+        short.set('longer', 1)
+        short.touch('longer', expire_time=0)
+        short.set('keep', 2)
+        short.touch('keep', expire_time=1)  # no_expiry_keys win
+        short.set('touched', 3, expire_time=0)
+        short.touch('touched')  # None: the store's expire_time
+        short.update('updated', lambda v: v + 1, default=0)
+        assert short.incr('counted', 5, expire_time=0) == 5
+        long = self.make_store(expire_time=0)
+        long.set('shorter', 4)
+        long.touch('shorter', expire_time=1)
+        long.incr('counted', expire_time=1)
+        time.sleep(max(self.expiry_wait, 1.1))
+        assert short.get_multi(['longer', 'keep', 'counted']) == [1, 2, 5]
+        self.assert_missing(short, 'touched', 'updated')
+        self.assert_missing(long, 'shorter', 'counted')
+        with pytest.raises(exception.NotFound):
+            short.touch('touched')
+        assert short.incr('counted') == 6
+
+    def test_without_compare_and_set_calls_fail_clearly(self, store):
+        if self.supports_update:
+            pytest.skip('%s has compare-and-set' % self.backing_store)
+        store.set('k', 1)
+        for call, method in ((lambda: store.update('k', str), 'get_versioned'),
+                             (lambda: store.incr('k'), 'get_versioned'),
+                             (lambda: store.touch('k'), 'touch_serialized')):
+            with pytest.raises(NotImplementedError, match=method):
+                call()
+        assert store.get('k') == 1
+
     # --- locks -----------------------------------------------------------
 
     def test_lock_guards_writes_with_its_key_while_active(self, store):
@@ -440,6 +601,7 @@ class StoreContract:
             pytest.skip('the model-based test needs hypothesis')
         make_store = self.make_store
         keys = st.sampled_from(['a', 'b', 'c', 'ключ', 'x' * 300])
+        atomic = stateful.precondition(lambda _: self.supports_update)
 
         class Model(stateful.RuleBasedStateMachine):
             def __init__(self):
@@ -487,6 +649,31 @@ class StoreContract:
                 self.store.delete_multi(chosen)
                 for key in chosen:
                     self.model.pop(key, None)
+
+            @atomic
+            @stateful.rule(key=keys, value=value_strategy())
+            def update(self, key, value):
+                new = [self.model.get(key), value]  # a missing key: None
+                assert self.store.update(key, lambda old: [old, value],
+                                         default=None) == new
+                self.model[key] = new
+
+            @atomic
+            @stateful.rule(key=keys, delta=st.integers())
+            def incr(self, key, delta):
+                old = self.model.get(key, 0)
+                if type(old) is not int:
+                    with pytest.raises(TypeError):
+                        self.store.incr(key, delta)
+                    return
+                assert self.store.incr(key, delta) == old + delta
+                self.model[key] = old + delta
+
+            @atomic
+            @stateful.rule(key=keys)
+            def touch(self, key):
+                with _not_found_if(key not in self.model):
+                    self.store.touch(key, expire_time=0)
 
         stateful.run_state_machine_as_test(Model, settings=settings(
             max_examples=self.hypothesis_examples, stateful_step_count=15,

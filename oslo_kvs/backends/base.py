@@ -623,6 +623,46 @@ class Backend(api.CacheBackend):
         """Free the lock ``key`` only if ``token`` still holds it."""
         raise NotImplementedError
 
+    # --- atomic read-modify-write (optional) -----------------------------
+    # The store builds update(), incr() and touch() on these three. A
+    # backend without them (out of tree, or a foreign dogpile backend)
+    # raises NotImplementedError naming the method, so those store calls
+    # fail clearly instead of silently racing.
+
+    def _not_implemented(self, method: str, needed_by: str) -> ty.NoReturn:
+        raise NotImplementedError(
+            '%s does not implement %s (needed by the store\'s %s)'
+            % (self.name, method, needed_by))
+
+    def get_versioned(self, key: str) -> tuple[ty.Any, ty.Any]:
+        """The value of ``key`` and a token naming this version of it.
+
+        :returns: ``(value, token)``; ``(NO_VALUE, None)`` for a missing
+            key. The token is opaque to the store and only handed back to
+            :meth:`compare_and_set`.
+        """
+        self._not_implemented('get_versioned', 'update() and incr()')
+
+    def compare_and_set(self, key: str, token: ty.Any, value: bytes,
+                        ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is still at version ``token``.
+
+        ``token`` is what :meth:`get_versioned` returned; None means "only
+        if ``key`` is absent". One atomic step on the server. ``ttl`` is
+        as for ``set_serialized``.
+
+        :returns: False, having written nothing, when the key changed (or
+            appeared, or vanished) since it was read.
+        """
+        self._not_implemented('compare_and_set', 'update() and incr()')
+
+    def touch_serialized(self, key: str, ttl: float | None = None) -> bool:
+        """Give ``key`` a new expiry, ``ttl`` seconds from now (None: never).
+
+        :returns: whether ``key`` existed (nothing is written otherwise).
+        """
+        self._not_implemented('touch_serialized', 'touch()')
+
     #: This process's client (see :meth:`_per_process`); unset: no server.
     _clients: _process.PerProcess[ty.Any]
 

@@ -339,6 +339,26 @@ class MemcachedBackend(base.Backend):
         return bool(self._clients.get().node_for(key).run(
             'add', key, value, exptime(ttl) if ttl else 0))
 
+    # Versions are memcached's own cas unique: gets reads it, cas writes
+    # only while it is unchanged, add writes only if the key is absent.
+    @base.translate_errors
+    def get_versioned(self, key):
+        value, cas = self._clients.get().node_for(key).run('gets', key)
+        return (base.NO_VALUE, None) if value is None else (value, cas)
+
+    @base.translate_errors
+    def compare_and_set(self, key, token, value, ttl=None):
+        if token is None:
+            return self.add_serialized(key, value, ttl)
+        # None (the key vanished) and False (changed) both lose the race.
+        return bool(self._clients.get().node_for(key).run(
+            'cas', key, value, token, exptime(ttl) if ttl else 0))
+
+    @base.translate_errors
+    def touch_serialized(self, key, ttl=None):
+        return bool(self._clients.get().node_for(key).run(
+            'touch', key, exptime(ttl) if ttl else 0))
+
     @base.translate_errors
     def acquire_lock(self, key, token, ttl):
         return bool(self._clients.get().node_for(key).run(

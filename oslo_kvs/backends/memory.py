@@ -161,6 +161,37 @@ class MemoryBackend(base.Backend):
             self._purge(now)
             return True
 
+    # The version token of a value is its entry tuple: every write makes
+    # a new one, so an unchanged identity means an unchanged key.
+    def _entry(self, key: str, now: float) -> tuple[ty.Any, float] | None:
+        """The live entry of ``key``; the caller holds the mutex."""
+        entry = self._data.get(key)
+        return entry if entry is not None and entry[1] > now else None
+
+    def get_versioned(self, key):
+        with self._mutex.get():
+            entry = self._entry(key, time.monotonic())
+        return (base.NO_VALUE, None) if entry is None else (entry[0], entry)
+
+    def compare_and_set(self, key, token, value, ttl=None):
+        now = time.monotonic()
+        with self._mutex.get():
+            if self._entry(key, now) is not token:
+                return False
+            self._write(key, value, now, ttl)
+            self._purge(now)
+            return True
+
+    def touch_serialized(self, key, ttl=None):
+        now = time.monotonic()
+        with self._mutex.get():
+            entry = self._entry(key, now)
+            if entry is None:
+                return False
+            self._write(key, entry[0], now, ttl)
+            self._purge(now)
+            return True
+
     def acquire_lock(self, key, token, ttl):
         return self._locks.acquire(key, token, ttl)
 

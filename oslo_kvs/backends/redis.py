@@ -56,6 +56,32 @@ return redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3))
 """
 
 
+# Compare-and-set of a whole value: writes ARGV[2] to KEYS[1] (with a PX
+# of ARGV[3] unless it is empty) only if KEYS[1] still holds exactly
+# ARGV[1]. The stored bytes are the version: a sealed value carries a
+# random nonce, and equal plain bytes decode to an equal value, so an
+# A-B-A change between read and write cannot make fn's result wrong.
+_CAS_SCRIPT = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[3] == '' then
+  redis.call('set', KEYS[1], ARGV[2])
+else
+  redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+return 1
+"""
+
+# A new expiry for KEYS[1] if it exists: PEXPIRE ARGV[1] ms, or PERSIST
+# when ARGV[1] is empty (PERSIST alone cannot tell a missing key from one
+# without expiry).
+_TOUCH_SCRIPT = """
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '' then redis.call('persist', KEYS[1])
+else redis.call('pexpire', KEYS[1], ARGV[1]) end
+return 1
+"""
+
+
 _OPTIONS = (
     Option('url', types.String(), secret=True, server=True,
            help='redis://[user:password@]host[:port][/db], rediss://... '
@@ -253,6 +279,8 @@ class RedisBackend(base.Backend):
         # names this process's client.
         self._if_held_script = self._client.register_script(
             _IF_HELD_SCRIPT)
+        self._cas_script = self._client.register_script(_CAS_SCRIPT)
+        self._touch_script = self._client.register_script(_TOUCH_SCRIPT)
 
     def _prepare(self, args: dict, connection: dict) -> ty.Callable:
         """Check the mode's arguments; return what builds a client.
@@ -384,6 +412,28 @@ class RedisBackend(base.Backend):
     def delete_fenced(self, key, lock_key, token):
         deleted = self._if_held(key, lock_key, token, 'DEL')
         return None if deleted == -1 else deleted == 1
+
+    # Single-key scripts, so they run on a Cluster too. A compare-and-set
+    # is not repeated after a dropped connection: one the server ran
+    # would then report a conflict, and the store would apply fn twice.
+    @base.translate_errors
+    def get_versioned(self, key):
+        value = self.get_serialized(key)
+        return (value, None if value is base.NO_VALUE else value)
+
+    @base.translate_errors
+    def compare_and_set(self, key, token, value, ttl=None):
+        if token is None:
+            return self.add_serialized(key, value, ttl)
+        return self._cas_script(keys=[self._prefix + key],
+                                args=[token, value, _px(ttl) or ''],
+                                client=self._client) == 1
+
+    @base.translate_errors
+    def touch_serialized(self, key, ttl=None):
+        return self._touch_script(keys=[self._prefix + key],
+                                  args=[_px(ttl) or ''],
+                                  client=self._client) == 1
 
     def _if_held(self, key: str, lock_key: str, token: str,
                  *command: ty.Any) -> ty.Any:

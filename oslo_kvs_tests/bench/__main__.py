@@ -24,7 +24,8 @@ import sys
 
 from oslo_kvs_tests.bench import common
 
-SUITES = ['memory', 'memcached', 'redis', 'mongo', 'protection', 'observe']
+SUITES = ['memory', 'memcached', 'redis', 'mongo', 'protection', 'observe',
+          'atomic']
 
 
 def main(argv=None):

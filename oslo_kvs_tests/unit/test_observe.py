@@ -123,6 +123,28 @@ def test_lock_acquire_is_counted(memory):
         'errors': {}}
 
 
+def test_atomic_operations_are_counted_once_each(memory):
+    assert memory.update('list', lambda value: value + [1], default=[]) == [1]
+    assert memory.incr('n') == 1        # through update's loop: one incr
+    memory.touch('n', expire_time=60)
+    with pytest.raises(exception.NotFound):
+        memory.touch('missing')
+    with pytest.raises(exception.NotFound):
+        memory.update('missing', lambda value: value)
+    with pytest.raises(ZeroDivisionError):
+        memory.update('n', lambda value: value / 0)
+    ops = memory.stats()['operations']
+    assert ops['update'] == {
+        'calls': 3, 'ok': 1, 'misses': 1, 'hits': 0, 'refused': 0,
+        'errors': {'ZeroDivisionError': 1}}
+    assert ops['incr'] == {
+        'calls': 1, 'ok': 1, 'misses': 0, 'hits': 0, 'refused': 0,
+        'errors': {}}
+    assert ops['touch'] == {
+        'calls': 2, 'ok': 1, 'misses': 1, 'hits': 0, 'refused': 0,
+        'errors': {}}
+
+
 def test_not_configured_raises_and_close_resets():
     store = stored.new_store()
     with pytest.raises(exception.NotConfigured):

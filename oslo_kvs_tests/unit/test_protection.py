@@ -160,6 +160,37 @@ def test_swapped_values_fail_verification(mode):
         store.get_multi(['alice', 'bob'])
 
 
+@pytest.mark.parametrize('mode', ['mac', 'encrypt'])
+def test_update_and_incr_never_feed_a_tampered_value(mode):
+    store = make_store(value_protection=mode, protection_keys=[NEW_SECRET])
+    store.set_multi({'alice': 1, 'bob': 2})
+    data = raw_items(store)
+    first, second = list(data)
+    put(store, first, data[second])  # bob's sealed value under alice's key
+    calls = []
+    for call in (lambda: store.update('alice', calls.append),
+                 lambda: store.update('alice', calls.append, default=0),
+                 lambda: store.incr('alice')):
+        with pytest.raises(exception.IntegrityError):
+            call()
+    assert calls == []
+    assert raw_items(store)[first] == data[second]  # nothing written
+
+
+def test_update_and_incr_keep_values_sealed():
+    store = make_store(value_protection='encrypt',
+                       protection_keys=[NEW_SECRET])
+    store.set_multi({'text': 'seed', 'n': 1})
+    store.update('text', lambda value: value + PLAINTEXT)
+    store.incr('n', 2 ** 40)
+    values = raw_values(store)
+    assert len(values) == 2
+    assert all(PLAINTEXT.encode() not in value and b'seed' not in value
+               for value in values)
+    assert store.get_multi(['text', 'n']) == ['seed' + PLAINTEXT,
+                                              1 + 2 ** 40]
+
+
 def test_value_moved_to_another_store_fails_verification():
     backend_args = dict(value_protection='encrypt',
                         protection_keys=[NEW_SECRET])
