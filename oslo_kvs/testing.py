@@ -342,16 +342,18 @@ class StoreContract:
         if not self.supports_update:
             pytest.skip('%s has no compare-and-set' % self.backing_store)
 
-    def test_without_compare_and_set_atomic_calls_say_so(self, store):
-        if self.supports_update:
-            pytest.skip('%s has compare-and-set' % self.backing_store)
-        store.set('k', 1)
-        for call, method in ((lambda: store.update('k', abs), 'get_versioned'),
-                             (lambda: store.incr('k'), 'get_versioned'),
-                             (lambda: store.touch('k'), 'touch_serialized')):
-            with pytest.raises(NotImplementedError, match=method):
-                call()
-        assert store.get('k') == 1
+    def test_atomic_calls_work_or_name_what_is_missing(self, store):
+        store.set('k', -1)
+        calls = ((lambda: store.update('k', abs), 'get_versioned', 1),
+                 (lambda: store.incr('k'), 'get_versioned', 2),
+                 (lambda: store.touch('k'), 'touch_serialized', None))
+        for call, method, result in calls:
+            if self.supports_update:
+                assert call() == result
+            else:
+                with pytest.raises(NotImplementedError, match=method):
+                    call()
+        assert store.get('k') == (2 if self.supports_update else -1)
 
     def test_update_reads_changes_and_returns(self, store, atomic):
         with pytest.raises(exception.NotFound) as info:
