@@ -488,17 +488,20 @@ class RedisBackend(base.Backend):
         if not -_EXACT < delta < _EXACT:
             return None
         client, key, px = self._client, self._prefix + key, _px(ttl) or ''
+        script = self._incr_script
+        # EVALSHA itself: the Script object costs more in Python (about
+        # 3 us) than the server spends on the increment. Single-key, so
+        # a Cluster client sends it to the key's node.
         try:
-            # EVALSHA itself: the Script object costs more in Python
-            # (about 3 us) than the server spends on the increment.
-            # Single-key, so a Cluster client sends it to the key's node.
-            new = client.execute_command('EVALSHA', self._incr_script.sha,
-                                         1, key, delta, px)
+            new = client.execute_command('EVALSHA', script.sha, 1, key,
+                                         delta, px)
         except redis_exceptions.NoScriptError:
-            # The server lost its scripts (restarted, SCRIPT FLUSH);
-            # nothing ran. The Script object loads it and runs it.
-            new = self._incr_script(keys=[key], args=[delta, px],
-                                    client=client)
+            # Nothing ran: the server has not got the script yet (or
+            # lost it: restarted, SCRIPT FLUSH). A Cluster client loads
+            # it on every master.
+            client.script_load(script.script)
+            new = client.execute_command('EVALSHA', script.sha, 1, key,
+                                         delta, px)
         # A string reply: the script cannot; the store compares and sets.
         return new if new.__class__ is int else None
 

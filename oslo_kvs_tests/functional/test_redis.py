@@ -18,6 +18,7 @@ across processes, Cluster slots and Sentinel failover.
 
 import functools
 import multiprocessing
+import operator
 import random
 import re
 import socket
@@ -33,6 +34,7 @@ from redis import crc as redis_crc
 
 from oslo_kvs.backends import redis as redis_backend
 from oslo_kvs import exception
+from oslo_kvs import serialization
 from oslo_kvs_tests import servers
 from oslo_kvs_tests import stored
 
@@ -428,6 +430,93 @@ def test_lock_across_processes_loses_no_update(redis_server):
     assert sorted(log) == sorted(list(range(4)) * 40)
     # The workers really took turns, so the lock was contended.
     assert sum(1 for a, b in zip(log, log[1:]) if a != b) > 3
+
+
+# --- incr in one round trip ------------------------------------------------
+
+#: Each MessagePack integer format on both sides of its bounds, up to the
+#: largest number the server adds exactly (2**53 - 1).
+INCR_VALUES = sorted({sign * 2 ** bits + offset
+                      for bits in (0, 5, 7, 8, 15, 16, 31, 32, 52, 53)
+                      for sign in (1, -1) for offset in (-1, 0, 1)
+                      if abs(sign * 2 ** bits + offset) < 2 ** 53})
+
+
+def raw_clients(request, servers_fixture):
+    """A raw client of each mode, to read what a store wrote."""
+    group = request.getfixturevalue(servers_fixture)
+    if servers_fixture == 'redis_cluster':
+        node = group.nodes[0]
+        client = redis.RedisCluster(host=node.host, port=node.port)
+        request.addfinalizer(client.close)
+        return group, client
+    if servers_fixture == 'redis_sentinel_group':
+        return group, group.current_master().client()
+    return group, group.client()
+
+
+class TestIncr:
+    def test_one_round_trip_writing_what_the_codec_writes(
+            self, redis_server, sends):
+        store = make_store(**redis_server.store_args)
+        raw = redis_server.client()
+        store.incr('warm-up')  # connects, loads the script
+        for value in INCR_VALUES:
+            key = 'n%d' % value
+            sends['sends'] = 0
+            assert store.incr(key, value) == value  # missing: from 0
+            assert sends['sends'] == 1
+            assert raw.get(stored_key(store, key)) == serialization.dumps(
+                value)
+            # Read back from each format: a step towards 0 stays exact.
+            new = value - 1 if value > 0 else value + 1
+            sends['sends'] = 0
+            assert store.incr(key, new - value) == new
+            assert sends['sends'] == 1
+            assert raw.get(stored_key(store, key)) == serialization.dumps(
+                new)
+            assert store.get(key) == new and type(store.get(key)) is int
+            # A compare-and-set on the bytes written still matches.
+            assert store.update(key, operator.neg) == -new
+            assert store.get(key) == -new
+
+    def test_counts_on_from_set_and_with_the_key_prefix(self, redis_server,
+                                                        sends):
+        store = make_store(key_prefix='counters:', **redis_server.store_args)
+        raw = redis_server.client()
+        store.incr('warm-up')
+        store.set('n', 5)
+        sends['sends'] = 0
+        assert store.incr('n') == 6
+        assert sends['sends'] == 1
+        assert raw.get(stored_key(store, 'n', 'counters:')) == (
+            serialization.dumps(6))
+        assert store.get('n') == 6
+
+    @pytest.mark.parametrize('start, delta, sent', [
+        (2 ** 53 - 1, 1, 3),            # the sum reaches 2**53
+        (-(2 ** 53 - 1), -1, 3),
+        (2 ** 53, -1, 3),               # the stored value is beyond
+        (-(2 ** 63), 1, 3),             # int64 format
+        (2 ** 64 - 1, -1, 3),           # uint64 format
+        (2 ** 70, -1, 3),               # the big-int extension type
+        (None, 2 ** 53, 2),             # delta is beyond: no script
+        (5, -(2 ** 60), 2),
+    ])
+    def test_numbers_beyond_2_to_53_take_compare_and_set(
+            self, redis_server, sends, start, delta, sent):
+        store = make_store(**redis_server.store_args)
+        raw = redis_server.client()
+        store.incr('warm-up')  # connects, loads the script
+        if start is not None:
+            store.set('n', start)
+        sends['sends'] = 0
+        assert store.incr('n', delta) == (start or 0) + delta
+        # The script declined (one), then a read and a compare-and-set.
+        assert sends['sends'] == sent
+        assert store.get('n') == (start or 0) + delta
+        assert raw.get(stored_key(store, 'n')) == serialization.dumps(
+            (start or 0) + delta)
 
 
 # --- modes -------------------------------------------------------------------
