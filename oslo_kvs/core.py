@@ -146,7 +146,7 @@ class _Configured:
     __slots__ = ('io', 'backend', 'codec', 'keep_plain', 'settings', 'ttl',
                  'no_expiry', 'keys', 'cache_keys', 'prefix', 'mangler',
                  'hashed', 'encode', 'decode', 'set_one', 'set_many',
-                 'delete_existing')
+                 'delete_existing', 'incr_one')
 
     def __init__(self, io: ty.Any, backend: base.Backend,
                  settings: _settings.Settings, mangler: ty.Any,
@@ -189,6 +189,14 @@ class _Configured:
         #: functions, unless values may be kept as themselves.
         self.encode = self._encode_kept if self.keep_plain else codec.encode
         self.decode = self._decode_kept if self.keep_plain else codec.decode
+        #: The backend's one-step increment, if it has one and the
+        #: stored bytes of an int are serialization.dumps' own
+        #: (MessagePack, unprotected, not kept as itself); else None:
+        #: incr() compares and sets.
+        self.incr_one = (backend.incr_serialized if codec.name == 'msgpack'
+                         and codec.protector is None and not self.keep_plain
+                         and type(backend).incr_serialized
+                         is not base.Backend.incr_serialized else None)
         # Users name no_expiry_keys by their keys; writes see stored keys.
         self.no_expiry = frozenset(self.data_key(key)
                                    for key in settings.no_expiry)
@@ -717,8 +725,11 @@ class KeyValueStore:
         A missing key counts from 0; ``delta`` may be negative and the
         result may go below 0. The value stays an ordinary int value
         (``get`` returns it; ``set(key, 5)`` then ``incr(key)`` gives 6),
-        encoded and protected like any other, so the increment is a
-        compare-and-set (:meth:`update`) on every backend.
+        encoded and protected like any other. Where the backend can add
+        to such a value in one step on its server (Redis, for values
+        neither protected nor pickled) it does; else, and for values it
+        cannot add to exactly, the increment is a compare-and-set
+        (:meth:`update`).
 
         :param expire_time: as for :meth:`set`, for the new value.
         :returns: the new value.
@@ -729,6 +740,13 @@ class KeyValueStore:
         if type(delta) is not int:
             raise TypeError('incr() delta must be an int, not %s'
                             % type(delta).__name__)
+        state = self._state or self._configured()
+        if state.incr_one is not None:
+            stored = state.data_key(key)
+            new = state.incr_one(stored, delta,
+                                 state.ttl_of(expire_time, stored))
+            if new is not None:
+                return new
 
         def add(value: ty.Any) -> int:
             if type(value) is not int:

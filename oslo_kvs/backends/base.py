@@ -663,6 +663,24 @@ class Backend(api.CacheBackend):
         """
         self._not_implemented('touch_serialized', 'touch()')
 
+    def incr_serialized(self, key: str, delta: int,
+                        ttl: float | None = None) -> int | None:
+        """Add ``delta`` to the int stored under ``key`` in one step.
+
+        Optional, a shortcut for ``incr()``: the store calls it only when
+        its values are :func:`serialization.dumps` bytes as they are
+        (MessagePack, no protection). A missing key counts from 0; the
+        new value is written as :func:`serialization.dumps` would write
+        it, with ``ttl`` as for ``set_serialized``.
+
+        :returns: the new value, or None, having written nothing, when
+            the backend cannot do it here (the stored value is no plain
+            int, or a number is beyond what the server computes
+            exactly); the store then uses :meth:`compare_and_set`. By
+            default always None.
+        """
+        return None
+
     #: This process's client (see :meth:`_per_process`); unset: no server.
     _clients: _process.PerProcess[ty.Any]
 

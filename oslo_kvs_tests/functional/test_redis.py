@@ -18,6 +18,7 @@ across processes, Cluster slots and Sentinel failover.
 
 import functools
 import multiprocessing
+import operator
 import random
 import re
 import socket
@@ -33,6 +34,7 @@ from redis import crc as redis_crc
 
 from oslo_kvs.backends import redis as redis_backend
 from oslo_kvs import exception
+from oslo_kvs import serialization
 from oslo_kvs_tests import servers
 from oslo_kvs_tests import stored
 
@@ -428,6 +430,191 @@ def test_lock_across_processes_loses_no_update(redis_server):
     assert sorted(log) == sorted(list(range(4)) * 40)
     # The workers really took turns, so the lock was contended.
     assert sum(1 for a, b in zip(log, log[1:]) if a != b) > 3
+
+
+# --- incr in one round trip ------------------------------------------------
+
+#: Each MessagePack integer format on both sides of its bounds, up to the
+#: largest number the server adds exactly (2**53 - 1).
+INCR_VALUES = sorted({sign * 2 ** bits + offset
+                      for bits in (0, 5, 7, 8, 15, 16, 31, 32, 52, 53)
+                      for sign in (1, -1) for offset in (-1, 0, 1)
+                      if abs(sign * 2 ** bits + offset) < 2 ** 53})
+
+
+def raw_clients(request, servers_fixture):
+    """A raw client of each mode, to read what a store wrote."""
+    group = request.getfixturevalue(servers_fixture)
+    if servers_fixture == 'redis_cluster':
+        node = group.nodes[0]
+        client = redis.RedisCluster(host=node.host, port=node.port)
+        request.addfinalizer(client.close)
+        return group, client
+    if servers_fixture == 'redis_sentinel_group':
+        return group, group.current_master().client()
+    return group, group.client()
+
+
+class TestIncr:
+    def test_one_round_trip_writing_what_the_codec_writes(
+            self, redis_server, sends):
+        store = make_store(**redis_server.store_args)
+        raw = redis_server.client()
+        store.incr('warm-up')  # connects, loads the script
+        for value in INCR_VALUES:
+            key = 'n%d' % value
+            sends['sends'] = 0
+            assert store.incr(key, value) == value  # missing: from 0
+            assert sends['sends'] == 1
+            assert raw.get(stored_key(store, key)) == serialization.dumps(
+                value)
+            # Read back from each format: a step towards 0 stays exact.
+            new = value - 1 if value > 0 else value + 1
+            sends['sends'] = 0
+            assert store.incr(key, new - value) == new
+            assert sends['sends'] == 1
+            assert raw.get(stored_key(store, key)) == serialization.dumps(
+                new)
+            assert store.get(key) == new and type(store.get(key)) is int
+            # A compare-and-set on the bytes written still matches.
+            assert store.update(key, operator.neg) == -new
+            assert store.get(key) == -new
+
+    def test_counts_on_from_set_and_with_the_key_prefix(self, redis_server,
+                                                        sends):
+        store = make_store(key_prefix='counters:', **redis_server.store_args)
+        raw = redis_server.client()
+        store.incr('warm-up')
+        store.set('n', 5)
+        sends['sends'] = 0
+        assert store.incr('n') == 6
+        assert sends['sends'] == 1
+        assert raw.get(stored_key(store, 'n', 'counters:')) == (
+            serialization.dumps(6))
+        assert store.get('n') == 6
+
+    @pytest.mark.parametrize('start, delta, sent', [
+        (2 ** 53 - 1, 1, 3),            # the sum reaches 2**53
+        (-(2 ** 53 - 1), -1, 3),
+        (2 ** 53, -1, 3),               # the stored value is beyond
+        (-(2 ** 63), 1, 3),             # int64 format
+        (2 ** 64 - 1, -1, 3),           # uint64 format
+        (2 ** 70, -1, 3),               # the big-int extension type
+        (None, 2 ** 53, 2),             # delta is beyond: no script
+        (5, -(2 ** 60), 2),
+    ])
+    def test_numbers_beyond_2_to_53_take_compare_and_set(
+            self, redis_server, sends, start, delta, sent):
+        store = make_store(**redis_server.store_args)
+        raw = redis_server.client()
+        store.incr('warm-up')  # connects, loads the script
+        if start is not None:
+            store.set('n', start)
+        sends['sends'] = 0
+        assert store.incr('n', delta) == (start or 0) + delta
+        # The script declined (one), then a read and a compare-and-set.
+        assert sends['sends'] == sent
+        assert store.get('n') == (start or 0) + delta
+        assert raw.get(stored_key(store, 'n')) == serialization.dumps(
+            (start or 0) + delta)
+
+    @pytest.mark.parametrize('value', [5.0, -3.0, 0.0, True, False, None,
+                                       '5', b'5', [5], {}, (5,)])
+    def test_other_values_raise_type_error_and_stay(self, redis_server,
+                                                    value):
+        store = make_store(**redis_server.store_args)
+        raw = redis_server.client()
+        store.set('v', value)
+        written = raw.get(stored_key(store, 'v'))
+        with pytest.raises(TypeError, match='needs an int'):
+            store.incr('v')
+        assert raw.get(stored_key(store, 'v')) == written
+        assert store.get('v') == value and type(store.get('v')) is type(value)
+
+    @pytest.mark.parametrize('foreign', [
+        b'7',                       # someone's INCRBY counter
+        b'\x01\x05\x00',             # an int with a byte after it
+        b'\x01\xcd\x01',             # a uint16 cut short
+        b'\x01', b'',
+        b'\x02\x05'])                # another format
+    def test_bytes_the_codec_did_not_write_are_refused(self, redis_server,
+                                                       foreign):
+        store = make_store(**redis_server.store_args)
+        raw = redis_server.client()
+        raw.set(stored_key(store, 'v'), foreign)
+        with pytest.raises(exception.IntegrityError):
+            store.incr('v')
+        assert raw.get(stored_key(store, 'v')) == foreign
+
+    def test_expiry_as_for_set(self, redis_server, sends):
+        store = make_store(expire_time=60, no_expiry_keys=['keep'],
+                           **redis_server.store_args)
+        raw = redis_server.client()
+        store.incr('warm-up')
+
+        def pttl_after(key, **kwargs):
+            sends['sends'] = 0
+            store.incr(key, **kwargs)
+            assert sends['sends'] == 1
+            return raw.pttl(stored_key(store, key))
+
+        assert 0 < pttl_after('n') <= 60000
+        assert pttl_after('keep') == -1
+        assert pttl_after('keep', expire_time=5) == -1  # no_expiry wins
+        assert pttl_after('n', expire_time=0) == -1     # as set() does
+        assert 0 < pttl_after('n', expire_time=5) <= 5000
+        assert store.get('n') == 3
+        forever = make_store(**redis_server.store_args)
+        forever.set('n', 1, expire_time=60)
+        assert forever.incr('n') == 2
+        assert raw.pttl(stored_key(forever, 'n')) == -1
+
+    @pytest.mark.parametrize('protection', ['mac', 'encrypt'])
+    def test_protected_values_stay_sealed(self, redis_server, sends,
+                                          protection):
+        store = make_store(value_protection=protection,
+                           protection_keys=['incr-%s' % uuid.uuid4()],
+                           **redis_server.store_args)
+        raw = redis_server.client()
+        store.set('warm-up', 1)
+        store.set('n', 5)
+        sends['sends'] = 0
+        assert store.incr('n') == 6
+        # A read and a compare-and-set: the script never saw the value.
+        assert sends['sends'] == 2
+        sealed = raw.get(stored_key(store, 'n'))
+        assert sealed != serialization.dumps(6)
+        assert store.get('n') == 6
+        assert store.incr('new', 3) == 3
+
+    def test_a_server_without_the_script_gets_it(self, redis_server, sends):
+        store = make_store(**redis_server.store_args)
+        raw = redis_server.client()
+        assert store.incr('n') == 1
+        raw.script_flush()
+        sends['sends'] = 0
+        assert store.incr('n') == 2
+        # NOSCRIPT, SCRIPT LOAD, then the increment once.
+        assert sends['sends'] == 3
+        assert store.get('n') == 2
+
+    @pytest.mark.parametrize('servers_fixture', [
+        'redis_server', 'redis_sentinel_group', 'redis_cluster'])
+    def test_every_mode(self, request, sends, servers_fixture):
+        group, raw = raw_clients(request, servers_fixture)
+        store = make_store(expire_time=60, **group.store_args)
+        keys = ['counter-%d' % i for i in range(30)]  # over many slots
+        for key in keys:
+            assert store.incr(key, 5) == 5
+        for key in keys:
+            sends['sends'] = 0
+            assert store.incr(key, -7) == -2
+            assert sends['sends'] == 1
+            stored = stored_key(store, key)
+            assert raw.get(stored) == serialization.dumps(-2)
+            assert 0 < raw.pttl(stored) <= 60000
+        assert store.get_multi(keys) == [-2] * len(keys)
+        store.close()
 
 
 # --- modes -------------------------------------------------------------------
