@@ -87,6 +87,11 @@ _observer = operator.attrgetter('_observer')
 #: finds a quiet moment.
 UPDATE_BACKOFF = 0.0005
 UPDATE_BACKOFF_DOUBLINGS = 7
+#: Longest pause after a lost race, in seconds. One slow attempt (a
+#: server that stalled, then answered) would otherwise make the unit that
+#: long, and the pause up to 2**UPDATE_BACKOFF_DOUBLINGS times it:
+#: minutes, with the server fast again.
+UPDATE_BACKOFF_MAX = 0.5
 
 #: ``update()`` without a ``default``: a missing key is NotFound.
 _REQUIRED: ty.Any = object()
@@ -707,8 +712,8 @@ class KeyValueStore:
             if attempt >= self._conf.kvs.update_attempts:
                 raise exception.Conflict(key, attempt)
             unit = max(time.monotonic() - started, UPDATE_BACKOFF)
-            time.sleep(random.uniform(0, unit * 2 ** min(
-                attempt, UPDATE_BACKOFF_DOUBLINGS)))
+            time.sleep(random.uniform(0, min(unit * 2 ** min(
+                attempt, UPDATE_BACKOFF_DOUBLINGS), UPDATE_BACKOFF_MAX)))
 
     def _decoded(self, state: _Configured, key: str, data: ty.Any) -> ty.Any:
         """The value of ``data``, read for ``key``; IntegrityError if bad."""

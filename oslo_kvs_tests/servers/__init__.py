@@ -49,6 +49,7 @@ from oslo_kvs_tests.servers.mongo import MongoServer  # noqa: F401
 from oslo_kvs_tests.servers.redis import redis_acl_server  # noqa: F401
 from oslo_kvs_tests.servers.redis import redis_cluster  # noqa: F401
 from oslo_kvs_tests.servers.redis import redis_cluster_port  # noqa: F401
+from oslo_kvs_tests.servers.redis import redis_factory  # noqa: F401
 from oslo_kvs_tests.servers.redis import redis_failover_group  # noqa
 from oslo_kvs_tests.servers.redis import redis_sentinel_group  # noqa
 from oslo_kvs_tests.servers.redis import redis_server  # noqa: F401

@@ -23,6 +23,7 @@ import pytest
 from oslo_kvs_tests.servers.base import free_port
 from oslo_kvs_tests.servers.base import LOOPBACK
 from oslo_kvs_tests.servers.base import make_tls_files
+from oslo_kvs_tests.servers.base import private_servers
 from oslo_kvs_tests.servers.base import require_binary
 from oslo_kvs_tests.servers.base import running
 from oslo_kvs_tests.servers.base import ServerGroup
@@ -288,6 +289,16 @@ class RedisClusterGroup(ServerGroup):
 def redis_server() -> ty.Iterator[RedisServer]:
     """A standalone redis-server shared by the session."""
     yield from running(RedisServer())
+
+
+@pytest.fixture
+def redis_factory() -> ty.Iterator[ty.Callable[..., RedisServer]]:
+    """Make private redis-servers a test may stop, hang and restart.
+
+    Call it with :class:`RedisServer` arguments; the servers are started
+    and are cleaned up after the test.
+    """
+    yield from private_servers(RedisServer)
 
 
 @pytest.fixture(scope='session')

@@ -611,3 +611,48 @@ def test_bad_call_expiry_is_refused_for_a_no_expiry_key_too(call):
             write('k', 1, expire_time=-1)
     with pytest.raises(exception.NotFound):
         store.get('k')
+
+
+class _SlowClock:
+    """Stands for ``time`` in oslo_kvs.core: sleeps are recorded, not slept.
+
+    Every read of a version takes ``read_takes`` seconds of it, as on a
+    server that stalls and then answers.
+    """
+
+    def __init__(self, read_takes):
+        self.now = 0.0
+        self.read_takes = read_takes
+        self.sleeps = []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_update_pauses_stay_short_after_slow_attempts(monkeypatch):
+    # Unbounded, each pause was up to 2**7 slow attempts long: minutes.
+    clock = _SlowClock(read_takes=1.0)
+    monkeypatch.setattr(oslo_kvs.core, 'time', clock)
+    store = fresh_store()
+    store.configure('openstack.kvs.Memory')
+    backend = store._state.backend
+    read = backend.get_versioned
+
+    def slow_read(key):
+        clock.now += clock.read_takes
+        return read(key)
+    monkeypatch.setattr(backend, 'get_versioned', slow_read)
+    store.set('k', 0)
+
+    def always_losing(value):
+        store.set('k', value + 1)
+        return 'never stored'
+    with pytest.raises(exception.Conflict):
+        store.update('k', always_losing)
+    attempts = cfg.CONF.kvs.update_attempts
+    assert len(clock.sleeps) == attempts - 1
+    assert max(clock.sleeps) <= oslo_kvs.core.UPDATE_BACKOFF_MAX
