@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import os
 import signal
+import tempfile
 import threading
 import time
 import traceback
@@ -94,8 +95,12 @@ def lock_rounds(store: ty.Any, tag: str, rounds: int) -> dict[str, int]:
 
 
 def _child_main(body: ty.Callable[[int], dict], index: int,
-                write_fd: int, deadline: int) -> None:
-    """Run ``body`` in a forked child and send its result; never returns."""
+                path: str, deadline: int) -> None:
+    """Run ``body`` in a forked child, write its result; never returns.
+
+    Each child has a file of its own: results written to one shared pipe
+    interleave once they are larger than the pipe's atomic write size.
+    """
     code = 1
     try:
         signal.alarm(deadline)
@@ -105,7 +110,9 @@ def _child_main(body: ty.Callable[[int], dict], index: int,
         result = {'crash': traceback.format_exc()}
     finally:
         try:
-            os.write(write_fd, (json.dumps(result) + '\n').encode())
+            with open(path + '.part', 'w') as out:
+                json.dump(result, out)
+            os.rename(path + '.part', path)
         finally:
             os._exit(code)
 
@@ -133,41 +140,37 @@ def in_forked_children(count: int, body: ty.Callable[[int], dict],
     while they do; a child that crashes or hangs (past ``deadline``
     seconds) gives a result with ``crash``.
     """
-    read_fd, write_fd = os.pipe()
-    try:
+    with tempfile.TemporaryDirectory(prefix='oslo-kvs-children-') as tmp:
+        paths = [os.path.join(tmp, '%d.json' % index)
+                 for index in range(count)]
         if method in ('os', 'c'):
             fork = c_fork if method == 'c' else os.fork
             pids = []
             for index in range(count):
                 pid = fork()
                 if pid == 0:
-                    os.close(read_fd)
-                    _child_main(body, index, write_fd, deadline)
+                    _child_main(body, index, paths[index], deadline)
                 pids.append(pid)
             waits = [lambda pid=pid: os.waitpid(pid, 0) for pid in pids]
         else:
             context = multiprocessing.get_context('fork')
             procs = [context.Process(target=_child_main,
-                                     args=(body, index, write_fd,
+                                     args=(body, index, paths[index],
                                            deadline))
                      for index in range(count)]
             for proc in procs:
                 proc.start()
             waits = [proc.join for proc in procs]
-        os.close(write_fd)
-        write_fd = -1
         meanwhile()
-        with os.fdopen(read_fd, 'rb') as reader:
-            read_fd = -1
-            lines = reader.read().decode().splitlines()
         for wait in waits:
             wait()
-    finally:
-        for fd in (read_fd, write_fd):
-            if fd >= 0:
-                os.close(fd)
-    results = [json.loads(line) for line in lines]
-    results += [{'crash': 'no result'}] * (count - len(results))
+        results = []
+        for path in paths:
+            try:
+                with open(path) as found:
+                    results.append(json.load(found))
+            except FileNotFoundError:
+                results.append({'crash': 'no result'})
     return results
 
 
