@@ -137,3 +137,29 @@ def memcached_pool(store: oslo_kvs.KeyValueStore) -> ty.Any:
     and no public API shows it, nor should just for tests.
     """
     return store._state.backend._clients.get().nodes[0]
+
+
+def backend_args(request: ty.Any, name: str) -> tuple[str, dict[str, ty.Any]]:
+    """The backend and arguments of a store on a test's named server.
+
+    ``name`` is ``memory``, ``memcached``, ``memcached-3``, ``redis``,
+    ``sentinel``, ``cluster`` or ``mongo``; the server comes from the
+    session fixtures of ``oslo_kvs_tests.servers``.
+    """
+    if name == 'memory':
+        return 'openstack.kvs.Memory', {}
+    if name == 'mongo':
+        server = request.getfixturevalue('mongo_server')
+        collection = request.getfixturevalue('mongo_collection')
+        return 'openstack.kvs.MongoDB', server.collection_args(
+            collection.name)
+    if name.startswith('memcached'):
+        servers = request.getfixturevalue(
+            'memcached_cluster' if name == 'memcached-3'
+            else 'memcached_server')
+        return 'openstack.kvs.Memcached', dict(servers.store_args,
+                                               socket_timeout=5)
+    group = request.getfixturevalue({
+        'redis': 'redis_server', 'sentinel': 'redis_sentinel_group',
+        'cluster': 'redis_cluster'}[name])
+    return 'openstack.kvs.Redis', dict(group.store_args)

@@ -399,6 +399,19 @@ def stats(backend: 'Backend', read: ty.Callable[[], dict[str, ty.Any]]
     return read()
 
 
+def versioned_by_value(backend: 'Backend', key: str) -> tuple[ty.Any, ty.Any]:
+    """``get_versioned`` where the stored bytes are their own version.
+
+    For a backend whose ``compare_and_set`` writes only while the key
+    still holds exactly the bytes read. A sealed value carries a random
+    nonce, and equal plain bytes decode to an equal value, so a change
+    and a change back between the read and the write cannot make
+    ``fn``'s result wrong.
+    """
+    value = backend.get_serialized(key)
+    return value, None if value is NO_VALUE else value
+
+
 def _region_loads(data: bytes) -> ty.Any:
     """:func:`serialization.loads` for a dogpile region: bad bytes miss."""
     try:

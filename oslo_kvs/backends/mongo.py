@@ -504,14 +504,9 @@ class MongoBackend(base.Backend):
         return self._insert_unless_live(
             key, self._document(key, value, now, ttl), now)
 
-    # The stored value is the version: the write filters on the exact
-    # bytes read, as the Redis script does, so the document keeps its
-    # shape. A sealed value carries a random nonce; equal plain bytes
-    # decode to an equal value, so an A-B-A change cannot mislead fn.
-    @base.translate_errors
-    def get_versioned(self, key):
-        value = self.get_serialized(key)
-        return (value, None if value is base.NO_VALUE else value)
+    # The stored value is its own version: the write filters on the
+    # exact bytes read, so the document keeps its shape.
+    get_versioned = base.versioned_by_value
 
     @base.translate_errors
     def compare_and_set(self, key, token, value, ttl=None):

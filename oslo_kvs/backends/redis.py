@@ -462,10 +462,7 @@ class RedisBackend(base.Backend):
     # Single-key scripts, so they run on a Cluster too. A compare-and-set
     # is not repeated after a dropped connection: one the server ran
     # would then report a conflict, and the store would apply fn twice.
-    @base.translate_errors
-    def get_versioned(self, key):
-        value = self.get_serialized(key)
-        return (value, None if value is base.NO_VALUE else value)
+    get_versioned = base.versioned_by_value
 
     @base.translate_errors
     def compare_and_set(self, key, token, value, ttl=None):

@@ -49,24 +49,7 @@ def make_store(request):
     """A store on the named backend, patient with conflicts."""
     def make(name):
         conf = cfg.ConfigOpts()
-        if name == 'memory':
-            backend, args = 'openstack.kvs.Memory', {}
-        elif name == 'mongo':
-            server = request.getfixturevalue('mongo_server')
-            collection = request.getfixturevalue('mongo_collection')
-            backend = 'openstack.kvs.MongoDB'
-            args = server.collection_args(collection.name)
-        elif name.startswith('memcached'):
-            servers = request.getfixturevalue(
-                'memcached_cluster' if name == 'memcached-3'
-                else 'memcached_server')
-            backend, args = 'openstack.kvs.Memcached', dict(
-                servers.store_args, socket_timeout=5)
-        else:
-            group = request.getfixturevalue({
-                'redis': 'redis_server', 'sentinel': 'redis_sentinel_group',
-                'cluster': 'redis_cluster'}[name])
-            backend, args = 'openstack.kvs.Redis', dict(group.store_args)
+        backend, args = stored.backend_args(request, name)
         store = stored.make_store(backend, conf=conf, **args)
         conf.set_override('update_attempts', ATTEMPTS, group='kvs')
         return store

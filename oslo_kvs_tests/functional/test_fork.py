@@ -37,19 +37,7 @@ DEADLINE = 30
 def make_store(request):
     """Configure a store on the named backend (a test's param)."""
     def make(name, **extra):
-        if name == 'memory':
-            backend, args = 'openstack.kvs.Memory', {}
-        elif name.startswith('memcached'):
-            servers = request.getfixturevalue(
-                'memcached_cluster' if name == 'memcached-3'
-                else 'memcached_server')
-            backend, args = 'openstack.kvs.Memcached', dict(
-                servers.store_args, socket_timeout=5)
-        else:
-            group = request.getfixturevalue({
-                'redis': 'redis_server', 'sentinel': 'redis_sentinel_group',
-                'cluster': 'redis_cluster'}[name])
-            backend, args = 'openstack.kvs.Redis', dict(group.store_args)
+        backend, args = stored.backend_args(request, name)
         args.update(extra)
         store = stored.make_store(backend, **args)
         # Warm: the parent holds open connections when it forks.
