@@ -48,7 +48,6 @@ made by any fork starts from zero.
 import functools
 import importlib.metadata
 import itertools
-import os
 import threading
 import time
 import typing as ty
@@ -71,7 +70,6 @@ _PLURAL = {'hit': 'hits', 'miss': 'misses', 'ok': 'ok',
 ENABLED = True
 
 F = ty.TypeVar('F', bound=ty.Callable[..., ty.Any])
-_getpid = os.getpid
 _perf_counter = time.perf_counter
 _NOT_FOUND = exception.NotFound
 _REFUSED = exception.IntegrityError
@@ -179,9 +177,6 @@ class Observer:
     def __init__(self, store: str, backend: ty.Any) -> None:
         self.counts: _process.PerProcess[Counts] = _process.PerProcess(
             Counts)
-        # PerProcess's own pid -> Counts, read on every call without
-        # the method call of counts.get() (which it falls back to).
-        self.made = self.counts._made
         self.attributes = {'oslo_kvs.store': store,
                            'oslo_kvs.backend': backend.name}
         if getattr(backend, 'db_system', None):
@@ -252,8 +247,7 @@ def operation(name: str, observer_of: ty.Callable[[ty.Any], ty.Any]
             observer = observer_of(self)
             if observer is None:
                 return method(self, *args, **kwargs)
-            # PerProcess.get() inlined: this is on every call.
-            counts = observer.made.get(_getpid()) or observer.counts.get()
+            counts = observer.counts.get()
             if observer.record is not None:
                 return observer.timed(method, name, counts, self, args,
                                       kwargs)
