@@ -686,12 +686,13 @@ class KeyValueStore:
             nothing was written.
         :raises NotImplementedError: on a backend without compare-and-set.
         """
-        return self._update(key, fn, default, expire_time)
+        return self._update(self._configured(), key, fn, default,
+                            expire_time)
 
-    def _update(self, key: str, fn: ty.Callable[[ty.Any], ty.Any],
-                default: ty.Any, expire_time: float | None) -> ty.Any:
+    def _update(self, state: _Configured, key: str,
+                fn: ty.Callable[[ty.Any], ty.Any], default: ty.Any,
+                expire_time: float | None) -> ty.Any:
         """:meth:`update`, which :meth:`incr` uses too (counted once)."""
-        state = self._configured()
         stored = state.data_key(key)
         ttl = state.ttl_of(expire_time, stored)
         attempt = 0
@@ -759,7 +760,7 @@ class KeyValueStore:
                                 'a %s' % (exception._describe(key),
                                           type(value).__name__))
             return value + delta
-        return self._update(key, add, 0, expire_time)
+        return self._update(state, key, add, 0, expire_time)
 
     @observe.operation('touch', _observer)
     def touch(self, key: str, expire_time: float | None = None) -> None:
