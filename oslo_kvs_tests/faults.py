@@ -174,6 +174,22 @@ def in_forked_children(count: int, body: ty.Callable[[int], dict],
     return results
 
 
+def sleep_here(monkeypatch: ty.Any, nap: ty.Callable[[float], ty.Any]
+               ) -> None:
+    """Make ``time.sleep`` call ``nap`` in the calling thread only.
+
+    Other threads, such as a client library's monitor left running by an
+    earlier test, keep sleeping for real and never reach ``nap``.
+    """
+    real, here = time.sleep, threading.current_thread()
+
+    def sleep(seconds: float) -> ty.Any:
+        if threading.current_thread() is here:
+            return nap(seconds)
+        return real(seconds)
+    monkeypatch.setattr(time, 'sleep', sleep)
+
+
 def run_threads(target: ty.Callable[[int], ty.Any], count: int,
                 timeout: float | None = None) -> None:
     """Run ``target(n)`` for n in ``range(count)``, each in a thread.

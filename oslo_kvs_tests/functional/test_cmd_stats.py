@@ -18,7 +18,6 @@ compare two samples around reads of their own: 3 hits and 2 misses more.
 
 import contextlib
 import json
-import time
 import uuid
 
 import pytest
@@ -26,6 +25,7 @@ import pytest
 import oslo_kvs
 from oslo_kvs.backends import base
 from oslo_kvs import exception
+from oslo_kvs_tests import faults
 from oslo_kvs_tests.functional.test_cmd_servers import conf_text
 from oslo_kvs_tests.functional.test_cmd_servers import run
 from oslo_kvs_tests import servers
@@ -198,7 +198,7 @@ def test_watch_shows_reads_between_samples(tmp_path, capsys, monkeypatch,
         read_known(store)
 
     with store_on(backend, args) as store:
-        monkeypatch.setattr(time, 'sleep', nap)
+        faults.sleep_here(monkeypatch, nap)
         status, out, _ = run(tmp_path, capsys, conf_text(backend, args),
                              'stats', '--watch', '0.5', '--format', 'json')
     assert status == 130 and naps == [0.5, 0.5]

@@ -15,12 +15,12 @@ in-memory and foreign backends (real servers: functional/test_cmd_stats).
 """
 
 import json
-import time
 
 import pytest
 
 from oslo_kvs.cmd import main
 from oslo_kvs.cmd import stats
+from oslo_kvs_tests import faults
 
 
 def row(label='a:1', **counts):
@@ -121,7 +121,7 @@ def test_watch_table(tmp_path, capsys, monkeypatch):
         naps.append(seconds)
         if len(naps) == 3:
             raise KeyboardInterrupt
-    monkeypatch.setattr(time, 'sleep', nap)
+    faults.sleep_here(monkeypatch, nap)
     status, out, _ = run(tmp_path, capsys, '', '--watch', '2')
     assert status == 130 and naps == [2.0] * 3
     assert out.count('openstack.kvs.Memory: 1 server(s)') == 3
