@@ -37,6 +37,7 @@ import collections
 import dataclasses
 import logging
 import math
+import os
 import random
 import secrets
 import threading
@@ -127,6 +128,31 @@ class _Turns:
 # This process's turns: a forked child must not wait for threads of its
 # parent.
 _turns = _process.PerProcess(_Turns)
+
+
+#: Threads of this process that hold a store lock: thread ident -> how
+#: many. A read made by one of them never comes from a near cache
+#: (:mod:`oslo_kvs.near`); while no thread holds a lock, as is usual,
+#: that costs a read one truth test of this dict. A child made by a fork
+#: that skips Python's hooks (uWSGI) may keep its parent's entries, which
+#: only sends more of its reads to the server.
+holders: dict[int, int] = {}
+_holders_lock = _process.Primitive('Lock')
+os.register_at_fork(after_in_child=holders.clear)
+
+
+def holds_a_lock() -> bool:
+    """Whether the calling thread holds a store lock (any store, key)."""
+    return bool(holders) and threading.get_ident() in holders
+
+
+def _count_holder(ident: int, change: int) -> None:
+    with _holders_lock:
+        held = holders.get(ident, 0) + change
+        if held > 0:
+            holders[ident] = held
+        else:
+            holders.pop(ident, None)
 
 
 #: Longest pause between two tries to take a lock held elsewhere.
@@ -229,6 +255,7 @@ class KeyValueStoreLock:
         self._token = ''     # the lease's, while held
         self._lease_end = math.inf     # monotonic time, while held
         self._turns: _Turns | None = None
+        self._holder = 0     # the ident of the thread that took it
 
     def __repr__(self) -> str:
         return '<KeyValueStoreLock %s active=%s>' % (
@@ -272,6 +299,8 @@ class KeyValueStoreLock:
                 return False
             started, self._token = won, token
         self._lease_end = started + lease
+        self._holder = threading.get_ident()
+        _count_holder(self._holder, 1)
         self.active = True
         return True
 
@@ -287,6 +316,7 @@ class KeyValueStoreLock:
                 'lock for %s is not held' % exception._describe(self.key))
         expired = self.expired
         self.active = False
+        _count_holder(self._holder, -1)
         if self.enabled:
             try:
                 self._backend.release_lock(self._lock_key, self._token)

@@ -1,0 +1,233 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The near cache: values read from the server, kept in this process.
+
+Opt-in per store (``near_cache_ttl``, ``near_cache_size``). The store
+(:mod:`oslo_kvs.core`) decides which reads may be served from here and
+drops the keys it writes; this module keeps the entries:
+
+- **Bounded staleness.** An entry is served for ``near_cache_ttl``
+  seconds counted from when the server read *started*, so a write by
+  another process that the read missed is hidden no longer than that.
+- **No stale fill.** Every drop (a write of this process, an invalidation
+  from the server) and every :meth:`NearCache.suspend` or
+  :meth:`NearCache.resume` advances a generation; a read that began under
+  an older generation fills nothing, since a write may have landed after
+  the server answered it. Fills and drops take one lock, so neither can
+  come between the other's check and change.
+- **Isolation.** An immutable value (:func:`oslo_kvs.serialization.plain`)
+  is kept as itself; any other as serialized bytes, decoded anew on each
+  hit, so a caller that changes what it got changes nothing kept. Values
+  arrive here already verified and decoded; bytes the server sent are
+  kept only when unprotected, else the value is serialized again.
+- **Bounded size.** At most ``near_cache_size`` entries, evicted in an
+  approximation of least-recently-used order (CLOCK, "second chance"): a
+  hit marks its entry; when full, the oldest entry goes unless marked, a
+  marked one is unmarked and moved to the newest end. A hit only reads
+  the dict and sets a mark, so it takes no lock: under the GIL each is
+  one atomic step.
+- **Per process.** Made by a :class:`oslo_kvs._process.PerProcess`, so a
+  forked child starts empty.
+
+A backend whose server can notify other clients' writes tells the cache
+through :meth:`NearCache.drop`, :meth:`~NearCache.suspend` and
+:meth:`~NearCache.resume` (see ``Backend.watch``).
+"""
+
+import collections
+import itertools
+import os
+import threading
+import time
+import typing as ty
+
+from oslo_kvs import _process
+from oslo_kvs import serialization
+
+if ty.TYPE_CHECKING:
+    from oslo_kvs.backends import base
+
+#: What :meth:`NearCache.lookup` returns for a key it does not serve.
+MISS: ty.Any = object()
+
+_monotonic = time.monotonic
+_plain = serialization.plain
+
+
+class NearCache:
+    """One process's near cache for one store.
+
+    :param ttl: seconds an entry is served, from the start of its read.
+    :param size: most entries kept.
+    :param dumps: serializes a value to bytes :func:`loads` reads.
+    :param loads: the inverse of ``dumps``; also reads the server's bytes
+        when ``reuse_bytes``.
+    :param reuse_bytes: whether the bytes read from the server are what
+        ``loads`` reads (no value protection), so they are kept as they
+        came instead of serializing the value again.
+    """
+
+    def __init__(self, ttl: float, size: int,
+                 dumps: ty.Callable[[ty.Any], bytes],
+                 loads: ty.Callable[[bytes], ty.Any],
+                 reuse_bytes: bool) -> None:
+        self.ttl, self.size = ttl, size
+        self._dumps, self._loads, self._reuse = dumps, loads, reuse_bytes
+        #: stored key -> [served until, kept value, loads or None, marked]
+        self._entries: collections.OrderedDict[str, list[ty.Any]] = (
+            collections.OrderedDict())
+        self._lock = threading.Lock()
+        self._generation = 0
+        self._suspended = False
+        #: Stops the backend's watch (``Backend.watch``), if it watches.
+        self.stop: ty.Callable[[], None] | None = None
+        # Exact under threads without a lock: next() is one C call.
+        self._hits, self._misses = itertools.count(), itertools.count()
+        self._reads = 0
+
+    # --- the store's side ------------------------------------------------
+
+    def lookup(self, stored: str) -> ty.Any:
+        """The value kept for ``stored`` while fresh, else :data:`MISS`."""
+        entry = self._entries.get(stored)
+        if entry is not None and _monotonic() < entry[0]:
+            entry[3] = True
+            next(self._hits)
+            loads = entry[2]
+            return entry[1] if loads is None else loads(entry[1])
+        next(self._misses)
+        return MISS
+
+    def begin(self) -> tuple[int, float]:
+        """Mark the start of a server read whose values may fill."""
+        return self._generation, _monotonic()
+
+    def fill(self, begun: tuple[int, float],
+             found: ty.Iterable[tuple[str, ty.Any, ty.Any]]) -> None:
+        """Keep values read since ``begun`` (:meth:`begin`).
+
+        :param found: ``(stored key, value, bytes read)`` triples; the
+            values verified and decoded.
+        """
+        generation, started = begun
+        until = started + self.ttl
+        made = [(stored, self._entry(until, value, data))
+                for stored, value, data in found]
+        with self._lock:
+            if generation != self._generation or self._suspended:
+                return    # a write may have landed after the read
+            entries = self._entries
+            for stored, entry in made:
+                if stored not in entries and len(entries) >= self.size:
+                    self._evict()
+                entries[stored] = entry
+
+    def _entry(self, until: float, value: ty.Any,
+               data: ty.Any) -> list[ty.Any]:
+        if _plain(value) is not None:
+            return [until, value, None, False]
+        if self._reuse and type(data) is bytes:
+            return [until, data, self._loads, False]
+        return [until, self._dumps(value), self._loads, False]
+
+    def _evict(self) -> None:
+        """Remove one entry (CLOCK); under the lock, with entries."""
+        entries = self._entries
+        for _ in range(len(entries)):
+            stored, entry = entries.popitem(last=False)
+            if not entry[3]:
+                return
+            entry[3] = False     # a second chance, at the newest end
+            entries[stored] = entry
+        entries.popitem(last=False)    # every one was marked meanwhile
+
+    # --- the watcher's side (and the store's writes) -----------------------
+
+    def drop(self, stored_keys: ty.Iterable[str]) -> None:
+        """Forget these stored keys (written by this or another client)."""
+        with self._lock:
+            self._generation += 1
+            for stored in stored_keys:
+                self._entries.pop(stored, None)
+
+    def suspend(self) -> None:
+        """Forget everything and serve nothing until :meth:`resume`."""
+        with self._lock:
+            self._suspended = True
+            self._generation += 1
+            self._entries.clear()
+
+    def resume(self) -> None:
+        """Serve again; reads begun before now still fill nothing."""
+        with self._lock:
+            self._suspended = False
+            self._generation += 1
+
+    # --- counts -----------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Hits and misses so far (keys read), and entries kept now."""
+        with self._lock:
+            # A count is read by advancing it: subtract the reads made.
+            hits, misses = next(self._hits), next(self._misses)
+            hits, misses = hits - self._reads, misses - self._reads
+            self._reads += 1
+            return {'hits': hits, 'misses': misses,
+                    'entries': len(self._entries)}
+
+
+def per_process(ttl: float, size: int, backend: 'base.Backend',
+                codec: serialization.Codec
+                ) -> '_process.PerProcess[NearCache] | None':
+    """A store's near caches, one per process; None when ``ttl`` is 0.
+
+    Each process's cache is made on first use, and ``backend`` is asked
+    then to watch other clients' writes for it (``Backend.watch``).
+    """
+    if not ttl:
+        return None
+    dumps, loads = codec.serializer
+    # PerProcess may call make() twice when threads race to a process's
+    # first use; only one cache may be watched, so the first is shared.
+    guard = _process.Primitive('Lock')
+    made: dict[int, NearCache] = {}
+
+    def make() -> NearCache:
+        pid = os.getpid()
+        with guard:
+            cache = made.get(pid)
+            if cache is None:
+                made.clear()    # a parent's: its watch is the parent's
+                cache = made[pid] = NearCache(ttl, size, dumps, loads,
+                                              codec.protector is None)
+                cache.stop = backend.watch(cache)
+            return cache
+    return _process.PerProcess(make)
+
+
+def close(caches: '_process.PerProcess[NearCache] | None') -> None:
+    """Stop this process's watch of ``caches``, if any; drop the cache."""
+    cache = caches.forget() if caches is not None else None
+    if cache is not None and cache.stop is not None:
+        cache.stop()
+
+
+def counts(caches: '_process.PerProcess[NearCache] | None'
+           ) -> dict[str, int] | None:
+    """``stats()``'s ``near_cache``: this process's counts, or None (off)."""
+    if caches is None:
+        return None
+    cache = caches.peek()
+    if cache is None:
+        return {'hits': 0, 'misses': 0, 'entries': 0}
+    return cache.counts()
