@@ -248,11 +248,10 @@ for line in sys.stdin:
 
 
 def assert_seen_within(reader, expected, ttl, written):
-    """Every read of ``reader`` that starts ``ttl`` seconds after
-    ``written`` (the monotonic time a write ended) sees ``expected``.
+    """Reads ``ttl`` seconds after ``written`` give ``expected``.
 
-    Polls until a read gives ``expected``; each stale read must have
-    started sooner.
+    ``written`` is the monotonic time a write ended. Polls until a read
+    gives ``expected``; each stale read must have started sooner.
     """
     while True:
         started = time.monotonic()
