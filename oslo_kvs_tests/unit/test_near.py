@@ -1,0 +1,229 @@
+# Licensed under the Apache License, Version 2.0 (the "License"); you may
+# not use this file except in compliance with the License. You may obtain
+# a copy of the License at
+#
+#      http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS, WITHOUT
+# WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied. See the
+# License for the specific language governing permissions and limitations
+# under the License.
+
+"""The near cache's own rules (:mod:`oslo_kvs.near`) and its settings."""
+
+import math
+import threading
+
+from oslo_config import cfg
+import pytest
+
+import oslo_kvs
+from oslo_kvs.backends import memory
+from oslo_kvs import exception
+from oslo_kvs import near
+from oslo_kvs import serialization
+from oslo_kvs_tests import faults
+from oslo_kvs_tests import stored
+
+
+def make_cache(ttl=60.0, size=100, reuse_bytes=True):
+    return near.NearCache(ttl, size, serialization.dumps,
+                          serialization.loads, reuse_bytes)
+
+
+def fill(cache, stored_key, value, begun=None):
+    cache.fill(begun or cache.begin(),
+               [(stored_key, value, serialization.dumps(value))])
+
+
+# --- settings ---------------------------------------------------------------
+
+@pytest.mark.parametrize('argument, bad', [
+    ('near_cache_ttl', -1), ('near_cache_ttl', math.nan),
+    ('near_cache_ttl', math.inf), ('near_cache_ttl', True),
+    ('near_cache_ttl', 'soon'), ('near_cache_ttl', [1]),
+    ('near_cache_size', 0), ('near_cache_size', -5),
+    ('near_cache_size', 1.5), ('near_cache_size', True),
+    ('near_cache_size', 'many'),
+])
+def test_bad_arguments_are_refused_at_configure(argument, bad):
+    store = stored.new_store()
+    with pytest.raises(exception.ConfigurationError) as info:
+        store.configure('openstack.kvs.Memory', **{argument: bad})
+    assert info.value.argument == argument
+    assert not store.is_configured
+
+
+def test_off_by_default_and_for_zero():
+    for args in ({}, {'near_cache_ttl': 0}, {'near_cache_ttl': None}):
+        store = stored.make_store('openstack.kvs.Memory', **args)
+        try:
+            assert store._state.near is None    # the hot path's one test
+            store.set('k', 1)
+            assert store.get('k') == 1
+            assert store.stats()['near_cache'] is None
+        finally:
+            store.close()
+
+
+def test_options_of_a_group_configure_the_near_cache():
+    conf = cfg.ConfigOpts()
+    conf([], project='test', default_config_files=[])
+    oslo_kvs.register_store_opts(conf, 'tokens')
+    conf.set_override('near_cache_ttl', 2.5, group='tokens')
+    conf.set_override('near_cache_size', 7, group='tokens')
+    store = stored.new_store(conf=conf)
+    store.configure_from_conf('tokens')
+    try:
+        settings = store._state.settings
+        assert (settings.near_ttl, settings.near_size) == (2.5, 7)
+        store.set('k', 'v')
+        assert store.get('k') == store.get('k') == 'v'
+        assert store.stats()['near_cache'] == {'hits': 1, 'misses': 1,
+                                               'entries': 1}
+    finally:
+        store.close()
+
+
+def test_option_help_names_the_staleness():
+    [ttl] = [opt for opt in oslo_kvs.opts.store_opts()
+             if opt.name == 'near_cache_ttl']
+    assert 'own writes' in ttl.help and ttl.default is None
+
+
+# --- entries ---------------------------------------------------------------
+
+def test_a_read_overtaken_by_a_drop_fills_nothing():
+    cache = make_cache()
+    begun = cache.begin()         # a read starts
+    cache.drop(['other'])         # a write ends meanwhile (any key)
+    fill(cache, 'k', 'old', begun)
+    assert cache.lookup('k') is near.MISS
+    fill(cache, 'k', 'new')
+    assert cache.lookup('k') == 'new'
+
+
+def test_drop_and_fill_race_leaves_no_stale_entry():
+    # Threads fill from reads begun before drops that other threads make;
+    # after each drop of 'k' the read begun before it must not be kept.
+    cache = make_cache()
+    stale = []
+
+    def reader(n):
+        for round in range(2000):
+            begun = cache.begin()
+            fill(cache, 'k', ('old', n, round), begun)
+
+    def writer(n):
+        for _ in range(2000):
+            begun = cache.begin()
+            cache.drop(['k'])
+            if cache.lookup('k') is not near.MISS:
+                # Only a read begun after the drop may fill.
+                entry = cache._entries.get('k')
+                if entry is not None and entry[0] - 60 < begun[1]:
+                    stale.append(entry)
+
+    faults.run_threads(lambda n: (reader if n % 2 else writer)(n), 4,
+                       timeout=60)
+    assert stale == []
+
+
+def test_suspend_forgets_and_refuses_until_resume():
+    cache = make_cache()
+    fill(cache, 'k', 1)
+    cache.suspend()
+    assert cache.lookup('k') is near.MISS
+    fill(cache, 'k', 2)           # suspended: nothing kept
+    assert cache.lookup('k') is near.MISS
+    begun = cache.begin()         # begun before the resume
+    cache.resume()
+    fill(cache, 'k', 3, begun)
+    assert cache.lookup('k') is near.MISS
+    fill(cache, 'k', 4)
+    assert cache.lookup('k') == 4
+
+
+def test_entries_age_from_the_start_of_their_read(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(near, '_monotonic', lambda: now[0])
+    cache = make_cache(ttl=5)
+    begun = cache.begin()
+    now[0] += 3                   # the read took 3 s
+    fill(cache, 'k', 'v', begun)
+    now[0] += 1.9
+    assert cache.lookup('k') == 'v'
+    now[0] += 0.1                 # 5 s after the read began
+    assert cache.lookup('k') is near.MISS
+
+
+def test_size_bound_and_second_chance_eviction():
+    cache = make_cache(size=3)
+    for key in 'abc':
+        fill(cache, key, key)
+    assert cache.lookup('a') == 'a'     # marked: survives one eviction
+    fill(cache, 'd', 'd')
+    assert [cache.lookup(key) for key in 'abcd'] == [
+        'a', near.MISS, 'c', 'd']
+    assert cache.counts()['entries'] == 3
+    for key in 'efghij':
+        fill(cache, key, key)
+        assert len(cache._entries) == 3
+
+
+def test_kept_values_are_isolated_and_immutable_ones_shared():
+    for reuse in (True, False):
+        cache = make_cache(reuse_bytes=reuse)
+        value = {'a': [1]}
+        fill(cache, 'k', value)
+        value['a'].append(2)
+        first = cache.lookup('k')
+        first['a'].append(3)
+        assert cache.lookup('k') == {'a': [1]}
+        text = 'x' * 100
+        fill(cache, 's', text)
+        assert cache.lookup('s') is text
+
+
+def test_counts_are_exact_under_threads():
+    cache = make_cache()
+    fill(cache, 'k', 1)
+
+    def work(n):
+        for _ in range(1000):
+            cache.lookup('k')
+            cache.lookup('missing')
+    faults.run_threads(work, 4, timeout=60)
+    assert cache.counts() == {'hits': 4000, 'misses': 4000, 'entries': 1}
+    assert cache.counts() == {'hits': 4000, 'misses': 4000, 'entries': 1}
+
+
+# --- the backend's watch ---------------------------------------------------
+
+def test_watch_is_asked_once_per_process_and_stopped_on_close(monkeypatch):
+    watched, stopped = [], []
+
+    def watch(self, cache):
+        watched.append(cache)
+        return lambda: stopped.append(cache)
+    monkeypatch.setattr(memory.MemoryBackend, 'watch', watch)
+    store = stored.make_store('openstack.kvs.Memory', near_cache_ttl=10)
+    store.set('k', 1)
+    barrier = threading.Barrier(8)
+
+    def first_reads(n):
+        barrier.wait()
+        store.get('k')
+    faults.run_threads(first_reads, 8, timeout=30)
+    assert len(watched) == 1
+    [child] = faults.in_forked_children(1, lambda n: {
+        'got': store.get('k'), 'watched': len(watched)})
+    assert child == {'got': 1, 'watched': 2}
+    assert stopped == []
+    store.close()
+    assert stopped == watched
+
+
+def test_default_watch_is_none():
+    assert memory.MemoryBackend({}).watch(make_cache()) is None
