@@ -205,7 +205,7 @@ class _Configured:
                          is not base.Backend.incr_serialized else None)
         #: This process's near cache (``.get()``), or None when off.
         self.near = near_cache.per_process(settings.near_ttl,
-                                           settings.near_size, backend, codec)
+                                           settings.near_size, backend)
         # Users name no_expiry_keys by their keys; writes see stored keys.
         self.no_expiry = frozenset(self.data_key(key)
                                    for key in settings.no_expiry)
@@ -566,7 +566,8 @@ class KeyValueStore:
         :raises exception.NotFound: when the key is missing or expired.
         """
         state = self._state or self._configured()
-        if state.near is not None and not locking.holds_a_lock():
+        if state.near is not None and not (locking.holders and
+                                           locking.holds_a_lock()):
             return self._get_near(state, key)
         data = state.io.get_serialized(state.data_key(key))
         if data is base.NO_VALUE:
@@ -588,7 +589,7 @@ class KeyValueStore:
         if data is base.NO_VALUE:
             raise exception.NotFound(key)
         value = self._decoded(state, key, data)
-        near.fill(begun, ((stored, value, data),))
+        near.fill(begun, ((stored, value),))
         return value
 
     @observe.operation('get_multi', _observer)
@@ -635,7 +636,7 @@ class KeyValueStore:
             decoded = state.decode_many([keys[i] for i in missing], found)
         except exception.IntegrityError as exc:
             raise self._refused(exc.target) from None
-        near.fill(begun, zip(wanted, decoded, found))
+        near.fill(begun, zip(wanted, decoded))
         for i, value in zip(missing, decoded):
             values[i] = value
         return values

@@ -26,10 +26,12 @@ drops the keys it writes; this module keeps the entries:
   the server answered it. Fills and drops take one lock, so neither can
   come between the other's check and change.
 - **Isolation.** An immutable value (:func:`oslo_kvs.serialization.plain`)
-  is kept as itself; any other as serialized bytes, decoded anew on each
-  hit, so a caller that changes what it got changes nothing kept. Values
-  arrive here already verified and decoded; bytes the server sent are
-  kept only when unprotected, else the value is serialized again.
+  is kept as itself; any other pickled, and unpickled anew on each hit,
+  so a caller that changes what it got changes nothing kept. Values
+  arrive here verified and decoded, and the pickles are made here, so
+  unpickling runs nothing foreign. For the benchmark's small dict,
+  ``pickle.loads`` takes about 0.55 us, the MessagePack decoding of the
+  server's bytes 1.0 us and ``copy.deepcopy`` 3.1 us.
 - **Bounded size.** At most ``near_cache_size`` entries, evicted in an
   approximation of least-recently-used order (CLOCK, "second chance"): a
   hit marks its entry; when full, the oldest entry goes unless marked, a
@@ -47,6 +49,7 @@ through :meth:`NearCache.drop`, :meth:`~NearCache.suspend` and
 import collections
 import itertools
 import os
+import pickle
 import threading
 import time
 import typing as ty
@@ -62,6 +65,7 @@ MISS: ty.Any = object()
 
 _monotonic = time.monotonic
 _plain = serialization.plain
+_dumps, _loads = pickle.dumps, pickle.loads
 
 
 class NearCache:
@@ -69,21 +73,12 @@ class NearCache:
 
     :param ttl: seconds an entry is served, from the start of its read.
     :param size: most entries kept.
-    :param dumps: serializes a value to bytes :func:`loads` reads.
-    :param loads: the inverse of ``dumps``; also reads the server's bytes
-        when ``reuse_bytes``.
-    :param reuse_bytes: whether the bytes read from the server are what
-        ``loads`` reads (no value protection), so they are kept as they
-        came instead of serializing the value again.
     """
 
-    def __init__(self, ttl: float, size: int,
-                 dumps: ty.Callable[[ty.Any], bytes],
-                 loads: ty.Callable[[bytes], ty.Any],
-                 reuse_bytes: bool) -> None:
+    def __init__(self, ttl: float, size: int) -> None:
         self.ttl, self.size = ttl, size
-        self._dumps, self._loads, self._reuse = dumps, loads, reuse_bytes
-        #: stored key -> [served until, kept value, loads or None, marked]
+        #: stored key -> [served until, value or its pickle, pickled?,
+        #: marked]
         self._entries: collections.OrderedDict[str, list[ty.Any]] = (
             collections.OrderedDict())
         self._lock = threading.Lock()
@@ -103,8 +98,7 @@ class NearCache:
         if entry is not None and _monotonic() < entry[0]:
             entry[3] = True
             next(self._hits)
-            loads = entry[2]
-            return entry[1] if loads is None else loads(entry[1])
+            return _loads(entry[1]) if entry[2] else entry[1]
         next(self._misses)
         return MISS
 
@@ -113,16 +107,18 @@ class NearCache:
         return self._generation, _monotonic()
 
     def fill(self, begun: tuple[int, float],
-             found: ty.Iterable[tuple[str, ty.Any, ty.Any]]) -> None:
+             found: ty.Iterable[tuple[str, ty.Any]]) -> None:
         """Keep values read since ``begun`` (:meth:`begin`).
 
-        :param found: ``(stored key, value, bytes read)`` triples; the
-            values verified and decoded.
+        :param found: ``(stored key, value)`` pairs; the values verified
+            and decoded.
         """
         generation, started = begun
         until = started + self.ttl
-        made = [(stored, self._entry(until, value, data))
-                for stored, value, data in found]
+        made = [(stored, [until, value, False, False]
+                 if _plain(value) is not None else
+                 [until, _dumps(value, pickle.HIGHEST_PROTOCOL), True, False])
+                for stored, value in found]
         with self._lock:
             if generation != self._generation or self._suspended:
                 return    # a write may have landed after the read
@@ -131,14 +127,6 @@ class NearCache:
                 if stored not in entries and len(entries) >= self.size:
                     self._evict()
                 entries[stored] = entry
-
-    def _entry(self, until: float, value: ty.Any,
-               data: ty.Any) -> list[ty.Any]:
-        if _plain(value) is not None:
-            return [until, value, None, False]
-        if self._reuse and type(data) is bytes:
-            return [until, data, self._loads, False]
-        return [until, self._dumps(value), self._loads, False]
 
     def _evict(self) -> None:
         """Remove one entry (CLOCK); under the lock, with entries."""
@@ -186,8 +174,7 @@ class NearCache:
                     'entries': len(self._entries)}
 
 
-def per_process(ttl: float, size: int, backend: 'base.Backend',
-                codec: serialization.Codec
+def per_process(ttl: float, size: int, backend: 'base.Backend'
                 ) -> '_process.PerProcess[NearCache] | None':
     """A store's near caches, one per process; None when ``ttl`` is 0.
 
@@ -196,7 +183,6 @@ def per_process(ttl: float, size: int, backend: 'base.Backend',
     """
     if not ttl:
         return None
-    dumps, loads = codec.serializer
     # PerProcess may call make() twice when threads race to a process's
     # first use; only one cache may be watched, so the first is shared.
     guard = _process.Primitive('Lock')
@@ -208,8 +194,7 @@ def per_process(ttl: float, size: int, backend: 'base.Backend',
             cache = made.get(pid)
             if cache is None:
                 made.clear()    # a parent's: its watch is the parent's
-                cache = made[pid] = NearCache(ttl, size, dumps, loads,
-                                              codec.protector is None)
+                cache = made[pid] = NearCache(ttl, size)
                 cache.stop = backend.watch(cache)
             return cache
     return _process.PerProcess(make)

@@ -255,12 +255,6 @@ class Codec:
                                     if serializer == 'pickle'
                                     else (dumps, loads))
 
-    @property
-    def serializer(self) -> tuple[ty.Callable[[ty.Any], bytes],
-                                  ty.Callable[[bytes], ty.Any]]:
-        """The serializer's own ``(dumps, loads)``, without protection."""
-        return self._dumps, self._loads
-
     def encode(self, key: str, value: ty.Any) -> bytes:
         """Bytes to store for ``value`` under the caller's ``key``.
 

@@ -12,6 +12,7 @@
 
 """The near cache's own rules (:mod:`oslo_kvs.near`) and its settings."""
 
+import datetime
 import math
 import threading
 
@@ -22,19 +23,16 @@ import oslo_kvs
 from oslo_kvs.backends import memory
 from oslo_kvs import exception
 from oslo_kvs import near
-from oslo_kvs import serialization
 from oslo_kvs_tests import faults
 from oslo_kvs_tests import stored
 
 
-def make_cache(ttl=60.0, size=100, reuse_bytes=True):
-    return near.NearCache(ttl, size, serialization.dumps,
-                          serialization.loads, reuse_bytes)
+def make_cache(ttl=60.0, size=100):
+    return near.NearCache(ttl, size)
 
 
 def fill(cache, stored_key, value, begun=None):
-    cache.fill(begun or cache.begin(),
-               [(stored_key, value, serialization.dumps(value))])
+    cache.fill(begun or cache.begin(), [(stored_key, value)])
 
 
 # --- settings ---------------------------------------------------------------
@@ -173,17 +171,20 @@ def test_size_bound_and_second_chance_eviction():
 
 
 def test_kept_values_are_isolated_and_immutable_ones_shared():
-    for reuse in (True, False):
-        cache = make_cache(reuse_bytes=reuse)
-        value = {'a': [1]}
-        fill(cache, 'k', value)
-        value['a'].append(2)
-        first = cache.lookup('k')
-        first['a'].append(3)
-        assert cache.lookup('k') == {'a': [1]}
-        text = 'x' * 100
-        fill(cache, 's', text)
-        assert cache.lookup('s') is text
+    cache = make_cache()
+    when = datetime.datetime.now(datetime.timezone.utc)
+    value = {'a': [1], 'b': ({2}, frozenset([3])), 'when': when}
+    fill(cache, 'k', value)
+    value['a'].append(2)
+    first = cache.lookup('k')
+    first['a'].append(3)
+    first['b'][0].add(4)
+    got = cache.lookup('k')
+    assert got == {'a': [1], 'b': ({2}, frozenset([3])), 'when': when}
+    assert type(got['b']) is tuple
+    text = 'x' * 100
+    fill(cache, 's', text)
+    assert cache.lookup('s') is text
 
 
 def test_counts_are_exact_under_threads():
