@@ -620,8 +620,7 @@ class KeyValueStore:
         call.
         """
         near = state.near.get()  # type: ignore[union-attr]
-        lookup = near.lookup
-        values = [lookup(one) for one in stored]
+        values = near.lookup_many(stored)
         missing = [i for i, value in enumerate(values)
                    if value is near_cache.MISS]
         if not missing:
@@ -646,6 +645,9 @@ class KeyValueStore:
 
         Called after the write (also one that failed: it may have landed),
         so a read of the old value that began before it fills nothing.
+        ``set`` and ``set_multi`` keep what they wrote instead, unless
+        another write or drop came between (``NearCache.fill``): the
+        value given (a copy, see ``NearCache``).
         """
         if state.near is not None:
             state.near.get().drop(stored)
@@ -664,14 +666,19 @@ class KeyValueStore:
         ttl = state.ttl_of(expire_time, stored)
         data = state.encode(key, value)
         fence = None if lock is None else locking.check_write(lock, self, key)
+        near = state.near.get() if state.near is not None else None
+        if near is not None:
+            begun = near.begin()
         try:
             if fence is None:
                 state.set_one(stored, data, ttl)
             elif not state.backend.set_fenced(stored, data, ttl, *fence):
                 raise exception.LockTimeout(key)    # the lock passed on
-        finally:
-            if state.near is not None:
-                self._dropped(state, (stored,))
+        except BaseException:
+            self._dropped(state, (stored,))
+            raise
+        if near is not None:
+            near.fill(begun, ((stored, value),), True, ttl)
 
     @observe.operation('set_multi', _observer)
     def set_multi(self, mapping: ty.Mapping[str, ty.Any],
@@ -685,6 +692,9 @@ class KeyValueStore:
         data_key, encode = state.data_key, state.encode
         batch = {data_key(key): encode(key, value)
                  for key, value in mapping.items()}
+        near = state.near.get() if state.near is not None else None
+        if near is not None:
+            begun, written = near.begin(), list(zip(batch, mapping.values()))
         # One backend call per ttl: no_expiry_keys may split the batch.
         exempt = {stored: batch.pop(stored)
                   for stored in batch.keys() & state.no_expiry}
@@ -692,9 +702,11 @@ class KeyValueStore:
             for part, part_ttl in ((batch, ttl), (exempt, None)):
                 if part:
                     state.set_many(part, part_ttl)
-        finally:
-            if state.near is not None:
-                self._dropped(state, list(batch) + list(exempt))
+        except BaseException:
+            self._dropped(state, list(batch) + list(exempt))
+            raise
+        if near is not None:
+            near.fill(begun, written, True, ttl)
 
     @observe.operation('delete', _observer)
     def delete(self, key: str,

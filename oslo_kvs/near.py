@@ -68,6 +68,12 @@ _plain = serialization.plain
 _dumps, _loads = pickle.dumps, pickle.loads
 
 
+def _advance(counter: ty.Iterator[int], by: int) -> None:
+    """Count ``by`` more on ``counter``, in C (exact under threads)."""
+    if by:
+        collections.deque(itertools.islice(counter, by), maxlen=0)
+
+
 class NearCache:
     """One process's near cache for one store.
 
@@ -102,26 +108,54 @@ class NearCache:
         next(self._misses)
         return MISS
 
+    def lookup_many(self, stored_keys: list[str]) -> list[ty.Any]:
+        """:meth:`lookup` of each key, in one call."""
+        now, get = _monotonic(), self._entries.get
+        values = []
+        for stored in stored_keys:
+            entry = get(stored)
+            if entry is not None and now < entry[0]:
+                entry[3] = True
+                values.append(_loads(entry[1]) if entry[2] else entry[1])
+            else:
+                values.append(MISS)
+        missed = values.count(MISS)
+        _advance(self._hits, len(values) - missed)
+        _advance(self._misses, missed)
+        return values
+
     def begin(self) -> tuple[int, float]:
-        """Mark the start of a server read whose values may fill."""
+        """Mark the start of a server read (or write) that may fill."""
         return self._generation, _monotonic()
 
     def fill(self, begun: tuple[int, float],
-             found: ty.Iterable[tuple[str, ty.Any]]) -> None:
-        """Keep values read since ``begun`` (:meth:`begin`).
+             found: ty.Iterable[tuple[str, ty.Any]],
+             written: bool = False, ttl: float | None = None) -> None:
+        """Keep values read (or written) since ``begun`` (:meth:`begin`).
 
-        :param found: ``(stored key, value)`` pairs; the values verified
-            and decoded.
+        :param found: ``(stored key, value)`` pairs; values read are
+            verified and decoded.
+        :param written: whether this process wrote the values (with the
+            server's ``ttl``), rather than read them. A write that
+            another drop overtook keeps nothing and drops its keys,
+            since the server may hold either value; one that did not
+            makes reads begun before it fill nothing.
         """
         generation, started = begun
-        until = started + self.ttl
+        until = started + (self.ttl if not ttl else min(ttl, self.ttl))
         made = [(stored, [until, value, False, False]
                  if _plain(value) is not None else
                  [until, _dumps(value, pickle.HIGHEST_PROTOCOL), True, False])
                 for stored, value in found]
         with self._lock:
             if generation != self._generation or self._suspended:
-                return    # a write may have landed after the read
+                # A write may have landed after the read, or (written)
+                # before this write.
+                if written:
+                    self._drop(stored for stored, _ in made)
+                return
+            if written:
+                self._generation += 1
             entries = self._entries
             for stored, entry in made:
                 if stored not in entries and len(entries) >= self.size:
@@ -144,9 +178,12 @@ class NearCache:
     def drop(self, stored_keys: ty.Iterable[str]) -> None:
         """Forget these stored keys (written by this or another client)."""
         with self._lock:
-            self._generation += 1
-            for stored in stored_keys:
-                self._entries.pop(stored, None)
+            self._drop(stored_keys)
+
+    def _drop(self, stored_keys: ty.Iterable[str]) -> None:
+        self._generation += 1
+        for stored in stored_keys:
+            self._entries.pop(stored, None)
 
     def suspend(self) -> None:
         """Forget everything and serve nothing until :meth:`resume`."""

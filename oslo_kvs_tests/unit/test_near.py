@@ -76,9 +76,9 @@ def test_options_of_a_group_configure_the_near_cache():
     try:
         settings = store._state.settings
         assert (settings.near_ttl, settings.near_size) == (2.5, 7)
-        store.set('k', 'v')
+        store.set('k', 'v')     # kept as written
         assert store.get('k') == store.get('k') == 'v'
-        assert store.stats()['near_cache'] == {'hits': 1, 'misses': 1,
+        assert store.stats()['near_cache'] == {'hits': 2, 'misses': 0,
                                                'entries': 1}
     finally:
         store.close()
@@ -126,6 +126,30 @@ def test_drop_and_fill_race_leaves_no_stale_entry():
     faults.run_threads(lambda n: (reader if n % 2 else writer)(n), 4,
                        timeout=60)
     assert stale == []
+
+
+def test_a_write_keeps_its_value_unless_overtaken():
+    cache = make_cache(ttl=60)
+    read = cache.begin()          # a read of the old value starts
+    wrote = cache.begin()
+    cache.fill(wrote, [('k', 'new')], written=True, ttl=None)
+    fill(cache, 'k', 'old', read)     # the read ends: nothing kept
+    assert cache.lookup('k') == 'new'
+    wrote = cache.begin()
+    cache.drop(['other'])         # another write ends meanwhile
+    cache.fill(wrote, [('k', 'newer')], written=True, ttl=None)
+    assert cache.lookup('k') is near.MISS     # dropped, not kept
+
+
+def test_a_written_entry_lives_no_longer_than_its_value(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(near, '_monotonic', lambda: now[0])
+    cache = make_cache(ttl=60)
+    cache.fill(cache.begin(), [('k', 'v')], written=True, ttl=2)
+    now[0] += 1.9
+    assert cache.lookup('k') == 'v'
+    now[0] += 0.1
+    assert cache.lookup('k') is near.MISS
 
 
 def test_suspend_forgets_and_refuses_until_resume():
