@@ -621,10 +621,10 @@ class KeyValueStore:
         """
         near = state.near.get()  # type: ignore[union-attr]
         values = near.lookup_many(stored)
+        if near_cache.MISS not in values:
+            return values
         missing = [i for i, value in enumerate(values)
                    if value is near_cache.MISS]
-        if not missing:
-            return values
         begun = near.begin()
         wanted = [stored[i] for i in missing]
         found = state.io.get_serialized_multi(wanted)

@@ -43,6 +43,7 @@ import secrets
 import threading
 import time
 import typing as ty
+import weakref
 
 from dogpile.cache import api
 
@@ -130,29 +131,46 @@ class _Turns:
 _turns = _process.PerProcess(_Turns)
 
 
-#: Threads of this process that hold a store lock: thread ident -> how
-#: many. A read made by one of them never comes from a near cache
-#: (:mod:`oslo_kvs.near`); while no thread holds a lock, as is usual,
-#: that costs a read one truth test of this dict. A child made by a fork
-#: that skips Python's hooks (uWSGI) may keep its parent's entries, which
-#: only sends more of its reads to the server.
-holders: dict[int, int] = {}
+#: Threads of this process that hold a store lock: thread ident -> the
+#: locks it took (weak references). A read made by one of them never
+#: comes from a near cache (:mod:`oslo_kvs.near`); while no thread holds a
+#: lock, as is usual, that costs a read one truth test of this dict. A
+#: lock abandoned without release counts until its lease ends (or it is
+#: collected), so a reused thread ident is not taken for a holder. A
+#: child made by a fork that skips Python's hooks (uWSGI) may keep its
+#: parent's entries until their leases end, which only sends more of its
+#: reads to the server.
+holders: dict[int, list['weakref.ref[KeyValueStoreLock]']] = {}
 _holders_lock = _process.Primitive('Lock')
 os.register_at_fork(after_in_child=holders.clear)
 
 
 def holds_a_lock() -> bool:
     """Whether the calling thread holds a store lock (any store, key)."""
-    return bool(holders) and threading.get_ident() in holders
+    held = holders.get(threading.get_ident()) if holders else None
+    if not held:
+        return False
+    now = time.monotonic()
+    for ref in tuple(held):
+        lock = ref()
+        if lock is not None and lock.active and now < lock._lease_end:
+            return True
+    return False
 
 
-def _count_holder(ident: int, change: int) -> None:
+def _holding(lock: 'KeyValueStoreLock', held: bool) -> None:
+    """Record that ``lock``'s holder thread took (or released) it."""
+    now = time.monotonic()
     with _holders_lock:
-        held = holders.get(ident, 0) + change
-        if held > 0:
-            holders[ident] = held
+        refs = [ref for ref in holders.get(lock._holder, ())
+                if (other := ref()) is not None and other is not lock
+                and other.active and now < other._lease_end]
+        if held:
+            refs.append(weakref.ref(lock))
+        if refs:
+            holders[lock._holder] = refs
         else:
-            holders.pop(ident, None)
+            holders.pop(lock._holder, None)
 
 
 #: Longest pause between two tries to take a lock held elsewhere.
@@ -300,8 +318,8 @@ class KeyValueStoreLock:
             started, self._token = won, token
         self._lease_end = started + lease
         self._holder = threading.get_ident()
-        _count_holder(self._holder, 1)
         self.active = True
+        _holding(self, True)
         return True
 
     def release(self) -> None:
@@ -316,7 +334,7 @@ class KeyValueStoreLock:
                 'lock for %s is not held' % exception._describe(self.key))
         expired = self.expired
         self.active = False
-        _count_holder(self._holder, -1)
+        _holding(self, False)
         if self.enabled:
             try:
                 self._backend.release_lock(self._lock_key, self._token)

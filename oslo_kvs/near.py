@@ -111,14 +111,15 @@ class NearCache:
     def lookup_many(self, stored_keys: list[str]) -> list[ty.Any]:
         """:meth:`lookup` of each key, in one call."""
         now, get = _monotonic(), self._entries.get
-        values = []
+        values: list[ty.Any] = []
+        add = values.append
         for stored in stored_keys:
             entry = get(stored)
             if entry is not None and now < entry[0]:
                 entry[3] = True
-                values.append(_loads(entry[1]) if entry[2] else entry[1])
+                add(_loads(entry[1]) if entry[2] else entry[1])
             else:
-                values.append(MISS)
+                add(MISS)
         missed = values.count(MISS)
         _advance(self._hits, len(values) - missed)
         _advance(self._misses, missed)

@@ -15,6 +15,7 @@
 import datetime
 import math
 import threading
+import time
 
 from oslo_config import cfg
 import pytest
@@ -252,3 +253,26 @@ def test_watch_is_asked_once_per_process_and_stopped_on_close(monkeypatch):
 
 def test_default_watch_is_none():
     assert memory.MemoryBackend({}).watch(make_cache()) is None
+
+
+# --- reads under a lock ------------------------------------------------------
+
+def test_only_a_running_lease_sends_reads_to_the_server():
+    store = stored.make_store('openstack.kvs.Memory', near_cache_ttl=60,
+                              lock_timeout=0.2)
+    try:
+        store.set('k', 'v')       # kept as written
+        abandoned = store.get_lock('k')
+        abandoned.acquire()
+        store.get('k')            # under the lock: not from the cache
+        assert store.stats()['near_cache']['hits'] == 0
+        time.sleep(0.3)           # the lease ends; never released
+        store.get('k')
+        assert store.stats()['near_cache']['hits'] == 1
+        with store.get_lock('k'):
+            store.get('k')
+        store.get('k')
+        assert store.stats()['near_cache']['hits'] == 2
+        assert abandoned.expired
+    finally:
+        store.close()
