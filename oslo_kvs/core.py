@@ -18,7 +18,9 @@ codec: serialize, then protect, bound to the key) and handed to the
 backend. A read flows back: backend, codec (verify, then deserialize). The
 store owns the API rules (missing keys, locks, types); backends only move
 bytes; :mod:`oslo_kvs.settings` parses the configuration; locks are in
-:mod:`oslo_kvs.locking`.
+:mod:`oslo_kvs.locking`; the opt-in near cache's entries in
+:mod:`oslo_kvs.near` (the store decides which reads it serves and drops
+or refills the keys each write touches).
 
 Proxies (``proxy_list``) wrap every operation dogpile.cache's
 ``ProxyBackend`` has (get, get_multi, set, set_multi, delete,
