@@ -27,8 +27,9 @@ On its own memcached and redis-server, interleaved:
   alike; the same seeded sequence for every contender (target: 5x the
   raw client's throughput);
 * the near cache off against the code before it (``get`` and ``set``):
-  the tree named by ``$OSLO_KVS_BENCH_BASE`` (a git revision, default
-  ``main``), its ``oslo_kvs`` package extracted to a temporary
+  the last commit this tree shares with ``$OSLO_KVS_BENCH_BASE`` (a git
+  revision, default ``main``; once the near cache is merged, name the
+  commit before it), its ``oslo_kvs`` package extracted to a temporary
   directory. Both run in child processes (:class:`common.Remote`) set up
   alike, so neither has the parent's warm caches; target: no slower.
 
@@ -145,8 +146,8 @@ def _base_tree():
         oslo_kvs.__file__)))
     try:
         commit = subprocess.run(
-            ['git', '-C', root, 'rev-parse', '--short', revision],
-            check=True, capture_output=True, text=True).stdout.strip()
+            ['git', '-C', root, 'merge-base', 'HEAD', revision],
+            check=True, capture_output=True, text=True).stdout.strip()[:8]
         directory = tempfile.TemporaryDirectory(prefix='oslo-kvs-base-')
         archive = subprocess.run(
             ['git', '-C', root, 'archive', commit, 'oslo_kvs'],
