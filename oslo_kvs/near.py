@@ -239,10 +239,16 @@ def per_process(ttl: float, size: int, backend: 'base.Backend'
 
 
 def close(caches: '_process.PerProcess[NearCache] | None') -> None:
-    """Stop this process's watch of ``caches``, if any; drop the cache."""
+    """Empty this process's cache for good and stop its watch, if any.
+
+    A thread still using the closed store's configuration finds the cache
+    suspended: it serves and keeps nothing.
+    """
     cache = caches.forget() if caches is not None else None
-    if cache is not None and cache.stop is not None:
-        cache.stop()
+    if cache is not None:
+        if cache.stop is not None:
+            cache.stop()     # then nothing resumes it
+        cache.suspend()
 
 
 def counts(caches: '_process.PerProcess[NearCache] | None'

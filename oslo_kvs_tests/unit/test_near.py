@@ -249,6 +249,8 @@ def test_watch_is_asked_once_per_process_and_stopped_on_close(monkeypatch):
     assert stopped == []
     store.close()
     assert stopped == watched
+    fill(watched[0], 'k', 1)      # a thread still using the closed store
+    assert watched[0].lookup('k') is near.MISS
 
 
 def test_default_watch_is_none():
