@@ -164,11 +164,15 @@ class NearCache:
                 entries[stored] = entry
 
     def _evict(self) -> None:
-        """Remove one entry (CLOCK); under the lock, with entries."""
-        entries = self._entries
+        """Remove one entry (CLOCK); under the lock, with entries.
+
+        The oldest goes unless it is marked and fresh; a marked one is
+        unmarked and moved to the newest end.
+        """
+        entries, now = self._entries, _monotonic()
         for _ in range(len(entries)):
             stored, entry = entries.popitem(last=False)
-            if not entry[3]:
+            if not entry[3] or entry[0] <= now:
                 return
             entry[3] = False     # a second chance, at the newest end
             entries[stored] = entry
@@ -231,9 +235,12 @@ def per_process(ttl: float, size: int, backend: 'base.Backend'
         with guard:
             cache = made.get(pid)
             if cache is None:
-                made.clear()    # a parent's: its watch is the parent's
-                cache = made[pid] = NearCache(ttl, size)
+                cache = NearCache(ttl, size)
+                # Kept only once watched: a watch that raised is asked
+                # again on the next use.
                 cache.stop = backend.watch(cache)
+                made.clear()    # a parent's: its watch is the parent's
+                made[pid] = cache
             return cache
     return _process.PerProcess(make)
 

@@ -278,3 +278,24 @@ def test_only_a_running_lease_sends_reads_to_the_server():
         assert abandoned.expired
     finally:
         store.close()
+
+
+def test_a_watch_that_raised_is_asked_again(monkeypatch):
+    asked = []
+
+    def watch(self, cache):
+        asked.append(cache)
+        if len(asked) == 1:
+            raise exception.BackendError('no invalidation channel')
+        return None
+    monkeypatch.setattr(memory.MemoryBackend, 'watch', watch)
+    store = stored.make_store('openstack.kvs.Memory', near_cache_ttl=10)
+    try:
+        with pytest.raises(exception.BackendError):
+            store.set('k', 1)
+        store.set('k', 1)
+        assert store.get('k') == 1
+        assert len(asked) == 2
+        assert store.stats()['near_cache']['hits'] == 1
+    finally:
+        store.close()
