@@ -162,8 +162,8 @@ class Channel:
         conn.send_command('SUBSCRIBE', CHANNEL)
         reply = conn.read_response()
         if not (isinstance(reply, list) and reply[:1] == [b'subscribe']):
-            raise ChannelLost('%s: SUBSCRIBE replied %r' % (self.label,
-                                                             reply))
+            raise ChannelLost('%s: SUBSCRIBE replied %r'
+                              % (self.label, reply))
         self.last_heard = time.monotonic()
 
     def poll(self, near: NearCache, timeout: float) -> None:
@@ -300,11 +300,17 @@ class Watcher:
                 if self._stopping.is_set():
                     break
                 self.near.resume()
+                if delay > BACKOFF_MIN:
+                    LOG.info('%s: invalidation channel back; near cache '
+                             'resumed', self.backend.name)
                 delay = BACKOFF_MIN
                 self._serve(channels)
             except Exception as exc:
                 self.near.suspend()
-                self._report(exc)
+                # Once per outage: a server that stays down (or refuses
+                # CLIENT TRACKING) must not flood the log.
+                self._report(exc, logging.WARNING if delay == BACKOFF_MIN
+                             else logging.DEBUG)
                 # Jittered, so that the workers of a host do not all
                 # reconnect in step after a server restart.
                 self._stopping.wait(delay * random.uniform(0.5, 1.0))
@@ -356,12 +362,12 @@ class Watcher:
             errors.append(exc)
             lost.set()
 
-    def _report(self, exc: BaseException) -> None:
+    def _report(self, exc: BaseException, level: int) -> None:
         backend = self.backend
         if isinstance(exc, (ChannelLost,) + backend.server_errors):
-            LOG.warning('%s: near cache suspended, reconnecting: %s',
-                        backend.name, base.backend_error(
-                            backend, exc, 'invalidation channel'))
+            LOG.log(level, '%s: near cache suspended, reconnecting: %s',
+                    backend.name, base.backend_error(
+                        backend, exc, 'invalidation channel'))
         else:
             LOG.error('%s: near cache suspended by an unexpected error in '
                       'its invalidation channel', backend.name,

@@ -21,6 +21,8 @@ resume once it is back; then a server restart, a Sentinel failover, a
 fork and a stop.
 """
 
+import functools
+import subprocess
 import sys
 import threading
 import time
@@ -33,6 +35,7 @@ import redis
 from oslo_kvs.backends import redis as redis_backend
 from oslo_kvs.backends import redis_tracking
 from oslo_kvs_tests import faults
+from oslo_kvs_tests import servers
 from oslo_kvs_tests import stored
 
 BACKEND = 'openstack.kvs.Redis'
@@ -345,6 +348,75 @@ def test_sentinel_failover_follows_the_new_master(redis_failover_group,
     promoted.set('after-failover', b'v')
     near.wait_for('drop', 'after-failover', after=max(sent, resumed),
                   timeout=PROMPT)
+
+
+@pytest.fixture
+def own_cluster():
+    """A Cluster of this test's own, which it may reshape."""
+    yield from servers.running(servers.RedisClusterGroup())
+
+
+def test_cluster_topology_change_rebuilds_the_channels(own_cluster,
+                                                       watching):
+    group = own_cluster
+    near = RecordingCache()
+    watching(redis_backend.RedisBackend(group.store_args), near)
+    first = near.wait_for('resume')
+    # A fourth master joins and takes slots from the first.
+    ports = [node.port for node in group.nodes]
+    node = servers.RedisServer(
+        port=servers.redis_cluster_port(ports),
+        extra=['cluster-enabled yes', 'cluster-config-file nodes.conf',
+               'cluster-node-timeout 2000'])
+    group.nodes.append(node)
+    node.start()
+    cli = servers.require_binary('redis-cli')
+    run = functools.partial(subprocess.run, check=True, timeout=60,
+                            stdout=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    run([cli, '--cluster', 'add-node', node.address,
+         group.nodes[0].address])
+    new_id = node.client().execute_command('CLUSTER', 'MYID').decode()
+    old_id = group.nodes[0].client().execute_command(
+        'CLUSTER', 'MYID').decode()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            run([cli, '--cluster', 'reshard', group.nodes[0].address,
+                 '--cluster-from', old_id, '--cluster-to', new_id,
+                 '--cluster-slots', '100', '--cluster-yes'])
+            break
+        except subprocess.CalledProcessError:
+            # The new node may not be known to every master yet.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    suspended = near.wait_for(
+        'suspend', after=first,
+        timeout=redis_tracking.TOPOLOGY_INTERVAL + PROMPT)
+    resumed = near.wait_for('resume', after=suspended, timeout=10)
+    watchers = [c for c in node.client().client_list(_type='pubsub')
+                if 'B' in c['flags']]
+    assert len(watchers) == 1
+    # A key of one of the slots the new master took.
+    writer = redis.RedisCluster(host=node.host, port=node.port,
+                                socket_timeout=5)
+    key = next(key for key in ('moved-%d' % i for i in range(100000))
+               if writer.get_node_from_key(key).port == node.port)
+    sent = time.monotonic()
+    writer.set(key, b'v')
+    near.wait_for('drop', key, after=max(sent, resumed), timeout=PROMPT)
+    writer.close()
+
+
+def test_tls_and_acl_servers(redis_tls_server, redis_acl_server, watching):
+    for server in (redis_tls_server, redis_acl_server):
+        near = RecordingCache()
+        watching(redis_backend.RedisBackend(server.store_args), near)
+        resumed = near.wait_for('resume')
+        key = 'secure-%s' % uuid.uuid4().hex
+        server.client().set(key, b'v')
+        near.wait_for('drop', key, after=resumed, timeout=PROMPT)
 
 
 def test_watch_in_a_forked_child_starts_its_own_listener(redis_server,
