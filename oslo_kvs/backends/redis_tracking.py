@@ -85,6 +85,7 @@ import random
 import threading
 import time
 import typing as ty
+import weakref
 
 from oslo_kvs import _process
 from oslo_kvs.backends import base
@@ -124,6 +125,14 @@ class NearCache(ty.Protocol):
 
 class ChannelLost(Exception):
     """A channel cannot be trusted any more (no reply, topology moved)."""
+
+
+class CacheGone(Exception):
+    """The near cache was garbage-collected: nothing is left to tell."""
+
+
+def _strong(near: NearCache) -> ty.Callable[[], NearCache]:
+    return lambda: near
 
 
 class Channel:
@@ -172,10 +181,16 @@ class Channel:
                               % (self.label, reply))
         self.last_heard = time.monotonic()
 
-    def poll(self, near: NearCache, timeout: float) -> None:
-        """Hand over what arrives within ``timeout`` seconds.
+    def poll(self, cache: ty.Callable[[], NearCache | None],
+             timeout: float) -> None:
+        """Hand what arrives within ``timeout`` seconds to ``cache()``.
+
+        ``cache`` gives the near cache, or None once it is gone; it is
+        called only when a message came, so that waiting holds no
+        reference to the cache.
 
         :raises ChannelLost: when a PING went unanswered.
+        :raises CacheGone: when the cache is gone.
         :raises redis.ConnectionError: when the connection failed.
         """
         conn = self.connection
@@ -193,6 +208,9 @@ class Channel:
         kind = reply[0]
         if kind == b'message' and reply[1] == CHANNEL:
             keys = reply[2]
+            near = cache()
+            if near is None:
+                raise CacheGone()
             if keys is None:
                 # A flush: forget everything, keep serving.
                 near.suspend()
@@ -246,7 +264,15 @@ class Watcher:
     def __init__(self, backend: base.Backend, near: NearCache,
                  discover: Discover, changed: Changed | None = None) -> None:
         self.backend = backend
-        self.near = near
+        # Weakly, so that a store dropped without close() does not live
+        # on in this thread: once its cache is gone, the thread ends and
+        # closes its connections. A cache that takes no weak reference
+        # is held for good (until stop()).
+        self._cache: ty.Callable[[], NearCache | None]
+        try:
+            self._cache = weakref.ref(near)
+        except TypeError:
+            self._cache = _strong(near)
         self._discover = discover
         self._changed = changed
         self._prefix: str = backend.args['key_prefix']
@@ -257,9 +283,19 @@ class Watcher:
         #: The channels in use, for tests and :meth:`stop`.
         self.channels: list[Channel] = []
 
+    def _tell(self, what: str) -> None:
+        """Call the cache's ``suspend`` or ``resume``.
+
+        :raises CacheGone: when the cache is gone.
+        """
+        near = self._cache()
+        if near is None:
+            raise CacheGone()
+        getattr(near, what)()
+
     def start(self) -> ty.Callable[[], None]:
         """Suspend the cache, start the thread; return :meth:`stop`."""
-        self.near.suspend()
+        self._tell('suspend')
         if _process.will_fork_without_hooks():
             # A uWSGI master: no thread. The cache stays suspended here;
             # each worker's store watches for itself.
@@ -285,7 +321,9 @@ class Watcher:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
         # Nothing tells the cache of writes any more.
-        self.near.suspend()
+        near = self._cache()
+        if near is not None:
+            near.suspend()
 
     @property
     def alive(self) -> bool:
@@ -305,14 +343,19 @@ class Watcher:
                     channel.open()
                 if self._stopping.is_set():
                     break
-                self.near.resume()
+                self._tell('resume')
                 if delay > BACKOFF_MIN:
                     LOG.info('%s: invalidation channel back; near cache '
                              'resumed', self.backend.name)
                 delay = BACKOFF_MIN
                 self._serve(channels)
+            except CacheGone:
+                break
             except Exception as exc:
-                self.near.suspend()
+                try:
+                    self._tell('suspend')
+                except CacheGone:
+                    break
                 # Once per outage: a server that stays down (or refuses
                 # CLIENT TRACKING) must not flood the log.
                 self._report(exc, logging.WARNING if delay == BACKOFF_MIN
@@ -356,7 +399,9 @@ class Watcher:
         next_check = time.monotonic() + TOPOLOGY_INTERVAL
         try:
             while not lost.is_set() and not self._stopping.is_set():
-                channel.poll(self.near, POLL)
+                channel.poll(self._cache, POLL)
+                if self._cache() is None:
+                    raise CacheGone()
                 if (supervise and self._changed is not None and
                         time.monotonic() >= next_check):
                     if self._changed(channels):
@@ -364,7 +409,9 @@ class Watcher:
                     next_check = time.monotonic() + TOPOLOGY_INTERVAL
         except Exception as exc:
             # At once, before the other channels are closed.
-            self.near.suspend()
+            near = self._cache()
+            if near is not None:
+                near.suspend()
             errors.append(exc)
             lost.set()
 

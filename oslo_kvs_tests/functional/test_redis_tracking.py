@@ -22,6 +22,7 @@ fork and a stop.
 """
 
 import functools
+import gc
 import subprocess
 import sys
 import threading
@@ -475,6 +476,26 @@ def test_stop_joins_the_thread_and_closes_the_connection(mode):
         stop()  # idempotent
     finally:
         backend.close()
+
+
+def test_a_cache_dropped_without_stop_ends_the_thread(redis_server,
+                                                      watching):
+    mode = Mode('standalone', redis_server.store_args,
+                redis_server.client(), [redis_server.client()])
+    near = RecordingCache()
+    watching(mode.backend(), near)
+    near.wait_for('resume')
+    threads = [t for t in threading.enumerate()
+               if t.name.startswith('oslo-kvs-watch')]
+    assert len(threads) == 1 and len(mode.watchers()[0]) == 1
+    del near
+    gc.collect()
+    threads[0].join(PROMPT)
+    assert not threads[0].is_alive()
+    deadline = time.monotonic() + PROMPT
+    while any(mode.watchers()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not any(mode.watchers())
 
 
 def test_no_thread_in_a_uwsgi_master(redis_server, monkeypatch):
