@@ -351,6 +351,47 @@ def test_sentinel_failover_follows_the_new_master(redis_failover_group,
                   timeout=PROMPT)
 
 
+def test_sentinel_manual_failover_leaves_the_demoted_master(
+        redis_failover_group, watching):
+    # The old master lives on as a replica: its writes stop, and the
+    # watcher must move to the new master.
+    group = redis_failover_group
+    near = RecordingCache()
+    watching(redis_backend.RedisBackend(group.store_args), near)
+    first = near.wait_for('resume')
+    group.sentinels[0].client().execute_command(
+        'SENTINEL', 'FAILOVER', group.service_name)
+    deadline = time.monotonic() + 30
+    while group.current_master() is not group.replica:
+        if time.monotonic() > deadline:
+            pytest.fail('no failover within 30s')
+        time.sleep(0.1)
+    suspended = near.wait_for(
+        'suspend', after=first,
+        timeout=redis_tracking.TOPOLOGY_INTERVAL + PROMPT)
+    resumed = near.wait_for('resume', after=suspended, timeout=30)
+    promoted = group.replica.client()
+    deadline = time.monotonic() + 30
+    while promoted.info('replication')['role'] != 'master':
+        if time.monotonic() > deadline:
+            pytest.fail('the replica was not promoted within 30s')
+        time.sleep(0.1)
+    # Its channel may first have gone back to the old master, if that
+    # was still named; the topology check then moves it.
+    deadline = time.monotonic() + redis_tracking.TOPOLOGY_INTERVAL + PROMPT
+    while True:
+        watchers = [c for c in promoted.client_list(_type='pubsub')
+                    if 'B' in c['flags']]
+        if watchers or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(watchers) == 1
+    sent = time.monotonic()
+    promoted.set('after-manual-failover', b'v')
+    near.wait_for('drop', 'after-manual-failover',
+                  after=max(sent, resumed), timeout=PROMPT)
+
+
 @pytest.fixture
 def own_cluster():
     """A Cluster of this test's own, which it may reshape."""
