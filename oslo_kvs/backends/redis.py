@@ -493,15 +493,12 @@ class RedisBackend(base.Backend):
     def compare_and_set(self, key, token, value, ttl=None):
         if token is None:
             return self.add_serialized(key, value, ttl)
-        return self._cas_script(keys=[self._prefix + key],
-                                args=[token, value, _px(ttl) or ''],
-                                client=self._client) == 1
+        return self._run(self._cas_script, key, token, value,
+                         _px(ttl) or '') == 1
 
     @base.translate_errors
     def touch_serialized(self, key, ttl=None):
-        return self._touch_script(keys=[self._prefix + key],
-                                  args=[_px(ttl) or ''],
-                                  client=self._client) == 1
+        return self._run(self._touch_script, key, _px(ttl) or '') == 1
 
     # Not repeated after a dropped connection either: the server may have
     # added delta already.
@@ -509,23 +506,28 @@ class RedisBackend(base.Backend):
     def incr_serialized(self, key, delta, ttl=None):
         if not -_EXACT < delta < _EXACT:
             return None
-        client, key, px = self._client, self._prefix + key, _px(ttl) or ''
-        script = self._incr_script
-        # EVALSHA itself: the Script object costs more in Python (about
-        # 3 us) than the server spends on the increment. Single-key, so
-        # a Cluster client sends it to the key's node.
+        new = self._run(self._incr_script, key, delta, _px(ttl) or '')
+        # A string reply: the script cannot; the store compares and sets.
+        return new if new.__class__ is int else None
+
+    def _run(self, script: ty.Any, key: str, *args: ty.Any) -> ty.Any:
+        """Run a registered single-key ``script`` on ``key`` with ``args``.
+
+        EVALSHA itself: calling the Script object costs more in Python
+        (about 3 us) than the server spends running these scripts. One
+        key, so a Cluster client sends it to the key's node.
+        """
+        client, key = self._client, self._prefix + key
         try:
-            new = client.execute_command('EVALSHA', script.sha, 1, key,
-                                         delta, px)
+            return client.execute_command('EVALSHA', script.sha, 1, key,
+                                          *args)
         except redis_exceptions.NoScriptError:
             # Nothing ran: the server has not got the script yet (or
             # lost it: restarted, SCRIPT FLUSH). A Cluster client loads
             # it on every master.
             client.script_load(script.script)
-            new = client.execute_command('EVALSHA', script.sha, 1, key,
-                                         delta, px)
-        # A string reply: the script cannot; the store compares and sets.
-        return new if new.__class__ is int else None
+            return client.execute_command('EVALSHA', script.sha, 1, key,
+                                          *args)
 
     def _if_held(self, key: str, lock_key: str, token: str,
                  *command: ty.Any) -> ty.Any:
