@@ -80,7 +80,6 @@ value whose read started before a ``drop()`` or ``suspend()`` of it
 """
 
 import logging
-import os
 import random
 import threading
 import time
@@ -277,7 +276,7 @@ class Watcher:
         self._changed = changed
         self._prefix: str = backend.args['key_prefix']
         self._timeout: float = backend.args['socket_timeout']
-        self._pid = os.getpid()
+        self._pid = _process.pid()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         #: The channels in use, for tests and :meth:`stop`.
@@ -314,7 +313,7 @@ class Watcher:
         In another process (a forked child holding its parent's watcher)
         it does nothing: the thread and connections are the parent's.
         """
-        if os.getpid() != self._pid:
+        if _process.pid() != self._pid:
             return
         self._stopping.set()
         thread = self._thread
