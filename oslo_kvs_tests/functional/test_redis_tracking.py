@@ -461,8 +461,9 @@ def test_tls_and_acl_servers(redis_tls_server, redis_acl_server, watching):
         near.wait_for('drop', key, after=resumed, timeout=PROMPT)
 
 
+@pytest.mark.parametrize('method', ['os', 'c'])
 def test_watch_in_a_forked_child_starts_its_own_listener(redis_server,
-                                                         watching):
+                                                         watching, method):
     args = redis_server.store_args
     backend = redis_backend.RedisBackend(args)
     near = RecordingCache()
@@ -483,7 +484,8 @@ def test_watch_in_a_forked_child_starts_its_own_listener(redis_server,
         stop()
         return {'threads': threads}
 
-    results = faults.in_forked_children(1, child)
+    # 'c': forked as uWSGI forks, without Python's fork hooks.
+    results = faults.in_forked_children(1, child, method=method)
     assert 'crash' not in results[0], results[0]
     assert len(results[0]['threads']) == 1
     # The parent's watcher saw the child's write too, on its own channel.
