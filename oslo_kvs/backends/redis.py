@@ -41,6 +41,7 @@ from redis import retry as redis_retry
 
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
+from oslo_kvs.backends import redis_tracking
 from oslo_kvs import exception
 
 Option = base.Option
@@ -389,6 +390,30 @@ class RedisBackend(base.Backend):
     def stat_sources(self):
         return [(self.where, lambda: _stats_of(self._client))]
 
+    # --- server-assisted invalidation of a near cache -------------------
+
+    def watch(self, near):
+        """Broadcast tracking of this store's keys; see :mod:`.redis_tracking`.
+
+        Starts a thread in this process (none in a uWSGI master), and
+        returns the function that stops it.
+        """
+        return redis_tracking.Watcher(self, near, self._watched,
+                                      self._watched_changed).start()
+
+    def _watched(self) -> list[tuple[str, ty.Any]]:
+        """The server to watch and a new connection to it, unconnected.
+
+        Made from this process's pool, so it has the pool's settings (TLS,
+        credentials, timeouts, database) without counting against it.
+        """
+        pool = self._client.connection_pool
+        return [(self.where, pool.connection_class(**pool.connection_kwargs))]
+
+    def _watched_changed(self, channels: list[ty.Any]) -> bool:
+        """Whether the watched server is no longer the one to watch."""
+        return False
+
     # --- the backend API -------------------------------------------------
 
     # Reads call execute_command itself: redis-py's get() and mget() only
@@ -620,6 +645,14 @@ class SentinelBackend(RedisBackend):
                     service, **connection)
         return new_client
 
+    def _watched_changed(self, channels):
+        # A failover: the sentinels name another master. Sentinel also
+        # kills the clients of the servers it reconfigures, which the
+        # channel sees at once; this covers a master cut off from them.
+        connection = channels[0].connection
+        master = self._client.connection_pool.get_master_address()
+        return (connection.host, connection.port) != tuple(master)
+
     def stat_sources(self):
         # The master the sentinels name now, if they answer.
         client = self._client
@@ -670,6 +703,28 @@ class ClusterBackend(RedisBackend):
             client.set_retry(retry)
             return client
         return new_client
+
+    def _primaries(self) -> list[tuple[str, int]]:
+        """The masters that hold slots, as the cluster says now."""
+        slots = self._client.cluster_slots()
+        return sorted({tuple(owner['primary']) for owner in slots.values()})
+
+    def _watched(self):
+        # One channel per master: each broadcasts the writes to its slots.
+        # Connections get the settings of a node the client knows, with
+        # the master's address.
+        primaries = self._primaries()
+        pool = self._client.get_nodes()[0].redis_connection.connection_pool
+        return [(address.Address(host, port).label,
+                 pool.connection_class(**dict(pool.connection_kwargs,
+                                              host=host, port=port)))
+                for host, port in primaries]
+
+    def _watched_changed(self, channels):
+        # A failover, a master added or emptied: build the channels again.
+        watched = [(channel.connection.host, channel.connection.port)
+                   for channel in channels]
+        return self._primaries() != watched
 
     def stat_sources(self):
         client = self._client
