@@ -408,7 +408,8 @@ class KeyValueStore:
                 raise exception.AlreadyConfigured(self.name)
             self._state = self._build(settings)
             self._observer = observe.Observer(
-                self.name, self._state.backend) if observe.ENABLED else None
+                self.name, self._state.backend,
+                self._conf.kvs.duration_sampling) if observe.ENABLED else None
             self._in_use[0] = True
         LOG.info('KVS store %r configured with backend %s', self.name,
                  settings.backing_store)

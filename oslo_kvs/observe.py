@@ -43,11 +43,17 @@ before: reads are rare (``stats()``, a metrics export), calls are not.
 
 Counts are per process (:class:`oslo_kvs._process.PerProcess`): a child
 made by any fork starts from zero.
+
+Durations are recorded for a random sample of calls, one in ``[kvs]
+duration_sampling``: the Python SDK's ``Histogram.record`` costs several
+microseconds, a sizeable part of a round trip, and a uniform sample keeps
+the distribution unbiased while the counter above stays exact.
 """
 
 import functools
 import importlib.metadata
 import itertools
+import random
 import threading
 import time
 import typing as ty
@@ -71,6 +77,7 @@ ENABLED = True
 
 F = ty.TypeVar('F', bound=ty.Callable[..., ty.Any])
 _perf_counter = time.perf_counter
+_random = random.random
 _NOT_FOUND = exception.NotFound
 _REFUSED = exception.IntegrityError
 
@@ -174,7 +181,8 @@ def summary(counts: dict[Kind, int]) -> dict[str, ty.Any]:
 class Observer:
     """A configured store's counts and, if exporting, its instruments."""
 
-    def __init__(self, store: str, backend: ty.Any) -> None:
+    def __init__(self, store: str, backend: ty.Any,
+                 sampling: int = 1) -> None:
         self.counts: _process.PerProcess[Counts] = _process.PerProcess(
             Counts)
         self.attributes = {'oslo_kvs.store': store,
@@ -184,6 +192,8 @@ class Observer:
         #: ``record(seconds, operation, outcome, error class)``, or None
         #: when nothing is exported: then calls are counted, not timed.
         self.record: ty.Callable[..., None] | None = None
+        #: The share of calls timed while exporting, ``1 / sampling``.
+        self.sampled = 1.0 / sampling
         _otel_setup(self)
 
     def stats(self) -> dict[str, ty.Any]:
@@ -248,7 +258,7 @@ def operation(name: str, observer_of: ty.Callable[[ty.Any], ty.Any]
             if observer is None:
                 return method(self, *args, **kwargs)
             counts = observer.counts.get()
-            if observer.record is not None:
+            if observer.record is not None and _random() < observer.sampled:
                 return observer.timed(method, name, counts, self, args,
                                       kwargs)
             try:

@@ -58,6 +58,15 @@ kvs_opts = [
              'to write a value while other writers keep changing it '
              'first; then they raise Conflict, having written nothing. '
              'Attempts are a few milliseconds apart, with random jitter.'),
+    cfg.IntOpt(
+        'duration_sampling', default=10, min=1, max=1000000,
+        help='When an OpenTelemetry SDK is configured, the '
+             'db.client.operation.duration histogram records the duration '
+             'of one store operation in this many, chosen at random, so '
+             'its percentiles stay unbiased. 1 records every operation, '
+             'which costs several microseconds per call in the Python SDK. '
+             'The oslo_kvs.client.operations counter and stats() count '
+             'every operation whatever this is.'),
     cfg.StrOpt(
         'value_protection', default='none',
         help='Protection of stored values, for stores that do not set '

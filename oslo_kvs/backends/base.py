@@ -737,6 +737,22 @@ class Backend(api.CacheBackend):
         if made is not None:
             self._close_client(made)
 
+    def watch(self, near: ty.Any) -> ty.Callable[[], None] | None:
+        """Tell ``near`` about other clients' writes, from now on, here.
+
+        ``near`` is this process's near cache
+        (:class:`oslo_kvs.near.NearCache`: ``drop(stored_keys)``,
+        ``suspend()``, ``resume()``). An implementation calls
+        ``near.suspend()`` before anything else and ``near.resume()`` only
+        once the server is tracking; whenever its channel is lost it calls
+        ``near.suspend()`` and reconnects, then ``resume()`` again.
+
+        :returns: a function that stops watching, or None when the server
+            cannot notify (then ``near_cache_ttl`` alone bounds
+            staleness). By default None.
+        """
+        return None
+
     def __repr__(self) -> str:
         return '<%s %s>' % (type(self).__name__, self.where)
 

@@ -41,6 +41,7 @@ from redis import retry as redis_retry
 
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
+from oslo_kvs.backends import redis_tracking
 from oslo_kvs import exception
 
 Option = base.Option
@@ -389,6 +390,30 @@ class RedisBackend(base.Backend):
     def stat_sources(self):
         return [(self.where, lambda: _stats_of(self._client))]
 
+    # --- server-assisted invalidation of a near cache -------------------
+
+    def watch(self, near):
+        """Broadcast tracking of this store's keys; see :mod:`.redis_tracking`.
+
+        Starts a thread in this process (none in a uWSGI master), and
+        returns the function that stops it.
+        """
+        return redis_tracking.Watcher(self, near, self._watched,
+                                      self._watched_changed).start()
+
+    def _watched(self) -> list[tuple[str, ty.Any]]:
+        """The server to watch and a new connection to it, unconnected.
+
+        Made from this process's pool, so it has the pool's settings (TLS,
+        credentials, timeouts, database) without counting against it.
+        """
+        pool = self._client.connection_pool
+        return [(self.where, pool.connection_class(**pool.connection_kwargs))]
+
+    def _watched_changed(self, channels: list[ty.Any]) -> bool:
+        """Whether the watched server is no longer the one to watch."""
+        return False
+
     # --- the backend API -------------------------------------------------
 
     # Reads call execute_command itself: redis-py's get() and mget() only
@@ -468,15 +493,12 @@ class RedisBackend(base.Backend):
     def compare_and_set(self, key, token, value, ttl=None):
         if token is None:
             return self.add_serialized(key, value, ttl)
-        return self._cas_script(keys=[self._prefix + key],
-                                args=[token, value, _px(ttl) or ''],
-                                client=self._client) == 1
+        return self._run(self._cas_script, key, token, value,
+                         _px(ttl) or '') == 1
 
     @base.translate_errors
     def touch_serialized(self, key, ttl=None):
-        return self._touch_script(keys=[self._prefix + key],
-                                  args=[_px(ttl) or ''],
-                                  client=self._client) == 1
+        return self._run(self._touch_script, key, _px(ttl) or '') == 1
 
     # Not repeated after a dropped connection either: the server may have
     # added delta already.
@@ -484,23 +506,28 @@ class RedisBackend(base.Backend):
     def incr_serialized(self, key, delta, ttl=None):
         if not -_EXACT < delta < _EXACT:
             return None
-        client, key, px = self._client, self._prefix + key, _px(ttl) or ''
-        script = self._incr_script
-        # EVALSHA itself: the Script object costs more in Python (about
-        # 3 us) than the server spends on the increment. Single-key, so
-        # a Cluster client sends it to the key's node.
+        new = self._run(self._incr_script, key, delta, _px(ttl) or '')
+        # A string reply: the script cannot; the store compares and sets.
+        return new if new.__class__ is int else None
+
+    def _run(self, script: ty.Any, key: str, *args: ty.Any) -> ty.Any:
+        """Run a registered single-key ``script`` on ``key`` with ``args``.
+
+        EVALSHA itself: calling the Script object costs more in Python
+        (about 3 us) than the server spends running these scripts. One
+        key, so a Cluster client sends it to the key's node.
+        """
+        client, key = self._client, self._prefix + key
         try:
-            new = client.execute_command('EVALSHA', script.sha, 1, key,
-                                         delta, px)
+            return client.execute_command('EVALSHA', script.sha, 1, key,
+                                          *args)
         except redis_exceptions.NoScriptError:
             # Nothing ran: the server has not got the script yet (or
             # lost it: restarted, SCRIPT FLUSH). A Cluster client loads
             # it on every master.
             client.script_load(script.script)
-            new = client.execute_command('EVALSHA', script.sha, 1, key,
-                                         delta, px)
-        # A string reply: the script cannot; the store compares and sets.
-        return new if new.__class__ is int else None
+            return client.execute_command('EVALSHA', script.sha, 1, key,
+                                          *args)
 
     def _if_held(self, key: str, lock_key: str, token: str,
                  *command: ty.Any) -> ty.Any:
@@ -618,6 +645,14 @@ class SentinelBackend(RedisBackend):
                     service, **connection)
         return new_client
 
+    def _watched_changed(self, channels):
+        # A failover: the sentinels name another master. Sentinel also
+        # kills the clients of the servers it reconfigures, which the
+        # channel sees at once; this covers a master cut off from them.
+        connection = channels[0].connection
+        master = self._client.connection_pool.get_master_address()
+        return (connection.host, connection.port) != tuple(master)
+
     def stat_sources(self):
         # The master the sentinels name now, if they answer.
         client = self._client
@@ -668,6 +703,28 @@ class ClusterBackend(RedisBackend):
             client.set_retry(retry)
             return client
         return new_client
+
+    def _primaries(self) -> list[tuple[str, int]]:
+        """The masters that hold slots, as the cluster says now."""
+        slots = self._client.cluster_slots()
+        return sorted({tuple(owner['primary']) for owner in slots.values()})
+
+    def _watched(self):
+        # One channel per master: each broadcasts the writes to its slots.
+        # Connections get the settings of a node the client knows, with
+        # the master's address.
+        primaries = self._primaries()
+        pool = self._client.get_nodes()[0].redis_connection.connection_pool
+        return [(address.Address(host, port).label,
+                 pool.connection_class(**dict(pool.connection_kwargs,
+                                              host=host, port=port)))
+                for host, port in primaries]
+
+    def _watched_changed(self, channels):
+        # A failover, a master added or emptied: build the channels again.
+        watched = [(channel.connection.host, channel.connection.port)
+                   for channel in channels]
+        return self._primaries() != watched
 
     def stat_sources(self):
         client = self._client

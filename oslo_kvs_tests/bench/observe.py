@@ -23,7 +23,10 @@ key for four stores, interleaved:
   OpenTelemetry SDK when it was configured;
 - ``counters + OTel SDK``: a store configured after an SDK
   ``MeterProvider`` (with an ``InMemoryMetricReader``) was set: it also
-  records every call's duration in the histogram;
+  records the duration of one call in ``[kvs] duration_sampling`` (the
+  default, 10) in the histogram;
+- ``... every call``: the same, recording every call's duration
+  (``duration_sampling = 1``), for information;
 - and on the memory backend the same, for information: its calls are so
   short (a fraction of a microsecond) that any counting shows.
 
@@ -32,7 +35,10 @@ Targets (issue 25): counters <= 1.03x before; with an SDK <= 1.10x.
 
 import uuid
 
+from oslo_config import cfg
+
 from oslo_kvs import core
+from oslo_kvs import opts
 from oslo_kvs_tests.bench import common
 from oslo_kvs_tests import servers
 
@@ -41,6 +47,7 @@ SUITE = 'observe'
 BEFORE = 'before (undecorated methods)'
 COUNTERS = 'counters'
 OTEL = 'counters + OTel SDK histogram'
+OTEL_EVERY = '... every call (info)'
 
 
 class Before(core.KeyValueStore):
@@ -78,7 +85,7 @@ def run(rounds):
         reader = _sdk()
         results = []
         for (label, backend, args), (_, stores) in zip(backends, plain):
-            stores.update(_stores(backend, args, (OTEL,)))
+            stores.update(_stores(backend, args, (OTEL, OTEL_EVERY)))
             results += _measure(label, stores, rounds)
         assert reader.get_metrics_data() is not None   # it did record
         return results
@@ -90,9 +97,13 @@ def run(rounds):
 def _stores(backend, args, kinds):
     made = {}
     for kind in kinds:
+        if kind == OTEL_EVERY:
+            opts.register_opts(cfg.CONF)
+            cfg.CONF.set_override('duration_sampling', 1, 'kvs')
         store = (Before if kind == BEFORE else core.KeyValueStore)(
             'bench-observe-%s' % uuid.uuid4())
         store.configure(backend, **args)
+        cfg.CONF.clear_override('duration_sampling', 'kvs')
         store.set('hot', VALUE)
         made[kind] = store
     return made

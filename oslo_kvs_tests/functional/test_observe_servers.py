@@ -18,6 +18,9 @@ is set once per process, and the other tests of this worker must not
 pay for (or see) it.
 """
 
+import itertools
+
+from oslo_config import cfg
 import pytest
 import redis
 
@@ -143,6 +146,7 @@ def test_open_telemetry_sees_every_operation_and_outcome(redis_server):
         from opentelemetry.sdk.metrics import MeterProvider
         reader = export.InMemoryMetricReader()
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        cfg.CONF.set_override('duration_sampling', 1, 'kvs')
         store = stored.make_store(
             'openstack.kvs.Redis', name='otel-store',
             value_protection='mac', protection_keys=[SECRET],
@@ -193,6 +197,32 @@ def test_open_telemetry_sees_every_operation_and_outcome(redis_server):
     shown = repr(result['points'])
     for secret in (SECRET, "'a'", "'missing'", 'otel-store:'):
         assert secret not in shown
+
+
+def test_durations_are_sampled_and_counts_stay_exact(redis_server):
+    def child(index):
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import export
+        from opentelemetry.sdk.metrics import MeterProvider
+        reader = export.InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        cfg.CONF.set_override('duration_sampling', 4, 'kvs')
+        store = stored.make_store('openstack.kvs.Redis', name='sampled',
+                                  **redis_server.store_args)
+        store.set('a', 1)
+        # One draw in four falls under 1/4: exactly a quarter is timed.
+        oslo_kvs.observe._random = itertools.cycle(
+            [0.9, 0.1, 0.6, 0.3]).__next__
+        for _ in range(400):
+            store.get('a')
+        return {'points': _points(reader)}
+
+    [result] = faults.in_forked_children(1, child)
+    assert 'crash' not in result, result.get('crash')
+    gets = {p[0]: p[3] for p in result['points']
+            if p[2]['db.operation.name'] == 'get'}
+    assert gets == {'oslo_kvs.client.operations': 400,
+                    'db.client.operation.duration': 100}
 
 
 def test_without_an_sdk_at_configure_nothing_is_exported(redis_server):

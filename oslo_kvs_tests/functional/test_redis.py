@@ -597,6 +597,12 @@ class TestIncr:
         # NOSCRIPT, SCRIPT LOAD, then the increment once.
         assert sends['sends'] == 3
         assert store.get('n') == 2
+        # The compare-and-set and touch scripts the same way.
+        raw.script_flush()
+        assert store.update('n', lambda n: n * 10) == 20
+        store.touch('n', 100)
+        assert store.get('n') == 20
+        assert 0 < raw.pttl(stored_key(store, 'n')) <= 100000
 
     @pytest.mark.parametrize('servers_fixture', [
         'redis_server', 'redis_sentinel_group', 'redis_cluster'])

@@ -13,23 +13,41 @@
 """Per-process objects follow the process id, not Python's fork hooks.
 
 A child forked from C (uWSGI, mod_wsgi) runs no ``os.register_at_fork``
-hook; these tests change what ``os.getpid()`` says, as such a child sees
-it, and nothing else. The real forks are in ``functional/test_fork.py``
-and the WSGI servers in ``deployment/``.
+hook; these tests change what ``os.getpid()`` says and zero the page the
+kernel zeroes in a child, as such a child sees them, and nothing else.
+The real forks are in ``functional/test_fork.py`` and the WSGI servers in
+``deployment/``.
 """
 
 import math
+import os
 import sys
 import threading
+
+import pytest
 
 from oslo_kvs import _process
 from oslo_kvs.backends import base
 from oslo_kvs import locking
 from oslo_kvs import memoize
+from oslo_kvs_tests import faults
+
+
+@pytest.fixture(autouse=True)
+def parent_again():
+    """After each test, the next pid() asks the (real) kernel again."""
+    yield
+    wipe()
 
 
 def as_child(monkeypatch, pid=-1):
     monkeypatch.setattr(_process.os, 'getpid', lambda: pid)
+    wipe()
+
+
+def wipe():
+    """What the kernel does to the page in a forked child."""
+    _process._page[0] = 0
 
 
 def test_made_once_per_process_and_anew_in_a_child(monkeypatch):
@@ -72,6 +90,7 @@ def test_peek_and_forget_see_only_this_process(monkeypatch):
     as_child(monkeypatch)
     assert per.peek() is None and per.forget() is None
     monkeypatch.undo()
+    wipe()
     assert per.forget() is made and per.peek() is None
 
 
@@ -110,6 +129,7 @@ def test_warm_queue_starts_its_own_thread_in_a_child(monkeypatch):
     assert queue.put('child', ran.set)
     assert queue.join(timeout=10) and ran.is_set()
     monkeypatch.undo()
+    wipe()
     gate.set()
     assert queue.join(timeout=10)
 
@@ -141,3 +161,36 @@ def test_warm_uses_its_thread_in_a_uwsgi_worker(monkeypatch):
     assert queue.put('k', lambda: caller.append(threading.current_thread()))
     assert queue.join(timeout=10)
     assert caller and caller[0] is not threading.current_thread()
+
+
+def test_pid_is_read_again_only_after_a_fork(monkeypatch):
+    assert _process.pid() == os.getpid()
+    asked = []
+    monkeypatch.setattr(_process.os, 'getpid',
+                        lambda: asked.append(1) or 42)
+    for _ in range(3):
+        _process.pid()
+    # On Linux the id is kept beside the page; elsewhere asked each time.
+    assert len(asked) == (0 if _process._SET else 3)
+    wipe()
+    assert _process.pid() == 42
+
+
+def test_a_c_fork_zeroes_the_page():
+    # libc's fork(): no Python hook runs in the child.
+    if not _process._SET:
+        pytest.skip('no MADV_WIPEONFORK on this platform')
+    parent = _process.pid()
+    read, write = os.pipe()
+    child = faults.c_fork()
+    if child == 0:
+        try:
+            os.write(write, b'%d %d %d' % (_process._page[0], _process.pid(),
+                                           os.getpid()))
+        finally:
+            os._exit(0)
+    os.close(write)
+    page, seen, real = map(int, os.read(read, 100).split())
+    os.close(read)
+    os.waitpid(child, 0)
+    assert page == 0 and seen == real != parent
