@@ -43,9 +43,6 @@ from oslo_kvs import exception
 from oslo_kvs import locking
 from oslo_kvs import serialization
 
-if ty.TYPE_CHECKING:
-    from oslo_kvs import near as near_cache
-
 NO_VALUE = api.NO_VALUE
 
 #: The TLS arguments (``TLS``) that name files.
@@ -644,23 +641,6 @@ class Backend(api.CacheBackend):
     # backend without them (out of tree, or a foreign dogpile backend)
     # raises NotImplementedError naming the method, so those store calls
     # fail clearly instead of silently racing.
-
-    def watch(self, near: 'near_cache.NearCache'
-              ) -> ty.Callable[[], None] | None:
-        """Tell ``near`` about other clients' writes, from now on, here.
-
-        Called once per process, when the store makes that process's
-        near cache. Returns a function that stops watching, or None when
-        the server cannot notify (the default): then ``near_cache_ttl``
-        alone bounds how long another client's write stays unseen. A
-        backend that watches calls ``near.suspend()`` before anything
-        else and ``near.resume()`` only once the server notifies; when
-        the channel is lost it calls ``near.suspend()``, reconnects and
-        resumes. In a uWSGI master
-        (:func:`oslo_kvs._process.will_fork_without_hooks`) it starts no
-        thread and leaves the cache suspended.
-        """
-        return None
 
     def _not_implemented(self, method: str, needed_by: str) -> ty.NoReturn:
         raise NotImplementedError(
