@@ -20,11 +20,14 @@ drops the keys it writes; this module keeps the entries:
   seconds counted from when the server read *started*, so a write by
   another process that the read missed is hidden no longer than that.
 - **No stale fill.** Every drop (a write of this process, an invalidation
-  from the server) and every :meth:`NearCache.suspend` or
-  :meth:`NearCache.resume` advances a generation; a read that began under
-  an older generation fills nothing, since a write may have landed after
-  the server answered it. Fills and drops take one lock, so neither can
-  come between the other's check and change.
+  from the server) advances a counter and records it for the keys it
+  drops; a read of a key dropped since the read began fills nothing,
+  since a write may have landed after the server answered it. A
+  :meth:`NearCache.suspend` or :meth:`NearCache.resume` does so for
+  every key. Fills and drops take one lock, so neither can come between
+  the other's check and change. The record keeps at most
+  :data:`DROPS_KEPT` keys; when full it is emptied and reads begun
+  before then fill nothing (as after a resume).
 - **Isolation.** An immutable value (:func:`oslo_kvs.serialization.plain`)
   is kept as itself; any other pickled, and unpickled anew on each hit,
   so a caller that changes what it got changes nothing kept. Values
@@ -62,6 +65,9 @@ if ty.TYPE_CHECKING:
 
 #: What :meth:`NearCache.lookup` returns for a key it does not serve.
 MISS: ty.Any = object()
+#: Most keys whose last drop a cache remembers (see the module's text):
+#: with Redis's broadcast tracking every write to the server is a drop.
+DROPS_KEPT = 65536
 
 _monotonic = time.monotonic
 _plain = serialization.plain
@@ -88,7 +94,11 @@ class NearCache:
         self._entries: collections.OrderedDict[str, list[ty.Any]] = (
             collections.OrderedDict())
         self._lock = threading.Lock()
-        self._generation = 0
+        #: Drops so far; per key, the count at its last drop; reads
+        #: begun before ``_floor`` fill nothing.
+        self._drops = 0
+        self._dropped: dict[str, int] = {}
+        self._floor = 0
         self._suspended = False
         #: Stops the backend's watch (``Backend.watch``), if it watches.
         self.stop: ty.Callable[[], None] | None = None
@@ -127,7 +137,7 @@ class NearCache:
 
     def begin(self) -> tuple[int, float]:
         """Mark the start of a server read (or write) that may fill."""
-        return self._generation, _monotonic()
+        return self._drops, _monotonic()
 
     def fill(self, begun: tuple[int, float],
              found: ty.Iterable[tuple[str, ty.Any]],
@@ -137,28 +147,32 @@ class NearCache:
         :param found: ``(stored key, value)`` pairs; values read are
             verified and decoded.
         :param written: whether this process wrote the values (with the
-            server's ``ttl``), rather than read them. A write that
-            another drop overtook keeps nothing and drops its keys,
-            since the server may hold either value; one that did not
-            makes reads begun before it fill nothing.
+            server's ``ttl``), rather than read them. A written key that
+            another drop overtook is dropped, not kept, since the server
+            may hold either value; one that was not makes reads of it
+            begun before the write fill nothing.
         """
-        generation, started = begun
+        drops, started = begun
         until = started + (self.ttl if not ttl else min(ttl, self.ttl))
         made = [(stored, [until, value, False, False]
                  if _plain(value) is not None else
                  [until, _dumps(value, pickle.HIGHEST_PROTOCOL), True, False])
                 for stored, value in found]
         with self._lock:
-            if generation != self._generation or self._suspended:
-                # A write may have landed after the read, or (written)
-                # before this write.
-                if written:
-                    self._drop(stored for stored, _ in made)
-                return
+            everything = drops < self._floor or self._suspended
+            dropped = self._dropped
+            # A key dropped since ``begun``: the value may be stale.
+            stale = {stored for stored, _ in made if everything
+                     or dropped.get(stored, -1) > drops}
             if written:
-                self._generation += 1
+                # Reads of these keys begun before now are stale too.
+                self._drop(stored for stored, _ in made)
+            if everything:
+                return
             entries = self._entries
             for stored, entry in made:
+                if stored in stale:
+                    continue
                 if stored not in entries and len(entries) >= self.size:
                     self._evict()
                 entries[stored] = entry
@@ -186,22 +200,33 @@ class NearCache:
             self._drop(stored_keys)
 
     def _drop(self, stored_keys: ty.Iterable[str]) -> None:
-        self._generation += 1
+        """Drop keys, remembering when; under the lock."""
+        self._drops += 1
+        drops, dropped, pop = self._drops, self._dropped, self._entries.pop
         for stored in stored_keys:
-            self._entries.pop(stored, None)
+            pop(stored, None)
+            dropped[stored] = drops
+        if len(dropped) > DROPS_KEPT:
+            self._forget_drops()
+
+    def _forget_drops(self) -> None:
+        """Make every read begun before now fill nothing; under the lock."""
+        self._drops += 1
+        self._floor = self._drops
+        self._dropped.clear()
 
     def suspend(self) -> None:
         """Forget everything and serve nothing until :meth:`resume`."""
         with self._lock:
             self._suspended = True
-            self._generation += 1
+            self._forget_drops()
             self._entries.clear()
 
     def resume(self) -> None:
         """Serve again; reads begun before now still fill nothing."""
         with self._lock:
             self._suspended = False
-            self._generation += 1
+            self._forget_drops()
 
     # --- counts -----------------------------------------------------------
 

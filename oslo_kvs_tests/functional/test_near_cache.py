@@ -17,6 +17,11 @@ the same name without it (what another process would write; the memory
 backend's values are the store's own, so it has none), or a forked child,
 or an independent interpreter. Reads the reader's near cache served are
 told from server reads by ``stats()['near_cache']``.
+
+Most tests show what holds on every backend, where ``near_cache_ttl``
+bounds staleness: on Redis they run with its invalidation off (the
+default ``Backend.watch``), else it would drop the entries they look at
+within milliseconds. The tests at the end run it.
 """
 
 import json
@@ -28,6 +33,8 @@ import time
 from dogpile.cache import proxy as dogpile_proxy
 import pytest
 
+from oslo_kvs.backends import base
+from oslo_kvs.backends import redis as redis_backend
 from oslo_kvs import core
 from oslo_kvs import exception
 from oslo_kvs import testing
@@ -46,12 +53,25 @@ MISSING = object()
 
 
 @pytest.fixture
-def stores(request):
+def stores(request, monkeypatch):
     """``make(backend, writer=False, **extra)``; every store closed after.
 
     The first store made is the reader (near cache on); a ``writer`` has
-    the same name (the same keys on the server) and no near cache.
+    the same name (the same keys on the server) and no near cache. Redis
+    tells no near cache of writes (see above).
     """
+    monkeypatch.setattr(redis_backend.RedisBackend, 'watch',
+                        base.Backend.watch)
+    return _stores(request)
+
+
+@pytest.fixture
+def watched_stores(request):
+    """:func:`stores`, with Redis's invalidation on."""
+    return _stores(request)
+
+
+def _stores(request):
     made = []
 
     def make(backend, writer=False, **extra):
@@ -64,9 +84,8 @@ def stores(request):
                 args, **dict({'near_cache_ttl': TTL}, **extra)))
         made.append(store)
         return store
-    yield make
-    for store in made:
-        store.close()
+    request.addfinalizer(lambda: [store.close() for store in made])
+    return make
 
 
 def near_counts(store):
@@ -408,3 +427,32 @@ class TestNearRedisContract(_NearContract):
 class TestNearMongoContract(_NearContract):
     server = 'mongo'
     expire_time_alias = 'mongo_ttl_seconds'
+
+
+# --- Redis: the server tells of other clients' writes -----------------------
+
+def _until(check, limit=10.0):
+    """Poll ``check()`` until true; fail after ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    while not check():
+        assert time.monotonic() < deadline, 'never happened'
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize('backend', ['redis', 'sentinel', 'cluster'])
+def test_redis_drops_other_writes_long_before_the_ttl(
+        watched_stores, backend):
+    reader = watched_stores(backend)
+    writer = watched_stores(backend, writer=True)
+    writer.set('k', 0)
+
+    def served():   # once tracking is on, a second read is a hit
+        hits = near_counts(reader)['hits']
+        reader.get('k')
+        reader.get('k')
+        return near_counts(reader)['hits'] > hits
+    _until(served)
+    for value in range(1, 4):
+        writer.set('k', value)
+        # near_cache_ttl is a minute: only the invalidation can explain it.
+        _until(lambda: reader.get('k') == value)

@@ -93,11 +93,25 @@ def test_option_help_names_the_staleness():
 
 # --- entries ---------------------------------------------------------------
 
-def test_a_read_overtaken_by_a_drop_fills_nothing():
+def test_a_read_overtaken_by_a_drop_of_its_key_fills_nothing():
     cache = make_cache()
-    begun = cache.begin()         # a read starts
-    cache.drop(['other'])         # a write ends meanwhile (any key)
-    fill(cache, 'k', 'old', begun)
+    cache.drop(['k'])             # an earlier write
+    begun = cache.begin()         # a read of k and j starts
+    cache.drop(['j', 'other'])    # writes end meanwhile
+    cache.fill(begun, [('k', 'k0'), ('j', 'old')])
+    assert cache.lookup('j') is near.MISS
+    assert cache.lookup('k') == 'k0'     # not dropped since the read began
+    fill(cache, 'j', 'new')
+    assert cache.lookup('j') == 'new'
+
+
+def test_drops_kept_are_bounded(monkeypatch):
+    monkeypatch.setattr(near, 'DROPS_KEPT', 10)
+    cache = make_cache()
+    begun = cache.begin()
+    cache.drop(['d%d' % i for i in range(11)])    # record emptied
+    assert len(cache._dropped) == 0
+    fill(cache, 'k', 'old', begun)       # so every older read is stale
     assert cache.lookup('k') is near.MISS
     fill(cache, 'k', 'new')
     assert cache.lookup('k') == 'new'
@@ -137,9 +151,11 @@ def test_a_write_keeps_its_value_unless_overtaken():
     fill(cache, 'k', 'old', read)     # the read ends: nothing kept
     assert cache.lookup('k') == 'new'
     wrote = cache.begin()
-    cache.drop(['other'])         # another write ends meanwhile
-    cache.fill(wrote, [('k', 'newer')], written=True, ttl=None)
+    cache.drop(['k'])             # another write of k ends meanwhile
+    cache.fill(wrote, [('k', 'newer'), ('j', 'j1')], written=True,
+               ttl=None)
     assert cache.lookup('k') is near.MISS     # dropped, not kept
+    assert cache.lookup('j') == 'j1'
 
 
 def test_a_written_entry_lives_no_longer_than_its_value(monkeypatch):
