@@ -25,9 +25,10 @@ rules make a write made with it safe to bet a token on:
   the only one that can land late.
 - **Fair hand-off.** The threads of one process that want the same lock
   queue here, first come first served, and only the head of the queue asks
-  the server; a release hands the turn to the next thread at once. Other
-  processes are met with short jittered retries, bounded by the caller's
-  ``timeout``.
+  the server; a release hands the turn to the next thread at once. A lock
+  held by another process is waited for on the server where it notifies
+  releases (Redis), else with short jittered retries; either way bounded
+  by the caller's ``timeout``.
 
 :class:`RegionMutex` is the lock a plain dogpile.cache region takes on an
 oslo_kvs backend; it waits the same way.
@@ -138,9 +139,11 @@ def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
               deadline: float = math.inf) -> float | None:
     """Take ``backend``'s lock ``key`` for ``token``, retrying while held.
 
-    Tries again after pauses that double from 1 ms up to
-    :data:`MAX_BACKOFF`, each shortened by a random part, so that
-    processes waiting for one lock do not all ask at the same moment.
+    Between two tries it waits for the holder's release where the
+    backend can tell (:meth:`~oslo_kvs.backends.base.Backend.wait_released`);
+    else it pauses, doubling from 1 ms up to :data:`MAX_BACKOFF`, each
+    pause shortened by a random part, so that processes waiting for one
+    lock do not all ask at the same moment.
 
     :param blocking: ``False`` tries once.
     :param deadline: a :func:`time.monotonic` time after which no try
@@ -156,6 +159,8 @@ def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
             return started
         if not blocking or started >= deadline:
             return None
+        if backend.wait_released(key, deadline - time.monotonic()):
+            continue
         time.sleep(min(delay * random.uniform(0.5, 1.0),
                        max(deadline - time.monotonic(), 0)))
         delay = min(delay * 2, MAX_BACKOFF)
@@ -240,8 +245,8 @@ class KeyValueStoreLock:
                 timeout: float | None = None) -> bool:
         """Take the lock, in turn among this process's threads.
 
-        Then, while another process holds it, retry with short jittered
-        pauses.
+        Then, while another process holds it, wait for its release (see
+        :func:`take_lock`).
 
         :param blocking: ``False`` tries once.
         :param timeout: the longest wait in seconds (None: no limit); the

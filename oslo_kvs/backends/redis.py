@@ -26,9 +26,11 @@ hands out the one its arguments select.
 import contextlib
 import dataclasses
 import functools
+import itertools
 import math
 import re
 import socket
+import threading
 import typing as ty
 
 from oslo_config import types
@@ -36,24 +38,44 @@ import redis
 from redis import backoff as redis_backoff
 from redis import cluster as redis_cluster
 from redis import connection as redis_connection
+from redis import crc as redis_crc
 from redis import exceptions as redis_exceptions
 from redis import retry as redis_retry
 
+from oslo_kvs import _process
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs import exception
 
 Option = base.Option
 
-# Runs a command (ARGV[2], its arguments after it) on KEYS[1] only while
-# the lock key KEYS[2] holds the caller's token ARGV[1], in one atomic
-# step; -1 when it does not. Fenced writes name their data key; a release
-# names the lock key itself, so a holder whose lock expired cannot free
-# the next holder's lock.
+# Runs a command (ARGV[2], its arguments after it) on the data key KEYS[1]
+# only while the lock key KEYS[2] holds the caller's token ARGV[1], in one
+# atomic step; -1 when it does not: the fenced writes.
 _IF_HELD_SCRIPT = """
 if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
 return redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3))
 """
+
+
+# Frees the lock KEYS[1] if it holds the caller's token ARGV[1] (1; else
+# 0), and leaves one notice in the list KEYS[2], for ARGV[2] ms, for a
+# process blocked on it in wait_released. Redis hands the notice to one
+# blocked client, the one that waited longest; with nobody blocked it
+# stays for the next waiter, one at most however many releases.
+_RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('del', KEYS[1])
+redis.call('rpush', KEYS[2], '1')
+redis.call('ltrim', KEYS[2], -1, -1)
+redis.call('pexpire', KEYS[2], ARGV[2])
+return 1
+"""
+
+#: Milliseconds a release notice waits for a waiter. Long enough to
+#: cover a waiter between its failed try and its BLPOP on a busy host;
+#: a notice nobody needed costs a later waiter one more try.
+NOTICE_TTL_MS = 2000
 
 
 # Compare-and-set of a whole value: writes ARGV[2] to KEYS[1] (with a PX
@@ -216,6 +238,41 @@ _URL_PARTS = frozenset(['host', 'port', 'db', 'username', 'password', 'path',
                         'connection_class'])
 
 
+def _hash_part(key: str) -> str:
+    """What Redis Cluster hashes of ``key``: its hash tag, else all of it."""
+    start = key.find('{')
+    if start != -1:
+        end = key.find('}', start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key
+
+
+@functools.lru_cache(maxsize=None)
+def _tag_of_slot(slot: int) -> str:
+    """A short hash tag that Redis Cluster puts in ``slot``."""
+    for number in itertools.count():
+        if redis_crc.key_slot(str(number).encode()) == slot:
+            return str(number)
+    raise AssertionError('unreachable')
+
+
+def _notice_key(prefix: str, key: str) -> str:
+    """The list where releases of the lock ``key`` leave their notices.
+
+    It starts with ``prefix`` like every key of the backend (ACL key
+    patterns name it) and, through a hash tag, is in the lock's own
+    Cluster slot, so one script frees the lock and notifies. The hash
+    tag cannot hold ``}``: a key with one and no tag of its own (never a
+    key the store makes) gets a tag that hashes to the same slot.
+    """
+    stored = prefix + key
+    tag = _hash_part(stored)
+    if '}' in tag:
+        tag = _tag_of_slot(redis_crc.key_slot(stored.encode()))
+    return '%s{%s}released:%s' % (prefix, tag, key)
+
+
 #: ``INFO`` names of :data:`base.STAT_KEYS` and extras; ``items`` and
 #: ``bytes_limit`` are worked out in :func:`_stats_of`.
 _STATS = {'hits': 'keyspace_hits', 'misses': 'keyspace_misses',
@@ -254,6 +311,8 @@ class RedisBackend(base.Backend):
     ``MSET`` or a pipeline of ``SET ... PX`` for writes (each key gets its
     own expiry). Locks are ``SET NX PX`` with a random token, freed by a
     Lua compare-and-delete, so they exclude other processes and hosts.
+    A release also leaves a notice in a list next to the lock, which a
+    process waiting for the lock blocks on (``BLPOP``) instead of polling.
     """
 
     name = 'openstack.kvs.Redis'
@@ -327,6 +386,16 @@ class RedisBackend(base.Backend):
         self._cas_script = self._client.register_script(_CAS_SCRIPT)
         self._touch_script = self._client.register_script(_TOUCH_SCRIPT)
         self._incr_script = self._client.register_script(_INCR_SCRIPT)
+        self._release_script = self._client.register_script(
+            _RELEASE_SCRIPT)
+        # A blocked waiter holds a pooled connection: at most half of
+        # the pool waits, so holders can always release; more waiters
+        # back off. A BLPOP ends well before the socket timeout would
+        # count the server as hung.
+        waiters = max(1, args['pool_maxsize'] // 2)
+        self._waiting = _process.PerProcess(
+            lambda: threading.BoundedSemaphore(waiters))
+        self._longest_wait = timeout / 2
 
     def _prepare(self, args: dict, connection: dict) -> ty.Callable:
         """Check the mode's arguments; return what builds a client.
@@ -446,7 +515,34 @@ class RedisBackend(base.Backend):
 
     @base.translate_errors
     def release_lock(self, key, token):
-        return self._if_held(key, key, token, 'DEL') == 1
+        prefix = self._prefix
+        return self._release_script(
+            keys=[prefix + key, _notice_key(prefix, key)],
+            args=[token, NOTICE_TTL_MS], client=self._client) == 1
+
+    @base.translate_errors
+    def wait_released(self, key, timeout):
+        # Blocks on the lock's notice list (_RELEASE_SCRIPT), for no
+        # longer than the lock has left: a holder that died sends none.
+        waiting = self._waiting.get()
+        if not waiting.acquire(blocking=False):
+            return False
+        try:
+            client = self._client
+            left = client.execute_command('PTTL', self._prefix + key)
+            if left == -2:
+                return True    # free already
+            wait = min(timeout, self._longest_wait)
+            if left >= 0:    # -1: the lock never expires
+                wait = min(wait, left / 1000)
+            # BLPOP's timeout has millisecond resolution, and 0 means
+            # for ever.
+            if wait >= 0.001:
+                client.execute_command(
+                    'BLPOP', _notice_key(self._prefix, key), '%.3f' % wait)
+            return True
+        finally:
+            waiting.release()
 
     @base.translate_errors
     def set_fenced(self, key, value, ttl, lock_key, token):

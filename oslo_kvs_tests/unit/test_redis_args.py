@@ -326,3 +326,23 @@ class TestCluster:
             store.configure('openstack.kvs.Redis', cluster_nodes=[address],
                             password=SECRET)
         assert not store.is_configured
+
+
+@pytest.mark.parametrize('key', [
+    'ab12' * 16,           # a mangled key
+    'l:user{tenant}x',     # a hash tag of its own
+    'l:}odd{',             # a brace but no tag
+    'l:{}x}y',             # an empty tag, which Redis ignores
+    'l:{',
+])
+@pytest.mark.parametrize('prefix', ['', 'svc:'])
+def test_release_notice_is_in_the_lock_slot(prefix, key):
+    # One script frees the lock and notifies: on a Cluster both keys
+    # must hash to one slot, and ACL key patterns see the prefix.
+    notice = redis_backend._notice_key(prefix, key)
+    assert notice.startswith(prefix)
+    assert notice != prefix + key
+    assert (redis.crc.key_slot(notice.encode())
+            == redis.crc.key_slot((prefix + key).encode()))
+    # One list per lock.
+    assert notice != redis_backend._notice_key(prefix, key + 'x')
