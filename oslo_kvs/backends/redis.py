@@ -58,23 +58,47 @@ return redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3))
 """
 
 
+# Releases notify waiters through two keys next to each lock (see
+# _notice_keys): a mark that a process is waiting, and a list of notices
+# it blocks on (BLPOP). Without waiters a release writes nothing more.
+
+# Before a waiter blocks: the milliseconds to block, at most ARGV[1] and
+# no longer than the lock KEYS[1] has left (a holder that died sends no
+# notice); 0 when it is free. Marks KEYS[2] for as long as the wait, plus
+# ARGV[2] ms, so that releases meanwhile leave a notice.
+_WAIT_SCRIPT = """
+local left = redis.call('pttl', KEYS[1])
+if left == -2 then return 0 end
+local wait = tonumber(ARGV[1])
+if left >= 0 and left < wait then wait = left end
+local mark = wait + tonumber(ARGV[2])
+if redis.call('pttl', KEYS[2]) < mark then
+  redis.call('set', KEYS[2], '1', 'PX', mark)
+end
+return wait
+"""
+
 # Frees the lock KEYS[1] if it holds the caller's token ARGV[1] (1; else
-# 0), and leaves one notice in the list KEYS[2], for ARGV[2] ms, for a
-# process blocked on it in wait_released. Redis hands the notice to one
-# blocked client, the one that waited longest; with nobody blocked it
-# stays for the next waiter, one at most however many releases.
+# 0). While the mark KEYS[2] says someone waits, leaves one notice in the
+# list KEYS[3] for ARGV[2] ms. Redis hands it to the client that has
+# been blocked longest; with nobody blocked yet (a waiter between its
+# try and its BLPOP) it stays for the next one, one at most however many
+# releases.
 _RELEASE_SCRIPT = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('del', KEYS[1])
-redis.call('rpush', KEYS[2], '1')
-redis.call('ltrim', KEYS[2], -1, -1)
-redis.call('pexpire', KEYS[2], ARGV[2])
+if redis.call('exists', KEYS[2]) == 1 then
+  redis.call('rpush', KEYS[3], '1')
+  redis.call('ltrim', KEYS[3], -1, -1)
+  redis.call('pexpire', KEYS[3], ARGV[2])
+end
 return 1
 """
 
-#: Milliseconds a release notice waits for a waiter. Long enough to
-#: cover a waiter between its failed try and its BLPOP on a busy host;
-#: a notice nobody needed costs a later waiter one more try.
+#: Milliseconds a release notice waits for a waiter, and a waiting mark
+#: outlasts its wait. Long enough to cover a waiter between its script
+#: and its BLPOP on a busy host; a notice nobody needed costs a later
+#: waiter one more try.
 NOTICE_TTL_MS = 2000
 
 
@@ -257,11 +281,11 @@ def _tag_of_slot(slot: int) -> str:
     raise AssertionError('unreachable')
 
 
-def _notice_key(prefix: str, key: str) -> str:
-    """The list where releases of the lock ``key`` leave their notices.
+def _notice_keys(prefix: str, key: str) -> tuple[str, str]:
+    """The waiting mark and the notice list of the lock ``key``.
 
-    It starts with ``prefix`` like every key of the backend (ACL key
-    patterns name it) and, through a hash tag, is in the lock's own
+    Both start with ``prefix`` like every key of the backend (ACL key
+    patterns name it) and, through a hash tag, are in the lock's own
     Cluster slot, so one script frees the lock and notifies. The hash
     tag cannot hold ``}``: a key with one and no tag of its own (never a
     key the store makes) gets a tag that hashes to the same slot.
@@ -270,7 +294,8 @@ def _notice_key(prefix: str, key: str) -> str:
     tag = _hash_part(stored)
     if '}' in tag:
         tag = _tag_of_slot(redis_crc.key_slot(stored.encode()))
-    return '%s{%s}released:%s' % (prefix, tag, key)
+    return ('%s{%s}waiting:%s' % (prefix, tag, key),
+            '%s{%s}released:%s' % (prefix, tag, key))
 
 
 #: ``INFO`` names of :data:`base.STAT_KEYS` and extras; ``items`` and
@@ -311,8 +336,9 @@ class RedisBackend(base.Backend):
     ``MSET`` or a pipeline of ``SET ... PX`` for writes (each key gets its
     own expiry). Locks are ``SET NX PX`` with a random token, freed by a
     Lua compare-and-delete, so they exclude other processes and hosts.
-    A release also leaves a notice in a list next to the lock, which a
-    process waiting for the lock blocks on (``BLPOP``) instead of polling.
+    A process waiting for a lock held elsewhere blocks (``BLPOP``) on a
+    list next to the lock, where a release leaves a notice, instead of
+    polling.
     """
 
     name = 'openstack.kvs.Redis'
@@ -388,6 +414,7 @@ class RedisBackend(base.Backend):
         self._incr_script = self._client.register_script(_INCR_SCRIPT)
         self._release_script = self._client.register_script(
             _RELEASE_SCRIPT)
+        self._wait_script = self._client.register_script(_WAIT_SCRIPT)
         # A blocked waiter holds a pooled connection: at most half of
         # the pool waits, so holders can always release; more waiters
         # back off. A BLPOP ends well before the socket timeout would
@@ -517,29 +544,26 @@ class RedisBackend(base.Backend):
     def release_lock(self, key, token):
         prefix = self._prefix
         return self._release_script(
-            keys=[prefix + key, _notice_key(prefix, key)],
+            keys=[prefix + key, *_notice_keys(prefix, key)],
             args=[token, NOTICE_TTL_MS], client=self._client) == 1
 
     @base.translate_errors
     def wait_released(self, key, timeout):
-        # Blocks on the lock's notice list (_RELEASE_SCRIPT), for no
-        # longer than the lock has left: a holder that died sends none.
+        longest = int(min(timeout, self._longest_wait) * 1000)
+        if longest < 1:
+            return True    # BLPOP's timeout is in ms, and 0 is for ever
         waiting = self._waiting.get()
         if not waiting.acquire(blocking=False):
             return False
         try:
-            client = self._client
-            left = client.execute_command('PTTL', self._prefix + key)
-            if left == -2:
-                return True    # free already
-            wait = min(timeout, self._longest_wait)
-            if left >= 0:    # -1: the lock never expires
-                wait = min(wait, left / 1000)
-            # BLPOP's timeout has millisecond resolution, and 0 means
-            # for ever.
-            if wait >= 0.001:
-                client.execute_command(
-                    'BLPOP', _notice_key(self._prefix, key), '%.3f' % wait)
+            prefix = self._prefix
+            mark, notices = _notice_keys(prefix, key)
+            wait = self._wait_script(keys=[prefix + key, mark],
+                                     args=[longest, NOTICE_TTL_MS],
+                                     client=self._client)
+            if wait > 0:
+                self._client.execute_command('BLPOP', notices,
+                                             '%.3f' % (wait / 1000))
             return True
         finally:
             waiting.release()

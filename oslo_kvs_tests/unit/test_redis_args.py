@@ -336,13 +336,15 @@ class TestCluster:
     'l:{',
 ])
 @pytest.mark.parametrize('prefix', ['', 'svc:'])
-def test_release_notice_is_in_the_lock_slot(prefix, key):
-    # One script frees the lock and notifies: on a Cluster both keys
-    # must hash to one slot, and ACL key patterns see the prefix.
-    notice = redis_backend._notice_key(prefix, key)
-    assert notice.startswith(prefix)
-    assert notice != prefix + key
-    assert (redis.crc.key_slot(notice.encode())
-            == redis.crc.key_slot((prefix + key).encode()))
-    # One list per lock.
-    assert notice != redis_backend._notice_key(prefix, key + 'x')
+def test_release_notices_are_in_the_lock_slot(prefix, key):
+    # One script frees the lock and notifies: on a Cluster every key
+    # must hash to its slot, and ACL key patterns see the prefix.
+    slot = redis.crc.key_slot((prefix + key).encode())
+    keys = redis_backend._notice_keys(prefix, key)
+    assert len(set(keys)) == 2
+    for notice in keys:
+        assert notice.startswith(prefix)
+        assert notice != prefix + key
+        assert redis.crc.key_slot(notice.encode()) == slot
+    # Keys of their own for each lock.
+    assert not set(keys) & set(redis_backend._notice_keys(prefix, key + 'x'))
