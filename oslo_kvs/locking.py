@@ -130,6 +130,40 @@ class _Turns:
 _turns = _process.PerProcess(_Turns)
 
 
+#: Longest wait, in seconds, for this process's turn to update a key.
+#: Past it the update goes ahead and races the one holding the turn, so
+#: no ``fn`` (one that updates another key, or takes a lock) can make
+#: two updates wait for each other for ever.
+UPDATE_TURN_WAIT = 5.0
+
+
+def take_update_turn(backend: 'base.Backend', key: str) -> tuple | None:
+    """Wait for this process's turn to update ``backend``'s ``key``.
+
+    Threads of one process that update one key take turns, first come
+    first served, as they do for a lock: of several compare-and-sets of
+    one version at most one can succeed, so the others would only have
+    read, decoded, run ``fn`` and encoded in vain, taking the CPU from
+    the one that wins (a conflict storm). Only other processes race.
+
+    :returns: what :func:`end_update_turn` takes, or None when the turn
+        did not come within :data:`UPDATE_TURN_WAIT`.
+    """
+    # Data keys and lock keys are in different spaces of the store, so
+    # they never share a queue.
+    turn = (_turns.get(), (id(backend), key), object())
+    if turn[0].take(turn[1], turn[2], time.monotonic() + UPDATE_TURN_WAIT,
+                    True):
+        return turn
+    return None
+
+
+def end_update_turn(turn: tuple | None) -> None:
+    """Pass the turn :func:`take_update_turn` gave to the next thread."""
+    if turn is not None:
+        turn[0].hold(turn[1], turn[2], None)
+
+
 #: Longest pause between two tries to take a lock held elsewhere.
 MAX_BACKOFF = 0.05
 
