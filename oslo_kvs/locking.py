@@ -279,8 +279,9 @@ class KeyValueStoreLock:
                 timeout: float | None = None) -> bool:
         """Take the lock, in turn among this process's threads.
 
-        Then, while another process holds it, wait for its release (see
-        :func:`take_lock`).
+        Then, while another process holds it, wait for its release: on
+        the server where it notifies releases (Redis), else with short
+        jittered retries.
 
         :param blocking: ``False`` tries once.
         :param timeout: the longest wait in seconds (None: no limit); the
