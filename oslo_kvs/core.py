@@ -776,7 +776,9 @@ class KeyValueStore:
         reads again and calls ``fn`` again, after a short random pause,
         up to ``[kvs] update_attempts`` times. So ``fn`` may run more
         than once, and must only compute the new value. If ``fn`` raises,
-        nothing is written and the exception propagates.
+        nothing is written and the exception propagates. Threads of one
+        process that update the same key take turns, first come first
+        served, so only other processes race them.
 
         :param default: the value ``fn`` gets for a missing key (a copy
             of it); without it a missing key raises ``NotFound``.
@@ -808,25 +810,32 @@ class KeyValueStore:
                          ttl: float | None) -> ty.Any:
         """:meth:`update`'s loop: read, ``fn``, compare-and-set."""
         attempt = 0
-        while True:
-            started = time.monotonic()
-            data, version = state.backend.get_versioned(stored)
-            if data is not base.NO_VALUE:
-                value = self._decoded(state, key, data)
-            elif default is _REQUIRED:
-                raise exception.NotFound(key)
-            else:
-                value = copy.deepcopy(default)  # fn may change it in place
-            new = fn(value)
-            if state.backend.compare_and_set(
-                    stored, version, state.encode(key, new), ttl):
-                return new
-            attempt += 1
-            if attempt >= self._conf.kvs.update_attempts:
-                raise exception.Conflict(key, attempt)
-            unit = max(time.monotonic() - started, UPDATE_BACKOFF)
-            time.sleep(random.uniform(0, min(unit * 2 ** min(
-                attempt, UPDATE_BACKOFF_DOUBLINGS), UPDATE_BACKOFF_MAX)))
+        # This process's threads change the key in turn: only processes
+        # race each other.
+        turn = locking.take_update_turn(state.backend, stored)
+        try:
+            while True:
+                started = time.monotonic()
+                data, version = state.backend.get_versioned(stored)
+                if data is not base.NO_VALUE:
+                    value = self._decoded(state, key, data)
+                elif default is _REQUIRED:
+                    raise exception.NotFound(key)
+                else:
+                    # fn may change it in place.
+                    value = copy.deepcopy(default)
+                new = fn(value)
+                if state.backend.compare_and_set(
+                        stored, version, state.encode(key, new), ttl):
+                    return new
+                attempt += 1
+                if attempt >= self._conf.kvs.update_attempts:
+                    raise exception.Conflict(key, attempt)
+                unit = max(time.monotonic() - started, UPDATE_BACKOFF)
+                time.sleep(random.uniform(0, min(unit * 2 ** min(
+                    attempt, UPDATE_BACKOFF_DOUBLINGS), UPDATE_BACKOFF_MAX)))
+        finally:
+            locking.end_update_turn(turn)
 
     def _decoded(self, state: _Configured, key: str, data: ty.Any) -> ty.Any:
         """The value of ``data``, read for ``key``; IntegrityError if bad."""

@@ -25,9 +25,10 @@ rules make a write made with it safe to bet a token on:
   the only one that can land late.
 - **Fair hand-off.** The threads of one process that want the same lock
   queue here, first come first served, and only the head of the queue asks
-  the server; a release hands the turn to the next thread at once. Other
-  processes are met with short jittered retries, bounded by the caller's
-  ``timeout``.
+  the server; a release hands the turn to the next thread at once. A lock
+  held by another process is waited for on the server where it notifies
+  releases (Redis), else with short jittered retries; either way bounded
+  by the caller's ``timeout``.
 
 :class:`RegionMutex` is the lock a plain dogpile.cache region takes on an
 oslo_kvs backend; it waits the same way.
@@ -173,6 +174,40 @@ def _holding(lock: 'KeyValueStoreLock', held: bool) -> None:
             holders.pop(lock._holder, None)
 
 
+#: Longest wait, in seconds, for this process's turn to update a key.
+#: Past it the update goes ahead and races the one holding the turn, so
+#: no ``fn`` (one that updates another key, or takes a lock) can make
+#: two updates wait for each other for ever.
+UPDATE_TURN_WAIT = 5.0
+
+
+def take_update_turn(backend: 'base.Backend', key: str) -> tuple | None:
+    """Wait for this process's turn to update ``backend``'s ``key``.
+
+    Threads of one process that update one key take turns, first come
+    first served, as they do for a lock: of several compare-and-sets of
+    one version at most one can succeed, so the others would only have
+    read, decoded, run ``fn`` and encoded in vain, taking the CPU from
+    the one that wins (a conflict storm). Only other processes race.
+
+    :returns: what :func:`end_update_turn` takes, or None when the turn
+        did not come within :data:`UPDATE_TURN_WAIT`.
+    """
+    # Data keys and lock keys are in different spaces of the store, so
+    # they never share a queue.
+    turn = (_turns.get(), (id(backend), key), object())
+    if turn[0].take(turn[1], turn[2], time.monotonic() + UPDATE_TURN_WAIT,
+                    True):
+        return turn
+    return None
+
+
+def end_update_turn(turn: tuple | None) -> None:
+    """Pass the turn :func:`take_update_turn` gave to the next thread."""
+    if turn is not None:
+        turn[0].hold(turn[1], turn[2], None)
+
+
 #: Longest pause between two tries to take a lock held elsewhere.
 MAX_BACKOFF = 0.05
 
@@ -182,9 +217,11 @@ def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
               deadline: float = math.inf) -> float | None:
     """Take ``backend``'s lock ``key`` for ``token``, retrying while held.
 
-    Tries again after pauses that double from 1 ms up to
-    :data:`MAX_BACKOFF`, each shortened by a random part, so that
-    processes waiting for one lock do not all ask at the same moment.
+    Between two tries it waits for the holder's release where the
+    backend can tell (:meth:`~oslo_kvs.backends.base.Backend.wait_released`);
+    else it pauses, doubling from 1 ms up to :data:`MAX_BACKOFF`, each
+    pause shortened by a random part, so that processes waiting for one
+    lock do not all ask at the same moment.
 
     :param blocking: ``False`` tries once.
     :param deadline: a :func:`time.monotonic` time after which no try
@@ -200,6 +237,8 @@ def take_lock(backend: 'base.Backend', key: str, token: str, ttl: float,
             return started
         if not blocking or started >= deadline:
             return None
+        if backend.wait_released(key, deadline - time.monotonic()):
+            continue
         time.sleep(min(delay * random.uniform(0.5, 1.0),
                        max(deadline - time.monotonic(), 0)))
         delay = min(delay * 2, MAX_BACKOFF)
@@ -285,8 +324,9 @@ class KeyValueStoreLock:
                 timeout: float | None = None) -> bool:
         """Take the lock, in turn among this process's threads.
 
-        Then, while another process holds it, retry with short jittered
-        pauses.
+        Then, while another process holds it, wait for its release: on
+        the server where it notifies releases (Redis), else with short
+        jittered retries.
 
         :param blocking: ``False`` tries once.
         :param timeout: the longest wait in seconds (None: no limit); the

@@ -59,7 +59,7 @@ kvs_opts = [
              'first; then they raise Conflict, having written nothing. '
              'Attempts are a few milliseconds apart, with random jitter.'),
     cfg.IntOpt(
-        'duration_sampling', default=10, min=1, max=1000000,
+        'duration_sampling', default=20, min=1, max=1000000,
         help='When an OpenTelemetry SDK is configured, the '
              'db.client.operation.duration histogram records the duration '
              'of one store operation in this many, chosen at random, so '

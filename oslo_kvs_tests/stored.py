@@ -163,3 +163,13 @@ def backend_args(request: ty.Any, name: str) -> tuple[str, dict[str, ty.Any]]:
         'redis': 'redis_server', 'sentinel': 'redis_sentinel_group',
         'cluster': 'redis_cluster'}[name])
     return 'openstack.kvs.Redis', dict(group.store_args)
+
+
+def backend(store: oslo_kvs.KeyValueStore) -> ty.Any:
+    """The backend object of a configured store.
+
+    Read from the store's internals on purpose: how often a store calls
+    its backend (a lock waiter's tries) is what some tests count, by
+    wrapping a method of this object, and no public API shows it.
+    """
+    return store._state.backend

@@ -636,6 +636,21 @@ class Backend(api.CacheBackend):
         """Free the lock ``key`` only if ``token`` still holds it."""
         raise NotImplementedError
 
+    def wait_released(self, key: str, timeout: float) -> bool:
+        """Block until the lock ``key`` may be free, if the server can tell.
+
+        Optional: a backend whose server notifies releases waits here, at
+        most ``timeout`` seconds (may be infinite) and no longer than the
+        holder's lease has left, so a lock whose holder died is tried
+        again once it expired. A notice may be stale or meant for another
+        waiter: the caller tries the lock again either way.
+
+        :returns: whether it waited (or found the lock already free);
+            False, having done nothing, when the caller must back off
+            instead. By default always False.
+        """
+        return False
+
     # --- atomic read-modify-write (optional) -----------------------------
     # The store builds update(), incr() and touch() on these three. A
     # backend without them (out of tree, or a foreign dogpile backend)

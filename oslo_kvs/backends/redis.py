@@ -26,9 +26,11 @@ hands out the one its arguments select.
 import contextlib
 import dataclasses
 import functools
+import itertools
 import math
 import re
 import socket
+import threading
 import typing as ty
 
 from oslo_config import types
@@ -36,9 +38,11 @@ import redis
 from redis import backoff as redis_backoff
 from redis import cluster as redis_cluster
 from redis import connection as redis_connection
+from redis import crc as redis_crc
 from redis import exceptions as redis_exceptions
 from redis import retry as redis_retry
 
+from oslo_kvs import _process
 from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs.backends import redis_tracking
@@ -46,15 +50,57 @@ from oslo_kvs import exception
 
 Option = base.Option
 
-# Runs a command (ARGV[2], its arguments after it) on KEYS[1] only while
-# the lock key KEYS[2] holds the caller's token ARGV[1], in one atomic
-# step; -1 when it does not. Fenced writes name their data key; a release
-# names the lock key itself, so a holder whose lock expired cannot free
-# the next holder's lock.
+# Runs a command (ARGV[2], its arguments after it) on the data key KEYS[1]
+# only while the lock key KEYS[2] holds the caller's token ARGV[1], in one
+# atomic step; -1 when it does not: the fenced writes.
 _IF_HELD_SCRIPT = """
 if redis.call('get', KEYS[2]) ~= ARGV[1] then return -1 end
 return redis.call(ARGV[2], KEYS[1], unpack(ARGV, 3))
 """
+
+
+# Releases notify waiters through two keys next to each lock (see
+# _notice_keys): a mark that a process is waiting, and a list of notices
+# it blocks on (BLPOP). Without waiters a release writes nothing more.
+
+# Before a waiter blocks: the milliseconds to block, at most ARGV[1] and
+# no longer than the lock KEYS[1] has left (a holder that died sends no
+# notice); 0 when it is free. Marks KEYS[2] for as long as the wait, plus
+# ARGV[2] ms, so that releases meanwhile leave a notice.
+_WAIT_SCRIPT = """
+local left = redis.call('pttl', KEYS[1])
+if left == -2 then return 0 end
+local wait = tonumber(ARGV[1])
+if left >= 0 and left < wait then wait = left end
+local mark = wait + tonumber(ARGV[2])
+if redis.call('pttl', KEYS[2]) < mark then
+  redis.call('set', KEYS[2], '1', 'PX', mark)
+end
+return wait
+"""
+
+# Frees the lock KEYS[1] if it holds the caller's token ARGV[1] (1; else
+# 0). While the mark KEYS[2] says someone waits, leaves one notice in the
+# list KEYS[3] for ARGV[2] ms. Redis hands it to the client that has
+# been blocked longest; with nobody blocked yet (a waiter between its
+# try and its BLPOP) it stays for the next one, one at most however many
+# releases.
+_RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('del', KEYS[1])
+if redis.call('exists', KEYS[2]) == 1 then
+  redis.call('rpush', KEYS[3], '1')
+  redis.call('ltrim', KEYS[3], -1, -1)
+  redis.call('pexpire', KEYS[3], ARGV[2])
+end
+return 1
+"""
+
+#: Milliseconds a release notice waits for a waiter, and a waiting mark
+#: outlasts its wait. Long enough to cover a waiter between its script
+#: and its BLPOP on a busy host; a notice nobody needed costs a later
+#: waiter one more try.
+NOTICE_TTL_MS = 2000
 
 
 # Compare-and-set of a whole value: writes ARGV[2] to KEYS[1] (with a PX
@@ -217,6 +263,42 @@ _URL_PARTS = frozenset(['host', 'port', 'db', 'username', 'password', 'path',
                         'connection_class'])
 
 
+def _hash_part(key: str) -> str:
+    """What Redis Cluster hashes of ``key``: its hash tag, else all of it."""
+    start = key.find('{')
+    if start != -1:
+        end = key.find('}', start + 1)
+        if end > start + 1:
+            return key[start + 1:end]
+    return key
+
+
+@functools.lru_cache(maxsize=None)
+def _tag_of_slot(slot: int) -> str:
+    """A short hash tag that Redis Cluster puts in ``slot``."""
+    for number in itertools.count():
+        if redis_crc.key_slot(str(number).encode()) == slot:
+            return str(number)
+    raise AssertionError('unreachable')
+
+
+def _notice_keys(prefix: str, key: str) -> tuple[str, str]:
+    """The waiting mark and the notice list of the lock ``key``.
+
+    Both start with ``prefix`` like every key of the backend (ACL key
+    patterns name it) and, through a hash tag, are in the lock's own
+    Cluster slot, so one script frees the lock and notifies. The hash
+    tag cannot hold ``}``: a key with one and no tag of its own (never a
+    key the store makes) gets a tag that hashes to the same slot.
+    """
+    stored = prefix + key
+    tag = _hash_part(stored)
+    if '}' in tag:
+        tag = _tag_of_slot(redis_crc.key_slot(stored.encode()))
+    return ('%s{%s}waiting:%s' % (prefix, tag, key),
+            '%s{%s}released:%s' % (prefix, tag, key))
+
+
 #: ``INFO`` names of :data:`base.STAT_KEYS` and extras; ``items`` and
 #: ``bytes_limit`` are worked out in :func:`_stats_of`.
 _STATS = {'hits': 'keyspace_hits', 'misses': 'keyspace_misses',
@@ -255,6 +337,9 @@ class RedisBackend(base.Backend):
     ``MSET`` or a pipeline of ``SET ... PX`` for writes (each key gets its
     own expiry). Locks are ``SET NX PX`` with a random token, freed by a
     Lua compare-and-delete, so they exclude other processes and hosts.
+    A process waiting for a lock held elsewhere blocks (``BLPOP``) on a
+    list next to the lock, where a release leaves a notice, instead of
+    polling.
     """
 
     name = 'openstack.kvs.Redis'
@@ -328,6 +413,17 @@ class RedisBackend(base.Backend):
         self._cas_script = self._client.register_script(_CAS_SCRIPT)
         self._touch_script = self._client.register_script(_TOUCH_SCRIPT)
         self._incr_script = self._client.register_script(_INCR_SCRIPT)
+        self._release_script = self._client.register_script(
+            _RELEASE_SCRIPT)
+        self._wait_script = self._client.register_script(_WAIT_SCRIPT)
+        # A blocked waiter holds a pooled connection: at most half of
+        # the pool waits, so holders can always release; more waiters
+        # back off. A BLPOP ends well before the socket timeout would
+        # count the server as hung.
+        waiters = max(1, args['pool_maxsize'] // 2)
+        self._waiting = _process.PerProcess(
+            lambda: threading.BoundedSemaphore(waiters))
+        self._longest_wait = timeout / 2
 
     def _prepare(self, args: dict, connection: dict) -> ty.Callable:
         """Check the mode's arguments; return what builds a client.
@@ -471,7 +567,31 @@ class RedisBackend(base.Backend):
 
     @base.translate_errors
     def release_lock(self, key, token):
-        return self._if_held(key, key, token, 'DEL') == 1
+        prefix = self._prefix
+        return self._release_script(
+            keys=[prefix + key, *_notice_keys(prefix, key)],
+            args=[token, NOTICE_TTL_MS], client=self._client) == 1
+
+    @base.translate_errors
+    def wait_released(self, key, timeout):
+        longest = int(min(timeout, self._longest_wait) * 1000)
+        if longest < 1:
+            return True    # BLPOP's timeout is in ms, and 0 is for ever
+        waiting = self._waiting.get()
+        if not waiting.acquire(blocking=False):
+            return False
+        try:
+            prefix = self._prefix
+            mark, notices = _notice_keys(prefix, key)
+            wait = self._wait_script(keys=[prefix + key, mark],
+                                     args=[longest, NOTICE_TTL_MS],
+                                     client=self._client)
+            if wait > 0:
+                self._client.execute_command('BLPOP', notices,
+                                             '%.3f' % (wait / 1000))
+            return True
+        finally:
+            waiting.release()
 
     @base.translate_errors
     def set_fenced(self, key, value, ttl, lock_key, token):

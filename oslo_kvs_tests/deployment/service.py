@@ -19,7 +19,8 @@ named by ``OSLO_KVS_DEPLOY_CONFIG`` and configures:
 * ``TOKENS``: ``openstack.kvs.Memcached`` on several nodes, encrypted,
   with short timeouts and dead-server retry so a hung node fails fast;
 * ``INDEX``: ``openstack.kvs.Redis``, each user's list of token ids,
-  updated under the user's lock;
+  updated under the user's lock (or, when the configuration's
+  ``index_writes`` is ``update``, by ``INDEX.update()``);
 * ``CATALOG_STORE``: ``openstack.kvs.MongoDB``, holding the results of the
   memoized :func:`catalog`.
 
@@ -28,9 +29,9 @@ its caches at start-up does: whatever connection or thread that makes in
 the master is what its forked workers inherit.
 
 Every reply is JSON and names the worker's pid. A store failure
-(``BackendError``, ``LockTimeout``) is a 503 naming the error and its
-message (which names the server); anything else is a 500 with the raw
-exception's class and message.
+(``BackendError``, ``LockTimeout``, ``Conflict``) is a 503 naming the
+error and its message (which names the server); anything else is a 500
+with the raw exception's class and message.
 """
 
 import json
@@ -70,6 +71,10 @@ TOKENS = oslo_kvs.get_key_value_store('deploy-tokens', conf=CONF)
 INDEX = oslo_kvs.get_key_value_store('deploy-index', conf=CONF)
 CATALOG_STORE = oslo_kvs.get_key_value_store('deploy-catalog', conf=CONF)
 
+#: How a new token joins its user's index: ``lock`` (Keystone's way: take
+#: the user's lock, read, write with ``lock=``, release) or ``update``.
+INDEX_WRITES = {'mode': 'lock'}
+
 MEMOIZE = memoize.get_memoization_decorator(CONF, 'catalog',
                                             store=CATALOG_STORE)
 
@@ -82,6 +87,7 @@ def catalog(region: str) -> dict[str, ty.Any]:
 
 def configure(config: ty.Mapping[str, ty.Any]) -> None:
     """Configure the three stores from the service's configuration."""
+    INDEX_WRITES['mode'] = config.get('index_writes', 'lock')
     TOKENS.configure(
         'openstack.kvs.Memcached', url=config['memcached'],
         value_protection='encrypt',
@@ -137,6 +143,9 @@ def create_token(user: str) -> dict[str, ty.Any]:
     """
     token = uuid.uuid4().hex
     TOKENS.set(token, model.token_value(user, token))
+    if INDEX_WRITES['mode'] == 'update':
+        INDEX.update(user, lambda tokens: tokens + [token], default=[])
+        return {'token': token}
     lock = INDEX.get_lock(user)
     if not lock.acquire(timeout=LOCK_WAIT):
         raise exception.LockTimeout(
@@ -215,7 +224,8 @@ def application(environ: dict[str, ty.Any],
     except HTTPError as exc:
         status, body = exc.status, {'error': 'HTTPError',
                                     'message': str(exc)}
-    except (exception.BackendError, exception.LockTimeout) as exc:
+    except (exception.BackendError, exception.LockTimeout,
+            exception.Conflict) as exc:
         # A store failure the library reports properly: the message names
         # the failing server.
         status, body = 503, {'error': type(exc).__name__,

@@ -163,3 +163,78 @@ def test_a_lock_never_released_frees_itself_for_a_non_blocking_try():
     # The leaked holder's release neither frees nor breaks the new turn.
     leaked.release()
     assert store.get_lock('k').acquire(blocking=False) is True
+
+
+# --- update() turns ----------------------------------------------------------
+
+UPDATE_THREADS, UPDATES = 8, 20
+
+
+def test_threads_of_a_process_update_one_key_in_turn():
+    # Of several compare-and-sets of one version only one can win: the
+    # threads of a process take turns, so none races another in vain.
+    store = make_store()
+    inside, most, calls = [0], [0], []
+    guard = threading.Lock()
+
+    def append(items, item):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            calls.append(item)
+        time.sleep(0.001)    # long enough for the others to arrive
+        with guard:
+            inside[0] -= 1
+        return items + [item]
+
+    def work(thread):
+        for n in range(UPDATES):
+            store.update('k', functools.partial(append, item=(thread, n)),
+                         default=[])
+    workers = [threading.Thread(target=work, args=(t,))
+               for t in range(UPDATE_THREADS)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert most[0] == 1
+    # One call of fn per update: no conflict at all.
+    assert len(calls) == UPDATE_THREADS * UPDATES
+    assert sorted(store.get('k')) == sorted(calls)
+
+
+def test_updates_of_other_keys_do_not_wait():
+    store = make_store()
+    entered, leave = threading.Event(), threading.Event()
+
+    def blocked(value):
+        entered.set()
+        assert leave.wait(30)
+        return value + 1
+    worker = threading.Thread(
+        target=lambda: store.update('a', blocked, default=0))
+    worker.start()
+    try:
+        assert entered.wait(30)
+        assert store.update('b', lambda value: value + 1, default=0) == 1
+    finally:
+        leave.set()
+        worker.join(30)
+    assert store.get('a') == 1
+
+
+def test_update_inside_fn_of_the_same_key_does_not_hang(monkeypatch):
+    # Its own thread holds the turn: after UPDATE_TURN_WAIT the inner
+    # update goes ahead; the outer one then conflicts and runs fn again.
+    monkeypatch.setattr(locking, 'UPDATE_TURN_WAIT', 0.1)
+    store = make_store()
+    store.set('k', 0)
+    nested = []
+
+    def outer(value):
+        if not nested:
+            nested.append(store.update('k', lambda inner: inner + 10))
+        return value + 1
+    assert store.update('k', outer) == 11
+    assert nested == [10]
+    assert store.get('k') == 11

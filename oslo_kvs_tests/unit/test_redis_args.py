@@ -326,3 +326,25 @@ class TestCluster:
             store.configure('openstack.kvs.Redis', cluster_nodes=[address],
                             password=SECRET)
         assert not store.is_configured
+
+
+@pytest.mark.parametrize('key', [
+    'ab12' * 16,           # a mangled key
+    'l:user{tenant}x',     # a hash tag of its own
+    'l:}odd{',             # a brace but no tag
+    'l:{}x}y',             # an empty tag, which Redis ignores
+    'l:{',
+])
+@pytest.mark.parametrize('prefix', ['', 'svc:'])
+def test_release_notices_are_in_the_lock_slot(prefix, key):
+    # One script frees the lock and notifies: on a Cluster every key
+    # must hash to its slot, and ACL key patterns see the prefix.
+    slot = redis.crc.key_slot((prefix + key).encode())
+    keys = redis_backend._notice_keys(prefix, key)
+    assert len(set(keys)) == 2
+    for notice in keys:
+        assert notice.startswith(prefix)
+        assert notice != prefix + key
+        assert redis.crc.key_slot(notice.encode()) == slot
+    # Keys of their own for each lock.
+    assert not set(keys) & set(redis_backend._notice_keys(prefix, key + 'x'))

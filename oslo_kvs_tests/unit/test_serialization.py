@@ -87,6 +87,28 @@ def test_bytes_beside_other_values_still_pass():
     assert serialization.loads(serialization.dumps(value)) == value
 
 
+@pytest.mark.parametrize('buffer', [bytearray(b'x'), memoryview(b'x')])
+def test_buffers_are_found_as_dict_keys_and_deep_inside(buffer):
+    if isinstance(buffer, memoryview):
+        with pytest.raises(TypeError, match='memoryview'):
+            serialization.dumps({buffer: 1})
+    with pytest.raises(TypeError, match=type(buffer).__name__):
+        serialization.dumps([{'a': ({1}, [[buffer]])}])
+
+
+def test_any_tzinfo_passes_the_buffer_check():
+    # Only the offset is stored; a tzinfo that cannot be pickled (a local
+    # class) must not trip the check that bin headers (b'x') start.
+    class Local(datetime.tzinfo):
+        def utcoffset(self, dt):
+            return datetime.timedelta(hours=2)
+
+    value = [b'x', datetime.datetime(2024, 5, 1, 12, tzinfo=Local())]
+    got = serialization.loads(serialization.dumps(value))
+    assert got == value
+    assert got[1].utcoffset() == datetime.timedelta(hours=2)
+
+
 @given(st.lists(testing.value_strategy(), max_size=8))
 def test_loads_many_decodes_what_loads_decodes(values):
     encoded = [serialization.dumps(value) for value in values]
