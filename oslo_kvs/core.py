@@ -18,7 +18,9 @@ codec: serialize, then protect, bound to the key) and handed to the
 backend. A read flows back: backend, codec (verify, then deserialize). The
 store owns the API rules (missing keys, locks, types); backends only move
 bytes; :mod:`oslo_kvs.settings` parses the configuration; locks are in
-:mod:`oslo_kvs.locking`.
+:mod:`oslo_kvs.locking`; the opt-in near cache's entries in
+:mod:`oslo_kvs.near` (the store decides which reads it serves and drops
+or refills the keys each write touches).
 
 Proxies (``proxy_list``) wrap every operation dogpile.cache's
 ``ProxyBackend`` has (get, get_multi, set, set_multi, delete,
@@ -47,6 +49,7 @@ from oslo_kvs.backends import base
 from oslo_kvs import exception
 from oslo_kvs import locking
 from oslo_kvs.locking import KeyValueStoreLock
+from oslo_kvs import near as near_cache
 from oslo_kvs import observe
 from oslo_kvs import opts
 from oslo_kvs import protection
@@ -151,7 +154,7 @@ class _Configured:
     __slots__ = ('io', 'backend', 'codec', 'keep_plain', 'settings', 'ttl',
                  'no_expiry', 'keys', 'cache_keys', 'prefix', 'mangler',
                  'hashed', 'encode', 'decode', 'set_one', 'set_many',
-                 'delete_existing', 'incr_one')
+                 'delete_existing', 'incr_one', 'near')
 
     def __init__(self, io: ty.Any, backend: base.Backend,
                  settings: _settings.Settings, mangler: ty.Any,
@@ -202,6 +205,9 @@ class _Configured:
                          and codec.protector is None and not self.keep_plain
                          and type(backend).incr_serialized
                          is not base.Backend.incr_serialized else None)
+        #: This process's near cache (``.get()``), or None when off.
+        self.near = near_cache.per_process(settings.near_ttl,
+                                           settings.near_size, backend)
         # Users name no_expiry_keys by their keys; writes see stored keys.
         self.no_expiry = frozenset(self.data_key(key)
                                    for key in settings.no_expiry)
@@ -427,6 +433,7 @@ class KeyValueStore:
             self._region = None
             self._in_use[0] = False
         if state is not None:
+            near_cache.close(state.near)
             state.backend.close()
             LOG.info('KVS store %r closed', self.name)
 
@@ -460,6 +467,12 @@ class KeyValueStore:
         exact under threads. A call made while the store is not
         configured is not counted.
 
+        With a near cache (``near_cache_ttl``), ``near_cache`` holds
+        ``{'hits': ..., 'misses': ..., 'entries': ...}``: keys this
+        process's reads found in it and keys they read from the server
+        through it (each key of a ``get_multi`` counts), and the entries
+        it holds now. Without one, ``near_cache`` is None.
+
         :raises exception.NotConfigured: when the store is not configured.
         """
         state = self._configured()
@@ -467,7 +480,8 @@ class KeyValueStore:
         stats = observer.stats() if observer is not None else {
             'since': None, 'operations': observe.summary(
                 observe.Counts().read())}
-        return dict(stats, store=self.name, backend=state.backend.name)
+        return dict(stats, store=self.name, backend=state.backend.name,
+                    near_cache=near_cache.counts(state.near))
 
     def servers(self) -> list[str]:
         """The servers the store talks to, as ``"host:port"`` labels.
@@ -555,6 +569,9 @@ class KeyValueStore:
         :raises exception.NotFound: when the key is missing or expired.
         """
         state = self._state or self._configured()
+        if state.near is not None and not (locking.holders and
+                                           locking.holds_a_lock()):
+            return self._get_near(state, key)
         data = state.io.get_serialized(state.data_key(key))
         if data is base.NO_VALUE:
             raise exception.NotFound(key)
@@ -562,6 +579,21 @@ class KeyValueStore:
             return state.decode(key, data)
         except exception.IntegrityError:
             raise self._refused(key) from None
+
+    def _get_near(self, state: _Configured, key: str) -> ty.Any:
+        """:meth:`get` through this process's near cache."""
+        stored = state.data_key(key)
+        near = state.near.get()  # type: ignore[union-attr]
+        value = near.lookup(stored)
+        if value is not near_cache.MISS:
+            return value
+        begun = near.begin()
+        data = state.io.get_serialized(stored)
+        if data is base.NO_VALUE:
+            raise exception.NotFound(key)
+        value = self._decoded(state, key, data)
+        near.fill(begun, ((stored, value),))
+        return value
 
     @observe.operation('get_multi', _observer)
     def get_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
@@ -572,6 +604,8 @@ class KeyValueStore:
         state = self._state or self._configured()
         keys = list(keys)
         stored = state.data_keys(keys)
+        if state.near is not None and stored and not locking.holds_a_lock():
+            return self._get_multi_near(state, keys, stored)
         found = state.io.get_serialized_multi(stored) if stored else []
         if base.NO_VALUE in found:
             raise exception.NotFound([key for key, data in zip(keys, found)
@@ -580,6 +614,46 @@ class KeyValueStore:
             return state.decode_many(keys, found)
         except exception.IntegrityError as exc:
             raise self._refused(exc.target) from None
+
+    def _get_multi_near(self, state: _Configured, keys: list[ty.Any],
+                        stored: list[str]) -> list[ty.Any]:
+        """:meth:`get_multi`: hot keys from the near cache, others read.
+
+        The keys not served from the near cache are read in one backend
+        call.
+        """
+        near = state.near.get()  # type: ignore[union-attr]
+        values = near.lookup_many(stored)
+        if near_cache.MISS not in values:
+            return values
+        missing = [i for i, value in enumerate(values)
+                   if value is near_cache.MISS]
+        begun = near.begin()
+        wanted = [stored[i] for i in missing]
+        found = state.io.get_serialized_multi(wanted)
+        if base.NO_VALUE in found:
+            raise exception.NotFound([keys[i] for i, data in zip(
+                missing, found) if data is base.NO_VALUE])
+        try:
+            decoded = state.decode_many([keys[i] for i in missing], found)
+        except exception.IntegrityError as exc:
+            raise self._refused(exc.target) from None
+        near.fill(begun, zip(wanted, decoded))
+        for i, value in zip(missing, decoded):
+            values[i] = value
+        return values
+
+    def _dropped(self, state: _Configured, stored: ty.Iterable[str]) -> None:
+        """Forget ``stored`` keys from the near cache: they were written.
+
+        Called after the write (also one that failed: it may have landed),
+        so a read of the old value that began before it fills nothing.
+        ``set`` and ``set_multi`` keep what they wrote instead, unless
+        another write or drop came between (``NearCache.fill``): the
+        value given (a copy, see ``NearCache``).
+        """
+        if state.near is not None:
+            state.near.get().drop(stored)
 
     @observe.operation('set', _observer)
     def set(self, key: str, value: ty.Any,
@@ -595,10 +669,19 @@ class KeyValueStore:
         ttl = state.ttl_of(expire_time, stored)
         data = state.encode(key, value)
         fence = None if lock is None else locking.check_write(lock, self, key)
-        if fence is None:
-            state.set_one(stored, data, ttl)
-        elif not state.backend.set_fenced(stored, data, ttl, *fence):
-            raise exception.LockTimeout(key)    # the lock passed on
+        near = state.near.get() if state.near is not None else None
+        if near is not None:
+            begun = near.begin()
+        try:
+            if fence is None:
+                state.set_one(stored, data, ttl)
+            elif not state.backend.set_fenced(stored, data, ttl, *fence):
+                raise exception.LockTimeout(key)    # the lock passed on
+        except BaseException:
+            self._dropped(state, (stored,))
+            raise
+        if near is not None:
+            near.fill(begun, ((stored, value),), True, ttl)
 
     @observe.operation('set_multi', _observer)
     def set_multi(self, mapping: ty.Mapping[str, ty.Any],
@@ -612,12 +695,21 @@ class KeyValueStore:
         data_key, encode = state.data_key, state.encode
         batch = {data_key(key): encode(key, value)
                  for key, value in mapping.items()}
+        near = state.near.get() if state.near is not None else None
+        if near is not None:
+            begun, written = near.begin(), list(zip(batch, mapping.values()))
         # One backend call per ttl: no_expiry_keys may split the batch.
         exempt = {stored: batch.pop(stored)
                   for stored in batch.keys() & state.no_expiry}
-        for part, part_ttl in ((batch, ttl), (exempt, None)):
-            if part:
-                state.set_many(part, part_ttl)
+        try:
+            for part, part_ttl in ((batch, ttl), (exempt, None)):
+                if part:
+                    state.set_many(part, part_ttl)
+        except BaseException:
+            self._dropped(state, list(batch) + list(exempt))
+            raise
+        if near is not None:
+            near.fill(begun, written, True, ttl)
 
     @observe.operation('delete', _observer)
     def delete(self, key: str,
@@ -629,12 +721,15 @@ class KeyValueStore:
         state = self._configured()
         stored = state.data_key(key)
         fence = None if lock is None else locking.check_write(lock, self, key)
-        if fence is None:
-            existed = state.delete_existing(stored)
-        else:
-            existed = state.backend.delete_fenced(stored, *fence)
-            if existed is None:
-                raise exception.LockTimeout(key)    # the lock passed on
+        try:
+            if fence is None:
+                existed = state.delete_existing(stored)
+            else:
+                existed = state.backend.delete_fenced(stored, *fence)
+                if existed is None:
+                    raise exception.LockTimeout(key)    # the lock passed on
+        finally:
+            self._dropped(state, (stored,))
         if not existed:
             raise exception.NotFound(key)
 
@@ -644,7 +739,10 @@ class KeyValueStore:
         state = self._configured()
         stored = state.data_keys(list(keys))
         if stored:
-            state.io.delete_multi(stored)
+            try:
+                state.io.delete_multi(stored)
+            finally:
+                self._dropped(state, stored)
 
     @observe.operation('add', _observer)
     def add(self, key: str, value: ty.Any,
@@ -656,8 +754,12 @@ class KeyValueStore:
         """
         state = self._configured()
         stored = state.data_key(key)
-        return state.backend.add_serialized(stored, state.encode(key, value),
-                                            state.ttl_of(expire_time, stored))
+        try:
+            return state.backend.add_serialized(
+                stored, state.encode(key, value),
+                state.ttl_of(expire_time, stored))
+        finally:
+            self._dropped(state, (stored,))
 
     # --- atomic read-modify-write ---------------------------------------
     # Built on the backend's get_versioned/compare_and_set/touch_serialized
@@ -698,6 +800,15 @@ class KeyValueStore:
         """:meth:`update`, which :meth:`incr` uses too (counted once)."""
         stored = state.data_key(key)
         ttl = state.ttl_of(expire_time, stored)
+        try:
+            return self._compare_and_set(state, key, stored, fn, default, ttl)
+        finally:
+            self._dropped(state, (stored,))
+
+    def _compare_and_set(self, state: _Configured, key: str, stored: str,
+                         fn: ty.Callable[[ty.Any], ty.Any], default: ty.Any,
+                         ttl: float | None) -> ty.Any:
+        """:meth:`update`'s loop: read, ``fn``, compare-and-set."""
         attempt = 0
         # This process's threads change the key in turn: only processes
         # race each other.
@@ -759,8 +870,12 @@ class KeyValueStore:
         state = self._state or self._configured()
         if state.incr_one is not None:
             stored = state.data_key(key)
-            new = state.incr_one(stored, delta,
-                                 state.ttl_of(expire_time, stored))
+            try:
+                new = state.incr_one(stored, delta,
+                                     state.ttl_of(expire_time, stored))
+            finally:
+                if state.near is not None:
+                    self._dropped(state, (stored,))
             if new is not None:
                 return new
 
@@ -783,8 +898,13 @@ class KeyValueStore:
         """
         state = self._configured()
         stored = state.data_key(key)
-        if not state.backend.touch_serialized(
-                stored, state.ttl_of(expire_time, stored)):
+        try:
+            found = state.backend.touch_serialized(
+                stored, state.ttl_of(expire_time, stored))
+        finally:
+            # A shorter expiry must not leave the entry outliving it.
+            self._dropped(state, (stored,))
+        if not found:
             raise exception.NotFound(key)
 
     # --- locks ---------------------------------------------------------

@@ -38,11 +38,13 @@ import collections
 import dataclasses
 import logging
 import math
+import os
 import random
 import secrets
 import threading
 import time
 import typing as ty
+import weakref
 
 from dogpile.cache import api
 
@@ -128,6 +130,48 @@ class _Turns:
 # This process's turns: a forked child must not wait for threads of its
 # parent.
 _turns = _process.PerProcess(_Turns)
+
+
+#: Threads of this process that hold a store lock: thread ident -> the
+#: locks it took (weak references). A read made by one of them never
+#: comes from a near cache (:mod:`oslo_kvs.near`); while no thread holds a
+#: lock, as is usual, that costs a read one truth test of this dict. A
+#: lock abandoned without release counts until its lease ends (or it is
+#: collected), so a reused thread ident is not taken for a holder. A
+#: child made by a fork that skips Python's hooks (uWSGI) may keep its
+#: parent's entries until their leases end, which only sends more of its
+#: reads to the server.
+holders: dict[int, list['weakref.ref[KeyValueStoreLock]']] = {}
+_holders_lock = _process.Primitive('Lock')
+os.register_at_fork(after_in_child=holders.clear)
+
+
+def holds_a_lock() -> bool:
+    """Whether the calling thread holds a store lock (any store, key)."""
+    held = holders.get(threading.get_ident()) if holders else None
+    if not held:
+        return False
+    now = time.monotonic()
+    for ref in tuple(held):
+        lock = ref()
+        if lock is not None and lock.active and now < lock._lease_end:
+            return True
+    return False
+
+
+def _holding(lock: 'KeyValueStoreLock', held: bool) -> None:
+    """Record that ``lock``'s holder thread took (or released) it."""
+    now = time.monotonic()
+    with _holders_lock:
+        refs = [ref for ref in holders.get(lock._holder, ())
+                if (other := ref()) is not None and other is not lock
+                and other.active and now < other._lease_end]
+        if held:
+            refs.append(weakref.ref(lock))
+        if refs:
+            holders[lock._holder] = refs
+        else:
+            holders.pop(lock._holder, None)
 
 
 #: Longest wait, in seconds, for this process's turn to update a key.
@@ -268,6 +312,7 @@ class KeyValueStoreLock:
         self._token = ''     # the lease's, while held
         self._lease_end = math.inf     # monotonic time, while held
         self._turns: _Turns | None = None
+        self._holder = 0     # the ident of the thread that took it
 
     def __repr__(self) -> str:
         return '<KeyValueStoreLock %s active=%s>' % (
@@ -312,7 +357,9 @@ class KeyValueStoreLock:
                 return False
             started, self._token = won, token
         self._lease_end = started + lease
+        self._holder = threading.get_ident()
         self.active = True
+        _holding(self, True)
         return True
 
     def release(self) -> None:
@@ -327,6 +374,7 @@ class KeyValueStoreLock:
                 'lock for %s is not held' % exception._describe(self.key))
         expired = self.expired
         self.active = False
+        _holding(self, False)
         if self.enabled:
             try:
                 self._backend.release_lock(self._lock_key, self._token)

@@ -190,6 +190,19 @@ def store_opts() -> list[cfg.Opt]:
             help='How values are encoded (default: [kvs] serializer): '
                  '"msgpack", or "pickle", which needs value_protection on '
                  'network backends.'),
+        cfg.FloatOpt(
+            'near_cache_ttl', min=0, max=MAX_SECONDS,
+            help='Seconds a value read from the server may be served '
+                 'from this process\'s memory instead (a near cache); 0 '
+                 'or unset: no near cache. Another process\'s write may '
+                 'stay unseen here that long (on Redis, invalidation '
+                 'makes it milliseconds); this process always sees its '
+                 'own writes.'),
+        cfg.IntOpt(
+            'near_cache_size', min=1,
+            help='Most values the near cache keeps per process (default: '
+                 '10000); the least recently used go first. Only used '
+                 'with near_cache_ttl.'),
     ]
 
 

@@ -44,7 +44,8 @@ from oslo_kvs import serialization
 EXPIRY_ARGUMENTS = frozenset(['expire_time', 'no_expiry_keys'])
 STORE_ARGUMENTS = frozenset(['lock_timeout', 'lock_window',
                              'value_protection', 'protection_keys',
-                             'serializer']) | EXPIRY_ARGUMENTS
+                             'serializer', 'near_cache_ttl',
+                             'near_cache_size']) | EXPIRY_ARGUMENTS
 
 #: The ``[kvs]`` option holding the default of each store argument.
 _KVS_DEFAULTS = {'lock_timeout': 'default_lock_timeout',
@@ -55,8 +56,12 @@ _KVS_DEFAULTS = {'lock_timeout': 'default_lock_timeout',
 #: The default safety window of a lock, in seconds (Keystone's).
 DEFAULT_LOCK_WINDOW = 1.0
 
+#: Entries a near cache keeps by default (see :mod:`oslo_kvs.near`).
+DEFAULT_NEAR_CACHE_SIZE = 10000
+
 _BOOL = types.Boolean()
 _SECONDS = base.seconds()
+_ENTRIES = base.count(min=1)
 _SERIALIZER = types.String(choices=serialization.SERIALIZERS)
 
 
@@ -83,6 +88,10 @@ class Settings:
     protection_keys: tuple[bytes, ...] = dataclasses.field(default=(),
                                                            repr=False)
     serializer: str = 'msgpack'
+    #: Seconds a value read from the server may be served from this
+    #: process's memory (0: no near cache), and most entries kept.
+    near_ttl: float = 0.0
+    near_size: int = DEFAULT_NEAR_CACHE_SIZE
     #: Per argument, the option it was read from (:func:`from_group`).
     sources: ty.Mapping[str, str] = dataclasses.field(default_factory=dict,
                                                       repr=False)
@@ -132,6 +141,10 @@ def from_arguments(conf: cfg.ConfigOpts, owner: str, backing_store: ty.Any,
                      ' unpickling unauthenticated bytes from a server runs '
                      'whatever code they hold' % backing_store)
     window = _lock_window(owner, args.pop('lock_window', None), lock_timeout)
+    near_ttl = base.coerce(owner, 'near_cache_ttl', _SECONDS,
+                           _pop(args, 'near_cache_ttl', 0))
+    near_size = base.coerce(owner, 'near_cache_size', _ENTRIES, _pop(
+        args, 'near_cache_size', DEFAULT_NEAR_CACHE_SIZE))
     if not issubclass(backend_cls, base.Backend):
         # Imported only now: it imports the memcached and Redis client
         # libraries, which a service may monkey-patch after importing
@@ -145,7 +158,8 @@ def from_arguments(conf: cfg.ConfigOpts, owner: str, backing_store: ty.Any,
         locking=base.coerce(owner, 'locking', _BOOL, locking),
         lock_timeout=lock_timeout, lock_window=window, ttl=ttl,
         no_expiry=tuple(no_expiry), value_protection=mode,
-        protection_keys=tuple(keys), serializer=serializer)
+        protection_keys=tuple(keys), serializer=serializer,
+        near_ttl=near_ttl, near_size=near_size)
 
 
 def _pop(args: dict[str, ty.Any], name: str, default: ty.Any) -> ty.Any:

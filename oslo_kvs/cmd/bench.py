@@ -16,7 +16,8 @@ One client runs ``set``, ``get``, ``get_multi``, ``add`` and a lock cycle
 (acquire then release) in a fixed random mix, until ``--operations`` are
 done or ``--duration`` has passed, whichever comes first. For each
 operation it reports the count, the rate one client achieves (operations
-per second of time spent in it) and latency percentiles. The keys live in a
+per second of time spent in it) and latency percentiles; with a near
+cache (``near_cache_ttl``), its hits and misses. The keys live in a
 store of their own and are deleted afterwards.
 """
 
@@ -198,6 +199,10 @@ def write_table(result: dict[str, ty.Any], out: ty.TextIO) -> None:
         out.write('%-10s %8d %10.0f %s %s\n' % (
             name, row['count'], row['ops_per_second'], _ms(row['p50_ms']),
             _ms(row['p99_ms'])))
+    near = result.get('near_cache')
+    if near is not None:
+        out.write('near cache: %d keys read from it, %d from the server '
+                  'through it\n' % (near['hits'], near['misses']))
 
 
 def check_plot(path: str) -> None:
@@ -284,9 +289,11 @@ def run(conf: cfg.ConfigOpts, out: ty.TextIO, operations: int = 10000,
                          duration))
             # After a failure the keys are left to expire: the server is
             # failing, and the store's random name keeps them apart anyway.
+            near_cache = store.stats()['near_cache']
             workload.cleanup()
             total = sum(len(times) for times in latencies.values())
             result.update(
+                near_cache=near_cache,
                 backend=common.backing_store(conf), operations=total,
                 seconds=wall, ops_per_second=total / wall if wall else 0.0,
                 results={name: summary(times)

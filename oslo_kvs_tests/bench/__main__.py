@@ -25,7 +25,7 @@ import sys
 from oslo_kvs_tests.bench import common
 
 SUITES = ['memory', 'memcached', 'redis', 'mongo', 'protection', 'observe',
-          'atomic']
+          'atomic', 'near']
 
 
 def main(argv=None):

@@ -72,6 +72,19 @@ class TestBench:
         assert sum(int(row[1]) for row in rows.values()) == 500
         assert err == ''  # no progress bar off a terminal
 
+    def test_near_cache_counts(self, tmp_path, capsys):
+        status, out, _ = run(tmp_path, capsys, '[kvs]\nnear_cache_ttl = 60\n',
+                             'bench', '--operations', '500')
+        assert status == 0
+        last = out.splitlines()[-1]
+        assert last.startswith('near cache: ')
+        hits, misses = [int(word) for word in last.split()
+                        if word.isdigit()]
+        assert hits > 0 and misses >= 0
+        status, out, _ = run(tmp_path, capsys, '', 'bench', '--operations',
+                             '100', '--format', 'json')
+        assert json.loads(out)['near_cache'] is None
+
     def test_json_is_all_of_stdout(self, tmp_path, capsys):
         status, out, _ = run(tmp_path, capsys, '', 'bench', '--operations',
                              '400', '--format', 'json', '--keys', '50',
