@@ -51,7 +51,6 @@ through :meth:`NearCache.drop`, :meth:`~NearCache.suspend` and
 
 import collections
 import itertools
-import os
 import pickle
 import threading
 import time
@@ -256,7 +255,7 @@ def per_process(ttl: float, size: int, backend: 'base.Backend'
     made: dict[int, NearCache] = {}
 
     def make() -> NearCache:
-        pid = os.getpid()
+        pid = _process.pid()
         with guard:
             cache = made.get(pid)
             if cache is None:

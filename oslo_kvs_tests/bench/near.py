@@ -28,10 +28,14 @@ On its own memcached and redis-server, interleaved:
   raw client's throughput);
 * the near cache off against the code before it (``get`` and ``set``):
   the last commit this tree shares with ``$OSLO_KVS_BENCH_BASE`` (a git
-  revision, default ``main``; once the near cache is merged, name the
-  commit before it), its ``oslo_kvs`` package extracted to a temporary
+  revision, default :data:`NEAR_CACHE_BASE`), its ``oslo_kvs`` package
+  extracted to a temporary
   directory. Both run in child processes (:class:`common.Remote`) set up
   alike, so neither has the parent's warm caches; target: no slower.
+
+* on Redis, how soon another client's write reaches the near cache
+  through the server's invalidation (target: 50 ms at the 99th
+  percentile).
 
 The near cache's entries live a minute (``near_cache_ttl=60``) and it
 holds every key of the mix (``near_cache_size=10000``).
@@ -41,8 +45,10 @@ import bisect
 import itertools
 import os
 import random
+import statistics
 import subprocess
 import tempfile
+import time
 import uuid
 
 from pymemcache.client import base as pymc_base
@@ -70,6 +76,8 @@ RAW = 'raw client + same serializer'
 NEAR = 'oslo_kvs, near cache on'
 OFF = 'oslo_kvs, near cache off'
 BASE = 'oslo_kvs before the near cache'
+#: The default base: main just before the near cache was merged.
+NEAR_CACHE_BASE = '8863e9b'
 BACKENDS = {'memcached': 'openstack.kvs.Memcached',
             'redis': 'openstack.kvs.Redis'}
 
@@ -141,7 +149,7 @@ def run(rounds):
 
 def _base_tree():
     """(revision, directory holding its ``oslo_kvs``), or None."""
-    revision = os.environ.get('OSLO_KVS_BENCH_BASE', 'main')
+    revision = os.environ.get('OSLO_KVS_BENCH_BASE', NEAR_CACHE_BASE)
     root = os.path.dirname(os.path.dirname(os.path.abspath(
         oslo_kvs.__file__)))
     try:
@@ -221,12 +229,51 @@ def _measure(kind, server, rounds, base):
         ]
     near.set_multi({key: VALUE for key in HOT})
     results.append(_measure_mix(suite, kind, server, raw, rounds))
+    if kind == 'redis':
+        results.append(_measure_invalidation(suite, near, off))
     if base is not None:
         results += _measure_off(suite, kind, server, near.name, rounds,
                                 base)
     near.close()
     off.close()
     return results
+
+
+def _measure_invalidation(suite, near, writer, writes=300):
+    """How long after another client's write the near cache shows it.
+
+    ``writer`` (no near cache) writes a hot key; ``near`` reads it every
+    0.1 ms (sleeping between reads, as a service does between requests,
+    so the watcher thread gets the CPU) until it shows the new value.
+    Reported as the delay's median, 99th percentile and maximum.
+    """
+    writer.set('watched', -1)
+    deadline = time.monotonic() + 10
+    while not (near.get('watched') == -1 and _hit(near, 'watched')):
+        assert time.monotonic() < deadline, 'tracking never came on'
+        time.sleep(0.001)
+    delays = []
+    for value in range(writes):
+        writer.set('watched', value)
+        written = time.monotonic()
+        while near.get('watched') != value:
+            time.sleep(0.0001)
+        delays.append(time.monotonic() - written)
+        # Served from memory again before the next write.
+        assert _hit(near, 'watched')
+    p99 = statistics.quantiles(delays, n=100)[98]
+    return common.Result(
+        suite, 'another client\'s write seen after (near_cache_ttl=%d, '
+        '%d writes)' % (TTL, writes), {
+            'median': statistics.median(delays), '99th percentile': p99,
+            'maximum': max(delays)}, 'median')
+
+
+def _hit(store, key):
+    """Whether a read of ``key`` comes from the store's near cache."""
+    hits = store.stats()['near_cache']['hits']
+    store.get(key)
+    return store.stats()['near_cache']['hits'] > hits
 
 
 def _measure_mix(suite, kind, server, raw, rounds):
