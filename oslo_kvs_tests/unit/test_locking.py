@@ -20,6 +20,7 @@ import pytest
 
 from oslo_kvs import exception
 from oslo_kvs import locking
+from oslo_kvs_tests import faults
 from oslo_kvs_tests import stored
 
 
@@ -191,12 +192,7 @@ def test_threads_of_a_process_update_one_key_in_turn():
         for n in range(UPDATES):
             store.update('k', functools.partial(append, item=(thread, n)),
                          default=[])
-    workers = [threading.Thread(target=work, args=(t,))
-               for t in range(UPDATE_THREADS)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(60)
+    faults.run_threads(work, UPDATE_THREADS, timeout=60)
     assert most[0] == 1
     # One call of fn per update: no conflict at all.
     assert len(calls) == UPDATE_THREADS * UPDATES
