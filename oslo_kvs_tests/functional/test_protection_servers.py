@@ -69,7 +69,9 @@ class RawMemcached:
     def _metadump(self):
         with socket.create_connection((self.server.host, self.server.port),
                                       timeout=5) as sock:
-            sock.sendall(b'lru_crawler metadump all\r\n')
+            # The hash table, not the LRUs: a walk of the LRUs can list an
+            # item twice when it moves between them during the walk.
+            sock.sendall(b'lru_crawler metadump hash\r\n')
             data = b''
             while not (data.endswith(b'END\r\n') or
                        data.startswith(b'BUSY')):
@@ -84,9 +86,12 @@ class RawMemcached:
         # run is busy; every test here has written keys, so retry both.
         for _ in range(100):
             data = self._metadump()
-            found = [urllib.parse.unquote(line.split()[0][4:])
-                     for line in data.decode().splitlines()
-                     if line.startswith('key=')]
+            # The dump is a live walk: an item rewritten during it may
+            # still be listed twice.
+            found = list(dict.fromkeys(
+                urllib.parse.unquote(line.split()[0][4:])
+                for line in data.decode().splitlines()
+                if line.startswith('key=')))
             if found:
                 return found
             time.sleep(0.02)
