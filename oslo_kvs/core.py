@@ -154,7 +154,7 @@ class _Configured:
     __slots__ = ('io', 'backend', 'codec', 'keep_plain', 'settings', 'ttl',
                  'no_expiry', 'keys', 'cache_keys', 'prefix', 'mangler',
                  'hashed', 'encode', 'decode', 'set_one', 'set_many',
-                 'delete_existing', 'incr_one', 'near')
+                 'delete_existing', 'incr_one', 'near', 'near_by_key')
 
     def __init__(self, io: ty.Any, backend: base.Backend,
                  settings: _settings.Settings, mangler: ty.Any,
@@ -208,6 +208,11 @@ class _Configured:
         #: This process's near cache (``.get()``), or None when off.
         self.near = near_cache.per_process(settings.near_ttl,
                                            settings.near_size, backend)
+        #: The near caches get() and get_multi() answer from by key
+        #: alone, before any check: only where a key's stored key is a
+        #: pure function of it (see ``keys``), so an entry kept for a
+        #: key stays that key's.
+        self.near_by_key = self.near if self.cache_keys else None
         # Users name no_expiry_keys by their keys; writes see stored keys.
         self.no_expiry = frozenset(self.data_key(key)
                                    for key in settings.no_expiry)
@@ -471,7 +476,9 @@ class KeyValueStore:
         ``{'hits': ..., 'misses': ..., 'entries': ...}``: keys this
         process's reads found in it and keys they read from the server
         through it (each key of a ``get_multi`` counts), and the entries
-        it holds now. Without one, ``near_cache`` is None.
+        it holds now. A ``get`` or ``get_multi`` it answered wholly asks
+        no server and is counted there only, not in ``operations``.
+        Without one, ``near_cache`` is None.
 
         :raises exception.NotConfigured: when the store is not configured.
         """
@@ -562,12 +569,25 @@ class KeyValueStore:
                     'or decoding and is treated as missing', self.name)
         return exception.IntegrityError(key)
 
-    @observe.operation('get', _observer)
     def get(self, key: str) -> ty.Any:
         """Return the value of ``key``.
 
         :raises exception.NotFound: when the key is missing or expired.
         """
+        state = self._state
+        # A near-cache hit is answered here: no server is involved, so it
+        # is no counted operation (the near cache counts it). Not while
+        # a thread holds a lock: its reads may have to go to the server.
+        if (state is not None and state.near_by_key is not None
+                and type(key) is str and not locking.holders):
+            value = state.near_by_key.get().hit(key)
+            if value is not near_cache.MISS:
+                return value
+        return self._get(key)
+
+    @observe.operation('get', _observer)
+    def _get(self, key: str) -> ty.Any:
+        """:meth:`get`, unless the near cache answered it."""
         state = self._state or self._configured()
         if state.near is not None and not (locking.holders and
                                            locking.holds_a_lock()):
@@ -584,7 +604,7 @@ class KeyValueStore:
         """:meth:`get` through this process's near cache."""
         stored = state.data_key(key)
         near = state.near.get()  # type: ignore[union-attr]
-        value = near.lookup(stored)
+        value = near.lookup(key, stored)
         if value is not near_cache.MISS:
             return value
         begun = near.begin()
@@ -592,15 +612,26 @@ class KeyValueStore:
         if data is base.NO_VALUE:
             raise exception.NotFound(key)
         value = self._decoded(state, key, data)
-        near.fill(begun, ((stored, value),))
+        near.fill(begun, ((key, stored, value),))
         return value
 
-    @observe.operation('get_multi', _observer)
     def get_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
         """Return the values of ``keys``, in the same order.
 
         :raises exception.NotFound: naming every missing key in ``target``.
         """
+        state = self._state
+        # As in get(): answered here when the near cache holds every key.
+        if (state is not None and state.near_by_key is not None
+                and type(keys) in (list, tuple) and not locking.holders):
+            values = state.near_by_key.get().hit_all(keys)
+            if values is not None:
+                return values
+        return self._get_multi(keys)
+
+    @observe.operation('get_multi', _observer)
+    def _get_multi(self, keys: ty.Iterable[str]) -> list[ty.Any]:
+        """:meth:`get_multi`, unless the near cache answered it."""
         state = self._state or self._configured()
         keys = list(keys)
         stored = state.data_keys(keys)
@@ -623,7 +654,7 @@ class KeyValueStore:
         call.
         """
         near = state.near.get()  # type: ignore[union-attr]
-        values = near.lookup_many(stored)
+        values = near.lookup_many(keys, stored)
         if near_cache.MISS not in values:
             return values
         missing = [i for i, value in enumerate(values)
@@ -638,7 +669,7 @@ class KeyValueStore:
             decoded = state.decode_many([keys[i] for i in missing], found)
         except exception.IntegrityError as exc:
             raise self._refused(exc.target) from None
-        near.fill(begun, zip(wanted, decoded))
+        near.fill(begun, zip([keys[i] for i in missing], wanted, decoded))
         for i, value in zip(missing, decoded):
             values[i] = value
         return values
@@ -681,7 +712,7 @@ class KeyValueStore:
             self._dropped(state, (stored,))
             raise
         if near is not None:
-            near.fill(begun, ((stored, value),), True, ttl)
+            near.fill(begun, ((key, stored, value),), True, ttl)
 
     @observe.operation('set_multi', _observer)
     def set_multi(self, mapping: ty.Mapping[str, ty.Any],
@@ -697,7 +728,8 @@ class KeyValueStore:
                  for key, value in mapping.items()}
         near = state.near.get() if state.near is not None else None
         if near is not None:
-            begun, written = near.begin(), list(zip(batch, mapping.values()))
+            begun = near.begin()
+            written = list(zip(mapping, batch, mapping.values()))
         # One backend call per ttl: no_expiry_keys may split the batch.
         exempt = {stored: batch.pop(stored)
                   for stored in batch.keys() & state.no_expiry}
