@@ -603,6 +603,7 @@ class TestIncr:
                            **redis_server.store_args)
         raw = redis_server.client()
         store.set('warm-up', 1)
+        store.update('warm-up', operator.neg)  # loads the cas script
         store.set('n', 5, expire_time=100)
         sends['sends'] = 0
         assert store.incr('n', expire_time=0) == 6
