@@ -99,6 +99,12 @@ UPDATE_BACKOFF_MAX = 0.5
 #: ``update()`` without a ``default``: a missing key is NotFound.
 _REQUIRED: ty.Any = object()
 
+
+def _same(value: ty.Any) -> ty.Any:
+    """``value`` itself: the ``fn`` of a compare-and-set that rewrites."""
+    return value
+
+
 # What a call through the proxies hands the innermost proxy beside the
 # key and value dogpile's ProxyBackend passes: cells holding the write's
 # ttl and, from a delete, whether the key existed. A call through the
@@ -198,11 +204,11 @@ class _Configured:
         self.encode = self._encode_kept if self.keep_plain else codec.encode
         self.decode = self._decode_kept if self.keep_plain else codec.decode
         #: The backend's one-step increment, if it has one and the
-        #: stored bytes of an int are serialization.dumps' own
-        #: (MessagePack, unprotected, not kept as itself); else None:
-        #: incr() compares and sets.
-        self.incr_one = (backend.incr_serialized if codec.name == 'msgpack'
-                         and codec.protector is None and not self.keep_plain
+        #: stored bytes of an int are the serializer's own (its decimal
+        #: digits: unprotected, not kept as itself); else None: incr()
+        #: compares and sets.
+        self.incr_one = (backend.incr_serialized if codec.protector is None
+                         and not self.keep_plain
                          and type(backend).incr_serialized
                          is not base.Backend.incr_serialized else None)
         #: This process's near cache (``.get()``), or None when off.
@@ -828,19 +834,30 @@ class KeyValueStore:
 
     def _update(self, state: _Configured, key: str,
                 fn: ty.Callable[[ty.Any], ty.Any], default: ty.Any,
-                expire_time: float | None) -> ty.Any:
-        """:meth:`update`, which :meth:`incr` uses too (counted once)."""
+                expire_time: float | None,
+                keep_expiry: bool = False) -> ty.Any:
+        """:meth:`update`, which :meth:`incr` uses too (counted once).
+
+        With ``keep_expiry`` (incr's), ``expire_time`` applies only to a
+        key this creates; an existing key keeps its expiry.
+        """
         stored = state.data_key(key)
         ttl = state.ttl_of(expire_time, stored)
         try:
-            return self._compare_and_set(state, key, stored, fn, default, ttl)
+            return self._compare_and_set(state, key, stored, fn, default, ttl,
+                                         keep_expiry)
         finally:
             self._dropped(state, (stored,))
 
     def _compare_and_set(self, state: _Configured, key: str, stored: str,
                          fn: ty.Callable[[ty.Any], ty.Any], default: ty.Any,
-                         ttl: float | None) -> ty.Any:
-        """:meth:`update`'s loop: read, ``fn``, compare-and-set."""
+                         ttl: float | None,
+                         keep_expiry: bool = False) -> ty.Any:
+        """:meth:`update`'s loop: read, ``fn``, compare-and-set.
+
+        ``ttl`` is for the written value, or with ``keep_expiry`` only
+        for a key that was missing.
+        """
         attempt = 0
         # This process's threads change the key in turn: only processes
         # race each other.
@@ -849,8 +866,11 @@ class KeyValueStore:
             while True:
                 started = time.monotonic()
                 data, version = state.backend.get_versioned(stored)
+                expiry = ttl
                 if data is not base.NO_VALUE:
                     value = self._decoded(state, key, data)
+                    if keep_expiry:
+                        expiry = base.KEEP_EXPIRY
                 elif default is _REQUIRED:
                     raise exception.NotFound(key)
                 else:
@@ -858,7 +878,7 @@ class KeyValueStore:
                     value = copy.deepcopy(default)
                 new = fn(value)
                 if state.backend.compare_and_set(
-                        stored, version, state.encode(key, new), ttl):
+                        stored, version, state.encode(key, new), expiry):
                     return new
                 attempt += 1
                 if attempt >= self._conf.kvs.update_attempts:
@@ -884,13 +904,20 @@ class KeyValueStore:
         A missing key counts from 0; ``delta`` may be negative and the
         result may go below 0. The value stays an ordinary int value
         (``get`` returns it; ``set(key, 5)`` then ``incr(key)`` gives 6),
-        encoded and protected like any other. Where the backend can add
-        to such a value in one step on its server (Redis, for values
-        neither protected nor pickled) it does; else, and for values it
-        cannot add to exactly, the increment is a compare-and-set
-        (:meth:`update`).
+        encoded and protected like any other; unprotected, an int of up
+        to 64 bits is stored as its decimal digits. Where the backend can
+        add to such a value in one step on its server (memcached's
+        ``incr`` for a delta of 0 or more, Redis's ``INCRBY``) it does;
+        else (protected values, numbers the server cannot add exactly),
+        the increment is a compare-and-set (:meth:`update`).
 
-        :param expire_time: as for :meth:`set`, for the new value.
+        Like the servers' own increments, ``incr`` keeps the expiry of an
+        existing key: ``expire_time`` applies only to a key it creates.
+        :meth:`touch` gives a counter a new expiry.
+
+        :param expire_time: for a key this call creates: seconds from now
+            (0: never); None: the store's ``expire_time``.
+            ``no_expiry_keys`` still win.
         :returns: the new value.
         :raises TypeError: for a ``delta`` or stored value that is not an
             int (bool is not); nothing is written.
@@ -905,6 +932,12 @@ class KeyValueStore:
             try:
                 new = state.incr_one(stored, delta,
                                      state.ttl_of(expire_time, stored))
+                if new is not None and not (serialization.DECIMAL_MIN <= new
+                                            < serialization.DECIMAL_END):
+                    # memcached counts on past 2**63 up to its wrap at
+                    # 2**64: write the sum in the serializer's own form,
+                    # which no server's increment reads.
+                    self._rewrite(state, key, stored)
             finally:
                 if state.near is not None:
                     self._dropped(state, (stored,))
@@ -917,7 +950,17 @@ class KeyValueStore:
                                 'a %s' % (exception._describe(key),
                                           type(value).__name__))
             return value + delta
-        return self._update(state, key, add, 0, expire_time)
+        return self._update(state, key, add, 0, expire_time, True)
+
+    def _rewrite(self, state: _Configured, key: str, stored: str) -> None:
+        """Write the value of ``key`` again as the codec writes it now."""
+        try:
+            self._compare_and_set(state, key, stored, _same, _REQUIRED, None,
+                                  True)
+        except (exception.NotFound, exception.Conflict):
+            # Deleted meanwhile, or rewritten by others: the increment
+            # stands, and the next one past the range tries again.
+            pass
 
     @observe.operation('touch', _observer)
     def touch(self, key: str, expire_time: float | None = None) -> None:

@@ -17,8 +17,14 @@ apart (tuple from list, set, frozenset, datetime, integers wider than 64
 bits) travel as extension types, so every supported type comes back as the
 same type. Nothing here can run code while decoding: there is no pickle.
 
-The encoded form starts with one format byte so that a later format (or an
-opt-in one) can be recognised without guessing.
+An int in [-2**63, 2**63) (the range of :data:`DECIMAL_MIN` and
+:data:`DECIMAL_END`) is written as its plain ASCII decimal digits
+(``b'-12'``), under either serializer, so that a server's own increment
+(memcached's ``incr``, Redis's ``INCRBY``) works on it. Every other
+encoded form starts with one format byte, so that a later format (or an
+opt-in one) can be recognised without guessing. The format bytes (0x01,
+0x02) are control characters: they never collide with ``-`` or a digit,
+so the first byte alone tells a counter from a formatted value.
 """
 
 import dataclasses
@@ -34,6 +40,14 @@ from oslo_kvs import exception
 FORMAT_MSGPACK = b'\x01'
 FORMAT_PICKLE = b'\x02'
 SERIALIZERS = ('msgpack', 'pickle')
+
+#: Ints from DECIMAL_MIN up to (not including) DECIMAL_END are stored as
+#: their decimal digits: the range both memcached's and Redis's
+#: increments read (memcached counts in unsigned 64 bits, Redis in
+#: signed). A counter a server incremented past it is written again in
+#: the serializer's own form, so no server ever wraps it.
+DECIMAL_MIN = -(2 ** 63)
+DECIMAL_END = 2 ** 63
 
 _EXT_DATETIME = 4
 _EXT_BIGINT = 5
@@ -140,12 +154,33 @@ def _refuse_buffers(value: ty.Any) -> None:
     _BufferFinder(_Discard(), 4).dump(value)
 
 
+def _decimal(data: bytes) -> int:
+    """The int of a counter's decimal bytes: ``-?[0-9]+``, then spaces.
+
+    memcached pads a number its increment made shorter with spaces, in
+    place. Nothing else is read: not a ``+``, a leading space or an
+    underscore, which ``int()`` alone would accept.
+
+    :raises ValueError: for any other bytes.
+    """
+    digits = data.rstrip(b' ')
+    # bytes.isdigit() is true only for ASCII digits, and false for b''.
+    if not (digits[1:] if digits[:1] == b'-' else digits).isdigit():
+        raise ValueError('stored value has an unknown format')
+    return int(digits)
+
+
 def dumps(value: ty.Any) -> bytes:
     """Encode ``value`` to bytes.
+
+    An int in the decimal range becomes its digits; see the module.
 
     :raises TypeError: if the value (or anything nested in it) is of a type
         that cannot be stored without changing type.
     """
+    # The exact type: bool and int subclasses keep their own form.
+    if type(value) is int and DECIMAL_MIN <= value < DECIMAL_END:
+        return b'%d' % value
     try:
         pack = _packers.pack
     except AttributeError:
@@ -167,7 +202,7 @@ def loads(data: bytes) -> ty.Any:
     :raises ValueError: if the bytes are not a value this module wrote.
     """
     if data[:1] != FORMAT_MSGPACK:
-        raise ValueError('stored value has an unknown format')
+        return _decimal(data)
     try:
         return msgpack.unpackb(data[1:], raw=False, strict_map_key=False,
                                ext_hook=_decode_ext)
@@ -201,9 +236,14 @@ def loads_many(values: ty.Sequence[bytes]) -> list[ty.Any]:
     try:
         for value in values:
             end += len(value)
-            if read_bytes(1) != FORMAT_MSGPACK:
-                raise ValueError('stored value has an unknown format')
-            decoded.append(unpack())
+            if value[:1] == FORMAT_MSGPACK:
+                read_bytes(1)
+                decoded.append(unpack())
+            else:
+                # A counter's digits (or refused): read from the item
+                # itself and skipped in the unpacker's buffer.
+                decoded.append(_decimal(value))
+                read_bytes(len(value))
             if tell() != end:
                 raise ValueError('stored value does not end where it should')
     except (TypeError, msgpack.UnpackException) as exc:
@@ -246,11 +286,15 @@ def plain(value: ty.Any) -> Plain | None:
 
 
 def _pickle_dumps(value: ty.Any) -> bytes:
+    # Counters as dumps() writes them: see the module.
+    if type(value) is int and DECIMAL_MIN <= value < DECIMAL_END:
+        return b'%d' % value
     return FORMAT_PICKLE + pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
 
 
 def _pickle_loads(data: bytes) -> ty.Any:
-    # MessagePack values written before a switch to pickle still read.
+    # Counters, and MessagePack values written before a switch to pickle,
+    # read as loads() reads them.
     if data[:1] == FORMAT_PICKLE:
         return pickle.loads(data[1:])
     return loads(data)

@@ -45,6 +45,21 @@ from oslo_kvs import serialization
 
 NO_VALUE = api.NO_VALUE
 
+
+class _KeepExpiry:
+    """The type of :data:`KEEP_EXPIRY`; its one instance is the value."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return 'KEEP_EXPIRY'
+
+
+#: The ``ttl`` of a :meth:`Backend.compare_and_set` that keeps the expiry
+#: the key has (none, or the deadline it was given). The store passes it
+#: only with a version token, never for an absent key.
+KEEP_EXPIRY: ty.Any = _KeepExpiry()
+
 #: The TLS arguments (``TLS``) that name files.
 TLS_FILES = ('tls_cafile', 'tls_certfile', 'tls_keyfile')
 
@@ -440,7 +455,11 @@ class Backend(api.CacheBackend):
     ``get_serialized_multi``, which gives :data:`NO_VALUE` for a missing
     key, and ``delete_multi``, which ignores missing keys). ``ttl``
     arguments are seconds (> 0) or ``None`` for never; a backend rounds a
-    ttl up to its server's granularity, never down.
+    ttl up to its server's granularity, never down. The ``ttl`` of
+    :meth:`compare_and_set` may also be :data:`KEEP_EXPIRY`: the value
+    changes and the key keeps the expiry it has (``incr()`` of an
+    existing key writes so); a backend that implements
+    ``compare_and_set`` must honour it.
 
     Each method that talks to a server is decorated with
     :func:`translate_errors`, so that a fault of a type listed in
@@ -677,7 +696,8 @@ class Backend(api.CacheBackend):
 
         ``token`` is what :meth:`get_versioned` returned; None means "only
         if ``key`` is absent". One atomic step on the server. ``ttl`` is
-        as for ``set_serialized``.
+        as for ``set_serialized``, or :data:`KEEP_EXPIRY` (only with a
+        token): the key keeps its current expiry.
 
         :returns: False, having written nothing, when the key changed (or
             appeared, or vanished) since it was read.
@@ -696,16 +716,20 @@ class Backend(api.CacheBackend):
         """Add ``delta`` to the int stored under ``key`` in one step.
 
         Optional, a shortcut for ``incr()``: the store calls it only when
-        its values are :func:`serialization.dumps` bytes as they are
-        (MessagePack, no protection). A missing key counts from 0; the
-        new value is written as :func:`serialization.dumps` would write
-        it, with ``ttl`` as for ``set_serialized``.
+        its values are the serializer's bytes as they are (no
+        protection), where an int in the decimal range is its ASCII
+        digits (see :mod:`oslo_kvs.serialization`), the form the
+        servers' own increments read and write. A missing key counts from
+        0 and is created with ``ttl`` as for ``set_serialized``; an
+        existing key keeps its expiry.
 
         :returns: the new value, or None, having written nothing, when
-            the backend cannot do it here (the stored value is no plain
-            int, or a number is beyond what the server computes
-            exactly); the store then uses :meth:`compare_and_set`. By
-            default always None.
+            the backend cannot do it here (the stored value is not such
+            digits, or the server cannot add ``delta`` to it exactly);
+            the store then uses :meth:`compare_and_set`. A value outside
+            the decimal range (memcached counts on past 2**63) is
+            returned as it is; the store writes it again in the
+            serializer's own form. By default always None.
         """
         return None
 

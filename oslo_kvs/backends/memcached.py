@@ -39,6 +39,7 @@ from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs.backends import memcache_pool
 from oslo_kvs import exception
+from oslo_kvs import serialization
 
 #: Keystone's ``memcached_backend`` names; every one is served by pymemcache.
 BACKEND_NAMES = ('bmemcached', 'memcached', 'pooled_memcached', 'pylibmc',
@@ -132,6 +133,32 @@ def lock_exptime(ttl: float) -> int:
     one more second makes the server's expiry never precede the holder's.
     """
     return exptime(ttl + 1) if ttl else 0
+
+
+#: Largest delta (exclusive) memcached's incr is asked to add; see
+#: MemcachedBackend.incr_serialized.
+_MAX_INCR = 2 ** 32
+#: memcached's reply to an incr of a value that is no decimal number.
+_NON_NUMERIC = 'non-numeric value'
+
+
+def _ttl_left(node: memcache_pool.Node, key: str) -> int | None:
+    """Seconds ``key`` has left on ``node``: -1 never; None if missing.
+
+    The meta command ``mg <key> t`` (memcached 1.6), which reads the
+    remaining time without changing the item.
+    """
+    reply = node.run('raw_command', 'mg %s t' % key)
+    words = reply.split()
+    if words[:1] == [b'EN']:
+        return None
+    for word in words[1:]:
+        if word[:1] == b't':
+            # The server counts whole seconds: at least one is left.
+            left = int(word[1:])
+            return left if left < 0 else max(left, 1)
+    raise memcache_pool.ServerError(
+        node.label, 'unexpected reply to mg: %r' % reply[:40])
 
 
 class MemcachedBackend(base.Backend):
@@ -350,9 +377,44 @@ class MemcachedBackend(base.Backend):
     def compare_and_set(self, key, token, value, ttl=None):
         if token is None:
             return self.add_serialized(key, value, ttl)
+        node = self._clients.get().node_for(key)
+        if ttl is base.KEEP_EXPIRY:
+            # cas always sets an exptime: give it the one the key has.
+            # A touch between this read and the cas is undone; the cas
+            # still fails if anything rewrote the value.
+            left = _ttl_left(node, key)
+            if left is None:
+                return False    # the key vanished: a lost race
+            expire = exptime(left) if left >= 0 else 0
+        else:
+            expire = exptime(ttl) if ttl else 0
         # None (the key vanished) and False (changed) both lose the race.
-        return bool(self._clients.get().node_for(key).run(
-            'cas', key, value, token, exptime(ttl) if ttl else 0))
+        return bool(node.run('cas', key, value, token, expire))
+
+    # memcached's incr adds to a value of decimal digits in unsigned 64
+    # bits, and wraps at 2**64: the codec writes digits only below 2**63
+    # and a delta below 2**32 keeps the sum short of 2**64 (the store
+    # rewrites any sum past 2**63 in the serializer's own form). decr
+    # stops at 0, so a negative delta is left to compare-and-set.
+    @base.translate_errors
+    def incr_serialized(self, key, delta, ttl=None):
+        if not 0 <= delta < _MAX_INCR:
+            return None
+        node = self._clients.get().node_for(key)
+        try:
+            new = node.run('incr', key, delta)
+            if new is None and node.run(
+                    'add', key, serialization.dumps(delta),
+                    exptime(ttl) if ttl else 0):
+                return delta
+            if new is None:
+                # Another client created it first: add to what it wrote.
+                new = node.run('incr', key, delta)
+        except memcache_pool.ServerError as exc:
+            if _NON_NUMERIC in str(exc.__cause__):
+                return None    # not digits; the store compares and sets
+            raise
+        return new
 
     @base.translate_errors
     def touch_serialized(self, key, ttl=None):

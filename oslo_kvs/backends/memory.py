@@ -176,9 +176,16 @@ class MemoryBackend(base.Backend):
     def compare_and_set(self, key, token, value, ttl=None):
         now = time.monotonic()
         with self._mutex.get():
-            if self._entry(key, now) is not token:
+            entry = self._entry(key, now)
+            if entry is not token:
                 return False
-            self._write(key, value, now, ttl)
+            if entry is not None and ttl is base.KEEP_EXPIRY:
+                # The deadline stays, and so does its heap entry.
+                self._data[key] = (value, entry[1])
+                if self.max_items:
+                    self._data.move_to_end(key)
+            else:
+                self._write(key, value, now, ttl)
             self._purge(now)
             return True
 

@@ -511,12 +511,17 @@ class MongoBackend(base.Backend):
     @base.translate_errors
     def compare_and_set(self, key, token, value, ttl=None):
         now = _utcnow()
-        doc = self._document(key, value, now, ttl)
         if token is None:
-            return self._insert_unless_live(key, doc, now)
+            return self._insert_unless_live(
+                key, self._document(key, value, now, ttl), now)
+        where = {'_id': key, 'value': token, **_live(now)}
+        if ttl is base.KEEP_EXPIRY:
+            # Only the value changes; expires_at stays as it is.
+            return self._collection.update_one(where, {
+                '$set': self._document(key, value, now, None)
+            }).matched_count == 1
         return self._collection.replace_one(
-            {'_id': key, 'value': token, **_live(now)},
-            doc).matched_count == 1
+            where, self._document(key, value, now, ttl)).matched_count == 1
 
     @base.translate_errors
     def touch_serialized(self, key, ttl=None):

@@ -47,6 +47,7 @@ from oslo_kvs.backends import address
 from oslo_kvs.backends import base
 from oslo_kvs.backends import redis_tracking
 from oslo_kvs import exception
+from oslo_kvs import serialization
 
 Option = base.Option
 
@@ -103,15 +104,18 @@ return 1
 NOTICE_TTL_MS = 2000
 
 
-# Compare-and-set of a whole value: writes ARGV[2] to KEYS[1] (with a PX
-# of ARGV[3] unless it is empty) only if KEYS[1] still holds exactly
-# ARGV[1]. The stored bytes are the version: a sealed value carries a
+# Compare-and-set of a whole value: writes ARGV[2] to KEYS[1] only if
+# KEYS[1] still holds exactly ARGV[1], with a PX of ARGV[3], or no
+# expiry when it is empty, or the expiry the key has (KEEPTTL) when it
+# is 'keep'. The stored bytes are the version: a sealed value carries a
 # random nonce, and equal plain bytes decode to an equal value, so an
 # A-B-A change between read and write cannot make fn's result wrong.
 _CAS_SCRIPT = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[3] == '' then
   redis.call('set', KEYS[1], ARGV[2])
+elseif ARGV[3] == 'keep' then
+  redis.call('set', KEYS[1], ARGV[2], 'KEEPTTL')
 else
   redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
@@ -128,50 +132,21 @@ else redis.call('pexpire', KEYS[1], ARGV[1]) end
 return 1
 """
 
-#: Integers beyond this (2**53) lose digits in Lua, whose numbers are
-#: doubles: increments of them are left to the store's compare-and-set.
-_EXACT = 2 ** 53
-
-# An increment of the int that serialization.dumps stored under KEYS[1]
-# (format byte 1, then a MessagePack integer) by ARGV[1], written back as
-# dumps would write the sum (PX ARGV[2] unless it is empty); missing
-# counts from 0. Replies the new value, or a string when it cannot: the
-# value is anything but such an int ('not an int': a float, a big int
-# in its extension type, another format), or a number reaches 2**53
-# ('not exact'). Only MessagePack's integer formats are read (a positive
-# or negative fixint, else 0xcc-0xcf unsigned and 0xd0-0xd3 signed of
-# 1, 2, 4 or 8 bytes), so a float that happens to be whole is no int
-# here. cmsgpack packs an integer in its smallest format, as Python's
-# msgpack does (the tests compare the bytes). No table is built: this
-# runs on every incr(), and the server's time is the caller's.
+# INCRBY of KEYS[1] by ARGV[1], creating a missing key with a PX of
+# ARGV[2] first: SET NX of 0 gives it the expiry and INCRBY keeps it, so
+# an existing key keeps its own. Replies the new value, or 'cannot'
+# (pcall: nothing was written) when INCRBY refuses: the value is no
+# decimal int64 (another form, a sealed value), or the sum overflows.
 _INCR_SCRIPT = """
-local LIMIT = %d
-local data = redis.call('get', KEYS[1])
-local value = 0
-if data then
-  local format, head = string.byte(data, 1, 2)
-  local size = #data - 2
-  if format ~= 1 or not head then return 'not an int' end
-  if size == 0 then
-    if head >= 0x80 and head < 0xe0 then return 'not an int' end
-    value = head < 0x80 and head or head - 256
-  else
-    local kind = head >= 0xcc and head <= 0xcf and 'I'
-                 or head >= 0xd0 and head <= 0xd3 and 'i'
-    if not kind or size ~= 2 ^ ((head - 0xcc) %% 4) then
-      return 'not an int'
-    end
-    value = struct.unpack('>' .. kind .. size, data, 3)
-    if value >= LIMIT or value <= -LIMIT then return 'not exact' end
-  end
-end
-value = value + tonumber(ARGV[1])
-if value >= LIMIT or value <= -LIMIT then return 'not exact' end
-local packed = string.char(1) .. cmsgpack.pack(value)
-if ARGV[2] == '' then redis.call('set', KEYS[1], packed)
-else redis.call('set', KEYS[1], packed, 'PX', ARGV[2]) end
-return value
-""" % _EXACT
+redis.call('set', KEYS[1], '0', 'NX', 'PX', ARGV[2])
+local new = redis.pcall('incrby', KEYS[1], ARGV[1])
+if type(new) == 'table' then return 'cannot' end
+return new
+"""
+
+#: Words of Redis's INCRBY errors that mean "not a counter it can add
+#: to": the value is no decimal int64, or the sum would overflow.
+_NOT_COUNTABLE = ('not an integer', 'overflow')
 
 
 _OPTIONS = (
@@ -613,8 +588,8 @@ class RedisBackend(base.Backend):
     def compare_and_set(self, key, token, value, ttl=None):
         if token is None:
             return self.add_serialized(key, value, ttl)
-        return self._run(self._cas_script, key, token, value,
-                         _px(ttl) or '') == 1
+        expiry = 'keep' if ttl is base.KEEP_EXPIRY else _px(ttl) or ''
+        return self._run(self._cas_script, key, token, value, expiry) == 1
 
     @base.translate_errors
     def touch_serialized(self, key, ttl=None):
@@ -624,10 +599,18 @@ class RedisBackend(base.Backend):
     # added delta already.
     @base.translate_errors
     def incr_serialized(self, key, delta, ttl=None):
-        if not -_EXACT < delta < _EXACT:
-            return None
-        new = self._run(self._incr_script, key, delta, _px(ttl) or '')
-        # A string reply: the script cannot; the store compares and sets.
+        if not serialization.DECIMAL_MIN <= delta < serialization.DECIMAL_END:
+            return None    # INCRBY takes an int64
+        if ttl is None:
+            try:
+                return self._client.execute_command(
+                    'INCRBY', self._prefix + key, delta)
+            except redis_exceptions.ResponseError as exc:
+                if any(word in str(exc) for word in _NOT_COUNTABLE):
+                    return None    # the store compares and sets
+                raise
+        new = self._run(self._incr_script, key, delta, _px(ttl))
+        # A string reply: INCRBY refused; the store compares and sets.
         return new if new.__class__ is int else None
 
     def _run(self, script: ty.Any, key: str, *args: ty.Any) -> ty.Any:

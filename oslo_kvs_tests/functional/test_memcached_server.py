@@ -24,12 +24,14 @@ import time
 import unittest.mock
 import uuid
 
+import msgpack
 from oslo_config import cfg
 from pymemcache.client import base as pymc_base
 import pytest
 
 from oslo_kvs.backends import memcached
 from oslo_kvs import exception
+from oslo_kvs import serialization
 from oslo_kvs_tests.functional import test_protection_servers as protection
 from oslo_kvs_tests import stored
 
@@ -175,6 +177,163 @@ class TestExpiryOnServer:
         store.set_multi({'keep': 1, 'gone': 2})
         assert meta_ttl(memcached_server, stored_key(store, 'keep')) == -1
         assert 0 < meta_ttl(memcached_server, stored_key(store, 'gone')) <= 60
+
+
+class Holder:
+    """The server of a topology that holds a stored key, raw."""
+
+    def __init__(self, servers, key):
+        self.key = key
+        found = [server for server in getattr(servers, 'servers', [servers])
+                 if raw_client(server).get(key) is not None]
+        assert len(found) == 1, found
+        self.server, self.client = found[0], raw_client(found[0])
+
+    def get(self):
+        return self.client.get(self.key)
+
+    def ttl(self):
+        return meta_ttl(self.server, self.key)
+
+
+def counted_exchanges():
+    """Counts pymemcache request/reply exchanges (see CountingRoundTrips)."""
+    counter = CountingRoundTrips()
+    patches = [counter.patch(name) for name in
+               ('_store_cmd', '_fetch_cmd', '_misc_cmd')]
+    return counter, patches
+
+
+@pytest.mark.parametrize('topology', ['memcached_server',
+                                      'memcached_cluster'])
+class TestIncrOnServer:
+    """incr() as memcached's own incr on the digits the codec writes."""
+
+    @pytest.fixture
+    def servers(self, topology, request):
+        return request.getfixturevalue(topology)
+
+    def test_set_writes_digits_that_memcacheds_incr_counts_on(self, servers):
+        store = make_store(servers.store_args)
+        store.set('n', 5)
+        held = Holder(servers, stored_key(store, 'n'))
+        assert held.get() == b'5'
+        assert held.client.incr(held.key, 2) == 7
+        assert store.get('n') == 7
+        counter, patches = counted_exchanges()
+        with patches[0], patches[1], patches[2]:
+            assert store.incr('n') == 8
+            assert store.incr('new', 3) == 3    # incr, then add
+        assert [name for name, _ in counter.calls] == [
+            '_misc_cmd', '_misc_cmd', '_store_cmd']
+        assert held.get() == b'8'
+        assert Holder(servers, stored_key(store, 'new')).get() == b'3'
+        # memcached pads a number that got shorter with spaces.
+        held.client.set(held.key, b'100')
+        assert held.client.decr(held.key, 1) == 99
+        assert held.get() == b'99 '
+        assert store.get('n') == 99
+        assert store.incr('n') == 100
+
+    def test_expiry_for_a_created_key_kept_for_an_existing_one(
+            self, servers):
+        store = make_store(servers.store_args, expire_time=60,
+                           no_expiry_keys=['keep'])
+        assert store.incr('n') == 1
+        held = Holder(servers, stored_key(store, 'n'))
+        assert 55 <= held.ttl() <= 60
+        assert store.incr('n', expire_time=0) == 2
+        assert store.incr('n', -5, expire_time=0) == -3   # compare-and-set
+        assert store.incr('n', 10, expire_time=0) == 7    # from b'-3': too
+        assert 55 <= held.ttl() <= 60
+        assert store.incr('never', expire_time=0) == 1
+        assert store.incr('never', expire_time=5) == 2
+        assert Holder(servers, stored_key(store, 'never')).ttl() == -1
+        assert store.incr('keep', expire_time=5) == 1
+        assert Holder(servers, stored_key(store, 'keep')).ttl() == -1
+        store.touch('never', expire_time=30)
+        assert store.incr('never', -1) == 1
+        assert 25 <= Holder(servers, stored_key(store, 'never')).ttl() <= 30
+        assert store.get_multi(['n', 'never', 'keep']) == [7, 1, 1]
+
+    @pytest.mark.parametrize('protection', ['mac', 'encrypt'])
+    def test_protected_values_keep_their_expiry(self, servers, protection):
+        store = make_store(servers.store_args, value_protection=protection,
+                           protection_keys=['incr-%s' % uuid.uuid4()])
+        store.set('n', 5, expire_time=100)
+        assert store.incr('n', expire_time=0) == 6
+        held = Holder(servers, stored_key(store, 'n'))
+        assert held.get() != b'6'
+        assert 95 <= held.ttl() <= 100
+        assert store.get('n') == 6
+
+    def test_a_counter_in_the_old_form_counts_on(self, servers):
+        store = make_store(servers.store_args)
+        for value in (5, -3, 2 ** 40, 2 ** 63 - 1):
+            store.set('old%d' % value, 'placeholder')
+            held = Holder(servers, stored_key(store, 'old%d' % value))
+            # The format byte, then the MessagePack int.
+            held.client.set(held.key, serialization.FORMAT_MSGPACK +
+                            msgpack.packb(value), expire=100)
+            assert store.incr('old%d' % value) == value + 1
+            assert held.get() == serialization.dumps(value + 1)
+            assert 95 <= held.ttl() <= 100
+
+    def test_past_2_to_63_the_form_is_rewritten_and_never_wraps(
+            self, servers):
+        store = make_store(servers.store_args)
+        store.set('n', 2 ** 63 - 1, expire_time=100)
+        held = Holder(servers, stored_key(store, 'n'))
+        assert held.get() == b'9223372036854775807'
+        assert store.incr('n') == 2 ** 63
+        # Written again as MessagePack, which memcached's incr refuses.
+        assert held.get() == serialization.dumps(2 ** 63)
+        assert held.get()[:1] == serialization.FORMAT_MSGPACK
+        assert store.incr('n') == 2 ** 63 + 1
+        assert store.incr('n', 2 ** 64) == 2 ** 64 + 2 ** 63 + 1
+        assert store.get('n') == 2 ** 64 + 2 ** 63 + 1
+        assert 95 <= held.ttl() <= 100
+        assert store.incr('n', -(2 ** 64) - 2) == 2 ** 63 - 1
+        assert held.get() == b'9223372036854775807'
+
+    @pytest.mark.parametrize('delta', [-1, 2 ** 32, 2 ** 63, -(2 ** 70)])
+    def test_deltas_memcached_cannot_add_take_compare_and_set(
+            self, servers, delta):
+        store = make_store(servers.store_args)
+        store.set('n', 10)
+        counter, patches = counted_exchanges()
+        with patches[0], patches[1], patches[2]:
+            assert store.incr('n', delta) == 10 + delta
+        # gets, mg, cas: no incr was tried.
+        assert [name for name, _ in counter.calls] == [
+            '_fetch_cmd', '_misc_cmd', '_store_cmd']
+        assert store.get('n') == 10 + delta
+
+    @pytest.mark.parametrize('foreign', [b'12x', b'1_0', b'-', b'5-',
+                                         b'\x01\x05\x00', b'\x02\x05'])
+    def test_bytes_the_codec_did_not_write_are_refused(self, servers,
+                                                       foreign):
+        store = make_store(servers.store_args)
+        store.set('v', 'placeholder')
+        held = Holder(servers, stored_key(store, 'v'))
+        held.client.set(held.key, foreign)
+        with pytest.raises(exception.IntegrityError):
+            store.incr('v')
+        with pytest.raises(exception.IntegrityError):
+            store.get('v')
+        assert held.get() == foreign
+
+    @pytest.mark.parametrize('foreign', [b' 12', b'+12', b'12 x', b'12\n'])
+    def test_bytes_memcacheds_own_parser_reads_are_refused_on_get(
+            self, servers, foreign):
+        # memcached's incr reads these as 12 (strtoull), but nothing the
+        # store writes looks like them and the codec reads none of them.
+        store = make_store(servers.store_args)
+        store.set('v', 'placeholder')
+        held = Holder(servers, stored_key(store, 'v'))
+        held.client.set(held.key, foreign)
+        with pytest.raises(exception.IntegrityError):
+            store.get('v')
 
 
 class TestLocksOnServer:

@@ -408,6 +408,31 @@ class TestMongoDocuments:
         assert 'expires_at' not in raw.find_one(
             {'_id': stored_keys.data_key(store, 'forever')})
 
+    def test_incr_changes_the_value_and_keeps_expires_at(
+            self, served, mongo_collection):
+        store = served(expire_time=60)
+        store.set('n', 5)
+        key = stored_keys.data_key(store, 'n')
+        before = mongo_collection.find_one({'_id': key})
+        assert before['value'] == b'5'
+        assert store.incr('n', 2, expire_time=0) == 7
+        after = mongo_collection.find_one({'_id': key})
+        assert after == dict(before, value=b'7')
+        # A counter in the old form: format byte, MessagePack int.
+        mongo_collection.update_one({'_id': key},
+                                    {'$set': {'value': b'\x01\x05'}})
+        assert store.incr('n', expire_time=0) == 6
+        assert mongo_collection.find_one({'_id': key}) == dict(
+            before, value=b'6')
+        mongo_collection.update_one({'_id': key},
+                                    {'$set': {'value': b'1_0'}})
+        with pytest.raises(exception.IntegrityError):
+            store.incr('n')
+        assert store.incr('created', 3) == 3
+        created = mongo_collection.find_one(
+            {'_id': stored_keys.data_key(store, 'created')})
+        assert created['value'] == b'3' and 'expires_at' in created
+
     def test_no_expiry_without_expire_time(self, served, mongo_collection):
         store = served()
         store.set('k', 'v')

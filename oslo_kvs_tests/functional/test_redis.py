@@ -27,6 +27,7 @@ import threading
 import time
 import uuid
 
+import msgpack
 import pytest
 import redis
 from redis import connection as redis_connection
@@ -434,12 +435,11 @@ def test_lock_across_processes_loses_no_update(redis_server):
 
 # --- incr in one round trip ------------------------------------------------
 
-#: Each MessagePack integer format on both sides of its bounds, up to the
-#: largest number the server adds exactly (2**53 - 1).
+#: Counters across Redis's int64, both edges included.
 INCR_VALUES = sorted({sign * 2 ** bits + offset
-                      for bits in (0, 5, 7, 8, 15, 16, 31, 32, 52, 53)
-                      for sign in (1, -1) for offset in (-1, 0, 1)
-                      if abs(sign * 2 ** bits + offset) < 2 ** 53})
+                      for bits in (0, 7, 8, 31, 32, 53, 62)
+                      for sign in (1, -1) for offset in (-1, 0, 1)}
+                     | {2 ** 63 - 1, -2 ** 63})
 
 
 def raw_clients(request, servers_fixture):
@@ -456,63 +456,76 @@ def raw_clients(request, servers_fixture):
 
 
 class TestIncr:
-    def test_one_round_trip_writing_what_the_codec_writes(
+    def test_one_round_trip_on_the_digits_the_codec_writes(
             self, redis_server, sends):
         store = make_store(**redis_server.store_args)
         raw = redis_server.client()
-        store.incr('warm-up')  # connects, loads the script
+        store.incr('warm-up')  # connects
         for value in INCR_VALUES:
             key = 'n%d' % value
             sends['sends'] = 0
             assert store.incr(key, value) == value  # missing: from 0
             assert sends['sends'] == 1
-            assert raw.get(stored_key(store, key)) == serialization.dumps(
-                value)
-            # Read back from each format: a step towards 0 stays exact.
+            assert raw.get(stored_key(store, key)) == b'%d' % value
             new = value - 1 if value > 0 else value + 1
             sends['sends'] = 0
             assert store.incr(key, new - value) == new
             assert sends['sends'] == 1
-            assert raw.get(stored_key(store, key)) == serialization.dumps(
-                new)
+            assert raw.get(stored_key(store, key)) == b'%d' % new
             assert store.get(key) == new and type(store.get(key)) is int
             # A compare-and-set on the bytes written still matches.
             assert store.update(key, operator.neg) == -new
             assert store.get(key) == -new
 
-    def test_counts_on_from_set_and_with_the_key_prefix(self, redis_server,
-                                                        sends):
+    def test_set_writes_digits_that_incrby_counts_on(self, redis_server,
+                                                     sends):
         store = make_store(key_prefix='counters:', **redis_server.store_args)
         raw = redis_server.client()
-        store.incr('warm-up')
         store.set('n', 5)
+        key = stored_key(store, 'n', 'counters:')
+        assert raw.get(key) == b'5'
+        assert raw.incrby(key, 2) == 7
+        assert store.get('n') == 7
         sends['sends'] = 0
-        assert store.incr('n') == 6
+        assert store.incr('n') == 8
         assert sends['sends'] == 1
-        assert raw.get(stored_key(store, 'n', 'counters:')) == (
-            serialization.dumps(6))
-        assert store.get('n') == 6
+        assert raw.get(key) == b'8'
+        # Someone's own INCRBY counter is an int the store reads.
+        raw.set(stored_key(store, 'theirs', 'counters:'), b'41')
+        assert store.incr('theirs') == 42
+
+    def test_a_counter_in_the_old_form_counts_on(self, redis_server):
+        store = make_store(**redis_server.store_args)
+        raw = redis_server.client()
+        for value in (5, -3, 2 ** 40, 2 ** 63 - 1):
+            key = stored_key(store, 'old%d' % value)
+            # The format byte, then the MessagePack int.
+            raw.set(key, serialization.FORMAT_MSGPACK + msgpack.packb(value),
+                    px=100000)
+            assert store.incr('old%d' % value) == value + 1
+            assert raw.get(key) == serialization.dumps(value + 1)
+            assert 0 < raw.pttl(key) <= 100000   # its expiry kept
 
     @pytest.mark.parametrize('start, delta, sent', [
-        (2 ** 53 - 1, 1, 3),            # the sum reaches 2**53
-        (-(2 ** 53 - 1), -1, 3),
-        (2 ** 53, -1, 3),               # the stored value is beyond
-        (-(2 ** 63), 1, 3),             # int64 format
-        (2 ** 64 - 1, -1, 3),           # uint64 format
+        (2 ** 63 - 1, 1, 3),            # INCRBY overflows: 2**63
+        (-(2 ** 63), -1, 3),
+        (2 ** 63, -1, 3),               # beyond int64: MessagePack form
+        (2 ** 64 - 1, 1, 3),
         (2 ** 70, -1, 3),               # the big-int extension type
-        (None, 2 ** 53, 2),             # delta is beyond: no script
-        (5, -(2 ** 60), 2),
+        (None, 2 ** 63, 2),             # delta is beyond: no INCRBY
+        (5, -(2 ** 63) - 1, 2),
     ])
-    def test_numbers_beyond_2_to_53_take_compare_and_set(
+    def test_numbers_beyond_int64_take_compare_and_set(
             self, redis_server, sends, start, delta, sent):
         store = make_store(**redis_server.store_args)
         raw = redis_server.client()
-        store.incr('warm-up')  # connects, loads the script
+        store.incr('warm-up')  # connects
+        store.update('warm-up', operator.neg)  # loads the cas script
         if start is not None:
             store.set('n', start)
         sends['sends'] = 0
         assert store.incr('n', delta) == (start or 0) + delta
-        # The script declined (one), then a read and a compare-and-set.
+        # INCRBY refused (one), then a read and a compare-and-set.
         assert sends['sends'] == sent
         assert store.get('n') == (start or 0) + delta
         assert raw.get(stored_key(store, 'n')) == serialization.dumps(
@@ -532,10 +545,10 @@ class TestIncr:
         assert store.get('v') == value and type(store.get('v')) is type(value)
 
     @pytest.mark.parametrize('foreign', [
-        b'7',                       # someone's INCRBY counter
+        b'12x', b'1_0', b' 12', b'+5', b'5\n', b'-', b'',
         b'\x01\x05\x00',             # an int with a byte after it
         b'\x01\xcd\x01',             # a uint16 cut short
-        b'\x01', b'',
+        b'\x01',
         b'\x02\x05'])                # another format
     def test_bytes_the_codec_did_not_write_are_refused(self, redis_server,
                                                        foreign):
@@ -544,9 +557,12 @@ class TestIncr:
         raw.set(stored_key(store, 'v'), foreign)
         with pytest.raises(exception.IntegrityError):
             store.incr('v')
+        with pytest.raises(exception.IntegrityError):
+            store.get('v')
         assert raw.get(stored_key(store, 'v')) == foreign
 
-    def test_expiry_as_for_set(self, redis_server, sends):
+    def test_expiry_for_a_created_key_kept_for_an_existing_one(
+            self, redis_server, sends):
         store = make_store(expire_time=60, no_expiry_keys=['keep'],
                            **redis_server.store_args)
         raw = redis_server.client()
@@ -558,16 +574,26 @@ class TestIncr:
             assert sends['sends'] == 1
             return raw.pttl(stored_key(store, key))
 
-        assert 0 < pttl_after('n') <= 60000
+        assert 0 < pttl_after('n') <= 60000               # created
+        assert 0 < pttl_after('n', expire_time=0) <= 60000    # kept
+        assert 0 < pttl_after('short', expire_time=5) <= 5000
+        assert 0 < pttl_after('short', expire_time=0) <= 5000
+        assert pttl_after('never', expire_time=0) == -1
+        assert pttl_after('never', expire_time=5) == -1
         assert pttl_after('keep') == -1
         assert pttl_after('keep', expire_time=5) == -1  # no_expiry wins
-        assert pttl_after('n', expire_time=0) == -1     # as set() does
-        assert 0 < pttl_after('n', expire_time=5) <= 5000
-        assert store.get('n') == 3
+        assert store.get_multi(['n', 'short', 'never', 'keep']) == [2] * 4
+        store.touch('never', expire_time=30)
+        assert 0 < pttl_after('never') <= 30000
+        # A store without expire_time: a plain INCRBY.
         forever = make_store(**redis_server.store_args)
         forever.set('n', 1, expire_time=60)
+        sends['sends'] = 0
         assert forever.incr('n') == 2
-        assert raw.pttl(stored_key(forever, 'n')) == -1
+        assert forever.incr('new') == 1
+        assert sends['sends'] == 2
+        assert 0 < raw.pttl(stored_key(forever, 'n')) <= 60000
+        assert raw.pttl(stored_key(forever, 'new')) == -1
 
     @pytest.mark.parametrize('protection', ['mac', 'encrypt'])
     def test_protected_values_stay_sealed(self, redis_server, sends,
@@ -577,18 +603,20 @@ class TestIncr:
                            **redis_server.store_args)
         raw = redis_server.client()
         store.set('warm-up', 1)
-        store.set('n', 5)
+        store.update('warm-up', operator.neg)  # loads the cas script
+        store.set('n', 5, expire_time=100)
         sends['sends'] = 0
-        assert store.incr('n') == 6
-        # A read and a compare-and-set: the script never saw the value.
+        assert store.incr('n', expire_time=0) == 6
+        # A read and a compare-and-set: the server never added to it.
         assert sends['sends'] == 2
         sealed = raw.get(stored_key(store, 'n'))
         assert sealed != serialization.dumps(6)
+        assert 0 < raw.pttl(stored_key(store, 'n')) <= 100000
         assert store.get('n') == 6
         assert store.incr('new', 3) == 3
 
     def test_a_server_without_the_script_gets_it(self, redis_server, sends):
-        store = make_store(**redis_server.store_args)
+        store = make_store(expire_time=60, **redis_server.store_args)
         raw = redis_server.client()
         assert store.incr('n') == 1
         raw.script_flush()
@@ -606,9 +634,10 @@ class TestIncr:
 
     @pytest.mark.parametrize('servers_fixture', [
         'redis_server', 'redis_sentinel_group', 'redis_cluster'])
-    def test_every_mode(self, request, sends, servers_fixture):
+    @pytest.mark.parametrize('expire_time', [60, 0])
+    def test_every_mode(self, request, sends, servers_fixture, expire_time):
         group, raw = raw_clients(request, servers_fixture)
-        store = make_store(expire_time=60, **group.store_args)
+        store = make_store(expire_time=expire_time, **group.store_args)
         keys = ['counter-%d' % i for i in range(30)]  # over many slots
         for key in keys:
             assert store.incr(key, 5) == 5
@@ -617,9 +646,16 @@ class TestIncr:
             assert store.incr(key, -7) == -2
             assert sends['sends'] == 1
             stored = stored_key(store, key)
-            assert raw.get(stored) == serialization.dumps(-2)
-            assert 0 < raw.pttl(stored) <= 60000
-        assert store.get_multi(keys) == [-2] * len(keys)
+            assert raw.get(stored) == b'-2'
+            assert raw.incrby(stored, 1) == -1
+            if expire_time:
+                assert 0 < raw.pttl(stored) <= 60000
+            else:
+                assert raw.pttl(stored) == -1
+        assert store.get_multi(keys) == [-1] * len(keys)
+        store.set('big', 2 ** 63 - 1)
+        assert store.incr('big') == 2 ** 63
+        assert store.incr('big') == 2 ** 63 + 1
         store.close()
 
 

@@ -93,6 +93,23 @@ class TestMemoryBackend:
         assert len(backend._expiries) <= 2 * len(backend) + 64
         assert store.get('same') == 999
 
+    def test_incr_counts_on_from_the_old_form_and_keeps_the_deadline(self):
+        store = self.make(max_items=10)
+        backend = _backend_of(store)
+        key = stored.data_key(store, 'n')
+        # Bytes as another process's codec wrote them: the format byte,
+        # then a MessagePack int.
+        backend.set_serialized(key, b'\x01\x05', 100)
+        deadline = backend._data[key][1]
+        assert store.incr('n', expire_time=0) == 6
+        assert store.incr('n', -10) == -4
+        # Internal on purpose: the deadline itself, not a sleep.
+        assert backend._data[key][1] == deadline
+        assert store.get('n') == -4
+        backend.set_serialized(key, b'12x', 100)
+        with pytest.raises(exception.IntegrityError):
+            store.incr('n')
+
     def test_max_items_string_is_coerced(self):
         store = self.make(max_items='2')
         assert _backend_of(store).max_items == 2
