@@ -791,8 +791,8 @@ class KeyValueStore:
             nothing was written.
         :raises NotImplementedError: on a backend without compare-and-set.
         """
-        return self._update(self._configured(), key, fn, default,
-                            expire_time)
+        return self._update(self._state or self._configured(), key, fn,
+                            default, expire_time)
 
     def _update(self, state: _Configured, key: str,
                 fn: ty.Callable[[ty.Any], ty.Any], default: ty.Any,
@@ -803,7 +803,8 @@ class KeyValueStore:
         try:
             return self._compare_and_set(state, key, stored, fn, default, ttl)
         finally:
-            self._dropped(state, (stored,))
+            if state.near is not None:
+                self._dropped(state, (stored,))
 
     def _compare_and_set(self, state: _Configured, key: str, stored: str,
                          fn: ty.Callable[[ty.Any], ty.Any], default: ty.Any,

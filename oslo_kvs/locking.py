@@ -35,7 +35,6 @@ oslo_kvs backend; it waits the same way.
 """
 
 import collections
-import dataclasses
 import logging
 import math
 import os
@@ -59,14 +58,17 @@ if ty.TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
 class _Queue:
-    """The threads of this process that want one lock, in arrival order."""
+    """The turn on one lock: its owner, and the threads waiting for it."""
 
-    owner: object | None = None        # the lock object with the turn
-    lease_end: float = math.inf        # when the owner's lease ends
-    waiters: collections.deque = dataclasses.field(
-        default_factory=collections.deque)
+    __slots__ = ('owner', 'lease_end', 'waiters')
+
+    def __init__(self, owner: object) -> None:
+        self.owner: object | None = owner    # the one with the turn
+        self.lease_end = math.inf            # when the owner's lease ends
+        #: The threads of this process waiting, in arrival order; made
+        #: by the first to wait, so an uncontended turn allocates none.
+        self.waiters: collections.deque | None = None
 
 
 class _Turns:
@@ -78,33 +80,51 @@ class _Turns:
     A turn whose owner's lease ran out (an owner that never released) is
     taken by the head of the queue, as the server would free the lock.
     Every change of turn or lease wakes the waiters to look again.
+
+    A key nobody holds has no queue: taking its turn makes one, and
+    giving it back with nobody waiting removes it, each under the plain
+    lock alone. Only a thread that has to wait uses the condition.
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._queues: dict[tuple[int, str], _Queue] = {}
 
     def take(self, key: tuple[int, str], owner: object,
              deadline: float, blocking: bool) -> bool:
         """Wait for the turn until ``deadline``; return whether it came."""
-        with self._changed:
-            queue = self._queues.setdefault(key, _Queue())
-            queue.waiters.append(owner)
-            while True:
-                now = time.monotonic()
-                head = queue.waiters[0] is owner
-                if head and (queue.owner is None or queue.lease_end <= now):
-                    queue.waiters.popleft()
-                    queue.owner, queue.lease_end = owner, math.inf
-                    return True
-                if not blocking or now >= deadline:
-                    # Someone else holds or is next, so the queue stays.
-                    queue.waiters.remove(owner)
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue is None:
+                self._queues[key] = _Queue(owner)
+                return True
+            return self._wait(key, queue, owner, deadline, blocking)
+
+    def _wait(self, key: tuple[int, str], queue: _Queue, owner: object,
+              deadline: float, blocking: bool) -> bool:
+        """:meth:`take` of a turn someone has or waits for; under the lock."""
+        if queue.waiters is None:
+            queue.waiters = collections.deque()
+        waiters = queue.waiters
+        waiters.append(owner)
+        while True:
+            now = time.monotonic()
+            head = waiters[0] is owner
+            if head and (queue.owner is None or queue.lease_end <= now):
+                waiters.popleft()
+                queue.owner, queue.lease_end = owner, math.inf
+                return True
+            if not blocking or now >= deadline:
+                waiters.remove(owner)
+                if queue.owner is None and not waiters:
+                    del self._queues[key]    # nobody has or wants it
+                else:
                     self._changed.notify_all()    # maybe a new head
-                    return False
-                # Only the head waits for the lease to run out.
-                wake = min(queue.lease_end if head else math.inf, deadline)
-                self._changed.wait(None if wake == math.inf else wake - now)
+                return False
+            # Only the head waits for the lease to run out.
+            wake = min(queue.lease_end if head else math.inf, deadline)
+            self._changed.wait(None if wake == math.inf else wake - now)
 
     def hold(self, key: tuple[int, str], owner: object,
              lease_end: float | None) -> None:
@@ -114,17 +134,19 @@ class _Turns:
         ``owner`` has the turn: a turn taken over after the owner's lease
         ran out stays where it is.
         """
-        with self._changed:
+        with self._lock:
             queue = self._queues.get(key)
             if queue is None or queue.owner is not owner:
                 return
-            self._changed.notify_all()
             if lease_end is not None:
                 queue.lease_end = lease_end
-            elif queue.waiters:
-                queue.owner, queue.lease_end = None, math.inf
-            else:
+            elif not queue.waiters:
                 del self._queues[key]    # nobody wants it any more
+                return
+            else:
+                queue.owner, queue.lease_end = None, math.inf
+            if queue.waiters:
+                self._changed.notify_all()
 
 
 # This process's turns: a forked child must not wait for threads of its
@@ -195,9 +217,10 @@ def take_update_turn(backend: 'base.Backend', key: str) -> tuple | None:
     """
     # Data keys and lock keys are in different spaces of the store, so
     # they never share a queue.
-    turn = (_turns.get(), (id(backend), key), object())
-    if turn[0].take(turn[1], turn[2], time.monotonic() + UPDATE_TURN_WAIT,
-                    True):
+    turns = _turns.get()
+    # The tuple is the turn's owner too: a new object each time.
+    turn = (turns, (id(backend), key))
+    if turns.take(turn[1], turn, time.monotonic() + UPDATE_TURN_WAIT, True):
         return turn
     return None
 
@@ -205,7 +228,7 @@ def take_update_turn(backend: 'base.Backend', key: str) -> tuple | None:
 def end_update_turn(turn: tuple | None) -> None:
     """Pass the turn :func:`take_update_turn` gave to the next thread."""
     if turn is not None:
-        turn[0].hold(turn[1], turn[2], None)
+        turn[0].hold(turn[1], turn, None)
 
 
 #: Longest pause between two tries to take a lock held elsewhere.

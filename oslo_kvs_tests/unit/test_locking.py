@@ -34,7 +34,8 @@ def waiters(lock):
     API shows who waits, nor should just for tests.
     """
     queue = locking._turns.get()._queues.get(lock._turn_key)
-    return 0 if queue is None else len(queue.waiters)
+    return 0 if queue is None or queue.waiters is None else len(
+        queue.waiters)
 
 
 def wait_until(check, what, limit=10.0):
