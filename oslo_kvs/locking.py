@@ -37,7 +37,6 @@ oslo_kvs backend; it waits the same way.
 import collections
 import logging
 import math
-import os
 import random
 import secrets
 import threading
@@ -154,23 +153,33 @@ class _Turns:
 _turns = _process.PerProcess(_Turns)
 
 
+_Held = dict[int, list['weakref.ref[KeyValueStoreLock]']]
+
 #: Threads of this process that hold a store lock: thread ident -> the
 #: locks it took (weak references). A read made by one of them never
-#: comes from a near cache (:mod:`oslo_kvs.near`); while no thread holds a
-#: lock, as is usual, that costs a read one truth test of this dict. A
-#: lock abandoned without release counts until its lease ends (or it is
-#: collected), so a reused thread ident is not taken for a holder. A
-#: child made by a fork that skips Python's hooks (uWSGI) may keep its
-#: parent's entries until their leases end, which only sends more of its
-#: reads to the server.
-holders: dict[int, list['weakref.ref[KeyValueStoreLock]']] = {}
+#: comes from a near cache (:mod:`oslo_kvs.near`). A lock abandoned
+#: without release counts until its lease ends (or it is collected), so
+#: a reused thread ident is not taken for a holder. This process's only
+#: while it has any (under ``_holders_lock``): removed once empty.
+_holders: _process.PerProcess[_Held] = _process.PerProcess(dict)
 _holders_lock = _process.Primitive('Lock')
-os.register_at_fork(after_in_child=holders.clear)
+#: pid -> that process's holders, only while it has any: empty while no
+#: thread of any process holds a lock, as is usual, so a read pays one
+#: truth test of it. A child forked without Python's hooks (uWSGI)
+#: finds its parent's entry here, which :func:`holds_a_lock` never
+#: reads and drops on its first look.
+holders = _holders.by_pid
 
 
 def holds_a_lock() -> bool:
     """Whether the calling thread holds a store lock (any store, key)."""
-    held = holders.get(threading.get_ident()) if holders else None
+    if not holders:
+        return False
+    mine = _holders.peek()
+    if mine is None:
+        _drop_inherited()
+        return False
+    held = mine.get(threading.get_ident())
     if not held:
         return False
     now = time.monotonic()
@@ -181,19 +190,29 @@ def holds_a_lock() -> bool:
     return False
 
 
+def _drop_inherited() -> None:
+    """Forget the holders of a parent process (a fork without hooks)."""
+    with _holders_lock:
+        if not _holders.get():    # drops the parent's entry
+            _holders.forget()
+
+
 def _holding(lock: 'KeyValueStoreLock', held: bool) -> None:
     """Record that ``lock``'s holder thread took (or released) it."""
     now = time.monotonic()
     with _holders_lock:
-        refs = [ref for ref in holders.get(lock._holder, ())
+        mine = _holders.get()
+        refs = [ref for ref in mine.get(lock._holder, ())
                 if (other := ref()) is not None and other is not lock
                 and other.active and now < other._lease_end]
         if held:
             refs.append(weakref.ref(lock))
         if refs:
-            holders[lock._holder] = refs
+            mine[lock._holder] = refs
         else:
-            holders.pop(lock._holder, None)
+            mine.pop(lock._holder, None)
+            if not mine:
+                _holders.forget()
 
 
 #: Longest wait, in seconds, for this process's turn to update a key.
