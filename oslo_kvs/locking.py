@@ -58,16 +58,15 @@ LOG = logging.getLogger(__name__)
 
 
 class _Queue:
-    """The turn on one lock: its owner, and the threads waiting for it."""
+    """A contended or leased turn: its owner, and the threads waiting."""
 
     __slots__ = ('owner', 'lease_end', 'waiters')
 
     def __init__(self, owner: object) -> None:
         self.owner: object | None = owner    # the one with the turn
         self.lease_end = math.inf            # when the owner's lease ends
-        #: The threads of this process waiting, in arrival order; made
-        #: by the first to wait, so an uncontended turn allocates none.
-        self.waiters: collections.deque | None = None
+        #: The threads of this process waiting, in arrival order.
+        self.waiters: collections.deque = collections.deque()
 
 
 class _Turns:
@@ -80,31 +79,36 @@ class _Turns:
     taken by the head of the queue, as the server would free the lock.
     Every change of turn or lease wakes the waiters to look again.
 
-    A key nobody holds has no queue: taking its turn makes one, and
-    giving it back with nobody waiting removes it, each under the plain
-    lock alone. Only a thread that has to wait uses the condition.
+    ``queues`` maps a key nobody holds to nothing, a key held without
+    lease or waiters (an update's turn, uncontended) to its owner, and
+    any other to a :class:`_Queue`. The uncontended turn is taken with
+    one ``dict.setdefault``, atomic under the GIL, and given back under
+    the plain lock; only a thread that has to wait uses the condition.
+    The lock makes a release and a waiter's arrival exclude each other,
+    so the turn goes to the waiter, never to nobody.
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)
-        self._queues: dict[tuple[int, str], _Queue] = {}
+        self.lock = threading.Lock()
+        self._changed = threading.Condition(self.lock)
+        self.queues: dict[tuple[int, str], ty.Any] = {}
 
     def take(self, key: tuple[int, str], owner: object,
              deadline: float, blocking: bool) -> bool:
         """Wait for the turn until ``deadline``; return whether it came."""
-        with self._lock:
-            queue = self._queues.get(key)
-            if queue is None:
-                self._queues[key] = _Queue(owner)
-                return True
+        if self.queues.setdefault(key, owner) is owner:
+            return True
+        with self.lock:
+            queue = self.queues.setdefault(key, owner)
+            if queue is owner:
+                return True    # given back meanwhile
+            if queue.__class__ is not _Queue:
+                queue = self.queues[key] = _Queue(queue)
             return self._wait(key, queue, owner, deadline, blocking)
 
     def _wait(self, key: tuple[int, str], queue: _Queue, owner: object,
               deadline: float, blocking: bool) -> bool:
         """:meth:`take` of a turn someone has or waits for; under the lock."""
-        if queue.waiters is None:
-            queue.waiters = collections.deque()
         waiters = queue.waiters
         waiters.append(owner)
         while True:
@@ -117,7 +121,7 @@ class _Turns:
             if not blocking or now >= deadline:
                 waiters.remove(owner)
                 if queue.owner is None and not waiters:
-                    del self._queues[key]    # nobody has or wants it
+                    del self.queues[key]    # nobody has or wants it
                 else:
                     self._changed.notify_all()    # maybe a new head
                 return False
@@ -133,14 +137,21 @@ class _Turns:
         ``owner`` has the turn: a turn taken over after the owner's lease
         ran out stays where it is.
         """
-        with self._lock:
-            queue = self._queues.get(key)
+        with self.lock:
+            queue = self.queues.get(key)
+            if queue is owner:    # uncontended: nobody waits
+                if lease_end is None:
+                    del self.queues[key]
+                else:
+                    queue = self.queues[key] = _Queue(owner)
+                    queue.lease_end = lease_end
+                return
             if queue is None or queue.owner is not owner:
                 return
             if lease_end is not None:
                 queue.lease_end = lease_end
             elif not queue.waiters:
-                del self._queues[key]    # nobody wants it any more
+                del self.queues[key]    # nobody wants it any more
                 return
             else:
                 queue.owner, queue.lease_end = None, math.inf
@@ -239,7 +250,8 @@ def take_update_turn(backend: 'base.Backend', key: str) -> tuple | None:
     turns = _turns.get()
     # The tuple is the turn's owner too: a new object each time.
     turn = (turns, (id(backend), key))
-    if turns.take(turn[1], turn, time.monotonic() + UPDATE_TURN_WAIT, True):
+    if turns.queues.setdefault(turn[1], turn) is turn or turns.take(
+            turn[1], turn, time.monotonic() + UPDATE_TURN_WAIT, True):
         return turn
     return None
 
@@ -247,7 +259,12 @@ def take_update_turn(backend: 'base.Backend', key: str) -> tuple | None:
 def end_update_turn(turn: tuple | None) -> None:
     """Pass the turn :func:`take_update_turn` gave to the next thread."""
     if turn is not None:
-        turn[0].hold(turn[1], turn, None)
+        turns, key = turn
+        with turns.lock:
+            if turns.queues.get(key) is turn:    # nobody waits
+                del turns.queues[key]
+                return
+        turns.hold(key, turn, None)
 
 
 #: Longest pause between two tries to take a lock held elsewhere.
