@@ -797,37 +797,35 @@ class KeyValueStore:
     def _update(self, state: _Configured, key: str,
                 fn: ty.Callable[[ty.Any], ty.Any], default: ty.Any,
                 expire_time: float | None) -> ty.Any:
-        """:meth:`update`, which :meth:`incr` uses too (counted once)."""
+        """:meth:`update`, which :meth:`incr` uses too (counted once).
+
+        The loop: read, ``fn``, compare-and-set; in one frame, as it runs
+        on every update.
+        """
         stored = state.data_key(key)
         ttl = state.ttl_of(expire_time, stored)
-        try:
-            return self._compare_and_set(state, key, stored, fn, default, ttl)
-        finally:
-            if state.near is not None:
-                self._dropped(state, (stored,))
-
-    def _compare_and_set(self, state: _Configured, key: str, stored: str,
-                         fn: ty.Callable[[ty.Any], ty.Any], default: ty.Any,
-                         ttl: float | None) -> ty.Any:
-        """:meth:`update`'s loop: read, ``fn``, compare-and-set."""
+        backend = state.backend
         attempt = 0
         # This process's threads change the key in turn: only processes
         # race each other.
-        turn = locking.take_update_turn(state.backend, stored)
+        turn = locking.take_update_turn(backend, stored)
         try:
             while True:
                 started = time.monotonic()
-                data, version = state.backend.get_versioned(stored)
+                data, version = backend.get_versioned(stored)
                 if data is not base.NO_VALUE:
-                    value = self._decoded(state, key, data)
+                    try:
+                        value = state.decode(key, data)
+                    except exception.IntegrityError:
+                        raise self._refused(key) from None
                 elif default is _REQUIRED:
                     raise exception.NotFound(key)
                 else:
                     # fn may change it in place.
                     value = copy.deepcopy(default)
                 new = fn(value)
-                if state.backend.compare_and_set(
-                        stored, version, state.encode(key, new), ttl):
+                if backend.compare_and_set(stored, version,
+                                           state.encode(key, new), ttl):
                     return new
                 attempt += 1
                 if attempt >= self._conf.kvs.update_attempts:
@@ -837,6 +835,8 @@ class KeyValueStore:
                     attempt, UPDATE_BACKOFF_DOUBLINGS), UPDATE_BACKOFF_MAX)))
         finally:
             locking.end_update_turn(turn)
+            if state.near is not None:
+                self._dropped(state, (stored,))
 
     def _decoded(self, state: _Configured, key: str, data: ty.Any) -> ty.Any:
         """The value of ``data``, read for ``key``; IntegrityError if bad."""
