@@ -829,8 +829,8 @@ class KeyValueStore:
             nothing was written.
         :raises NotImplementedError: on a backend without compare-and-set.
         """
-        return self._update(self._configured(), key, fn, default,
-                            expire_time)
+        return self._update(self._state or self._configured(), key, fn,
+                            default, expire_time)
 
     def _update(self, state: _Configured, key: str,
                 fn: ty.Callable[[ty.Any], ty.Any], default: ty.Any,
@@ -838,37 +838,28 @@ class KeyValueStore:
                 keep_expiry: bool = False) -> ty.Any:
         """:meth:`update`, which :meth:`incr` uses too (counted once).
 
-        With ``keep_expiry`` (incr's), ``expire_time`` applies only to a
-        key this creates; an existing key keeps its expiry.
+        The loop: read, ``fn``, compare-and-set; in one frame, as it runs
+        on every update. With ``keep_expiry`` (incr's), ``expire_time``
+        applies only to a key this creates; an existing key keeps its
+        expiry.
         """
         stored = state.data_key(key)
         ttl = state.ttl_of(expire_time, stored)
-        try:
-            return self._compare_and_set(state, key, stored, fn, default, ttl,
-                                         keep_expiry)
-        finally:
-            self._dropped(state, (stored,))
-
-    def _compare_and_set(self, state: _Configured, key: str, stored: str,
-                         fn: ty.Callable[[ty.Any], ty.Any], default: ty.Any,
-                         ttl: float | None,
-                         keep_expiry: bool = False) -> ty.Any:
-        """:meth:`update`'s loop: read, ``fn``, compare-and-set.
-
-        ``ttl`` is for the written value, or with ``keep_expiry`` only
-        for a key that was missing.
-        """
+        backend = state.backend
         attempt = 0
         # This process's threads change the key in turn: only processes
         # race each other.
-        turn = locking.take_update_turn(state.backend, stored)
+        turn = locking.take_update_turn(backend, stored)
         try:
             while True:
                 started = time.monotonic()
-                data, version = state.backend.get_versioned(stored)
+                data, version = backend.get_versioned(stored)
                 expiry = ttl
                 if data is not base.NO_VALUE:
-                    value = self._decoded(state, key, data)
+                    try:
+                        value = state.decode(key, data)
+                    except exception.IntegrityError:
+                        raise self._refused(key) from None
                     if keep_expiry:
                         expiry = base.KEEP_EXPIRY
                 elif default is _REQUIRED:
@@ -877,8 +868,8 @@ class KeyValueStore:
                     # fn may change it in place.
                     value = copy.deepcopy(default)
                 new = fn(value)
-                if state.backend.compare_and_set(
-                        stored, version, state.encode(key, new), expiry):
+                if backend.compare_and_set(stored, version,
+                                           state.encode(key, new), expiry):
                     return new
                 attempt += 1
                 if attempt >= self._conf.kvs.update_attempts:
@@ -888,6 +879,8 @@ class KeyValueStore:
                     attempt, UPDATE_BACKOFF_DOUBLINGS), UPDATE_BACKOFF_MAX)))
         finally:
             locking.end_update_turn(turn)
+            if state.near is not None:
+                self._dropped(state, (stored,))
 
     def _decoded(self, state: _Configured, key: str, data: ty.Any) -> ty.Any:
         """The value of ``data``, read for ``key``; IntegrityError if bad."""
@@ -937,7 +930,7 @@ class KeyValueStore:
                     # memcached counts on past 2**63 up to its wrap at
                     # 2**64: write the sum in the serializer's own form,
                     # which no server's increment reads.
-                    self._rewrite(state, key, stored)
+                    self._rewrite(state, key)
             finally:
                 if state.near is not None:
                     self._dropped(state, (stored,))
@@ -952,11 +945,10 @@ class KeyValueStore:
             return value + delta
         return self._update(state, key, add, 0, expire_time, True)
 
-    def _rewrite(self, state: _Configured, key: str, stored: str) -> None:
+    def _rewrite(self, state: _Configured, key: str) -> None:
         """Write the value of ``key`` again as the codec writes it now."""
         try:
-            self._compare_and_set(state, key, stored, _same, _REQUIRED, None,
-                                  True)
+            self._update(state, key, _same, _REQUIRED, None, True)
         except (exception.NotFound, exception.Conflict):
             # Deleted meanwhile, or rewritten by others: the increment
             # stands, and the next one past the range tries again.

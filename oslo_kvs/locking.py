@@ -35,10 +35,8 @@ oslo_kvs backend; it waits the same way.
 """
 
 import collections
-import dataclasses
 import logging
 import math
-import os
 import random
 import secrets
 import threading
@@ -59,14 +57,16 @@ if ty.TYPE_CHECKING:
 LOG = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass
 class _Queue:
-    """The threads of this process that want one lock, in arrival order."""
+    """A contended or leased turn: its owner, and the threads waiting."""
 
-    owner: object | None = None        # the lock object with the turn
-    lease_end: float = math.inf        # when the owner's lease ends
-    waiters: collections.deque = dataclasses.field(
-        default_factory=collections.deque)
+    __slots__ = ('owner', 'lease_end', 'waiters')
+
+    def __init__(self, owner: object) -> None:
+        self.owner: object | None = owner    # the one with the turn
+        self.lease_end = math.inf            # when the owner's lease ends
+        #: The threads of this process waiting, in arrival order.
+        self.waiters: collections.deque = collections.deque()
 
 
 class _Turns:
@@ -78,33 +78,56 @@ class _Turns:
     A turn whose owner's lease ran out (an owner that never released) is
     taken by the head of the queue, as the server would free the lock.
     Every change of turn or lease wakes the waiters to look again.
+
+    ``queues`` maps a key nobody holds to nothing, a key held without
+    lease or waiters (an update's turn, uncontended) to its owner, and
+    any other to a :class:`_Queue`. The uncontended turn is taken with
+    one ``dict.setdefault``, atomic under the GIL, and given back under
+    the plain lock; only a thread that has to wait uses the condition.
+    The lock makes a release and a waiter's arrival exclude each other,
+    so the turn goes to the waiter, never to nobody.
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition()
-        self._queues: dict[tuple[int, str], _Queue] = {}
+        self.lock = threading.Lock()
+        self._changed = threading.Condition(self.lock)
+        self.queues: dict[tuple[int, str], ty.Any] = {}
 
     def take(self, key: tuple[int, str], owner: object,
              deadline: float, blocking: bool) -> bool:
         """Wait for the turn until ``deadline``; return whether it came."""
-        with self._changed:
-            queue = self._queues.setdefault(key, _Queue())
-            queue.waiters.append(owner)
-            while True:
-                now = time.monotonic()
-                head = queue.waiters[0] is owner
-                if head and (queue.owner is None or queue.lease_end <= now):
-                    queue.waiters.popleft()
-                    queue.owner, queue.lease_end = owner, math.inf
-                    return True
-                if not blocking or now >= deadline:
-                    # Someone else holds or is next, so the queue stays.
-                    queue.waiters.remove(owner)
+        if self.queues.setdefault(key, owner) is owner:
+            return True
+        with self.lock:
+            queue = self.queues.setdefault(key, owner)
+            if queue is owner:
+                return True    # given back meanwhile
+            if queue.__class__ is not _Queue:
+                queue = self.queues[key] = _Queue(queue)
+            return self._wait(key, queue, owner, deadline, blocking)
+
+    def _wait(self, key: tuple[int, str], queue: _Queue, owner: object,
+              deadline: float, blocking: bool) -> bool:
+        """:meth:`take` of a turn someone has or waits for; under the lock."""
+        waiters = queue.waiters
+        waiters.append(owner)
+        while True:
+            now = time.monotonic()
+            head = waiters[0] is owner
+            if head and (queue.owner is None or queue.lease_end <= now):
+                waiters.popleft()
+                queue.owner, queue.lease_end = owner, math.inf
+                return True
+            if not blocking or now >= deadline:
+                waiters.remove(owner)
+                if queue.owner is None and not waiters:
+                    del self.queues[key]    # nobody has or wants it
+                else:
                     self._changed.notify_all()    # maybe a new head
-                    return False
-                # Only the head waits for the lease to run out.
-                wake = min(queue.lease_end if head else math.inf, deadline)
-                self._changed.wait(None if wake == math.inf else wake - now)
+                return False
+            # Only the head waits for the lease to run out.
+            wake = min(queue.lease_end if head else math.inf, deadline)
+            self._changed.wait(None if wake == math.inf else wake - now)
 
     def hold(self, key: tuple[int, str], owner: object,
              lease_end: float | None) -> None:
@@ -114,17 +137,26 @@ class _Turns:
         ``owner`` has the turn: a turn taken over after the owner's lease
         ran out stays where it is.
         """
-        with self._changed:
-            queue = self._queues.get(key)
+        with self.lock:
+            queue = self.queues.get(key)
+            if queue is owner:    # uncontended: nobody waits
+                if lease_end is None:
+                    del self.queues[key]
+                else:
+                    queue = self.queues[key] = _Queue(owner)
+                    queue.lease_end = lease_end
+                return
             if queue is None or queue.owner is not owner:
                 return
-            self._changed.notify_all()
             if lease_end is not None:
                 queue.lease_end = lease_end
-            elif queue.waiters:
-                queue.owner, queue.lease_end = None, math.inf
+            elif not queue.waiters:
+                del self.queues[key]    # nobody wants it any more
+                return
             else:
-                del self._queues[key]    # nobody wants it any more
+                queue.owner, queue.lease_end = None, math.inf
+            if queue.waiters:
+                self._changed.notify_all()
 
 
 # This process's turns: a forked child must not wait for threads of its
@@ -132,23 +164,33 @@ class _Turns:
 _turns = _process.PerProcess(_Turns)
 
 
+_Held = dict[int, list['weakref.ref[KeyValueStoreLock]']]
+
 #: Threads of this process that hold a store lock: thread ident -> the
 #: locks it took (weak references). A read made by one of them never
-#: comes from a near cache (:mod:`oslo_kvs.near`); while no thread holds a
-#: lock, as is usual, that costs a read one truth test of this dict. A
-#: lock abandoned without release counts until its lease ends (or it is
-#: collected), so a reused thread ident is not taken for a holder. A
-#: child made by a fork that skips Python's hooks (uWSGI) may keep its
-#: parent's entries until their leases end, which only sends more of its
-#: reads to the server.
-holders: dict[int, list['weakref.ref[KeyValueStoreLock]']] = {}
+#: comes from a near cache (:mod:`oslo_kvs.near`). A lock abandoned
+#: without release counts until its lease ends (or it is collected), so
+#: a reused thread ident is not taken for a holder. This process's only
+#: while it has any (under ``_holders_lock``): removed once empty.
+_holders: _process.PerProcess[_Held] = _process.PerProcess(dict)
 _holders_lock = _process.Primitive('Lock')
-os.register_at_fork(after_in_child=holders.clear)
+#: pid -> that process's holders, only while it has any: empty while no
+#: thread of any process holds a lock, as is usual, so a read pays one
+#: truth test of it. A child forked without Python's hooks (uWSGI)
+#: finds its parent's entry here, which :func:`holds_a_lock` never
+#: reads and drops on its first look.
+holders = _holders.by_pid
 
 
 def holds_a_lock() -> bool:
     """Whether the calling thread holds a store lock (any store, key)."""
-    held = holders.get(threading.get_ident()) if holders else None
+    if not holders:
+        return False
+    mine = _holders.peek()
+    if mine is None:
+        _drop_inherited()
+        return False
+    held = mine.get(threading.get_ident())
     if not held:
         return False
     now = time.monotonic()
@@ -159,19 +201,29 @@ def holds_a_lock() -> bool:
     return False
 
 
+def _drop_inherited() -> None:
+    """Forget the holders of a parent process (a fork without hooks)."""
+    with _holders_lock:
+        if not _holders.get():    # drops the parent's entry
+            _holders.forget()
+
+
 def _holding(lock: 'KeyValueStoreLock', held: bool) -> None:
     """Record that ``lock``'s holder thread took (or released) it."""
     now = time.monotonic()
     with _holders_lock:
-        refs = [ref for ref in holders.get(lock._holder, ())
+        mine = _holders.get()
+        refs = [ref for ref in mine.get(lock._holder, ())
                 if (other := ref()) is not None and other is not lock
                 and other.active and now < other._lease_end]
         if held:
             refs.append(weakref.ref(lock))
         if refs:
-            holders[lock._holder] = refs
+            mine[lock._holder] = refs
         else:
-            holders.pop(lock._holder, None)
+            mine.pop(lock._holder, None)
+            if not mine:
+                _holders.forget()
 
 
 #: Longest wait, in seconds, for this process's turn to update a key.
@@ -195,9 +247,11 @@ def take_update_turn(backend: 'base.Backend', key: str) -> tuple | None:
     """
     # Data keys and lock keys are in different spaces of the store, so
     # they never share a queue.
-    turn = (_turns.get(), (id(backend), key), object())
-    if turn[0].take(turn[1], turn[2], time.monotonic() + UPDATE_TURN_WAIT,
-                    True):
+    turns = _turns.get()
+    # The tuple is the turn's owner too: a new object each time.
+    turn = (turns, (id(backend), key))
+    if turns.queues.setdefault(turn[1], turn) is turn or turns.take(
+            turn[1], turn, time.monotonic() + UPDATE_TURN_WAIT, True):
         return turn
     return None
 
@@ -205,7 +259,12 @@ def take_update_turn(backend: 'base.Backend', key: str) -> tuple | None:
 def end_update_turn(turn: tuple | None) -> None:
     """Pass the turn :func:`take_update_turn` gave to the next thread."""
     if turn is not None:
-        turn[0].hold(turn[1], turn[2], None)
+        turns, key = turn
+        with turns.lock:
+            if turns.queues.get(key) is turn:    # nobody waits
+                del turns.queues[key]
+                return
+        turns.hold(key, turn, None)
 
 
 #: Longest pause between two tries to take a lock held elsewhere.

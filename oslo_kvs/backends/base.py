@@ -366,7 +366,7 @@ def translate_errors(method: ty.Callable[..., ty.Any]
     # CPython calls inline; *args and **kwargs would cost a tuple, a dict
     # and a slower call on every operation.
     call: ty.Callable[..., ty.Any]
-    if name in ('get_serialized', 'get_serialized_multi'):
+    if name in ('get_serialized', 'get_serialized_multi', 'get_versioned'):
         def get(self, key_or_keys):
             try:
                 return method(self, key_or_keys)
@@ -387,6 +387,13 @@ def translate_errors(method: ty.Callable[..., ty.Any]
             except BaseException as exc:
                 _raise_translated(self, exc, operation)
         call = set_many
+    elif name == 'compare_and_set':
+        def compare_and_set(self, key, token, value, ttl=None):
+            try:
+                return method(self, key, token, value, ttl)
+            except BaseException as exc:
+                _raise_translated(self, exc, operation)
+        call = compare_and_set
     else:
         def any_call(self, *args, **kwargs):
             try:

@@ -20,8 +20,8 @@ On its own memcached and redis-server, the suite measures, interleaved:
   raw client's own increment (the issue's targets: at most 1.2x and
   1.15x). As in the memcached and redis suites, the raw clients have the
   store's socket timeout and use keys of the store's key length; a
-  memcached client without a timeout (a poll() less per reply, but no
-  limit on a stuck server) is shown for information;
+  memcached client without a timeout (a poll() less per send and reply,
+  but no limit on a stuck server) is shown for information;
 * contended: 16 threads changing one key, with ``update`` and with the
   same change under ``get_lock`` (read, ``set(lock=)``, release); the
   time per completed change is reported, so the lock's ratio is how many
@@ -43,13 +43,14 @@ from oslo_kvs_tests import servers
 VALUE = {'id': 'a' * 32, 'roles': ['admin', 'member'], 'count': 0}
 THREADS = 16
 RAW = 'raw client get + set'
+UNTIMED = 'raw, no socket timeout (info)'
 RAW_INCR = 'raw client incr'
 UNTIMED_INCR = 'raw incr, no socket timeout (info)'
-#: The backends' default socket_timeout (memcached), as in the suites.
-MEMCACHED_TIMEOUT = 1.0
 UPDATE = 'oslo_kvs update'
 INCR = 'oslo_kvs incr'
 LOCKED = 'get_lock + get + set'
+#: The socket timeout of the store and of the raw clients, in seconds.
+TIMEOUT = 1.0
 
 
 def _bump(value):
@@ -87,7 +88,7 @@ def _contended(change, count):
 
 
 def _results(suite, store, raw_get, raw_set, raw_incr, rounds,
-             untimed_incr=None):
+             untimed=None):
     dumps, loads = serialization.dumps, serialization.loads
     doc, counter = common.raw_key('doc'), common.raw_key('n')
     store.set('doc', VALUE)
@@ -95,17 +96,19 @@ def _results(suite, store, raw_get, raw_set, raw_incr, rounds,
     store.set('n', 0)
     raw_set(counter, b'0')
 
-    def raw_change():
-        raw_set(doc, dumps(_bump(loads(raw_get(doc)))))
+    def change(read, write):
+        return lambda: write(doc, dumps(_bump(loads(read(doc)))))
 
-    uncontended = common.Result(suite, 'uncontended change', common.compare({
-        RAW: raw_change,
-        UPDATE: lambda: store.update('doc', _bump),
-    }, rounds), RAW)
+    changes = {RAW: change(raw_get, raw_set),
+               UPDATE: lambda: store.update('doc', _bump)}
     contenders = {RAW_INCR: lambda: raw_incr(counter),
                   INCR: lambda: store.incr('n')}
-    if untimed_incr is not None:
+    if untimed is not None:
+        untimed_get, untimed_set, untimed_incr = untimed
+        changes[UNTIMED] = change(untimed_get, untimed_set)
         contenders[UNTIMED_INCR] = lambda: untimed_incr(counter)
+    uncontended = common.Result(suite, 'uncontended change',
+                                common.compare(changes, rounds), RAW)
     increments = common.Result(suite, 'uncontended increment',
                                common.compare(contenders, rounds), RAW_INCR)
     store.set('hot', VALUE)
@@ -126,8 +129,9 @@ def _redis(rounds):
     server = servers.RedisServer(cpu=common.cpu()).start()
     try:
         raw = redis.Redis(host=server.host, port=server.port, protocol=2,
-                          socket_timeout=3.0)
-        store = _store('openstack.kvs.Redis', url=server.url)
+                          socket_timeout=TIMEOUT)
+        store = _store('openstack.kvs.Redis', url=server.url,
+                       socket_timeout=TIMEOUT)
         try:
             return _results('redis', store, raw.get, raw.set, raw.incr,
                             rounds)
@@ -143,16 +147,17 @@ def _memcached(rounds):
     try:
         raw = pymc_base.Client((server.host, server.port), no_delay=True,
                                default_noreply=False,
-                               timeout=MEMCACHED_TIMEOUT,
-                               connect_timeout=MEMCACHED_TIMEOUT)
+                               timeout=TIMEOUT,
+                               connect_timeout=TIMEOUT)
         untimed = pymc_base.Client((server.host, server.port),
                                    no_delay=True, default_noreply=False)
         store = _store('openstack.kvs.Memcached', url=server.address,
-                       socket_timeout=MEMCACHED_TIMEOUT)
+                       socket_timeout=TIMEOUT)
         try:
             return _results('memcached', store, raw.get, raw.set,
                             lambda key: raw.incr(key, 1), rounds,
-                            lambda key: untimed.incr(key, 1))
+                            (untimed.get, untimed.set,
+                             lambda key: untimed.incr(key, 1)))
         finally:
             store.close()
     finally:

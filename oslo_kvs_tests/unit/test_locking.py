@@ -33,8 +33,8 @@ def waiters(lock):
     Internal on purpose: the turn queue is the lock's own state; no public
     API shows who waits, nor should just for tests.
     """
-    queue = locking._turns.get()._queues.get(lock._turn_key)
-    return 0 if queue is None else len(queue.waiters)
+    queue = locking._turns.get().queues.get(lock._turn_key)
+    return len(queue.waiters) if isinstance(queue, locking._Queue) else 0
 
 
 def wait_until(check, what, limit=10.0):
@@ -116,7 +116,7 @@ def test_threads_get_the_lock_in_arrival_order():
     assert order == [0, 1, 2, 3, 4, 'again']
     assert waiters(holder) == 0
     # Internal, as in waiters(): an emptied queue is dropped, not kept.
-    assert holder._turn_key not in locking._turns.get()._queues
+    assert holder._turn_key not in locking._turns.get().queues
 
 
 def test_acquire_never_waits_longer_than_its_timeout():
@@ -197,6 +197,36 @@ def test_threads_of_a_process_update_one_key_in_turn():
     # One call of fn per update: no conflict at all.
     assert len(calls) == UPDATE_THREADS * UPDATES
     assert sorted(store.get('k')) == sorted(calls)
+
+
+def test_update_turns_pass_in_arrival_order():
+    backend, order = object(), []
+    first = locking.take_update_turn(backend, 'k')
+    turns = locking._turns.get()
+
+    def queued():
+        # Internal, as in waiters(): the threads behind the turn.
+        queue = turns.queues.get((id(backend), 'k'))
+        return len(queue.waiters) if isinstance(queue, locking._Queue) else 0
+
+    def take(index):
+        turn = locking.take_update_turn(backend, 'k')
+        order.append(index)
+        locking.end_update_turn(turn)
+
+    threads = []
+    for index in range(4):
+        threads.append(threading.Thread(target=take, args=(index,)))
+        threads[-1].start()
+        wait_until(lambda: queued() == index + 1, 'waiter %d' % index)
+    locking.end_update_turn(first)
+    for thread in threads:
+        thread.join(10)
+    assert order == [0, 1, 2, 3]
+    # Given back with nobody waiting, a turn leaves nothing behind.
+    assert (id(backend), 'k') not in turns.queues
+    locking.end_update_turn(locking.take_update_turn(backend, 'k'))
+    assert (id(backend), 'k') not in turns.queues
 
 
 def test_updates_of_other_keys_do_not_wait():

@@ -31,6 +31,7 @@ from oslo_kvs.backends import base
 from oslo_kvs import locking
 from oslo_kvs import memoize
 from oslo_kvs_tests import faults
+from oslo_kvs_tests import stored
 
 
 @pytest.fixture(autouse=True)
@@ -117,6 +118,30 @@ def test_lock_turns_of_the_parent_are_not_waited_for(monkeypatch):
     child = locking._turns.get()
     assert child is not turns
     assert child.take(('b', 'k'), 'child', math.inf, False)
+
+
+def test_lock_holders_of_the_parent_are_not_seen_in_the_child(monkeypatch):
+    # The forking thread keeps its ident in the child: the parent's lock
+    # must not count there, or the child's reads would skip the near
+    # cache for as long as the parent's lease lasts.
+    store = stored.make_store('openstack.kvs.Memory', lock_timeout=30)
+    parent = store.get_lock('k')
+    assert parent.acquire()
+    try:
+        assert locking.holds_a_lock()
+        as_child(monkeypatch)
+        assert not locking.holds_a_lock()
+        # Internal on purpose: the near cache's one truth test passes
+        # again, with nothing of the parent's kept.
+        assert not locking.holders
+        with store.get_lock('k'):
+            assert locking.holds_a_lock()
+            assert list(locking.holders) == [-1]
+        assert not locking.holds_a_lock() and not locking.holders
+    finally:
+        monkeypatch.undo()
+        wipe()
+        parent.release()
 
 
 def test_warm_queue_starts_its_own_thread_in_a_child(monkeypatch):
