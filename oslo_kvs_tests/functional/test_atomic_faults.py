@@ -31,9 +31,21 @@ The run is bounded by progress, not by a call count: ``PROGRESS`` (64)
 increments before the hang and again after it, so each thread makes
 some 5 to 12 calls of each kind: 150-400 updates and as many increments
 per backend, a few dozen of them failing, the 2 s hang included. A
-backend takes 3-6 s, SecantusDB's start included. Every test starts
+backend takes 3-6 s, SecantusDB's start included, a Sentinel group some
+10 s (its sentinels take seconds to find each other). Every test starts
 its own servers (``*_factory``): freezing a shared one would stall the
 tests running beside it.
+
+The frozen server is the one holding both keys: the master of a Sentinel
+group, the master of the keys' slots in a Cluster (three masters, no
+replicas). Sentinel's ``down-after-milliseconds`` and the Cluster's
+``cluster-node-timeout`` are 10 s there, well above the hang: this test
+is about a hung server, not a failover (with 2 s, a ping left
+unanswered a little longer than that lets the other Cluster nodes mark
+the frozen one failed and the cluster's state fail). Both take the
+0.5 s timeout of a standalone Redis: the backend turns redis-py's
+retries off in every mode, and on a hung Sentinel master or Cluster
+node as many calls failed, each as quickly, as on a standalone server.
 
 MongoDB's timeouts are shorter (0.25 s): with 8 threads on a hung
 SecantusDB and 0.5 s timeouts, pymongo failed the calls one after
