@@ -31,9 +31,21 @@ The run is bounded by progress, not by a call count: ``PROGRESS`` (64)
 increments before the hang and again after it, so each thread makes
 some 5 to 12 calls of each kind: 150-400 updates and as many increments
 per backend, a few dozen of them failing, the 2 s hang included. A
-backend takes 3-6 s, SecantusDB's start included. Every test starts
+backend takes 3-6 s, SecantusDB's start included, a Sentinel group some
+10 s (its sentinels take seconds to find each other). Every test starts
 its own servers (``*_factory``): freezing a shared one would stall the
 tests running beside it.
+
+The frozen server is the one holding both keys: the master of a Sentinel
+group, the master of the keys' slots in a Cluster (three masters, no
+replicas). Sentinel's ``down-after-milliseconds`` and the Cluster's
+``cluster-node-timeout`` are 10 s there, well above the hang: this test
+is about a hung server, not a failover (with 2 s, a ping left
+unanswered a little longer than that lets the other Cluster nodes mark
+the frozen one failed and the cluster's state fail). Both take the
+0.5 s timeout of a standalone Redis: the backend turns redis-py's
+retries off in every mode, and on a hung Sentinel master or Cluster
+node as many calls failed, each as quickly, as on a standalone server.
 
 MongoDB's timeouts are shorter (0.25 s): with 8 threads on a hung
 SecantusDB and 0.5 s timeouts, pymongo failed the calls one after
@@ -70,11 +82,20 @@ PAUSE = 0.05
 # test_atomic), so a Conflict is a failure here.
 ATTEMPTS = 500
 
-BACKENDS = ['memcached', 'memcached-3', 'redis', 'mongo']
+#: Milliseconds a Sentinel or Cluster node must not answer to be counted
+#: down: well above the hang, which is not a failover (see the module
+#: docstring).
+DOWN_AFTER_MS = 10000
+
+BACKENDS = ['memcached', 'memcached-3', 'redis', 'redis-sentinel',
+            'redis-cluster', 'mongo']
 
 
 def private_servers(request, name):
-    """Servers of this test only: (backend, configure() args, servers)."""
+    """Servers of this test only: (backend, configure() args, locate).
+
+    ``locate(store, key)`` is the server that holds ``key``.
+    """
     kind = name.partition('-')[0]
     timeout = TIMEOUT[kind]
     if kind == 'mongo':
@@ -82,11 +103,26 @@ def private_servers(request, name):
         args = server.collection_args('kvs_%s' % uuid.uuid4().hex)
         args.update(server_selection_timeout=timeout,
                     connect_timeout=timeout, socket_timeout=timeout)
-        return 'openstack.kvs.MongoDB', args, [server]
-    if kind == 'redis':
+        return 'openstack.kvs.MongoDB', args, lambda store, key: server
+    if name == 'redis':
         server = request.getfixturevalue('redis_factory')()
         return ('openstack.kvs.Redis',
-                dict(server.store_args, socket_timeout=timeout), [server])
+                dict(server.store_args, socket_timeout=timeout),
+                lambda store, key: server)
+    if name == 'redis-sentinel':
+        group = request.getfixturevalue('redis_sentinel_factory')(
+            down_after_ms=DOWN_AFTER_MS)
+        master = group.current_master()
+        return ('openstack.kvs.Redis',
+                dict(group.store_args, socket_timeout=timeout),
+                lambda store, key: master)
+    if name == 'redis-cluster':
+        cluster = request.getfixturevalue('redis_cluster_factory')(
+            node_timeout_ms=DOWN_AFTER_MS)
+        args = dict(cluster.store_args, socket_timeout=timeout)
+        return 'openstack.kvs.Redis', args, lambda store, key: (
+            cluster.node_of(args.get('key_prefix', '') +
+                            stored.data_key(store, key)))
     make = request.getfixturevalue('memcached_factory')
     servers = [make() for _ in range(3 if name == 'memcached-3' else 1)]
     # No ejection: it would move the keys to another server, which starts
@@ -94,11 +130,12 @@ def private_servers(request, name):
     # test_memcached_rejoin), not what this test checks.
     return 'openstack.kvs.Memcached', dict(
         url=[server.address for server in servers], socket_timeout=timeout,
-        pool_connection_get_timeout=timeout, retry_attempts=1000), servers
+        pool_connection_get_timeout=timeout, retry_attempts=1000), (
+            lambda store, key: holder(store, key, servers))
 
 
 def holder(store, key, servers):
-    """The server of ``servers`` that holds ``key``, asked of each."""
+    """The memcached of ``servers`` that holds ``key``, asked of each."""
     stored_key = stored.data_key(store, key)
     for server in servers:
         raw = pymc_base.Client((server.host, server.port))
@@ -110,17 +147,14 @@ def holder(store, key, servers):
     raise AssertionError('no server holds %s' % key)
 
 
-def keys_on_one_server(store, servers):
+def keys_on_one_server(store, locate):
     """The list and counter keys, and the server that holds both."""
     store.set('list', [])
-    if len(servers) == 1:
-        store.set('counter', 0)
-        return 'list', 'counter', servers[0]
-    victim = holder(store, 'list', servers)
+    victim = locate(store, 'list')
     for n in range(100):
         counter = 'counter-%d' % n
         store.set(counter, 0)
-        if holder(store, counter, servers) is victim:
+        if locate(store, counter) is victim:
             return 'list', counter, victim
         store.delete(counter)
     raise AssertionError('no counter key on the server of the list')
@@ -257,11 +291,11 @@ def assert_hang_happened(results, marks):
 
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_hung_server_loses_and_doubles_no_update(request, backend):
-    store_name, args, servers = private_servers(request, backend)
+    store_name, args, locate = private_servers(request, backend)
     conf = cfg.ConfigOpts()
     store = stored.make_store(store_name, conf=conf, **args)
     conf.set_override('update_attempts', ATTEMPTS, group='kvs')
-    list_key, counter_key, victim = keys_on_one_server(store, servers)
+    list_key, counter_key, victim = keys_on_one_server(store, locate)
     keys = (list_key, counter_key)
     stop = multiprocessing.get_context('fork').Event()
     marks = {}

@@ -48,9 +48,11 @@ from oslo_kvs_tests.servers.mongo import MongoCommands  # noqa: F401
 from oslo_kvs_tests.servers.mongo import MongoServer  # noqa: F401
 from oslo_kvs_tests.servers.redis import redis_acl_server  # noqa: F401
 from oslo_kvs_tests.servers.redis import redis_cluster  # noqa: F401
+from oslo_kvs_tests.servers.redis import redis_cluster_factory  # noqa
 from oslo_kvs_tests.servers.redis import redis_cluster_port  # noqa: F401
 from oslo_kvs_tests.servers.redis import redis_factory  # noqa: F401
 from oslo_kvs_tests.servers.redis import redis_failover_group  # noqa
+from oslo_kvs_tests.servers.redis import redis_sentinel_factory  # noqa
 from oslo_kvs_tests.servers.redis import redis_sentinel_group  # noqa
 from oslo_kvs_tests.servers.redis import redis_server  # noqa: F401
 from oslo_kvs_tests.servers.redis import redis_tls_server  # noqa: F401

@@ -252,15 +252,20 @@ class RedisSentinelGroup(ServerGroup):
 
 
 class RedisClusterGroup(ServerGroup):
-    """Three Redis Cluster masters made with ``redis-cli --cluster create``."""
+    """Three Redis Cluster masters made with ``redis-cli --cluster create``.
 
-    def __init__(self, size: int = 3) -> None:
+    :param size: how many masters, each with a share of the slots.
+    :param node_timeout_ms: ``cluster-node-timeout``: how long a node may
+        not answer before the others count it as failing.
+    """
+
+    def __init__(self, size: int = 3, node_timeout_ms: int = 2000) -> None:
         ports: list[int] = []
         for _ in range(size):
             ports.append(redis_cluster_port(ports))
         self.nodes = [RedisServer(port=port, extra=[
             'cluster-enabled yes', 'cluster-config-file nodes.conf',
-            'cluster-node-timeout 2000']) for port in ports]
+            'cluster-node-timeout %d' % node_timeout_ms]) for port in ports]
 
     @property
     def store_args(self) -> dict[str, ty.Any]:
@@ -269,6 +274,19 @@ class RedisClusterGroup(ServerGroup):
 
     def processes(self) -> list[ServerProcess]:
         return list(self.nodes)
+
+    def node_of(self, key: str) -> RedisServer:
+        """The master that serves stored key ``key``, as the cluster says."""
+        client = self.nodes[0].client()
+        try:
+            slot = client.cluster('keyslot', key)
+            for first, last, master, *_ in client.cluster('slots'):
+                if first <= slot <= last:
+                    return next(node for node in self.nodes
+                                if node.port == int(master[1]))
+        finally:
+            client.close()
+        raise AssertionError('no node serves slot %d' % slot)
 
     def start(self) -> 'RedisClusterGroup':
         super().start()
@@ -344,7 +362,29 @@ def redis_failover_group() -> ty.Iterator[RedisSentinelGroup]:
     yield from running(RedisSentinelGroup(down_after_ms=500))
 
 
+@pytest.fixture
+def redis_sentinel_factory(
+) -> ty.Iterator[ty.Callable[..., RedisSentinelGroup]]:
+    """Make private Sentinel groups a test may stop, hang and restart.
+
+    Call it with :class:`RedisSentinelGroup` arguments; the groups are
+    started and are cleaned up after the test.
+    """
+    yield from private_servers(RedisSentinelGroup)
+
+
 @pytest.fixture(scope='session')
 def redis_cluster() -> ty.Iterator[RedisClusterGroup]:
     """A three-master Redis Cluster shared by the session."""
     yield from running(RedisClusterGroup())
+
+
+@pytest.fixture
+def redis_cluster_factory(
+) -> ty.Iterator[ty.Callable[..., RedisClusterGroup]]:
+    """Make private Redis Clusters a test may stop, hang and restart.
+
+    Call it with :class:`RedisClusterGroup` arguments; the clusters are
+    started and are cleaned up after the test.
+    """
+    yield from private_servers(RedisClusterGroup)
