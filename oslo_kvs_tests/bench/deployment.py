@@ -10,22 +10,38 @@
 # License for the specific language governing permissions and limitations
 # under the License.
 
-"""The lock-heavy sample service under uWSGI: index by lock or update().
+"""The lock-heavy sample service under uWSGI, on oslo.cache and oslo_kvs.
 
 ``python -m oslo_kvs_tests.bench.deployment [--rounds N] [--seconds S]``
 
 The sample service of the deployment suite
 (:mod:`oslo_kvs_tests.deployment.service`) runs in uWSGI (4 workers x 4
 threads) on its own three memcached nodes, Redis and SecantusDB. Its
-token creation appends the token to the user's index in Redis, either
-under the user's lock (take it, read, write with ``lock=``, release: the
-way Keystone's driver did) or with one ``INDEX.update()``. The deployment
-suite's load client (16 threads, 8 users, 35 % of the requests creating
-a token, every reply checked) runs against each for ``--seconds``, the
-two interleaved round after round, each round on a freshly started
-server. Reported per variant: requests per second, median and p99
-latency of all requests and of token creations alone, replies not ``ok``,
-and the ratios of ``update`` to ``lock``.
+token creation appends the token to the user's index in Redis, in one of
+three variants:
+
+``oslo.cache lock``
+    the index in an oslo.cache region (``dogpile.cache.redis``,
+    configured by oslo.cache's options), under the region backend's
+    distributed mutex: take it, read, write, release, as a Keystone
+    driver on oslo.cache would;
+``oslo_kvs lock``
+    the index in an oslo_kvs Redis store, under the store's lock: take
+    it, read, write with ``lock=``, release;
+``oslo_kvs update``
+    the index in the same store, with one ``INDEX.update()``.
+
+Everything else (tokens on memcached, the memoized catalog on
+SecantusDB, the request mix) is the same oslo_kvs code in all three. The
+deployment suite's load client (16 threads, 8 users, 35 % of the
+requests creating a token, every reply checked) runs against each for
+``--seconds``, the three in a random order in each round, each run on a
+freshly started server. Reported per variant: the median over rounds and
+the range (lowest-highest) of requests per second, median and p99
+latency of all requests and of token creations alone, replies not
+``ok``, acknowledged tokens lost from the index; and each variant's
+ratio to ``oslo.cache lock`` (of the medians, and its range over rounds,
+each round's figure divided by that round's ``oslo.cache lock``).
 
 It is not pinned (the benchmark harness pins to one CPU): a WSGI server
 and its clients need the machine's CPUs as a deployment would have them,
@@ -50,7 +66,11 @@ from oslo_kvs_tests.deployment import launchers
 from oslo_kvs_tests.deployment import load
 from oslo_kvs_tests import servers
 
-VARIANTS = ('lock', 'update')
+#: Each variant's ``index_writes`` in the service's configuration.
+VARIANTS = {'oslo.cache lock': 'oslo.cache', 'oslo_kvs lock': 'lock',
+            'oslo_kvs update': 'update'}
+#: What the others are compared with.
+BASELINE = 'oslo.cache lock'
 
 
 class TimedClient(load.LoadClient):
@@ -81,14 +101,14 @@ def _percentile(values: ty.Sequence[float], share: float) -> float:
 
 def _config(directory: str, memcached: ty.Any, redis: ty.Any,
             mongo: ty.Any, variant: str) -> str:
-    path = os.path.join(directory, 'service-%s.json' % variant)
+    path = os.path.join(directory, 'service-%s.json' % VARIANTS[variant])
     with open(path, 'w') as f:
         json.dump({
             'memcached': memcached.addresses, 'redis': redis.url,
             'mongodb': mongo.url, 'mongodb_db': mongo.db_name,
             'mongodb_collection': 'catalog_%s' % uuid.uuid4().hex,
             'protection_keys': [secrets.token_hex(32)],
-            'index_writes': variant}, f)
+            'index_writes': VARIANTS[variant]}, f)
     return path
 
 
@@ -129,7 +149,7 @@ def run(rounds: int, seconds: float) -> dict[str, list[dict[str, ty.Any]]]:
             for variant in order:
                 figures = _one_round(configs[variant], seconds)
                 results[variant].append(figures)
-                print('round %d %-6s %s' % (number + 1, variant, ', '.join(
+                print('round %d %-15s %s' % (number + 1, variant, ', '.join(
                     '%s %.4g' % item for item in figures.items())),
                     flush=True)
     finally:
@@ -138,22 +158,54 @@ def run(rounds: int, seconds: float) -> dict[str, list[dict[str, ty.Any]]]:
     return results
 
 
+def _shown(name: str, value: float) -> str:
+    if name.endswith(('p50', 'p99')):
+        return '%.3g' % (value * 1000)
+    return '%.4g' % value
+
+
 def report(results: dict[str, list[dict[str, ty.Any]]],
            out: ty.TextIO) -> None:
-    """Medians over rounds, and update's ratio to lock for each figure."""
-    medians = {variant: {name: statistics.median(r[name] for r in rounds)
-                         for name in rounds[0]}
-               for variant, rounds in results.items()}
-    out.write('%-12s %12s %12s %10s\n' % ('', 'lock', 'update',
-                                          'update/lock'))
-    for name in medians['lock']:
-        lock, update = medians['lock'][name], medians['update'][name]
-        scale = 1000 if 'p' in name and name != 'rps' else 1
-        unit = ' ms' if scale == 1000 else ''
-        out.write('%-12s %12s %12s %10s\n' % (
-            name, '%.4g%s' % (lock * scale, unit),
-            '%.4g%s' % (update * scale, unit),
-            '%.2fx' % (update / lock) if lock else '-'))
+    """Per figure and variant: the median over rounds, its range, ratios.
+
+    Latencies are in milliseconds. A ratio is the variant's median over
+    the baseline's; its range is over rounds, each round's figure over
+    the same round's baseline.
+    """
+    names = list(results[BASELINE][0])
+    base = results[BASELINE]
+    width = 24
+    out.write('%-10s' % '' + ''.join('%*s' % (width, v) for v in VARIANTS)
+              + '\n')
+    for name in names:
+        cells = []
+        for variant, rounds in results.items():
+            values = [r[name] for r in rounds]
+            cells.append('%s (%s-%s)' % (
+                _shown(name, statistics.median(values)),
+                _shown(name, min(values)), _shown(name, max(values))))
+        out.write('%-10s' % (name + (' ms' if name.endswith(('p50', 'p99'))
+                                     else ''))
+                  + ''.join('%*s' % (width, c) for c in cells) + '\n')
+    out.write('\nratio to %s: median of the figure (range over rounds)\n'
+              % BASELINE)
+    out.write('%-10s' % '' + ''.join('%*s' % (width, v) for v in VARIANTS
+                                     if v != BASELINE) + '\n')
+    for name in names:
+        if name in ('not_ok', 'lost'):
+            continue
+        cells = []
+        for variant, rounds in results.items():
+            if variant == BASELINE:
+                continue
+            middle = statistics.median(base_r[name] for base_r in base)
+            ratios = [r[name] / b[name] for r, b in zip(rounds, base)
+                      if b[name]]
+            cells.append('%.2fx (%.2f-%.2f)' % (
+                statistics.median(r[name] for r in rounds) / middle,
+                min(ratios), max(ratios)) if middle and ratios else '-')
+        out.write('%-10s' % name + ''.join('%*s' % (width, c)
+                                           for c in cells) + '\n')
 
 
 def main(argv: ty.Sequence[str] | None = None) -> int:
