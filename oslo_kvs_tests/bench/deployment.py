@@ -128,7 +128,8 @@ def _one_round(config: str, seconds: float) -> dict[str, ty.Any]:
             'create_p50': statistics.median(created),
             'create_p99': _percentile(created, 0.99),
             'not_ok': phase.requests - phase.counts['ok'],
-            'lost': sum(lost.values())}
+            'lost': sum(lost.values()),
+            'examples': phase.summary()['examples']}
 
 
 def run(rounds: int, seconds: float) -> dict[str, list[dict[str, ty.Any]]]:
@@ -149,9 +150,12 @@ def run(rounds: int, seconds: float) -> dict[str, list[dict[str, ty.Any]]]:
             for variant in order:
                 figures = _one_round(configs[variant], seconds)
                 results[variant].append(figures)
+                examples = figures.pop('examples')
                 print('round %d %-15s %s' % (number + 1, variant, ', '.join(
                     '%s %.4g' % item for item in figures.items())),
                     flush=True)
+                for example in examples:
+                    print('    not ok: %s' % example, flush=True)
     finally:
         for server in started:
             server.cleanup()
