@@ -37,11 +37,21 @@ deployment suite's load client (16 threads, 8 users, 35 % of the
 requests creating a token, every reply checked) runs against each for
 ``--seconds``, the three in a random order in each round, each run on a
 freshly started server. Reported per variant: the median over rounds and
-the range (lowest-highest) of requests per second, median and p99
+the range (lowest-highest) of requests per second, mean, median and p99
 latency of all requests and of token creations alone, replies not
-``ok``, acknowledged tokens lost from the index; and each variant's
-ratio to ``oslo.cache lock`` (of the medians, and its range over rounds,
-each round's figure divided by that round's ``oslo.cache lock``).
+``ok``, acknowledged tokens lost from the index, the CPU time the uWSGI
+processes used per request (``worker_cpu``) and the share of the
+machine's CPU time left idle during the load; and each variant's ratio
+to ``oslo.cache lock`` (of the medians, and its range over rounds, each
+round's figure divided by that round's ``oslo.cache lock``).
+
+The client keeps 16 requests in flight, so the mean latency is 16 over
+the requests per second whatever the variant: a variant can have a lower
+median only by making other requests wait longer. With no idle CPU left,
+requests per second follow the CPU each request costs (the workers', the
+client's and the servers'); waiting for a lock costs throughput only
+when it leaves a CPU idle. The workers' and idle figures tell the two
+apart. Linux only (they are read from ``/proc``).
 
 It is not pinned (the benchmark harness pins to one CPU): a WSGI server
 and its clients need the machine's CPUs as a deployment would have them,
@@ -94,6 +104,35 @@ class TimedClient(load.LoadClient):
             self.timings.append((took, method == 'POST'))
 
 
+def _group_cpu(pgid: int) -> float:
+    """CPU seconds used so far by the live processes of group ``pgid``.
+
+    A worker forked after a first reading counts in full in the next:
+    what it used before the load began is a fork's worth.
+    """
+    ticks = 0
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                # After the command's closing parenthesis: state, ppid,
+                # pgrp, ... utime and stime are the 12th and 13th.
+                fields = f.read().rsplit(')', 1)[1].split()
+        except OSError:
+            continue    # gone meanwhile
+        if int(fields[2]) == pgid:
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf('SC_CLK_TCK')
+
+
+def _machine_cpu() -> tuple[int, int]:
+    """The machine's CPU time so far, and the idle part of it, in ticks."""
+    with open('/proc/stat') as f:
+        ticks = [int(n) for n in f.readline().split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]    # idle and iowait
+
+
 def _percentile(values: ty.Sequence[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
@@ -117,18 +156,26 @@ def _one_round(config: str, seconds: float) -> dict[str, ty.Any]:
     server.start()
     try:
         client = TimedClient(server.url)
+        pgid = server.process.pid
+        workers, machine = _group_cpu(pgid), _machine_cpu()
         phase = client.run('bench', seconds)
+        workers = _group_cpu(pgid) - workers
+        total, idle = (after - before for after, before
+                       in zip(_machine_cpu(), machine))
         lost = client.lost_index_entries()
     finally:
         server.cleanup()
     every = [took for took, _ in client.timings]
     created = [took for took, creates in client.timings if creates]
     return {'rps': len(every) / seconds,
+            'mean': statistics.fmean(every),
             'p50': statistics.median(every), 'p99': _percentile(every, 0.99),
             'create_p50': statistics.median(created),
             'create_p99': _percentile(created, 0.99),
             'not_ok': phase.requests - phase.counts['ok'],
             'lost': sum(lost.values()),
+            'worker_cpu': workers / len(every),
+            'idle': idle / total if total else 0.0,
             'examples': phase.summary()['examples']}
 
 
@@ -162,10 +209,14 @@ def run(rounds: int, seconds: float) -> dict[str, list[dict[str, ty.Any]]]:
     return results
 
 
+#: Figures shown in milliseconds.
+_IN_MS = ('mean', 'p50', 'p99', 'create_p50', 'create_p99', 'worker_cpu')
+
+
 def _shown(name: str, value: float) -> str:
-    if name.endswith(('p50', 'p99')):
+    if name in _IN_MS:
         return '%.3g' % (value * 1000)
-    return '%.4g' % value
+    return '%.2f' % value if name == 'idle' else '%.4g' % value
 
 
 def report(results: dict[str, list[dict[str, ty.Any]]],
@@ -179,7 +230,7 @@ def report(results: dict[str, list[dict[str, ty.Any]]],
     names = list(results[BASELINE][0])
     base = results[BASELINE]
     width = 24
-    out.write('%-10s' % '' + ''.join('%*s' % (width, v) for v in VARIANTS)
+    out.write('%-14s' % '' + ''.join('%*s' % (width, v) for v in VARIANTS)
               + '\n')
     for name in names:
         cells = []
@@ -188,15 +239,14 @@ def report(results: dict[str, list[dict[str, ty.Any]]],
             cells.append('%s (%s-%s)' % (
                 _shown(name, statistics.median(values)),
                 _shown(name, min(values)), _shown(name, max(values))))
-        out.write('%-10s' % (name + (' ms' if name.endswith(('p50', 'p99'))
-                                     else ''))
+        out.write('%-14s' % (name + (' ms' if name in _IN_MS else ''))
                   + ''.join('%*s' % (width, c) for c in cells) + '\n')
     out.write('\nratio to %s: median of the figure (range over rounds)\n'
               % BASELINE)
-    out.write('%-10s' % '' + ''.join('%*s' % (width, v) for v in VARIANTS
+    out.write('%-14s' % '' + ''.join('%*s' % (width, v) for v in VARIANTS
                                      if v != BASELINE) + '\n')
     for name in names:
-        if name in ('not_ok', 'lost'):
+        if name in ('not_ok', 'lost', 'idle'):
             continue
         cells = []
         for variant, rounds in results.items():
@@ -208,7 +258,7 @@ def report(results: dict[str, list[dict[str, ty.Any]]],
             cells.append('%.2fx (%.2f-%.2f)' % (
                 statistics.median(r[name] for r in rounds) / middle,
                 min(ratios), max(ratios)) if middle and ratios else '-')
-        out.write('%-10s' % name + ''.join('%*s' % (width, c)
+        out.write('%-14s' % name + ''.join('%*s' % (width, c)
                                            for c in cells) + '\n')
 
 
