@@ -151,9 +151,28 @@ def _config(directory: str, memcached: ty.Any, redis: ty.Any,
     return path
 
 
+#: Servers started for one run before it gives up. A uWSGI server whose
+#: workers never answered /health was seen once here, on a machine busy
+#: with other work; the run takes a fresh server then, and says so.
+START_ATTEMPTS = 2
+
+
+def _started(config: str) -> launchers.WSGIServer:
+    for attempt in range(1, START_ATTEMPTS + 1):
+        server = launchers.UWSGI(config)
+        try:
+            return server.start()
+        except RuntimeError as exc:
+            server.cleanup()
+            if attempt == START_ATTEMPTS:
+                raise
+            print('    %s; starting another' % str(exc).splitlines()[0],
+                  flush=True)
+    raise AssertionError('unreachable')
+
+
 def _one_round(config: str, seconds: float) -> dict[str, ty.Any]:
-    server = launchers.UWSGI(config)
-    server.start()
+    server = _started(config)
     try:
         client = TimedClient(server.url)
         pgid = server.process.pid
