@@ -148,7 +148,10 @@ def _configure_index_region(redis_url: str) -> None:
     CONF.set_override('redis_server', '%s:%d' % (address.hostname,
                                                  address.port),
                       group='cache')
-    CONF.set_override('socket_timeout', SOCKET_TIMEOUT, group='cache')
+    # oslo.cache 3.8.0, the oldest allowed, names it redis_socket_timeout.
+    CONF.set_override('socket_timeout' if 'socket_timeout' in CONF.cache
+                      else 'redis_socket_timeout', SOCKET_TIMEOUT,
+                      group='cache')
     CONF.set_override('backend_argument', [
         'distributed_lock:true', 'thread_local_lock:false',
         'lock_timeout:%s' % LOCK_TIMEOUT,
