@@ -20,7 +20,11 @@ named by ``OSLO_KVS_DEPLOY_CONFIG`` and configures:
   with short timeouts and dead-server retry so a hung node fails fast;
 * ``INDEX``: ``openstack.kvs.Redis``, each user's list of token ids,
   updated under the user's lock (or, when the configuration's
-  ``index_writes`` is ``update``, by ``INDEX.update()``);
+  ``index_writes`` is ``update``, by ``INDEX.update()``); when it is
+  ``oslo.cache``, the index lives instead in an oslo.cache region on the
+  same Redis (:data:`INDEX_REGION`), as a Keystone driver on oslo.cache
+  keeps it, and is updated under the region backend's distributed
+  dogpile lock;
 * ``CATALOG_STORE``: ``openstack.kvs.MongoDB``, holding the results of the
   memoized :func:`catalog`.
 
@@ -34,6 +38,7 @@ error and its message (which names the server); anything else is a 500
 with the raw exception's class and message.
 """
 
+import contextlib
 import json
 import logging
 import os
@@ -42,6 +47,7 @@ import typing as ty
 import urllib.parse
 import uuid
 
+from dogpile.cache import api as dogpile_api
 from oslo_config import cfg
 
 import oslo_kvs
@@ -72,8 +78,15 @@ INDEX = oslo_kvs.get_key_value_store('deploy-index', conf=CONF)
 CATALOG_STORE = oslo_kvs.get_key_value_store('deploy-catalog', conf=CONF)
 
 #: How a new token joins its user's index: ``lock`` (Keystone's way: take
-#: the user's lock, read, write with ``lock=``, release) or ``update``.
+#: the user's lock, read, write with ``lock=``, release), ``update``, or
+#: ``oslo.cache`` (the same steps on :data:`INDEX_REGION`).
 INDEX_WRITES = {'mode': 'lock'}
+INDEX_WRITE_MODES = ('lock', 'update', 'oslo.cache')
+
+#: The index's oslo.cache region, configured only in ``oslo.cache`` mode.
+INDEX_REGION: ty.Any = None
+#: The Redis client's exceptions, which the region lets through.
+_REGION_ERRORS: tuple[type[Exception], ...] = ()
 
 MEMOIZE = memoize.get_memoization_decorator(CONF, 'catalog',
                                             store=CATALOG_STORE)
@@ -87,7 +100,14 @@ def catalog(region: str) -> dict[str, ty.Any]:
 
 def configure(config: ty.Mapping[str, ty.Any]) -> None:
     """Configure the three stores from the service's configuration."""
-    INDEX_WRITES['mode'] = config.get('index_writes', 'lock')
+    mode = config.get('index_writes', 'lock')
+    if mode not in INDEX_WRITE_MODES:
+        # A mistyped mode would otherwise measure or test another one.
+        raise ValueError('index_writes must be one of %s, not %r'
+                         % (', '.join(INDEX_WRITE_MODES), mode))
+    INDEX_WRITES['mode'] = mode
+    if INDEX_WRITES['mode'] == 'oslo.cache':
+        _configure_index_region(config['redis'])
     TOKENS.configure(
         'openstack.kvs.Memcached', url=config['memcached'],
         value_protection='encrypt',
@@ -106,6 +126,41 @@ def configure(config: ty.Mapping[str, ty.Any]) -> None:
         server_selection_timeout=5, socket_timeout=5)
 
 
+def _configure_index_region(redis_url: str) -> None:
+    """Configure :data:`INDEX_REGION` through oslo.cache's own options.
+
+    As an operator would write them in the service's ``[cache]`` section:
+    the Redis backend on the server ``INDEX`` uses, with the same socket
+    timeout, and a distributed lock (``get_mutex()`` is a Redis lock, not
+    a thread lock) with the same lifetime and the same longest wait as
+    ``INDEX``'s. Everything else keeps oslo.cache's and dogpile.cache's
+    defaults, as a deployment would.
+    """
+    global INDEX_REGION, _REGION_ERRORS
+    # Imported here: only this mode needs oslo.cache.
+    from oslo_cache import core as cache
+    from redis import exceptions as redis_exceptions
+
+    address = urllib.parse.urlsplit(redis_url)
+    cache.configure(CONF)
+    CONF.set_override('enabled', True, group='cache')
+    CONF.set_override('backend', 'dogpile.cache.redis', group='cache')
+    CONF.set_override('redis_server', '%s:%d' % (address.hostname,
+                                                 address.port),
+                      group='cache')
+    # oslo.cache 3.8.0, the oldest allowed, names it redis_socket_timeout.
+    CONF.set_override('socket_timeout' if 'socket_timeout' in CONF.cache
+                      else 'redis_socket_timeout', SOCKET_TIMEOUT,
+                      group='cache')
+    CONF.set_override('backend_argument', [
+        'distributed_lock:true', 'thread_local_lock:false',
+        'lock_timeout:%s' % LOCK_TIMEOUT,
+        'lock_blocking_timeout:%s' % LOCK_WAIT], group='cache')
+    INDEX_REGION = cache.create_region()
+    cache.configure_cache_region(CONF, INDEX_REGION)
+    _REGION_ERRORS = (redis_exceptions.RedisError,)
+
+
 def warm_up() -> None:
     """Use every store once, as a service warming its caches at start-up.
 
@@ -121,6 +176,9 @@ def warm_up() -> None:
     probe = 'startup-%d' % os.getpid()
     INDEX.set(probe, [probe])
     INDEX.get(probe)
+    if INDEX_REGION is not None:
+        INDEX_REGION.set(probe, [probe])
+        INDEX_REGION.get(probe)
     catalog('startup')
     catalog.warm('startup-warm')
 
@@ -143,6 +201,9 @@ def create_token(user: str) -> dict[str, ty.Any]:
     """
     token = uuid.uuid4().hex
     TOKENS.set(token, model.token_value(user, token))
+    if INDEX_WRITES['mode'] == 'oslo.cache':
+        _add_to_region_index(user, token)
+        return {'token': token}
     if INDEX_WRITES['mode'] == 'update':
         INDEX.update(user, lambda tokens: tokens + [token], default=[])
         return {'token': token}
@@ -162,6 +223,43 @@ def create_token(user: str) -> dict[str, ty.Any]:
     return {'token': token}
 
 
+@contextlib.contextmanager
+def _region_errors() -> ty.Iterator[None]:
+    """A Redis failure under :data:`INDEX_REGION` as a ``BackendError``.
+
+    A service on oslo.cache sees the client's own exception; it is
+    reported as the other modes' store failures are (a 503 naming it).
+    """
+    try:
+        yield
+    except _REGION_ERRORS as exc:
+        raise exception.BackendError(
+            'oslo.cache index on Redis: %s: %s'
+            % (type(exc).__name__, exc)) from None
+
+
+def _add_to_region_index(user: str, token: str) -> None:
+    """Add ``token`` to ``user``'s index in :data:`INDEX_REGION`.
+
+    Under the region backend's mutex for the user (a Redis lock): take
+    it, read, write, release, as ``lock`` mode does on ``INDEX``.
+    """
+    with _region_errors():
+        mutex = INDEX_REGION.backend.get_mutex(user)
+        if not mutex.acquire():
+            raise exception.LockTimeout(
+                'the index lock of a user was not free within %ss'
+                % LOCK_WAIT)
+        try:
+            tokens = INDEX_REGION.get(user)
+            if tokens is dogpile_api.NO_VALUE:
+                tokens = []
+            tokens.append(token)
+            INDEX_REGION.set(user, tokens)
+        finally:
+            mutex.release()
+
+
 def get_token(token: str) -> dict[str, ty.Any]:
     """The value stored under ``token``; 404 when there is none."""
     try:
@@ -173,6 +271,10 @@ def get_token(token: str) -> dict[str, ty.Any]:
 
 def get_index(user: str) -> dict[str, ty.Any]:
     """The token ids of ``user`` (none yet: an empty list)."""
+    if INDEX_REGION is not None:
+        with _region_errors():
+            tokens = INDEX_REGION.get(user)
+        return {'tokens': [] if tokens is dogpile_api.NO_VALUE else tokens}
     try:
         return {'tokens': INDEX.get(user)}
     except exception.NotFound:

@@ -14,11 +14,13 @@
 
 For every server mode of :mod:`.launchers`: a load with no fault must get
 every reply right and reach every worker, and ``warm()`` from a worker
-must fill the cache; under continuous load, a hung memcached node, a
-killed and restarted one and a hung Redis may fail only requests that
-need that server (with a 503 naming it), never with a raw exception or a
-wrong value, and the service must serve without failure 1 s after each
-fault clears, without losing an acknowledged write.
+must fill the cache (under uWSGI, also with the index written by
+``update()`` and kept in an oslo.cache region instead); under continuous
+load, a hung memcached node, a killed and restarted one and a hung Redis
+may fail only requests that need that server (with a 503 naming it),
+never with a raw exception or a wrong value, and the service must serve
+without failure 1 s after each fault clears, without losing an
+acknowledged write.
 
 Each test prints its counts per phase and, when ``OSLO_KVS_DEPLOY_REPORT``
 names a file, appends them to it as JSON lines.
@@ -216,6 +218,39 @@ def test_no_fault(service: launchers.WSGIServer) -> None:
     assert_workers_serve(service, health)
     if service.spreads_held:
         assert len(warm_pids) == service.processes, warm_pids
+
+
+@pytest.mark.parametrize('index_writes', ['update', 'oslo.cache'])
+def test_index_writes(backends: Backends, index_writes: str) -> None:
+    """Every reply right with the index's other writers, under uWSGI.
+
+    The service's default writes its index under the store's lock; the
+    deployment benchmark compares it with ``update()`` and with an
+    oslo.cache region under the backend's distributed mutex, which must
+    be right too for the comparison to mean anything.
+    """
+    with open(backends.config) as f:
+        config = dict(json.load(f), index_writes=index_writes)
+    path = os.path.join(os.path.dirname(backends.config),
+                        'service-%s.json' % index_writes)
+    with open(path, 'w') as f:
+        json.dump(config, f)
+    os.chmod(path, 0o644)
+    server = launchers.UWSGI(path)
+    try:
+        server.start()
+        client = load.LoadClient(server.url)
+        burst = client.burst('burst')
+        steady = client.run('load', LOAD_SECONDS)
+        lost = client.lost_index_entries()
+        report('index_writes', server, client, index_writes=index_writes,
+               lost=sum(lost.values()))
+        for phase in (burst, steady, client.phases['final']):
+            assert_clean(phase, server)
+    finally:
+        server.cleanup()
+    assert steady.requests and client.acknowledged
+    assert not sum(lost.values()), lost
 
 
 def _names(address: str) -> ty.Callable[[load.Failure], bool]:
