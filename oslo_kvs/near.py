@@ -73,6 +73,7 @@ DROPS_KEPT = 65536
 
 _monotonic = time.monotonic
 _plain = serialization.plain
+_IMMUTABLE = serialization.IMMUTABLE_TYPES
 #: Containers whose own copy isolates them when they hold only immutables.
 _COPIES: dict[type, ty.Callable[[ty.Any], ty.Any]] = {
     dict: dict.copy, list: list.copy, set: set.copy}
@@ -83,8 +84,8 @@ def _flat(value: ty.Any) -> bool:
     kind = type(value)
     if kind not in _COPIES:
         return False
-    return all(_plain(member) is not None for member in (
-        value.values() if kind is dict else value))
+    return _IMMUTABLE.issuperset(map(type, value.values() if kind is dict
+                                     else value))
 
 
 def _copy_nested(keys: tuple[ty.Any, ...]) -> ty.Callable[[ty.Any], ty.Any]:
@@ -111,12 +112,14 @@ def keep(value: ty.Any) -> tuple[ty.Any, ty.Callable[[ty.Any], ty.Any] | None]:
     if _flat(value):
         copy = _COPIES[type(value)]
         return copy(value), copy
-    if type(value) is dict and all(
-            _plain(member) is not None or _flat(member)
-            for member in value.values()):
-        copy = _copy_nested(tuple(key for key, member in value.items()
-                                  if _plain(member) is None))
-        return copy(value), copy
+    if type(value) is dict:
+        # Values stored are values dumps() accepted: an immutable member
+        # needs no check of its text.
+        mutable = [key for key, member in value.items()
+                   if type(member) not in _IMMUTABLE]
+        if all([_flat(value[key]) for key in mutable]):
+            copy = _copy_nested(tuple(mutable))
+            return copy(value), copy
     return pickle.dumps(value, pickle.HIGHEST_PROTOCOL), pickle.loads
 
 
@@ -241,30 +244,27 @@ class NearCache:
         """
         drops, started = begun
         until = started + (self.ttl if not ttl else min(ttl, self.ttl))
-        made = [(key, [until, *keep(value), False, stored])
-                for key, stored, value in found]
+        made = [(key, stored, keep(value)) for key, stored, value in found]
         with self._lock:
-            everything = drops < self._floor or self._suspended
-            dropped = self._dropped
-            # A key dropped since ``begun``: the value may be stale.
-            stale = {entry[4] for _, entry in made if everything
-                     or dropped.get(entry[4], -1) > drops}
+            # Kept: what no drop overtook since ``begun`` (it may be stale).
+            if drops < self._floor or self._suspended:
+                fresh = []
+            else:
+                dropped = self._dropped
+                fresh = [item for item in made
+                         if dropped.get(item[1], -1) <= drops]
             if written:
                 # Reads of these keys begun before now are stale too.
-                self._drop(entry[4] for _, entry in made)
-            if everything:
-                return
+                self._drop([stored for _, stored, _ in made])
             entries, keys = self._entries, self._keys
-            for key, entry in made:
-                if entry[4] in stale:
-                    continue
-                if key not in entries and len(entries) >= self.size:
-                    self._evict()
+            for key, stored, (kept, copy) in fresh:
                 old = entries.get(key)
                 if old is not None:
                     keys.pop(old[4], None)
-                entries[key] = entry
-                keys[entry[4]] = key
+                elif len(entries) >= self.size:
+                    self._evict()
+                entries[key] = [until, kept, copy, False, stored]
+                keys[stored] = key
 
     def _evict(self) -> None:
         """Remove one entry (CLOCK); under the lock, with entries.

@@ -252,7 +252,8 @@ def loads_many(values: ty.Sequence[bytes]) -> list[ty.Any]:
 
 
 # Values of these exact types cannot change after they are made.
-_IMMUTABLE_TYPES = frozenset([type(None), bool, int, float, str, bytes])
+#: The types whose values cannot change (exact types: a subclass may).
+IMMUTABLE_TYPES = frozenset([type(None), bool, int, float, str, bytes])
 
 
 @dataclasses.dataclass(slots=True, eq=False, repr=False)
@@ -275,7 +276,7 @@ def plain(value: ty.Any) -> Plain | None:
     refused there. None for everything else.
     """
     kind = type(value)  # not __class__, which an object may fake
-    if kind not in _IMMUTABLE_TYPES:
+    if kind not in IMMUTABLE_TYPES:
         return None
     if kind is str and not value.isascii():
         try:
