@@ -17,8 +17,8 @@ apart (tuple from list, set, frozenset, datetime, integers wider than 64
 bits) travel as extension types, so every supported type comes back as the
 same type. Nothing here can run code while decoding: there is no pickle.
 
-An int in [-2**63, 2**63) (the range of :data:`DECIMAL_MIN` and
-:data:`DECIMAL_END`) is written as its plain ASCII decimal digits
+An int in [-2**63, 2**63) (the range of ``DECIMAL_MIN`` and
+``DECIMAL_END``) is written as its plain ASCII decimal digits
 (``b'-12'``), under either serializer, so that a server's own increment
 (memcached's ``incr``, Redis's ``INCRBY``) works on it. Every other
 encoded form starts with one format byte, so that a later format (or an
