@@ -50,9 +50,7 @@ microseconds, a sizeable part of a round trip, and a uniform sample keeps
 the distribution unbiased while the counter above stays exact.
 """
 
-import functools
 import importlib.metadata
-import inspect
 import itertools
 import random
 import threading
@@ -61,6 +59,7 @@ import typing as ty
 import weakref
 
 from oslo_kvs import _process
+from oslo_kvs import _wrapping
 from oslo_kvs import exception
 
 #: Operation names, in the order :meth:`Counts.read` lists them.
@@ -249,27 +248,16 @@ def operation(name: str, observer_of: ty.Callable[[ty.Any], ty.Any]
         is neither counted nor timed.
     """
     def decorate(method: F) -> F:
-        made: dict[str, ty.Any] = {}
-        parameters = list(inspect.signature(method).parameters.values())[1:]
-        plain = all(parameter.kind is parameter.POSITIONAL_OR_KEYWORD
-                    and parameter.name not in _TEMPLATE_NAMES
-                    for parameter in parameters)
-        # This module's globals, so the wrapper looks up _random (which
+        # This module's globals: the wrapper looks up _random (which
         # tests replace) when called, as code written here would.
-        exec(_observed_source(method, parameters) if plain
-             else _OBSERVED_ANY, globals(), made)
-        observed = made['wrap'](method, observer_of, name,
-                                _key(name, _outcome_of(name, True)),
-                                _key(name, _outcome_of(name, False)))
-        return ty.cast(F, functools.wraps(method)(observed))
+        return ty.cast(F, _wrapping.wrapper(
+            method, _OBSERVED, _TEMPLATE_NAMES, globals(), observer_of,
+            name, _key(name, _outcome_of(name, True)),
+            _key(name, _outcome_of(name, False))))
     return decorate
 
 
-# The observed method's wrapper, with the method's own parameters where
-# they are all of the plain kind (the store's are): CPython calls such a
-# function inline, where one taking (*args, **kwargs) builds a tuple and
-# a dict and calls slowly, some 0.2 us more on every operation. Written
-# out and compiled once per method, as dataclasses writes __init__.
+# The observed method's wrapper (see oslo_kvs._wrapping).
 _OBSERVED = """
 def wrap(method, observer_of, name, done, not_done):
     def observed(self{params}):
@@ -289,34 +277,10 @@ def wrap(method, observer_of, name, done, not_done):
         return result
     return observed
 """
-#: Names of the wrapper's own: a parameter of one of these names gets
-#: the (*args, **kwargs) wrapper.
+#: The names _OBSERVED uses.
 _TEMPLATE_NAMES = frozenset(['method', 'observer_of', 'name', 'done',
                              'not_done', 'observer', 'counts', 'result',
                              'exc', 'args', 'kwargs', '_random'])
-_OBSERVED_ANY = _OBSERVED.format(params=', *args, **kwargs',
-                                 call=', *args, **kwargs', args='args',
-                                 kwargs='kwargs')
-
-
-def _observed_source(method: ty.Callable[..., ty.Any],
-                     parameters: list[inspect.Parameter]) -> str:
-    """:data:`_OBSERVED` with ``parameters``, those of ``method``.
-
-    Defaults are the method's own objects, read from its ``__defaults__``
-    by position, so none is written out as text.
-    """
-    first_default = len(parameters) - len(method.__defaults__ or ())
-    params = ''.join(
-        ', %s' % p.name if i < first_default else
-        ', %s=method.__defaults__[%d]' % (p.name, i - first_default)
-        for i, p in enumerate(parameters))
-    call = ''.join(', ' + p.name for p in parameters)
-    return _OBSERVED.format(params=params, call=call,
-                            args='(%s)' % ''.join(p.name + ', '
-                                                  for p in parameters),
-                            kwargs='{}')
-
 
 # --- OpenTelemetry ------------------------------------------------------
 

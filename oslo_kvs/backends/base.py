@@ -28,7 +28,6 @@ a lock is :mod:`oslo_kvs.locking`'s.
 """
 
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -38,6 +37,7 @@ from dogpile.cache import api
 from oslo_config import types
 
 from oslo_kvs import _process
+from oslo_kvs import _wrapping
 from oslo_kvs.backends import address
 from oslo_kvs import exception
 from oslo_kvs import locking
@@ -359,50 +359,25 @@ def translate_errors(method: ty.Callable[..., ty.Any]
     client's own exceptions; they must keep the method's ``__name__``
     (``functools.wraps``), which names the operation in messages.
     """
-    name = method.__name__
-    operation = name.replace('_serialized', '')
+    # The wrapper takes the method's own parameters (oslo_kvs._wrapping):
+    # it runs on every operation.
+    return _wrapping.wrapper(method, _TRANSLATED, _TRANSLATED_NAMES,
+                             globals(),
+                             method.__name__.replace('_serialized', ''))
 
-    # The data methods get wrappers of their exact signature, which
-    # CPython calls inline; *args and **kwargs would cost a tuple, a dict
-    # and a slower call on every operation.
-    call: ty.Callable[..., ty.Any]
-    if name in ('get_serialized', 'get_serialized_multi', 'get_versioned'):
-        def get(self, key_or_keys):
-            try:
-                return method(self, key_or_keys)
-            except BaseException as exc:
-                _raise_translated(self, exc, operation)
-        call = get
-    elif name == 'set_serialized':
-        def set_one(self, key, value, ttl=None):
-            try:
-                return method(self, key, value, ttl)
-            except BaseException as exc:
-                _raise_translated(self, exc, operation)
-        call = set_one
-    elif name == 'set_serialized_multi':
-        def set_many(self, mapping, ttl=None):
-            try:
-                return method(self, mapping, ttl)
-            except BaseException as exc:
-                _raise_translated(self, exc, operation)
-        call = set_many
-    elif name == 'compare_and_set':
-        def compare_and_set(self, key, token, value, ttl=None):
-            try:
-                return method(self, key, token, value, ttl)
-            except BaseException as exc:
-                _raise_translated(self, exc, operation)
-        call = compare_and_set
-    else:
-        def any_call(self, *args, **kwargs):
-            try:
-                return method(self, *args, **kwargs)
-            except BaseException as exc:
-                _raise_translated(self, exc, operation)
-        call = any_call
 
-    return functools.update_wrapper(call, method)
+_TRANSLATED = """
+def wrap(method, operation):
+    def translated(self{params}):
+        try:
+            return method(self{call})
+        except BaseException as exc:
+            _raise_translated(self, exc, operation)
+    return translated
+"""
+#: The names _TRANSLATED uses.
+_TRANSLATED_NAMES = frozenset(['method', 'operation', 'exc',
+                               '_raise_translated'])
 
 
 #: What :meth:`Backend.server_stats` gives for every server, each the
