@@ -313,10 +313,7 @@ class TestIncrOnServer:
                                          b'\x01\x05\x00', b'\x02\x05'])
     def test_bytes_the_codec_did_not_write_are_refused(self, servers,
                                                        foreign):
-        store = make_store(servers.store_args)
-        store.set('v', 'placeholder')
-        held = Holder(servers, stored_key(store, 'v'))
-        held.client.set(held.key, foreign)
+        store, held = self._holding(servers, foreign)
         with pytest.raises(exception.IntegrityError):
             store.incr('v')
         with pytest.raises(exception.IntegrityError):
@@ -328,12 +325,18 @@ class TestIncrOnServer:
             self, servers, foreign):
         # memcached's incr reads these as 12 (strtoull), but nothing the
         # store writes looks like them and the codec reads none of them.
+        store, _ = self._holding(servers, foreign)
+        with pytest.raises(exception.IntegrityError):
+            store.get('v')
+
+    @staticmethod
+    def _holding(servers, foreign):
+        """A store whose ``v`` holds ``foreign``, written raw; a Holder."""
         store = make_store(servers.store_args)
         store.set('v', 'placeholder')
         held = Holder(servers, stored_key(store, 'v'))
         held.client.set(held.key, foreign)
-        with pytest.raises(exception.IntegrityError):
-            store.get('v')
+        return store, held
 
 
 class TestLocksOnServer:
