@@ -23,6 +23,7 @@ A missing server binary skips the tests that need it, except in CI
 import datetime
 import ipaddress
 import os
+import random
 import shutil
 import signal
 import socket
@@ -56,11 +57,45 @@ def require_binary(name: str) -> str:
     return path
 
 
+# Ports this process has handed out; see free_port().
+_handed_out: set[int] = set()
+
+
+def _worker() -> tuple[int, int]:
+    """(this pytest-xdist worker's number, how many workers): (0, 1) alone."""
+    name = os.environ.get('PYTEST_XDIST_WORKER', 'gw0')
+    return int(name[2:]), int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', 1))
+
+
 def free_port() -> int:
-    """A loopback TCP port that nothing listens on right now."""
+    """A loopback TCP port that nothing listens on and no test here owns.
+
+    Tests kill servers and restart them on the same port, and use a port
+    with no server as a dead address. Had another pytest-xdist worker taken
+    such a port meanwhile, its test and this one would talk to each other's
+    servers (a Sentinel watching a killed master would adopt the other
+    worker's server). So each worker draws only from its own residue class
+    of the ephemeral range, and never hands a port out twice.
+    """
+    index, count = _worker()
+    with open('/proc/sys/net/ipv4/ip_local_port_range') as f:
+        low, high = (int(n) for n in f.read().split())
+    for _ in range(1000):
+        port = random.randrange(low + (index - low) % count, high + 1, count)
+        if port not in _handed_out and bindable(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError('no free port left for worker %d' % index)
+
+
+def bindable(port: int) -> bool:
+    """Whether a listening socket could bind ``port`` on loopback now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_for_port(port: int, process: subprocess.Popen,

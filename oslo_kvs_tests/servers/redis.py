@@ -13,13 +13,13 @@
 """Redis servers for the tests: standalone, TLS, ACL, Sentinel, Cluster."""
 
 import os
-import socket
 import subprocess
 import time
 import typing as ty
 
 import pytest
 
+from oslo_kvs_tests.servers.base import bindable
 from oslo_kvs_tests.servers.base import free_port
 from oslo_kvs_tests.servers.base import LOOPBACK
 from oslo_kvs_tests.servers.base import make_tls_files
@@ -30,22 +30,13 @@ from oslo_kvs_tests.servers.base import ServerGroup
 from oslo_kvs_tests.servers.base import ServerProcess
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-        return True
-
-
 def redis_cluster_port(taken: ty.Collection[int] = ()) -> int:
     """A free port whose cluster bus port (port + 10000) is free too."""
     for _ in range(200):
         port = free_port()
         bus = port + 10000
         if (bus <= 65535 and port not in taken and bus not in taken and
-                port - 10000 not in taken and _bindable(bus)):
+                port - 10000 not in taken and bindable(bus)):
             return port
     raise RuntimeError('no free port pair for a Redis cluster node')
 
@@ -238,10 +229,14 @@ class RedisSentinelGroup(ServerGroup):
             client = sentinel.client()
             # Failover needs every sentinel to know the others and the
             # replica, which they learn from the master over a few seconds.
-            _wait_until(lambda: (
-                len(client.sentinel_sentinels(self.service_name)) == 2 and
-                len(client.sentinel_slaves(self.service_name)) == 1),
-                'sentinel %s to discover its peers' % sentinel.address)
+            try:
+                _wait_until(lambda: (
+                    len(client.sentinel_sentinels(self.service_name)) == 2
+                    and len(client.sentinel_slaves(self.service_name)) == 1),
+                    'sentinel %s to discover its peers' % sentinel.address)
+            except RuntimeError as e:
+                raise RuntimeError('%s; its log:\n%s' % (
+                    e, sentinel.log()[-4000:])) from None
         return self
 
     def current_master(self) -> RedisServer:
