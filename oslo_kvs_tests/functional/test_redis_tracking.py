@@ -405,9 +405,8 @@ def test_cluster_topology_change_rebuilds_the_channels(own_cluster,
     watching(redis_backend.RedisBackend(group.store_args), near)
     first = near.wait_for('resume')
     # A fourth master joins and takes slots from the first.
-    ports = [node.port for node in group.nodes]
     node = servers.RedisServer(
-        port=servers.redis_cluster_port(ports),
+        port=servers.redis_cluster_port(),
         extra=['cluster-enabled yes', 'cluster-config-file nodes.conf',
                'cluster-node-timeout 2000'])
     group.nodes.append(node)

@@ -82,20 +82,25 @@ def free_port() -> int:
         low, high = (int(n) for n in f.read().split())
     for _ in range(1000):
         port = random.randrange(low + (index - low) % count, high + 1, count)
-        if port not in _handed_out and bindable(port):
-            _handed_out.add(port)
+        if claim(port):
             return port
     raise RuntimeError('no free port left for worker %d' % index)
 
 
-def bindable(port: int) -> bool:
-    """Whether a listening socket could bind ``port`` on loopback now."""
+def claim(port: int) -> bool:
+    """Hand ``port`` out if it was never handed out and nothing holds it.
+
+    For a port a server derives from its own (a Redis Cluster bus port).
+    """
+    if port in _handed_out:
+        return False
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         try:
             sock.bind((LOOPBACK, port))
         except OSError:
             return False
-        return True
+    _handed_out.add(port)
+    return True
 
 
 def wait_for_port(port: int, process: subprocess.Popen,

@@ -19,7 +19,7 @@ import typing as ty
 
 import pytest
 
-from oslo_kvs_tests.servers.base import bindable
+from oslo_kvs_tests.servers.base import claim
 from oslo_kvs_tests.servers.base import free_port
 from oslo_kvs_tests.servers.base import LOOPBACK
 from oslo_kvs_tests.servers.base import make_tls_files
@@ -30,13 +30,11 @@ from oslo_kvs_tests.servers.base import ServerGroup
 from oslo_kvs_tests.servers.base import ServerProcess
 
 
-def redis_cluster_port(taken: ty.Collection[int] = ()) -> int:
+def redis_cluster_port() -> int:
     """A free port whose cluster bus port (port + 10000) is free too."""
     for _ in range(200):
         port = free_port()
-        bus = port + 10000
-        if (bus <= 65535 and port not in taken and bus not in taken and
-                port - 10000 not in taken and bindable(bus)):
+        if port + 10000 <= 65535 and claim(port + 10000):
             return port
     raise RuntimeError('no free port pair for a Redis cluster node')
 
@@ -255,12 +253,9 @@ class RedisClusterGroup(ServerGroup):
     """
 
     def __init__(self, size: int = 3, node_timeout_ms: int = 2000) -> None:
-        ports: list[int] = []
-        for _ in range(size):
-            ports.append(redis_cluster_port(ports))
-        self.nodes = [RedisServer(port=port, extra=[
+        self.nodes = [RedisServer(port=redis_cluster_port(), extra=[
             'cluster-enabled yes', 'cluster-config-file nodes.conf',
-            'cluster-node-timeout %d' % node_timeout_ms]) for port in ports]
+            'cluster-node-timeout %d' % node_timeout_ms]) for _ in range(size)]
 
     @property
     def store_args(self) -> dict[str, ty.Any]:

@@ -16,6 +16,7 @@ import socket
 
 import pytest
 
+from oslo_kvs_tests import servers
 from oslo_kvs_tests.servers import base
 
 
@@ -60,3 +61,10 @@ def test_a_listening_port_is_skipped(monkeypatch):
         monkeypatch.setattr(base.random, 'randrange',
                             lambda *args: next(draws))
         assert base.free_port() == free
+
+
+def test_a_cluster_port_is_drawn_with_its_bus_port(monkeypatch):
+    monkeypatch.setattr(base, '_handed_out', set())
+    port = servers.redis_cluster_port()
+    assert port + 10000 in base._handed_out
+    assert not base.claim(port + 10000)
