@@ -147,22 +147,52 @@ class WSGIServer:
             raise
         return self
 
+    def held_health(self) -> list[load.Reply]:
+        """``GET /health`` on as many connections as the server has threads.
+
+        Requests held open together reach every worker of a server whose
+        workers take a connection only when a thread is free (see
+        :func:`load.held_requests` and :attr:`spreads_held`).
+        """
+        return load.held_requests(
+            self.url, [('GET', '/health')] * (self.processes * THREADS))
+
     def _wait_ready(self) -> None:
+        """Wait until the server answers, then until every worker does.
+
+        A worker that loads the application itself (``--lazy-apps``,
+        gunicorn without ``--preload``, mod_wsgi) takes no connection
+        until it has; one that never answers is stuck (a pre-fork server
+        that forked while another thread of the master held the GIL
+        leaves its child waiting for it forever).
+        """
         deadline = time.monotonic() + START_TIMEOUT
         connection = load.Connection(self.url)
         try:
-            while time.monotonic() < deadline:
+            while True:
                 if self.process.poll() is not None:
                     raise RuntimeError(
                         '%s exited with status %s before serving:\n%s'
                         % (self.name, self.process.returncode, self.log()))
                 if connection.request('GET', '/health').status == 200:
-                    return
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError('%s did not serve within %ss:\n%s'
+                                       % (self.name, START_TIMEOUT,
+                                          self.log()))
                 time.sleep(0.1)
         finally:
             connection.close()
-        raise RuntimeError('%s did not serve within %ss:\n%s'
-                           % (self.name, START_TIMEOUT, self.log()))
+        workers: set[object] = set()
+        while self.spreads_held and len(workers) < self.processes:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    '%s: only %d of %d workers answered within %ss (the '
+                    'others are stuck):\n%s' % (
+                        self.name, len(workers), self.processes,
+                        START_TIMEOUT, self.log()))
+            workers = {reply.body.get('pid') for reply in self.held_health()
+                       if reply.status == 200}
 
     def stop(self) -> None:
         """Stop the server and every process of its session."""

@@ -153,22 +153,13 @@ def assert_clean(phase: load.Phase, server: launchers.WSGIServer,
         _failures(phase, kinds), server.log()[-3000:])
 
 
-def held_health(server: launchers.WSGIServer) -> list[load.Reply]:
-    """``GET /health`` on as many connections as the server has threads.
-
-    Requests held open together reach every worker of a server whose
-    workers take a connection only when a thread is free (see
-    :func:`load.held_requests`); a worker that does not answer then is
-    stuck (a pre-fork server that forked while another thread of the
-    master held the GIL leaves its child waiting for it forever).
-    """
-    size = server.processes * launchers.THREADS
-    return load.held_requests(server.url, [('GET', '/health')] * size)
-
-
 def assert_workers_serve(server: launchers.WSGIServer,
                          replies: list[load.Reply]) -> None:
-    """Every reply of :func:`held_health` came, from every worker."""
+    """Every reply of ``held_health()`` came, from every worker.
+
+    The server was ready only once every worker had answered, so one
+    that does not answer now is stuck.
+    """
     errors = [reply.body for reply in replies if reply.status != 200]
     assert not errors, '%s: %d of %d held requests failed, e.g. %s\n%s' % (
         server.name, len(errors), len(replies), errors[:3],
@@ -183,7 +174,7 @@ def assert_workers_serve(server: launchers.WSGIServer,
 
 def test_no_fault(service: launchers.WSGIServer) -> None:
     """Every reply right under load; every worker serves and warms."""
-    health = held_health(service)
+    health = service.held_health()
     client = load.LoadClient(service.url)
     # Requests arriving together first, on every worker at once, as a
     # service meets them after a (re)start; then steady load.
