@@ -224,6 +224,11 @@ def held_requests(base_url: str, requests: ty.Sequence[tuple[str, str]],
                                        'message': str(exc)})
             finally:
                 response.close()
+                # Closed at once, as a client does after a reply that ends
+                # the connection: a server that waits for the client to
+                # close first (gunicorn's sync worker, up to 2 s) takes
+                # the next held connection only then.
+                sock.close()
     finally:
         for sock in sockets:
             if sock is not None:
