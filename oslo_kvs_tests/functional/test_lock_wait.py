@@ -77,6 +77,9 @@ def wait_in_child(store, key, timeout, meanwhile=lambda: None):
         # Only in this child: the parent's backend is left as it is.
         backend.acquire_lock = acquire_lock
         lock = store.get_lock(key)
+        # This process's first call connects (for a Cluster, learns its
+        # slots too); that is not waiting, so it is done before the clock.
+        store.set(key + '-connect', True)
         started, cpu = time.monotonic(), time.process_time()
         got = lock.acquire(timeout=timeout)
         result = {'got': got, 'at': time.time(),
