@@ -161,8 +161,8 @@ class WSGIServer:
         """Wait until the server answers, then until every worker does.
 
         A worker that loads the application itself (``--lazy-apps``,
-        gunicorn without ``--preload``, mod_wsgi) takes no connection
-        until it has; one that never answers is stuck (a pre-fork server
+        gunicorn without ``--preload``) takes no connection until it has;
+        one that never answers is stuck (a pre-fork server
         that forked while another thread of the master held the GIL
         leaves its child waiting for it forever).
         """
